@@ -1,0 +1,1 @@
+"""Slack app: slash commands and the Acknowledge button (slack-bolt, async)."""

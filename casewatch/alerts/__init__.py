@@ -1,0 +1,1 @@
+"""Alerts: opening, acknowledging and resolving, one live alert per key."""

@@ -1,0 +1,1 @@
+"""HTTP API: events, alerts, health and metrics."""

@@ -1,0 +1,90 @@
+"""`casewatch` command line. Each subcommand lives in casewatch.commands.<name> as run(args)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from casewatch.config import ConfigError
+
+
+def _iso(value: str) -> str:
+    from datetime import datetime
+
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 time, for example 2026-11-23T07:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} has no UTC offset; add Z or +00:00 (for example 2026-11-23T07:00:00Z)"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="casewatch",
+        description="Watches ViSOR case data for triggers and routes alerts to the people who must act.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, *, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config:
+            p.add_argument(
+                "--config", metavar="PATH",
+                help="TOML configuration file (default ./casewatch.toml if present, else built-in defaults)",
+            )
+        return p
+
+    command("serve", "run the service: HTTP server, Slack app, schedules, delivery workers")
+    demo = command("demo", "run the service on embedded defaults with fictional demo data", config=False)
+    demo.add_argument("--dir", default=".casewatch-demo", help="where the demo keeps its files (default .casewatch-demo)")
+    demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free one)")
+    demo.add_argument("--nominals", type=int, default=200, help="how many fictional nominals (default 200)")
+    demo.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts and tests)")
+
+    db = command("db", "database commands", config=False)
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    up = db_sub.add_parser("upgrade", help="apply database migrations (Alembic)")
+    up.add_argument("--config", metavar="PATH", help="TOML configuration file")
+
+    imp = command("import", "ingest events from an NDJSON file (one envelope a line), or - for stdin")
+    imp.add_argument("path", metavar="PATH")
+    imp.add_argument("--batch-size", type=int, default=500, help="events per transaction (default 500)")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    scan = command("scan", "evaluate every time-based trigger once, as of now or --at")
+    scan.add_argument("--at", type=_iso, metavar="ISO8601", help="evaluate as of this instant")
+
+    digest = command("digest", "build and send the daily digest(s) now")
+    digest.add_argument("--team", metavar="ID", help="only this team (default: every team)")
+    digest.add_argument("--at", type=_iso, metavar="ISO8601", help="as of this instant")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name = "db_upgrade" if args.command == "db" else args.command.replace("-", "_")
+    if name == "import":
+        name = "import_events"
+    module = importlib.import_module(f"casewatch.commands.{name}")
+    try:
+        code: int = module.run(args)
+    except ConfigError as exc:
+        print(f"casewatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Configuration: a TOML file, overridden key by key by CASEWATCH_<SECTION>__<KEY> variables.
+
+`load_config()` is the only entry point. Every problem comes back as one ConfigError that names
+each bad key and says why; secret values are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from casewatch.config.delivery import DeliverySection
+from casewatch.config.routing import RoutingSection
+from casewatch.config.schedules import ScheduleSection
+from casewatch.config.sections import (
+    DatabaseSection,
+    HttpSection,
+    IngestSection,
+    OfficerSection,
+    ServiceSection,
+    SlackSection,
+    SmtpSection,
+    TeamSection,
+)
+from casewatch.config.triggers import TriggerSection
+
+DEFAULT_PATH = Path("casewatch.toml")
+ENV_PREFIX = "CASEWATCH_"
+SECRET_KEYS = frozenset(
+    {"secret", "bot_token", "signing_secret", "app_token", "password"}
+)
+
+__all__ = ["Settings", "ConfigError", "load_config", "DEFAULT_PATH"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names every bad key."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    service: ServiceSection = ServiceSection()
+    database: DatabaseSection = DatabaseSection()
+    http: HttpSection = HttpSection()
+    ingest: IngestSection = IngestSection()
+    slack: SlackSection = SlackSection()
+    smtp: SmtpSection = SmtpSection()
+    triggers: TriggerSection = TriggerSection()
+    routing: RoutingSection = RoutingSection()
+    delivery: DeliverySection = DeliverySection()
+    schedules: ScheduleSection = ScheduleSection()
+    teams: list[TeamSection] = Field(default_factory=list)
+    officers: list[OfficerSection] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is passed in as init data by load_config(); the environment wins over it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _directory_consistent(self) -> Settings:
+        problems: list[str] = []
+        team_ids = [t.id for t in self.teams]
+        for dup in sorted({t for t in team_ids if team_ids.count(t) > 1}):
+            problems.append(f"teams: team id {dup!r} is defined more than once")
+        officer_ids = [o.id for o in self.officers]
+        for dup in sorted({o for o in officer_ids if officer_ids.count(o) > 1}):
+            problems.append(f"officers: officer id {dup!r} is defined more than once")
+        slack_ids = [o.slack_user_id for o in self.officers if o.slack_user_id]
+        for dup in sorted({s for s in slack_ids if slack_ids.count(s) > 1}):
+            problems.append(f"officers: slack_user_id {dup!r} belongs to more than one officer")
+        known = set(team_ids)
+        for index, officer in enumerate(self.officers):
+            if officer.team not in known:
+                problems.append(
+                    f"officers[{index}].team: unknown team {officer.team!r} "
+                    f"(known: {', '.join(sorted(known)) or 'none'})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def team(self, team_id: str) -> TeamSection | None:
+        return next((t for t in self.teams if t.id == team_id), None)
+
+    def officer(self, officer_id: str) -> OfficerSection | None:
+        return next((o for o in self.officers if o.id == officer_id), None)
+
+    def serve_problems(self) -> list[str]:
+        """What stops `casewatch serve` from running safely (the other commands need less)."""
+        problems = []
+        if not self.ingest.secret.get_secret_value():
+            problems.append(
+                "ingest.secret: empty; the events API would accept nothing. "
+                "Set CASEWATCH_INGEST__SECRET"
+            )
+        if self.slack.mode != "off" and not self.slack.bot_token.get_secret_value():
+            problems.append(
+                f"slack.bot_token: required when slack.mode is {self.slack.mode!r}. "
+                "Set CASEWATCH_SLACK__BOT_TOKEN, or slack.mode = \"off\""
+            )
+        if self.slack.mode == "http" and not self.slack.signing_secret.get_secret_value():
+            problems.append(
+                "slack.signing_secret: required when slack.mode is 'http'. "
+                "Set CASEWATCH_SLACK__SIGNING_SECRET"
+            )
+        if self.slack.mode == "socket" and not self.slack.app_token.get_secret_value():
+            problems.append(
+                "slack.app_token: required when slack.mode is 'socket'. "
+                "Set CASEWATCH_SLACK__APP_TOKEN"
+            )
+        return problems
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check the spelling against config.example.toml)"
+    leaf = str(error["loc"][-1]) if error["loc"] else ""
+    shown = ""
+    if leaf not in SECRET_KEYS and error["type"] != "extra_forbidden" and "input" in error:
+        value = error["input"]
+        if isinstance(value, (str, int, float, bool)) and len(repr(value)) <= 60:
+            shown = f" (got {value!r})"
+    return f"{location}: {message}{shown}"
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Read the TOML file (the default path only if it exists), apply the environment, validate."""
+    explicit = path is not None
+    file_path = Path(path) if path is not None else DEFAULT_PATH
+    data: dict[str, Any] = {}
+    if file_path.exists():
+        try:
+            data = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{file_path}: cannot be read: {exc.strerror}") from exc
+    elif explicit:
+        raise ConfigError(f"{file_path}: no such configuration file")
+    for key, value in (overrides or {}).items():
+        data.setdefault(key, {})
+        if isinstance(value, dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+
+    saved = None
+    if environ is not None:
+        saved = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+        for key in saved:
+            del os.environ[key]
+        os.environ.update({k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        source = str(file_path) if file_path.exists() else "built-in defaults"
+        raise ConfigError(
+            f"configuration is not valid ({source} and {ENV_PREFIX}* variables):\n  "
+            + "\n  ".join(lines)
+        ) from None
+    finally:
+        if saved is not None:
+            for key in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+                del os.environ[key]
+            os.environ.update(saved)

@@ -1,0 +1,133 @@
+"""The configuration sections named in the interface contract (shared/contract.md)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+ROLES = ("officer", "supervisor", "spoc", "control_room", "admin")
+Role = Literal["officer", "supervisor", "spoc", "control_room", "admin"]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Section(BaseModel):
+    # A mistyped key is a silent misconfiguration; refuse it instead.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+class DatabaseSection(Section):
+    url: str = Field(
+        "sqlite+aiosqlite:///./casewatch.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB",
+    )
+    pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class HttpSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class IngestSection(Section):
+    secret: SecretStr = Field(SecretStr(""), description="HMAC-SHA256 key for the events API")
+    max_clock_skew_seconds: int = Field(300, ge=1, le=3600)
+
+
+class SlackSection(Section):
+    mode: Literal["http", "socket", "off"] = "http"
+    bot_token: SecretStr = SecretStr("")
+    signing_secret: SecretStr = SecretStr("")
+    app_token: SecretStr = SecretStr("")
+    api_url: str = "https://slack.com/api/"
+
+    @field_validator("api_url")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+
+class SmtpSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    sender: str = "casewatch@force.example"
+    starttls: bool = False
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+
+    _sender = field_validator("sender")(check_email)
+
+
+class TeamSection(Section):
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1)
+    channel: str = Field("", description="team Slack channel id; empty: no team channel")
+    spoc_email: str
+    supervisor_emails: list[str] = []
+    digest_time: str = "07:00"
+    npt_channels: dict[str, str] = Field(
+        default_factory=dict, description="neighbourhood code -> NPT Slack channel id"
+    )
+
+    _spoc = field_validator("spoc_email")(check_email)
+
+    @field_validator("supervisor_emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        return [check_email(v) for v in value]
+
+    @field_validator("digest_time")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError("must be a 24-hour time HH:MM, for example 07:00")
+        return value
+
+
+class OfficerSection(Section):
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1)
+    email: str = ""
+    slack_user_id: str = ""
+    team: str
+    roles: list[Role] = ["officer"]
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        return check_email(value) if value else value
+
+
+class ServiceSection(Section):
+    timezone: str = Field("Europe/London", description="the service timezone (IANA name)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value

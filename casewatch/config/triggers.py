@@ -1,0 +1,29 @@
+"""Clocks of the five triggers. Each default is law or policy as commonly applied (see
+shared/domain.md, "The triggers and their clocks"); forces vary, so each is a setting."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from casewatch.config.sections import Section
+
+
+class TriggerSection(Section):
+    # Sexual Offences Act 2003 s.83: initial notification within 3 days of conviction or release.
+    initial_notification_days: int = Field(3, ge=1, le=60)
+    # SOA 2003 s.85: periodic notification within one year of the last one.
+    periodic_notification_years: int = Field(1, ge=1, le=5)
+    # SOA 2003 s.85A and the 2012 regulations: weekly where there is no fixed abode.
+    weekly_notification_days: int = Field(7, ge=1, le=31)
+    # SOA 2003 s.84: changes notified within 3 days.
+    change_notification_days: int = Field(3, ge=1, le=60)
+    # Foreign travel: at least 7 days before departure (2012 regulations); policy default.
+    travel_notice_days: int = Field(7, ge=0, le=60)
+    # Policy default: remind this many days before a notification falls due.
+    notification_reminder_days: int = Field(14, ge=0, le=120)
+    # Border checks match a travel notification within this many days either side of its dates.
+    border_match_window_days: int = Field(2, ge=0, le=30)
+    # Policy default: remind an action's owner this many days before its due date.
+    action_reminder_days: int = Field(7, ge=0, le=120)
+    # Policy default (domain.md): a MAPPA level change must reach ViSOR within 3 days.
+    visor_update_days: int = Field(3, ge=1, le=30)

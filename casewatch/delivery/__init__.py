@@ -1,0 +1,1 @@
+"""Delivery: the outbox worker, retries, backoff and pacing; the notifier interface."""

@@ -1,0 +1,1 @@
+"""Ingest: validating, storing and applying events."""

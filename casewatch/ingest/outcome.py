@@ -1,0 +1,16 @@
+"""What applying one event to the case store did: the input of the event-driven rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from casewatch.store.models import Event, LevelChange
+
+
+@dataclass(frozen=True)
+class Applied:
+    event: Event
+    # Older than the state already held (an out-of-order nominal.upsert): kept, changed nothing.
+    stale: bool = False
+    # A MAPPA level change this event caused (from mappa.level_changed or nominal.upsert).
+    level_change: LevelChange | None = None

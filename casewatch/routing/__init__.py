@@ -1,0 +1,1 @@
+"""Routing: which receivers an alert change goes to; escalation chains."""

@@ -1,0 +1,1 @@
+"""The case store: models, engines, migrations."""

@@ -1,0 +1,335 @@
+"""The case store: SQLAlchemy 2 models. Times are aware UTC datetimes; dates are dates.
+
+Case records (markers, notifications, travel, actions, visits, recalls, level history) are keyed
+by the ViSOR reference without a foreign key to `nominals`: events arrive out of order, and an
+action or a border check may come before the nominal's first `nominal.upsert`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from casewatch.store.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT autoincrement is not a rowid alias on SQLite; INTEGER there, BIGINT on PostgreSQL.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+# --- directory (synchronised from configuration at start-up) ---------------------------------
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(64), default="")
+    spoc_email: Mapped[str] = mapped_column(String(320))
+    supervisor_emails: Mapped[list[Any]] = mapped_column(default=list)
+    digest_time: Mapped[str] = mapped_column(String(5), default="07:00")
+
+
+class Officer(Base):
+    __tablename__ = "officers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), default="")
+    slack_user_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    team: Mapped[str] = mapped_column(String(64), index=True)
+    roles: Mapped[list[Any]] = mapped_column(default=list)
+
+
+# --- ingest -------------------------------------------------------------------------------------
+
+
+class Event(Base):
+    """Every accepted event, kept as received; `id` is the sender's idempotency key."""
+
+    __tablename__ = "events"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16))  # "api", "import", "demo"
+    data: Mapped[dict[str, Any]]
+
+
+# --- case state -----------------------------------------------------------------------------
+
+
+class Nominal(Base):
+    __tablename__ = "nominals"
+    visor_ref: Mapped[str] = mapped_column(String(32), primary_key=True)
+    surname: Mapped[str] = mapped_column(String(200))
+    # Lower-cased, spaces folded: what /flags matches a typed surname against.
+    surname_key: Mapped[str] = mapped_column(String(200), index=True)
+    forenames: Mapped[str] = mapped_column(String(200))
+    date_of_birth: Mapped[date]
+    pnc_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    category: Mapped[str] = mapped_column(String(1))
+    mappa_level: Mapped[int | None]
+    registered: Mapped[bool] = mapped_column(Boolean)
+    risk_level: Mapped[str] = mapped_column(String(16))
+    lead_agency: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str] = mapped_column(String(64), index=True)
+    offender_manager: Mapped[str] = mapped_column(String(64), index=True)
+    area: Mapped[str] = mapped_column(String(32))
+    on_licence: Mapped[bool] = mapped_column(Boolean)
+    no_fixed_abode: Mapped[bool] = mapped_column(Boolean)
+    last_notification_on: Mapped[date | None]
+    release_date: Mapped[date | None]
+    licence_expiry: Mapped[date | None]
+    aliases: Mapped[list[Any]] = mapped_column(default=list)
+    # occurred_at of the nominal.upsert this row reflects: an older upsert never overwrites it.
+    state_as_of: Mapped[datetime]
+    # occurred_at of the newest level change applied (from either event type).
+    level_as_of: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class Marker(Base):
+    __tablename__ = "markers"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    code: Mapped[str] = mapped_column(String(32))
+    label: Mapped[str] = mapped_column(String(200))
+    restricted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class LevelChange(Base):
+    """MAPPA level history, kept for reviews (changes before a serious further offence)."""
+
+    __tablename__ = "level_changes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    from_level: Mapped[int | None]
+    to_level: Mapped[int | None]
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    changed_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    recorded_by: Mapped[str] = mapped_column(String(64), default="")  # sender / source system
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class NotificationReceived(Base):
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    notified_on: Mapped[date]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class TravelNotification(Base):
+    __tablename__ = "travel_notifications"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    departure_on: Mapped[date]
+    return_on: Mapped[date | None]
+    destination: Mapped[str] = mapped_column(String(2))
+    notified_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class BorderCheck(Base):
+    __tablename__ = "border_checks"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    port: Mapped[str] = mapped_column(String(100))
+    direction: Mapped[str] = mapped_column(String(8))
+    checked_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class Action(Base):
+    """A MAPP meeting or risk-management-plan action."""
+
+    __tablename__ = "actions"
+    action_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    summary: Mapped[str] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    due_on: Mapped[date]
+    status: Mapped[str] = mapped_column(String(8))
+    source: Mapped[str] = mapped_column(String(16))
+    state_as_of: Mapped[datetime]  # occurred_at of the upsert this row reflects
+    done_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_actions_status_due_on", "status", "due_on"),)
+
+
+class Visit(Base):
+    __tablename__ = "visits"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    visited_on: Mapped[date]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class Recall(Base):
+    __tablename__ = "recalls"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    recall_type: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[datetime]
+    returned_at: Mapped[datetime | None]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    return_event_id: Mapped[str | None] = mapped_column(String(200))
+
+
+# --- alerts and what became of them ---------------------------------------------------------
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # "A-7K3Q9M": typable
+    kind: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(8))
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    team: Mapped[str] = mapped_column(String(64), index=True)
+    # What the alert is about within the nominal: an action id, a due date, an event id.
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    # kind|visor_ref|subject while not resolved, NULL once resolved: at most one live alert per
+    # key, enforced by the unique index on both dialects (NULLs never collide).
+    live_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # open, acknowledged, resolved
+    summary: Mapped[str] = mapped_column(Text)  # no personal data: what chat may carry
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # officer id to act
+    due_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime]
+    opened_by_event: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    resolved_reason: Mapped[str | None] = mapped_column(String(200))
+    # Escalation: the chain snapshotted at opening, and where the alert is on it.
+    escalation_chain: Mapped[list[Any]] = mapped_column(default=list)
+    escalation_step: Mapped[int] = mapped_column(Integer, default=0)
+    next_escalation_at: Mapped[datetime | None] = mapped_column(index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (Index("ix_alerts_kind_state", "kind", "state"),)
+
+
+class Acknowledgement(Base):
+    __tablename__ = "acknowledgements"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.id"), index=True)
+    officer_id: Mapped[str] = mapped_column(String(64))
+    via: Mapped[str] = mapped_column(String(32))  # slack_command, slack_button, api
+    acknowledged_at: Mapped[datetime]
+
+
+class Delivery(Base):
+    """The outbox: one message to one receiver, written in the transaction that caused it."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str | None] = mapped_column(ForeignKey("alerts.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))  # opened, acknowledged, escalated, ...
+    receiver: Mapped[str] = mapped_column(String(100))  # "team:north", "officer:PC1234", ...
+    channel: Mapped[str] = mapped_column(String(8))  # "slack", "email"
+    target: Mapped[str] = mapped_column(String(320))  # channel id or address
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(12))  # pending, sending, sent, dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    external_ref: Mapped[str | None] = mapped_column(String(300))  # Slack ts or Message-ID
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    attempted_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(12))  # sent, retry, dead
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AlertThread(Base):
+    """The first message about an alert on one receiver: later updates edit it or reply to it."""
+
+    __tablename__ = "alert_threads"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(ForeignKey("alerts.id"))
+    channel: Mapped[str] = mapped_column(String(8))
+    target: Mapped[str] = mapped_column(String(320))
+    external_ref: Mapped[str] = mapped_column(String(300))  # Slack ts or email Message-ID
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("alert_id", "channel", "target"),)
+
+
+class AuditEntry(Base):
+    """Append-only: what was shared or looked up, with whom, when and why."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(100))  # officer id, "system", "ingest"
+    action: Mapped[str] = mapped_column(String(64))  # "delivery.sent", "flags.lookup", ...
+    subject: Mapped[str] = mapped_column(String(200), default="")  # alert id, visor_ref, query
+    purpose: Mapped[str] = mapped_column(String(200), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+class Lease(Base):
+    """A named lock with an expiry (the scheduler leader, for one)."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime]
+
+
+class JobRun(Base):
+    __tablename__ = "job_runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(64), index=True)
+    run_key: Mapped[str] = mapped_column(String(128), unique=True)  # e.g. "digest:north:2026-11-23"
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str] = mapped_column(String(12))  # running, ok, failed
+    error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Triggers: the alert rules, pure functions of case state and a clock."""

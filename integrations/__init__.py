@@ -1,0 +1,1 @@
+"""Adapters to the outside: Slack and SMTP notifiers, inbound feeds."""

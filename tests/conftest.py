@@ -1,0 +1,112 @@
+"""Shared fixtures: fresh, migrated SQLite and PostgreSQL databases for each test.
+
+PostgreSQL tests need TEST_PG_URL (a postgresql+asyncpg:// URL to a database whose user may
+CREATE DATABASE); scripts/test starts a throw-away server and sets it. Without it they skip,
+unless CASEWATCH_REQUIRE_POSTGRES=1 (as in CI), when they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.migrate import upgrade
+
+PG_URL = os.environ.get("TEST_PG_URL", "")
+REQUIRE_PG = os.environ.get("CASEWATCH_REQUIRE_POSTGRES") == "1"
+_TEMPLATE_DB = f"casewatch_tmpl_{os.getpid()}"
+
+
+def _need_postgres() -> None:
+    if not PG_URL:
+        if REQUIRE_PG:
+            pytest.fail("CASEWATCH_REQUIRE_POSTGRES=1 but TEST_PG_URL is not set")
+        pytest.skip("no PostgreSQL server (set TEST_PG_URL, or run scripts/test)")
+
+
+async def _pg_admin(sql: str) -> None:
+    engine = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+def pg_database_url(name: str) -> str:
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+
+    async def build() -> None:
+        engine = make_engine(f"sqlite+aiosqlite:///{path}")
+        await upgrade(engine)
+        await engine.dispose()  # closing the last connection checkpoints the WAL into the file
+
+    asyncio.run(build())
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    _need_postgres()
+
+    async def build() -> None:
+        await _pg_admin(f"DROP DATABASE IF EXISTS {_TEMPLATE_DB}")
+        await _pg_admin(f"CREATE DATABASE {_TEMPLATE_DB}")
+        engine = make_engine(pg_database_url(_TEMPLATE_DB))
+        await upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(build())
+    yield _TEMPLATE_DB
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {_TEMPLATE_DB}"))
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database file."""
+    target = tmp_path / "casewatch.db"
+    shutil.copyfile(sqlite_template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+async def pg_url(pg_template: str) -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database (copied from a migrated template)."""
+    name = f"cw_{uuid.uuid4().hex[:12]}"
+    await _pg_admin(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    yield pg_database_url(name)
+    await _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses this runs once on SQLite and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(db_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
