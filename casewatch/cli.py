@@ -45,10 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("serve", "run the service: HTTP server, Slack app, schedules, delivery workers")
     demo = command("demo", "run the service on embedded defaults with fictional demo data", config=False)
-    demo.add_argument("--dir", default=".casewatch-demo", help="where the demo keeps its files (default .casewatch-demo)")
+    demo.add_argument(
+        "--dir", default=".casewatch-demo", help="where the demo keeps its files (default .casewatch-demo)"
+    )
     demo.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free one)")
     demo.add_argument("--nominals", type=int, default=200, help="how many fictional nominals (default 200)")
-    demo.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts and tests)")
+    demo.add_argument(
+        "--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts and tests)"
+    )
 
     db = command("db", "database commands", config=False)
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import inspect, select
@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import current_revision, head_revision, upgrade
 from casewatch.store.models import Base, Nominal
-from tests.conftest import PG_URL, _need_postgres, _pg_admin, pg_database_url
+from tests.conftest import _need_postgres, _pg_admin, pg_database_url
 
 
 async def _tables(engine: AsyncEngine) -> set[str]:
@@ -66,7 +66,7 @@ async def test_times_round_trip_as_aware_utc(sessions: async_sessionmaker[AsyncS
     async with sessions() as session:
         row = (await session.execute(select(Nominal))).scalar_one()
     assert row.state_as_of == at
-    assert row.state_as_of.tzinfo == timezone.utc
+    assert row.state_as_of.tzinfo == UTC
     assert row.state_as_of.hour == 8
     assert row.date_of_birth == date(1970, 1, 2)
 

@@ -39,7 +39,7 @@ SECRET_KEYS = frozenset(
     {"secret", "bot_token", "signing_secret", "app_token", "password"}
 )
 
-__all__ = ["Settings", "ConfigError", "load_config", "DEFAULT_PATH"]
+__all__ = ["DEFAULT_PATH", "ConfigError", "Settings", "load_config"]
 
 
 class ConfigError(Exception):
