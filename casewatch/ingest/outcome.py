@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from casewatch.ingest.schema import Envelope
 from casewatch.store.models import Event, LevelChange
 
 
 @dataclass(frozen=True)
 class Applied:
     event: Event
+    envelope: Envelope  # the validated event, with typed data
     # Older than the state already held (an out-of-order nominal.upsert): kept, changed nothing.
     stale: bool = False
     # A MAPPA level change this event caused (from mappa.level_changed or nominal.upsert).
