@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -52,11 +53,25 @@ def build_app(service: Service) -> web.Application:
 
     app = web.Application(client_max_size=2 * 1024 * 1024)
     add_api_routes(app, service)
+    if service.settings.slack.mode == "http":
+        from bot.http import mount_slack
+
+        mount_slack(app, service.ctx, service.sessions)
     return app
 
 
 async def start_background(service: Service) -> None:
     """Start the delivery workers, Slack Socket Mode and the scheduler, as configured."""
+    from casewatch.delivery.runner import start_delivery
+    from integrations.notifiers import build_notifiers
+
+    service.cleanups.append(
+        await start_delivery(service.sessions, service.ctx, build_notifiers(service.settings))
+    )
+    if service.settings.slack.mode == "socket":
+        from bot.socket import start_socket_mode
+
+        service.cleanups.append(await start_socket_mode(service.ctx, service.sessions))
 
 
 async def stop(service: Service) -> None:
@@ -67,16 +82,41 @@ async def stop(service: Service) -> None:
     await service.engine.dispose()
 
 
-async def run_service(service: Service, *, stop_event: asyncio.Event | None = None) -> None:
-    """Serve HTTP and run the background work until stop_event is set (or forever)."""
+async def start_http(service: Service) -> int:
+    """Start the HTTP server; return the port it listens on (the configured one, or the port the
+    system picked for port 0)."""
     runner = web.AppRunner(service.app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, service.settings.http.host, service.settings.http.port)
     await site.start()
     service.cleanups.insert(0, runner.cleanup)
-    await start_background(service)
-    log.info("casewatch serving on http://%s:%s", service.settings.http.host, service.settings.http.port)
+    addresses = runner.addresses
+    return int(addresses[0][1]) if addresses else service.settings.http.port
+
+
+async def run_service(
+    service: Service,
+    *,
+    stop_event: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve HTTP and run the background work until stop_event is set (or forever), then stop
+    everything. `on_ready` is told the HTTP port once the service is up."""
     try:
+        port = await start_http(service)
+        await start_background(service)
+        log.info("casewatch serving on http://%s:%s", service.settings.http.host, port)
+        if on_ready is not None:
+            on_ready(port)
         await (stop_event or asyncio.Event()).wait()
+        log.info("casewatch stopping")
     finally:
         await stop(service)
+
+
+def stop_on_signals(stop_event: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set stop_event, so the service stops gracefully (call inside the loop)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop_event.set)

@@ -3,7 +3,7 @@ shared/domain.md, "The triggers and their clocks"); forces vary, so each is a se
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from casewatch.config.sections import Section
 
@@ -27,3 +27,21 @@ class TriggerSection(Section):
     action_reminder_days: int = Field(7, ge=0, le=120)
     # Policy default (domain.md): a MAPPA level change must reach ViSOR within 3 days.
     visor_update_days: int = Field(3, ge=1, le=30)
+    # Local choice: remind this many days before a weekly (no fixed abode) notification falls
+    # due. Kept below weekly_notification_days, or a reminder would be open all the time.
+    weekly_notification_reminder_days: int = Field(1, ge=0, le=30)
+    # Local choice, after the 2011 inspection (actions outstanding for up to 18 months): an
+    # action found this many days past its due date opens its overdue alert as high, not medium.
+    action_very_overdue_days: int = Field(28, ge=1, le=3650)
+    # Local choice: the team for alerts about a ViSOR reference not (yet) in the case store,
+    # for example a border check for an unknown reference ("" = no team; the SPOC still hears).
+    unmatched_team: str = ""
+
+    @model_validator(mode="after")
+    def _weekly_reminder_inside_week(self) -> TriggerSection:
+        if self.weekly_notification_reminder_days >= self.weekly_notification_days:
+            raise ValueError(
+                "triggers.weekly_notification_reminder_days must be less than "
+                "triggers.weekly_notification_days"
+            )
+        return self

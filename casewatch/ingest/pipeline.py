@@ -1,15 +1,37 @@
 """Ingest: store validated events, apply them to the case store and run the event-driven rules,
-all in one transaction. (Issue 2 fills this in.)"""
+all in one transaction.
+
+Idempotency rests on the database, not on a read-before-write: events are inserted with
+INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id, so an id seen before, repeated in the batch
+or posted concurrently by another request is a duplicate and changes nothing. On PostgreSQL a
+concurrent insert of the same id waits for the other transaction and then finds the conflict.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
+from casewatch.ingest.apply import Batch, apply_event
+from casewatch.ingest.outcome import Applied
 from casewatch.ingest.schema import Envelope
+from casewatch.store.models import Event
+from casewatch.triggers.dispatch import on_applied
+
+log = logging.getLogger(__name__)
+
+# Transient conflicts between concurrent ingests (two first upserts of one nominal, a deadlock
+# between batches touching the same nominals in a different order): the whole transaction is
+# retried; the event-id idempotency makes that safe.
+_ATTEMPTS = 4
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
 
 
 @dataclass
@@ -28,4 +50,82 @@ async def ingest(
 ) -> IngestResult:
     """Store the events (a duplicate id changes nothing, also under concurrent posts), apply each
     new one to the case state, run triggers.dispatch.on_applied, and commit before returning."""
-    raise NotImplementedError
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            async with sessions() as session, session.begin():
+                return await _ingest_in(session, envelopes, ctx, source=source)
+        except DBAPIError as exc:
+            if attempt == _ATTEMPTS or not _retryable(exc):
+                raise
+            log.warning("ingest: transient conflict (%s), retrying (attempt %d)", _sqlstate(exc), attempt)
+    raise AssertionError("unreachable")
+
+
+async def _ingest_in(
+    session: AsyncSession, envelopes: Sequence[Envelope], ctx: Context, *, source: str
+) -> IngestResult:
+    first_of_id: dict[str, Envelope] = {}
+    for envelope in envelopes:
+        first_of_id.setdefault(envelope.id, envelope)
+    result = IngestResult(duplicates=len(envelopes) - len(first_of_id))
+    if not first_of_id:
+        return result
+
+    now = ctx.clock.now()
+    # Sorted by id: concurrent batches sharing ids then lock them in one order (no deadlock).
+    rows = [
+        {
+            "id": e.id,
+            "type": e.type,
+            "visor_ref": e.visor_ref,
+            "occurred_at": e.occurred_at,
+            "received_at": now,
+            "source": source[:16],
+            "data": e.raw,
+        }
+        for e in sorted(first_of_id.values(), key=lambda e: e.id)
+    ]
+    # One cached statement run as executemany: SQLAlchemy batches it into multi-row
+    # INSERT ... VALUES ... ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues").
+    stmt = _insert(session).on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
+    inserted = set((await session.execute(stmt, rows)).scalars())
+    stored = {row["id"]: Event(**row) for row in rows if row["id"] in inserted}
+    result.duplicates += len(first_of_id) - len(stored)
+    result.accepted = len(stored)
+    if not stored:
+        return result
+
+    new = [e for e in first_of_id.values() if e.id in stored]
+    batch = await Batch.load(session, new)
+    applied: list[Applied] = []
+    for envelope in new:
+        event = stored[envelope.id]
+        applied.append(await apply_event(session, event, envelope, ctx, source=source, batch=batch))
+    await session.flush()
+    result.alerts = list(await on_applied(session, applied, ctx))
+    return result
+
+
+def _insert(session: AsyncSession) -> postgresql.Insert | sqlite.Insert:
+    # The Core table, not the mapped class: a plain executemany, not an ORM bulk insert.
+    table = Event.metadata.tables[Event.__tablename__]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig: Any = exc.orig
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    code = _sqlstate(exc)
+    if code is not None:
+        return code in _RETRYABLE_SQLSTATES
+    return False  # SQLite serialises writers (BEGIN IMMEDIATE): nothing there is a race

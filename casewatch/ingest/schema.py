@@ -1,16 +1,60 @@
-"""Validation of event envelopes (shared/contract.md, "Events API"). (Issue 2 fills this in.)"""
+"""Validation of event envelopes (shared/contract.md, "Events API"; documented in docs/events.md).
+
+Strict on purpose: a value of the wrong JSON type is refused rather than coerced ("2" is not a
+level, 1 is not a boolean), times must carry an offset, and unknown keys are refused both in the
+envelope and in `data`. We store only what we validated, and a mistyped optional field is an
+error the sender sees instead of a value silently lost.
+
+`parse_envelopes` never raises on any JSON value: every problem comes back as a FieldError.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+MAX_BATCH = 1000
+MAX_LIST = 100  # markers, aliases
+
+_VISOR_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/-]{0,31}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(?P<zone>Z|z|[+-]\d{2}:\d{2})?$")
+# C0 controls and DEL; tab and newline are allowed only in free text (TextStr).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+# ISO 3166-1 alpha-2, officially assigned codes.
+COUNTRY_CODES = frozenset(
+    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR
+    BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC
+    EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK
+    HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB
+    LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ
+    NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU
+    RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN
+    TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW""".split()
+)
 
 
 @dataclass(frozen=True)
 class FieldError:
     index: int  # position in the batch (0 for a single envelope)
-    field: str  # dotted path, e.g. "data.due_on"
+    field: str  # dotted path, e.g. "data.due_on"; "" for the body or envelope as a whole
     message: str
 
     def as_json(self) -> dict[str, Any]:
@@ -30,7 +74,326 @@ class Envelope:
     raw: dict[str, Any]  # the envelope as received, stored in events.data
 
 
+# --- value types ------------------------------------------------------------------------------
+
+
+def _fail(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _parse_date(value: Any) -> date:
+    if not isinstance(value, str):
+        raise _fail("date_type", "must be a date string YYYY-MM-DD")
+    if not _DATE.match(value):
+        raise _fail("date_format", "must be a date YYYY-MM-DD, for example 2026-11-20")
+    try:
+        parsed = date.fromisoformat(value)
+    except ValueError:
+        raise _fail("date_value", "is not a real calendar date") from None
+    if not 1900 <= parsed.year <= 9000:
+        raise _fail("date_range", "must be between the years 1900 and 9000")
+    return parsed
+
+
+def _parse_datetime(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise _fail("datetime_type", "must be an ISO 8601 date-time string")
+    match = _DATETIME.match(value)
+    if not match:
+        raise _fail(
+            "datetime_format",
+            "must be an ISO 8601 date-time with an offset, for example 2026-11-20T09:30:00Z",
+        )
+    if match.group("zone") is None:
+        raise _fail("datetime_naive", "has no timezone: add Z or an offset such as +01:00")
+    try:
+        parsed = datetime.fromisoformat(value.upper() if value.endswith("z") else value)
+    except ValueError:
+        raise _fail("datetime_value", "is not a real date and time") from None
+    if not 1900 <= parsed.year <= 9000:
+        raise _fail("datetime_range", "must be between the years 1900 and 9000")
+    return parsed.astimezone(UTC)
+
+
+def _level(value: Any) -> int | None:
+    # bool is an int in Python and pydantic's Literal lets True and 2.0 through even when strict.
+    if value is None or (type(value) is int and value in (1, 2, 3)):
+        return value
+    raise _fail("mappa_level", "must be 1, 2, 3 or null")
+
+
+def _clean(pattern: re.Pattern[str]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if pattern.search(value):
+            raise _fail("control_characters", "must not contain control characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail("encoding", "contains an unpaired surrogate (not valid Unicode)") from None
+        return value
+
+    return check
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise _fail("blank", "must not be blank")
+    return value
+
+
+_plain = AfterValidator(_clean(_CONTROL))
+_text = AfterValidator(_clean(_CONTROL_IN_TEXT))
+_filled = AfterValidator(_not_blank)
+
+# Bounded strings without control characters (tab and newline allowed in free text only).
+Name = Annotated[str, Field(min_length=1, max_length=200), _plain, _filled]
+OptionalName = Annotated[str, Field(max_length=200), _plain]
+Surname = Annotated[str, Field(min_length=1, max_length=100), _plain, _filled]
+Short = Annotated[str, Field(min_length=1, max_length=32), _plain, _filled]
+Id = Annotated[str, Field(min_length=1, max_length=64), _plain, _filled]
+Medium = Annotated[str, Field(min_length=1, max_length=100), _plain, _filled]
+EventId = Annotated[str, Field(min_length=1, max_length=200), _plain, _filled]
+Summary = Annotated[str, Field(min_length=1, max_length=2000), _text, _filled]
+Rationale = Annotated[str, Field(max_length=5000), _text]
+
+
+def _visor_ref(value: str) -> str:
+    if not _VISOR_REF.match(value):
+        raise _fail(
+            "visor_ref",
+            "must be 1 to 32 letters, digits, '-' or '/', starting with a letter or digit",
+        )
+    return value
+
+
+def _country(value: str) -> str:
+    if value not in COUNTRY_CODES:
+        raise _fail("country", "must be an ISO 3166-1 alpha-2 country code in capitals, e.g. FR")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_parse_date)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_parse_datetime)]
+Level = Annotated[int | None, BeforeValidator(_level)]
+VisorRef = Annotated[str, AfterValidator(_visor_ref)]
+
+
+class Data(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+# --- one model per event type (the table in shared/contract.md) -------------------------------
+
+
+class MarkerData(Data):
+    code: Short
+    label: Name
+    restricted: bool = False
+
+
+class NominalUpsert(Data):
+    surname: Surname
+    forenames: OptionalName
+    date_of_birth: IsoDate
+    category: Literal["1", "2", "3", "4"]
+    mappa_level: Level
+    registered: bool
+    risk_level: Literal["low", "medium", "high", "very_high"]
+    lead_agency: Literal["police", "probation", "prison", "yot"]
+    team: Id
+    offender_manager: Id
+    area: Short
+    on_licence: bool
+    no_fixed_abode: bool
+    last_notification_on: IsoDate | None
+    markers: list[MarkerData] = Field(max_length=MAX_LIST)
+    pnc_id: Short | None = None
+    release_date: IsoDate | None = None
+    licence_expiry: IsoDate | None = None
+    aliases: list[Name] = Field(default_factory=list, max_length=MAX_LIST)
+
+
+class NotificationReceivedData(Data):
+    kind: Literal["initial", "periodic", "change", "weekly", "travel", "return"]
+    notified_on: IsoDate
+
+
+class TravelNotified(Data):
+    departure_on: IsoDate
+    return_on: IsoDate | None = None
+    destination: Annotated[str, AfterValidator(_country)]
+    carrier: Medium | None = None
+    arrival_point: Medium | None = None
+
+    @field_validator("return_on")
+    @classmethod
+    def _after_departure(cls, value: date | None, info: ValidationInfo) -> date | None:
+        departure = info.data.get("departure_on")
+        if value is not None and departure is not None and value < departure:
+            raise _fail("return_before_departure", "must not be before departure_on")
+        return value
+
+
+class BorderAlert(Data):
+    port: Medium
+    direction: Literal["inbound", "outbound"]
+    checked_at: IsoDateTime
+
+
+class LevelChanged(Data):
+    from_level: Level
+    to_level: Level
+    rationale: Rationale = ""
+    recorded_by: Id | None = None
+
+    @field_validator("to_level")
+    @classmethod
+    def _a_change(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if "from_level" in info.data and info.data["from_level"] == value:
+            raise _fail("no_change", "must differ from from_level")
+        return value
+
+
+class RecallIssued(Data):
+    recall_type: Literal["standard", "fixed_term", "emergency"]
+    issued_at: IsoDateTime
+
+
+class RecallReturned(Data):
+    returned_at: IsoDateTime
+
+
+class ActionUpsert(Data):
+    action_id: Medium
+    summary: Summary
+    owner: Id
+    due_on: IsoDate
+    status: Literal["open", "done"]
+    source: Literal["mapp_meeting", "rmp", "other"]
+
+
+class VisitRecorded(Data):
+    visited_on: IsoDate
+
+
+EVENT_TYPES: Mapping[str, type[Data]] = {
+    "nominal.upsert": NominalUpsert,
+    "notification.received": NotificationReceivedData,
+    "travel.notified": TravelNotified,
+    "travel.border_alert": BorderAlert,
+    "mappa.level_changed": LevelChanged,
+    "recall.issued": RecallIssued,
+    "recall.returned": RecallReturned,
+    "action.upsert": ActionUpsert,
+    "visit.recorded": VisitRecorded,
+}
+
+
+class EnvelopeModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    id: EventId
+    type: str
+    occurred_at: IsoDateTime
+    visor_ref: VisorRef
+    data: dict[str, Any]
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in EVENT_TYPES:
+            raise _fail("unknown_type", f"unknown event type; known types: {', '.join(EVENT_TYPES)}")
+        return value
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "list_type": "must be a list",
+    "string_unicode": "is not valid Unicode (an unpaired surrogate)",
+}
+
+
+def _path(loc: tuple[int | str, ...], prefix: str) -> str:
+    parts = [str(part) for part in loc]
+    return ".".join([prefix, *parts] if prefix else parts)
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type", ""))
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    message = str(error.get("msg", "is not valid"))
+    return message.removeprefix("Value error, ")
+
+
+def _errors(exc: ValidationError, index: int, prefix: str) -> list[FieldError]:
+    return [
+        FieldError(index, _path(tuple(e["loc"]), prefix), _message(e))
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _parse_one(raw: Any, index: int) -> tuple[Envelope | None, list[FieldError]]:
+    if not isinstance(raw, dict):
+        return None, [FieldError(index, "", "an envelope must be a JSON object")]
+    errors: list[FieldError] = []
+    envelope: EnvelopeModel | None = None
+    try:
+        envelope = EnvelopeModel.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(_errors(exc, index, ""))
+    # The data is checked even when the envelope has problems, so one reply lists them all.
+    model = EVENT_TYPES.get(raw["type"]) if isinstance(raw.get("type"), str) else None
+    data: Data | None = None
+    if model is not None and isinstance(raw.get("data"), dict):
+        try:
+            data = model.model_validate(raw["data"])
+        except ValidationError as exc:
+            errors.extend(_errors(exc, index, "data"))
+    if errors or envelope is None or data is None:
+        return None, errors
+    return (
+        Envelope(
+            id=envelope.id,
+            type=envelope.type,
+            occurred_at=envelope.occurred_at,
+            visor_ref=envelope.visor_ref,
+            data=data.model_dump(),
+            raw=raw,
+        ),
+        [],
+    )
+
+
 def parse_envelopes(raw: Any) -> tuple[list[Envelope], list[FieldError]]:
     """Validate one envelope (a dict) or a batch (a list of up to 1000). Either every envelope is
     valid (errors empty) or the errors list each problem with its index and field."""
-    raise NotImplementedError
+    if isinstance(raw, dict):
+        items: list[Any] = [raw]
+    elif isinstance(raw, list):
+        if not raw:
+            return [], [FieldError(0, "", "a batch must hold at least one envelope")]
+        if len(raw) > MAX_BATCH:
+            return [], [FieldError(0, "", f"a batch holds at most {MAX_BATCH} envelopes, got {len(raw)}")]
+        items = raw
+    else:
+        return [], [FieldError(0, "", "the body must be an envelope (object) or a batch (array)")]
+    envelopes: list[Envelope] = []
+    errors: list[FieldError] = []
+    for index, item in enumerate(items):
+        try:
+            envelope, problems = _parse_one(item, index)
+        except RecursionError:  # absurdly nested input inside a field
+            envelope, problems = None, [FieldError(index, "", "nested too deeply")]
+        errors.extend(problems)
+        if envelope is not None:
+            envelopes.append(envelope)
+    return (envelopes, []) if not errors else ([], errors)

@@ -1,17 +1,206 @@
-"""Turning an alert change into outbox rows, in the caller's transaction. (Issue 4 fills this in.)"""
+"""Turning an alert change into outbox rows, in the caller's transaction.
+
+"opened" (and "reminder") go to the kind's route; "acknowledged", "resolved" and "escalated" go to
+every address that already heard of the alert (so each message is updated), and "escalated" also
+to the receivers of the escalation step just reached. Each row carries its payload, rendered for
+what its receiver may see, and a hash of it for the audit trail.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from casewatch.audit import record
+from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.store.models import Alert, Delivery
+from casewatch.routing.routing import Channel, Target, allowed_emails, resolve_receivers
+from casewatch.store.models import Alert, Delivery, Marker, Nominal
+
+log = logging.getLogger(__name__)
 
 Change = Literal["opened", "acknowledged", "escalated", "resolved", "reminder"]
+UPDATES = ("acknowledged", "escalated", "resolved")
 
 
 async def enqueue(session: AsyncSession, alert: Alert, change: Change, ctx: Context) -> list[Delivery]:
     """Write the deliveries this change of `alert` needs; return them (not yet flushed)."""
+    settings = ctx.settings
+    targets: list[Target] = []
+    if change in UPDATES:
+        targets += await _previous_targets(session, alert, settings)
+    if change in ("opened", "reminder"):
+        route = settings.routing.receivers_for(alert.kind)
+        targets += await resolve_receivers(session, alert, route, settings)
+    escalated_to: list[str] = []
+    if change == "escalated":
+        escalated_to = _step_receivers(alert)
+        targets += await resolve_receivers(session, alert, escalated_to, settings)
+    targets = _unique(targets)
+    if not targets:
+        log.error("alert %s (%s, team %s): no receiver for %s", alert.id, alert.kind, alert.team, change)
+        await record(
+            session, ctx, actor="system", action="delivery.unroutable", subject=alert.id,
+            purpose=alert.kind, details={"change": change, "team": alert.team},
+        )
+        return []
+    extra: dict[str, Any] = {"escalated_to": escalated_to} if change == "escalated" else {}
+    return await _write(session, alert, change, targets, ctx, extra)
+
+
+async def enqueue_fallback(
+    session: AsyncSession, alert: Alert, failed: Delivery, error: str, ctx: Context
+) -> Delivery | None:
+    """Email the team's SPOC inbox about an alert whose Slack delivery failed. None if the team
+    is unknown."""
+    team = ctx.settings.team(alert.team)
+    if team is None:
+        return None
+    target = Target(f"spoc:{team.id}", "email", team.spoc_email, inbox=True,
+                    personal_data=team.spoc_email.lower() in _cleared(ctx.settings))
+    extra = {"fallback": {"channel": failed.channel, "target": failed.target, "error": error[:200]}}
+    rows = await _write(session, alert, "fallback", [target], ctx, extra)
+    return rows[0]
+
+
+async def enqueue_message(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    purpose: str,
+    receiver: str,
+    channel: Channel,
+    target: str,
+    subject: str,
+    text: str,
+    html: str | None = None,
+) -> Delivery:
+    """Queue a message that is not about one alert (a daily digest, say) through the same outbox,
+    worker, retries and audit. Email goes only to configured addresses (ValueError otherwise)."""
+    if channel == "email" and target.lower() not in allowed_emails(ctx.settings):
+        raise ValueError(f"{target!r} is not a configured email address")
+    now = ctx.clock.now()
+    payload: dict[str, Any] = {"subject": subject, "text": text, **({"html": html} if html else {})}
+    row = Delivery(
+        alert_id=None, purpose=purpose[:32], receiver=receiver[:100], channel=channel, target=target,
+        payload=payload, content_hash=content_hash(Target(receiver, channel, target), payload),
+        state="pending", attempts=0, next_attempt_at=now, created_at=now,
+    )
+    session.add(row)
+    return row
+
+
+async def _write(
+    session: AsyncSession,
+    alert: Alert,
+    change: str,
+    targets: Sequence[Target],
+    ctx: Context,
+    extra: dict[str, Any],
+) -> list[Delivery]:
+    now = ctx.clock.now()
+    personal = await _personal(session, alert) if any(t.personal_data for t in targets) else None
+    rows = []
+    for target in targets:
+        payload = build_payload(alert, change, target, ctx.settings, personal)
+        payload.update(extra)
+        row = Delivery(
+            alert_id=alert.id, purpose=change, receiver=target.receiver[:100], channel=target.channel,
+            target=target.address, payload=payload, content_hash=content_hash(target, payload),
+            state="pending", attempts=0, next_attempt_at=now, created_at=now,
+        )
+        session.add(row)
+        rows.append(row)
+    return rows
+
+
+def build_payload(
+    alert: Alert, change: str, target: Target, settings: Settings, personal: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the receiver is told: reference, kind, severity, due, owner and alert id; the name
+    and non-restricted markers only to cleared receivers; a little more to team inboxes."""
+    payload: dict[str, Any] = {
+        "alert_id": alert.id, "kind": alert.kind, "severity": alert.severity,
+        "visor_ref": alert.visor_ref, "team": alert.team, "state": alert.state, "change": change,
+        "summary": alert.summary, "due": _local(alert.due_at, settings), "owner": alert.owner,
+        "acknowledged_by": alert.acknowledged_by, "resolved_reason": alert.resolved_reason,
+        "escalation_step": alert.escalation_step,
+    }
+    if target.personal_data and personal:
+        payload["personal"] = personal
+    if target.inbox:
+        team = settings.team(alert.team)
+        officer = settings.officer(alert.owner) if alert.owner else None
+        payload["more"] = {
+            "team_name": team.name if team else alert.team,
+            "opened": _local(alert.opened_at, settings),
+            **({"owner_name": officer.name} if officer else {}),
+        }
+    return payload
+
+
+def content_hash(target: Target, payload: dict[str, Any]) -> str:
+    canonical = json.dumps(
+        {"channel": target.channel, "target": target.address, "payload": payload},
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def _previous_targets(session: AsyncSession, alert: Alert, settings: Settings) -> list[Target]:
+    rows = await session.execute(
+        select(Delivery.receiver, Delivery.channel, Delivery.target)
+        .where(Delivery.alert_id == alert.id)
+        .order_by(Delivery.id)
+    )
+    cleared = _cleared(settings)
+    return [
+        Target(receiver, "slack" if channel == "slack" else "email", address,
+               address.lower() in cleared, receiver.startswith("spoc:"))
+        for receiver, channel, address in rows
+    ]
+
+
+def _step_receivers(alert: Alert) -> list[str]:
+    step = alert.escalation_step - 1  # the step just reached
+    chain = alert.escalation_chain or []
+    if 0 <= step < len(chain):
+        return [str(r) for r in chain[step].get("receivers", [])]
     return []
+
+
+def _unique(targets: Sequence[Target]) -> list[Target]:
+    seen: dict[tuple[str, str], Target] = {}
+    for target in targets:
+        seen.setdefault((target.channel, target.address.lower()), target)
+    return list(seen.values())
+
+
+def _cleared(settings: Settings) -> set[str]:
+    return {t.lower() for t in settings.routing.personal_data_targets}
+
+
+async def _personal(session: AsyncSession, alert: Alert) -> dict[str, Any] | None:
+    nominal = await session.get(Nominal, alert.visor_ref)
+    if nominal is None:
+        return None
+    markers = (
+        await session.execute(
+            select(Marker.label).where(Marker.visor_ref == alert.visor_ref, Marker.restricted.is_(False))
+        )
+    ).scalars().all()
+    return {"name": f"{nominal.forenames} {nominal.surname}", "markers": sorted(markers)}
+
+
+def _local(at: datetime | None, settings: Settings) -> str | None:
+    if at is None:
+        return None
+    return at.astimezone(ZoneInfo(settings.service.timezone)).strftime("%Y-%m-%d %H:%M %Z")

@@ -1,0 +1,165 @@
+"""The Bolt app: one set of listeners, served over HTTP (bot.http) or Socket Mode (bot.socket).
+
+Listeners are registered by `register(app, deps)`; nothing is built at import time. Each one
+acknowledges within Slack's 3 seconds: a slash command's answer *is* its acknowledgement
+(ephemeral, so personal data never reaches a channel), and when the answer takes longer than
+`deps.answer_budget_seconds` the command acknowledges with a holding reply and sends the answer
+to the response URL instead. Buttons acknowledge at once and answer the clicker afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import render
+from bot.commands import BotDeps, ack_reply, flags_reply, tasks_reply
+from bot.render import Message
+from casewatch.config import Settings
+
+log = logging.getLogger(__name__)
+
+# Bolt and slack_sdk log request and response bodies at DEBUG; those carry names and markers.
+SLACK_LOGGER = "casewatch.bot.slack"
+
+
+def quiet_slack_logging() -> logging.Logger:
+    """The logger Bolt and its clients get, held at INFO or above whatever the service level
+    (a level set on these loggers on purpose, above INFO, is kept)."""
+    for name in (SLACK_LOGGER, "slack_bolt", "slack_sdk"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.INFO:  # NOTSET (0) too: it would follow the root level down
+            logger.setLevel(logging.INFO)
+    return logging.getLogger(SLACK_LOGGER)
+
+
+def build_bolt_app(settings: Settings, deps: BotDeps, *, process_before_response: bool = False) -> AsyncApp:
+    """An AsyncApp for this workspace, with the casewatch listeners registered.
+
+    The bot token is handed out by `authorize` rather than given as `token=`: with `token=`, Bolt
+    calls auth.test on the first request, and nothing here needs what it returns. Web API calls
+    go to `slack.api_url` (a local stand-in in tests).
+    """
+    logger = quiet_slack_logging()
+    bot_token = settings.slack.bot_token.get_secret_value() or None
+
+    async def authorize(
+        enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        return AuthorizeResult(
+            enterprise_id=enterprise_id, team_id=team_id, user_id=user_id, bot_token=bot_token
+        )
+
+    app = AsyncApp(
+        logger=logger,
+        name="casewatch",
+        signing_secret=settings.slack.signing_secret.get_secret_value(),
+        client=AsyncWebClient(base_url=settings.slack.api_url, logger=logger, timeout=10),
+        authorize=authorize,
+        request_verification_enabled=True,
+        process_before_response=process_before_response,
+    )
+    register(app, deps)
+    return app
+
+
+async def _answer(ack: AsyncAck, respond: AsyncRespond, work: asyncio.Task[Message], budget: float) -> None:
+    """Acknowledge with the answer if it is ready within the budget, else acknowledge now and
+    send the answer to the response URL when it is."""
+    done, _ = await asyncio.wait({work}, timeout=budget)
+    if work in done:
+        await ack(response_type="ephemeral", **work.result())
+        return
+    await ack(response_type="ephemeral", text=render.STILL_WORKING)
+    message = await work
+    await _respond(respond, message, replace_original=True)
+
+
+async def _respond(respond: AsyncRespond, message: Message, *, replace_original: bool) -> None:
+    try:
+        await respond(response_type="ephemeral", replace_original=replace_original, **message)
+    except Exception as exc:  # noqa: BLE001 - nothing more can be told to this user
+        log.warning("could not answer through the response URL: %s", type(exc).__name__)
+
+
+async def _tell_clicker(
+    body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, message: Message
+) -> None:
+    """Answer the person who clicked, and only them: through the response URL when Slack gave
+    one, else as an ephemeral message in the channel."""
+    if body.get("response_url"):
+        await _respond(respond, message, replace_original=False)
+        return
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    if not channel:
+        return
+    try:
+        await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], **message)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not post the ephemeral answer: %s", type(exc).__name__)
+
+
+def _user_id(body: dict[str, Any]) -> str:
+    user = body.get("user")
+    if isinstance(user, dict):
+        return str(user.get("id") or "")
+    return str(body.get("user_id") or "")
+
+
+def register(app: AsyncApp, deps: BotDeps) -> None:
+    """Register the casewatch listeners on `app`."""
+    budget = deps.answer_budget_seconds
+
+    async def on_flags(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        work = asyncio.create_task(flags_reply(deps, command.get("user_id", ""), command.get("text") or ""))
+        await _answer(ack, respond, work, budget)
+
+    async def on_tasks(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        work = asyncio.create_task(tasks_reply(deps, command.get("user_id", "")))
+        await _answer(ack, respond, work, budget)
+
+    async def on_ack(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        typed = command.get("text") or ""
+        work = asyncio.create_task(ack_reply(deps, command.get("user_id", ""), typed, "slack_command"))
+        await _answer(ack, respond, work, budget)
+
+    async def on_ack_button(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        client: AsyncWebClient,
+    ) -> None:
+        await ack()
+        message = await ack_reply(deps, _user_id(body), str(action.get("value") or ""), "slack_button")
+        await _tell_clicker(body, respond, client, message)
+
+    async def on_show_button(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: AsyncRespond,
+        client: AsyncWebClient,
+    ) -> None:
+        await ack()
+        message = await flags_reply(deps, _user_id(body), str(action.get("value") or ""))
+        if body.get("response_url"):
+            await _respond(respond, message, replace_original=True)
+        else:
+            await _tell_clicker(body, respond, client, message)
+
+    async def on_error(error: Exception) -> None:
+        # Bolt's default handler logs the traceback, whose frames can hold personal data.
+        log.error("Slack request failed: %s", type(error).__name__)
+
+    app.command("/flags")(on_flags)
+    app.command("/tasks")(on_tasks)
+    app.command("/ack")(on_ack)
+    app.action(render.ACK_ACTION_ID)(on_ack_button)
+    app.action(render.SHOW_ACTION_ID)(on_show_button)
+    app.error(on_error)

@@ -1,0 +1,123 @@
+"""What each command does, independent of how Slack delivered it (HTTP or Socket Mode): find the
+requester, run the core query or state change in one transaction, and render the answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import render
+from bot.render import Message
+from casewatch.alerts.lifecycle import acknowledge
+from casewatch.audit import record
+from casewatch.context import Context
+from casewatch.lookup import (
+    DEFAULT_CLEARED_ROLES,
+    Found,
+    NotFound,
+    Requester,
+    Several,
+    Unreadable,
+    Usage,
+    clean_text,
+    list_tasks,
+    look_up_flags,
+    requester_by_slack_user,
+)
+from casewatch.store.models import Officer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BotDeps:
+    """What the listeners need; built by the composition root."""
+
+    ctx: Context
+    sessions: async_sessionmaker[AsyncSession]
+    cleared_roles: frozenset[str] = DEFAULT_CLEARED_ROLES
+    # How long a slash command may work before it acknowledges with a holding reply and sends the
+    # answer to the response URL instead: Slack gives up on an acknowledgement after 3 seconds.
+    answer_budget_seconds: float = 2.0
+    via: str = "slack"  # recorded in the audit purpose
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.ctx.settings.service.timezone)
+
+
+async def _refuse(session: AsyncSession, deps: BotDeps, slack_user_id: str, command: str) -> Message:
+    await record(
+        session, deps.ctx, actor=f"slack:{slack_user_id}"[:100], action="slack.refused",
+        subject=command, purpose="Slack user not in the officer directory",
+    )
+    log.warning("refused %s from a Slack user not in the directory", command)
+    return render.text_message(render.REFUSAL)
+
+
+async def _as_officer(
+    deps: BotDeps,
+    slack_user_id: str,
+    command: str,
+    work: Callable[[AsyncSession, Requester], Awaitable[Message]],
+) -> Message:
+    """Run `work` for the officer behind this Slack user, in one transaction; refuse strangers.
+    Failures become a plain apology: exception text can carry query parameters (names), so only
+    the exception's type is logged."""
+    try:
+        async with deps.sessions() as session, session.begin():
+            requester = await requester_by_slack_user(session, slack_user_id)
+            if requester is None:
+                return await _refuse(session, deps, slack_user_id, command)
+            return await work(session, requester)
+    except Exception as exc:  # noqa: BLE001 - the user gets an answer whatever went wrong
+        log.error("%s failed: %s", command, type(exc).__name__)
+        return render.text_message(render.FAILURE)
+
+
+async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
+    async def work(session: AsyncSession, requester: Requester) -> Message:
+        outcome = await look_up_flags(
+            session, requester, text, deps.ctx, cleared_roles=deps.cleared_roles, via=deps.via
+        )
+        if isinstance(outcome, Usage):
+            return render.text_message(render.FLAGS_USAGE)
+        if isinstance(outcome, Unreadable):
+            return render.text_message(f"{render.esc(outcome.message)}\n{render.FLAGS_USAGE}")
+        if isinstance(outcome, NotFound):
+            return render.not_found_message(outcome)
+        if isinstance(outcome, Several):
+            return render.candidates_message(outcome)
+        assert isinstance(outcome, Found)
+        return render.flags_message(outcome.view, deps.zone)
+
+    return await _as_officer(deps, slack_user_id, "/flags", work)
+
+
+async def tasks_reply(deps: BotDeps, slack_user_id: str) -> Message:
+    async def work(session: AsyncSession, requester: Requester) -> Message:
+        view = await list_tasks(session, requester, deps.ctx, via=deps.via)
+        return render.tasks_message(view, deps.zone)
+
+    return await _as_officer(deps, slack_user_id, "/tasks", work)
+
+
+async def ack_reply(deps: BotDeps, slack_user_id: str, typed: str, via: str) -> Message:
+    """Acknowledge an alert as the requester; `via` is "slack_command" or "slack_button"."""
+    typed = clean_text(typed)
+
+    async def work(session: AsyncSession, requester: Requester) -> Message:
+        if not typed:
+            return render.text_message(render.ACK_USAGE)
+        outcome = await acknowledge(session, typed, requester.officer_id, via, deps.ctx)
+        by_name = ""
+        if outcome.alert is not None and outcome.alert.acknowledged_by:
+            officer = await session.get(Officer, outcome.alert.acknowledged_by)
+            by_name = f"{officer.name} ({officer.id})" if officer else outcome.alert.acknowledged_by
+        return render.ack_message(outcome, typed[:40], requester.officer_id, by_name, deps.zone)
+
+    return await _as_officer(deps, slack_user_id, "/ack" if via == "slack_command" else "Acknowledge", work)

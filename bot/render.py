@@ -1,0 +1,276 @@
+"""Block Kit messages for the bot's answers. Pure functions: views in, message dicts out.
+
+Everything typed by people or imported from case systems is escaped before it reaches mrkdwn.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from casewatch.alerts.lifecycle import AckOutcome
+from casewatch.lookup import (
+    ActionLine,
+    AlertLine,
+    Candidate,
+    FlagsView,
+    NotFound,
+    OfficerContact,
+    Several,
+    TasksView,
+)
+
+Message = dict[str, Any]
+
+ACK_ACTION_ID = "casewatch_ack"
+SHOW_ACTION_ID = "casewatch_flags_show"
+
+FLAGS_USAGE = (
+    "*Usage:* `/flags <ViSOR ref | PNC ID | surname [date of birth]>`\n"
+    "For example `/flags VS-0001234`, `/flags 98/123456X`, `/flags smith` or "
+    "`/flags smith 14/03/1980`. Case and spacing do not matter. Only you see the answer."
+)
+ACK_USAGE = "*Usage:* `/ack <alert id>`, for example `/ack A-7K3Q9M`. `/tasks` lists your open alerts."
+REFUSAL = (
+    "Sorry, your Slack account is not linked to an officer in casewatch, so I cannot help with "
+    "that. Please ask your casewatch administrator to add you to the officer directory."
+)
+FAILURE = "Sorry, something went wrong and nothing was changed. Please try again in a moment."
+STILL_WORKING = "Still working on that; the answer will appear here in a moment."
+
+_SEVERITY_ICON = {
+    "critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
+}
+DOT = " \u00b7 "
+
+
+def esc(text: object) -> str:
+    """Escape for Slack mrkdwn: &, < and > are control characters there."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def day(value: date) -> str:
+    return value.strftime("%d/%m/%Y")
+
+
+def moment(value: datetime, zone: ZoneInfo) -> str:
+    return value.astimezone(zone).strftime("%d/%m/%Y %H:%M")
+
+
+def text_message(text: str) -> Message:
+    return {"text": text, "blocks": [_section(text)]}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, 3000)}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(text, 3000)}]}
+
+
+def _button(text: str, action_id: str, value: str, *, primary: bool = False) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button", "action_id": action_id, "value": value,
+        "text": {"type": "plain_text", "text": text},
+    }
+    if primary:
+        button["style"] = "primary"
+    return button
+
+
+def _officer(contact: OfficerContact) -> str:
+    if not contact.officer_id:
+        return "not recorded"
+    if not contact.name:
+        return f"{esc(contact.officer_id)} (not in the casewatch directory)"
+    parts = [f"{esc(contact.name)} ({esc(contact.officer_id)})"]
+    if contact.slack_user_id:
+        parts.append(f"<@{esc(contact.slack_user_id)}>")
+    if contact.email:
+        parts.append(f"<mailto:{esc(contact.email)}|{esc(contact.email)}>")
+    return " \u00b7 ".join(parts)
+
+
+def _alert_line(alert: AlertLine, zone: ZoneInfo) -> str:
+    icon = _SEVERITY_ICON.get(alert.severity, ":white_circle:")
+    line = f"{icon} *{esc(alert.severity)}* `{esc(alert.alert_id)}` {esc(alert.kind)}"
+    line += f"{DOT}{esc(alert.visor_ref)}"
+    if alert.due_at is not None:
+        line += f" \u00b7 due {moment(alert.due_at, zone)}"
+    if alert.owner:
+        line += f" \u00b7 owner {esc(alert.owner)}"
+    if alert.summary:
+        line += f"\n{esc(_clip(alert.summary, 300))}"
+    if alert.state == "acknowledged" and alert.acknowledged_by:
+        when = f" at {moment(alert.acknowledged_at, zone)}" if alert.acknowledged_at else ""
+        line += f"\n_acknowledged by {esc(alert.acknowledged_by)}{when}_"
+    return line
+
+
+def _recall_banner(view: FlagsView, zone: ZoneInfo) -> str:
+    lic = view.licence
+    issued = f", issued {moment(lic.recall_issued_at, zone)}" if lic.recall_issued_at else ""
+    kind = (lic.recall_type or "").replace("_", " ")
+    return f":rotating_light: *RECALLED / UNLAWFULLY AT LARGE* ({esc(kind)} recall{issued})"
+
+
+def _licence_text(view: FlagsView, zone: ZoneInfo) -> str:
+    lic = view.licence
+    if lic.recalled:
+        return "*Revoked: recalled*, unlawfully at large until returned to custody"
+    if lic.on_licence:
+        text = "On licence"
+        if lic.licence_expiry:
+            text += f" until {day(lic.licence_expiry)}"
+    else:
+        text = "Not on licence"
+    if lic.returned_at is not None:
+        text += f" (last recall ended {moment(lic.returned_at, zone)})"
+    return text
+
+
+def _notification_text(view: FlagsView) -> str:
+    if not view.registered:
+        return "Not subject to notification requirements"
+    due = view.next_notification
+    nfa = " \u00b7 no fixed abode" if view.no_fixed_abode else ""
+    if due is None:
+        return f"Registered \u00b7 next notification: not known (none on record){nfa}"
+    return f"Registered \u00b7 next notification due {day(due.due_on)} ({due.kind}){nfa}"
+
+
+def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
+    name = f"{esc(view.surname.upper())}, {esc(view.forenames)}"
+    header = f"*{esc(view.visor_ref)}* \u00b7 {name} \u00b7 born {day(view.date_of_birth)}"
+    if view.pnc_id:
+        header += f" \u00b7 PNC {esc(view.pnc_id)}"
+    blocks: list[dict[str, Any]] = [_section(header)]
+    if view.licence.recalled:
+        blocks.append(_section(_recall_banner(view, zone)))
+    level = f"MAPPA level {view.mappa_level}" if view.mappa_level else "no MAPPA level"
+    fields = [
+        f"*Category / level*\nCategory {esc(view.category)} \u00b7 {level}",
+        f"*Risk*\n{esc(view.risk_level.replace('_', ' ').capitalize())}",
+        f"*Notification*\n{_notification_text(view)}",
+        f"*Licence*\n{_licence_text(view, zone)}",
+        f"*Lead agency*\n{esc(view.lead_agency)} \u00b7 team {esc(view.team)}",
+        f"*Offender manager*\n{_officer(view.offender_manager)}",
+    ]
+    blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
+    if view.markers:
+        lines = [
+            f"\u2022 `{esc(m.code)}` {esc(m.label)}" + ("  :lock: _restricted_" if m.restricted else "")
+            for m in view.markers
+        ]
+        blocks.append(_section("*Markers*\n" + "\n".join(lines)))
+    else:
+        blocks.append(_section("*Markers*\nnone you may see"))
+    if view.open_alerts:
+        blocks.append(_section("*Open alerts*\n" + "\n".join(_alert_line(a, zone) for a in view.open_alerts)))
+    else:
+        blocks.append(_section("*Open alerts*\nnone"))
+    note = (
+        "Restricted markers included (your role is cleared for them)."
+        if view.restricted_included
+        else "Restricted markers are shown only to cleared roles."
+    )
+    blocks.append(_context(f"{note} This lookup is audited."))
+    fallback = f"Flags for {view.visor_ref}"
+    if view.licence.recalled:
+        fallback += ": RECALLED / UNLAWFULLY AT LARGE"
+    return {"text": fallback, "blocks": blocks[:50]}
+
+
+def candidates_message(outcome: Several) -> Message:
+    shown = len(outcome.candidates)
+    intro = f"{outcome.total} nominals match *{esc(outcome.query.text)}*. Pick one:"
+    blocks: list[dict[str, Any]] = [_section(intro)]
+    for c in outcome.candidates:
+        blocks.append({
+            **_section(_candidate_line(c)),
+            "accessory": _button("Show", SHOW_ACTION_ID, c.visor_ref),
+        })
+    if outcome.total > shown:
+        blocks.append(_context(
+            f"{outcome.total - shown} more not listed: add a date of birth, or use the ViSOR reference."
+        ))
+    return {"text": f"{outcome.total} nominals match; pick one", "blocks": blocks}
+
+
+def _candidate_line(c: Candidate) -> str:
+    name = f"{esc(c.surname.upper())}, {esc(c.forenames)}"
+    return f"`{esc(c.visor_ref)}` {name}{DOT}born {day(c.date_of_birth)}"
+
+
+def not_found_message(outcome: NotFound) -> Message:
+    return text_message(
+        f"No nominal found for *{esc(outcome.query.text)}*. Check the spelling, or try the ViSOR "
+        "reference or PNC ID."
+    )
+
+
+def _action_line(action: ActionLine, scope: str) -> str:
+    overdue = " *OVERDUE*" if action.overdue else ""
+    owner = f" \u00b7 owner {esc(action.owner)}" if scope == "team" else ""
+    return (
+        f"\u2022 `{esc(action.action_id)}` {esc(action.visor_ref)} \u00b7 due {day(action.due_on)}{overdue}"
+        f"{owner}\n    {esc(_clip(action.summary, 150))}"
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def tasks_message(view: TasksView, zone: ZoneInfo) -> Message:
+    whose = f"Team {esc(view.team)}" if view.scope == "team" else "Your"
+    blocks: list[dict[str, Any]] = [_section(f"*{whose} open alerts and actions*, most urgent first")]
+    if view.alerts:
+        for alert in view.alerts:
+            block = _section(_alert_line(alert, zone))
+            if alert.state == "open":
+                block["accessory"] = _button("Acknowledge", ACK_ACTION_ID, alert.alert_id, primary=True)
+            blocks.append(block)
+        if view.more_alerts:
+            blocks.append(_context(f"and {view.more_alerts} more alerts"))
+    else:
+        blocks.append(_section("No open alerts."))
+    blocks.append({"type": "divider"})
+    if view.actions:
+        lines = [_action_line(a, view.scope) for a in view.actions]
+        for start in range(0, len(lines), 10):
+            heading = "*Actions*\n" if start == 0 else ""
+            blocks.append(_section(heading + "\n".join(lines[start : start + 10])))
+        if view.more_actions:
+            blocks.append(_context(f"and {view.more_actions} more actions"))
+    else:
+        blocks.append(_section("*Actions*\nNo open actions."))
+    alerts, actions = len(view.alerts) + view.more_alerts, len(view.actions) + view.more_actions
+    text = f"{_count(alerts, 'open alert')}, {_count(actions, 'open action')}"
+    return {"text": text, "blocks": blocks[:50]}
+
+
+def ack_message(outcome: AckOutcome, typed: str, requester_id: str, by_name: str, zone: ZoneInfo) -> Message:
+    alert = outcome.alert
+    if outcome.status == "unknown" or alert is None:
+        return text_message(
+            f"No alert `{esc(typed)}` found. Check the id (it looks like A-7K3Q9M); `/tasks` lists yours."
+        )
+    what = f"`{esc(alert.id)}` ({esc(alert.kind)}, {esc(alert.visor_ref)})"
+    if outcome.status == "resolved":
+        reason = f": {esc(alert.resolved_reason)}" if alert.resolved_reason else ""
+        return text_message(f"Alert {what} is already resolved{reason}. Nothing to acknowledge.")
+    when = moment(alert.acknowledged_at, zone) if alert.acknowledged_at else "an unknown time"
+    if outcome.status == "already_acknowledged":
+        who = "you" if alert.acknowledged_by == requester_id else esc(by_name)
+        return text_message(f"Alert {what} was already acknowledged by {who} at {when}.")
+    return text_message(
+        f":white_check_mark: Alert {what} acknowledged by you at {when}. Escalation has stopped; "
+        "the team channel and the SPOC email thread will show it."
+    )

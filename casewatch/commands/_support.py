@@ -1,0 +1,43 @@
+"""What several commands share: the database-at-head check and logging set-up."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from casewatch.config import Settings
+
+# Chatter that says nothing to a person running a command (alembic announces its plugins
+# and its migration context).
+QUIET_LOGGERS = ("alembic", "aiosqlite", "asyncio")
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure_logging(settings: Settings) -> None:
+    quiet_libraries()
+    logging.getLogger().setLevel(settings.service.log_level)
+
+
+async def schema_problem(engine: AsyncEngine, config_hint: str = "") -> str | None:
+    """Why the database cannot be used yet (unreachable, or not migrated to the head revision),
+    or None when it can. The message says what to run; it never shows the URL (a password may
+    be in it)."""
+    from casewatch.store.migrate import current_revision, head_revision  # imports alembic: slow
+
+    try:
+        current = await current_revision(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        return f"database: cannot connect ({type(exc).__name__}); check database.url"
+    head = head_revision()
+    if current == head:
+        return None
+    upgrade = "casewatch db upgrade" + (f" --config {config_hint}" if config_hint else "")
+    if current is None:
+        return f"database: not set up yet (no migrations applied). Run `{upgrade}` first"
+    return f"database: at revision {current}, this version needs {head}. Run `{upgrade}` first"

@@ -1,0 +1,213 @@
+"""`casewatch import PATH|-`: ingest an NDJSON file (one event envelope a line) or stdin.
+
+Each line is validated on its own, exactly as the events API validates an envelope; valid lines
+are ingested in batches through the same pipeline (so the same idempotency: a line whose event
+id was seen before is a duplicate and changes nothing). A bad line is reported with its line
+number and reason and never costs the good lines around it. The file is streamed, never read
+whole. Blank lines are skipped.
+
+Exit codes: 0 every line was accepted or a duplicate; 1 some lines were rejected (the rest are
+stored); 2 the import could not run (configuration, unreadable input, database not ready or lost
+mid-way: the batches reported as stored are stored, nothing after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tqdm import tqdm
+
+from casewatch.clock import SystemClock
+from casewatch.commands._support import configure_logging, schema_problem
+from casewatch.config import Settings, load_config
+from casewatch.context import Context
+from casewatch.ingest.pipeline import ingest
+from casewatch.ingest.schema import Envelope, parse_envelopes
+from casewatch.store.engine import make_engine, make_sessionmaker
+
+MAX_LINE_BYTES = 1024 * 1024  # the events API's body limit: one envelope can be no larger
+MAX_BATCH = 1000  # the events API's batch limit
+SOURCE = "import"
+_SHOWN_LINE_NUMBERS = 20
+
+# Errors that mean the database went away: stop rather than report every later line as bad.
+_UNAVAILABLE = (OperationalError, InterfaceError, OSError)
+
+
+class ImportAborted(Exception):
+    """The database cannot take more events; what was stored before stays stored."""
+
+
+@dataclass
+class Tally:
+    lines: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected_lines: list[int] = field(default_factory=list)
+    alerts: int = 0
+
+    def summary(self) -> str:
+        text = (
+            f"import: {self.accepted} accepted, {self.duplicates} duplicate(s), "
+            f"{len(self.rejected_lines)} rejected, {self.alerts} alert(s) opened"
+        )
+        if self.rejected_lines:
+            shown = ", ".join(str(n) for n in self.rejected_lines[:_SHOWN_LINE_NUMBERS])
+            more = len(self.rejected_lines) - _SHOWN_LINE_NUMBERS
+            text += f" (rejected line(s): {shown}{f', and {more} more' if more > 0 else ''})"
+        return text
+
+
+@dataclass(frozen=True)
+class Line:
+    number: int
+    size: int  # bytes read, for the progress bar
+    envelope: Envelope | None = None
+    problems: tuple[str, ...] = ()
+    blank: bool = False
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    configure_logging(settings)
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        print(f"casewatch import: --batch-size must be between 1 and {MAX_BATCH}", file=sys.stderr)
+        return 2
+    try:
+        stream, total = _open(args.path)
+    except OSError as exc:
+        print(f"casewatch import: cannot read {args.path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        progress = tqdm(
+            total=total, unit="B", unit_scale=True, desc="import", file=sys.stderr, leave=False,
+            disable=args.no_progress or not sys.stderr.isatty(),
+        )
+        with progress:
+            return asyncio.run(_import(settings, stream, args, progress))
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _open(path: str) -> tuple[IO[bytes], int | None]:
+    if path == "-":
+        return sys.stdin.buffer, None
+    stream = open(path, "rb")  # noqa: SIM115 (closed by run())
+    info = os.fstat(stream.fileno())
+    return stream, info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+async def _import(settings: Settings, stream: IO[bytes], args: argparse.Namespace, progress: Any) -> int:
+    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+    tally = Tally()
+    try:
+        problem = await schema_problem(engine, args.config or "")
+        if problem:
+            print(f"casewatch import: {problem}", file=sys.stderr)
+            return 2
+        sessions = make_sessionmaker(engine)
+        ctx = Context(settings, SystemClock())
+        batch: list[Line] = []
+        for line in read_lines(stream):
+            progress.update(line.size)
+            if line.blank:
+                continue
+            tally.lines += 1
+            if line.envelope is None:
+                _reject(tally, line.number, line.problems, progress)
+                continue
+            batch.append(line)
+            if len(batch) >= args.batch_size:
+                await _flush(sessions, batch, ctx, tally, progress)
+                batch = []
+        await _flush(sessions, batch, ctx, tally, progress)
+    except ImportAborted as exc:
+        progress.close()
+        print(tally.summary())
+        print(f"casewatch import: stopped: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+    progress.close()
+    print(tally.summary())
+    return 1 if tally.rejected_lines else 0
+
+
+def read_lines(stream: IO[bytes]) -> Iterator[Line]:
+    """Parse and validate the stream line by line, holding at most one line in memory."""
+    number = 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        size = len(raw)
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the over-long line
+                raw = stream.readline(MAX_LINE_BYTES)
+                size += len(raw)
+            yield Line(number, size, problems=(f"line is longer than {MAX_LINE_BYTES} bytes",))
+            continue
+        yield parse_line(number, raw, size)
+
+
+def parse_line(number: int, raw: bytes, size: int | None = None) -> Line:
+    size = len(raw) if size is None else size
+    if not raw.strip():
+        return Line(number, size, blank=True)
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        return Line(number, size, problems=(f"not UTF-8 text (byte {exc.start + 1})",))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Line(number, size, problems=(f"not valid JSON: {exc.msg} (column {exc.colno})",))
+    except RecursionError:
+        return Line(number, size, problems=("not valid JSON: nested too deeply",))
+    if not isinstance(value, dict):
+        return Line(number, size, problems=("expected one JSON object (an event envelope) per line",))
+    envelopes, errors = parse_envelopes(value)
+    if errors:
+        return Line(number, size, problems=tuple(f"{e.field or '(envelope)'}: {e.message}" for e in errors))
+    return Line(number, size, envelope=envelopes[0])
+
+
+def _reject(tally: Tally, number: int, problems: tuple[str, ...], progress: Any) -> None:
+    tally.rejected_lines.append(number)
+    for problem in problems:
+        progress.write(f"line {number}: {problem}", file=sys.stderr)
+
+
+async def _flush(
+    sessions: async_sessionmaker[AsyncSession], batch: list[Line], ctx: Context, tally: Tally, progress: Any
+) -> None:
+    if not batch:
+        return
+    envelopes = [line.envelope for line in batch if line.envelope is not None]
+    try:
+        result = await ingest(sessions, envelopes, ctx, source=SOURCE)
+    except _UNAVAILABLE as exc:
+        raise ImportAborted(f"the database is unavailable ({type(exc).__name__})") from None
+    except Exception as exc:
+        if len(batch) == 1:
+            # Only the type: the message of a database error can quote the data.
+            _reject(tally, batch[0].number, (f"could not be stored ({type(exc).__name__})",), progress)
+            return
+        for line in batch:  # find the line the batch failed on; store the others
+            await _flush(sessions, [line], ctx, tally, progress)
+        return
+    tally.accepted += result.accepted
+    tally.duplicates += result.duplicates
+    tally.alerts += len(result.alerts)

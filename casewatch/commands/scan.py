@@ -1,0 +1,44 @@
+"""`casewatch scan [--at ISO8601] [--config PATH]`: evaluate every time-based trigger once and
+print how many alerts of each kind were opened and resolved. Exit 0, or 2 if it cannot run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+
+from casewatch.clock import SystemClock
+from casewatch.commands._support import configure_logging, schema_problem
+from casewatch.config import load_config
+from casewatch.context import Context
+from casewatch.directory import sync_directory
+from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.triggers.scan import run_scan
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    configure_logging(settings)
+    at = (
+        datetime.fromisoformat(args.at.replace("Z", "+00:00")).astimezone(UTC)
+        if getattr(args, "at", None) else None
+    )
+
+    async def _scan() -> int:
+        engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+        try:
+            problem = await schema_problem(engine, args.config or "")
+            if problem:
+                print(f"casewatch scan: {problem}", file=sys.stderr)
+                return 2
+            sessions = make_sessionmaker(engine)
+            async with sessions.begin() as session:
+                await sync_directory(session, settings)
+            summary = await run_scan(sessions, Context(settings, SystemClock()), at)
+        finally:
+            await engine.dispose()
+        print("\n".join(summary.lines()))
+        return 0
+
+    return asyncio.run(_scan())

@@ -1,0 +1,55 @@
+"""The one small interface every notifier implements.
+
+A notifier sends one message and says only what happened: sent (with the external reference that
+later updates thread onto), a failure worth retrying (optionally not before `retry_after`
+seconds), or a permanent failure. Retries, backoff, pacing and dead letters live in the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Sent:
+    external_ref: str  # Slack "channel:ts", email Message-ID, chat-log line reference
+
+
+@dataclass(frozen=True)
+class Retryable:
+    error: str
+    retry_after: float | None = None  # seconds, when the receiver said how long to wait
+
+
+@dataclass(frozen=True)
+class Permanent:
+    error: str
+
+
+Outcome = Sent | Retryable | Permanent
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One delivery as a notifier sees it."""
+
+    delivery_id: int
+    alert_id: str
+    change: str  # opened, acknowledged, escalated, resolved, reminder, fallback
+    target: str  # Slack channel or user id; email address
+    payload: dict[str, Any]  # rendered by casewatch.delivery.render; see render.message_fields
+    content_hash: str
+    # The first message about this alert to this target, when there is one: update or reply to it.
+    thread_ref: str | None = None
+
+
+class Notifier(Protocol):
+    channel: str  # "slack" or "email": the Delivery.channel values it serves
+
+    async def send(self, message: Outbound) -> Outcome:
+        """Send once. Must not raise for delivery failures; return Retryable or Permanent."""
+        ...
+
+    async def close(self) -> None:
+        ...

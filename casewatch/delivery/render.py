@@ -1,0 +1,128 @@
+"""Message text from a delivery payload: pure functions shared by every notifier.
+
+The payload (written by routing.outbox) holds only what its receiver may see: reference, kind,
+severity, due, owner and alert id always; the nominal's name and markers only under "personal"
+for receivers cleared for them; a little more under "more" for email to the team's inboxes.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+ACK_ACTION_ID = "casewatch_ack"
+
+
+def is_plain(p: dict[str, Any]) -> bool:
+    """A message not about one alert (a digest, say): {"subject", "text", optional "html"}."""
+    return "kind" not in p
+
+
+def headline(p: dict[str, Any]) -> str:
+    return f"{str(p['severity']).upper()} {p['kind']} {p['visor_ref']}"
+
+
+def change_line(p: dict[str, Any]) -> str:
+    change = p.get("change")
+    if change == "acknowledged":
+        return f"Acknowledged by {p.get('acknowledged_by') or 'someone'}"
+    if change == "resolved":
+        reason = p.get("resolved_reason") or ""
+        return "Resolved" + (f": {reason}" if reason else "")
+    if change == "escalated":
+        return f"Escalated (step {p.get('escalation_step')}) to {', '.join(p.get('escalated_to', []))}"
+    if change == "reminder":
+        return "Reminder: still open"
+    if change == "fallback":
+        fb = p.get("fallback", {})
+        return f"Slack delivery to {fb.get('target')} failed ({fb.get('error')}); sent here instead"
+    return "New alert"
+
+
+def state_line(p: dict[str, Any]) -> str:
+    state = p.get("state", "open")
+    if state == "acknowledged":
+        return f"Acknowledged by {p.get('acknowledged_by')}"
+    if state == "resolved":
+        return "Resolved"
+    return "Open: needs acknowledging"
+
+
+def fields(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """Label/value pairs, least first: what lets someone act."""
+    rows = [
+        ("Alert", str(p["alert_id"])),
+        ("ViSOR ref", str(p["visor_ref"])),
+        ("Kind", str(p["kind"])),
+        ("Severity", str(p["severity"])),
+    ]
+    if p.get("due"):
+        rows.append(("Due", str(p["due"])))
+    if p.get("owner"):
+        rows.append(("Owner", str(p["owner"])))
+    personal = p.get("personal")
+    if personal:
+        rows.append(("Name", str(personal.get("name", ""))))
+        if personal.get("markers"):
+            rows.append(("Markers", ", ".join(personal["markers"])))
+    for key, value in (p.get("more") or {}).items():
+        rows.append((key.replace("_", " ").capitalize(), str(value)))
+    return rows
+
+
+def subject(p: dict[str, Any]) -> str:
+    """Contract: starts with [casewatch], then severity, kind and ViSOR reference."""
+    if is_plain(p):
+        return str(p.get("subject") or "[casewatch]")[:250]
+    text = f"[casewatch] {headline(p)} {p['alert_id']}"
+    if p.get("change") not in (None, "opened"):
+        text += f": {change_line(p)}"
+    return text[:250]
+
+
+def chat_text(p: dict[str, Any]) -> str:
+    """One line: the notification text of a chat message (and the chat log)."""
+    if is_plain(p):
+        return str(p.get("text", ""))
+    text = f"[{str(p['severity']).upper()}] {p['kind']} {p['visor_ref']} ({p['alert_id']})"
+    if p.get("summary"):
+        text += f": {p['summary']}"
+    if p.get("due"):
+        text += f"; due {p['due']}"
+    if p.get("owner"):
+        text += f"; owner {p['owner']}"
+    if p.get("change") not in (None, "opened"):
+        text += f" | {change_line(p)}"
+    return text
+
+
+def plain_text(p: dict[str, Any]) -> str:
+    if is_plain(p):
+        return str(p.get("text", "")) + "\n"
+    lines = [change_line(p), "", str(p.get("summary") or headline(p)), ""]
+    lines += [f"{label}: {value}" for label, value in fields(p)]
+    lines += ["", f"State: {state_line(p)}"]
+    if p.get("state") == "open":
+        lines.append(f"To acknowledge, type in Slack: /ack {p['alert_id']}")
+    lines += ["", "Sent by casewatch. Details stay in ViSOR; look them up there or with /flags."]
+    return "\n".join(lines) + "\n"
+
+
+def html_text(p: dict[str, Any]) -> str:
+    e = html.escape
+    if is_plain(p):
+        return str(p.get("html") or f"<html><body><pre>{e(str(p.get('text', '')))}</pre></body></html>")
+    rows = "".join(f"<tr><th align=\"left\">{e(k)}</th><td>{e(v)}</td></tr>" for k, v in fields(p))
+    ack = (
+        f"<p>To acknowledge, type in Slack: <code>/ack {e(str(p['alert_id']))}</code></p>"
+        if p.get("state") == "open" else ""
+    )
+    return (
+        "<html><body>"
+        f"<p><strong>{e(change_line(p))}</strong></p>"
+        f"<p>{e(str(p.get('summary') or headline(p)))}</p>"
+        f"<table>{rows}</table>"
+        f"<p>State: {e(state_line(p))}</p>{ack}"
+        "<p><small>Sent by casewatch. Details stay in ViSOR.</small></p>"
+        "</body></html>"
+    )

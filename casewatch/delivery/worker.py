@@ -1,0 +1,329 @@
+"""The delivery worker: claim due outbox rows, send each through its channel's notifier, record
+the attempt, and retry, pace, dead-letter or fall back as the outcome requires.
+
+Nothing is dropped silently: every attempt is a DeliveryAttempt row and an audit entry; a dead
+letter is also logged, counted and (for critical and high alerts on Slack) emailed to the SPOC.
+Delivery is at-least-once: a worker that dies after sending but before recording leaves a claim
+that expires, and the message is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.audit import record
+from casewatch.context import Context
+from casewatch.delivery import metrics
+from casewatch.delivery.backoff import retry_delay
+from casewatch.delivery.claim import claim, release
+from casewatch.delivery.notifier import Notifier, Outbound, Outcome, Permanent, Retryable, Sent
+from casewatch.delivery.pacing import Pacer
+from casewatch.routing.outbox import enqueue_fallback
+from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+UNFINISHED = ("pending", "sending")
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    channel: str
+    target: str
+    claimed_until: datetime
+    message: Outbound
+
+
+def new_worker_id(n: int = 0) -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{n}:{uuid.uuid4().hex[:6]}"
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        ctx: Context,
+        notifiers: Mapping[str, Notifier],
+        *,
+        worker_id: str | None = None,
+        pacer: Pacer | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.ctx = ctx
+        self.notifiers = notifiers
+        self.worker_id = worker_id or new_worker_id()
+        self.pacer = pacer or Pacer()
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.config = ctx.settings.delivery
+
+    # --- loop -----------------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Claim one batch of due deliveries and handle them; return how many were claimed.
+        Different destinations are served concurrently, one destination's messages in order."""
+        now = self.ctx.clock.now()
+        async with self.sessions.begin() as session:
+            ids = await claim(
+                session, self.worker_id, now, now + timedelta(seconds=self.config.lease_seconds),
+                self.config.batch_size,
+            )
+            if not ids:
+                return 0
+            rows = (
+                await session.execute(
+                    select(Delivery.id, Delivery.channel, Delivery.target).where(Delivery.id.in_(ids))
+                )
+            ).all()
+        groups: dict[tuple[str, str], list[int]] = {}
+        for delivery_id, channel, target in sorted(rows):
+            groups.setdefault((channel, target), []).append(delivery_id)
+        await asyncio.gather(*(self._run_group(group) for group in groups.values()))
+        return len(ids)
+
+    async def run_until_idle(self, max_rounds: int = 1000) -> int:
+        """Handle batches until none is due now (tests, the demo, `casewatch digest`)."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = await self.run_once()
+            if not handled:
+                break
+            total += handled
+        return total
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:  # the database may be away for a while: keep going
+                log.exception("delivery worker %s: a round failed; retrying", self.worker_id)
+                handled = 0
+            if not handled:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=self.config.poll_seconds)
+                except TimeoutError:
+                    pass
+
+    async def _run_group(self, delivery_ids: list[int]) -> None:
+        for delivery_id in delivery_ids:
+            try:
+                await self._handle(delivery_id)
+            except Exception:
+                # The claim lapses and the delivery is tried again: logged, never lost.
+                log.exception("delivery %d: unexpected error while handling it", delivery_id)
+
+    # --- one delivery ---------------------------------------------------------------------------
+
+    async def _handle(self, delivery_id: int) -> None:
+        claimed = await self._prepare(delivery_id)
+        if claimed is None:
+            return
+        key = (claimed.channel, claimed.target)
+        now = self.ctx.clock.now()
+        if self.pacer.wait(key, now) > self.config.max_inline_wait_seconds:
+            await self._release(delivery_id, now + timedelta(seconds=self.pacer.wait(key, now)))
+            return
+        interval = (
+            self.config.chat_interval_seconds if claimed.channel == "slack"
+            else self.config.email_interval_seconds
+        )
+        wait = self.pacer.reserve(key, now, interval)
+        if wait > 0:
+            await self.sleep(wait)
+        now = self.ctx.clock.now()
+        if (claimed.claimed_until - now).total_seconds() < self.config.send_timeout_seconds:
+            await self._release(delivery_id, now)  # too little lease left to send safely
+            return
+        started = time.monotonic()
+        outcome = await self._send(claimed)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        if isinstance(outcome, Retryable) and outcome.retry_after:
+            self.pacer.block(key, self.ctx.clock.now() + timedelta(seconds=outcome.retry_after))
+        await self._record(claimed, outcome, duration_ms)
+
+    async def _send(self, claimed: Claimed) -> Outcome:
+        notifier = self.notifiers.get(claimed.channel)
+        if notifier is None:
+            return Permanent(f"no notifier for channel {claimed.channel!r} (is it configured?)")
+        try:
+            return await asyncio.wait_for(
+                notifier.send(claimed.message), timeout=self.config.send_timeout_seconds
+            )
+        except TimeoutError:
+            return Retryable(f"timed out after {self.config.send_timeout_seconds:g}s")
+        except Exception as exc:  # a notifier bug or an unforeseen library error: retry, visibly
+            log.exception("delivery %d: notifier %s raised", claimed.delivery_id, claimed.channel)
+            return Retryable(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    async def _prepare(self, delivery_id: int) -> Claimed | None:
+        now = self.ctx.clock.now()
+        async with self.sessions.begin() as session:
+            d = await session.get(Delivery, delivery_id)
+            if d is None or d.state != "sending" or d.claimed_by != self.worker_id:
+                return None
+            assert d.claimed_until is not None
+            thread_ref = None
+            if d.alert_id is not None:
+                if await self._earlier_unfinished(session, d):
+                    # Keep one destination's messages in order: an update waits for the first
+                    # message (it needs its ts or Message-ID) rather than posting a second one.
+                    d.state, d.claimed_by, d.claimed_until = "pending", None, None
+                    d.next_attempt_at = now + timedelta(seconds=self.config.update_wait_seconds)
+                    return None
+                thread = await _thread(session, d.alert_id, d.channel, d.target)
+                thread_ref = thread.external_ref if thread else None
+            message = Outbound(
+                delivery_id=d.id, alert_id=d.alert_id or "", change=d.purpose, target=d.target,
+                payload=dict(d.payload), content_hash=d.content_hash, thread_ref=thread_ref,
+            )
+            return Claimed(d.id, d.channel, d.target, d.claimed_until, message)
+
+    async def _earlier_unfinished(self, session: AsyncSession, d: Delivery) -> bool:
+        count = (
+            await session.execute(
+                select(func.count()).select_from(Delivery).where(
+                    Delivery.alert_id == d.alert_id, Delivery.channel == d.channel,
+                    Delivery.target == d.target, Delivery.id < d.id, Delivery.state.in_(UNFINISHED),
+                )
+            )
+        ).scalar_one()
+        return bool(count)
+
+    async def _release(self, delivery_id: int, at: datetime) -> None:
+        async with self.sessions.begin() as session:
+            await release(session, delivery_id, self.worker_id, at)
+
+    async def _record(self, claimed: Claimed, outcome: Outcome, duration_ms: int) -> None:
+        now = self.ctx.clock.now()
+        async with self.sessions.begin() as session:
+            d = await session.get(Delivery, claimed.delivery_id)
+            assert d is not None
+            mine = d.state == "sending" and d.claimed_by == self.worker_id
+            error = None if isinstance(outcome, Sent) else outcome.error[:2000]
+            kind = {Sent: "sent", Retryable: "retry", Permanent: "dead"}[type(outcome)]
+            if not mine and not isinstance(outcome, Sent):
+                # Our lease lapsed and another worker owns the row now: its result decides.
+                kind, error = "retry", f"(claim lost) {error}"
+            elif mine or d.state != "sent":
+                d.attempts += 1
+                d.claimed_by, d.claimed_until = None, None
+                if isinstance(outcome, Sent):
+                    d.state, d.sent_at, d.external_ref, d.last_error = "sent", now, outcome.external_ref, None
+                    if d.alert_id is not None:
+                        await _save_thread(session, d, outcome.external_ref, now)
+                elif isinstance(outcome, Retryable) and not self._exhausted(d, now):
+                    delay = retry_delay(d.attempts, self.config, self.rng, outcome.retry_after)
+                    d.state, d.last_error = "pending", error
+                    d.next_attempt_at = now + timedelta(seconds=delay)
+                else:
+                    if isinstance(outcome, Retryable):
+                        error = f"gave up after {d.attempts} attempts: {error}"
+                        kind = "dead"
+                    d.state, d.last_error = "dead", error
+            session.add(
+                DeliveryAttempt(
+                    delivery_id=d.id, attempted_at=now, outcome=kind, error=error, duration_ms=duration_ms
+                )
+            )
+            alert = await session.get(Alert, d.alert_id) if d.alert_id else None
+            await record(
+                session, self.ctx, actor="system", action=f"delivery.{kind}", subject=d.alert_id or "",
+                purpose=alert.kind if alert else d.purpose,
+                details={
+                    "delivery": d.id, "receiver": d.receiver, "channel": d.channel, "target": d.target,
+                    "change": d.purpose, "content_hash": d.content_hash, "attempt": d.attempts,
+                    **({"error": error} if error else {}),
+                    **({"next_attempt_at": d.next_attempt_at.isoformat()} if kind == "retry" else {}),
+                },
+            )
+            metrics.ATTEMPTS.labels(d.channel, kind).inc()
+            if kind == "dead" and mine:
+                metrics.DEAD.labels(d.channel).inc()
+                log.warning(
+                    "delivery %d dead-lettered: %s to %s (%s) for alert %s: %s",
+                    d.id, d.channel, d.target, d.receiver, d.alert_id, error,
+                )
+            elif kind == "retry":
+                log.info("delivery %d: %s to %s will be retried: %s", d.id, d.channel, d.target, error)
+            if alert is not None and kind != "sent" and mine:
+                await self._maybe_fall_back(session, d, alert, error or "", now, dead=kind == "dead")
+
+    def _exhausted(self, d: Delivery, now: datetime) -> bool:
+        age = (now - d.created_at).total_seconds()
+        return d.attempts >= self.config.max_attempts or age >= self.config.give_up_after_seconds
+
+    async def _maybe_fall_back(
+        self, session: AsyncSession, d: Delivery, alert: Alert, error: str, now: datetime, *, dead: bool
+    ) -> None:
+        if d.channel != "slack" or d.purpose == "fallback" or alert.state == "resolved":
+            return
+        if alert.severity not in self.config.fallback_severities:
+            return
+        overdue = (now - d.created_at).total_seconds() >= self.config.fallback_after_seconds
+        if not (dead or overdue) or await _has_fallback(session, alert.id, d.target):
+            return
+        fallback = await enqueue_fallback(session, alert, d, error, self.ctx)
+        if fallback is None:
+            return
+        metrics.FALLBACKS.inc()
+        log.warning(
+            "alert %s (%s): Slack delivery %d to %s failing (%s); emailing %s instead",
+            alert.id, alert.severity, d.id, d.target, error, fallback.target,
+        )
+        await record(
+            session, self.ctx, actor="system", action="delivery.fallback", subject=alert.id,
+            purpose=alert.kind,
+            details={"failed_delivery": d.id, "channel": d.channel, "target": d.target,
+                     "error": error[:500], "fallback_to": fallback.target},
+        )
+
+
+async def _thread(session: AsyncSession, alert_id: str, channel: str, target: str) -> AlertThread | None:
+    stmt = select(AlertThread).where(
+        AlertThread.alert_id == alert_id, AlertThread.channel == channel, AlertThread.target == target
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def _save_thread(session: AsyncSession, d: Delivery, external_ref: str, now: datetime) -> None:
+    assert d.alert_id is not None
+    existing = await _thread(session, d.alert_id, d.channel, d.target)
+    if existing is not None:
+        if d.channel == "slack" and existing.external_ref != external_ref:
+            existing.external_ref = external_ref  # the first message was gone and posted anew
+        return
+    dialect = session.get_bind().dialect.name
+    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(AlertThread)
+        .values(alert_id=d.alert_id, channel=d.channel, target=d.target, external_ref=external_ref,
+                created_at=now)
+        .on_conflict_do_nothing(index_elements=["alert_id", "channel", "target"])
+    )
+
+
+async def _has_fallback(session: AsyncSession, alert_id: str, target: str) -> bool:
+    payloads = (
+        await session.execute(
+            select(Delivery.payload).where(Delivery.alert_id == alert_id, Delivery.purpose == "fallback")
+        )
+    ).scalars()
+    return any((p or {}).get("fallback", {}).get("target") == target for p in payloads)

@@ -1,0 +1,433 @@
+"""Applying one new, validated event to the case store, inside the ingest transaction.
+
+Events arrive out of order, so state that a later event may overwrite (a nominal, an action, the
+current MAPPA level) carries the occurred_at it reflects, and an older event never overwrites a
+newer one. Records of things that happened (notifications, travel, border checks, visits,
+recalls, level changes) are always kept. Events for a ViSOR reference with no nominal yet are
+stored and applied all the same: case records have no foreign key to `nominals`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, inspect, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casewatch.context import Context
+from casewatch.ingest.outcome import Applied
+from casewatch.ingest.schema import Envelope, RecallReturned
+from casewatch.store.models import (
+    Action,
+    BorderCheck,
+    Event,
+    LevelChange,
+    Marker,
+    Nominal,
+    NotificationReceived,
+    Recall,
+    TravelNotification,
+    Visit,
+)
+
+# Kinds of notification that restart the one-year periodic clock (Sexual Offences Act 2003,
+# ss. 83-85: initial, change and periodic notifications).
+CLOCK_RESTARTING_KINDS = frozenset({"initial", "periodic", "change"})
+
+_NOMINAL_FIELDS = (
+    "surname", "forenames", "date_of_birth", "pnc_id", "category", "registered", "risk_level",
+    "lead_agency", "team", "offender_manager", "area", "on_licence", "no_fixed_abode",
+    "release_date", "licence_expiry",
+)
+
+
+def surname_key(surname: str) -> str:
+    """What a typed surname is matched on: lower-cased, runs of white space folded to one."""
+    return " ".join(surname.split()).lower()
+
+
+class Batch:
+    """What the events of one batch share, loaded up front in a few queries rather than one or
+    more per event: the nominals, markers and actions they touch (locked FOR UPDATE on
+    PostgreSQL, so two ingests touching one nominal take turns and the state_as_of guards cannot
+    be raced; SQLite's BEGIN IMMEDIATE serialises anyway), and which references already have
+    records a first nominal.upsert must take into account."""
+
+    def __init__(self) -> None:
+        self.nominals: dict[str, Nominal | None] = {}
+        self.markers: dict[str, list[Marker]] = {}
+        self.actions: dict[str, Action | None] = {}
+        self.with_history: set[str] = set()  # refs with level changes or clock notifications
+        self.open_recalls: dict[str, list[Recall]] = {}
+        # Returns that closed no recall when they arrived: (returned_at, event id).
+        self.unused_returns: dict[str, list[tuple[datetime, str]]] = {}
+        self.pending: set[str] = set()  # stored in this transaction, not applied yet
+
+    @classmethod
+    async def load(cls, session: AsyncSession, envelopes: Sequence[Envelope]) -> Batch:
+        batch = cls()
+        refs = sorted({e.visor_ref for e in envelopes})
+        batch.pending = {e.id for e in envelopes}
+        batch.nominals = dict.fromkeys(refs)
+        for chunk in _chunks(refs):
+            found = await session.execute(
+                select(Nominal)
+                .where(Nominal.visor_ref.in_(chunk))
+                .order_by(Nominal.visor_ref)
+                .with_for_update()
+            )
+            for nominal in found.scalars():
+                batch.nominals[nominal.visor_ref] = nominal
+        upserted = sorted({e.visor_ref for e in envelopes if e.type == "nominal.upsert"})
+        existing = [r for r in upserted if batch.nominals[r] is not None]
+        batch.markers = {ref: [] for ref in existing}
+        for chunk in _chunks(existing):
+            markers = await session.execute(select(Marker).where(Marker.visor_ref.in_(chunk)))
+            for marker in markers.scalars():
+                batch.markers[marker.visor_ref].append(marker)
+        new = [r for r in upserted if batch.nominals[r] is None]
+        for chunk in _chunks(new):
+            changes = select(LevelChange.visor_ref).where(LevelChange.visor_ref.in_(chunk))
+            notes = select(NotificationReceived.visor_ref).where(
+                NotificationReceived.visor_ref.in_(chunk),
+                NotificationReceived.kind.in_(CLOCK_RESTARTING_KINDS),
+            )
+            batch.with_history.update((await session.execute(changes.union(notes))).scalars())
+        await batch._load_recalls(session, envelopes)
+        action_ids = sorted({e.data["action_id"] for e in envelopes if e.type == "action.upsert"})
+        batch.actions = dict.fromkeys(action_ids)
+        for chunk in _chunks(action_ids):
+            found_actions = await session.execute(
+                select(Action)
+                .where(Action.action_id.in_(chunk))
+                .order_by(Action.action_id)
+                .with_for_update()
+            )
+            for action in found_actions.scalars():
+                batch.actions[action.action_id] = action
+        return batch
+
+
+    async def _load_recalls(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        returning = sorted({e.visor_ref for e in envelopes if e.type == "recall.returned"})
+        for chunk in _chunks(returning):
+            found = await session.execute(
+                select(Recall)
+                .where(Recall.visor_ref.in_(chunk), Recall.returned_at.is_(None))
+                .order_by(Recall.id)
+                .with_for_update()
+            )
+            for recall in found.scalars():
+                self.open_recalls.setdefault(recall.visor_ref, []).append(recall)
+        issuing = sorted({e.visor_ref for e in envelopes if e.type == "recall.issued"})
+        for chunk in _chunks(issuing):
+            used = select(Recall.return_event_id).where(
+                Recall.visor_ref.in_(chunk), Recall.return_event_id.is_not(None)
+            )
+            returns = await session.execute(
+                select(Event).where(
+                    Event.visor_ref.in_(chunk),
+                    Event.type == "recall.returned",
+                    Event.id.not_in(used),
+                    Event.id.not_in(self.pending),
+                )
+            )
+            for event in returns.scalars():
+                returned = _returned_at(event)
+                if returned is not None:
+                    self.unused_returns.setdefault(event.visor_ref, []).append((returned, event.id))
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+async def apply_event(
+    session: AsyncSession, event: Event, envelope: Envelope, ctx: Context, *, source: str, batch: Batch
+) -> Applied:
+    """Apply one event that was just stored (never a duplicate) to the case state. `batch` was
+    loaded for all the events of the transaction, this one included."""
+    batch.pending.discard(event.id)
+    handler = _HANDLERS[envelope.type]
+    return await handler(_Apply(session, event, envelope, ctx, source, batch))
+
+
+class _Apply:
+    """One event being applied: what every handler needs."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        event: Event,
+        envelope: Envelope,
+        ctx: Context,
+        source: str,
+        batch: Batch,
+    ) -> None:
+        self.session = session
+        self.event = event
+        self.envelope = envelope
+        self.data: dict[str, Any] = envelope.data
+        self.ctx = ctx
+        self.source = source
+        self.batch = batch
+
+    @property
+    def ref(self) -> str:
+        return self.envelope.visor_ref
+
+    @property
+    def at(self) -> datetime:
+        return self.envelope.occurred_at
+
+    def done(self, *, stale: bool = False, level_change: LevelChange | None = None) -> Applied:
+        return Applied(self.event, self.envelope, stale=stale, level_change=level_change)
+
+    def nominal(self) -> Nominal | None:
+        return self.batch.nominals.get(self.ref)
+
+
+# --- nominals and MAPPA levels ------------------------------------------------------------------
+
+
+async def _nominal_upsert(a: _Apply) -> Applied:
+    nominal = a.nominal()
+    now = a.ctx.clock.now()
+    if nominal is None:
+        nominal = await _new_nominal(a)
+        a.session.add(nominal)
+        a.batch.nominals[a.ref] = nominal
+        await _replace_markers(a)
+        return a.done()
+    if a.at < nominal.state_as_of:
+        return a.done(stale=True)
+    for name in _NOMINAL_FIELDS:
+        setattr(nominal, name, a.data[name])
+    nominal.surname_key = surname_key(a.data["surname"])
+    nominal.aliases = list(a.data["aliases"])
+    nominal.last_notification_on = _latest(nominal.last_notification_on, a.data["last_notification_on"])
+    nominal.state_as_of = a.at
+    nominal.updated_at = now
+    change: LevelChange | None = None
+    new_level = a.data["mappa_level"]
+    level_is_newer = nominal.level_as_of is None or a.at >= nominal.level_as_of
+    if level_is_newer:
+        if new_level != nominal.mappa_level:
+            change = LevelChange(
+                visor_ref=a.ref, from_level=nominal.mappa_level, to_level=new_level, rationale="",
+                changed_at=a.at, recorded_at=now, recorded_by=a.source[:64], event_id=a.event.id,
+            )
+            a.session.add(change)
+            nominal.mappa_level = new_level
+        nominal.level_as_of = a.at
+    await _replace_markers(a)
+    return a.done(level_change=change)
+
+
+async def _new_nominal(a: _Apply) -> Nominal:
+    """A nominal's first upsert (not a level change). Records that arrived before it and are
+    newer than it (a level change, notifications) are taken into account."""
+    level, level_as_of = a.data["mappa_level"], a.at
+    notified = None
+    if a.ref in a.batch.with_history:
+        newest_change = (
+            await a.session.execute(
+                select(LevelChange)
+                .where(LevelChange.visor_ref == a.ref, LevelChange.changed_at > a.at)
+                .order_by(LevelChange.changed_at.desc(), LevelChange.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if newest_change is not None:
+            level, level_as_of = newest_change.to_level, newest_change.changed_at
+        notified = (
+            await a.session.execute(
+                select(func.max(NotificationReceived.notified_on)).where(
+                    NotificationReceived.visor_ref == a.ref,
+                    NotificationReceived.kind.in_(CLOCK_RESTARTING_KINDS),
+                )
+            )
+        ).scalar_one_or_none()
+    fields = {name: a.data[name] for name in _NOMINAL_FIELDS}
+    return Nominal(
+        visor_ref=a.ref,
+        surname_key=surname_key(a.data["surname"]),
+        mappa_level=level,
+        last_notification_on=_latest(a.data["last_notification_on"], notified),
+        aliases=list(a.data["aliases"]),
+        state_as_of=a.at,
+        level_as_of=level_as_of,
+        updated_at=a.ctx.clock.now(),
+        **fields,
+    )
+
+
+async def _replace_markers(a: _Apply) -> None:
+    for old in a.batch.markers.get(a.ref, []):
+        if inspect(old).pending:
+            a.session.expunge(old)
+        else:
+            await a.session.delete(old)
+    markers = [
+        Marker(visor_ref=a.ref, code=m["code"], label=m["label"], restricted=m["restricted"])
+        for m in a.data["markers"]
+    ]
+    a.session.add_all(markers)
+    a.batch.markers[a.ref] = markers
+
+
+async def _level_changed(a: _Apply) -> Applied:
+    change = LevelChange(
+        visor_ref=a.ref,
+        from_level=a.data["from_level"],
+        to_level=a.data["to_level"],
+        rationale=a.data["rationale"],
+        changed_at=a.at,
+        recorded_at=a.ctx.clock.now(),
+        recorded_by=(a.data["recorded_by"] or a.source)[:64],
+        event_id=a.event.id,
+    )
+    a.session.add(change)
+    a.batch.with_history.add(a.ref)
+    nominal = a.nominal()
+    stale = False
+    if nominal is not None:
+        if nominal.level_as_of is None or a.at >= nominal.level_as_of:
+            nominal.mappa_level = a.data["to_level"]
+            nominal.level_as_of = a.at
+            nominal.updated_at = a.ctx.clock.now()
+        else:
+            stale = True  # history kept; the nominal already reflects a newer level
+    return a.done(stale=stale, level_change=change)
+
+
+# --- notifications, travel, visits --------------------------------------------------------------
+
+
+async def _notification_received(a: _Apply) -> Applied:
+    kind, notified_on = a.data["kind"], a.data["notified_on"]
+    a.session.add(
+        NotificationReceived(visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.event.id)
+    )
+    if kind in CLOCK_RESTARTING_KINDS:
+        a.batch.with_history.add(a.ref)
+        nominal = a.nominal()
+        if nominal is not None:
+            nominal.last_notification_on = _latest(nominal.last_notification_on, notified_on)
+    return a.done()
+
+
+async def _travel_notified(a: _Apply) -> Applied:
+    a.session.add(
+        TravelNotification(
+            visor_ref=a.ref, departure_on=a.data["departure_on"], return_on=a.data["return_on"],
+            destination=a.data["destination"], notified_at=a.at, event_id=a.event.id,
+        )
+    )
+    return a.done()
+
+
+async def _border_alert(a: _Apply) -> Applied:
+    a.session.add(
+        BorderCheck(
+            visor_ref=a.ref, port=a.data["port"], direction=a.data["direction"],
+            checked_at=a.data["checked_at"], event_id=a.event.id,
+        )
+    )
+    return a.done()
+
+
+async def _visit_recorded(a: _Apply) -> Applied:
+    a.session.add(Visit(visor_ref=a.ref, visited_on=a.data["visited_on"], event_id=a.event.id))
+    return a.done()
+
+
+# --- recalls ------------------------------------------------------------------------------------
+
+
+async def _recall_issued(a: _Apply) -> Applied:
+    issued_at = a.data["issued_at"]
+    recall = Recall(
+        visor_ref=a.ref, recall_type=a.data["recall_type"], issued_at=issued_at, returned_at=None,
+        event_id=a.event.id, return_event_id=None,
+    )
+    # A return that arrived before its recall (out of order) and closed nothing closes this one.
+    unused = a.batch.unused_returns.setdefault(a.ref, [])
+    candidates = sorted(r for r in unused if r[0] >= issued_at)
+    if candidates:
+        recall.returned_at, recall.return_event_id = candidates[0]
+        unused.remove(candidates[0])
+    else:
+        a.batch.open_recalls.setdefault(a.ref, []).append(recall)
+    a.session.add(recall)
+    return a.done()
+
+
+def _returned_at(event: Event) -> datetime | None:
+    try:
+        return RecallReturned.model_validate(event.data.get("data", {})).returned_at
+    except ValueError:
+        return None
+
+
+async def _recall_returned(a: _Apply) -> Applied:
+    returned_at = a.data["returned_at"]
+    still_open: list[Recall] = []
+    closed = 0
+    for recall in a.batch.open_recalls.get(a.ref, []):
+        if recall.issued_at <= returned_at:
+            recall.returned_at, recall.return_event_id = returned_at, a.event.id
+            closed += 1
+        else:
+            still_open.append(recall)
+    a.batch.open_recalls[a.ref] = still_open
+    if not closed:
+        a.batch.unused_returns.setdefault(a.ref, []).append((returned_at, a.event.id))
+    return a.done(stale=not closed)
+
+
+# --- actions ------------------------------------------------------------------------------------
+
+
+async def _action_upsert(a: _Apply) -> Applied:
+    action = a.batch.actions.get(a.data["action_id"])
+    if action is not None and a.at < action.state_as_of:
+        return a.done(stale=True)
+    status = a.data["status"]
+    if action is None:
+        action = Action(action_id=a.data["action_id"], done_at=None)
+        a.session.add(action)
+        a.batch.actions[action.action_id] = action
+    was_done = action.status == "done"
+    action.visor_ref = a.ref
+    action.summary = a.data["summary"]
+    action.owner = a.data["owner"]
+    action.due_on = a.data["due_on"]
+    action.source = a.data["source"]
+    action.status = status
+    action.state_as_of = a.at
+    if status == "done" and not was_done:
+        action.done_at = a.at
+    elif status != "done":
+        action.done_at = None
+    return a.done()
+
+
+def _latest(*dates: Any) -> Any:
+    present = [d for d in dates if d is not None]
+    return max(present) if present else None
+
+
+_HANDLERS: dict[str, Callable[[_Apply], Awaitable[Applied]]] = {
+    "nominal.upsert": _nominal_upsert,
+    "notification.received": _notification_received,
+    "travel.notified": _travel_notified,
+    "travel.border_alert": _border_alert,
+    "mappa.level_changed": _level_changed,
+    "recall.issued": _recall_issued,
+    "recall.returned": _recall_returned,
+    "action.upsert": _action_upsert,
+    "visit.recorded": _visit_recorded,
+}

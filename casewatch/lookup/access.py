@@ -1,0 +1,44 @@
+"""Who is asking, and what they may see."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casewatch.store.models import Officer
+
+# Roles cleared for restricted markers by default: people who must act on them at once (control
+# room, SPOC) or who answer for the case (supervisor, admin). An officer sees them through a
+# supervisor, on need to know.
+DEFAULT_CLEARED_ROLES: frozenset[str] = frozenset({"supervisor", "spoc", "control_room", "admin"})
+
+
+@dataclass(frozen=True)
+class Requester:
+    officer_id: str
+    name: str
+    team: str
+    roles: frozenset[str]
+
+    @property
+    def is_supervisor(self) -> bool:
+        return "supervisor" in self.roles
+
+    def cleared_for_restricted(self, cleared_roles: Collection[str] = DEFAULT_CLEARED_ROLES) -> bool:
+        return not self.roles.isdisjoint(cleared_roles)
+
+
+def requester_from(officer: Officer) -> Requester:
+    return Requester(officer.id, officer.name, officer.team, frozenset(str(r) for r in officer.roles))
+
+
+async def requester_by_slack_user(session: AsyncSession, slack_user_id: str) -> Requester | None:
+    """The officer whose directory entry carries this Slack user id, or None."""
+    if not slack_user_id:
+        return None
+    stmt = select(Officer).where(Officer.slack_user_id == slack_user_id)
+    officer = (await session.execute(stmt)).scalar_one_or_none()
+    return None if officer is None else requester_from(officer)

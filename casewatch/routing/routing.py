@@ -1,0 +1,133 @@
+"""Resolving receiver names (config.routing.RECEIVERS) to addresses for one alert.
+
+Only configured addresses are ever produced: team channels, SPOC and supervisor inboxes and
+officer emails from the configuration, the control room, NPT channels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casewatch.config import Settings
+from casewatch.config.sections import OfficerSection, TeamSection
+from casewatch.store.models import Alert, Nominal
+
+log = logging.getLogger(__name__)
+
+Channel = Literal["slack", "email"]
+
+
+@dataclass(frozen=True)
+class Target:
+    receiver: str  # who, for people: "team:north", "spoc:north", "officer:PC1234", "npt:north:N1"
+    channel: Channel
+    address: str  # Slack channel or user id, or an email address
+    personal_data: bool = False  # cleared for the nominal's name and non-restricted markers
+    inbox: bool = False  # a team inbox (SPOC): may carry a little more than chat
+
+
+def chat_enabled(settings: Settings) -> bool:
+    """Slack deliveries are queued only when something will carry them (Slack or the chat log)."""
+    return settings.slack.mode != "off" or bool(settings.delivery.chat_log_path)
+
+
+def allowed_emails(settings: Settings) -> frozenset[str]:
+    """Every address casewatch may email: the configured team, officer and control-room ones."""
+    addresses = {settings.routing.control_room_email} if settings.routing.control_room_email else set()
+    for team in settings.teams:
+        addresses.add(team.spoc_email)
+        addresses.update(team.supervisor_emails)
+    addresses.update(o.email for o in settings.officers if o.email)
+    return frozenset(a.lower() for a in addresses)
+
+
+async def resolve_receivers(
+    session: AsyncSession, alert: Alert, receivers: Sequence[str], settings: Settings
+) -> list[Target]:
+    """The addresses the named receivers stand for, for this alert, without duplicates. If none
+    resolves to anything, the team's SPOC inbox, so that no alert goes unrouted."""
+    team = settings.team(alert.team)
+    nominal: Nominal | None = None
+    if any(r in ("npt", "owner", "owner_email", "owner_dm") for r in receivers):
+        nominal = await session.get(Nominal, alert.visor_ref)
+    chat = chat_enabled(settings)
+    found: list[Target] = []
+    for name in receivers:
+        found += _resolve_one(name, alert, team, nominal, settings, chat)
+    if not found and team is not None:
+        log.warning(
+            "alert %s (%s): receivers %s resolve to no address; using the SPOC inbox of team %s",
+            alert.id, alert.kind, ",".join(receivers), team.id,
+        )
+        found = [_email(f"spoc:{team.id}", team.spoc_email, settings, inbox=True)]
+    unique: dict[tuple[str, str], Target] = {}
+    for target in found:
+        unique.setdefault((target.channel, target.address.lower()), target)
+    return list(unique.values())
+
+
+def _resolve_one(
+    name: str,
+    alert: Alert,
+    team: TeamSection | None,
+    nominal: Nominal | None,
+    settings: Settings,
+    chat: bool,
+) -> list[Target]:
+    routing = settings.routing
+    if name == "control_room":
+        targets = []
+        if routing.control_room_channel and chat:
+            targets.append(_slack("control_room", routing.control_room_channel, settings))
+        if routing.control_room_email:
+            targets.append(_email("control_room", routing.control_room_email, settings))
+        return targets
+    if name in ("owner", "owner_email", "owner_dm"):
+        officer_id = alert.owner or (nominal.offender_manager if nominal else None)
+        officer = settings.officer(officer_id) if officer_id else None
+        if officer is None:
+            return []
+        return _officer_targets(name, officer, settings, chat)
+    if team is None:
+        return []
+    if name == "team_channel":
+        return [_slack(f"team:{team.id}", team.channel, settings)] if team.channel and chat else []
+    if name == "spoc":
+        return [_email(f"spoc:{team.id}", team.spoc_email, settings, inbox=True)]
+    if name == "supervisors":
+        return [_email(f"supervisors:{team.id}", a, settings) for a in team.supervisor_emails]
+    if name == "npt":
+        area = nominal.area if nominal else ""
+        channel = team.npt_channels.get(area, "")
+        return [_slack(f"npt:{team.id}:{area}", channel, settings)] if channel and chat else []
+    raise ValueError(f"unknown receiver {name!r}")  # config validation makes this unreachable
+
+
+def _officer_targets(name: str, officer: OfficerSection, settings: Settings, chat: bool) -> list[Target]:
+    receiver = f"officer:{officer.id}"
+    dm = [_slack(receiver, officer.slack_user_id, settings)] if officer.slack_user_id and chat else []
+    mail = [_email(receiver, officer.email, settings)] if officer.email else []
+    if name == "owner_dm":
+        return dm
+    if name == "owner_email":
+        return mail
+    via = settings.routing.owner_via
+    if via == "both":
+        return dm + mail
+    if via == "email":
+        return mail or dm
+    return dm or mail
+
+
+def _slack(receiver: str, address: str, settings: Settings) -> Target:
+    return Target(receiver, "slack", address, address in settings.routing.personal_data_targets)
+
+
+def _email(receiver: str, address: str, settings: Settings, *, inbox: bool = False) -> Target:
+    cleared = address.lower() in {t.lower() for t in settings.routing.personal_data_targets}
+    return Target(receiver, "email", address, cleared, inbox)

@@ -1,0 +1,199 @@
+"""Loading the rules' snapshots from the case store: the only trigger code that reads tables."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+
+from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casewatch.alerts.lifecycle import LIVE_STATES
+from casewatch.store.models import (
+    Action,
+    Alert,
+    BorderCheck,
+    Nominal,
+    NotificationReceived,
+    Officer,
+    Recall,
+    TravelNotification,
+)
+from casewatch.triggers.result import LiveAlert
+from casewatch.triggers.snapshot import (
+    ActionFacts,
+    BorderCheckFacts,
+    NominalFacts,
+    NotificationHistory,
+    RecallFacts,
+    TravelFacts,
+)
+
+FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change")
+# Keeps IN (...) lists well inside every driver's bound-parameter limit.
+CHUNK = 1000
+
+
+def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def nominal_facts(row: Nominal) -> NominalFacts:
+    return NominalFacts(
+        visor_ref=row.visor_ref, team=row.team, offender_manager=row.offender_manager,
+        registered=row.registered, no_fixed_abode=row.no_fixed_abode,
+        release_date=row.release_date, last_notification_on=row.last_notification_on,
+        mappa_level=row.mappa_level, area=row.area,
+    )
+
+
+NOMINAL_COLUMNS = (
+    Nominal.visor_ref, Nominal.team, Nominal.offender_manager, Nominal.registered,
+    Nominal.no_fixed_abode, Nominal.release_date, Nominal.last_notification_on,
+    Nominal.mappa_level, Nominal.area,
+)
+
+
+def nominal_from_columns(row: Sequence[object]) -> NominalFacts:
+    return NominalFacts(*row)  # type: ignore[arg-type]
+
+
+async def nominal(session: AsyncSession, visor_ref: str) -> NominalFacts | None:
+    row = (await session.execute(select(*NOMINAL_COLUMNS).where(Nominal.visor_ref == visor_ref))).first()
+    return nominal_from_columns(tuple(row)) if row is not None else None
+
+
+async def nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, NominalFacts]:
+    found: dict[str, NominalFacts] = {}
+    for part in chunks(visor_refs):
+        rows = await session.execute(select(*NOMINAL_COLUMNS).where(Nominal.visor_ref.in_(part)))
+        for row in rows:
+            facts = nominal_from_columns(tuple(row))
+            found[facts.visor_ref] = facts
+    return found
+
+
+async def histories(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, NotificationHistory]:
+    """Each nominal's newest full and newest any-kind notification, one query per chunk."""
+    found: dict[str, NotificationHistory] = {}
+    full = case(
+        (NotificationReceived.kind.in_(FULL_NOTIFICATION_KINDS), NotificationReceived.notified_on),
+        else_=None,
+    )
+    for part in chunks(visor_refs):
+        stmt = (
+            select(
+                NotificationReceived.visor_ref,
+                func.max(full).label("last_full"),
+                func.max(NotificationReceived.notified_on).label("last_any"),
+            )
+            .where(NotificationReceived.visor_ref.in_(part))
+            .group_by(NotificationReceived.visor_ref)
+        )
+        for ref, last_full, last_any in await session.execute(stmt):
+            found[ref] = NotificationHistory(last_full_on=last_full, last_any_on=last_any)
+    return found
+
+
+async def history(session: AsyncSession, visor_ref: str) -> NotificationHistory:
+    return (await histories(session, [visor_ref])).get(visor_ref, NotificationHistory())
+
+
+def travel_facts(row: TravelNotification) -> TravelFacts:
+    return TravelFacts(
+        event_id=row.event_id, visor_ref=row.visor_ref, departure_on=row.departure_on,
+        return_on=row.return_on, destination=row.destination, notified_at=row.notified_at,
+    )
+
+
+async def travels(session: AsyncSession, visor_ref: str) -> list[TravelFacts]:
+    rows = await session.execute(
+        select(TravelNotification).where(TravelNotification.visor_ref == visor_ref)
+    )
+    return [travel_facts(t) for t in rows.scalars()]
+
+
+async def travel(session: AsyncSession, event_id: str) -> TravelFacts | None:
+    row = (
+        await session.execute(select(TravelNotification).where(TravelNotification.event_id == event_id))
+    ).scalar_one_or_none()
+    return travel_facts(row) if row is not None else None
+
+
+async def border_checks(session: AsyncSession, event_ids: Sequence[str]) -> list[BorderCheckFacts]:
+    found: list[BorderCheckFacts] = []
+    for part in chunks(event_ids):
+        rows = await session.execute(select(BorderCheck).where(BorderCheck.event_id.in_(part)))
+        found.extend(
+            BorderCheckFacts(
+                event_id=b.event_id, visor_ref=b.visor_ref, port=b.port, direction=b.direction,
+                checked_at=b.checked_at,
+            )
+            for b in rows.scalars()
+        )
+    return found
+
+
+ACTION_COLUMNS = (
+    Action.action_id, Action.visor_ref, Action.owner, Action.due_on, Action.status,
+    Nominal.team, Officer.team,
+)
+
+
+def action_from_columns(row: Sequence[object]) -> ActionFacts:
+    return ActionFacts(*row)  # type: ignore[arg-type]
+
+
+async def actions(session: AsyncSession, action_ids: Sequence[str]) -> dict[str, ActionFacts]:
+    found: dict[str, ActionFacts] = {}
+    for part in chunks(action_ids):
+        stmt = (
+            select(*ACTION_COLUMNS)
+            .select_from(Action)
+            .outerjoin(Nominal, Nominal.visor_ref == Action.visor_ref)
+            .outerjoin(Officer, Officer.id == Action.owner)
+            .where(Action.action_id.in_(part))
+        )
+        for row in await session.execute(stmt):
+            facts = action_from_columns(tuple(row))
+            found[facts.action_id] = facts
+    return found
+
+
+async def recalls(session: AsyncSession, visor_ref: str) -> list[RecallFacts]:
+    rows = await session.execute(select(Recall).where(Recall.visor_ref == visor_ref))
+    return [recall_facts(r) for r in rows.scalars()]
+
+
+async def recalls_by_event(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, RecallFacts]:
+    found: dict[str, RecallFacts] = {}
+    for part in chunks(event_ids):
+        rows = await session.execute(select(Recall).where(Recall.event_id.in_(part)))
+        for r in rows.scalars():
+            found[r.event_id] = recall_facts(r)
+    return found
+
+
+def recall_facts(row: Recall) -> RecallFacts:
+    return RecallFacts(
+        event_id=row.event_id, visor_ref=row.visor_ref, recall_type=row.recall_type,
+        issued_at=row.issued_at, returned_at=row.returned_at,
+        emergency=row.recall_type == "emergency",
+    )
+
+
+async def live_alerts(
+    session: AsyncSession,
+    kinds: Collection[str],
+    *,
+    visor_ref: str | None = None,
+    subject: str | None = None,
+) -> list[LiveAlert]:
+    stmt = select(Alert.kind, Alert.visor_ref, Alert.subject).where(
+        Alert.kind.in_(list(kinds)), Alert.state.in_(LIVE_STATES)
+    )
+    if visor_ref is not None:
+        stmt = stmt.where(Alert.visor_ref == visor_ref)
+    if subject is not None:
+        stmt = stmt.where(Alert.subject == subject)
+    return [LiveAlert(k, v, s) for k, v, s in await session.execute(stmt)]

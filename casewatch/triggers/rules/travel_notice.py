@@ -1,0 +1,34 @@
+"""Late travel notice: foreign travel must be notified travel_notice_days before departure
+(later only where the details were not known earlier), so a later notice is flagged for the
+offender manager to check (`travel.late_notice`, low). travel_notice_days = 0 turns it off."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from casewatch.alerts.lifecycle import AlertSpec
+from casewatch.config.triggers import TriggerSection
+from casewatch.triggers.clocks import local_date
+from casewatch.triggers.result import RuleResult
+from casewatch.triggers.snapshot import NominalFacts, TravelFacts
+
+LATE_NOTICE = "travel.late_notice"
+
+
+def evaluate(
+    travel: TravelFacts, nominal: NominalFacts | None, settings: TriggerSection, tz: ZoneInfo
+) -> RuleResult:
+    notice_days = (travel.departure_on - local_date(travel.notified_at, tz)).days
+    if nominal is None or not nominal.registered or notice_days >= settings.travel_notice_days:
+        return RuleResult()
+    owner = nominal.offender_manager or None
+    return RuleResult((AlertSpec(
+        kind=LATE_NOTICE, severity="low", visor_ref=travel.visor_ref, team=nominal.team,
+        subject=travel.event_id, owner=owner,
+        summary=f"Travel notified {max(notice_days, 0)} day(s) before departure on "
+        f"{travel.departure_on.isoformat()}: {travel.visor_ref}, owner {owner or 'none'}",
+        details={
+            "travel_notification": travel.event_id, "departure_on": travel.departure_on.isoformat(),
+            "notice_days": notice_days, "required_days": settings.travel_notice_days,
+        },
+    ),))

@@ -1,0 +1,85 @@
+"""Case state as the rules see it: plain frozen values, loaded from the store by triggers.load.
+
+Only what the rules need is carried (no names, dates of birth or markers), so nothing personal
+can leak from a rule into an alert summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class NominalFacts:
+    visor_ref: str
+    team: str
+    offender_manager: str
+    registered: bool = True
+    no_fixed_abode: bool = False
+    release_date: date | None = None
+    last_notification_on: date | None = None  # as ViSOR last recorded it (nominal.upsert)
+    mappa_level: int | None = None
+    area: str = ""
+
+
+@dataclass(frozen=True)
+class NotificationHistory:
+    """The nominal's notifications received, reduced to what the clocks need."""
+
+    # Newest initial, periodic or change notification: these satisfy the initial requirement
+    # and restart the periodic year (Sexual Offences Act 2003 ss.83-85).
+    last_full_on: date | None = None
+    # Newest notification of any kind: the weekly (no fixed abode) clock runs from it.
+    last_any_on: date | None = None
+
+
+@dataclass(frozen=True)
+class TravelFacts:
+    event_id: str
+    visor_ref: str
+    departure_on: date
+    return_on: date | None  # None: open-ended
+    destination: str
+    notified_at: datetime
+
+
+@dataclass(frozen=True)
+class BorderCheckFacts:
+    event_id: str
+    visor_ref: str
+    port: str
+    direction: str  # "inbound" or "outbound"
+    checked_at: datetime
+
+
+@dataclass(frozen=True)
+class ActionFacts:
+    action_id: str
+    visor_ref: str
+    owner: str
+    due_on: date
+    status: str  # "open" or "done"
+    nominal_team: str | None = None  # None: the nominal is not (yet) known
+    owner_team: str | None = None  # the owner's team in the officer directory, if listed
+
+
+@dataclass(frozen=True)
+class LevelChangeFacts:
+    event_id: str
+    visor_ref: str
+    from_level: int | None
+    to_level: int | None
+    rationale: str
+    changed_at: datetime
+    recorded_by: str = ""
+
+
+@dataclass(frozen=True)
+class RecallFacts:
+    event_id: str
+    visor_ref: str
+    recall_type: str  # "standard", "fixed_term", "emergency"
+    issued_at: datetime
+    returned_at: datetime | None = None
+    emergency: bool = False  # probation's emergency flag, or recall_type "emergency"

@@ -1,0 +1,90 @@
+"""An SMTP server on loopback that keeps what it receives: the demo's inbox and the tests' server.
+
+Runs aiosmtpd in its own thread. Mails are kept in `messages` and, with `mbox_path`, appended to
+an mbox file a newcomer can open. `fail_next("451 4.3.0 Try again later")` makes the next DATA
+command answer with that reply instead (tests of retry and dead letters).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import ssl
+import threading
+from collections import deque
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+class _Controller(Controller):
+    """Port 0 means any free port: learn which before aiosmtpd connects to check readiness."""
+
+    def _trigger_server(self) -> None:
+        if self.port == 0 and self.server is not None:
+            self.port = getattr(self.server, "sockets")[0].getsockname()[1]  # noqa: B009
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
+class MailSink:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        mbox_path: str | Path | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        authenticator: Any = None,
+    ) -> None:
+        """With `tls_context` the sink offers (and requires) STARTTLS; with `authenticator` (an
+        aiosmtpd authenticator) it requires login, over TLS when TLS is offered."""
+        self.host = host
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self.replies: deque[str] = deque()
+        self.mbox_path = Path(mbox_path) if mbox_path else None
+        self._lock = threading.Lock()
+        smtp_options: dict[str, Any] = {}
+        if tls_context is not None:
+            smtp_options.update(tls_context=tls_context, require_starttls=True)
+        if authenticator is not None:
+            smtp_options.update(authenticator=authenticator, auth_require_tls=tls_context is not None)
+        self._controller = _Controller(self, hostname=host, port=port, **smtp_options)
+
+    @property
+    def port(self) -> int:
+        return int(self._controller.port)
+
+    def start(self) -> MailSink:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def fail_next(self, reply: str, times: int = 1) -> None:
+        """Answer the next `times` DATA commands with `reply` (e.g. "550 5.1.1 No such user")."""
+        with self._lock:
+            self.replies.extend([reply] * times)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        with self._lock:
+            if self.replies:
+                return self.replies.popleft()
+            raw = envelope.original_content or envelope.content
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            assert isinstance(message, EmailMessage)
+            self.messages.append(message)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            if self.mbox_path is not None:
+                self.mbox_path.parent.mkdir(parents=True, exist_ok=True)
+                box = mailbox.mbox(str(self.mbox_path))
+                try:
+                    box.add(message)
+                    box.flush()
+                finally:
+                    box.close()
+        return "250 2.0.0 OK: kept"

@@ -1,0 +1,25 @@
+"""Building the notifiers the delivery workers use, from the settings (called by wiring)."""
+
+from __future__ import annotations
+
+from casewatch.config import Settings
+from casewatch.delivery.notifier import Notifier
+from casewatch.routing.routing import allowed_emails
+from integrations.chat_log import ChatLogNotifier
+from integrations.slack_notifier import SlackNotifier
+from integrations.smtp_notifier import SmtpNotifier
+
+
+def build_notifiers(settings: Settings) -> dict[str, Notifier]:
+    """Email always; chat through Slack, or the chat log when Slack is off and a path is set."""
+    notifiers: dict[str, Notifier] = {"email": SmtpNotifier(settings.smtp, allowed_emails(settings))}
+    if settings.slack.mode != "off":
+        notifiers["slack"] = SlackNotifier(
+            token=settings.slack.bot_token.get_secret_value(),
+            api_url=settings.slack.api_url,
+            timeout_seconds=settings.delivery.send_timeout_seconds,
+            thread_replies=settings.delivery.slack_thread_replies,
+        )
+    elif settings.delivery.chat_log_path:
+        notifiers["slack"] = ChatLogNotifier(settings.delivery.chat_log_path)
+    return notifiers

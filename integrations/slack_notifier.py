@@ -1,0 +1,156 @@
+"""Alerts to Slack through the Web API (slack_sdk AsyncWebClient at slack.api_url).
+
+New alerts are Block Kit messages with an Acknowledge button (action id "casewatch_ack", value the
+alert id); later changes edit that message (chat.update with its ts) and, if configured, reply in
+its thread. A Slack user id target (U.../W...) is a DM, opened with conversations.open.
+The external reference recorded for a message is "<channel id>:<ts>".
+This notifier only classifies failures; retry, backoff and pacing are the delivery worker's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from casewatch.delivery import render
+from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent
+
+# Slack errors worth trying again; any other error body is permanent (retrying cannot fix a missing
+# channel, a revoked token or a malformed message).
+RETRYABLE_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout",
+     "team_added_to_org", "rate_limited"}
+)
+MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+
+
+class SlackNotifier:
+    channel = "slack"
+
+    def __init__(
+        self, *, token: str, api_url: str, timeout_seconds: float = 15.0, thread_replies: bool = True
+    ) -> None:
+        self._client = AsyncWebClient(
+            token=token, base_url=api_url, timeout=max(1, int(timeout_seconds)), retry_handlers=[]
+        )
+        self._thread_replies = thread_replies
+        self._dm_channels: dict[str, str] = {}
+
+    async def send(self, message: Outbound) -> Outcome:
+        try:
+            if message.thread_ref:
+                return await self._update(message, message.thread_ref)
+            return await self._post(message)
+        except SlackApiError as exc:
+            return classify(exc)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Retryable(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    async def close(self) -> None:
+        session = getattr(self._client, "session", None)
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def _post(self, message: Outbound) -> Outcome:
+        channel = await self._channel_for(message.target)
+        reply = await self._client.chat_postMessage(
+            channel=channel, text=render.chat_text(message.payload), blocks=blocks(message.payload),
+            unfurl_links=False, unfurl_media=False,
+        )
+        return Sent(f"{reply['channel']}:{reply['ts']}")
+
+    async def _update(self, message: Outbound, thread_ref: str) -> Outcome:
+        channel, _, ts = thread_ref.partition(":")
+        p = message.payload
+        try:
+            await self._client.chat_update(
+                channel=channel, ts=ts, text=render.chat_text(p), blocks=blocks(p)
+            )
+        except SlackApiError as exc:
+            if _error(exc) in MESSAGE_GONE:
+                return await self._post(message)  # someone deleted the first message: post anew
+            raise
+        if self._thread_replies and not render.is_plain(p):
+            await self._client.chat_postMessage(
+                channel=channel, thread_ts=ts, text=f"{render.change_line(p)} ({p['alert_id']})"
+            )
+        return Sent(thread_ref)
+
+    async def _channel_for(self, target: str) -> str:
+        if not target.startswith(("U", "W")):
+            return target
+        if target not in self._dm_channels:
+            reply = await self._client.conversations_open(users=target)
+            self._dm_channels[target] = str(reply["channel"]["id"])
+        return self._dm_channels[target]
+
+
+def classify(exc: SlackApiError) -> Outcome:
+    """Turn a Slack Web API failure into retryable or permanent."""
+    response = exc.response
+    status = getattr(response, "status_code", None) or getattr(response, "status", None)
+    error = _error(exc)
+    if status == 429 or error in ("ratelimited", "rate_limited"):
+        headers = getattr(response, "headers", None) or {}
+        try:
+            retry_after = float(headers.get("Retry-After", "1"))
+        except ValueError:
+            retry_after = 1.0
+        return Retryable("ratelimited (HTTP 429)", retry_after=retry_after)
+    if isinstance(status, int) and status >= 500:
+        return Retryable(f"HTTP {status}" + (f" {error}" if error else ""))
+    if error in RETRYABLE_ERRORS:
+        return Retryable(error)
+    return Permanent(error or f"HTTP {status}")
+
+
+def _error(exc: SlackApiError) -> str:
+    response = exc.response
+    data = getattr(response, "data", None)
+    if isinstance(data, dict):
+        return str(data.get("error") or "")
+    return ""
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def blocks(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Block Kit: headline and summary, the fields that let someone act, the state, the button."""
+    if render.is_plain(p):
+        return [{"type": "section", "text": {"type": "mrkdwn", "text": _esc(str(p.get("text", "")))[:3000]}}]
+    head = f"*{_esc(render.headline(p))}*"
+    if p.get("summary"):
+        head += f"\n{_esc(str(p['summary']))}"
+    out: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*{_esc(k)}*\n{_esc(v)}"[:2000]}
+                for k, v in render.fields(p)[:10]
+            ],
+        },
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": _esc(render.state_line(p))}]},
+    ]
+    if p.get("state") == "open":
+        out.append(
+            {
+                "type": "actions",
+                "block_id": "casewatch_alert",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": render.ACK_ACTION_ID,
+                        "value": str(p["alert_id"]),
+                        "style": "primary",
+                        "text": {"type": "plain_text", "text": "Acknowledge"},
+                    }
+                ],
+            }
+        )
+    return out

@@ -1,0 +1,240 @@
+"""Shared test helpers: a service on a real database behind aiohttp's test server, signed
+requests to the events and alerts APIs, and fictional event envelopes of every type.
+
+    async with service_client(db_url, clock=FixedClock(T0)) as (service, client):
+        resp = await signed_post(client, "/api/v1/events", [envelope("visit.recorded")])
+
+Everything here is synthetic and obviously fictional.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from casewatch.api.auth import sign
+from casewatch.api.http import CONTEXT_KEY
+from casewatch.clock import Clock, FixedClock
+from casewatch.config import Settings, load_config
+from casewatch.wiring import Service, create_service, stop
+
+SECRET = "test-ingest-secret-not-real"
+T0 = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+VISOR_REF = "VS-0000001"
+
+TEAMS: list[dict[str, Any]] = [
+    {
+        "id": "north",
+        "name": "North MOSOVO",
+        "channel": "C0NORTH",
+        "spoc_email": "north.spoc@force.example",
+        "supervisor_emails": ["sgt.north@force.example"],
+    },
+    {
+        "id": "south",
+        "name": "South MOSOVO",
+        "channel": "C0SOUTH",
+        "spoc_email": "south.spoc@force.example",
+        "supervisor_emails": ["sgt.south@force.example"],
+    },
+]
+OFFICERS: list[dict[str, Any]] = [
+    {
+        "id": "PC1234",
+        "name": "PC Example",
+        "email": "pc1234@force.example",
+        "slack_user_id": "U0PC1234",
+        "team": "north",
+        "roles": ["officer"],
+    },
+    {
+        "id": "SGT0001",
+        "name": "Sgt Example",
+        "email": "sgt.north@force.example",
+        "slack_user_id": "U0SGT0001",
+        "team": "north",
+        "roles": ["officer", "supervisor"],
+    },
+    {
+        "id": "PC5678",
+        "name": "PC Sample",
+        "email": "pc5678@force.example",
+        "slack_user_id": "U0PC5678",
+        "team": "south",
+        "roles": ["officer"],
+    },
+]
+
+
+# --- settings and services ----------------------------------------------------------------------
+
+
+def make_settings(db_url: str, **overrides: Any) -> Settings:
+    """Settings for tests: the given database, the test ingest secret, Slack off, two fictional
+    teams and three officers. Sections in `overrides` are merged key by key (lists replace).
+    The environment and any ./casewatch.toml are ignored."""
+    base: dict[str, Any] = {
+        "database": {"url": db_url},
+        "ingest": {"secret": SECRET},
+        "slack": {"mode": "off"},
+        "teams": TEAMS,
+        "officers": OFFICERS,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return load_config("/dev/null", environ={}, overrides=base)
+
+
+async def make_service(db_url: str, clock: Clock | None = None, **overrides: Any) -> Service:
+    """A Service on `db_url` (already migrated, e.g. the db_url fixture) with a fixed clock at T0
+    unless one is given. Stop it with casewatch.wiring.stop(service)."""
+    return await create_service(make_settings(db_url, **overrides), clock or FixedClock(T0))
+
+
+@asynccontextmanager
+async def client_for(service: Service) -> AsyncIterator[TestClient[Any, Any]]:
+    """The service's real aiohttp app on a loopback test server."""
+    async with TestClient(TestServer(service.app, host="127.0.0.1")) as client:
+        yield client
+
+
+@asynccontextmanager
+async def service_client(
+    db_url: str, clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[tuple[Service, TestClient[Any, Any]]]:
+    """make_service + client_for, stopped (engine disposed) at the end."""
+    service = await make_service(db_url, clock, **overrides)
+    try:
+        async with client_for(service) as client:
+            yield service, client
+    finally:
+        await stop(service)
+
+
+# --- signed requests ----------------------------------------------------------------------------
+
+
+def _now(client: TestClient[Any, Any]) -> int:
+    app = client.app
+    assert app is not None, "signed requests need a TestClient on a TestServer(app)"
+    return int(app[CONTEXT_KEY].clock.now().timestamp())
+
+
+def signed_headers(body: bytes, secret: str = SECRET, ts: int | str = 0) -> dict[str, str]:
+    return {
+        "X-Casewatch-Timestamp": str(ts),
+        "X-Casewatch-Signature": sign(secret, str(ts), body),
+    }
+
+
+async def signed_post(
+    client: TestClient[Any, Any],
+    path: str,
+    body: Any,
+    secret: str = SECRET,
+    ts: int | str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> ClientResponse:
+    """POST `body` (bytes as they are, anything else as JSON) signed with `secret` at `ts`
+    (default: the service clock's now), Content-Type application/json unless `headers` say."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    stamp = _now(client) if ts is None else ts
+    all_headers = {"Content-Type": "application/json", **signed_headers(raw, secret, stamp)}
+    all_headers.update(headers or {})
+    return await client.post(path, data=raw, headers=all_headers)
+
+
+async def signed_get(
+    client: TestClient[Any, Any],
+    path: str,
+    secret: str = SECRET,
+    ts: int | str | None = None,
+    *,
+    params: Mapping[str, str] | None = None,
+) -> ClientResponse:
+    """GET signed over the empty body, as the contract says for the alert read API."""
+    stamp = _now(client) if ts is None else ts
+    return await client.get(path, params=params, headers=signed_headers(b"", secret, stamp))
+
+
+# --- fictional events ---------------------------------------------------------------------------
+
+_ids = itertools.count(1)
+
+
+def nominal_data(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "surname": "Testperson",
+        "forenames": "Alex Sample",
+        "date_of_birth": "1980-02-29",
+        "category": "1",
+        "mappa_level": 1,
+        "registered": True,
+        "risk_level": "medium",
+        "lead_agency": "police",
+        "team": "north",
+        "offender_manager": "PC1234",
+        "area": "N01",
+        "on_licence": False,
+        "no_fixed_abode": False,
+        "last_notification_on": "2026-03-01",
+        "markers": [{"code": "VIO", "label": "Violence (fictional)", "restricted": False}],
+    }
+    data.update(overrides)
+    return data
+
+
+SAMPLE_DATA: dict[str, dict[str, Any]] = {
+    "nominal.upsert": nominal_data(),
+    "notification.received": {"kind": "periodic", "notified_on": "2026-11-19"},
+    "travel.notified": {"departure_on": "2026-12-01", "return_on": "2026-12-08", "destination": "FR"},
+    "travel.border_alert": {"port": "Dover", "direction": "inbound", "checked_at": "2026-11-20T08:00:00Z"},
+    "mappa.level_changed": {"from_level": 1, "to_level": 2, "rationale": "Fictional MAPP meeting decision"},
+    "recall.issued": {"recall_type": "standard", "issued_at": "2026-11-20T08:00:00Z"},
+    "recall.returned": {"returned_at": "2026-11-20T12:00:00Z"},
+    "action.upsert": {
+        "action_id": "ACT-0001",
+        "summary": "Fictional action: review the plan",
+        "owner": "PC1234",
+        "due_on": "2026-12-01",
+        "status": "open",
+        "source": "mapp_meeting",
+    },
+    "visit.recorded": {"visited_on": "2026-11-19"},
+}
+
+
+def iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def envelope(
+    type: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    id: str | None = None,
+    visor_ref: str = VISOR_REF,
+    occurred_at: datetime | str = T0,
+    **data_overrides: Any,
+) -> dict[str, Any]:
+    """A JSON-ready envelope: SAMPLE_DATA[type] (or `data`) with `data_overrides` applied."""
+    body = dict(SAMPLE_DATA[type] if data is None else data)
+    body.update(data_overrides)
+    return {
+        "id": id or f"test-event-{next(_ids):06d}",
+        "type": type,
+        "occurred_at": occurred_at if isinstance(occurred_at, str) else iso(occurred_at),
+        "visor_ref": visor_ref,
+        "data": body,
+    }

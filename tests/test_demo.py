@@ -1,0 +1,166 @@
+"""`casewatch demo`: the fictional data set, the mail sink, and the whole demo end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from datetime import date
+from email import message_from_bytes
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+
+from casewatch.demo.data import FORENAMES, SURNAMES, UNKNOWN_REF, build_demo
+from casewatch.demo.mailsink import MailSink
+from casewatch.demo.runner import DemoOptions, demo_config, to_toml
+from casewatch.ingest.schema import parse_envelopes
+
+TODAY = date(2026, 11, 23)
+
+# Every alert kind the demo must show (issue 3: "the demo data exercises every trigger").
+EXPECTED_KINDS = {
+    "travel.confirmed", "travel.unnotified", "travel.unmatched_nominal", "notification.missed",
+    "notification.due_soon", "action.overdue", "action.due_soon", "mappa.level_changed",
+    "mappa.decrease_without_rationale", "recall.issued",
+}
+
+
+def test_the_demo_data_is_valid_deterministic_and_fictional() -> None:
+    data = build_demo(TODAY)
+    events = data.all_events
+    for start in range(0, len(events), 1000):
+        envelopes, errors = parse_envelopes(events[start : start + 1000])
+        assert errors == []
+    assert build_demo(TODAY).all_events == events
+    assert len({e["id"] for e in events}) == len(events)
+    upserts = [e for e in events if e["type"] == "nominal.upsert"]
+    assert len(upserts) == 200
+    for e in upserts:
+        assert e["data"]["surname"] in SURNAMES and e["data"]["forenames"] in FORENAMES
+        assert re.fullmatch(r"VS-D\d{6}", e["visor_ref"])
+    assert len(data.teams) == 3 and 8 <= len(data.officers) <= 12
+    officer_ids = {o["id"] for o in data.officers}
+    assert {e["data"]["offender_manager"] for e in upserts} <= officer_ids
+    assert UNKNOWN_REF not in {e["visor_ref"] for e in upserts}
+    # Every event type of the contract appears.
+    assert {e["type"] for e in events} == {
+        "nominal.upsert", "notification.received", "travel.notified", "travel.border_alert",
+        "mappa.level_changed", "recall.issued", "recall.returned", "action.upsert", "visit.recorded",
+    }
+
+
+def test_the_demo_configuration_loads(tmp_path: Path) -> None:
+    from casewatch.config import load_config
+
+    data = build_demo(TODAY, nominals=20)
+    path = tmp_path / "casewatch.toml"
+    path.write_text(to_toml(demo_config(DemoOptions(tmp_path, port=0), 2525, "demo-secret", data)))
+    assert tomllib.loads(path.read_text())["slack"]["mode"] == "off"
+    settings = load_config(path, environ={})
+    assert settings.smtp.port == 2525 and settings.http.port == 0
+    assert settings.delivery.chat_log_path == str(tmp_path / "chat.log")
+    assert [t.id for t in settings.teams] == ["north", "south", "east"]
+
+
+async def test_the_mail_sink_writes_each_message_as_eml(tmp_path: Path) -> None:
+    sink = MailSink(tmp_path / "mail")
+    port = await sink.start()
+    try:
+        message = EmailMessage()
+        message["From"] = "casewatch-demo@force.example"
+        message["To"] = "north.spoc@force.example"
+        message["Subject"] = "[casewatch] high travel.unnotified VS-D000002"
+        message.set_content("A fictional alert.")
+        await aiosmtplib.send(message, hostname="127.0.0.1", port=port, timeout=10)
+    finally:
+        await sink.stop()
+    files = sorted((tmp_path / "mail").glob("*.eml"))
+    assert len(files) == 1
+    parsed = message_from_bytes(files[0].read_bytes())
+    assert parsed["Subject"] == "[casewatch] high travel.unnotified VS-D000002"
+    assert parsed["X-Envelope-To"] == "north.spoc@force.example"
+    assert sink.handler.received == 1
+
+
+def _start_demo(folder: Path, exit_after: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "casewatch.cli", "demo", "--port", "0", "--dir", str(folder),
+         "--exit-after", str(exit_after)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _read_banner(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "stops after" in line or "Ctrl-C stops it" in line:
+            return "".join(lines)
+    stderr = process.stderr.read() if process.stderr and process.poll() is not None else ""
+    raise AssertionError("no banner:\n" + "".join(lines) + stderr)
+
+
+def _signed_get(url: str, secret: str) -> Any:
+    timestamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), f"v1:{timestamp}:".encode(), hashlib.sha256).hexdigest()
+    request = urllib.request.Request(url, headers={  # noqa: S310
+        "X-Casewatch-Timestamp": timestamp, "X-Casewatch-Signature": f"v1={digest}",
+    })
+    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
+        return json.loads(reply.read())
+
+
+def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    process = _start_demo(folder, exit_after=60)
+    try:
+        banner = _read_banner(process)
+        base = re.search(r"health\s+(http://127\.0\.0\.1:\d+)/healthz", banner)
+        assert base, banner
+        with urllib.request.urlopen(base.group(1) + "/healthz", timeout=5) as reply:  # noqa: S310
+            assert reply.status == 200
+        secret = (folder / "ingest-secret").read_text().strip()
+        assert secret in banner  # the demo-only secret is shown, with its label
+        alerts = _signed_get(base.group(1) + "/api/v1/alerts", secret)["alerts"]
+        kinds = {a["kind"] for a in alerts}
+        assert EXPECTED_KINDS <= kinds, EXPECTED_KINDS - kinds
+        # The returned recall's alert was opened and then resolved.
+        resolved = _signed_get(base.group(1) + "/api/v1/alerts?state=resolved", secret)["alerts"]
+        assert any(a["kind"] == "recall.issued" and a["visor_ref"] == "VS-D000012" for a in resolved)
+        assert "200 nominals" in banner and "0 already loaded" in banner
+        for kind in EXPECTED_KINDS:
+            assert kind in banner
+        assert str(folder / "chat.log") in banner and str(folder / "mail") in banner
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "casewatch demo stopped" in out
+    assert secret not in err  # logs never carry it
+    assert "Traceback" not in err
+
+    # Again in the same folder: everything is a duplicate, nothing new opens, and it stops itself.
+    again = _start_demo(folder, exit_after=0.2)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert re.search(r"\d+ events: 0 new, \d+ already loaded", out), out
+    assert "alerts opened now: 0 by the events, 0 by the time-based scan" in out
+    assert (folder / "ingest-secret").read_text().strip() == secret

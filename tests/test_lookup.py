@@ -1,0 +1,267 @@
+"""The queries behind /flags and /tasks, without Slack: reading what was typed (table tests),
+the next notification due (a pure function), and the store queries on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.alerts.lifecycle import AlertSpec, open_alert
+from casewatch.clock import FixedClock
+from casewatch.config.triggers import TriggerSection
+from casewatch.context import Context
+from casewatch.directory import sync_directory
+from casewatch.ingest.apply import surname_key
+from casewatch.lookup import (
+    Found,
+    NotFound,
+    Requester,
+    Several,
+    Unreadable,
+    Usage,
+    list_tasks,
+    look_up_flags,
+    name_key,
+    parse_query,
+    pnc_key,
+)
+from casewatch.lookup.due import NotificationDue, add_years, next_notification_due
+from casewatch.lookup.flags import CANDIDATE_LIMIT
+from casewatch.lookup.query import QueryError
+from casewatch.store.models import Action, AuditEntry, Marker, Nominal, NotificationReceived, Recall
+from tests.support import T0, make_settings
+
+OFFICER = Requester("PC1234", "PC Example", "north", frozenset({"officer"}))
+SUPERVISOR = Requester("SGT0001", "Sgt Example", "north", frozenset({"officer", "supervisor"}))
+SPOC = Requester("SPOC01", "SPOC Example", "north", frozenset({"spoc"}))
+
+# --- reading the query --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "kind", "key", "dob"),
+    [
+        ("VS-0001234", "identifier", "VS-0001234", None),
+        ("  vs 0001234 ", "identifier", "VS0001234", None),
+        ("98/123456x", "identifier", "98/123456X", None),
+        ("smith", "surname", "smith", None),
+        ("  SMITH  ", "surname", "smith", None),
+        ("Van  der Berg", "surname", "vanderberg", None),
+        ("o'brien", "surname", "obrien", None),
+        ("O\u2019Brien", "surname", "obrien", None),
+        ("smith-jones", "surname", "smithjones", None),
+        ("smith 14/03/1980", "surname", "smith", date(1980, 3, 14)),
+        ("smith 14-03-1980", "surname", "smith", date(1980, 3, 14)),
+        ("smith 14.3.1980", "surname", "smith", date(1980, 3, 14)),
+        ("smith 1980-03-14", "surname", "smith", date(1980, 3, 14)),
+        ("smith 14 Mar 1980", "surname", "smith", date(1980, 3, 14)),
+        ("de la cruz 1 september 1990", "surname", "delacruz", date(1990, 9, 1)),
+    ],
+)
+def test_parse_query(typed: str, kind: str, key: str, dob: date | None) -> None:
+    query = parse_query(typed)
+    assert query is not None
+    assert query.kind == kind
+    assert (query.identifier if kind == "identifier" else query.name_key) == key
+    assert query.date_of_birth == dob
+    assert query.text == " ".join(typed.split())
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("smith 30/02/1980", "not a real date"),
+        ("smith 14/03/80", "four digits"),
+        ("14/03/1980", "surname as well"),
+        ("sm1th 14/03/1980", "no digits"),
+        ("''' 14/03/1980", "surname"),
+    ],
+)
+def test_parse_query_errors_say_how_to_write_it(typed: str, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_query(typed)
+
+
+def test_control_and_format_characters_are_dropped() -> None:
+    query = parse_query("\u202e sm\u0000ith\u200b  14/03/1980 ")
+    assert query is not None and query.text == "smith 14/03/1980" and query.name_key == "smith"
+    assert parse_query("\u0000 \u202e") is None
+
+
+def test_empty_query_is_a_request_for_help() -> None:
+    assert parse_query("") is None and parse_query("  \t ") is None
+
+
+@pytest.mark.parametrize(
+    ("typed", "key"),
+    [
+        ("98/123456X", "98/123456X"),
+        ("1998/0123456x", "98/123456X"),
+        ("98/0123456X", "98/123456X"),
+        ("98 123456 X", "98/123456X"),
+        ("2003/12A", "03/12A"),
+        ("VS-0001", None),
+        ("smith", None),
+    ],
+)
+def test_pnc_key(typed: str, key: str | None) -> None:
+    assert pnc_key(typed) == key
+
+
+def test_name_key_matches_the_stored_surname_key_however_typed() -> None:
+    stored = surname_key("Van  Der Berg")  # what ingest writes
+    assert name_key(stored) == name_key("vanderberg") == name_key(" VAN der-berg ")
+
+
+# --- the next notification ----------------------------------------------------------------------
+
+CLOCKS = TriggerSection()
+
+
+@pytest.mark.parametrize(
+    ("registered", "nfa", "last", "release", "expected"),
+    [
+        (False, False, date(2026, 1, 1), None, None),
+        (True, False, None, None, None),
+        (True, False, date(2026, 3, 1), None, NotificationDue(date(2027, 3, 1), "periodic")),
+        (True, True, date(2026, 3, 1), None, NotificationDue(date(2026, 3, 8), "weekly")),
+        (True, False, date(2024, 2, 29), None, NotificationDue(date(2025, 2, 28), "periodic")),
+        # Released after the last notification: the initial notification is due within 3 days.
+        (True, False, date(2025, 1, 1), date(2026, 11, 18), NotificationDue(date(2026, 11, 21), "initial")),
+        (True, False, None, date(2026, 11, 18), NotificationDue(date(2026, 11, 21), "initial")),
+        # Notified since release: back to the yearly clock.
+        (True, False, date(2026, 11, 19), date(2026, 11, 18),
+         NotificationDue(date(2027, 11, 19), "periodic")),
+    ],
+)
+def test_next_notification_due(
+    registered: bool, nfa: bool, last: date | None, release: date | None, expected: NotificationDue | None
+) -> None:
+    due = next_notification_due(
+        registered=registered, no_fixed_abode=nfa, last_notified_on=last, release_date=release, clocks=CLOCKS
+    )
+    assert due == expected
+
+
+def test_add_years_on_29_february() -> None:
+    assert add_years(date(2024, 2, 29), 1) == date(2025, 2, 28)
+    assert add_years(date(2024, 2, 29), 4) == date(2028, 2, 29)
+
+
+# --- the store queries --------------------------------------------------------------------------
+
+
+def _nominal(ref: str, surname: str, **kw: Any) -> Nominal:
+    values: dict[str, Any] = dict(
+        visor_ref=ref, surname=surname, surname_key=surname_key(surname), forenames="Test",
+        date_of_birth=date(1980, 1, 1), pnc_id=None, category="1", mappa_level=1, registered=True,
+        risk_level="medium", lead_agency="police", team="north", offender_manager="PC1234", area="N01",
+        on_licence=False, no_fixed_abode=False, last_notification_on=date(2026, 3, 1),
+        release_date=None, licence_expiry=None, aliases=[], state_as_of=T0, level_as_of=None,
+        updated_at=T0,
+    )
+    values.update(kw)
+    return Nominal(**values)
+
+
+@pytest.fixture
+async def store(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[tuple[Context, Any]]:
+    ctx = Context(make_settings("sqlite+aiosqlite:///unused.db"), FixedClock(T0))
+    async with sessions() as session, session.begin():
+        await sync_directory(session, ctx.settings)
+        session.add_all([
+            _nominal("VS-L0001", "Lookupson", pnc_id="2003/0012345A"),
+            _nominal("VS-L0002", "Nfa-Person", no_fixed_abode=True, last_notification_on=date(2026, 11, 1)),
+            _nominal("VS-L0003", "Returned", on_licence=True),
+            *[_nominal(f"VS-M{i:04d}", "Many", date_of_birth=date(1970, 1, 1) + timedelta(days=i))
+              for i in range(CANDIDATE_LIMIT + 3)],
+            Marker(visor_ref="VS-L0001", code="R1", label="Restricted (fictional)", restricted=True),
+            NotificationReceived(visor_ref="VS-L0001", kind="change", notified_on=date(2026, 6, 15),
+                                 event_id="e-n1"),
+            NotificationReceived(visor_ref="VS-L0001", kind="travel", notified_on=date(2026, 9, 1),
+                                 event_id="e-n2"),
+            Recall(visor_ref="VS-L0003", recall_type="standard", issued_at=T0 - timedelta(days=9),
+                   returned_at=T0 - timedelta(days=2), event_id="e-r1", return_event_id="e-r2"),
+            Action(action_id="A1", visor_ref="VS-L0001", summary="Fictional", owner="PC1234",
+                   due_on=date(2026, 11, 19), status="open", source="rmp", state_as_of=T0, done_at=None),
+            Action(action_id="A2", visor_ref="VS-L0001", summary="Fictional", owner="PC1234",
+                   due_on=date(2026, 11, 1), status="done", source="rmp", state_as_of=T0, done_at=T0),
+        ])
+    async with sessions() as session, session.begin():
+        # Unowned: falls to the nominal's offender manager (PC1234).
+        await open_alert(session, AlertSpec("recall.issued", "critical", "VS-L0001", "north"), ctx)
+    yield ctx, sessions
+
+
+async def _flags(store: tuple[Context, Any], text: str, requester: Requester = OFFICER) -> Any:
+    ctx, sessions = store
+    async with sessions() as session, session.begin():
+        return await look_up_flags(session, requester, text, ctx)
+
+
+async def test_pnc_written_short_finds_the_long_form(store: tuple[Context, Any]) -> None:
+    outcome = await _flags(store, "03/12345a")
+    assert isinstance(outcome, Found) and outcome.view.visor_ref == "VS-L0001"
+
+
+async def test_change_notification_restarts_the_year_but_travel_does_not(store: tuple[Context, Any]) -> None:
+    outcome = await _flags(store, "VS-L0001")
+    assert isinstance(outcome, Found)
+    assert outcome.view.next_notification == NotificationDue(date(2027, 6, 15), "periodic")
+    nfa = await _flags(store, "nfa person")
+    assert isinstance(nfa, Found)
+    assert nfa.view.next_notification == NotificationDue(date(2026, 11, 8), "weekly")
+
+
+async def test_returned_recall_is_not_at_large(store: tuple[Context, Any]) -> None:
+    outcome = await _flags(store, "returned")
+    assert isinstance(outcome, Found)
+    assert not outcome.view.licence.unlawfully_at_large
+    assert outcome.view.licence.returned_at == T0 - timedelta(days=2)
+
+
+async def test_restricted_markers_follow_the_role(store: tuple[Context, Any]) -> None:
+    hidden = await _flags(store, "VS-L0001", OFFICER)
+    shown = await _flags(store, "VS-L0001", SPOC)
+    assert isinstance(hidden, Found) and isinstance(shown, Found)
+    assert [m.code for m in hidden.view.markers] == [] and not hidden.view.restricted_included
+    assert [m.code for m in shown.view.markers] == ["R1"] and shown.view.restricted_included
+
+
+async def test_many_matches_are_capped_and_counted(store: tuple[Context, Any]) -> None:
+    outcome = await _flags(store, "MANY")
+    assert isinstance(outcome, Several)
+    assert len(outcome.candidates) == CANDIDATE_LIMIT and outcome.total == CANDIDATE_LIMIT + 3
+    born = [c.date_of_birth for c in outcome.candidates]
+    assert born == sorted(born)
+
+
+async def test_outcomes_and_their_audit(store: tuple[Context, Any]) -> None:
+    assert isinstance(await _flags(store, ""), Usage)
+    assert isinstance(await _flags(store, "nobody"), NotFound)
+    assert isinstance(await _flags(store, "x 31/02/1990"), Unreadable)
+    _, sessions = store
+    async with sessions() as session:
+        stmt = select(AuditEntry).where(AuditEntry.action == "flags.lookup").order_by(AuditEntry.id)
+        entries = (await session.execute(stmt)).scalars()
+        assert [(e.actor, e.subject, e.details["outcome"]) for e in entries] == [
+            ("PC1234", "nobody", "not_found"), ("PC1234", "x 31/02/1990", "unreadable"),
+        ]
+
+
+async def test_tasks_own_and_team(store: tuple[Context, Any]) -> None:
+    ctx, sessions = store
+    async with sessions() as session, session.begin():
+        own = await list_tasks(session, OFFICER, ctx)
+        team = await list_tasks(session, SUPERVISOR, ctx)
+        spoc = await list_tasks(session, SPOC, ctx)
+    assert [a.kind for a in own.alerts] == ["recall.issued"]  # unowned, falls to the manager
+    assert [(a.action_id, a.overdue) for a in own.actions] == [("A1", True)]  # done ones left out
+    assert team.scope == "team" and [a.kind for a in team.alerts] == ["recall.issued"]
+    assert spoc.alerts == () and spoc.actions == ()
+

@@ -1,0 +1,55 @@
+"""`casewatch scan [--at] [--config]` as a command: loads the config, scans, prints a summary."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from casewatch.cli import main
+from casewatch.store.engine import make_engine, make_sessionmaker
+from tests.test_triggers_case_data import action, nominal
+
+
+def _seed(url: str) -> None:
+    async def go() -> None:
+        engine = make_engine(url)
+        async with make_sessionmaker(engine).begin() as s:
+            s.add(nominal("VS-0000070", last_notification_on=date(2025, 11, 20)))
+            s.add(action("MAPP-70", "VS-0000070", date(2026, 11, 20)))
+        await engine.dispose()
+
+    asyncio.run(go())
+
+
+def test_scan_command_prints_what_it_opened_and_is_idempotent(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _seed(sqlite_url)
+    config = tmp_path / "casewatch.toml"
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n', encoding="utf-8")
+    assert main(["scan", "--at", "2026-11-21T00:00:00Z", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "scan as of 2026-11-21T00:00:00+00:00" in out
+    assert "alerts opened: 2" in out
+    assert "  action.overdue: 1" in out and "  notification.missed: 1" in out
+    assert main(["scan", "--at", "2026-11-21T00:00:00Z", "--config", str(config)]) == 0
+    assert "alerts opened: 0" in capsys.readouterr().out
+
+
+def test_scan_command_refuses_an_unmigrated_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "casewatch.toml"
+    config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/empty.db"\n', encoding="utf-8")
+    assert main(["scan", "--config", str(config)]) == 2
+    assert "casewatch db upgrade" in capsys.readouterr().err
+
+
+def test_scan_command_rejects_a_time_without_offset(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["scan", "--at", "2026-11-21T00:00:00"])
+    assert exc.value.code == 2
+    assert "no UTC offset" in capsys.readouterr().err
