@@ -62,11 +62,16 @@ def build_app(service: Service) -> web.Application:
 
 async def start_background(service: Service) -> None:
     """Start the delivery workers, Slack Socket Mode and the scheduler, as configured."""
+    from casewatch.api.common import METRICS_KEY
     from casewatch.delivery.runner import start_delivery
     from integrations.notifiers import build_notifiers
 
+    metrics = service.app.get(METRICS_KEY)
     service.cleanups.append(
-        await start_delivery(service.sessions, service.ctx, build_notifiers(service.settings))
+        await start_delivery(
+            service.sessions, service.ctx, build_notifiers(service.settings),
+            registry=metrics.registry if metrics is not None else None,
+        )
     )
     if service.settings.slack.mode == "socket":
         from bot.socket import start_socket_mode

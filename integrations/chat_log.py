@@ -25,13 +25,14 @@ class ChatLogNotifier:
     async def send(self, message: Outbound) -> Outcome:
         at = self._clock.now().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
         text = render.chat_text(message.payload).replace("\n", " ")
+        where = f"@{message.target} (DM)" if message.target.startswith(("U", "W")) else f"#{message.target}"
         if message.thread_ref:
-            line = f"{at} #{message.target} update to {message.thread_ref}: {text}"
+            line = f"{at} {where} update to {message.thread_ref}: {text}"
             ref = message.thread_ref
         else:
             ref = f"chatlog:{message.delivery_id}"
             button = "  [Acknowledge]" if message.payload.get("state") == "open" else ""
-            line = f"{at} #{message.target} {ref}: {text}{button}"
+            line = f"{at} {where} {ref}: {text}{button}"
         try:
             async with self._lock:
                 await asyncio.to_thread(self._append, line)

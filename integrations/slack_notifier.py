@@ -25,6 +25,10 @@ RETRYABLE_ERRORS = frozenset(
      "team_added_to_org", "rate_limited"}
 )
 MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+# Posted messages carry their delivery id as message metadata, so that a resend after a crash
+# can find the message an interrupted attempt may have posted.
+METADATA_EVENT = "casewatch_delivery"
+HISTORY_LOOKBACK = 100
 
 
 class SlackNotifier:
@@ -56,11 +60,35 @@ class SlackNotifier:
 
     async def _post(self, message: Outbound) -> Outcome:
         channel = await self._channel_for(message.target)
+        if message.maybe_sent:
+            found = await self._find_posted(channel, message)
+            if found is not None:
+                return Sent(found)
         reply = await self._client.chat_postMessage(
             channel=channel, text=render.chat_text(message.payload), blocks=blocks(message.payload),
             unfurl_links=False, unfurl_media=False,
+            metadata={"event_type": METADATA_EVENT,
+                      "event_payload": {"delivery_id": message.delivery_id, "alert_id": message.alert_id}},
         )
         return Sent(f"{reply['channel']}:{reply['ts']}")
+
+    async def _find_posted(self, channel: str, message: Outbound) -> str | None:
+        """The message an earlier, interrupted attempt of this delivery posted, if any. If the
+        history cannot be read (no history scope, say), post again: at least once."""
+        try:
+            reply = await self._client.conversations_history(
+                channel=channel, limit=HISTORY_LOOKBACK, include_all_metadata=True
+            )
+        except SlackApiError as exc:
+            if isinstance(classify(exc), Retryable):
+                raise
+            return None
+        wanted = {"delivery_id": message.delivery_id, "alert_id": message.alert_id}
+        for posted in reply.get("messages") or []:
+            metadata = posted.get("metadata") or {}
+            if metadata.get("event_type") == METADATA_EVENT and metadata.get("event_payload") == wanted:
+                return f"{channel}:{posted['ts']}"
+        return None
 
     async def _update(self, message: Outbound, thread_ref: str) -> Outcome:
         channel, _, ts = thread_ref.partition(":")

@@ -10,10 +10,11 @@
         ...
         slack.calls_to("chat.postMessage")  # what was asked, in order
 
-Implements chat.postMessage, chat.update, chat.postEphemeral, conversations.open (DMs) and
-auth.test, keeping posted messages so chat.update behaves like Slack (message_not_found for an
-unknown ts). Any other method is recorded and answered {"ok": true} plus whatever
-`responses[method]` holds, so a Bolt app can be pointed at it too.
+Implements chat.postMessage (keeping message metadata), chat.update, chat.postEphemeral,
+conversations.open (DMs), conversations.history and auth.test, keeping posted messages so that
+chat.update behaves like Slack (message_not_found for an unknown ts). Any other method is
+recorded and answered {"ok": true} plus whatever `responses[method]` holds, so a Bolt app can be
+pointed at it too. `delay_next(..., handle_first=True)` posts at once but answers late.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Script:
     retry_after: float | None = None
     body: Any = None
     delay: float = 0.0
+    handle_first: bool = False  # do the work, then wait before answering
 
 
 class SlackStandIn:
@@ -112,10 +114,12 @@ class SlackStandIn:
                 Script(status=status, error=error, retry_after=retry_after, body=body)
             )
 
-    def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
-        """The next `times` calls of `method` answer normally, but only after `seconds`."""
+    def delay_next(self, method: str, seconds: float, times: int = 1, *, handle_first: bool = False) -> None:
+        """The next `times` calls of `method` answer normally, but only after `seconds`. With
+        `handle_first` the call takes effect at once (the message is posted) and only the answer
+        is late: a client that gives up then does not know its message went out."""
         for _ in range(times):
-            self._scripts.setdefault(method, deque()).append(Script(delay=seconds))
+            self._scripts.setdefault(method, deque()).append(Script(delay=seconds, handle_first=handle_first))
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
@@ -141,25 +145,36 @@ class SlackStandIn:
         script = self._scripts.get(method)
         step = script.popleft() if script else None
         if step is not None and step.delay:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), step.delay)
+            if step.handle_first:
+                body = self._answer(method, args, token)
+                await self._pause(step.delay)
+                return web.json_response(body)
+            await self._pause(step.delay)
         if step is not None and not step.delay:
             return _scripted(step)
+        return web.json_response(self._answer(method, args, token))
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _answer(self, method: str, args: dict[str, Any], token: str) -> dict[str, Any]:
         if self.token is not None and token != self.token:
-            return web.json_response({"ok": False, "error": "invalid_auth"})
+            return {"ok": False, "error": "invalid_auth"}
         channel = str(args.get("channel", ""))
         if channel in self.channel_errors:
-            return web.json_response({"ok": False, "error": self.channel_errors[channel]})
+            return {"ok": False, "error": self.channel_errors[channel]}
         handler = {
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
             "conversations.open": self._open,
+            "conversations.history": self._history,
             "auth.test": self._auth_test,
         }.get(method)
         body = handler(args) if handler else {"ok": True}
         body.update(self.responses.get(method, {}))
-        return web.json_response(body)
+        return body
 
     def _next_ts(self) -> str:
         self._ts += 1
@@ -177,6 +192,7 @@ class SlackStandIn:
             "text": args.get("text"),
             "blocks": args.get("blocks"),
             "thread_ts": args.get("thread_ts"),
+            "metadata": args.get("metadata"),
         }
         self.messages[(channel, ts)] = message
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
@@ -187,6 +203,16 @@ class SlackStandIn:
             return {"ok": False, "error": "message_not_found"}
         self.messages[key].update({"text": args.get("text"), "blocks": args.get("blocks")})
         return {"ok": True, "channel": key[0], "ts": key[1], "text": args.get("text")}
+
+    def _history(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        found = [dict(m) for (c, _), m in self.messages.items() if c == channel and not m.get("thread_ts")]
+        found.sort(key=lambda m: str(m["ts"]), reverse=True)
+        limit = int(args.get("limit") or 100)
+        if str(args.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            for m in found:
+                m.pop("metadata", None)
+        return {"ok": True, "messages": found[:limit], "has_more": len(found) > limit}
 
     def _post_ephemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("user"):
@@ -231,7 +257,7 @@ async def _arguments(request: web.Request) -> dict[str, Any]:
                 args.update(data)
         else:
             args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
-    for key in ("blocks", "attachments"):
+    for key in ("blocks", "attachments", "metadata"):
         if isinstance(args.get(key), str):
             try:
                 args[key] = json.loads(args[key])

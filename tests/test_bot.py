@@ -154,7 +154,16 @@ async def running_bot(db_url: str) -> AsyncIterator[Bot]:
 
 @pytest.fixture
 async def bot(db_url: str) -> AsyncIterator[Bot]:
+    """On SQLite and on PostgreSQL: for behaviour that rests on the store's queries."""
     async with running_bot(db_url) as running:
+        yield running
+
+
+@pytest.fixture
+async def sqlite_bot(sqlite_url: str) -> AsyncIterator[Bot]:
+    """On SQLite only: for behaviour that does not depend on the database (signatures, parsing,
+    the Slack round trips), keeping the suite fast."""
+    async with running_bot(sqlite_url) as running:
         yield running
 
 
@@ -245,7 +254,8 @@ def buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
 # --- signature checks --------------------------------------------------------------------------
 
 
-async def test_forged_signature_is_rejected(bot: Bot) -> None:
+async def test_forged_signature_is_rejected(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     body = command_body("/flags", ALPHA, PC)
     resp = await post_signed(bot.client, body, secret="not-the-signing-secret")
     assert resp.status == 401
@@ -253,21 +263,24 @@ async def test_forged_signature_is_rejected(bot: Bot) -> None:
     assert await bot.audit("flags.lookup") == []
 
 
-async def test_stale_timestamp_is_rejected(bot: Bot) -> None:
+async def test_stale_timestamp_is_rejected(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     body = command_body("/flags", ALPHA, PC)
     resp = await post_signed(bot.client, body, ts=int(time.time()) - 6 * 60)
     assert resp.status == 401
     assert await bot.audit("flags.lookup") == []
 
 
-async def test_tampered_body_is_rejected(bot: Bot) -> None:
+async def test_tampered_body_is_rejected(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     body = command_body("/flags", ALPHA, PC)
     headers = slack_headers(body)
     resp = await bot.client.post("/slack/events", data=command_body("/flags", ALPHA, CR), headers=headers)
     assert resp.status == 401
 
 
-async def test_malformed_payload_is_a_400_when_signed_and_a_401_when_not(bot: Bot) -> None:
+async def test_malformed_payload_is_a_400_when_signed_and_a_401_when_not(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     body = b"payload=%7Bnot-json"
     assert (await post_signed(bot.client, body)).status == 400
     assert (await post_signed(bot.client, body, secret="forged")).status == 401
@@ -303,7 +316,8 @@ async def test_flags_by_visor_ref_shows_what_an_officer_needs(bot: Bot) -> None:
     assert entry.at == T0
 
 
-async def test_flags_by_pnc_id_in_either_form(bot: Bot) -> None:
+async def test_flags_by_pnc_id_in_either_form(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     for typed in ("80/12345z", "1980/0012345Z", "80 / 12345 Z"):
         text = shown(await slash(bot, "/flags", typed))
         assert "FICTIONALSON, Alpha Test" in text, typed
@@ -346,13 +360,15 @@ async def test_flags_no_match_says_so_plainly(bot: Bot) -> None:
     assert [e.details["outcome"] for e in entries] == ["not_found", "not_found"]
 
 
-async def test_flags_without_an_argument_explains_usage(bot: Bot) -> None:
+async def test_flags_without_an_argument_explains_usage(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     text = shown(await slash(bot, "/flags", "   "))
     assert "Usage" in text and "/flags <ViSOR ref | PNC ID | surname [date of birth]>" in text
     assert await bot.audit("flags.lookup") == []
 
 
-async def test_flags_unreadable_date_gets_a_clear_answer(bot: Bot) -> None:
+async def test_flags_unreadable_date_gets_a_clear_answer(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     text = shown(await slash(bot, "/flags", "smith 31/02/1980"))
     assert "'31/02/1980' is not a real date" in text and "Usage" in text
     text = shown(await slash(bot, "/flags", "smith 01/02/80"))
@@ -381,7 +397,8 @@ async def test_restricted_markers_only_for_cleared_roles(bot: Bot, user: str, cl
     assert entry.details["restricted_markers_shown_count"] == (1 if cleared else 0)
 
 
-async def test_show_button_on_the_list_answers_with_the_flags(bot: Bot) -> None:
+async def test_show_button_on_the_list_answers_with_the_flags(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     response_url = bot.slack.url + "response.show"
     body = block_action_body(PC, "casewatch_flags_show", SAMPLE_B, response_url=response_url)
     resp = await post_signed(bot.client, body)
@@ -490,7 +507,8 @@ async def test_ack_button_acknowledges_and_answers_the_clicker(bot: Bot) -> None
     assert (await bot.alert(alert_id)).acknowledged_by == "SGT0001"
 
 
-async def test_ack_button_without_response_url_posts_an_ephemeral_message(bot: Bot) -> None:
+async def test_ack_button_without_response_url_posts_an_ephemeral_message(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     body = block_action_body(PC, "casewatch_ack", "A-ZZZZZZ")
     assert (await post_signed(bot.client, body)).status == 200
     [call] = await bot.slack.wait_for_calls("chat.postEphemeral", 1)
@@ -526,7 +544,8 @@ async def test_unknown_user_is_refused_politely_with_no_data(bot: Bot) -> None:
     ]
 
 
-async def test_unknown_user_cannot_press_acknowledge(bot: Bot) -> None:
+async def test_unknown_user_cannot_press_acknowledge(sqlite_bot: Bot) -> None:
+    bot = sqlite_bot
     alert_id = bot.alerts["pc_high"]
     body = block_action_body(STRANGER, "casewatch_ack", alert_id, response_url=bot.slack.url + "response.x")
     assert (await post_signed(bot.client, body)).status == 200
@@ -538,8 +557,8 @@ async def test_unknown_user_cannot_press_acknowledge(bot: Bot) -> None:
 # --- the 3-second rule -------------------------------------------------------------------------
 
 
-async def test_slow_answer_acknowledges_first_then_answers_by_response_url(db_url: str) -> None:
-    async with running_bot(db_url) as bot:
+async def test_slow_answer_acknowledges_first_then_answers_by_response_url(sqlite_url: str) -> None:
+    async with running_bot(sqlite_url) as bot:
         app = web.Application()
         # A zero budget forces the path a slow database would take.
         deps = BotDeps(bot.service.ctx, bot.service.sessions, answer_budget_seconds=0)
@@ -588,7 +607,10 @@ def test_alert_times_are_shown_in_the_service_timezone() -> None:
     assert moment(summer + timedelta(days=180), ZoneInfo("Europe/London")) == "28/12/2026 12:00"
 
 
-async def test_no_personal_data_in_logs_even_at_debug(bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+async def test_no_personal_data_in_logs_even_at_debug(
+    sqlite_bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = sqlite_bot
     caplog.set_level(logging.DEBUG)
     await slash(bot, "/flags", ALPHA, user=CR)
     await slash(bot, "/flags", "fictionalson 01/01/1970", user=PC)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -62,8 +63,8 @@ def button_payload(user: str, alert_id: str, response_url: str) -> dict[str, Any
     }
 
 
-@pytest.fixture
-async def service(db_url: str) -> AsyncIterator[Running]:
+@asynccontextmanager
+async def socket_service(db_url: str) -> AsyncIterator[Running]:
     async with SlackStandIn() as slack:
         settings = bot_settings(slack)
         settings["slack"] = {
@@ -74,6 +75,19 @@ async def service(db_url: str) -> AsyncIterator[Running]:
             yield svc, slack, await seed(svc)
         finally:
             await stop(svc)
+
+
+@pytest.fixture
+async def service(sqlite_url: str) -> AsyncIterator[Running]:
+    """SQLite: the listeners' store behaviour is covered on both databases in test_bot.py."""
+    async with socket_service(sqlite_url) as running:
+        yield running
+
+
+@pytest.fixture
+async def any_db_service(db_url: str) -> AsyncIterator[Running]:
+    async with socket_service(db_url) as running:
+        yield running
 
 
 # --- through Bolt's dispatch, as the Socket Mode adapter calls it ------------------------------
@@ -193,10 +207,8 @@ async def _updated(slack: SlackStandIn, message: tuple[str, str]) -> Any:
     raise AssertionError(f"channel message {message} was not updated")
 
 
-async def test_socket_mode_over_a_websocket_started_by_the_wiring(
-    service: Running,
-) -> None:
-    svc, slack, alerts = service
+async def test_socket_mode_over_a_websocket_started_by_the_wiring(any_db_service: Running) -> None:
+    svc, slack, alerts = any_db_service
     socket = SocketModeStandIn()
     await socket.start()
     try:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from prometheus_client import REGISTRY
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,6 +56,7 @@ async def test_alert_posts_block_kit_message_with_ack_button_and_records_thread(
     text = call.args["text"]
     assert "VS-0000001" in text and "travel.unnotified" in text and "HIGH" in text
     assert "Testperson" not in str(call.args)  # no names in chat by default
+    assert call.args["metadata"]["event_type"] == "casewatch_delivery"  # found again after a crash
     rows = await deliveries(sessions, channel="slack")
     assert [r.state for r in rows] == ["sent"]
     ts = slack.calls_to("chat.postMessage")[0]
@@ -173,7 +175,6 @@ async def test_permanent_error_is_dead_lettered_reported_and_falls_back_to_spoc_
     await setup_directory(sessions, ctx.settings)
     alert = await open_test_alert(sessions, ctx, severity="high")
     slack.channel_errors["C0NORTH"] = "channel_not_found"
-    dead_before = REGISTRY.get_sample_value("casewatch_deliveries_dead_total", {"channel": "slack"}) or 0
     worker, _ = make_worker(sessions, ctx)
 
     await worker.run_until_idle()
@@ -190,8 +191,9 @@ async def test_permanent_error_is_dead_lettered_reported_and_falls_back_to_spoc_
         reported.details["target"] == "C0NORTH"
         and reported.details["fallback_to"] == "north.spoc@force.example"
     )
-    dead_after = REGISTRY.get_sample_value("casewatch_deliveries_dead_total", {"channel": "slack"})
-    assert dead_after == dead_before + 1
+    assert worker.metrics.value("casewatch_deliveries_dead_total", channel="slack") == 1
+    assert worker.metrics.value("casewatch_delivery_fallbacks_total") == 1
+    assert worker.metrics.value("casewatch_delivery_attempts_total", channel="email", outcome="sent") == 1
     [message] = mail.messages
     assert message["To"] == "north.spoc@force.example"
     assert message["Subject"].startswith(f"[casewatch] HIGH travel.unnotified VS-0000001 {alert.id}")
@@ -330,3 +332,131 @@ async def test_deleted_message_is_posted_again_on_update(sessions: Sessions, sla
     async with sessions() as session:
         thread = (await session.execute(select(AlertThread))).scalar_one()
     assert thread.external_ref == f"{channel}:{ts}"
+
+
+async def test_resend_posts_anyway_when_history_cannot_be_read(slack: SlackStandIn) -> None:
+    from casewatch.delivery.notifier import Outbound, Sent
+    from integrations.slack_notifier import SlackNotifier
+
+    notifier = SlackNotifier(token="xoxb-test-token", api_url=slack.url)
+    slack.fail_next("conversations.history", error="missing_scope")
+    payload = {
+        "alert_id": "A-TEST22",
+        "kind": "recall.issued",
+        "severity": "critical",
+        "visor_ref": "VS-0000009",
+        "state": "open",
+        "change": "opened",
+    }
+    outcome = await notifier.send(
+        Outbound(5, "A-TEST22", "opened", "C0NORTH", payload, "0" * 64, maybe_sent=True)
+    )
+    assert isinstance(outcome, Sent)
+    assert len(slack.calls_to("conversations.history")) == 1 and len(slack.calls_to("chat.postMessage")) == 1
+    await notifier.close()
+
+
+async def test_escalation_edits_the_message_and_mails_the_supervisors(
+    sessions: Sessions, slack: SlackStandIn, mail: MailSink
+) -> None:
+    from casewatch.routing.escalation import escalate_due
+
+    ctx = _ctx(slack, mail, routing={"routes": {"recall.issued": ["team_channel"]}})
+    await setup_directory(sessions, ctx.settings)
+    alert = await open_test_alert(sessions, ctx, kind="recall.issued", severity="critical")
+    worker, _ = make_worker(sessions, ctx)
+    await worker.run_until_idle()
+    [(channel, ts)] = list(slack.messages)
+
+    clock_of(ctx).advance(timedelta(minutes=15))
+    assert await escalate_due(sessions, ctx) == [alert.id]
+    await worker.run_until_idle()
+
+    [update] = slack.calls_to("chat.update")
+    assert (update.args["channel"], update.args["ts"]) == (channel, ts)
+    reply = slack.calls_to("chat.postMessage")[-1]
+    assert reply.args["thread_ts"] == ts and "Escalated (step 1) to supervisors" in reply.args["text"]
+    [message] = mail.messages
+    assert message["To"] == "sgt.north@force.example"
+    assert message["Subject"].startswith(
+        f"[casewatch] CRITICAL recall.issued VS-0000001 {alert.id}: Escalated"
+    )
+    assert all(d.state == "sent" for d in await deliveries(sessions))
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ({"error": "channel_not_found"}, ("permanent", "channel_not_found")),
+        ({"error": "not_in_channel"}, ("permanent", "not_in_channel")),
+        ({"error": "invalid_auth"}, ("permanent", "invalid_auth")),
+        ({"error": "account_inactive"}, ("permanent", "account_inactive")),
+        ({"error": "is_archived"}, ("permanent", "is_archived")),
+        ({"error": "internal_error"}, ("retry", "internal_error")),
+        ({"error": "service_unavailable"}, ("retry", "service_unavailable")),
+        ({"status": 500}, ("retry", "HTTP 500")),
+        ({"status": 502}, ("retry", "HTTP 502")),
+        ({"status": 429, "retry_after": 12}, ("retry", "ratelimited (HTTP 429)")),
+    ],
+)
+async def test_slack_failures_are_classified(
+    slack: SlackStandIn, script: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    from casewatch.delivery.notifier import Outbound, Permanent, Retryable
+    from integrations.slack_notifier import SlackNotifier
+
+    notifier = SlackNotifier(token="xoxb-test-token", api_url=slack.url)
+    slack.fail_next("chat.postMessage", **script)
+    payload = {
+        "alert_id": "A-TEST22",
+        "kind": "recall.issued",
+        "severity": "critical",
+        "visor_ref": "VS-0000009",
+        "state": "open",
+        "change": "opened",
+    }
+    outcome = await notifier.send(Outbound(5, "A-TEST22", "opened", "C0NORTH", payload, "0" * 64))
+    kind, error = expected
+    assert isinstance(outcome, Permanent if kind == "permanent" else Retryable)
+    assert outcome.error.startswith(error)
+    if "retry_after" in script:
+        assert isinstance(outcome, Retryable) and outcome.retry_after == 12
+
+
+async def test_bad_token_is_permanent(slack: SlackStandIn) -> None:
+    from casewatch.delivery.notifier import Outbound, Permanent
+    from integrations.slack_notifier import SlackNotifier
+
+    notifier = SlackNotifier(token="xoxb-wrong", api_url=slack.url)
+    payload = {
+        "alert_id": "A-TEST22",
+        "kind": "recall.issued",
+        "severity": "critical",
+        "visor_ref": "VS-0000009",
+        "state": "open",
+        "change": "opened",
+    }
+    outcome = await notifier.send(Outbound(5, "A-TEST22", "opened", "C0NORTH", payload, "0" * 64))
+    assert outcome == Permanent("invalid_auth")
+
+
+async def test_unreachable_slack_is_retryable() -> None:
+    import socket
+
+    from casewatch.delivery.notifier import Outbound, Retryable
+    from integrations.slack_notifier import SlackNotifier
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    notifier = SlackNotifier(token="xoxb-test-token", api_url=f"http://127.0.0.1:{port}/api/")
+    payload = {
+        "alert_id": "A-TEST22",
+        "kind": "recall.issued",
+        "severity": "critical",
+        "visor_ref": "VS-0000009",
+        "state": "open",
+        "change": "opened",
+    }
+    outcome = await notifier.send(Outbound(5, "A-TEST22", "opened", "C0NORTH", payload, "0" * 64))
+    assert isinstance(outcome, Retryable)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.lifecycle import acknowledge
@@ -22,6 +27,7 @@ from tests.test_delivery_support import (
     make_worker,
     open_test_alert,
     setup_directory,
+    sqlite_sessions_fixture,  # noqa: F401 (`sessions` on SQLite only)
 )
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -153,30 +159,67 @@ async def test_only_configured_addresses_are_mailed(mail: MailSink) -> None:
     assert len(mail.messages) == 1
 
 
-async def test_login_and_refused_login(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def _self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a throw-away certificate for 127.0.0.1, and a client context trusting it."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_starttls_and_login_and_refused_login(tmp_path: Path) -> None:
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
     def check(server, session, envelope, mechanism, data):  # type: ignore[no-untyped-def]
+        assert session.ssl is not None  # credentials only ever cross an encrypted connection
         ok = isinstance(data, LoginPassword) and data.password == b"right"
         return AuthResult(success=ok, handled=False)
 
-    sink = MailSink()
-    sink._controller.SMTP_kwargs.update(
-        authenticator=check, auth_require_tls=False, auth_exclude_mechanism=["LOGIN"]
-    )
-    sink.start()
+    server_tls, client_tls = _self_signed(tmp_path)
+    sink = MailSink(tls_context=server_tls, authenticator=check).start()
     try:
         allowed = frozenset({"north.spoc@force.example"})
-        good = SmtpNotifier(
-            SmtpSection(host="127.0.0.1", port=sink.port, username="cw", password="right"), allowed
-        )
-        bad = SmtpNotifier(
-            SmtpSection(host="127.0.0.1", port=sink.port, username="cw", password="wrong", timeout_seconds=3),
-            allowed,
-        )
-        assert isinstance(await good.send(_outbound("north.spoc@force.example")), Sent)
-        outcome = await bad.send(_outbound("north.spoc@force.example"))
-        assert isinstance(outcome, Permanent) and outcome.error.startswith("535")
+
+        def notifier(password: str, starttls: bool = True) -> SmtpNotifier:
+            section = SmtpSection(
+                host="127.0.0.1",
+                port=sink.port,
+                starttls=starttls,
+                username="cw",
+                password=password,
+                timeout_seconds=3,
+            )
+            return SmtpNotifier(section, allowed, tls_context=client_tls)
+
+        assert isinstance(await notifier("right").send(_outbound("north.spoc@force.example")), Sent)
+        refused = await notifier("wrong").send(_outbound("north.spoc@force.example"))
+        assert isinstance(refused, Permanent) and refused.error.startswith("535")
+        plain = await notifier("right", starttls=False).send(_outbound("north.spoc@force.example"))
+        assert not isinstance(plain, Sent)  # the server insists on STARTTLS
         assert len(sink.messages) == 1
     finally:
         sink.stop()

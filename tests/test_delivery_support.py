@@ -23,6 +23,7 @@ from casewatch.context import Context
 from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.worker import DeliveryWorker
 from casewatch.directory import sync_directory
+from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Alert, AuditEntry, Delivery, Marker, Nominal
 from integrations.mail_sink import MailSink
 from integrations.notifiers import build_notifiers
@@ -196,6 +197,16 @@ async def audits(sessions: async_sessionmaker[AsyncSession], action: str) -> lis
     async with sessions() as session:
         stmt = select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
         return list((await session.execute(stmt)).scalars())
+
+
+@pytest.fixture(name="sessions")
+async def sqlite_sessions_fixture(sqlite_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Imported by modules whose behaviour does not depend on the database (notifier faults,
+    routing): SQLite only, to keep the suite fast. Claims, leases, races and transactions are
+    tested on both databases elsewhere."""
+    engine = make_engine(sqlite_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
 
 
 @pytest.fixture(name="slack")

@@ -34,8 +34,9 @@ Sessions = async_sessionmaker[AsyncSession]
 TEAM_ONLY = {"routes": {"travel.unnotified": ["team_channel"]}}
 
 
+@pytest.mark.parametrize("reached_slack", [True, False], ids=["posted-before-kill", "lost-before-slack"])
 async def test_worker_killed_mid_send_is_redelivered_after_its_lease(
-    sessions: Sessions, slack: SlackStandIn
+    sessions: Sessions, slack: SlackStandIn, reached_slack: bool
 ) -> None:
     ctx = make_ctx(
         make_settings(
@@ -44,7 +45,8 @@ async def test_worker_killed_mid_send_is_redelivered_after_its_lease(
     )
     await setup_directory(sessions, ctx.settings)
     alert = await open_test_alert(sessions, ctx)
-    slack.delay_next("chat.postMessage", 30.0)  # the reply never comes before the kill
+    # The reply never comes before the kill; with reached_slack the message was posted all the same.
+    slack.delay_next("chat.postMessage", 30.0, handle_first=reached_slack)
     doomed, _ = make_worker(sessions, ctx, worker_id="doomed")
 
     task = asyncio.create_task(doomed.run_once())
@@ -63,12 +65,16 @@ async def test_worker_killed_mid_send_is_redelivered_after_its_lease(
     assert await successor.run_until_idle() == 1
 
     [row] = await deliveries(sessions)
-    assert row.state == "sent" and row.claimed_by is None
-    assert len(slack.calls_to("chat.postMessage")) == 2  # at least once: sent again, nothing lost
+    assert row.state == "sent" and row.claimed_by is None and row.alert_id == alert.id
+    assert len(slack.calls_to("conversations.history")) == 1  # it looked before posting again
+    # Nothing lost, and still one message in the channel: found if it was posted, else posted now.
+    assert len(slack.calls_to("chat.postMessage")) == (1 if reached_slack else 2)
+    if reached_slack:
+        [(channel, ts)] = list(slack.messages)
+        assert row.external_ref == f"{channel}:{ts}"
     async with sessions() as session:
         threads = (await session.execute(select(func.count()).select_from(AlertThread))).scalar_one()
     assert threads == 1
-    assert row.alert_id == alert.id
 
 
 async def _two_workers_deliver_everything_once(url: str, slack: SlackStandIn, alerts: int) -> None:
@@ -126,22 +132,43 @@ async def test_two_workers_on_one_sqlite_never_double_send(sqlite_url: str, slac
     await _two_workers_deliver_everything_once(sqlite_url, slack, alerts=20)
 
 
-async def test_background_runner_delivers_and_stops(sessions: Sessions, slack: SlackStandIn) -> None:
+async def test_background_runner_delivers_escalates_counts_and_stops(
+    sessions: Sessions, slack: SlackStandIn
+) -> None:
+    from prometheus_client import CollectorRegistry
+
     settings = make_settings(
-        slack_url=slack.url, routing=TEAM_ONLY, delivery={"poll_seconds": 0.05, "workers": 2}
+        slack_url=slack.url,
+        routing={**TEAM_ONLY, "escalation": {"high": [{"after_seconds": 0, "receivers": ["control_room"]}]}},
+        delivery={"poll_seconds": 0.05, "workers": 2, "escalation_tick_seconds": 0.05},
     )
     ctx = Context(settings, SystemClock())
     await setup_directory(sessions, settings)
-    stop = await start_delivery(sessions, ctx, build_notifiers(settings))
+    registry = CollectorRegistry()
+    stop = await start_delivery(sessions, ctx, build_notifiers(settings), registry=registry)
     try:
-        await open_test_alert(sessions, ctx)
+        alert = await open_test_alert(sessions, ctx)
         await slack.wait_for_calls("chat.postMessage", 1, within=10)
-        for _ in range(100):
-            rows = await deliveries(sessions)
-            if rows and rows[0].state == "sent":
+        sent = None
+        for _ in range(200):
+            sent = registry.get_sample_value("casewatch_outbox_deliveries", {"state": "sent"})
+            if sent == 3:  # the team message, its escalation update, and the control room
                 break
             await asyncio.sleep(0.05)
-        assert rows[0].state == "sent"
+        assert sent == 3
+        rows = await deliveries(sessions)
+        assert {(r.purpose, r.target, r.state) for r in rows} == {
+            ("opened", "C0NORTH", "sent"),
+            ("escalated", "C0NORTH", "sent"),
+            ("escalated", "C0CONTROL", "sent"),
+        }
+        assert all(r.alert_id == alert.id for r in rows)
+        assert (
+            registry.get_sample_value(
+                "casewatch_delivery_attempts_total", {"channel": "slack", "outcome": "sent"}
+            )
+            == 3
+        )
     finally:
         await stop()
 

@@ -146,6 +146,16 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
         for kind in EXPECTED_KINDS:
             assert kind in banner
         assert str(folder / "chat.log") in banner and str(folder / "mail") in banner
+        # Alerts flow on to where the banner says: team chat lines and SPOC emails.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            chat = (folder / "chat.log").read_text()
+            if "recall.issued VS-D000011" in chat and list((folder / "mail").glob("*.eml")):
+                break
+            time.sleep(0.1)
+        assert "recall.issued VS-D000011" in (folder / "chat.log").read_text()
+        subjects = {message_from_bytes(p.read_bytes())["Subject"] for p in (folder / "mail").glob("*.eml")}
+        assert any(s.startswith("[casewatch]") for s in subjects), subjects
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=20)
     finally:

@@ -230,3 +230,28 @@ def test_lines_are_read_one_at_a_time() -> None:
     assert first.number == 1 and first.envelope is not None
     assert stream.tell() == len(line(events[0]).encode())
     assert [entry.number for entry in lines] == [2, 3]
+
+
+def test_a_read_error_part_way_keeps_what_was_read(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = demo_events(3)
+
+    class FailingAfterTwoLines(io.BytesIO):
+        calls = 0
+
+        def readline(self, *args: Any) -> bytes:
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError(5, "Input/output error")
+            return super().readline(*args)
+
+    class Stdin:
+        buffer = FailingAfterTwoLines("".join(line(e) for e in events).encode())
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    assert run_import(config_for(tmp_path, sqlite_url), "-") == 2
+    out, err = capsys.readouterr()
+    assert "import: 2 accepted, 0 duplicate(s), 0 rejected" in out
+    assert "stopped: cannot read the input (Input/output error)" in err
+    assert count(sqlite_url, Event) == 2

@@ -517,3 +517,77 @@ async def test_concurrent_first_upserts_of_one_nominal_both_land(pg_url: str) ->
             assert (await nominal(sessions, ref)).risk_level == "high"
     finally:
         await engine.dispose()
+
+
+# --- several events about one thing in one batch ---------------------------------------------------
+
+
+async def test_one_batch_with_newer_level_change_before_the_first_upsert(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context
+) -> None:
+    change = envelope(
+        "mappa.level_changed",
+        {"from_level": 1, "to_level": 3, "rationale": "x"},
+        visor_ref=REF,
+        occurred_at=at(5),
+    )
+    note = envelope("notification.received", {"kind": "initial", "notified_on": "2026-06-01"}, visor_ref=REF)
+    upsert = envelope("nominal.upsert", nominal_data(mappa_level=1), visor_ref=REF, occurred_at=at(1))
+    await run(sessions, ctx, change, note, upsert)
+    state = await nominal(sessions)
+    assert (state.mappa_level, state.level_as_of, state.last_notification_on) == (3, at(5), date(2026, 6, 1))
+
+
+async def test_one_batch_upserting_a_nominal_and_an_action_twice(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context
+) -> None:
+    def upsert(hours: float, *codes: str) -> dict[str, Any]:
+        markers = [{"code": c, "label": f"Fictional {c}", "restricted": False} for c in codes]
+        return envelope("nominal.upsert", nominal_data(markers=markers), visor_ref=REF, occurred_at=at(hours))
+
+    await run(sessions, ctx, upsert(1, "A", "B"), upsert(2, "C"), action(1), action(2, status="done"))
+    await run(
+        sessions, ctx, upsert(3, "D", "E"), upsert(4, "F"), upsert(3.5, "OLD"), action(3, status="open")
+    )
+    async with sessions() as session:
+        codes = sorted(m.code for m in (await session.execute(select(Marker))).scalars())
+    assert codes == ["F"]
+    assert (await nominal(sessions)).state_as_of == at(4)
+    reopened = await get_action(sessions)
+    assert (reopened.status, reopened.done_at, reopened.state_as_of) == ("open", None, at(3))
+
+
+async def test_one_batch_with_a_return_before_its_recall(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context
+) -> None:
+    await run(sessions, ctx, returned(4), recall(1), recall(6))
+    assert await recalls(sessions) == [(at(1), at(4)), (at(6), None)]
+    await run(sessions, ctx, returned(7), returned(8))
+    assert await recalls(sessions) == [(at(1), at(4)), (at(6), at(7))]
+
+
+@pytest.mark.postgres
+async def test_concurrent_batches_updating_the_same_nominals_in_opposite_orders(pg_url: str) -> None:
+    from casewatch.store.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(pg_url)
+    try:
+        sessions = make_sessionmaker(engine)
+        ctx = Context(make_settings(pg_url), FixedClock(T0))
+        refs = [f"VS-D{i:04d}" for i in range(50)]
+        await run(sessions, ctx, *[envelope("nominal.upsert", visor_ref=r, occurred_at=at(0)) for r in refs])
+        forward = [
+            envelope("nominal.upsert", nominal_data(risk_level="high"), visor_ref=r, occurred_at=at(1))
+            for r in refs
+        ]
+        backward = [
+            envelope("nominal.upsert", nominal_data(risk_level="low"), visor_ref=r, occurred_at=at(2))
+            for r in reversed(refs)
+        ]
+        results = await asyncio.gather(run(sessions, ctx, *forward), run(sessions, ctx, *backward))
+        assert [r.accepted for r in results] == [50, 50]
+        async with sessions() as session:
+            risks = set((await session.execute(select(Nominal.risk_level))).scalars())
+        assert risks == {"low"}  # the newer state wins whatever the commit order
+    finally:
+        await engine.dispose()

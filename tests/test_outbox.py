@@ -131,3 +131,17 @@ async def test_plain_messages_go_through_the_same_outbox(sessions: Sessions, tmp
             assert await outbox_counts(session) == {"pending": 0, "sending": 0, "sent": 1, "dead": 0}
     finally:
         sink.stop()
+
+
+async def test_an_alert_with_no_receiver_at_all_is_reported_not_dropped(sessions: Sessions) -> None:
+    from tests.test_delivery_support import audits
+
+    ctx = make_ctx(make_settings())
+    await setup_directory(sessions, ctx.settings)
+    async with sessions.begin() as session:
+        spec = AlertSpec(kind="travel.unnotified", severity="high", visor_ref="VS-0000001", team="nowhere")
+        alert = await open_alert(session, spec, ctx)
+        assert alert is not None
+    assert await deliveries(sessions) == []
+    [entry] = await audits(sessions, "delivery.unroutable")
+    assert entry.subject == alert.id and entry.details == {"change": "opened", "team": "nowhere"}

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.config import ConfigError
 from casewatch.config.routing import DEFAULT_ROUTES, RECEIVERS
 from casewatch.routing.routing import allowed_emails, resolve_receivers
-from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Alert
 from tests.test_delivery_support import (
     add_nominal,
@@ -18,17 +15,10 @@ from tests.test_delivery_support import (
     make_settings,
     open_test_alert,
     setup_directory,
+    sqlite_sessions_fixture,  # noqa: F401 (`sessions` on SQLite only)
 )
 
 Sessions = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def sessions(sqlite_url: str) -> AsyncIterator[Sessions]:
-    """Routing reads the same on both databases: SQLite only, to keep the suite fast."""
-    engine = make_engine(sqlite_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 TRIGGER_KINDS = [
     "travel.unnotified",

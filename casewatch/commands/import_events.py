@@ -45,7 +45,12 @@ _UNAVAILABLE = (OperationalError, InterfaceError, OSError)
 
 
 class ImportAborted(Exception):
-    """The database cannot take more events; what was stored before stays stored."""
+    """The input cannot be read further or the database cannot take more events; what was
+    stored before stays stored."""
+
+
+class InputUnreadable(ImportAborted):
+    """Reading the input failed part-way: the lines read before are still stored."""
 
 
 @dataclass
@@ -103,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 def _open(path: str) -> tuple[IO[bytes], int | None]:
     if path == "-":
         return sys.stdin.buffer, None
-    stream = open(path, "rb")  # noqa: SIM115 (closed by run())
+    stream = open(path, "rb")  # closed by run()
     info = os.fstat(stream.fileno())
     return stream, info.st_size if stat.S_ISREG(info.st_mode) else None
 
@@ -119,18 +124,22 @@ async def _import(settings: Settings, stream: IO[bytes], args: argparse.Namespac
         sessions = make_sessionmaker(engine)
         ctx = Context(settings, SystemClock())
         batch: list[Line] = []
-        for line in read_lines(stream):
-            progress.update(line.size)
-            if line.blank:
-                continue
-            tally.lines += 1
-            if line.envelope is None:
-                _reject(tally, line.number, line.problems, progress)
-                continue
-            batch.append(line)
-            if len(batch) >= args.batch_size:
-                await _flush(sessions, batch, ctx, tally, progress)
-                batch = []
+        try:
+            for line in read_lines(stream):
+                progress.update(line.size)
+                if line.blank:
+                    continue
+                tally.lines += 1
+                if line.envelope is None:
+                    _reject(tally, line.number, line.problems, progress)
+                    continue
+                batch.append(line)
+                if len(batch) >= args.batch_size:
+                    await _flush(sessions, batch, ctx, tally, progress)
+                    batch = []
+        except InputUnreadable:
+            await _flush(sessions, batch, ctx, tally, progress)  # the lines read before it count
+            raise
         await _flush(sessions, batch, ctx, tally, progress)
     except ImportAborted as exc:
         progress.close()
@@ -148,18 +157,25 @@ def read_lines(stream: IO[bytes]) -> Iterator[Line]:
     """Parse and validate the stream line by line, holding at most one line in memory."""
     number = 0
     while True:
-        raw = stream.readline(MAX_LINE_BYTES + 1)
+        raw = _readline(stream, MAX_LINE_BYTES + 1)
         if not raw:
             return
         number += 1
         size = len(raw)
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             while raw and not raw.endswith(b"\n"):  # skip the rest of the over-long line
-                raw = stream.readline(MAX_LINE_BYTES)
+                raw = _readline(stream, MAX_LINE_BYTES)
                 size += len(raw)
             yield Line(number, size, problems=(f"line is longer than {MAX_LINE_BYTES} bytes",))
             continue
         yield parse_line(number, raw, size)
+
+
+def _readline(stream: IO[bytes], limit: int) -> bytes:
+    try:
+        return stream.readline(limit)
+    except OSError as exc:
+        raise InputUnreadable(f"cannot read the input ({exc.strerror or type(exc).__name__})") from None
 
 
 def parse_line(number: int, raw: bytes, size: int | None = None) -> Line:

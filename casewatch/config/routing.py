@@ -95,7 +95,8 @@ class RoutingSection(Section):
     control_room_email: str = Field("", description="control-room email address; empty: none")
     routes: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="alert kind -> receivers; replaces the default route of each kind named here",
+        description="alert kind -> receivers, replacing DEFAULT_ROUTES for each kind named; the "
+        "kind \"default\" catches kinds with no route",
     )
     owner_via: Literal["slack", "email", "both"] = Field(
         "slack",
@@ -109,12 +110,12 @@ class RoutingSection(Section):
     )
     escalation: dict[str, list[EscalationStep]] = Field(
         default_factory=dict,
-        description="severity -> escalation chain; severities not named keep DEFAULT_ESCALATION",
+        description="severity -> escalation chain, replacing DEFAULT_ESCALATION for each severity named",
     )
     escalation_by_kind: dict[str, list[EscalationStep]] = Field(
         default_factory=dict,
-        description="alert kind -> escalation chain, overriding the severity's chain "
-        "(added to DEFAULT_ESCALATION_BY_KIND)",
+        description="alert kind -> escalation chain, overriding the severity's chain; "
+        "DEFAULT_ESCALATION_BY_KIND (reminders never escalate) stays unless overridden",
     )
 
     @field_validator("control_room_email")

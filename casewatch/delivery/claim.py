@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.store.models import Delivery
+
+LEASE_EXPIRED = "lease expired mid-send (worker stopped?); sending again"
 
 
 async def claim(
@@ -34,7 +36,11 @@ async def claim(
     result = await session.execute(
         update(Delivery)
         .where(Delivery.id.in_(due.scalar_subquery()))
-        .values(state="sending", claimed_by=worker_id, claimed_until=lease_until)
+        .values(
+            state="sending", claimed_by=worker_id, claimed_until=lease_until,
+            # SET sees the row as it was: a row still "sending" was taken over from a dead worker.
+            last_error=case((Delivery.state == "sending", literal(LEASE_EXPIRED)), else_=Delivery.last_error),
+        )
         .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     )

@@ -42,6 +42,9 @@ class Outbound:
     content_hash: str
     # The first message about this alert to this target, when there is one: update or reply to it.
     thread_ref: str | None = None
+    # A worker holding this delivery died mid-send: it may have gone out. A notifier that can
+    # look (Slack) should find that message rather than post a second one.
+    maybe_sent: bool = False
 
 
 class Notifier(Protocol):

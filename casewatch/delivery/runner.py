@@ -7,35 +7,47 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
+from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import Notifier
 from casewatch.delivery.pacing import Pacer
+from casewatch.delivery.stats import outbox_counts
 from casewatch.delivery.worker import DeliveryWorker, new_worker_id
 from casewatch.routing.escalation import escalate_due
 
 log = logging.getLogger(__name__)
 
+OUTBOX_GAUGE_SECONDS = 30.0
+
 
 async def start_delivery(
-    sessions: async_sessionmaker[AsyncSession], ctx: Context, notifiers: Mapping[str, Notifier]
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: Context,
+    notifiers: Mapping[str, Notifier],
+    *,
+    registry: CollectorRegistry | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """Start `delivery.workers` worker tasks sharing one pacer, and the escalation tick unless
+    """Start `delivery.workers` worker tasks sharing one pacer and one set of counters (on
+    `registry`, the service's /metrics registry), and the escalation tick unless
     `delivery.escalation_tick_seconds` is 0; return the coroutine function that stops them."""
     config = ctx.settings.delivery
     stop = asyncio.Event()
     pacer = Pacer()
+    metrics = DeliveryMetrics(registry)
     workers = [
-        DeliveryWorker(sessions, ctx, notifiers, worker_id=new_worker_id(n), pacer=pacer)
+        DeliveryWorker(sessions, ctx, notifiers, worker_id=new_worker_id(n), pacer=pacer, metrics=metrics)
         for n in range(config.workers)
     ]
     tasks = [
         asyncio.create_task(worker.run_forever(stop), name=f"casewatch-delivery-{n}")
         for n, worker in enumerate(workers)
     ]
-    if config.escalation_tick_seconds > 0:
-        tasks.append(asyncio.create_task(_escalation_loop(sessions, ctx, stop), name="casewatch-escalation"))
+    tasks.append(
+        asyncio.create_task(_housekeeping_loop(sessions, ctx, metrics, stop), name="casewatch-housekeeping")
+    )
     log.info("delivery: %d workers for %s", config.workers, ", ".join(sorted(notifiers)) or "no channel")
 
     async def cleanup() -> None:
@@ -53,14 +65,19 @@ async def start_delivery(
     return cleanup
 
 
-async def _escalation_loop(
-    sessions: async_sessionmaker[AsyncSession], ctx: Context, stop: asyncio.Event
+async def _housekeeping_loop(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, metrics: DeliveryMetrics, stop: asyncio.Event
 ) -> None:
-    interval = ctx.settings.delivery.escalation_tick_seconds
+    """The escalation tick (unless it is left to the scheduler), and the outbox gauge."""
+    tick = ctx.settings.delivery.escalation_tick_seconds
+    interval = tick or OUTBOX_GAUGE_SECONDS
     while not stop.is_set():
         try:
-            await escalate_due(sessions, ctx)
+            if tick:
+                await escalate_due(sessions, ctx)
+            async with sessions() as session:
+                metrics.set_outbox(await outbox_counts(session))
         except Exception:
-            log.exception("escalation tick failed; trying again in %gs", interval)
+            log.exception("delivery housekeeping failed; trying again in %gs", interval)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)

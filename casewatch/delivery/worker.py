@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.audit import record
 from casewatch.context import Context
-from casewatch.delivery import metrics
 from casewatch.delivery.backoff import retry_delay
-from casewatch.delivery.claim import claim, release
+from casewatch.delivery.claim import LEASE_EXPIRED, claim, release
+from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import Notifier, Outbound, Outcome, Permanent, Retryable, Sent
 from casewatch.delivery.pacing import Pacer
 from casewatch.routing.outbox import enqueue_fallback
@@ -65,6 +65,7 @@ class DeliveryWorker:
         pacer: Pacer | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        metrics: DeliveryMetrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.ctx = ctx
@@ -74,6 +75,7 @@ class DeliveryWorker:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.config = ctx.settings.delivery
+        self.metrics = metrics or DeliveryMetrics()
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -193,6 +195,7 @@ class DeliveryWorker:
             message = Outbound(
                 delivery_id=d.id, alert_id=d.alert_id or "", change=d.purpose, target=d.target,
                 payload=dict(d.payload), content_hash=d.content_hash, thread_ref=thread_ref,
+                maybe_sent=d.last_error == LEASE_EXPIRED,
             )
             return Claimed(d.id, d.channel, d.target, d.claimed_until, message)
 
@@ -254,9 +257,9 @@ class DeliveryWorker:
                     **({"next_attempt_at": d.next_attempt_at.isoformat()} if kind == "retry" else {}),
                 },
             )
-            metrics.ATTEMPTS.labels(d.channel, kind).inc()
+            self.metrics.attempts.labels(d.channel, kind).inc()
             if kind == "dead" and mine:
-                metrics.DEAD.labels(d.channel).inc()
+                self.metrics.dead.labels(d.channel).inc()
                 log.warning(
                     "delivery %d dead-lettered: %s to %s (%s) for alert %s: %s",
                     d.id, d.channel, d.target, d.receiver, d.alert_id, error,
@@ -283,7 +286,7 @@ class DeliveryWorker:
         fallback = await enqueue_fallback(session, alert, d, error, self.ctx)
         if fallback is None:
             return
-        metrics.FALLBACKS.inc()
+        self.metrics.fallbacks.inc()
         log.warning(
             "alert %s (%s): Slack delivery %d to %s failing (%s); emailing %s instead",
             alert.id, alert.severity, d.id, d.target, error, fallback.target,

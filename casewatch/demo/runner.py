@@ -266,7 +266,10 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
         try:
             await wiring.run_service(service, stop_event=stop_event, on_ready=ready)
         except OSError as exc:
-            raise DemoError(f"cannot listen on 127.0.0.1:{options.port}: {exc.strerror}") from None
+            raise DemoError(
+                f"cannot listen on 127.0.0.1:{options.port}: {exc.strerror or exc}; "
+                "--port 0 picks any free port"
+            ) from None
         out.write(f"casewatch demo stopped; {sink.handler.received} email(s) caught in this run.\n")
         out.flush()
         return 0

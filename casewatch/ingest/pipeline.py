@@ -89,6 +89,8 @@ async def _ingest_in(
     # INSERT ... VALUES ... ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues").
     stmt = _insert(session).on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
     inserted = set((await session.execute(stmt, rows)).scalars())
+    # What the rules get as Applied.event: the stored values, not attached to the session
+    # (the row was written by the INSERT above; adding this object would insert it twice).
     stored = {row["id"]: Event(**row) for row in rows if row["id"] in inserted}
     result.duplicates += len(first_of_id) - len(stored)
     result.accepted = len(stored)

@@ -38,15 +38,6 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
         yield items[start : start + size]
 
 
-def nominal_facts(row: Nominal) -> NominalFacts:
-    return NominalFacts(
-        visor_ref=row.visor_ref, team=row.team, offender_manager=row.offender_manager,
-        registered=row.registered, no_fixed_abode=row.no_fixed_abode,
-        release_date=row.release_date, last_notification_on=row.last_notification_on,
-        mappa_level=row.mappa_level, area=row.area,
-    )
-
-
 NOMINAL_COLUMNS = (
     Nominal.visor_ref, Nominal.team, Nominal.offender_manager, Nominal.registered,
     Nominal.no_fixed_abode, Nominal.release_date, Nominal.last_notification_on,
@@ -158,11 +149,6 @@ async def actions(session: AsyncSession, action_ids: Sequence[str]) -> dict[str,
             facts = action_from_columns(tuple(row))
             found[facts.action_id] = facts
     return found
-
-
-async def recalls(session: AsyncSession, visor_ref: str) -> list[RecallFacts]:
-    rows = await session.execute(select(Recall).where(Recall.visor_ref == visor_ref))
-    return [recall_facts(r) for r in rows.scalars()]
 
 
 async def recalls_by_event(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, RecallFacts]:

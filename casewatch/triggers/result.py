@@ -27,9 +27,6 @@ class RuleResult:
     opens: tuple[AlertSpec, ...] = ()
     resolves: tuple[Resolution, ...] = ()
 
-    def __add__(self, other: RuleResult) -> RuleResult:
-        return RuleResult(self.opens + other.opens, self.resolves + other.resolves)
-
 
 @dataclass
 class Desired:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -171,6 +172,8 @@ async def signed_get(
 # --- fictional events ---------------------------------------------------------------------------
 
 _ids = itertools.count(1)
+# Unique per process too, so events made by two runs against one database never collide.
+_RUN = uuid.uuid4().hex[:6]
 
 
 def nominal_data(**overrides: Any) -> dict[str, Any]:
@@ -232,7 +235,7 @@ def envelope(
     body = dict(SAMPLE_DATA[type] if data is None else data)
     body.update(data_overrides)
     return {
-        "id": id or f"test-event-{next(_ids):06d}",
+        "id": id or f"test-event-{_RUN}-{next(_ids):06d}",
         "type": type,
         "occurred_at": occurred_at if isinstance(occurred_at, str) else iso(occurred_at),
         "visor_ref": visor_ref,
