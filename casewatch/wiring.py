@@ -77,6 +77,15 @@ async def start_background(service: Service) -> None:
         from bot.socket import start_socket_mode
 
         service.cleanups.append(await start_socket_mode(service.ctx, service.sessions))
+    if service.settings.schedules.enabled:
+        from schedules.service import start_schedules
+
+        # Appended last, so stopped first: no job queues work for delivery workers already gone.
+        service.cleanups.append(
+            await start_schedules(
+                service.sessions, service.ctx, registry=metrics.registry if metrics is not None else None
+            )
+        )
 
 
 async def stop(service: Service) -> None:

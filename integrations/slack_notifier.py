@@ -150,6 +150,8 @@ def _esc(text: str) -> str:
 def blocks(p: dict[str, Any]) -> list[dict[str, Any]]:
     """Block Kit: headline and summary, the fields that let someone act, the state, the button."""
     if render.is_plain(p):
+        if isinstance(p.get("blocks"), list) and p["blocks"]:
+            return list(p["blocks"])  # a digest brings its own (already escaped) blocks
         return [{"type": "section", "text": {"type": "mrkdwn", "text": _esc(str(p.get("text", "")))[:3000]}}]
     head = f"*{_esc(render.headline(p))}*"
     if p.get("summary"):

@@ -9,7 +9,7 @@ At most one live (open or acknowledged) alert exists per (kind, visor_ref, subje
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.routing.escalation import chain_for
-from casewatch.routing.outbox import enqueue
+from casewatch.routing.outbox import enqueue, enqueue_opened
 from casewatch.store.models import Acknowledgement, Alert
 
 Severity = Literal["critical", "high", "medium", "low"]
@@ -31,6 +31,8 @@ LIVE_STATES = ("open", "acknowledged")
 # Crockford base32 without 0/1 (read as O/I): unambiguous when read out or typed.
 _ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_LENGTH = 6
+_ID_ATTEMPTS = 5
+_IN_CHUNK = 1000
 
 AckStatus = Literal["acknowledged", "already_acknowledged", "resolved", "unknown"]
 
@@ -78,9 +80,12 @@ def normalise_alert_id(text: str) -> str:
     return "A-" + raw
 
 
+_ALERTS = Alert.metadata.tables[Alert.__tablename__]
+
+
 def _insert(session: AsyncSession) -> Any:
     dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Alert)
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_ALERTS)
 
 
 async def open_alert(
@@ -91,19 +96,48 @@ async def open_alert(
     Safe under concurrent ingests: the insert is ON CONFLICT DO NOTHING on the live key, so two
     transactions racing to open the same alert leave exactly one.
     """
+    [alert] = await open_alerts(session, [spec], ctx, [event_id])
+    return alert
+
+
+async def open_alerts(
+    session: AsyncSession,
+    specs: Sequence[AlertSpec],
+    ctx: Context,
+    event_ids: Sequence[str | None] | None = None,
+) -> list[Alert | None]:
+    """open_alert for many specs in a few statements: a multi-row INSERT .. ON CONFLICT DO
+    NOTHING RETURNING (paged by SQLAlchemy), one batched outbox enqueue, the audit rows. Returns, for each
+    spec in order, the new alert or None (a live alert with its key existed, or an earlier spec
+    in `specs` has the same key). `event_ids[i]` is the event that opened `specs[i]`.
+
+    The insert has no conflict target, so it skips both a live-key conflict and an alert-id
+    collision without aborting the transaction; RETURNING says which live keys went in. A spec
+    that did not go in, and whose live key is not in the table, collided on its random id: it
+    is drawn again.
+    """
+    if event_ids is None:
+        event_ids = [None] * len(specs)
+    if len(event_ids) != len(specs):
+        raise ValueError("open_alerts: one event id (or None) per spec")
     now = ctx.clock.now()
-    chain = chain_for(spec.kind, spec.severity, ctx)
-    first_wait = chain[0].get("after_seconds") if chain else None
-    for _ in range(5):
-        alert_id = new_alert_id()
-        values = dict(
-            id=alert_id,
+    chains: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    wanted: dict[str, dict[str, Any]] = {}  # live key -> row values, first spec of a key wins
+    for spec, event_id in zip(specs, event_ids, strict=True):
+        key = spec.live_key
+        if key in wanted:
+            continue
+        chain = chains.get((spec.kind, spec.severity))
+        if chain is None:
+            chain = chains[(spec.kind, spec.severity)] = chain_for(spec.kind, spec.severity, ctx)
+        first_wait = chain[0].get("after_seconds") if chain else None
+        wanted[key] = dict(
             kind=spec.kind,
             severity=spec.severity,
             visor_ref=spec.visor_ref,
             team=spec.team,
             subject=spec.subject,
-            live_key=spec.live_key,
+            live_key=key,
             state="open",
             summary=spec.summary,
             details=dict(spec.details),
@@ -116,21 +150,67 @@ async def open_alert(
             next_escalation_at=now + timedelta(seconds=first_wait) if first_wait is not None else None,
             version=1,
         )
-        if await session.get(Alert, alert_id) is not None:
-            continue  # an id collision: draw again
-        stmt = _insert(session).values(**values).on_conflict_do_nothing(index_elements=["live_key"])
-        result = await session.execute(stmt.returning(Alert.id))
-        if result.scalar_one_or_none() is None:
-            return None  # a live alert with this key exists already
-        alert = await session.get(Alert, alert_id)
-        assert alert is not None
-        await enqueue(session, alert, "opened", ctx)
-        await record(
-            session, ctx, actor="system", action="alert.opened", subject=alert.id,
-            purpose=alert.kind, details={"visor_ref": alert.visor_ref, "severity": alert.severity},
+    opened: dict[str, Alert] = {}
+    pending = list(wanted)
+    for _ in range(_ID_ATTEMPTS):
+        if not pending:
+            break
+        ids = _draw_ids(len(pending))
+        rows = [{**wanted[key], "id": alert_id} for key, alert_id in zip(pending, ids, strict=True)]
+        # One cached Core statement, executemany: SQLAlchemy sends it as multi-row VALUES pages
+        # ("insertmanyvalues") within the driver's parameter limits. (An ORM-enabled insert
+        # returning entities is far slower here: it correlates each row to its parameters.)
+        stmt = _insert(session).on_conflict_do_nothing().returning(_ALERTS.c.id, _ALERTS.c.live_key)
+        inserted = {key: alert_id for alert_id, key in await session.execute(stmt, rows)}
+        for alert in await _load(session, list(inserted.values())):
+            assert alert.live_key is not None
+            opened[alert.live_key] = alert
+        missing = [key for key in pending if key not in opened]
+        live = await _existing_live_keys(session, missing) if missing else set()
+        pending = [key for key in missing if key not in live]
+    if pending:
+        raise RuntimeError("could not draw an unused alert id")
+    new = [opened[key] for key in wanted if key in opened]
+    if new:
+        await enqueue_opened(session, new, ctx)
+        for alert in new:
+            await record(
+                session, ctx, actor="system", action="alert.opened", subject=alert.id,
+                purpose=alert.kind, details={"visor_ref": alert.visor_ref, "severity": alert.severity},
+            )
+    # Each live key answers for its first spec only; later specs with the same key get None.
+    answered: set[str] = set()
+    out: list[Alert | None] = []
+    for spec in specs:
+        key = spec.live_key
+        out.append(opened.get(key) if key not in answered else None)
+        answered.add(key)
+    return out
+
+
+def _draw_ids(n: int) -> list[str]:
+    ids: set[str] = set()
+    while len(ids) < n:
+        ids.add(new_alert_id())
+    return list(ids)
+
+
+async def _load(session: AsyncSession, ids: Sequence[str]) -> list[Alert]:
+    found: list[Alert] = []
+    for start in range(0, len(ids), _IN_CHUNK):
+        found.extend(await session.scalars(select(Alert).where(Alert.id.in_(ids[start : start + _IN_CHUNK]))))
+    return found
+
+
+async def _existing_live_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), _IN_CHUNK):
+        part = keys[start : start + _IN_CHUNK]
+        found.update(
+            k for k in (await session.scalars(select(Alert.live_key).where(Alert.live_key.in_(part))))
+            if k is not None
         )
-        return alert
-    raise RuntimeError("could not draw an unused alert id")
+    return found
 
 
 async def live_alert(session: AsyncSession, kind: str, visor_ref: str, subject: str) -> Alert | None:

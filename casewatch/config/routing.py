@@ -12,6 +12,8 @@ Receivers (the names a route or an escalation step may use):
                  control-room email address (`control_room_email`)
   npt            the neighbourhood policing team channel for the nominal's area
                  (teams[].npt_channels maps neighbourhood code -> Slack channel id)
+  admins         every officer with the role "admin" (as `owner`: DM or email per `owner_via`);
+                 system alerts such as system.job_stale go to them
 
 Routes map an alert kind to receivers. The defaults (DEFAULT_ROUTES below) cover every trigger;
 a `routes` table in the configuration replaces the defaults only for the kinds it names, and the
@@ -34,6 +36,7 @@ from casewatch.config.sections import Section, check_email
 
 RECEIVERS = (
     "team_channel", "spoc", "supervisors", "owner", "owner_email", "owner_dm", "control_room", "npt",
+    "admins",
 )
 SEVERITIES = ("critical", "high", "medium", "low")
 DEFAULT_KIND = "default"
@@ -52,6 +55,7 @@ DEFAULT_ROUTES: dict[str, list[str]] = {
     "mappa.visor_update_due": ["owner"],
     "mappa.decrease_without_rationale": ["owner", "supervisors"],
     "recall.issued": ["control_room", "team_channel", "npt", "spoc"],
+    "system.job_stale": ["admins"],
     DEFAULT_KIND: ["team_channel", "spoc"],
 }
 
@@ -87,6 +91,8 @@ DEFAULT_ESCALATION: dict[str, list[EscalationStep]] = {
 DEFAULT_ESCALATION_BY_KIND: dict[str, list[EscalationStep]] = {
     "notification.due_soon": [],
     "action.due_soon": [],
+    # The admins fix a stale job; the team's supervisors could not.
+    "system.job_stale": [],
 }
 
 

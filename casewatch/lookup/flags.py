@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.alerts.lifecycle import LIVE_STATES, SEVERITY_RANK
@@ -59,17 +59,28 @@ class Usage:
 FlagsOutcome = Found | Several | NotFound | Unreadable | Usage
 
 
+def _sql_string(value: str) -> Any:
+    # A constant in the SQL text, not a bound parameter: the expression then matches the
+    # expression indexes on nominals (store.models), which a parameter would not.
+    return literal_column("'" + value.replace("'", "''") + "'")
+
+
 def _folded(column: Any) -> ColumnElement[str]:
-    """The SQL twin of query.name_key for a stored surname key."""
+    """The SQL twin of query.name_key for a stored surname key (ix_nominals_surname_folded)."""
     folded: ColumnElement[str] = func.lower(column)
     for ch in (" ", "-", "'", ".", "\u2019"):
-        folded = func.replace(folded, ch, "")
+        folded = func.replace(folded, _sql_string(ch), _sql_string(""))
     return folded
+
+
+def _compact_ref(column: Any) -> ColumnElement[str]:
+    """A ViSOR reference upper-cased without hyphens (ix_nominals_visor_ref_compact)."""
+    return func.replace(func.upper(column), _sql_string("-"), _sql_string(""))
 
 
 async def _by_identifier(session: AsyncSession, identifier: str) -> list[Nominal]:
     compact = identifier.replace("-", "")
-    stmt = select(Nominal).where(func.replace(func.upper(Nominal.visor_ref), "-", "") == compact)
+    stmt = select(Nominal).where(_compact_ref(Nominal.visor_ref) == compact)
     found = list((await session.execute(stmt)).scalars())
     if found:
         return found

@@ -22,13 +22,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.audit import record
 from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.routing.routing import Channel, Target, allowed_emails, resolve_receivers
+from casewatch.routing.routing import (
+    Channel,
+    Directory,
+    Target,
+    allowed_emails,
+    log_fallbacks,
+    needs_nominal,
+    resolve_receivers,
+    targets_for,
+)
 from casewatch.store.models import Alert, Delivery, Marker, Nominal
 
 log = logging.getLogger(__name__)
 
 Change = Literal["opened", "acknowledged", "escalated", "resolved", "reminder"]
 UPDATES = ("acknowledged", "escalated", "resolved")
+# Keeps IN (...) lists well inside every driver's bound-parameter limit.
+_CHUNK = 1000
 
 
 async def enqueue(session: AsyncSession, alert: Alert, change: Change, ctx: Context) -> list[Delivery]:
@@ -54,6 +65,45 @@ async def enqueue(session: AsyncSession, alert: Alert, change: Change, ctx: Cont
         return []
     extra: dict[str, Any] = {"escalated_to": escalated_to} if change == "escalated" else {}
     return await _write(session, alert, change, targets, ctx, extra)
+
+
+async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Context) -> list[Delivery]:
+    """enqueue(alert, "opened") for many alerts at once: the nominals and markers routing and
+    payloads need are read with one query per table for the whole batch, not per alert."""
+    settings = ctx.settings
+    directory = Directory.of(settings)
+    routes = {kind: settings.routing.receivers_for(kind) for kind in {a.kind for a in alerts}}
+    refs = sorted({a.visor_ref for a in alerts if needs_nominal(routes[a.kind])})
+    nominals = await _nominals(session, refs)
+    planned: list[tuple[Alert, list[Target]]] = []
+    fallbacks: dict[tuple[str, ...], list[Alert]] = {}
+    for alert in alerts:
+        route = routes[alert.kind]
+        targets, fell_back = targets_for(alert, route, nominals.get(alert.visor_ref), settings, directory)
+        if fell_back:
+            fallbacks.setdefault(tuple(route), []).append(alert)
+        planned.append((alert, _unique(targets)))
+    for receivers, routed in fallbacks.items():
+        log_fallbacks(routed, receivers)
+    cleared_refs = sorted({a.visor_ref for a, targets in planned if any(t.personal_data for t in targets)})
+    personal = await _personal_many(session, cleared_refs, nominals)
+    rows: list[Delivery] = []
+    unroutable: list[Alert] = []
+    for alert, targets in planned:
+        if not targets:
+            unroutable.append(alert)
+            continue
+        rows += await _write(
+            session, alert, "opened", targets, ctx, {}, personal=personal.get(alert.visor_ref),
+            directory=directory,
+        )
+    for alert in unroutable:
+        log.error("alert %s (%s, team %s): no receiver for opened", alert.id, alert.kind, alert.team)
+        await record(
+            session, ctx, actor="system", action="delivery.unroutable", subject=alert.id,
+            purpose=alert.kind, details={"change": "opened", "team": alert.team},
+        )
+    return rows
 
 
 async def enqueue_fallback(
@@ -105,12 +155,16 @@ async def _write(
     targets: Sequence[Target],
     ctx: Context,
     extra: dict[str, Any],
+    *,
+    personal: dict[str, Any] | None | Literal["load"] = "load",
+    directory: Directory | None = None,
 ) -> list[Delivery]:
     now = ctx.clock.now()
-    personal = await _personal(session, alert) if any(t.personal_data for t in targets) else None
+    if personal == "load":
+        personal = await _personal(session, alert) if any(t.personal_data for t in targets) else None
     rows = []
     for target in targets:
-        payload = build_payload(alert, change, target, ctx.settings, personal)
+        payload = build_payload(alert, change, target, ctx.settings, personal, directory)
         payload.update(extra)
         row = Delivery(
             alert_id=alert.id, purpose=change, receiver=target.receiver[:100], channel=target.channel,
@@ -123,7 +177,12 @@ async def _write(
 
 
 def build_payload(
-    alert: Alert, change: str, target: Target, settings: Settings, personal: dict[str, Any] | None
+    alert: Alert,
+    change: str,
+    target: Target,
+    settings: Settings,
+    personal: dict[str, Any] | None,
+    directory: Directory | None = None,
 ) -> dict[str, Any]:
     """What the receiver is told: reference, kind, severity, due, owner and alert id; the name
     and non-restricted markers only to cleared receivers; a little more to team inboxes."""
@@ -137,8 +196,12 @@ def build_payload(
     if target.personal_data and personal:
         payload["personal"] = personal
     if target.inbox:
-        team = settings.team(alert.team)
-        officer = settings.officer(alert.owner) if alert.owner else None
+        if directory is not None:
+            team = directory.teams.get(alert.team)
+            officer = directory.officers.get(alert.owner) if alert.owner else None
+        else:
+            team = settings.team(alert.team)
+            officer = settings.officer(alert.owner) if alert.owner else None
         payload["more"] = {
             "team_name": team.name if team else alert.team,
             "opened": _local(alert.opened_at, settings),
@@ -198,6 +261,38 @@ async def _personal(session: AsyncSession, alert: Alert) -> dict[str, Any] | Non
         )
     ).scalars().all()
     return {"name": f"{nominal.forenames} {nominal.surname}", "markers": sorted(markers)}
+
+
+async def _nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, Nominal]:
+    found: dict[str, Nominal] = {}
+    for start in range(0, len(visor_refs), _CHUNK):
+        part = visor_refs[start : start + _CHUNK]
+        rows = await session.execute(select(Nominal).where(Nominal.visor_ref.in_(part)))
+        found.update((n.visor_ref, n) for n in rows.scalars())
+    return found
+
+
+async def _personal_many(
+    session: AsyncSession, visor_refs: Sequence[str], nominals: dict[str, Nominal]
+) -> dict[str, dict[str, Any]]:
+    """_personal for many nominals: one query for the missing nominals, one for the markers."""
+    missing = [ref for ref in visor_refs if ref not in nominals]
+    known = {**nominals, **await _nominals(session, missing)} if missing else nominals
+    labels: dict[str, list[str]] = {}
+    for start in range(0, len(visor_refs), _CHUNK):
+        part = visor_refs[start : start + _CHUNK]
+        rows = await session.execute(
+            select(Marker.visor_ref, Marker.label).where(
+                Marker.visor_ref.in_(part), Marker.restricted.is_(False)
+            )
+        )
+        for ref, label in rows:
+            labels.setdefault(ref, []).append(label)
+    return {
+        ref: {"name": f"{n.forenames} {n.surname}", "markers": sorted(labels.get(ref, []))}
+        for ref in visor_refs
+        if (n := known.get(ref)) is not None
+    }
 
 
 def _local(at: datetime | None, settings: Settings) -> str | None:

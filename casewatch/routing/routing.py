@@ -7,7 +7,7 @@ officer emails from the configuration, the control room, NPT channels.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,29 +46,72 @@ def allowed_emails(settings: Settings) -> frozenset[str]:
     return frozenset(a.lower() for a in addresses)
 
 
+@dataclass(frozen=True)
+class Directory:
+    """Teams and officers by id: built once per batch, so that routing thousands of alerts does
+    not scan the configured lists for each one."""
+
+    teams: Mapping[str, TeamSection]
+    officers: Mapping[str, OfficerSection]
+
+    @classmethod
+    def of(cls, settings: Settings) -> Directory:
+        return cls({t.id: t for t in settings.teams}, {o.id: o for o in settings.officers})
+
+
+NOMINAL_RECEIVERS = ("npt", "owner", "owner_email", "owner_dm")
+
+
+def needs_nominal(receivers: Sequence[str]) -> bool:
+    """Whether resolving these receivers reads the nominal (its area or offender manager)."""
+    return any(r in NOMINAL_RECEIVERS for r in receivers)
+
+
 async def resolve_receivers(
     session: AsyncSession, alert: Alert, receivers: Sequence[str], settings: Settings
 ) -> list[Target]:
     """The addresses the named receivers stand for, for this alert, without duplicates. If none
     resolves to anything, the team's SPOC inbox, so that no alert goes unrouted."""
-    team = settings.team(alert.team)
-    nominal: Nominal | None = None
-    if any(r in ("npt", "owner", "owner_email", "owner_dm") for r in receivers):
-        nominal = await session.get(Nominal, alert.visor_ref)
+    nominal = await session.get(Nominal, alert.visor_ref) if needs_nominal(receivers) else None
+    targets, fell_back = targets_for(alert, receivers, nominal, settings, Directory.of(settings))
+    if fell_back:
+        log_fallbacks([alert], receivers)
+    return targets
+
+
+def targets_for(
+    alert: Alert,
+    receivers: Sequence[str],
+    nominal: Nominal | None,
+    settings: Settings,
+    directory: Directory,
+) -> tuple[list[Target], bool]:
+    """resolve_receivers without I/O: the targets, and whether they are the SPOC fallback."""
+    team = directory.teams.get(alert.team)
     chat = chat_enabled(settings)
     found: list[Target] = []
     for name in receivers:
-        found += _resolve_one(name, alert, team, nominal, settings, chat)
+        found += _resolve_one(name, alert, team, nominal, settings, chat, directory)
+    fell_back = False
     if not found and team is not None:
-        log.warning(
-            "alert %s (%s): receivers %s resolve to no address; using the SPOC inbox of team %s",
-            alert.id, alert.kind, ",".join(receivers), team.id,
-        )
         found = [_email(f"spoc:{team.id}", team.spoc_email, settings, inbox=True)]
+        fell_back = True
     unique: dict[tuple[str, str], Target] = {}
     for target in found:
         unique.setdefault((target.channel, target.address.lower()), target)
-    return list(unique.values())
+    return list(unique.values()), fell_back
+
+
+def log_fallbacks(alerts: Sequence[Alert], receivers: Sequence[str]) -> None:
+    """One warning for a whole batch routed to SPOC inboxes, not one per alert."""
+    if not alerts:
+        return
+    first = alerts[0]
+    log.warning(
+        "%d alert(s) (first %s, %s): receivers %s resolve to no address; using the SPOC inbox "
+        "of their team",
+        len(alerts), first.id, first.kind, ",".join(receivers),
+    )
 
 
 def _resolve_one(
@@ -78,6 +121,7 @@ def _resolve_one(
     nominal: Nominal | None,
     settings: Settings,
     chat: bool,
+    directory: Directory,
 ) -> list[Target]:
     routing = settings.routing
     if name == "control_room":
@@ -89,10 +133,16 @@ def _resolve_one(
         return targets
     if name in ("owner", "owner_email", "owner_dm"):
         officer_id = alert.owner or (nominal.offender_manager if nominal else None)
-        officer = settings.officer(officer_id) if officer_id else None
+        officer = directory.officers.get(officer_id) if officer_id else None
         if officer is None:
             return []
         return _officer_targets(name, officer, settings, chat)
+    if name == "admins":
+        return [
+            target
+            for admin in settings.officers if "admin" in admin.roles
+            for target in _officer_targets("owner", admin, settings, chat)
+        ]
     if team is None:
         return []
     if name == "team_channel":

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -33,6 +34,15 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# The expressions /flags matches typed references and surnames on (lookup.flags builds the same
+# ones): a reference upper-cased without hyphens, a surname key without spaces, hyphens,
+# apostrophes or dots. Constants, not parameters, so that both databases use the indexes below.
+NOMINAL_REF_COMPACT_SQL = "replace(upper(visor_ref), '-', '')"
+NOMINAL_SURNAME_FOLDED_SQL = (
+    "replace(replace(replace(replace(replace(lower(surname_key), ' ', ''), '-', ''), '''', ''), "
+    "'.', ''), '’', '')"
+)
 
 # BIGINT autoincrement is not a rowid alias on SQLite; INTEGER there, BIGINT on PostgreSQL.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -113,6 +123,12 @@ class Nominal(Base):
     # occurred_at of the newest level change applied (from either event type).
     level_as_of: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+    # What /flags compares (casewatch.lookup.flags), indexed so that a lookup is not a scan.
+    __table_args__ = (
+        Index("ix_nominals_visor_ref_compact", text(NOMINAL_REF_COMPACT_SQL)),
+        Index("ix_nominals_surname_folded", text(NOMINAL_SURNAME_FOLDED_SQL)),
+    )
 
 
 class Marker(Base):

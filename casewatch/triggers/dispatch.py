@@ -4,11 +4,20 @@ Border checks, travel notifications, MAPPA level changes and recalls open their 
 The time-driven rules (notifications, actions) only resolve here, when an event satisfies them
 (a notification received, an action done); they open on `casewatch scan`, so a bulk import of
 history never opens and resolves the same alert in one breath. Stale events are skipped.
+
+Opens are deferred and made in batches (reconcile.Tally.flush): a batch of a thousand level
+changes opens its alerts in a few statements. Before live alerts of some kinds are read, the
+deferred opens of those kinds are flushed, so every rule sees what the events before it opened.
+The nominals and the live notification and action alerts the batch's events need are read up
+front, one query per table rather than one per event: rules run after every event of the batch
+is applied, so each nominal is read in its final state either way, and notification and action
+alerts only open on a scan (here they only resolve, and the cache drops what they resolve).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +28,7 @@ from casewatch.context import Context
 from casewatch.ingest.outcome import Applied
 from casewatch.triggers import load
 from casewatch.triggers.reconcile import Tally, apply
+from casewatch.triggers.result import LiveAlert
 from casewatch.triggers.rules import (
     actions,
     border_travel,
@@ -27,19 +37,78 @@ from casewatch.triggers.rules import (
     recall,
     travel_notice,
 )
-from casewatch.triggers.snapshot import BorderCheckFacts, LevelChangeFacts, RecallFacts, TravelFacts
+from casewatch.triggers.snapshot import (
+    BorderCheckFacts,
+    LevelChangeFacts,
+    NominalFacts,
+    RecallFacts,
+    TravelFacts,
+)
+
+NOTIFICATION_TYPES = ("notification.received", "nominal.upsert")
+
+
+@dataclass
+class _Run(Tally):
+    """The tally of one on_applied call, and what it read up front for the whole batch."""
+
+    nominals: dict[str, NominalFacts | None] = field(default_factory=dict)
+    notification_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by visor_ref
+    action_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by action id
+
+    async def prefetch(self, session: AsyncSession, items: Sequence[Applied]) -> None:
+        refs = sorted({i.envelope.visor_ref for i in items})
+        found = await load.nominals(session, refs)
+        self.nominals = {ref: found.get(ref) for ref in refs}
+        notified = [i.envelope.visor_ref for i in items if i.envelope.type in NOTIFICATION_TYPES]
+        if notified:
+            self.notification_live = {ref: [] for ref in notified}
+            for a in await load.live_alerts_of(session, notifications.KINDS, visor_refs=notified):
+                self.notification_live[a.visor_ref].append(a)
+        action_ids = [
+            str(i.envelope.data["action_id"]) for i in items if i.envelope.type == "action.upsert"
+        ]
+        if action_ids:
+            self.action_live = {action_id: [] for action_id in action_ids}
+            for a in await load.live_alerts_of(session, actions.KINDS, subjects=action_ids):
+                self.action_live.setdefault(a.subject, []).append(a)
+
+    async def nominal(self, session: AsyncSession, visor_ref: str) -> NominalFacts | None:
+        if visor_ref not in self.nominals:
+            self.nominals[visor_ref] = await load.nominal(session, visor_ref)
+        return self.nominals[visor_ref]
+
+
+def _still_live(live: list[LiveAlert], resolved: Sequence[LiveAlert]) -> list[LiveAlert]:
+    return [a for a in live if a not in resolved]
 
 
 async def on_applied(session: AsyncSession, applied: Sequence[Applied], ctx: Context) -> list[str]:
     """Run the event-driven rules for events just applied; return the ids of alerts opened."""
-    tally = Tally()
-    for item in applied:
-        if not item.stale:
-            await _dispatch(session, item, ctx, tally)
+    tally = _Run()
+    fresh = [item for item in applied if not item.stale]
+    await tally.prefetch(session, fresh)
+    for item in fresh:
+        await _dispatch(session, item, ctx, tally)
+    await tally.flush(session, ctx)
     return tally.opened_ids
 
 
-async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: Tally) -> None:
+async def _live(
+    session: AsyncSession,
+    ctx: Context,
+    tally: _Run,
+    kinds: Sequence[str],
+    *,
+    visor_ref: str | None = None,
+    subject: str | None = None,
+) -> list[LiveAlert]:
+    """load.live_alerts, after opening whatever of those kinds is still deferred."""
+    await tally.flush_for(session, ctx, kinds)
+    return await load.live_alerts(session, kinds, visor_ref=visor_ref, subject=subject)
+
+
+async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
     kind = item.envelope.type
     if item.level_change is not None:
         await _level_change(session, item, ctx, tally)
@@ -65,7 +134,7 @@ def _aware(value: Any, fallback: datetime) -> datetime:
     return value if isinstance(value, datetime) and value.tzinfo is not None else fallback
 
 
-async def _border_alert(session: AsyncSession, item: Applied, ctx: Context, tally: Tally) -> None:
+async def _border_alert(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
     env = item.envelope
     check = BorderCheckFacts(
         event_id=env.id, visor_ref=env.visor_ref, port=str(env.data.get("port", "")),
@@ -76,56 +145,64 @@ async def _border_alert(session: AsyncSession, item: Applied, ctx: Context, tall
 
 
 async def _evaluate_check(
-    session: AsyncSession, check: BorderCheckFacts, ctx: Context, tally: Tally, *, event_id: str
+    session: AsyncSession, check: BorderCheckFacts, ctx: Context, tally: _Run, *, event_id: str
 ) -> None:
-    nominal = await load.nominal(session, check.visor_ref)
+    nominal = await tally.nominal(session, check.visor_ref)
     travels = await load.travels(session, check.visor_ref) if nominal is not None else []
-    live = await load.live_alerts(
-        session, border_travel.KINDS, visor_ref=check.visor_ref, subject=check.event_id
+    live = await _live(
+        session, ctx, tally, border_travel.KINDS, visor_ref=check.visor_ref, subject=check.event_id
     )
     result = border_travel.evaluate(check, nominal, travels, live, ctx.settings.triggers, _tz(ctx))
-    await apply(session, result, ctx, event_id=event_id, live=live, tally=tally)
+    await apply(session, result, ctx, event_id=event_id, live=live, tally=tally, defer=True)
 
 
-async def _travel_notified(session: AsyncSession, item: Applied, ctx: Context, tally: Tally) -> None:
+async def _travel_notified(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
     env = item.envelope
     travel = await load.travel(session, env.id) or TravelFacts(
         event_id=env.id, visor_ref=env.visor_ref, departure_on=env.data["departure_on"],
         return_on=env.data.get("return_on"), destination=str(env.data.get("destination", "")),
         notified_at=env.occurred_at,
     )
-    nominal = await load.nominal(session, env.visor_ref)
+    nominal = await tally.nominal(session, env.visor_ref)
     result = travel_notice.evaluate(travel, nominal, ctx.settings.triggers, _tz(ctx))
-    await apply(session, result, ctx, event_id=env.id, tally=tally)
+    await apply(session, result, ctx, event_id=env.id, tally=tally, defer=True)
     # A notification heard of after a border check it covers (events out of order).
-    unnotified = await load.live_alerts(
-        session, (border_travel.UNNOTIFIED,), visor_ref=env.visor_ref
+    unnotified = await _live(
+        session, ctx, tally, (border_travel.UNNOTIFIED,), visor_ref=env.visor_ref
     )
     for check in await load.border_checks(session, sorted({a.subject for a in unnotified})):
         await _evaluate_check(session, check, ctx, tally, event_id=env.id)
 
 
-async def _notifications(session: AsyncSession, visor_ref: str, ctx: Context, tally: Tally) -> None:
-    live = await load.live_alerts(session, notifications.KINDS, visor_ref=visor_ref)
+async def _notifications(session: AsyncSession, visor_ref: str, ctx: Context, tally: _Run) -> None:
+    if visor_ref in tally.notification_live:
+        live = tally.notification_live[visor_ref]
+    else:
+        live = await _live(session, ctx, tally, notifications.KINDS, visor_ref=visor_ref)
     if not live:
         return
     result = notifications.evaluate(
-        await load.nominal(session, visor_ref), await load.history(session, visor_ref), live,
+        await tally.nominal(session, visor_ref), await load.history(session, visor_ref), live,
         ctx.clock.now(), ctx.settings.triggers, _tz(ctx),
     )
-    await apply(session, result, ctx, open_new=False, tally=tally)
+    await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
+    tally.notification_live[visor_ref] = _still_live(live, [r.alert for r in result.resolves])
 
 
-async def _action(session: AsyncSession, action_id: str, ctx: Context, tally: Tally) -> None:
-    live = await load.live_alerts(session, actions.KINDS, subject=action_id)
+async def _action(session: AsyncSession, action_id: str, ctx: Context, tally: _Run) -> None:
+    if action_id in tally.action_live:
+        live = tally.action_live[action_id]
+    else:
+        live = await _live(session, ctx, tally, actions.KINDS, subject=action_id)
     if not live:
         return
     action = (await load.actions(session, [action_id])).get(action_id)
     result = actions.evaluate(action, live, ctx.clock.now(), ctx.settings.triggers, _tz(ctx))
-    await apply(session, result, ctx, open_new=False, tally=tally)
+    await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
+    tally.action_live[action_id] = _still_live(live, [r.alert for r in result.resolves])
 
 
-async def _level_change(session: AsyncSession, item: Applied, ctx: Context, tally: Tally) -> None:
+async def _level_change(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
     row = item.level_change
     assert row is not None
     change = LevelChangeFacts(
@@ -133,12 +210,12 @@ async def _level_change(session: AsyncSession, item: Applied, ctx: Context, tall
         to_level=row.to_level, rationale=row.rationale or "", changed_at=row.changed_at,
         recorded_by=row.recorded_by or "",
     )
-    nominal = await load.nominal(session, row.visor_ref)
+    nominal = await tally.nominal(session, row.visor_ref)
     result = mappa_level.evaluate(change, nominal, ctx.settings.triggers, _tz(ctx))
-    await apply(session, result, ctx, event_id=item.envelope.id, tally=tally)
+    await apply(session, result, ctx, event_id=item.envelope.id, tally=tally, defer=True)
 
 
-async def _recall_issued(session: AsyncSession, item: Applied, ctx: Context, tally: Tally) -> None:
+async def _recall_issued(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
     env = item.envelope
     stored = (await load.recalls_by_event(session, [env.id])).get(env.id)
     recall_type = str(env.data.get("recall_type", stored.recall_type if stored else "standard"))
@@ -149,14 +226,14 @@ async def _recall_issued(session: AsyncSession, item: Applied, ctx: Context, tal
         returned_at=stored.returned_at if stored is not None else None,
         emergency=recall_type == "emergency" or env.data.get("emergency") is True,
     )
-    nominal = await load.nominal(session, env.visor_ref)
+    nominal = await tally.nominal(session, env.visor_ref)
     result = recall.on_issued(facts, nominal, ctx.settings.triggers)
-    await apply(session, result, ctx, event_id=env.id, tally=tally)
+    await apply(session, result, ctx, event_id=env.id, tally=tally, defer=True)
 
 
-async def _recall_returned(session: AsyncSession, item: Applied, ctx: Context, tally: Tally) -> None:
+async def _recall_returned(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
     env = item.envelope
-    live = await load.live_alerts(session, recall.KINDS, visor_ref=env.visor_ref)
+    live = await _live(session, ctx, tally, recall.KINDS, visor_ref=env.visor_ref)
     if not live:
         return
     issued = await load.recalls_by_event(session, [a.subject for a in live])
@@ -165,4 +242,4 @@ async def _recall_returned(session: AsyncSession, item: Applied, ctx: Context, t
         {event_id: r.issued_at for event_id, r in issued.items()},
         live,
     )
-    await apply(session, result, ctx, tally=tally)
+    await apply(session, result, ctx, tally=tally, defer=True)

@@ -183,3 +183,21 @@ async def live_alerts(
     if subject is not None:
         stmt = stmt.where(Alert.subject == subject)
     return [LiveAlert(k, v, s) for k, v, s in await session.execute(stmt)]
+
+
+async def live_alerts_of(
+    session: AsyncSession,
+    kinds: Collection[str],
+    *,
+    visor_refs: Sequence[str] = (),
+    subjects: Sequence[str] = (),
+) -> list[LiveAlert]:
+    """live_alerts for many nominals (or many subjects) at once, one query per chunk."""
+    column, values = (Alert.visor_ref, visor_refs) if visor_refs else (Alert.subject, subjects)
+    found: list[LiveAlert] = []
+    for part in chunks(sorted(set(values))):
+        stmt = select(Alert.kind, Alert.visor_ref, Alert.subject).where(
+            Alert.kind.in_(list(kinds)), Alert.state.in_(LIVE_STATES), column.in_(part)
+        )
+        found.extend(LiveAlert(k, v, s) for k, v, s in await session.execute(stmt))
+    return found

@@ -101,7 +101,8 @@ async def _scan_notifications(
                     nominal, found.get(nominal.visor_ref, NotificationHistory()), mine,
                     at, settings, tz,
                 )
-                await apply(session, result, ctx, live=mine, tally=tally)
+                await apply(session, result, ctx, live=mine, tally=tally, defer=True)
+            await tally.flush(session, ctx)  # the batch's opens in one go
             after = refs[-1]
     # Live alerts of nominals no longer registered (or no longer known): evaluated to resolve.
     leftover = sorted(live)
@@ -144,7 +145,8 @@ async def _scan_actions(
                 action = load.action_from_columns(tuple(row))
                 mine = live.pop(action.action_id, [])
                 result = actions.evaluate(action, mine, at, settings, tz)
-                await apply(session, result, ctx, live=mine, tally=tally)
+                await apply(session, result, ctx, live=mine, tally=tally, defer=True)
+            await tally.flush(session, ctx)  # the batch's opens in one go
             last = load.action_from_columns(tuple(rows[-1]))
             after = (last.due_on, last.action_id)
     # Live alerts whose action is done, moved beyond the horizon, or gone.

@@ -10,6 +10,13 @@ from alembic import op
 import sqlalchemy as sa
 import casewatch.store.types
 
+# Expression indexes for /flags (the same expressions as casewatch.store.models).
+NOMINAL_REF_COMPACT_SQL = "replace(upper(visor_ref), '-', '')"
+NOMINAL_SURNAME_FOLDED_SQL = (
+    "replace(replace(replace(replace(replace(lower(surname_key), ' ', ''), '-', ''), '''', ''), "
+    "'.', ''), '’', '')"
+)
+
 
 revision = '0001'
 down_revision = None
@@ -187,6 +194,12 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_nominals_pnc_id'), ['pnc_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_nominals_surname_key'), ['surname_key'], unique=False)
         batch_op.create_index(batch_op.f('ix_nominals_team'), ['team'], unique=False)
+    op.create_index(
+        'ix_nominals_visor_ref_compact', 'nominals', [sa.text(NOMINAL_REF_COMPACT_SQL)], unique=False
+    )
+    op.create_index(
+        'ix_nominals_surname_folded', 'nominals', [sa.text(NOMINAL_SURNAME_FOLDED_SQL)], unique=False
+    )
 
     op.create_table('notifications',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -362,6 +375,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_notifications_visor_ref'))
 
     op.drop_table('notifications')
+    op.drop_index('ix_nominals_surname_folded', table_name='nominals')
+    op.drop_index('ix_nominals_visor_ref_compact', table_name='nominals')
     with op.batch_alter_table('nominals', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_nominals_team'))
         batch_op.drop_index(batch_op.f('ix_nominals_surname_key'))

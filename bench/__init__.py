@@ -1,0 +1,1 @@
+"""casewatch benchmarks: `python -m bench --help` (see bench/README.md)."""

@@ -1,0 +1,200 @@
+"""The supervisors' daily digest as data: pure functions from what the store holds (`DigestInput`,
+read by casewatch.digest.query) and an instant to the digest's sections (`Digest`).
+
+Sections: new alerts in the last 24 hours by kind; unacknowledged alerts with their age; overdue
+actions by owner; missed notifications; what falls due in the next `due_days` days; border-travel
+alerts; outstanding recalls; and each officer's caseload with the share that is high or very high
+risk against the guideline (default 20%).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+BORDER_KINDS = ("travel.unnotified", "travel.confirmed", "travel.record_fta", "travel.unmatched_nominal")
+MISSED_KIND = "notification.missed"
+NOTIFICATION_DUE_KIND = "notification.due_soon"
+# Reminders ask nobody to acknowledge (they never escalate): listed under "falls due" instead.
+REMINDER_KINDS = ("notification.due_soon", "action.due_soon")
+HIGH_RISK = ("high", "very_high")
+LIVE = ("open", "acknowledged")
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: str
+    kind: str
+    severity: str
+    visor_ref: str
+    state: str
+    opened_at: datetime
+    owner: str | None = None
+    due_on: date | None = None  # the due day a notification or action alert is about
+
+
+@dataclass(frozen=True)
+class ActionRow:
+    action_id: str
+    visor_ref: str
+    owner: str
+    due_on: date
+
+
+@dataclass(frozen=True)
+class RecallRow:
+    visor_ref: str
+    recall_type: str
+    issued_at: datetime
+    alert_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OfficerCases:
+    officer_id: str
+    name: str  # the officer's name (staff, not a nominal); "" for an id not in the directory
+    total: int
+    high: int  # high or very high risk
+
+
+@dataclass(frozen=True)
+class DigestInput:
+    """What the store holds for one team: live alerts and alerts opened in the last 24 hours,
+    open actions due on or before the end of the look-ahead, outstanding recalls, caseloads."""
+
+    team_id: str
+    team_name: str
+    alerts: list[AlertRow] = field(default_factory=list)
+    actions: list[ActionRow] = field(default_factory=list)
+    recalls: list[RecallRow] = field(default_factory=list)
+    caseloads: list[OfficerCases] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DueItem:
+    due_on: date
+    what: str  # "action" or "notification"
+    ref: str  # the action id or the alert id
+    visor_ref: str
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class CaseloadShare:
+    officer_id: str
+    name: str
+    total: int
+    high: int
+    percent: float
+    over: bool
+
+
+@dataclass(frozen=True)
+class Digest:
+    team_id: str
+    team_name: str
+    at: datetime
+    local_day: date
+    timezone: str
+    guideline_percent: float
+    due_days: int
+    new_by_kind: list[tuple[str, int]]
+    unacknowledged: list[tuple[AlertRow, timedelta]]
+    overdue_by_owner: list[tuple[str, list[tuple[ActionRow, int]]]]
+    missed_notifications: list[AlertRow]
+    due_soon: list[DueItem]
+    border_travel: list[AlertRow]
+    recalls: list[tuple[RecallRow, timedelta]]
+    caseload: list[CaseloadShare]
+
+    @property
+    def new_total(self) -> int:
+        return sum(n for _, n in self.new_by_kind)
+
+    @property
+    def overdue_total(self) -> int:
+        return sum(len(rows) for _, rows in self.overdue_by_owner)
+
+    @property
+    def over_guideline(self) -> list[CaseloadShare]:
+        return [c for c in self.caseload if c.over]
+
+    @property
+    def nothing_to_report(self) -> bool:
+        """Nothing new, nothing waiting, nothing late or due, no caseload over the guideline."""
+        return not (
+            self.new_by_kind or self.unacknowledged or self.overdue_by_owner
+            or self.missed_notifications or self.due_soon or self.border_travel or self.recalls
+            or self.over_guideline
+        )
+
+
+def build_digest(
+    data: DigestInput,
+    at: datetime,
+    tz: ZoneInfo,
+    *,
+    guideline_percent: float = 20.0,
+    due_days: int = 7,
+) -> Digest:
+    today = at.astimezone(tz).date()
+    horizon = today + timedelta(days=due_days)
+    since = at - timedelta(hours=24)
+
+    new = Counter(a.kind for a in data.alerts if since < a.opened_at <= at)
+    live = [a for a in data.alerts if a.state in LIVE and a.opened_at <= at]
+    unacknowledged = sorted(
+        ((a, at - a.opened_at) for a in live if a.state == "open" and a.kind not in REMINDER_KINDS),
+        key=lambda pair: (-pair[1], pair[0].id),
+    )
+    overdue: dict[str, list[tuple[ActionRow, int]]] = defaultdict(list)
+    due: list[DueItem] = []
+    for action in data.actions:
+        if action.due_on < today:
+            overdue[action.owner].append((action, (today - action.due_on).days))
+        elif action.due_on <= horizon:
+            due.append(DueItem(action.due_on, "action", action.action_id, action.visor_ref, action.owner))
+    for alert in live:
+        if alert.kind == NOTIFICATION_DUE_KIND and alert.due_on is not None and alert.due_on <= horizon:
+            due.append(DueItem(alert.due_on, "notification", alert.id, alert.visor_ref, alert.owner))
+    missed = sorted((a for a in live if a.kind == MISSED_KIND), key=lambda a: (a.opened_at, a.id))
+    border = sorted(
+        (a for a in data.alerts if a.kind in BORDER_KINDS and (a.state in LIVE or since < a.opened_at <= at)),
+        key=lambda a: (a.opened_at, a.id),
+    )
+    recalls = sorted(
+        ((r, at - r.issued_at) for r in data.recalls if r.issued_at <= at),
+        key=lambda pair: (-pair[1], pair[0].visor_ref),
+    )
+    return Digest(
+        team_id=data.team_id,
+        team_name=data.team_name,
+        at=at,
+        local_day=today,
+        timezone=str(tz),
+        guideline_percent=guideline_percent,
+        due_days=due_days,
+        new_by_kind=sorted(new.items(), key=lambda kv: (-kv[1], kv[0])),
+        unacknowledged=unacknowledged,
+        overdue_by_owner=[
+            (owner, sorted(rows, key=lambda r: (-r[1], r[0].action_id)))
+            for owner, rows in sorted(overdue.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        ],
+        missed_notifications=missed,
+        due_soon=sorted(due, key=lambda d: (d.due_on, d.what, d.ref)),
+        border_travel=border,
+        recalls=recalls,
+        caseload=caseload_shares(data.caseloads, guideline_percent),
+    )
+
+
+def caseload_shares(caseloads: list[OfficerCases], guideline_percent: float) -> list[CaseloadShare]:
+    """Each officer's share of high or very high risk nominals; `over` when it exceeds the
+    guideline ("no officer's caseload more than 20% high or very high risk")."""
+    shares = []
+    for c in caseloads:
+        percent = 100.0 * c.high / c.total if c.total else 0.0
+        shares.append(CaseloadShare(c.officer_id, c.name, c.total, c.high, percent, percent > guideline_percent))
+    return sorted(shares, key=lambda s: (not s.over, -s.percent, s.officer_id))

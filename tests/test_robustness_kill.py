@@ -1,0 +1,147 @@
+"""A real `casewatch serve` process killed with SIGKILL in the middle of a delivery, then started
+again: afterwards every alert has reached every receiver. Delivery is at-least-once (documented
+in casewatch/delivery/worker.py): a message Slack had already taken when the process died is
+sent again once its claim's lease runs out, so duplicates are allowed only for deliveries that
+were in flight ("sending") at the kill. Loopback only; fictional data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.models import Alert, Delivery
+from integrations.mail_sink import MailSink
+from tests.slack_standin import SlackStandIn
+from tests.support import SECRET, envelope, nominal_data, signed_headers
+
+pytestmark = pytest.mark.slow
+ALERTS = 8
+TOKEN = "xoxb-kill-test-not-real"
+
+
+def _config(path: Path, db_url: str, slack: SlackStandIn, mail: MailSink) -> None:
+    path.write_text(
+        f'[database]\nurl = "{db_url}"\n[http]\nport = 0\n'
+        f'[slack]\nmode = "http"\nbot_token = "{TOKEN}"\nsigning_secret = "kill-test-not-real"\n'
+        f'api_url = "{slack.url}"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {mail.port}\n'
+        "[delivery]\nworkers = 2\npoll_seconds = 0.1\nsend_timeout_seconds = 2\nlease_seconds = 4\n"
+        "chat_interval_seconds = 0\nbackoff_base_seconds = 0.2\nbackoff_max_seconds = 1\n"
+        '[[teams]]\nid = "north"\nname = "North (fictional)"\nchannel = "C0NORTH"\n'
+        'spoc_email = "north.spoc@force.example"\n'
+        '[[officers]]\nid = "PC1234"\nname = "PC Example"\nemail = "pc1234@force.example"\nteam = "north"\n'
+    )
+
+
+async def _serve(config: Path) -> tuple[asyncio.subprocess.Process, int]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CASEWATCH_")}
+    env["CASEWATCH_INGEST__SECRET"] = SECRET
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "casewatch.cli", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )
+    assert process.stdout is not None
+    seen = []
+    async with asyncio.timeout(30):
+        while True:
+            line = (await process.stdout.readline()).decode()
+            seen.append(line)
+            assert line, "serve exited:\n" + "".join(seen)
+            found = re.search(r"casewatch serving on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                break
+    asyncio.get_running_loop().create_task(_drain(process))
+    return process, int(found.group(1))
+
+
+async def _drain(process: asyncio.subprocess.Process) -> None:
+    assert process.stdout is not None
+    while await process.stdout.readline():
+        pass
+
+
+async def _upgrade(config: Path) -> None:
+    done = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "casewatch.cli", "db", "upgrade", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert await done.wait() == 0
+
+
+async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'kill.db'}"
+    config = tmp_path / "casewatch.toml"
+    mail = MailSink().start()
+    try:
+        async with SlackStandIn(token=TOKEN) as slack:
+            _config(config, db_url, slack, mail)
+            await _upgrade(config)
+            # Slack takes the first messages but answers late: the kill lands mid-delivery.
+            for _ in range(4):
+                slack.delay_next("chat.postMessage", 3.0, handle_first=True)
+            process, port = await _serve(config)
+            refs = [f"VS-K{n:06d}" for n in range(ALERTS)]
+            now = time.time()
+            events = [envelope("nominal.upsert", nominal_data(), visor_ref=r) for r in refs] + [
+                envelope("travel.border_alert", {"port": "Mockport (fictional)", "direction": "outbound",
+                                                 "checked_at": "2026-11-20T08:00:00Z"}, visor_ref=r)
+                for r in refs
+            ]
+            body = json.dumps(events).encode()
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    f"http://127.0.0.1:{port}/api/v1/events", data=body,
+                    headers={"Content-Type": "application/json", **signed_headers(body, ts=int(now))},
+                ) as resp:
+                    assert resp.status == 202, await resp.text()
+                    opened = (await resp.json())["alerts"]
+            assert len(opened) == ALERTS
+            await slack.wait_for_calls("chat.postMessage", 1, within=15)
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+
+            engine = make_engine(db_url)
+            sessions = make_sessionmaker(engine)
+            async with sessions() as session:
+                in_flight = (await session.execute(
+                    select(Delivery.channel, Alert.visor_ref).join(Alert, Alert.id == Delivery.alert_id)
+                    .where(Delivery.state == "sending")
+                )).all()
+
+            process, _ = await _serve(config)
+            try:
+                async with asyncio.timeout(40):
+                    while True:
+                        async with sessions() as session:
+                            states = Counter((await session.execute(select(Delivery.state))).scalars())
+                        if set(states) == {"sent"}:
+                            break
+                        await asyncio.sleep(0.2)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
+                await engine.dispose()
+
+        posted = Counter(
+            ref for (channel, _), m in slack.messages.items() if channel == "C0NORTH"
+            for ref in refs if ref in str(m.get("text"))
+        )
+        mailed = Counter(ref for m in mail.messages for ref in refs if ref in str(m["Subject"]))
+    finally:
+        mail.stop()
+    allowed_again = Counter(ref for _, ref in in_flight)
+    for ref in refs:
+        assert posted[ref] >= 1 and mailed[ref] >= 1, ref  # none lost
+        assert posted[ref] + mailed[ref] - 2 <= allowed_again[ref], ref  # duplicates only in flight
