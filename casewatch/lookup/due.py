@@ -1,51 +1,37 @@
-"""When a registered nominal must next notify the police (Sexual Offences Act 2003, Part 2):
-a pure function of case state, for display. The triggers decide what is missed."""
+"""When a registered nominal must next notify the police, for display in /flags.
+
+The clocks are the missed-notification rule's own (triggers.rules.notifications.dues), so what
+an officer is shown and what the alerts say can never disagree.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, timedelta
-from typing import Literal
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.config.triggers import TriggerSection
+from casewatch.store.models import Nominal
+from casewatch.triggers import load
+from casewatch.triggers.rules.notifications import Due, dues
+from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
-DueKind = Literal["initial", "periodic", "weekly"]
-# Notifications that restart the periodic year (s.83 initial, s.84 change, s.85 periodic and
-# weekly); travel notifications (s.86) do not.
-RESTARTING_KINDS = ("initial", "periodic", "change", "weekly")
-
-
-@dataclass(frozen=True)
-class NotificationDue:
-    due_on: date
-    kind: DueKind
-
-
-def add_years(day: date, years: int) -> date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # 29 February in a year without one
-        return day.replace(year=day.year + years, day=28)
+NotificationDue = Due
 
 
 def next_notification_due(
-    *,
-    registered: bool,
-    no_fixed_abode: bool,
-    last_notified_on: date | None,
-    release_date: date | None,
-    clocks: TriggerSection,
+    nominal: NominalFacts, history: NotificationHistory, clocks: TriggerSection
 ) -> NotificationDue | None:
-    """None when the nominal is not registered or no notification or release is on record."""
-    if not registered:
-        return None
-    if release_date is not None and (last_notified_on is None or last_notified_on < release_date):
-        return NotificationDue(release_date + timedelta(days=clocks.initial_notification_days), "initial")
-    if last_notified_on is None:
-        return None
-    due = NotificationDue(add_years(last_notified_on, clocks.periodic_notification_years), "periodic")
-    if no_fixed_abode:
-        weekly = last_notified_on + timedelta(days=clocks.weekly_notification_days)
-        if weekly < due.due_on:
-            due = NotificationDue(weekly, "weekly")
-    return due
+    """The earliest notification owed; None when not registered or nothing is on record."""
+    owed = dues(nominal, history, clocks)
+    return min(owed, key=lambda due: due.due_on) if owed else None
+
+
+async def next_due_for(
+    session: AsyncSession, nominal: Nominal, clocks: TriggerSection
+) -> NotificationDue | None:
+    facts = NominalFacts(
+        visor_ref=nominal.visor_ref, team=nominal.team, offender_manager=nominal.offender_manager,
+        registered=nominal.registered, no_fixed_abode=nominal.no_fixed_abode,
+        release_date=nominal.release_date, last_notification_on=nominal.last_notification_on,
+        mappa_level=nominal.mappa_level, area=nominal.area,
+    )
+    return next_notification_due(facts, await load.history(session, nominal.visor_ref), clocks)

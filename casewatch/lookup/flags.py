@@ -14,7 +14,7 @@ from casewatch.alerts.lifecycle import LIVE_STATES, SEVERITY_RANK
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester
-from casewatch.lookup.due import RESTARTING_KINDS, next_notification_due
+from casewatch.lookup.due import next_due_for
 from casewatch.lookup.query import Query, QueryError, clean_text, parse_query, pnc_key
 from casewatch.lookup.views import (
     AlertLine,
@@ -24,7 +24,7 @@ from casewatch.lookup.views import (
     MarkerView,
     OfficerContact,
 )
-from casewatch.store.models import Alert, Marker, Nominal, NotificationReceived, Officer, Recall
+from casewatch.store.models import Alert, Marker, Nominal, Officer, Recall
 
 CANDIDATE_LIMIT = 10
 
@@ -164,17 +164,7 @@ async def build_view(
         MarkerView(m.code, m.label, m.restricted)
         for m in (await session.execute(markers_stmt.order_by(Marker.restricted, Marker.code))).scalars()
     )
-    last_stmt = select(func.max(NotificationReceived.notified_on)).where(
-        NotificationReceived.visor_ref == nominal.visor_ref,
-        NotificationReceived.kind.in_(RESTARTING_KINDS),
-    )
-    last_received = (await session.execute(last_stmt)).scalar_one_or_none()
-    known = [d for d in (nominal.last_notification_on, last_received) if d is not None]
-    due = next_notification_due(
-        registered=nominal.registered, no_fixed_abode=nominal.no_fixed_abode,
-        last_notified_on=max(known) if known else None, release_date=nominal.release_date,
-        clocks=ctx.settings.triggers,
-    )
+    due = await next_due_for(session, nominal, ctx.settings.triggers)
     return FlagsView(
         visor_ref=nominal.visor_ref, surname=nominal.surname, forenames=nominal.forenames,
         date_of_birth=nominal.date_of_birth, pnc_id=nominal.pnc_id, category=nominal.category,
