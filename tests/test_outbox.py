@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.lifecycle import AlertSpec, acknowledge, open_alert
+from casewatch.routing.outbox import due_text
 from casewatch.store.models import Alert, Delivery
 from tests.test_delivery_support import (
     add_nominal,
@@ -145,3 +148,18 @@ async def test_an_alert_with_no_receiver_at_all_is_reported_not_dropped(sessions
     assert await deliveries(sessions) == []
     [entry] = await audits(sessions, "delivery.unroutable")
     assert entry.subject == alert.id and entry.details == {"change": "opened", "team": "nowhere"}
+
+
+@pytest.mark.parametrize(
+    ("due_at", "shown"),
+    [
+        (datetime(2026, 11, 26, 0, 0, tzinfo=UTC), "end of 2026-11-25"),  # GMT midnight
+        (datetime(2026, 7, 10, 23, 0, tzinfo=UTC), "end of 2026-07-10"),  # BST midnight
+        (datetime(2026, 7, 10, 12, 30, tzinfo=UTC), "2026-07-10 13:30 BST"),
+        (None, None),
+    ],
+)
+def test_a_due_at_local_midnight_reads_as_the_end_of_that_day(
+    due_at: datetime | None, shown: str | None
+) -> None:
+    assert due_text(due_at, make_settings()) == shown

@@ -180,7 +180,7 @@ def test_the_missed_alert_says_who_and_when_and_nothing_personal() -> None:
     (spec,) = result.opens
     assert (spec.severity, spec.team, spec.owner) == ("high", "north", "PC1234")
     assert spec.due_at == utc("2026-11-21T00:00:00")
-    assert spec.summary == "Missed periodic notification: VS-0000001, due 2026-11-20, owner PC1234"
+    assert spec.summary == "Missed periodic notification: VS-0000001, due 2026-11-20"
 
 
 def test_initial_notification_after_release() -> None:

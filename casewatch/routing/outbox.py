@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -189,7 +189,7 @@ def build_payload(
     payload: dict[str, Any] = {
         "alert_id": alert.id, "kind": alert.kind, "severity": alert.severity,
         "visor_ref": alert.visor_ref, "team": alert.team, "state": alert.state, "change": change,
-        "summary": alert.summary, "due": _local(alert.due_at, settings), "owner": alert.owner,
+        "summary": alert.summary, "due": due_text(alert.due_at, settings), "owner": alert.owner,
         "acknowledged_by": alert.acknowledged_by, "resolved_reason": alert.resolved_reason,
         "escalation_step": alert.escalation_step,
     }
@@ -299,3 +299,14 @@ def _local(at: datetime | None, settings: Settings) -> str | None:
     if at is None:
         return None
     return at.astimezone(ZoneInfo(settings.service.timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def due_text(at: datetime | None, settings: Settings) -> str | None:
+    """A due instant as people read it: the rules make most things due at the end of a local day
+    (local midnight), which reads as "end of 2026-11-25", not as the next day's 00:00."""
+    if at is None:
+        return None
+    local = at.astimezone(ZoneInfo(settings.service.timezone))
+    if (local.hour, local.minute, local.second) == (0, 0, 0):
+        return f"end of {(local - timedelta(seconds=1)).date().isoformat()}"
+    return _local(at, settings)

@@ -34,7 +34,7 @@ def wanted(
     if action.status != "open":
         return None
     overdue_at = end_of_day(action.due_on, tz)
-    where = f"{action.visor_ref}, due {action.due_on.isoformat()}, owner {action.owner}"
+    where = f"{action.visor_ref}, due {action.due_on.isoformat()}"
     severity: Severity
     if now >= overdue_at:
         late_days = (local_date(now, tz) - action.due_on).days

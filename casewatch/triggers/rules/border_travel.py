@@ -99,7 +99,7 @@ def evaluate(
             kind=RECORD_FTA, severity="high", visor_ref=check.visor_ref, team=nominal.team,
             subject=check.event_id, owner=nominal.offender_manager or None,
             summary=f"Record unnotified travel on the ViSOR Foreign Travel Attachment and assess "
-            f"a breach: {where}, owner {nominal.offender_manager or 'none'}",
+            f"a breach: {where}",
             details=details,
         ))
     return desired.against(

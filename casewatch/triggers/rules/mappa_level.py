@@ -54,8 +54,7 @@ def evaluate(
         AlertSpec(
             kind=VISOR_UPDATE_DUE, severity="medium", visor_ref=ref, team=team,
             subject=change.event_id, owner=owner, due_at=end_of_day(update_by, tz),
-            summary=f"Update ViSOR with MAPPA level {move} by {update_by.isoformat()}: {ref}, "
-            f"owner {owner or 'none'}",
+            summary=f"Update ViSOR with MAPPA level {move} by {update_by.isoformat()}: {ref}",
             details={**details, "update_by": update_by.isoformat()},
         ),
     ]

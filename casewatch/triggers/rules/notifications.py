@@ -79,7 +79,7 @@ def _spec(
     overdue_at = end_of_day(due.due_on, tz)
     remind_from = start_of_day(due.due_on - timedelta(days=_lead_days(due, settings)), tz)
     owner = nominal.offender_manager or None
-    where = f"{nominal.visor_ref}, due {due.due_on.isoformat()}, owner {owner or 'none'}"
+    where = f"{nominal.visor_ref}, due {due.due_on.isoformat()}"
     severity: Severity
     if now >= overdue_at:
         kind, severity, summary = MISSED, "high", f"Missed {due.kind} notification: {where}"

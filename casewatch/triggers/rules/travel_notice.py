@@ -26,7 +26,7 @@ def evaluate(
         kind=LATE_NOTICE, severity="low", visor_ref=travel.visor_ref, team=nominal.team,
         subject=travel.event_id, owner=owner,
         summary=f"Travel notified {max(notice_days, 0)} day(s) before departure on "
-        f"{travel.departure_on.isoformat()}: {travel.visor_ref}, owner {owner or 'none'}",
+        f"{travel.departure_on.isoformat()}: {travel.visor_ref}",
         details={
             "travel_notification": travel.event_id, "departure_on": travel.departure_on.isoformat(),
             "notice_days": notice_days, "required_days": settings.travel_notice_days,
