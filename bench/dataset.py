@@ -99,6 +99,9 @@ def settings_dict(db_url: str, sizes: Sizes, **sections: dict[str, Any]) -> dict
         "ingest": {"secret": INGEST_SECRET},
         "slack": {"mode": "off"},
         "service": {"log_level": "WARNING"},
+        # No background schedule: its start-up catch-up (a scan, the digests) would run inside
+        # the other benchmarks. `casewatch digest` only builds and queues (no waiting to send).
+        "schedules": {"enabled": False, "digest_command_wait_seconds": 0},
         "teams": teams_config(sizes),
         "officers": officers_config(sizes),
     }

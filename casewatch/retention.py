@@ -80,14 +80,19 @@ async def purge(
             sessions, AuditEntry.id, AuditEntry.at < audit_cutoff, batch
         )
     summary.job_runs = await _purge_simple(
-        sessions, JobRun.id,
+        sessions,
+        JobRun.id,
         (JobRun.started_at < now - timedelta(days=config.job_run_retention_days))
         & (JobRun.outcome != "running"),
         batch,
     )
     async with sessions.begin() as session:
         await record(
-            session, ctx, actor="system", action="retention.purged", purpose="retention",
+            session,
+            ctx,
+            actor="system",
+            action="retention.purged",
+            purpose="retention",
             details=asdict(summary),
         )
     log.info("retention: purged %s", summary.line())
@@ -99,17 +104,21 @@ async def _purge_alerts(
 ) -> None:
     while True:
         async with sessions.begin() as session:
-            ids = list((await session.execute(
-                select(Alert.id)
-                .where(Alert.state == "resolved", Alert.resolved_at < cutoff)
-                .order_by(Alert.id)
-                .limit(batch)
-            )).scalars())
+            ids = list(
+                (
+                    await session.execute(
+                        select(Alert.id)
+                        .where(Alert.state == "resolved", Alert.resolved_at < cutoff)
+                        .order_by(Alert.id)
+                        .limit(batch)
+                    )
+                ).scalars()
+            )
             if not ids:
                 return
-            delivery_ids = list((await session.execute(
-                select(Delivery.id).where(Delivery.alert_id.in_(ids))
-            )).scalars())
+            delivery_ids = list(
+                (await session.execute(select(Delivery.id).where(Delivery.alert_id.in_(ids)))).scalars()
+            )
             summary.attempts += await _delete_attempts(session, delivery_ids)
             summary.deliveries += await _count(session, delete(Delivery).where(Delivery.alert_id.in_(ids)))
             summary.threads += await _count(session, delete(AlertThread).where(AlertThread.alert_id.in_(ids)))
@@ -126,16 +135,20 @@ async def _purge_messages(
 ) -> None:
     while True:
         async with sessions.begin() as session:
-            ids = list((await session.execute(
-                select(Delivery.id)
-                .where(
-                    Delivery.alert_id.is_(None),
-                    Delivery.state.in_(("sent", "dead")),
-                    Delivery.created_at < cutoff,
-                )
-                .order_by(Delivery.id)
-                .limit(batch)
-            )).scalars())
+            ids = list(
+                (
+                    await session.execute(
+                        select(Delivery.id)
+                        .where(
+                            Delivery.alert_id.is_(None),
+                            Delivery.state.in_(("sent", "dead")),
+                            Delivery.created_at < cutoff,
+                        )
+                        .order_by(Delivery.id)
+                        .limit(batch)
+                    )
+                ).scalars()
+            )
             if not ids:
                 return
             summary.attempts += await _delete_attempts(session, ids)
@@ -152,9 +165,11 @@ async def _purge_simple(
     total = 0
     while True:
         async with sessions.begin() as session:
-            ids = list((await session.execute(
-                select(id_column).where(condition).order_by(id_column).limit(batch)
-            )).scalars())
+            ids = list(
+                (
+                    await session.execute(select(id_column).where(condition).order_by(id_column).limit(batch))
+                ).scalars()
+            )
             if not ids:
                 return total
             total += await _count(session, delete(table).where(id_column.in_(ids)))

@@ -17,7 +17,8 @@ next_attempt_at passed) and expired claims (sending, claimed_until passed) on ev
 
 The watchdog (every schedules.watchdog_seconds, not recorded) runs missed or failed daily jobs
 again while within schedules.daily_catch_up_seconds of their time, and raises a
-system.job_stale alert to the admins for a job with no success for its period plus
+system.job_stale alert to the admins (officers with the role "admin"; with none, routing falls
+back to the SPOC inbox of the first team) for a job with no success for its period plus
 schedules.stale_after_seconds (resolved once it succeeds again). A failed interval job is retried
 by its next run, in the next slot.
 """
@@ -25,6 +26,7 @@ by its next run, in the next slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
@@ -102,9 +104,15 @@ class JobSet:
         s = self.ctx.settings
         specs = [JobSpec("scan", self._scan, interval_seconds=self.config.scan_interval_seconds)]
         if s.delivery.escalation_tick_seconds == 0:
-            specs.append(JobSpec("escalation", self._escalate, interval_seconds=self.config.escalation_interval_seconds))
+            specs.append(
+                JobSpec(
+                    "escalation", self._escalate, interval_seconds=self.config.escalation_interval_seconds
+                )
+            )
         for team in s.teams:
-            specs.append(JobSpec(f"digest:{team.id}", self._digest_for(team.id), daily_at=parse_hhmm(team.digest_time)))
+            specs.append(
+                JobSpec(f"digest:{team.id}", self._digest_for(team.id), daily_at=parse_hhmm(team.digest_time))
+            )
         specs.append(JobSpec("retention", self._retention, daily_at=parse_hhmm(self.config.retention_time)))
         return specs
 
@@ -158,7 +166,12 @@ class JobSet:
         try:
             run_id = await claim_run(self.sessions, spec.name, key, now, timeout)
         except Exception as exc:
-            log.error("job %s: cannot claim run %s (%s); next run will try again", spec.name, key, describe_failure(exc))
+            log.error(
+                "job %s: cannot claim run %s (%s); next run will try again",
+                spec.name,
+                key,
+                describe_failure(exc),
+            )
             self.metrics.count(spec.name, "failed")
             return "failed"
         if run_id is None:
@@ -167,6 +180,15 @@ class JobSet:
             return "skipped"
         try:
             await spec.action(now)
+        except asyncio.CancelledError:
+            # Stopped mid-run (the process is stopping): mark it failed, so that the next leader
+            # retries it now rather than after job_timeout_seconds.
+            log.warning("job %s: run %s interrupted; it will be retried", spec.name, key)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    finish_run(self.sessions, run_id, "failed", self.ctx.clock.now(), "interrupted")
+                )
+            raise
         except Exception as exc:
             failure = describe_failure(exc)
             log.error("job %s: run %s failed: %s; it will be retried", spec.name, key, failure)
@@ -228,17 +250,30 @@ class JobSet:
                 stale.append(spec.name)
             if team is None:
                 if is_stale:
-                    log.error("job %s: no success since %s, and no team to alert", spec.name, reference.isoformat())
+                    log.error(
+                        "job %s: no success since %s, and no team to alert", spec.name, reference.isoformat()
+                    )
                 continue
             async with self.sessions.begin() as session:
                 live = await live_alert(session, STALE_KIND, SYSTEM_REF, spec.name)
                 if is_stale and live is None:
-                    await open_alert(session, AlertSpec(
-                        kind=STALE_KIND, severity="high", visor_ref=SYSTEM_REF, team=team, subject=spec.name,
-                        summary=f"Scheduled job {spec.name} has not succeeded since "
-                        f"{reference.astimezone(self.tz):%Y-%m-%d %H:%M %Z}",
-                        details={"job": spec.name, "last_success": last[spec.name].isoformat() if spec.name in last else None},
-                    ), self.ctx)
+                    await open_alert(
+                        session,
+                        AlertSpec(
+                            kind=STALE_KIND,
+                            severity="high",
+                            visor_ref=SYSTEM_REF,
+                            team=team,
+                            subject=spec.name,
+                            summary=f"Scheduled job {spec.name} has not succeeded since "
+                            f"{reference.astimezone(self.tz):%Y-%m-%d %H:%M %Z}",
+                            details={
+                                "job": spec.name,
+                                "last_success": last[spec.name].isoformat() if spec.name in last else None,
+                            },
+                        ),
+                        self.ctx,
+                    )
                     log.error("job %s: no success since %s; admins alerted", spec.name, reference.isoformat())
                 elif not is_stale and live is not None:
                     await resolve(session, live, "the job succeeded again", self.ctx)

@@ -68,7 +68,9 @@ class LeaderLease:
                 held = await _acquire(session, self.name, self.holder, now, now + self.lease)
         except Exception as exc:  # the database is away: no lease we can vouch for
             if self.is_leader:
-                log.warning("leader: cannot renew the %s lease (%s); stepping down", self.name, type(exc).__name__)
+                log.warning(
+                    "leader: cannot renew the %s lease (%s); stepping down", self.name, type(exc).__name__
+                )
             held = False
         if held and not self.is_leader:
             log.info("leader: %s now holds the %s lease", self.holder, self.name)
@@ -93,9 +95,7 @@ class LeaderLease:
         log.info("leader: %s released the %s lease", self.holder, self.name)
 
 
-async def _acquire(
-    session: AsyncSession, name: str, holder: str, now: datetime, until: datetime
-) -> bool:
+async def _acquire(session: AsyncSession, name: str, holder: str, now: datetime, until: datetime) -> bool:
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(Lease).values(name=name, holder=holder, expires_at=until)
     upsert = stmt.on_conflict_do_update(
@@ -106,7 +106,9 @@ async def _acquire(
     return (await session.execute(upsert)).scalar_one_or_none() == holder
 
 
-async def current_holder(sessions: async_sessionmaker[AsyncSession], clock: Clock, name: str = SCHEDULER_LEASE) -> str | None:
+async def current_holder(
+    sessions: async_sessionmaker[AsyncSession], clock: Clock, name: str = SCHEDULER_LEASE
+) -> str | None:
     """Who holds the lease now (None if nobody holds an unexpired one)."""
     async with sessions() as session:
         lease = await session.get(Lease, name)

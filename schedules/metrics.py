@@ -27,7 +27,8 @@ class JobMetrics:
             "casewatch_scheduler_leader", "1 while this process holds the scheduler lease", registry=registry
         )
         self.stale = Gauge(
-            "casewatch_jobs_stale", "Jobs with no success for longer than allowed (alerted to the admins)",
+            "casewatch_jobs_stale",
+            "Jobs with no success for longer than allowed (alerted to the admins)",
             registry=registry,
         )
 

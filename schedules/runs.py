@@ -17,7 +17,7 @@ from casewatch.store.models import JobRun
 
 
 async def claim_run(
-    sessions: async_sessionmaker[AsyncSession], job: str, run_key: str, now: datetime, timeout: timedelta
+    sessions: async_sessionmaker[AsyncSession], job: str, run_key: str, now: datetime, stale_after: timedelta
 ) -> int | None:
     """The id of the claimed run, or None if the key has run (or is running) already."""
     async with sessions.begin() as session:
@@ -27,13 +27,17 @@ async def claim_run(
             index_elements=[JobRun.run_key],
             set_={"started_at": now, "finished_at": None, "outcome": "running", "error": None},
             where=(JobRun.outcome == "failed")
-            | ((JobRun.outcome == "running") & (JobRun.started_at < now - timeout)),
+            | ((JobRun.outcome == "running") & (JobRun.started_at < now - stale_after)),
         ).returning(JobRun.id)
         return (await session.execute(upsert)).scalar_one_or_none()
 
 
 async def finish_run(
-    sessions: async_sessionmaker[AsyncSession], run_id: int, outcome: str, now: datetime, error: str | None = None
+    sessions: async_sessionmaker[AsyncSession],
+    run_id: int,
+    outcome: str,
+    now: datetime,
+    error: str | None = None,
 ) -> None:
     async with sessions.begin() as session:
         await session.execute(
@@ -52,7 +56,11 @@ async def run_outcome(sessions: async_sessionmaker[AsyncSession], run_key: str) 
 async def last_successes(sessions: async_sessionmaker[AsyncSession]) -> dict[str, datetime]:
     """Job name -> when its latest successful run finished."""
     async with sessions() as session:
-        rows = (await session.execute(
-            select(JobRun.job, func.max(JobRun.finished_at)).where(JobRun.outcome == "ok").group_by(JobRun.job)
-        )).all()
+        rows = (
+            await session.execute(
+                select(JobRun.job, func.max(JobRun.finished_at))
+                .where(JobRun.outcome == "ok")
+                .group_by(JobRun.job)
+            )
+        ).all()
     return {job: at for job, at in rows if at is not None}

@@ -46,7 +46,9 @@ class Scheduler:
         self.config = ctx.settings.schedules
         self.metrics = JobMetrics(registry)
         self.jobs = JobSet(sessions, ctx, self.metrics)
-        self.lease = LeaderLease(sessions, ctx.clock, lease_seconds=self.config.leader_lease_seconds, holder=holder)
+        self.lease = LeaderLease(
+            sessions, ctx.clock, lease_seconds=self.config.leader_lease_seconds, holder=holder
+        )
         self._aps: AsyncIOScheduler | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,8 +115,11 @@ class Scheduler:
                 trigger = DailyLocalTrigger(spec.daily_at, self.jobs.tz)
             aps.add_job(self.jobs.launch, trigger, args=[spec], id=spec.name, name=spec.name, **options)
         aps.add_job(
-            self.jobs.launch_watchdog, IntervalTrigger(seconds=self.config.watchdog_seconds, timezone=UTC),
-            id="watchdog", name="watchdog", next_run_time=now,
+            self.jobs.launch_watchdog,
+            IntervalTrigger(seconds=self.config.watchdog_seconds, timezone=UTC),
+            id="watchdog",
+            name="watchdog",
+            next_run_time=now,
         )
         aps.start()
         self._aps = aps

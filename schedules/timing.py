@@ -82,9 +82,7 @@ class DailyLocalTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has
         self.at = at
         self.tz = tz
 
-    def get_next_fire_time(
-        self, previous_fire_time: datetime | None, now: datetime
-    ) -> datetime | None:
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
         if previous_fire_time is not None:
             return next_due(previous_fire_time, self.at, self.tz, inclusive=False)[1]
         return next_due(now, self.at, self.tz, inclusive=True)[1]

@@ -98,7 +98,7 @@ def test_serve_runs_until_sigterm(sqlite_url: str, tmp_path: Path) -> None:
     assert process.returncode == 0, text
     assert "casewatch stopping" in text
     assert SERVE_SECRET not in text
-    assert "Traceback" not in text
+    assert "Traceback" not in text, text
 
 
 def _wait_for_port(process: subprocess.Popen[str], output: list[str]) -> int:

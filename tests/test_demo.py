@@ -165,7 +165,7 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
     assert process.returncode == 0, err
     assert "casewatch demo stopped" in out
     assert secret not in err  # logs never carry it
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
 
     # Again in the same folder: everything is a duplicate, nothing new opens, and it stops itself.
     again = _start_demo(folder, exit_after=0.2)

@@ -27,7 +27,9 @@ from tests.test_delivery_support import mail_fixture, slack_fixture  # noqa: F40
 LONDON = ZoneInfo("Europe/London")
 
 
-async def _digest(sessions: async_sessionmaker[AsyncSession], settings: Settings, team: str = "north") -> Digest:
+async def _digest(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, team: str = "north"
+) -> Digest:
     ctx = Context(settings, FixedClock(AT))
     team_section = settings.team(team)
     assert team_section is not None
@@ -41,16 +43,24 @@ async def _setup(sessions: async_sessionmaker[AsyncSession], settings: Settings)
     await load_known_set(sessions)
 
 
-async def test_digest_content_for_a_known_data_set(db_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_digest_content_for_a_known_data_set(
+    db_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
     settings = make_settings(db_url)
     await _setup(sessions, settings)
     d = await _digest(sessions, settings)
 
     assert d.local_day == date(2026, 11, 23)
-    assert d.new_by_kind == [("notification.due_soon", 1), ("notification.missed", 1), ("travel.unnotified", 1)]
+    assert d.new_by_kind == [
+        ("notification.due_soon", 1),
+        ("notification.missed", 1),
+        ("travel.unnotified", 1),
+    ]
     assert d.new_total == 3
     assert [(a.id, age) for a, age in d.unacknowledged] == [
-        ("A-OLD001", timedelta(hours=72)), ("A-REC001", timedelta(hours=25)), ("A-NEW001", timedelta(hours=2)),
+        ("A-OLD001", timedelta(hours=72)),
+        ("A-REC001", timedelta(hours=25)),
+        ("A-NEW001", timedelta(hours=2)),
     ]
     assert [(owner, [(a.action_id, days) for a, days in rows]) for owner, rows in d.overdue_by_owner] == [
         ("PC1234", [("ACT-1", 3), ("ACT-2", 1)]),
@@ -59,20 +69,29 @@ async def test_digest_content_for_a_known_data_set(db_url: str, sessions: async_
     assert d.overdue_total == 3
     assert [(a.id, a.due_on) for a in d.missed_notifications] == [("A-NEW002", date(2026, 11, 20))]
     assert [(i.due_on, i.what, i.ref) for i in d.due_soon] == [
-        (date(2026, 11, 25), "action", "ACT-4"), (date(2026, 11, 27), "notification", "A-DUE001"),
+        (date(2026, 11, 25), "action", "ACT-4"),
+        (date(2026, 11, 27), "notification", "A-DUE001"),
     ]
     assert [a.id for a in d.border_travel] == ["A-NEW001"]
-    assert [(r.visor_ref, r.alert_id, age) for r, age in d.recalls] == [("VS-0000002", "A-REC001", timedelta(hours=25))]
+    assert [(r.visor_ref, r.alert_id, age) for r, age in d.recalls] == [
+        ("VS-0000002", "A-REC001", timedelta(hours=25))
+    ]
     assert [(c.officer_id, c.total, c.high, round(c.percent), c.over) for c in d.caseload] == [
-        ("PC1234", 5, 2, 40, True), ("SGT0001", 1, 0, 0, False),
+        ("PC1234", 5, 2, 40, True),
+        ("SGT0001", 1, 0, 0, False),
     ]
     assert not d.nothing_to_report
 
     text = render.email_text(d)
     for heading in (
-        "New alerts in the last 24 hours: 3", "Unacknowledged alerts: 3", "Overdue actions: 3",
-        "Missed notifications: 1", "Falling due in the next 7 days: 2", "Border-travel alerts: 1",
-        "Outstanding recalls: 1", "1 over)",
+        "New alerts in the last 24 hours: 3",
+        "Unacknowledged alerts: 3",
+        "Overdue actions: 3",
+        "Missed notifications: 1",
+        "Falling due in the next 7 days: 2",
+        "Border-travel alerts: 1",
+        "Outstanding recalls: 1",
+        "1 over)",
     ):
         assert heading in text, heading
     assert "A-OLD001  high  action.overdue  VS-0000001  open for 3d 0h" in text
@@ -96,7 +115,9 @@ async def test_the_channel_version_carries_counts_ids_and_refs_only(sqlite_url: 
         await engine.dispose()
     lines = render.channel_lines(d)
     assert lines[0] == "Daily digest North MOSOVO 2026-11-23"
-    assert "New alerts (24 h): 3 (notification.due_soon 1, notification.missed 1, travel.unnotified 1)" in lines
+    assert (
+        "New alerts (24 h): 3 (notification.due_soon 1, notification.missed 1, travel.unnotified 1)" in lines
+    )
     assert "Unacknowledged: 3: A-OLD001 VS-0000001, A-REC001 VS-0000002, A-NEW001 VS-0000001" in lines
     assert "Overdue actions: 3 (PC1234 2, SGT0001 1)" in lines
     assert "Outstanding recalls: 1: VS-0000002 A-REC001" in lines
@@ -132,7 +153,9 @@ def test_the_caseload_guideline_is_a_share_above_the_setting() -> None:
 
 
 def test_nothing_to_report_is_said_clearly() -> None:
-    d = build_digest(DigestInput("north", "North MOSOVO", caseloads=[OfficerCases("PC1", "", 10, 2)]), AT, LONDON)
+    d = build_digest(
+        DigestInput("north", "North MOSOVO", caseloads=[OfficerCases("PC1", "", 10, 2)]), AT, LONDON
+    )
     assert d.nothing_to_report
     assert render.NOTHING in render.email_text(d)
     assert "nothing to report" in render.subject(d)
@@ -144,7 +167,9 @@ async def test_the_digest_goes_out_by_email_and_to_the_channel(
     sqlite_url: str, slack: SlackStandIn, mail: MailSink
 ) -> None:
     settings = ds.make_settings(slack_url=slack.url, smtp_port=mail.port)
-    settings = settings.model_copy(update={"database": settings.database.model_copy(update={"url": sqlite_url})})
+    settings = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": sqlite_url})}
+    )
     ctx = ds.make_ctx(settings, AT)
     engine = make_engine(sqlite_url)
     sessions = make_sessionmaker(engine)

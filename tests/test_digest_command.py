@@ -53,7 +53,10 @@ def test_digest_command_sends_the_digest(
     assert "north: digest for 2026-03-29 (nothing to report); 2 message(s) queued" in out
     assert "delivered 2 of 2" in out
     assert sorted(m["To"] for m in mail.messages) == ["insp.north@force.example", "sgt.north@force.example"]
-    assert all(m["Subject"] == "[casewatch] Daily digest North MOSOVO 2026-03-29 (nothing to report)" for m in mail.messages)
+    assert all(
+        m["Subject"] == "[casewatch] Daily digest North MOSOVO 2026-03-29 (nothing to report)"
+        for m in mail.messages
+    )
 
 
 def test_digest_command_refuses_an_unknown_team(

@@ -30,9 +30,18 @@ DAY = timedelta(days=1)
 
 def _delivery(alert_id: str | None, created: datetime, state: str = "sent") -> Delivery:
     return Delivery(
-        alert_id=alert_id, purpose="opened" if alert_id else "digest", receiver="team:north", channel="email",
-        target="north.spoc@force.example", payload={}, content_hash="", state=state, attempts=1,
-        next_attempt_at=created, created_at=created, sent_at=created if state == "sent" else None,
+        alert_id=alert_id,
+        purpose="opened" if alert_id else "digest",
+        receiver="team:north",
+        channel="email",
+        target="north.spoc@force.example",
+        payload={},
+        content_hash="",
+        state=state,
+        attempts=1,
+        next_attempt_at=created,
+        created_at=created,
+        sent_at=created if state == "sent" else None,
     )
 
 
@@ -42,46 +51,89 @@ async def _with_trail(session: AsyncSession, a: Alert) -> None:
     d = _delivery(a.id, a.opened_at)
     session.add(d)
     await session.flush()
-    session.add(DeliveryAttempt(delivery_id=d.id, attempted_at=a.opened_at, outcome="sent", error=None, duration_ms=5))
-    session.add(AlertThread(alert_id=a.id, channel="email", target=d.target, external_ref=f"<{a.id}@x>",
-                            created_at=a.opened_at))
+    session.add(
+        DeliveryAttempt(delivery_id=d.id, attempted_at=a.opened_at, outcome="sent", error=None, duration_ms=5)
+    )
+    session.add(
+        AlertThread(
+            alert_id=a.id,
+            channel="email",
+            target=d.target,
+            external_ref=f"<{a.id}@x>",
+            created_at=a.opened_at,
+        )
+    )
     session.add(Acknowledgement(alert_id=a.id, officer_id="PC1234", via="api", acknowledged_at=a.opened_at))
 
 
 async def _count(sessions: async_sessionmaker[AsyncSession], model: type, *where: object) -> int:
     async with sessions() as session:
-        return int((await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one())  # type: ignore[arg-type]
+        return int(
+            (await session.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
+        )  # type: ignore[arg-type]
 
 
-async def test_retention_purges_only_what_it_should(db_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
-    settings = make_settings(db_url, schedules={"alert_retention_days": 730, "audit_retention_days": 2557,
-                                                "message_retention_days": 90})
+async def test_retention_purges_only_what_it_should(
+    db_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = make_settings(
+        db_url,
+        schedules={"alert_retention_days": 730, "audit_retention_days": 2557, "message_retention_days": 90},
+    )
     old = NOW - 800 * DAY
     async with sessions.begin() as session:
-        await _with_trail(session, alert("A-OLDRES", "travel.confirmed", "VS-0000001", old, state="resolved",
-                                         resolved=old + DAY))
-        await _with_trail(session, alert("A-OLDRE2", "action.overdue", "VS-0000002", old, state="resolved",
-                                         resolved=old + DAY))
+        await _with_trail(
+            session,
+            alert("A-OLDRES", "travel.confirmed", "VS-0000001", old, state="resolved", resolved=old + DAY),
+        )
+        await _with_trail(
+            session,
+            alert("A-OLDRE2", "action.overdue", "VS-0000002", old, state="resolved", resolved=old + DAY),
+        )
         # Resolved recently (opened long ago): kept.
-        await _with_trail(session, alert("A-RECENT", "action.overdue", "VS-0000003", old, state="resolved",
-                                         resolved=NOW - 10 * DAY))
+        await _with_trail(
+            session,
+            alert("A-RECENT", "action.overdue", "VS-0000003", old, state="resolved", resolved=NOW - 10 * DAY),
+        )
         # Open and acknowledged for years: never purged.
         await _with_trail(session, alert("A-OPEN01", "recall.issued", "VS-0000004", old))
-        await _with_trail(session, alert("A-ACKED1", "notification.missed", "VS-0000005", old, state="acknowledged"))
-        session.add_all([
-            _delivery(None, NOW - 100 * DAY),  # an old digest: purged
-            _delivery(None, NOW - 100 * DAY, state="pending"),  # not sent yet: kept
-            _delivery(None, NOW - 10 * DAY),  # a recent digest: kept
-            AuditEntry(at=NOW - 2600 * DAY, actor="system", action="delivery.sent", subject="A-ANCIENT"),
-            AuditEntry(at=old, actor="system", action="delivery.sent", subject="A-OLDRES"),
-            JobRun(job="scan", run_key="scan:old", started_at=NOW - 40 * DAY, finished_at=NOW - 40 * DAY, outcome="ok"),
-            JobRun(job="scan", run_key="scan:new", started_at=NOW - DAY, finished_at=NOW - DAY, outcome="ok"),
-        ])
+        await _with_trail(
+            session, alert("A-ACKED1", "notification.missed", "VS-0000005", old, state="acknowledged")
+        )
+        session.add_all(
+            [
+                _delivery(None, NOW - 100 * DAY),  # an old digest: purged
+                _delivery(None, NOW - 100 * DAY, state="pending"),  # not sent yet: kept
+                _delivery(None, NOW - 10 * DAY),  # a recent digest: kept
+                AuditEntry(at=NOW - 2600 * DAY, actor="system", action="delivery.sent", subject="A-ANCIENT"),
+                AuditEntry(at=old, actor="system", action="delivery.sent", subject="A-OLDRES"),
+                JobRun(
+                    job="scan",
+                    run_key="scan:old",
+                    started_at=NOW - 40 * DAY,
+                    finished_at=NOW - 40 * DAY,
+                    outcome="ok",
+                ),
+                JobRun(
+                    job="scan", run_key="scan:new", started_at=NOW - DAY, finished_at=NOW - DAY, outcome="ok"
+                ),
+            ]
+        )
 
     summary = await purge(sessions, Context(settings, FixedClock(NOW)), batch=1)  # batch 1: loops work
 
-    assert (summary.alerts, summary.deliveries, summary.attempts, summary.threads, summary.acknowledgements) == (
-        2, 2, 2, 2, 2,
+    assert (
+        summary.alerts,
+        summary.deliveries,
+        summary.attempts,
+        summary.threads,
+        summary.acknowledgements,
+    ) == (
+        2,
+        2,
+        2,
+        2,
+        2,
     )
     assert (summary.messages, summary.audit_entries, summary.job_runs) == (1, 1, 1)
     async with sessions() as session:
@@ -103,12 +155,15 @@ async def test_retention_purges_only_what_it_should(db_url: str, sessions: async
 
 
 async def test_zero_means_keep_for_ever(sqlite_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
-    settings = make_settings(sqlite_url, schedules={"alert_retention_days": 0, "audit_retention_days": 0,
-                                                    "message_retention_days": 0})
+    settings = make_settings(
+        sqlite_url,
+        schedules={"alert_retention_days": 0, "audit_retention_days": 0, "message_retention_days": 0},
+    )
     old = NOW - 5000 * DAY
     async with sessions.begin() as session:
-        await _with_trail(session, alert("A-OLDRES", "travel.confirmed", "VS-0000001", old, state="resolved",
-                                         resolved=old))
+        await _with_trail(
+            session, alert("A-OLDRES", "travel.confirmed", "VS-0000001", old, state="resolved", resolved=old)
+        )
         session.add(AuditEntry(at=old, actor="system", action="delivery.sent", subject="A-OLDRES"))
         session.add(_delivery(None, old))
     summary = await purge(sessions, Context(settings, FixedClock(NOW)))

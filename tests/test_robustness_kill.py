@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from casewatch.store.engine import make_engine, make_sessionmaker
-from casewatch.store.models import Alert, Delivery
+from casewatch.store.models import Delivery
 from integrations.mail_sink import MailSink
 from tests.slack_standin import SlackStandIn
 from tests.support import SECRET, envelope, nominal_data, signed_headers
@@ -37,7 +37,7 @@ def _config(path: Path, db_url: str, slack: SlackStandIn, mail: MailSink) -> Non
         f'[slack]\nmode = "http"\nbot_token = "{TOKEN}"\nsigning_secret = "kill-test-not-real"\n'
         f'api_url = "{slack.url}"\n'
         f'[smtp]\nhost = "127.0.0.1"\nport = {mail.port}\n'
-        "[delivery]\nworkers = 2\npoll_seconds = 0.1\nsend_timeout_seconds = 2\nlease_seconds = 4\n"
+        "[delivery]\nworkers = 2\npoll_seconds = 0.1\nsend_timeout_seconds = 2\nlease_seconds = 10\n"
         "chat_interval_seconds = 0\nbackoff_base_seconds = 0.2\nbackoff_max_seconds = 1\n"
         '[[teams]]\nid = "north"\nname = "North (fictional)"\nchannel = "C0NORTH"\n'
         'spoc_email = "north.spoc@force.example"\n'
@@ -75,9 +75,10 @@ async def _drain(process: asyncio.subprocess.Process) -> None:
 async def _upgrade(config: Path) -> None:
     done = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "casewatch.cli", "db", "upgrade", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    assert await done.wait() == 0
+    output, _ = await done.communicate()
+    assert done.returncode == 0, output.decode()
 
 
 async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
@@ -90,7 +91,7 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
             await _upgrade(config)
             # Slack takes the first messages but answers late: the kill lands mid-delivery.
             for _ in range(4):
-                slack.delay_next("chat.postMessage", 3.0, handle_first=True)
+                slack.delay_next("chat.postMessage", 1.5, handle_first=True)  # < send timeout
             process, port = await _serve(config)
             refs = [f"VS-K{n:06d}" for n in range(ALERTS)]
             now = time.time()
@@ -107,7 +108,7 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
                 ) as resp:
                     assert resp.status == 202, await resp.text()
                     opened = (await resp.json())["alerts"]
-            assert len(opened) == ALERTS
+            assert len(opened) >= ALERTS  # a border check may open more than one kind
             await slack.wait_for_calls("chat.postMessage", 1, within=15)
             process.send_signal(signal.SIGKILL)
             await process.wait()
@@ -115,11 +116,12 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
             engine = make_engine(db_url)
             sessions = make_sessionmaker(engine)
             async with sessions() as session:
-                in_flight = (await session.execute(
-                    select(Delivery.channel, Alert.visor_ref).join(Alert, Alert.id == Delivery.alert_id)
+                in_flight = Counter((str(c), str(t), str(a)) for c, t, a in await session.execute(
+                    select(Delivery.channel, Delivery.target, Delivery.alert_id)
                     .where(Delivery.state == "sending")
-                )).all()
+                ))
 
+            assert sum(in_flight.values()) >= 1  # the kill did land mid-delivery
             process, _ = await _serve(config)
             try:
                 async with asyncio.timeout(40):
@@ -127,6 +129,11 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
                         async with sessions() as session:
                             states = Counter((await session.execute(select(Delivery.state))).scalars())
                         if set(states) == {"sent"}:
+                            expected = {
+                                (str(c), str(t), str(a)) for c, t, a in await session.execute(
+                                    select(Delivery.channel, Delivery.target, Delivery.alert_id)
+                                )
+                            }
                             break
                         await asyncio.sleep(0.2)
             finally:
@@ -134,14 +141,16 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
                 await process.wait()
                 await engine.dispose()
 
-        posted = Counter(
-            ref for (channel, _), m in slack.messages.items() if channel == "C0NORTH"
-            for ref in refs if ref in str(m.get("text"))
-        )
-        mailed = Counter(ref for m in mail.messages for ref in refs if ref in str(m["Subject"]))
+        ids = sorted({alert_id for _, _, alert_id in expected})
+        received: Counter[tuple[str, str, str]] = Counter()
+        for (channel, _), message in slack.messages.items():
+            received.update(("slack", channel, i) for i in ids if i in str(message.get("text")))
+        for mailed, (_, rcpts) in zip(mail.messages, mail.envelopes, strict=True):
+            text = str(mailed["Subject"]) + str(mailed.get_body(preferencelist=("plain",)))
+            received.update(("email", rcpt, i) for i in ids if i in text for rcpt in rcpts)
     finally:
         mail.stop()
-    allowed_again = Counter(ref for _, ref in in_flight)
-    for ref in refs:
-        assert posted[ref] >= 1 and mailed[ref] >= 1, ref  # none lost
-        assert posted[ref] + mailed[ref] - 2 <= allowed_again[ref], ref  # duplicates only in flight
+    assert set(opened) <= set(ids) and any(channel == "slack" for channel, _, _ in expected)
+    for key in expected:
+        assert received[key] >= 1, key  # none lost
+        assert received[key] - 1 <= in_flight[key], key  # a duplicate only where it was in flight

@@ -23,8 +23,13 @@ from schedules.jobs import JobSet
 from schedules.metrics import JobMetrics
 from tests.support import OFFICERS, client_for, make_service, make_settings
 
-ADMIN = {"id": "ADM0001", "name": "Admin Example", "email": "admin@force.example", "team": "south",
-         "roles": ["officer", "admin"]}
+ADMIN = {
+    "id": "ADM0001",
+    "name": "Admin Example",
+    "email": "admin@force.example",
+    "team": "south",
+    "roles": ["officer", "admin"],
+}
 
 
 def _jobs(db_url: str, sessions: async_sessionmaker[AsyncSession], at: datetime, **overrides: Any) -> JobSet:
@@ -40,9 +45,13 @@ async def _runs(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, s
 
 async def _digests(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, str]]:
     async with sessions() as session:
-        rows = (await session.execute(
-            select(Delivery.target, Delivery.payload).where(Delivery.purpose == "digest").order_by(Delivery.id)
-        )).all()
+        rows = (
+            await session.execute(
+                select(Delivery.target, Delivery.payload)
+                .where(Delivery.purpose == "digest")
+                .order_by(Delivery.id)
+            )
+        ).all()
     return [(target, payload["subject"]) for target, payload in rows]
 
 
@@ -72,7 +81,9 @@ async def test_the_digest_runs_at_seven_local_once_on_each_clock_change_day(
         first.ctx.clock.set(seven_local)  # type: ignore[attr-defined]
         assert spec.run_key(seven_local, first.tz) == f"digest:north:{day}"
         assert await first.run(spec) == "ok"
-        assert await second.run(second.spec("digest:north")) == "skipped"  # the other process: no second digest
+        assert (
+            await second.run(second.spec("digest:north")) == "skipped"
+        )  # the other process: no second digest
         first.ctx.clock.set(seven_local + timedelta(hours=1))  # type: ignore[attr-defined]
         assert await first.run(spec) == "skipped"
         # The watchdog's catch-up runs the south digest (also 07:00) and nothing else, once.
@@ -86,7 +97,8 @@ async def test_the_digest_runs_at_seven_local_once_on_each_clock_change_day(
         ("sgt.south@force.example", f"[casewatch] Daily digest South MOSOVO {day} (nothing to report)"),
     ]
     assert [r for r in await _runs(sessions) if r[0].startswith("digest")] == [
-        (f"digest:north:{day}", "ok"), (f"digest:south:{day}", "ok"),
+        (f"digest:north:{day}", "ok"),
+        (f"digest:south:{day}", "ok"),
     ]
 
 
@@ -99,7 +111,8 @@ async def test_the_scan_runs_once_per_slot(db_url: str, sessions: async_sessionm
     jobs.ctx.clock.advance(timedelta(seconds=300))  # type: ignore[attr-defined]
     assert await jobs.run(scan) == "ok"
     assert await _runs(sessions) == [
-        ("scan:2026-11-23T10:00:00Z", "ok"), ("scan:2026-11-23T10:05:00Z", "ok"),
+        ("scan:2026-11-23T10:00:00Z", "ok"),
+        ("scan:2026-11-23T10:05:00Z", "ok"),
     ]
 
 
@@ -138,13 +151,17 @@ async def test_a_failing_job_is_logged_counted_and_retried(
     assert await jobs.catch_up() == ["digest:north", "digest:south", "retention"]
     assert await jobs.catch_up() == []
     assert await _runs(sessions) == [
-        ("digest:north:2026-11-23", "ok"), ("digest:south:2026-11-23", "ok"), ("retention:2026-11-23", "ok"),
+        ("digest:north:2026-11-23", "ok"),
+        ("digest:south:2026-11-23", "ok"),
+        ("retention:2026-11-23", "ok"),
     ]
     metrics = generate_latest(jobs.metrics.registry).decode()
     assert 'casewatch_job_runs_total{job="digest",outcome="ok"} 2.0' in metrics
 
 
-async def test_a_stale_job_alerts_the_admins_and_clears(db_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_stale_job_alerts_the_admins_and_clears(
+    db_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
     at = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     jobs = _jobs(db_url, sessions, at, officers=[*OFFICERS, ADMIN])
     jobs.since = at - timedelta(minutes=30)
@@ -154,7 +171,11 @@ async def test_a_stale_job_alerts_the_admins_and_clears(db_url: str, sessions: a
     assert await jobs.check_stale() == ["scan"]  # still one alert, not two
     async with sessions() as session:
         (alert,) = (await session.execute(select(Alert).where(Alert.kind == "system.job_stale"))).scalars()
-        targets = (await session.execute(select(Delivery.target).where(Delivery.alert_id == alert.id))).scalars().all()
+        targets = (
+            (await session.execute(select(Delivery.target).where(Delivery.alert_id == alert.id)))
+            .scalars()
+            .all()
+        )
     assert (alert.state, alert.subject, alert.team, alert.visor_ref) == ("open", "scan", "south", "SYSTEM")
     assert list(targets) == ["admin@force.example"]  # to the admins, by email (no Slack id)
 
@@ -167,7 +188,8 @@ async def test_a_stale_job_alerts_the_admins_and_clears(db_url: str, sessions: a
 
 async def test_the_scheduler_runs_inside_the_service_and_shows_in_metrics(sqlite_url: str) -> None:
     service = await make_service(
-        sqlite_url, schedules={"leader_lease_seconds": 2, "leader_renew_seconds": 0.5},
+        sqlite_url,
+        schedules={"leader_lease_seconds": 2, "leader_renew_seconds": 0.5},
     )
     try:
         await start_background(service)
@@ -191,6 +213,32 @@ async def test_the_scheduler_runs_inside_the_service_and_shows_in_metrics(sqlite
     try:
         async with make_sessionmaker(engine)() as session:
             lease = await session.get(Lease, "scheduler")
-        assert lease is not None and lease.expires_at < datetime(2026, 11, 20, 9, 30, tzinfo=UTC)  # released on stop
+        assert lease is not None and lease.expires_at < datetime(
+            2026, 11, 20, 9, 30, tzinfo=UTC
+        )  # released on stop
     finally:
         await engine.dispose()
+
+
+async def test_a_run_interrupted_by_a_stop_is_retried_at_once(
+    db_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    import asyncio
+
+    at = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+    jobs = _jobs(db_url, sessions, at)
+    started = asyncio.Event()
+
+    async def slow(now: datetime) -> object:
+        started.set()
+        await asyncio.Event().wait()  # never finishes by itself
+        return None
+
+    await jobs.launch(dataclasses.replace(jobs.spec("digest:north"), action=slow))
+    await asyncio.wait_for(started.wait(), 5)
+    (task,) = jobs.running
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await _runs(sessions) == [("digest:north:2026-11-23", "failed")]
+    assert "digest:north" in await jobs.catch_up()  # not blocked for job_timeout_seconds
+    assert ("digest:north:2026-11-23", "ok") in await _runs(sessions)

@@ -35,7 +35,9 @@ def test_due_at(day: date, at: str, expected_utc: datetime) -> None:
     assert due_at(day, time(hours, minutes), LONDON) == expected_utc
 
 
-@pytest.mark.parametrize("start", [datetime(2026, 3, 26, 12, tzinfo=UTC), datetime(2026, 10, 22, 12, tzinfo=UTC)])
+@pytest.mark.parametrize(
+    "start", [datetime(2026, 3, 26, 12, tzinfo=UTC), datetime(2026, 10, 22, 12, tzinfo=UTC)]
+)
 @pytest.mark.parametrize("at", [time(7, 0), time(1, 30), time(0, 0), time(23, 59)])
 def test_the_trigger_fires_once_a_local_day_across_the_change(start: datetime, at: time) -> None:
     trigger = DailyLocalTrigger(at, LONDON)
@@ -68,7 +70,10 @@ def test_latest_and_next_due() -> None:
     at = time(7, 0)
     just_before = datetime(2026, 3, 29, 5, 59, tzinfo=UTC)  # 06:59 BST
     assert latest_due(just_before, at, LONDON)[0] == date(2026, 3, 28)
-    assert latest_due(just_before + timedelta(minutes=1), at, LONDON) == (SPRING, datetime(2026, 3, 29, 6, tzinfo=UTC))
+    assert latest_due(just_before + timedelta(minutes=1), at, LONDON) == (
+        SPRING,
+        datetime(2026, 3, 29, 6, tzinfo=UTC),
+    )
     assert next_due(just_before, at, LONDON, inclusive=True) == (SPRING, datetime(2026, 3, 29, 6, tzinfo=UTC))
     on_time = datetime(2026, 10, 25, 7, tzinfo=UTC)
     assert next_due(on_time, at, LONDON, inclusive=True)[0] == AUTUMN

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     at = (
         datetime.fromisoformat(args.at.replace("Z", "+00:00")).astimezone(UTC)
-        if getattr(args, "at", None) else None
+        if getattr(args, "at", None)
+        else None
     )
     return asyncio.run(_digest(settings, args.config or "", team, at))
 
@@ -78,11 +79,16 @@ async def _digest(settings: Settings, config_hint: str, team: str | None, at: da
 
 def _queued_line(q: QueuedDigest) -> str:
     d = q.digest
-    state = "nothing to report" if d.nothing_to_report else (
-        f"{d.new_total} new, {len(d.unacknowledged)} unacknowledged, {d.overdue_total} overdue actions, "
-        f"{len(d.missed_notifications)} missed notifications, {len(d.recalls)} outstanding recalls"
+    state = (
+        "nothing to report"
+        if d.nothing_to_report
+        else (
+            f"{d.new_total} new, {len(d.unacknowledged)} unacknowledged, {d.overdue_total} overdue actions, "
+            f"{len(d.missed_notifications)} missed notifications, {len(d.recalls)} outstanding recalls"
+        )
     )
-    return f"{q.team_id}: digest for {d.local_day.isoformat()} ({state}); {len(q.delivery_ids)} message(s) queued"
+    queued = len(q.delivery_ids)
+    return f"{q.team_id}: digest for {d.local_day.isoformat()} ({state}); {queued} message(s) queued"
 
 
 async def _wait(service: wiring.Service, ids: list[int], wait_seconds: float) -> int:
@@ -90,10 +96,13 @@ async def _wait(service: wiring.Service, ids: list[int], wait_seconds: float) ->
     shown = ""
     while True:
         async with service.sessions() as session:
-            rows = (await session.execute(
-                select(Delivery.id, Delivery.channel, Delivery.target, Delivery.state, Delivery.last_error)
-                .where(Delivery.id.in_(ids))
-            )).all()
+            rows = (
+                await session.execute(
+                    select(
+                        Delivery.id, Delivery.channel, Delivery.target, Delivery.state, Delivery.last_error
+                    ).where(Delivery.id.in_(ids))
+                )
+            ).all()
         sent = sum(1 for r in rows if r.state == "sent")
         dead = [r for r in rows if r.state == "dead"]
         progress = f"delivered {sent} of {len(ids)}" + (f", {len(dead)} failed" if dead else "")
@@ -107,7 +116,10 @@ async def _wait(service: wiring.Service, ids: list[int], wait_seconds: float) ->
         if time.monotonic() >= deadline:
             waiting = [r for r in rows if r.state not in ("sent", "dead")]
             for r in waiting:
-                print(f"  still waiting: {r.channel} to {r.target}: {r.last_error or 'not sent yet'}", file=sys.stderr)
+                print(
+                    f"  still waiting: {r.channel} to {r.target}: {r.last_error or 'not sent yet'}",
+                    file=sys.stderr,
+                )
             print(
                 f"casewatch digest: {len(waiting)} message(s) not delivered within {wait_seconds:g}s; "
                 "they stay in the outbox and a running service keeps retrying them",

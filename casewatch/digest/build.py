@@ -125,8 +125,13 @@ class Digest:
     def nothing_to_report(self) -> bool:
         """Nothing new, nothing waiting, nothing late or due, no caseload over the guideline."""
         return not (
-            self.new_by_kind or self.unacknowledged or self.overdue_by_owner
-            or self.missed_notifications or self.due_soon or self.border_travel or self.recalls
+            self.new_by_kind
+            or self.unacknowledged
+            or self.overdue_by_owner
+            or self.missed_notifications
+            or self.due_soon
+            or self.border_travel
+            or self.recalls
             or self.over_guideline
         )
 
@@ -196,5 +201,7 @@ def caseload_shares(caseloads: list[OfficerCases], guideline_percent: float) -> 
     shares = []
     for c in caseloads:
         percent = 100.0 * c.high / c.total if c.total else 0.0
-        shares.append(CaseloadShare(c.officer_id, c.name, c.total, c.high, percent, percent > guideline_percent))
+        shares.append(
+            CaseloadShare(c.officer_id, c.name, c.total, c.high, percent, percent > guideline_percent)
+        )
     return sorted(shares, key=lambda s: (not s.over, -s.percent, s.officer_id))

@@ -29,45 +29,53 @@ async def load_digest_input(
     horizon = at.astimezone(tz).date() + timedelta(days=due_days)
     alerts = [
         _alert_row(a)
-        for a in (await session.execute(
-            select(Alert)
-            .where(
-                Alert.team == team_id,
-                or_(Alert.state.in_(LIVE), Alert.opened_at > at - timedelta(hours=24)),
+        for a in (
+            await session.execute(
+                select(Alert)
+                .where(
+                    Alert.team == team_id,
+                    or_(Alert.state.in_(LIVE), Alert.opened_at > at - timedelta(hours=24)),
+                )
+                .order_by(Alert.opened_at, Alert.id)
             )
-            .order_by(Alert.opened_at, Alert.id)
-        )).scalars()
+        ).scalars()
     ]
     team_of_action = func.coalesce(Nominal.team, Officer.team)
     actions = [
         ActionRow(action_id, visor_ref, owner, due_on)
-        for action_id, visor_ref, owner, due_on in (await session.execute(
-            select(Action.action_id, Action.visor_ref, Action.owner, Action.due_on)
-            .outerjoin(Nominal, Nominal.visor_ref == Action.visor_ref)
-            .outerjoin(Officer, Officer.id == Action.owner)
-            .where(Action.status == "open", Action.due_on <= horizon, team_of_action == team_id)
-            .order_by(Action.due_on, Action.action_id)
-        )).all()
+        for action_id, visor_ref, owner, due_on in (
+            await session.execute(
+                select(Action.action_id, Action.visor_ref, Action.owner, Action.due_on)
+                .outerjoin(Nominal, Nominal.visor_ref == Action.visor_ref)
+                .outerjoin(Officer, Officer.id == Action.owner)
+                .where(Action.status == "open", Action.due_on <= horizon, team_of_action == team_id)
+                .order_by(Action.due_on, Action.action_id)
+            )
+        ).all()
     ]
     recall_alerts = {a.subject: a.id for a in await _live_recall_alerts(session, team_id)}
     recalls = [
         RecallRow(visor_ref, recall_type, issued_at, recall_alerts.get(event_id))
-        for visor_ref, recall_type, issued_at, event_id in (await session.execute(
-            select(Recall.visor_ref, Recall.recall_type, Recall.issued_at, Recall.event_id)
-            .outerjoin(Nominal, Nominal.visor_ref == Recall.visor_ref)
-            .where(
-                Recall.returned_at.is_(None),
-                or_(Nominal.team == team_id, Recall.event_id.in_(list(recall_alerts) or [""])),
+        for visor_ref, recall_type, issued_at, event_id in (
+            await session.execute(
+                select(Recall.visor_ref, Recall.recall_type, Recall.issued_at, Recall.event_id)
+                .outerjoin(Nominal, Nominal.visor_ref == Recall.visor_ref)
+                .where(
+                    Recall.returned_at.is_(None),
+                    or_(Nominal.team == team_id, Recall.event_id.in_(list(recall_alerts) or [""])),
+                )
+                .order_by(Recall.issued_at, Recall.visor_ref)
             )
-            .order_by(Recall.issued_at, Recall.visor_ref)
-        )).all()
+        ).all()
     ]
     high = func.sum(case((Nominal.risk_level.in_(HIGH_RISK), 1), else_=0))
-    loads = (await session.execute(
-        select(Nominal.offender_manager, func.count(), high)
-        .where(Nominal.team == team_id)
-        .group_by(Nominal.offender_manager)
-    )).all()
+    loads = (
+        await session.execute(
+            select(Nominal.offender_manager, func.count(), high)
+            .where(Nominal.team == team_id)
+            .group_by(Nominal.offender_manager)
+        )
+    ).all()
     names = {str(i): str(n) for i, n in (await session.execute(select(Officer.id, Officer.name))).all()}
     caseloads = [
         OfficerCases(str(officer), names.get(str(officer), ""), int(total), int(high_count or 0))
@@ -77,15 +85,24 @@ async def load_digest_input(
 
 
 async def _live_recall_alerts(session: AsyncSession, team_id: str) -> list[Alert]:
-    return list((await session.execute(
-        select(Alert).where(Alert.team == team_id, Alert.kind == RECALL_KIND, Alert.state.in_(LIVE))
-    )).scalars())
+    return list(
+        (
+            await session.execute(
+                select(Alert).where(Alert.team == team_id, Alert.kind == RECALL_KIND, Alert.state.in_(LIVE))
+            )
+        ).scalars()
+    )
 
 
 def _alert_row(alert: Alert) -> AlertRow:
     return AlertRow(
-        id=alert.id, kind=alert.kind, severity=alert.severity, visor_ref=alert.visor_ref,
-        state=alert.state, opened_at=alert.opened_at, owner=alert.owner,
+        id=alert.id,
+        kind=alert.kind,
+        severity=alert.severity,
+        visor_ref=alert.visor_ref,
+        state=alert.state,
+        opened_at=alert.opened_at,
+        owner=alert.owner,
         due_on=_due_on(alert.details),
     )
 

@@ -50,6 +50,7 @@ def _limited(rows: Sequence[T], limit: int) -> tuple[Sequence[T], int]:
 def sections(d: Digest, limit: int = 50) -> list[tuple[str, list[str]]]:
     """(heading, lines) for each section, shared by the text and HTML versions; an empty list of
     lines means "None"."""
+
     def more(n: int) -> list[str]:
         return [f"... and {n} more"] if n else []
 
@@ -73,8 +74,10 @@ def sections(d: Digest, limit: int = 50) -> list[tuple[str, list[str]]]:
         ] + [f"    {line}" for line in more(extra)]
     shown_missed, extra = _limited(d.missed_notifications, limit)
     missed = [
-        f"{a.id}  {a.visor_ref}" + (f"  was due {a.due_on.isoformat()}" if a.due_on else "")
-        + f"  {a.state}" + (f"  owner {a.owner}" if a.owner else "")
+        f"{a.id}  {a.visor_ref}"
+        + (f"  was due {a.due_on.isoformat()}" if a.due_on else "")
+        + f"  {a.state}"
+        + (f"  owner {a.owner}" if a.owner else "")
         for a in shown_missed
     ] + more(extra)
     shown_due, extra = _limited(d.due_soon, limit)
@@ -85,8 +88,7 @@ def sections(d: Digest, limit: int = 50) -> list[tuple[str, list[str]]]:
     ] + more(extra)
     shown_border, extra = _limited(d.border_travel, limit)
     border = [
-        f"{a.id}  {a.kind}  {a.visor_ref}  opened {_local(a.opened_at, d)}  {a.state}"
-        for a in shown_border
+        f"{a.id}  {a.kind}  {a.visor_ref}  opened {_local(a.opened_at, d)}  {a.state}" for a in shown_border
     ] + more(extra)
     shown_recalls, extra = _limited(d.recalls, limit)
     recalls = [
@@ -95,7 +97,8 @@ def sections(d: Digest, limit: int = 50) -> list[tuple[str, list[str]]]:
         for r, at_large in shown_recalls
     ] + more(extra)
     caseload = [
-        f"{c.officer_id}" + (f" ({c.name})" if c.name else "")
+        f"{c.officer_id}"
+        + (f" ({c.name})" if c.name else "")
         + f": {c.total} nominal{'s' if c.total != 1 else ''}, {c.high} high or very high "
         f"({c.percent:.0f}%)" + ("  OVER THE GUIDELINE" if c.over else "")
         for c in d.caseload
@@ -148,7 +151,9 @@ def email_html(d: Digest, limit: int = 50) -> str:
     for heading, rows in sections(d, limit):
         parts.append(f"<h2>{e(heading)}</h2>")
         if rows:
-            parts.append("<ul>" + "".join(f"<li><code>{e(row.strip())}</code></li>" for row in rows) + "</ul>")
+            parts.append(
+                "<ul>" + "".join(f"<li><code>{e(row.strip())}</code></li>" for row in rows) + "</ul>"
+            )
         else:
             parts.append("<p>None.</p>")
     parts.append("<p><small>Sent by casewatch. Details stay in ViSOR.</small></p></body></html>")
@@ -175,8 +180,11 @@ def channel_lines(d: Digest) -> list[str]:
     lines.append(f"Overdue actions: {d.overdue_total}" + (f" ({per_owner})" if per_owner else ""))
     lines.append(
         f"Missed notifications: {len(d.missed_notifications)}"
-        + (f": {_ids([f'{a.id} {a.visor_ref}' for a in d.missed_notifications])}"
-           if d.missed_notifications else "")
+        + (
+            f": {_ids([f'{a.id} {a.visor_ref}' for a in d.missed_notifications])}"
+            if d.missed_notifications
+            else ""
+        )
     )
     lines.append(f"Falling due in {d.due_days} days: {len(d.due_soon)}")
     lines.append(
@@ -185,8 +193,11 @@ def channel_lines(d: Digest) -> list[str]:
     )
     lines.append(
         f"Outstanding recalls: {len(d.recalls)}"
-        + (f": {_ids([r.visor_ref + (f' {r.alert_id}' if r.alert_id else '') for r, _ in d.recalls])}"
-           if d.recalls else "")
+        + (
+            f": {_ids([r.visor_ref + (f' {r.alert_id}' if r.alert_id else '') for r, _ in d.recalls])}"
+            if d.recalls
+            else ""
+        )
     )
     lines.append(f"Caseloads over the {d.guideline_percent:g}% guideline: {len(d.over_guideline)}")
     lines.append("The supervisors have the full digest by email.")

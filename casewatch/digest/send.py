@@ -41,21 +41,37 @@ async def build_team_digest(session: AsyncSession, ctx: Context, team: TeamSecti
     )
 
 
-async def queue_team_digest(session: AsyncSession, ctx: Context, team: TeamSection, at: datetime) -> QueuedDigest:
+async def queue_team_digest(
+    session: AsyncSession, ctx: Context, team: TeamSection, at: datetime
+) -> QueuedDigest:
     """Build the team's digest as of `at` and add its deliveries to the caller's transaction."""
     digest = await build_team_digest(session, ctx, team, at)
     limit = ctx.settings.schedules.digest_list_limit
     rows = []
     for address in team.supervisor_emails:
-        rows.append(await enqueue_message(
-            session, ctx, purpose=PURPOSE, receiver=f"supervisors:{team.id}", channel="email",
-            target=address, subject=render.subject(digest), text=render.email_text(digest, limit),
-            html=render.email_html(digest, limit),
-        ))
+        rows.append(
+            await enqueue_message(
+                session,
+                ctx,
+                purpose=PURPOSE,
+                receiver=f"supervisors:{team.id}",
+                channel="email",
+                target=address,
+                subject=render.subject(digest),
+                text=render.email_text(digest, limit),
+                html=render.email_html(digest, limit),
+            )
+        )
     if team.channel and chat_enabled(ctx.settings):
         row = await enqueue_message(
-            session, ctx, purpose=PURPOSE, receiver=f"team:{team.id}", channel="slack",
-            target=team.channel, subject=render.subject(digest), text=render.channel_text(digest),
+            session,
+            ctx,
+            purpose=PURPOSE,
+            receiver=f"team:{team.id}",
+            channel="slack",
+            target=team.channel,
+            subject=render.subject(digest),
+            text=render.channel_text(digest),
         )
         row.payload = {**row.payload, "blocks": render.channel_blocks(digest)}
         row.content_hash = content_hash(Target(row.receiver, "slack", row.target), row.payload)
@@ -64,9 +80,15 @@ async def queue_team_digest(session: AsyncSession, ctx: Context, team: TeamSecti
         log.warning("digest for team %s: no supervisor_emails and no channel; nothing queued", team.id)
     await session.flush()
     await record(
-        session, ctx, actor="system", action="digest.queued", subject=team.id, purpose="daily digest",
+        session,
+        ctx,
+        actor="system",
+        action="digest.queued",
+        subject=team.id,
+        purpose="daily digest",
         details={
-            "day": digest.local_day.isoformat(), "deliveries": [r.id for r in rows],
+            "day": digest.local_day.isoformat(),
+            "deliveries": [r.id for r in rows],
             "nothing_to_report": digest.nothing_to_report,
         },
     )
@@ -74,7 +96,9 @@ async def queue_team_digest(session: AsyncSession, ctx: Context, team: TeamSecti
 
 
 async def send_digests(
-    sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime | None = None,
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: Context,
+    at: datetime | None = None,
     team_ids: list[str] | None = None,
 ) -> list[QueuedDigest]:
     """Queue the digest of each team (or of `team_ids`), each team in its own transaction."""
