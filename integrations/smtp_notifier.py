@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate
 
 import aiosmtplib
@@ -17,6 +18,10 @@ from casewatch.config.sections import SmtpSection
 from casewatch.delivery import render
 from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent
 
+_RELAY_FAULTS = frozenset({530, 535})
+# Long header lines unfolded (RFC 5322 allows 998): a folded Subject would read back with a
+# leading space, and mail rules matching "[casewatch]" at its start would miss it.
+_POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
 
 class SmtpNotifier:
     channel = "email"
@@ -36,8 +41,11 @@ class SmtpNotifier:
         mail = self.build(message)
         smtp = self._smtp
         try:
+            # Flattened here with our policy: aiosmtplib's own would fold the Subject at 78.
             await aiosmtplib.send(
-                mail,
+                mail.as_bytes(policy=_POLICY),
+                sender=smtp.sender,
+                recipients=[message.target],
                 hostname=smtp.host,
                 port=smtp.port,
                 start_tls=smtp.starttls,
@@ -52,14 +60,17 @@ class SmtpNotifier:
             return Retryable(text) if all(400 <= c < 500 for c in codes) else Permanent(text)
         except aiosmtplib.SMTPResponseException as exc:
             text = f"{exc.code} {exc.message}"[:500]
-            return Retryable(text) if 400 <= exc.code < 500 else Permanent(text)
+            # 530/535 (authentication required/refused) are our configuration's fault, not the
+            # message's: keep it queued (and retried) until an operator mends the credentials.
+            retry = 400 <= exc.code < 500 or exc.code in _RELAY_FAULTS
+            return Retryable(text) if retry else Permanent(text)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             return Retryable(f"{type(exc).__name__}: {str(exc)[:200]}")
         return Sent(str(mail["Message-ID"]))
 
     def build(self, message: Outbound) -> EmailMessage:
         p = message.payload
-        mail = EmailMessage()
+        mail = EmailMessage(policy=_POLICY)
         mail["From"] = self._smtp.sender
         mail["To"] = message.target
         mail["Subject"] = render.subject(p)

@@ -34,6 +34,7 @@ def test_serve_refuses_without_secrets_and_says_what_to_set(
     assert "casewatch serve: not starting; fix these first:" in err
     assert "  - ingest.secret: empty" in err and "CASEWATCH_INGEST__SECRET" in err
     assert "  - slack.bot_token: required when slack.mode is 'http'" in err
+    assert "  - teams: none configured; every alert would reach nobody" in err
     assert "slack.signing_secret" not in err
     assert "do-not-print-me" not in err
     assert "Traceback" not in err
@@ -46,6 +47,7 @@ def test_serve_refuses_an_unmigrated_database(
     config = tmp_path / "casewatch.toml"
     config.write_text(
         f'[slack]\nmode = "off"\n[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "new.db"}"\n'
+        '[[teams]]\nid = "north"\nname = "North"\nspoc_email = "north.spoc@force.example"\n'
     )
     assert main(["serve", "--config", str(config)]) == 2
     err = capsys.readouterr().err

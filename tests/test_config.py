@@ -96,6 +96,7 @@ def test_bad_database_url_says_what_is_supported(tmp_path: Path) -> None:
         '[ingest]\nsecret = ["hunter2-in-a-list"]\n',
         "[smtp]\npassword = 123456789\n",
         '[slack]\nsigning_secret = { value = "hunter2-in-a-table" }\n',
+        '[database]\nurl = "postgresql://casewatch:hunter2@db.force.example/casewatch"\n',
     ],
 )
 def test_a_bad_secret_value_is_never_echoed(tmp_path: Path, text: str) -> None:
@@ -104,7 +105,9 @@ def test_a_bad_secret_value_is_never_echoed(tmp_path: Path, text: str) -> None:
         load_config(path, environ={})
     message = str(info.value)
     assert "hunter2" not in message and "123456789" not in message
-    assert any(key in message for key in ("ingest.secret", "smtp.password", "slack.signing_secret"))
+    assert any(
+        key in message for key in ("ingest.secret", "smtp.password", "slack.signing_secret", "database.url")
+    )
 
 
 def test_a_bad_secret_from_the_environment_is_never_echoed(tmp_path: Path) -> None:
@@ -170,6 +173,11 @@ def test_serve_problems_name_the_missing_secrets(tmp_path: Path) -> None:
 
 def test_no_serve_problems_when_configured(tmp_path: Path) -> None:
     settings = load_config(
-        write(tmp_path, '[slack]\nmode = "off"\n'), environ={"CASEWATCH_INGEST__SECRET": "k"}
+        write(
+            tmp_path,
+            '[slack]\nmode = "off"\n[[teams]]\nid = "north"\nname = "North"\n'
+            'spoc_email = "north.spoc@force.example"\n',
+        ),
+        environ={"CASEWATCH_INGEST__SECRET": "k"},
     )
     assert settings.serve_problems() == []

@@ -150,6 +150,16 @@ def _outbound(target: str, **payload: object) -> Outbound:
     return Outbound(1, "A-TEST22", "opened", target, body, "0" * 64)
 
 
+async def test_a_long_subject_still_starts_with_casewatch(mail: MailSink) -> None:
+    smtp = SmtpSection(host="127.0.0.1", port=mail.port)
+    notifier = SmtpNotifier(smtp, frozenset({"north.spoc@force.example"}))
+    long_kind = _outbound("north.spoc@force.example", kind="mappa.decrease_without_rationale")
+    assert isinstance(await notifier.send(long_kind), Sent)
+    [received] = mail.messages
+    subject = str(received["Subject"])
+    assert subject.startswith("[casewatch] MEDIUM mappa.decrease_without_rationale VS-0000009"), subject
+
+
 async def test_only_configured_addresses_are_mailed(mail: MailSink) -> None:
     smtp = SmtpSection(host="127.0.0.1", port=mail.port)
     notifier = SmtpNotifier(smtp, frozenset({"north.spoc@force.example"}))
@@ -217,7 +227,8 @@ async def test_starttls_and_login_and_refused_login(tmp_path: Path) -> None:
 
         assert isinstance(await notifier("right").send(_outbound("north.spoc@force.example")), Sent)
         refused = await notifier("wrong").send(_outbound("north.spoc@force.example"))
-        assert isinstance(refused, Permanent) and refused.error.startswith("535")
+        # A refused login is a configuration fault: kept queued and retried, not dead-lettered.
+        assert isinstance(refused, Retryable) and refused.error.startswith("535")
         plain = await notifier("right", starttls=False).send(_outbound("north.spoc@force.example"))
         assert not isinstance(plain, Sent)  # the server insists on STARTTLS
         assert len(sink.messages) == 1

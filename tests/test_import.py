@@ -32,8 +32,24 @@ def line(event: dict[str, Any]) -> str:
 
 def config_for(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "casewatch.toml"
-    path.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    path.write_text(
+        f'[database]\nurl = "{url}"\n\n[[teams]]\nid = "north"\nname = "North MOSOVO"\n'
+        'spoc_email = "north.spoc@force.example"\n',
+        encoding="utf-8",
+    )
     return path
+
+
+def test_no_teams_configured_is_refused_before_anything_is_read(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'[database]\nurl = "{sqlite_url}"\n', encoding="utf-8")
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(line(e) for e in demo_events(3)))
+    assert run_import(bare, str(path)) == 2
+    assert "no [[teams]]" in capsys.readouterr().err
+    assert count(sqlite_url, Event) == 0
 
 
 def count(url: str, model: Any, **where: Any) -> int:

@@ -12,6 +12,7 @@ from casewatch.alerts.lifecycle import AlertSpec, acknowledge, open_alert
 from casewatch.routing.outbox import due_text
 from casewatch.store.models import Alert, Delivery
 from tests.test_delivery_support import (
+    TEAM,
     add_nominal,
     deliveries,
     make_ctx,
@@ -136,18 +137,32 @@ async def test_plain_messages_go_through_the_same_outbox(sessions: Sessions, tmp
         sink.stop()
 
 
-async def test_an_alert_with_no_receiver_at_all_is_reported_not_dropped(sessions: Sessions) -> None:
-    from tests.test_delivery_support import audits
-
-    ctx = make_ctx(make_settings())
+@pytest.mark.parametrize("unmatched_team", ["", "south"])
+async def test_an_alert_for_a_team_not_configured_goes_to_the_fallback_team(
+    sessions: Sessions, unmatched_team: str
+) -> None:
+    """An unknown ViSOR reference, or a nominal on a team this force does not list: the alert is
+    routed as the fallback team's (triggers.unmatched_team, else the first team), never to nobody."""
+    south = {
+        "id": "south", "name": "South MOSOVO", "channel": "C0SOUTH", "spoc_email": "south.spoc@force.example"
+    }
+    ctx = make_ctx(make_settings(teams=[TEAM, south], triggers={"unmatched_team": unmatched_team}))
     await setup_directory(sessions, ctx.settings)
     async with sessions.begin() as session:
         spec = AlertSpec(kind="travel.unnotified", severity="high", visor_ref="VS-0000001", team="nowhere")
-        alert = await open_alert(session, spec, ctx)
-        assert alert is not None
-    assert await deliveries(sessions) == []
-    [entry] = await audits(sessions, "delivery.unroutable")
-    assert entry.subject == alert.id and entry.details == {"change": "opened", "team": "nowhere"}
+        assert await open_alert(session, spec, ctx) is not None
+    expected = "south" if unmatched_team else "north"
+    assert {(r.receiver, r.target) for r in await deliveries(sessions)} == {
+        (f"team:{expected}", f"C0{expected.upper()}"),
+        (f"spoc:{expected}", f"{expected}.spoc@force.example"),
+    }
+
+
+def test_an_unmatched_team_that_is_not_configured_is_a_config_error() -> None:
+    from casewatch.config import ConfigError
+
+    with pytest.raises(ConfigError, match="triggers.unmatched_team: unknown team 'west'"):
+        make_settings(triggers={"unmatched_team": "west"})
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,8 @@ from casewatch.cli import main
 from casewatch.store.engine import make_engine, make_sessionmaker
 from tests.test_triggers_case_data import action, nominal
 
+TEAM = '[[teams]]\nid = "north"\nname = "North"\nspoc_email = "north.spoc@force.example"\n'
+
 
 def _seed(url: str) -> None:
     async def go() -> None:
@@ -29,7 +31,7 @@ def test_scan_command_prints_what_it_opened_and_is_idempotent(
 ) -> None:
     _seed(sqlite_url)
     config = tmp_path / "casewatch.toml"
-    config.write_text(f'[database]\nurl = "{sqlite_url}"\n', encoding="utf-8")
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n' + TEAM, encoding="utf-8")
     assert main(["scan", "--at", "2026-11-21T00:00:00Z", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "scan as of 2026-11-21T00:00:00+00:00" in out
@@ -43,7 +45,8 @@ def test_scan_command_refuses_an_unmigrated_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "casewatch.toml"
-    config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path}/empty.db"\n', encoding="utf-8")
+    url = f'sqlite+aiosqlite:///{tmp_path}/empty.db'
+    config.write_text(f'[database]\nurl = "{url}"\n' + TEAM, encoding="utf-8")
     assert main(["scan", "--config", str(config)]) == 2
     assert "casewatch db upgrade" in capsys.readouterr().err
 
@@ -53,3 +56,12 @@ def test_scan_command_rejects_a_time_without_offset(capsys: pytest.CaptureFixtur
         main(["scan", "--at", "2026-11-21T00:00:00"])
     assert exc.value.code == 2
     assert "no UTC offset" in capsys.readouterr().err
+
+
+def test_scan_command_refuses_a_configuration_with_no_teams(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "casewatch.toml"
+    config.write_text(f'[database]\nurl = "{sqlite_url}"\n', encoding="utf-8")
+    assert main(["scan", "--config", str(config)]) == 2
+    assert "no [[teams]]" in capsys.readouterr().err

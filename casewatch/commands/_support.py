@@ -24,6 +24,17 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger().setLevel(settings.service.log_level)
 
 
+def directory_problem(settings: Settings, command: str) -> str | None:
+    """Alerts opened with no teams configured would reach nobody (and a directory sync would
+    empty the officer table the running service answers Slack from): refuse instead."""
+    if settings.teams:
+        return None
+    return (
+        f"casewatch {command}: no [[teams]] in the configuration, so alerts would reach nobody. "
+        "Pass --config with the service's own configuration (see config.example.toml)"
+    )
+
+
 async def schema_problem(engine: AsyncEngine, config_hint: str = "") -> str | None:
     """Why the database cannot be used yet (unreachable, or not migrated to the head revision),
     or None when it can. The message says what to run; it never shows the URL (a password may

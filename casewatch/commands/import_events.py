@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, schema_problem
+from casewatch.commands._support import configure_logging, directory_problem, schema_problem
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.ingest.pipeline import ingest
@@ -85,6 +85,9 @@ class Line:
 def run(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     configure_logging(settings)
+    if refused := directory_problem(settings, "import"):
+        print(refused, file=sys.stderr)
+        return 2
     if not 1 <= args.batch_size <= MAX_BATCH:
         print(f"casewatch import: --batch-size must be between 1 and {MAX_BATCH}", file=sys.stderr)
         return 2

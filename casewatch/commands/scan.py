@@ -9,7 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, schema_problem
+from casewatch.commands._support import configure_logging, directory_problem, schema_problem
 from casewatch.config import load_config
 from casewatch.context import Context
 from casewatch.directory import sync_directory
@@ -20,6 +20,9 @@ from casewatch.triggers.scan import run_scan
 def run(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     configure_logging(settings)
+    if refused := directory_problem(settings, "scan"):
+        print(refused, file=sys.stderr)
+        return 2
     at = (
         datetime.fromisoformat(args.at.replace("Z", "+00:00")).astimezone(UTC)
         if getattr(args, "at", None) else None

@@ -36,7 +36,8 @@ from casewatch.config.triggers import TriggerSection
 DEFAULT_PATH = Path("casewatch.toml")
 ENV_PREFIX = "CASEWATCH_"
 SECRET_KEYS = frozenset(
-    {"secret", "bot_token", "signing_secret", "app_token", "password"}
+    # database.url may hold a password (postgresql+asyncpg://user:PASSWORD@host/db)
+    {"secret", "bot_token", "signing_secret", "app_token", "password", "url"}
 )
 
 __all__ = ["DEFAULT_PATH", "ConfigError", "Settings", "load_config"]
@@ -98,9 +99,21 @@ class Settings(BaseSettings):
                     f"officers[{index}].team: unknown team {officer.team!r} "
                     f"(known: {', '.join(sorted(known)) or 'none'})"
                 )
+        unmatched = self.triggers.unmatched_team
+        if unmatched and unmatched not in known:
+            problems.append(
+                f"triggers.unmatched_team: unknown team {unmatched!r} "
+                f"(known: {', '.join(sorted(known)) or 'none'})"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def fallback_team(self) -> TeamSection | None:
+        """Who hears of an alert whose team is not configured (an unknown ViSOR reference, a
+        nominal on a team this force does not list): triggers.unmatched_team, else the first
+        team. A border alert or a recall is never routed to nobody."""
+        return self.team(self.triggers.unmatched_team) or (self.teams[0] if self.teams else None)
 
     def team(self, team_id: str) -> TeamSection | None:
         return next((t for t in self.teams if t.id == team_id), None)
@@ -111,6 +124,11 @@ class Settings(BaseSettings):
     def serve_problems(self) -> list[str]:
         """What stops `casewatch serve` from running safely (the other commands need less)."""
         problems = []
+        if not self.teams:
+            problems.append(
+                "teams: none configured; every alert would reach nobody. Add [[teams]] "
+                "(see config.example.toml)"
+            )
         if not self.ingest.secret.get_secret_value():
             problems.append(
                 "ingest.secret: empty; the events API would accept nothing. "

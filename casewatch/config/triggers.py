@@ -34,7 +34,8 @@ class TriggerSection(Section):
     # action found this many days past its due date opens its overdue alert as high, not medium.
     action_very_overdue_days: int = Field(28, ge=1, le=3650)
     # Local choice: the team for alerts about a ViSOR reference not (yet) in the case store,
-    # for example a border check for an unknown reference ("" = no team; the SPOC still hears).
+    # for example a border check for an unknown reference. "" = none: such alerts, and alerts
+    # for nominals on a team not configured, are routed to the first [[teams]] entry instead.
     unmatched_team: str = ""
 
     @model_validator(mode="after")

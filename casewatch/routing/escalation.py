@@ -45,9 +45,14 @@ async def escalate_due(
         ).scalars().all()
     escalated = []
     for alert_id in due:
-        async with sessions.begin() as session:
-            if await escalate_one(session, alert_id, ctx):
-                escalated.append(alert_id)
+        # One alert that fails (a bad row, a routing error) must not hold up every alert due
+        # after it: log it without data, go on, and try it again on the next tick.
+        try:
+            async with sessions.begin() as session:
+                if await escalate_one(session, alert_id, ctx):
+                    escalated.append(alert_id)
+        except Exception as exc:  # noqa: BLE001
+            log.error("escalation of %s failed (%s); retried next tick", alert_id, type(exc).__name__)
     return escalated
 
 

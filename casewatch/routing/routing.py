@@ -86,13 +86,16 @@ def targets_for(
     settings: Settings,
     directory: Directory,
 ) -> tuple[list[Target], bool]:
-    """resolve_receivers without I/O: the targets, and whether they are the SPOC fallback."""
+    """resolve_receivers without I/O: the targets, and whether they are a fallback (the
+    fallback team's receivers for an alert whose team is not configured, or the SPOC inbox)."""
     team = directory.teams.get(alert.team)
+    fell_back = team is None
+    if team is None:  # an unknown reference, or a team not configured: never route to nobody
+        team = settings.fallback_team()
     chat = chat_enabled(settings)
     found: list[Target] = []
     for name in receivers:
         found += _resolve_one(name, alert, team, nominal, settings, chat, directory)
-    fell_back = False
     if not found and team is not None:
         found = [_email(f"spoc:{team.id}", team.spoc_email, settings, inbox=True)]
         fell_back = True
@@ -108,8 +111,8 @@ def log_fallbacks(alerts: Sequence[Alert], receivers: Sequence[str]) -> None:
         return
     first = alerts[0]
     log.warning(
-        "%d alert(s) (first %s, %s): receivers %s resolve to no address; using the SPOC inbox "
-        "of their team",
+        "%d alert(s) (first %s, %s): routed by fallback (team not configured, or receivers %s "
+        "resolve to no address): the fallback team's receivers or the SPOC inbox",
         len(alerts), first.id, first.kind, ",".join(receivers),
     )
 

@@ -19,6 +19,7 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    # hide_parameters: an error's text never carries bound values (names, payloads) into a log.
     if is_sqlite(url):
         # One connection per process: SQLite allows one writer at a time anyway, and a single
         # connection avoids "database is locked" between our own coroutines. Other processes
@@ -26,6 +27,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         engine = create_async_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             pool_size=1,
             max_overflow=0,
             pool_timeout=60,
@@ -34,7 +36,8 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         _sqlite_pragmas(engine)
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 
@@ -47,7 +50,8 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit survives power loss, so an event answered 202 is never lost.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
