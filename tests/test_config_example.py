@@ -3,6 +3,7 @@ a key added to casewatch/config/* without documenting it here fails these tests.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, get_args
@@ -91,3 +92,11 @@ def test_the_secrets_are_empty_in_the_example() -> None:
     for key in ("bot_token", "signing_secret", "app_token"):
         assert data["slack"][key] == ""
     assert data["smtp"]["password"] == ""
+
+
+def test_every_built_in_route_is_listed() -> None:
+    from casewatch.config.routing import DEFAULT_ROUTES
+
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for kind, receivers in DEFAULT_ROUTES.items():
+        assert re.search(rf"^#   {re.escape(kind)} +{re.escape(', '.join(receivers))}$", text, re.M), kind

@@ -179,7 +179,7 @@ async def test_permanent_error_is_dead_lettered_reported_and_falls_back_to_spoc_
 
     await worker.run_until_idle()
 
-    slack_row, fallback = await deliveries(sessions)
+    slack_row, fallback = [r for r in await deliveries(sessions) if r.alert_id == alert.id]
     assert slack_row.state == "dead" and slack_row.attempts == 1
     assert slack_row.last_error == "channel_not_found"
     assert fallback.purpose == "fallback" and fallback.channel == "email"
@@ -193,8 +193,15 @@ async def test_permanent_error_is_dead_lettered_reported_and_falls_back_to_spoc_
     )
     assert worker.metrics.value("casewatch_deliveries_dead_total", channel="slack") == 1
     assert worker.metrics.value("casewatch_delivery_fallbacks_total") == 1
-    assert worker.metrics.value("casewatch_delivery_attempts_total", channel="email", outcome="sent") == 1
-    [message] = mail.messages
+    # The fallback email and the report of the failing address, both to the SPOC inbox.
+    assert worker.metrics.value("casewatch_delivery_attempts_total", channel="email", outcome="sent") == 2
+    # The failing address is itself an alert, to the admins (none configured here: the SPOC).
+    failed = await _system_alerts(sessions)
+    assert [(a.kind, a.severity, a.subject) for a in failed] == [
+        ("system.delivery_failed", "high", "slack:C0NORTH")
+    ]
+    message, report = sorted(mail.messages, key=lambda m: "system." in str(m["Subject"]))
+    assert str(report["Subject"]).startswith("[casewatch] HIGH system.delivery_failed SYSTEM")
     assert message["To"] == "north.spoc@force.example"
     assert message["Subject"].startswith(f"[casewatch] HIGH travel.unnotified VS-0000001 {alert.id}")
     assert "C0NORTH" in message.get_body(("plain",)).get_content()
@@ -204,13 +211,37 @@ async def test_permanent_error_is_dead_lettered_reported_and_falls_back_to_spoc_
 async def test_low_severity_dead_letter_gets_no_fallback(sessions: Sessions, slack: SlackStandIn) -> None:
     ctx = _ctx(slack, routing={"routes": {"mappa.level_changed": ["team_channel"]}})
     await setup_directory(sessions, ctx.settings)
-    await open_test_alert(sessions, ctx, kind="mappa.level_changed", severity="low")
+    alert = await open_test_alert(sessions, ctx, kind="mappa.level_changed", severity="low")
     slack.channel_errors["C0NORTH"] = "not_in_channel"
     worker, _ = make_worker(sessions, ctx)
     await worker.run_until_idle()
-    rows = await deliveries(sessions)
+    rows = [r for r in await deliveries(sessions) if r.alert_id == alert.id]
     assert [(r.channel, r.state) for r in rows] == [("slack", "dead")]
     assert len(await audits(sessions, "delivery.dead")) == 1
+    # No fallback, but the failing address is still reported to the admins.
+    assert [(a.kind, a.severity) for a in await _system_alerts(sessions)] == [
+        ("system.delivery_failed", "medium")
+    ]
+
+
+async def test_a_second_dead_message_to_the_same_address_raises_no_second_report(
+    sessions: Sessions, slack: SlackStandIn
+) -> None:
+    ctx = _ctx(slack, routing={"routes": {"mappa.level_changed": ["team_channel"]}})
+    await setup_directory(sessions, ctx.settings)
+    for ref in ("VS-0000001", "VS-0000002"):
+        await open_test_alert(sessions, ctx, kind="mappa.level_changed", severity="low", visor_ref=ref)
+    slack.channel_errors["C0NORTH"] = "not_in_channel"
+    worker, _ = make_worker(sessions, ctx)
+    await worker.run_until_idle()
+    assert len(await audits(sessions, "delivery.dead")) == 2
+    assert len(await _system_alerts(sessions)) == 1
+
+
+async def _system_alerts(sessions: Sessions) -> list[Alert]:
+    async with sessions() as session:
+        stmt = select(Alert).where(Alert.kind.like("system.%")).order_by(Alert.opened_at)
+        return list((await session.execute(stmt)).scalars())
 
 
 async def test_slack_failing_past_fallback_time_emails_spoc_once(

@@ -101,10 +101,13 @@ async def test_5xx_is_dead_lettered_and_reported(sessions: Sessions, mail: MailS
     mail.fail_next("550 5.1.1 Mailbox unavailable")
     worker, _ = make_worker(sessions, ctx)
     await worker.run_until_idle()
-    [row] = await deliveries(sessions)
+    [row] = [r for r in await deliveries(sessions) if r.alert_id == alert.id]
     assert row.state == "dead" and row.attempts == 1 and (row.last_error or "").startswith("550")
     [dead] = await audits(sessions, "delivery.dead")
     assert dead.subject == alert.id and dead.details["channel"] == "email"
+    # Reported as an alert of its own (to the admins; with none configured, the SPOC inbox).
+    [report] = [r for r in await deliveries(sessions) if r.alert_id != alert.id]
+    assert report.payload["kind"] == "system.delivery_failed" and report.state == "sent"
     clock_of(ctx).advance(timedelta(hours=1))
     assert await worker.run_until_idle() == 0  # dead stays dead (and stays in the outbox)
 
@@ -125,16 +128,16 @@ async def test_connection_refused_is_retried(sessions: Sessions) -> None:
 async def test_gives_up_after_max_attempts(sessions: Sessions, mail: MailSink) -> None:
     ctx = make_ctx(make_settings(smtp_port=mail.port, routing=SPOC_ONLY, delivery={"max_attempts": 3}))
     await setup_directory(sessions, ctx.settings)
-    await open_test_alert(sessions, ctx)
+    alert = await open_test_alert(sessions, ctx)
     mail.fail_next("421 4.7.0 Try again later", times=5)
     worker, _ = make_worker(sessions, ctx)
     for _ in range(3):
         await worker.run_until_idle()
-        [row] = await deliveries(sessions)
+        [row] = [r for r in await deliveries(sessions) if r.alert_id == alert.id]
         clock_of(ctx).set(row.next_attempt_at)
     assert row.state == "dead" and (row.last_error or "").startswith("gave up after 3 attempts")
-    assert len(await audits(sessions, "delivery.retry")) == 2
-    assert len(await audits(sessions, "delivery.dead")) == 1
+    assert len([a for a in await audits(sessions, "delivery.retry") if a.subject == alert.id]) == 2
+    assert len([a for a in await audits(sessions, "delivery.dead") if a.subject == alert.id]) == 1
 
 
 def _outbound(target: str, **payload: object) -> Outbound:

@@ -56,6 +56,7 @@ DEFAULT_ROUTES: dict[str, list[str]] = {
     "mappa.decrease_without_rationale": ["owner", "supervisors"],
     "recall.issued": ["control_room", "team_channel", "npt", "spoc"],
     "system.job_stale": ["admins"],
+    "system.delivery_failed": ["admins"],
     DEFAULT_KIND: ["team_channel", "spoc"],
 }
 
@@ -93,6 +94,7 @@ DEFAULT_ESCALATION_BY_KIND: dict[str, list[EscalationStep]] = {
     "action.due_soon": [],
     # The admins fix a stale job; the team's supervisors could not.
     "system.job_stale": [],
+    "system.delivery_failed": [],
 }
 
 

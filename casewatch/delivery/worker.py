@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.alerts.lifecycle import AlertSpec, open_alert
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.delivery.backoff import retry_delay
@@ -36,6 +37,9 @@ from casewatch.routing.outbox import enqueue_fallback
 from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
 
 log = logging.getLogger(__name__)
+
+DELIVERY_FAILED = "system.delivery_failed"
+SYSTEM_REF = "SYSTEM"  # system alerts are about the service, not a nominal
 
 Sleep = Callable[[float], Awaitable[None]]
 UNFINISHED = ("pending", "sending")
@@ -268,6 +272,8 @@ class DeliveryWorker:
                 log.info("delivery %d: %s to %s will be retried: %s", d.id, d.channel, d.target, error)
             if alert is not None and kind != "sent" and mine:
                 await self._maybe_fall_back(session, d, alert, error or "", now, dead=kind == "dead")
+            if alert is not None and kind == "dead" and mine:
+                await _report_dead(session, d, alert, self.ctx)
 
     def _exhausted(self, d: Delivery, now: datetime) -> bool:
         age = (now - d.created_at).total_seconds()
@@ -297,6 +303,28 @@ class DeliveryWorker:
             details={"failed_delivery": d.id, "channel": d.channel, "target": d.target,
                      "error": error[:500], "fallback_to": fallback.target},
         )
+
+
+async def _report_dead(session: AsyncSession, d: Delivery, alert: Alert, ctx: Context) -> None:
+    """A message that will never arrive is itself an alert, to the admins: one per failing address
+    while it stays live, so a wrong channel id raises one alert, not one per message. A system
+    alert's own failure raises nothing more (no loop)."""
+    if alert.kind.startswith("system."):
+        return
+    await open_alert(
+        session,
+        AlertSpec(
+            kind=DELIVERY_FAILED,
+            severity="high" if alert.severity in ("critical", "high") else "medium",
+            visor_ref=SYSTEM_REF,
+            team=alert.team,
+            subject=f"{d.channel}:{d.target}"[:200],
+            summary=f"Messages to {d.channel} {d.target} ({d.receiver}) cannot be delivered; "
+            f"first for alert {alert.id}. Check the address and the audit log (delivery.dead)",
+            details={"delivery": d.id, "alert": alert.id, "error": (d.last_error or "")[:300]},
+        ),
+        ctx,
+    )
 
 
 async def _thread(session: AsyncSession, alert_id: str, channel: str, target: str) -> AlertThread | None:
