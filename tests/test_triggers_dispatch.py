@@ -12,7 +12,7 @@ from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.ingest.pipeline import IngestResult, ingest
 from casewatch.ingest.schema import parse_envelopes
-from casewatch.store.models import Alert, AuditEntry
+from casewatch.store.models import Alert, AuditEntry, LevelChange
 from casewatch.triggers.dispatch import on_applied
 from casewatch.triggers.scan import run_scan
 from tests.support import SAMPLE_DATA, envelope, make_settings
@@ -225,6 +225,36 @@ async def test_a_changed_level_in_an_upsert_is_a_level_change(sessions: Sessions
     ]
     older = await post(sessions, ctx, nominal("VS-0000052", "2026-11-19T09:00:00Z", mappa_level=2))
     assert older.alerts == []  # stale: an older upsert changes nothing
+
+
+async def test_the_same_change_from_an_upsert_and_a_level_event_is_one_change(
+    sessions: Sessions, db_url: str
+) -> None:
+    """A ViSOR export sends the new level in the nominal and, later, the mappa.level_changed with
+    its rationale: one change in the history, one set of alerts, and the rationale answers the
+    decrease flag."""
+    ctx = ctx_at(db_url, "2026-11-20T10:00:00Z")
+    await post(sessions, ctx, nominal("VS-0000053", mappa_level=2))
+    first = await post(sessions, ctx, nominal("VS-0000053", "2026-11-20T09:00:00Z", mappa_level=1))
+    assert sorted(k for k, _, _ in await opened(sessions, first.alerts)) == [
+        "mappa.decrease_without_rationale", "mappa.level_changed", "mappa.visor_update_due",
+    ]
+    described = envelope(
+        "mappa.level_changed", {"from_level": 2, "to_level": 1, "rationale": "stable for 3 years"},
+        id="ev-m-twin", visor_ref="VS-0000053", occurred_at="2026-11-20T09:05:00Z",
+    )
+    second = await post(sessions, ctx, described)
+    assert second.accepted == 1 and second.alerts == []
+    async with sessions() as s:
+        changes = select(LevelChange).where(LevelChange.visor_ref == "VS-0000053")
+        [change] = (await s.execute(changes)).scalars()
+        assert (change.from_level, change.to_level, change.rationale) == (2, 1, "stable for 3 years")
+        flag = (
+            await s.execute(select(Alert).where(Alert.kind == "mappa.decrease_without_rationale"))
+        ).scalar_one()
+        assert (flag.state, flag.resolved_reason) == ("resolved", "rationale recorded")
+        live_kinds = (await s.execute(select(Alert.kind).where(Alert.state != "resolved"))).scalars()
+        assert sorted(live_kinds) == ["mappa.level_changed", "mappa.visor_update_due"]
 
 
 async def test_recall_stays_open_until_returned(sessions: Sessions, db_url: str) -> None:

@@ -10,7 +10,7 @@ stored and applied all the same: case records have no foreign key to `nominals`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, inspect, select
@@ -182,8 +182,16 @@ class _Apply:
     def at(self) -> datetime:
         return self.envelope.occurred_at
 
-    def done(self, *, stale: bool = False, level_change: LevelChange | None = None) -> Applied:
-        return Applied(self.event, self.envelope, stale=stale, level_change=level_change)
+    def done(
+        self,
+        *,
+        stale: bool = False,
+        level_change: LevelChange | None = None,
+        rationale_for: LevelChange | None = None,
+    ) -> Applied:
+        return Applied(
+            self.event, self.envelope, stale=stale, level_change=level_change, rationale_for=rationale_for
+        )
 
     def nominal(self) -> Nominal | None:
         return self.batch.nominals.get(self.ref)
@@ -264,6 +272,36 @@ async def _new_nominal(a: _Apply) -> Nominal:
     )
 
 
+# A ViSOR export often carries a level change twice: in the nominal's new mappa_level, and as a
+# mappa.level_changed with the rationale. Within this span of each other they are one change.
+SAME_CHANGE_WITHIN = timedelta(days=14)
+
+
+async def _same_change_from_an_upsert(a: _Apply) -> LevelChange | None:
+    """The level change already recorded (by a nominal.upsert, or an earlier event without a
+    rationale) that this mappa.level_changed describes: the same move, still the nominal's current
+    level, with no rationale yet, at about the same time."""
+    nominal = a.nominal()
+    if nominal is None or nominal.mappa_level != a.data["to_level"]:
+        return None
+    latest = (
+        await a.session.execute(
+            select(LevelChange)
+            .where(LevelChange.visor_ref == a.ref)
+            .order_by(LevelChange.changed_at.desc(), LevelChange.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if (
+        latest is None
+        or (latest.from_level, latest.to_level) != (a.data["from_level"], a.data["to_level"])
+        or latest.rationale
+        or abs(latest.changed_at - a.at) > SAME_CHANGE_WITHIN
+    ):
+        return None
+    return latest
+
+
 async def _replace_markers(a: _Apply) -> None:
     for old in a.batch.markers.get(a.ref, []):
         if inspect(old).pending:
@@ -279,6 +317,11 @@ async def _replace_markers(a: _Apply) -> None:
 
 
 async def _level_changed(a: _Apply) -> Applied:
+    twin = await _same_change_from_an_upsert(a)
+    if twin is not None:
+        twin.rationale = a.data["rationale"]
+        twin.recorded_by = (a.data["recorded_by"] or twin.recorded_by)[:64]
+        return a.done(rationale_for=twin)
     change = LevelChange(
         visor_ref=a.ref,
         from_level=a.data["from_level"],

@@ -16,3 +16,6 @@ class Applied:
     stale: bool = False
     # A MAPPA level change this event caused (from mappa.level_changed or nominal.upsert).
     level_change: LevelChange | None = None
+    # A mappa.level_changed that described a change already recorded from a nominal.upsert: its
+    # rationale went onto that earlier record (no second change, no second set of alerts).
+    rationale_for: LevelChange | None = None

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
 from casewatch.ingest.outcome import Applied
+from casewatch.store.models import LevelChange
 from casewatch.triggers import load
 from casewatch.triggers.reconcile import Tally, apply
 from casewatch.triggers.result import LiveAlert
@@ -112,6 +113,8 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
     kind = item.envelope.type
     if item.level_change is not None:
         await _level_change(session, item, ctx, tally)
+    if item.rationale_for is not None:
+        await _rationale_given(session, item.rationale_for, ctx, tally)
     if kind == "travel.border_alert":
         await _border_alert(session, item, ctx, tally)
     elif kind == "travel.notified":
@@ -213,6 +216,13 @@ async def _level_change(session: AsyncSession, item: Applied, ctx: Context, tall
     nominal = await tally.nominal(session, row.visor_ref)
     result = mappa_level.evaluate(change, nominal, ctx.settings.triggers, _tz(ctx))
     await apply(session, result, ctx, event_id=item.envelope.id, tally=tally, defer=True)
+
+
+async def _rationale_given(session: AsyncSession, row: LevelChange, ctx: Context, tally: _Run) -> None:
+    kinds = (mappa_level.DECREASE_WITHOUT_RATIONALE,)
+    live = await _live(session, ctx, tally, kinds, visor_ref=row.visor_ref, subject=row.event_id)
+    if live:
+        await apply(session, mappa_level.on_rationale_given(row.event_id, live), ctx, tally=tally, defer=True)
 
 
 async def _recall_issued(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:

@@ -6,13 +6,14 @@ No level (null) counts as below level 1."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from casewatch.alerts.lifecycle import AlertSpec
 from casewatch.config.triggers import TriggerSection
 from casewatch.triggers.clocks import end_of_day, local_date
-from casewatch.triggers.result import RuleResult
+from casewatch.triggers.result import LiveAlert, Resolution, RuleResult
 from casewatch.triggers.snapshot import LevelChangeFacts, NominalFacts
 
 LEVEL_CHANGED = "mappa.level_changed"
@@ -23,6 +24,15 @@ KINDS = (LEVEL_CHANGED, VISOR_UPDATE_DUE, DECREASE_WITHOUT_RATIONALE)
 
 def _name(level: int | None) -> str:
     return "none" if level is None else str(level)
+
+
+def on_rationale_given(change_event_id: str, live: Sequence[LiveAlert]) -> RuleResult:
+    """A rationale arrived for a change already recorded: its decrease flag is answered."""
+    return RuleResult(resolves=tuple(
+        Resolution(alert, "rationale recorded")
+        for alert in live
+        if alert.kind == DECREASE_WITHOUT_RATIONALE and alert.subject == change_event_id
+    ))
 
 
 def evaluate(
