@@ -48,3 +48,21 @@ def test_every_event_type_and_field_is_documented() -> None:
         assert f"const: {event_type}" in openapi
     for field in MarkerData.model_fields:
         assert f"              {field}:" in openapi
+
+
+def test_every_alert_kind_is_documented() -> None:
+    from casewatch.config.routing import DEFAULT_KIND, DEFAULT_ROUTES
+    from casewatch.delivery.worker import DELIVERY_FAILED
+    from casewatch.triggers.rules import (
+        actions,
+        border_travel,
+        mappa_level,
+        notifications,
+        recall,
+        travel_notice,
+    )
+
+    kinds = {*actions.KINDS, *border_travel.KINDS, *mappa_level.KINDS, *notifications.KINDS, *recall.KINDS}
+    kinds |= {travel_notice.LATE_NOTICE, DELIVERY_FAILED, *DEFAULT_ROUTES} - {DEFAULT_KIND}
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", (DOCS / "alerts.md").read_text(), re.M))
+    assert kinds == documented
