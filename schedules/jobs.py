@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import AlertSpec, live_alert, open_alert, resolve
 from casewatch.context import Context
 from casewatch.digest.send import send_digests
@@ -50,7 +51,6 @@ from schedules.timing import latest_due, parse_hhmm, slot_start
 log = logging.getLogger(__name__)
 
 STALE_KIND = "system.job_stale"
-SYSTEM_REF = "SYSTEM"
 DAY = timedelta(days=1)
 
 Action = Callable[[datetime], Awaitable[object]]

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import AlertSpec, open_alert
 from casewatch.audit import record
 from casewatch.context import Context
@@ -39,7 +40,6 @@ from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
 log = logging.getLogger(__name__)
 
 DELIVERY_FAILED = "system.delivery_failed"
-SYSTEM_REF = "SYSTEM"  # system alerts are about the service, not a nominal
 
 Sleep = Callable[[float], Awaitable[None]]
 UNFINISHED = ("pending", "sending")
