@@ -41,7 +41,8 @@ from bench.dataset import (
     visor_ref,
     write_toml,
 )
-from bench.measure import closed_loop, peak_rss_mb, percentile, ratio, summary
+from bench.loadgen import Request, closed_loop_remote
+from bench.measure import peak_rss_mb, percentile, ratio, summary
 from casewatch.api.auth import sign
 from casewatch.clock import SystemClock
 from casewatch.store.engine import make_engine
@@ -120,7 +121,8 @@ def events_signed(body: bytes) -> dict[str, str]:
 
 async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any]:
     """/flags through the signed Slack endpoint (Bolt dispatch, role checks, audit), by ViSOR
-    reference and by surname, against the bare one-row endpoint, at 1, 8 and 32 requesters."""
+    reference and by surname, against the bare one-row endpoint, at 1, 8 and 32 requesters
+    (sent from a child process, so the requesters do not share the server's event loop)."""
     rng = random.Random(7)
     refs = [visor_ref(rng.randint(1, sizes.nominals)) for _ in range(requests)]
     users = [f"UB{rng.randint(1, sizes.officers):07d}" for _ in range(requests)]
@@ -135,24 +137,24 @@ async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any
             async with serve(service.app) as url, serve(base_app) as base_url, \
                     aiohttp.ClientSession() as http:
 
-                async def flags(i: int) -> bool:
+                def flags_request(i: int) -> Request:
                     # One in five by surname (the other index path), the rest by reference.
                     query = refs[i] if i % 5 else f"benchperson{refs[i][4:].lstrip('0')}"
                     body = flags_body(query, users[i])
-                    async with http.post(f"{url}/slack/events", data=body, headers=slack_signed(body)) as r:
-                        answer = await r.json(content_type=None) if r.status == 200 else {}
-                        return r.status == 200 and answer.get("response_type") == "ephemeral"
+                    return Request("POST", f"{url}/slack/events", body, tuple(slack_signed(body).items()))
 
-                async def row(i: int) -> bool:
-                    async with http.get(f"{base_url}/row/{refs[i]}") as r:
-                        await r.read()
-                        return r.status == 200
-
-                await closed_loop(flags, min(50, requests), 4)  # warm caches and pools
-                await closed_loop(row, min(50, requests), 4)
+                flags_requests = [flags_request(i) for i in range(requests)]
+                row_requests = [Request("GET", f"{base_url}/row/{ref}") for ref in refs]
+                first = flags_requests[1]
+                async with http.post(first.url, data=first.body, headers=dict(first.headers)) as r:
+                    answer = await r.json(content_type=None)
+                    out["checked"] = {"status": r.status, "response_type": answer.get("response_type")}
+                    assert r.status == 200 and answer.get("response_type") == "ephemeral", answer
+                await closed_loop_remote(flags_requests[: min(50, requests)], 4)  # warm caches and pools
+                await closed_loop_remote(row_requests[: min(50, requests)], 4)
                 for level in CONCURRENCY:
-                    measured = await closed_loop(flags, requests, level)
-                    floor = await closed_loop(row, requests, level)
+                    measured = await closed_loop_remote(flags_requests, level)
+                    floor = await closed_loop_remote(row_requests, level)
                     out["levels"].append({
                         "concurrency": level, "flags": measured, "baseline_row": floor,
                         "p99_ratio": ratio(measured["p99_ms"], floor["p99_ms"]),
@@ -190,23 +192,21 @@ def mixed_event(i: int, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
 
 
 async def bench_ingest(db_url: str, sizes: Sizes, singles: int, batches: int) -> dict[str, Any]:
-    """Events API throughput: single events at 8 requesters, and 1000-event batches one after
-    another; the baseline is raw multi-row inserts of the same rows into the events table."""
+    """Events API throughput: single events at 8 requesters (from a child process), and
+    1000-event batches one after another; the baseline is raw multi-row inserts of the same
+    rows into the events table."""
     rng = random.Random(11)
     settings = make_settings(db_url, sizes)
     service = await create_service(settings, SystemClock())
     out: dict[str, Any] = {}
     try:
         async with serve(service.app) as url, aiohttp.ClientSession() as http:
-            single_events = [mixed_event(i, sizes, rng) for i in range(singles)]
-
-            async def post_one(i: int) -> bool:
-                body = json.dumps(single_events[i]).encode()
-                async with http.post(f"{url}/api/v1/events", data=body, headers=events_signed(body)) as r:
-                    await r.read()
-                    return r.status == 202
-
-            out["single"] = await closed_loop(post_one, singles, 8)
+            single_bodies = [json.dumps(mixed_event(i, sizes, rng)).encode() for i in range(singles)]
+            out["single"] = await closed_loop_remote(
+                [Request("POST", f"{url}/api/v1/events", body, tuple(events_signed(body).items()))
+                 for body in single_bodies],
+                8, ok_statuses=(202,),
+            )
 
             batch_events = [[mixed_event(i, sizes, rng) for i in range(1000)] for _ in range(batches)]
             started = time.perf_counter()
@@ -397,6 +397,7 @@ def run_command(db_url: str, sizes: Sizes, args: list[str], workdir: Path) -> di
             peak_kb = int(line.split("=", 1)[1])
     return {
         "exit": done.returncode, "seconds": round(elapsed, 2), "peak_rss_mb": round(peak_kb / 1024, 1),
+        "queued_lines": sum("queued" in line for line in done.stdout.splitlines()),
         "stdout": done.stdout.strip().splitlines()[-12:],
         "stderr": [ln for ln in done.stderr.strip().splitlines() if "BENCH_PEAK" not in ln][-5:],
     }
@@ -422,6 +423,8 @@ async def bench_digest(db_url: str, sizes: Sizes) -> dict[str, Any]:
         result = await asyncio.to_thread(run_command, db_url, sizes, ["digest", "--at", at], Path(tmp))
     if result["exit"] == 3:
         result["skipped"] = "casewatch digest is not built yet in this tree (exit 3)"
+    # digest_command_wait_seconds = 0: it builds and queues, and exits 1 as nothing was sent yet.
+    result["teams_queued"] = result["queued_lines"]
     return result
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import cases
+from bench import cases, loadgen
 from bench.dataset import Sizes, generate, make_settings
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import upgrade
@@ -146,8 +146,11 @@ async def run_all(options: Options) -> dict[str, Any]:
         },
         "sizes": options.sizes.as_dict(), "quick": options.quick, "results": {},
     }
-    for kind in options.databases:
-        results["results"][kind] = await run_one(kind, options)
+    try:
+        for kind in options.databases:
+            results["results"][kind] = await run_one(kind, options)
+    finally:
+        loadgen.shutdown()
     if not options.quiet:
         print(table(results))
     return results
@@ -190,7 +193,7 @@ def table(results: dict[str, Any]) -> str:
                              f"{scan[run]['peak_rss_mb']}", f"exit {scan[run]['exit']}", ""))
         dig = r.get("digest")
         if dig:
-            note = dig.get("skipped", f"exit {dig['exit']}")
+            note = dig.get("skipped", f"{dig.get('teams_queued', 0)} teams queued, exit {dig['exit']}")
             rows.append((kind, "digest, all teams s", str(dig["seconds"]), note, ""))
         mem = r.get("memory", {})
         rows.append((kind, "bench process peak MB", str(mem.get("bench_process_peak_rss_mb")), "", ""))

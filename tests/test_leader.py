@@ -136,6 +136,10 @@ mode = "off"
 [schedules]
 leader_lease_seconds = {LEASE}
 leader_renew_seconds = {RENEW}
+[[teams]]
+id = "north"
+name = "North MOSOVO"
+spoc_email = "north.spoc@force.example"
 """,
         encoding="utf-8",
     )

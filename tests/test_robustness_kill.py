@@ -7,6 +7,7 @@ were in flight ("sending") at the kill. Loopback only; fictional data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -45,13 +47,26 @@ def _config(path: Path, db_url: str, slack: SlackStandIn, mail: MailSink) -> Non
     )
 
 
-async def _serve(config: Path) -> tuple[asyncio.subprocess.Process, int]:
+@pytest.fixture
+def started() -> Iterator[list[asyncio.subprocess.Process]]:
+    """Every serve process the test starts: killed at the end whatever happened."""
+    processes: list[asyncio.subprocess.Process] = []
+    yield processes
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+
+
+async def _serve(
+    config: Path, started: list[asyncio.subprocess.Process]
+) -> tuple[asyncio.subprocess.Process, int]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASEWATCH_")}
     env["CASEWATCH_INGEST__SECRET"] = SECRET
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "casewatch.cli", "serve", "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )
+    started.append(process)
     assert process.stdout is not None
     seen = []
     async with asyncio.timeout(30):
@@ -81,7 +96,9 @@ async def _upgrade(config: Path) -> None:
     assert done.returncode == 0, output.decode()
 
 
-async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
+async def test_sigkill_mid_delivery_loses_nothing(
+    tmp_path: Path, started: list[asyncio.subprocess.Process]
+) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'kill.db'}"
     config = tmp_path / "casewatch.toml"
     mail = MailSink().start()
@@ -92,7 +109,7 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
             # Slack takes the first messages but answers late: the kill lands mid-delivery.
             for _ in range(4):
                 slack.delay_next("chat.postMessage", 1.5, handle_first=True)  # < send timeout
-            process, port = await _serve(config)
+            process, port = await _serve(config, started)
             refs = [f"VS-K{n:06d}" for n in range(ALERTS)]
             now = time.time()
             events = [envelope("nominal.upsert", nominal_data(), visor_ref=r) for r in refs] + [
@@ -122,7 +139,7 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
                 ))
 
             assert sum(in_flight.values()) >= 1  # the kill did land mid-delivery
-            process, _ = await _serve(config)
+            process, _ = await _serve(config, started)
             try:
                 async with asyncio.timeout(40):
                     while True:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.audit import record
@@ -67,9 +67,10 @@ async def enqueue(session: AsyncSession, alert: Alert, change: Change, ctx: Cont
     return await _write(session, alert, change, targets, ctx, extra)
 
 
-async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Context) -> list[Delivery]:
-    """enqueue(alert, "opened") for many alerts at once: the nominals and markers routing and
-    payloads need are read with one query per table for the whole batch, not per alert."""
+async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Context) -> int:
+    """enqueue(alert, "opened") for many alerts at once; returns how many deliveries it wrote.
+    The nominals and markers routing and payloads need are read with one query per table for the
+    whole batch, and the rows go in as one multi-row INSERT, not as ORM objects one by one."""
     settings = ctx.settings
     directory = Directory.of(settings)
     routes = {kind: settings.routing.receivers_for(kind) for kind in {a.kind for a in alerts}}
@@ -87,23 +88,31 @@ async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Co
         log_fallbacks(routed, receivers)
     cleared_refs = sorted({a.visor_ref for a, targets in planned if any(t.personal_data for t in targets)})
     personal = await _personal_many(session, cleared_refs, nominals)
-    rows: list[Delivery] = []
+    now = ctx.clock.now()
+    rows: list[dict[str, Any]] = []
     unroutable: list[Alert] = []
     for alert, targets in planned:
         if not targets:
             unroutable.append(alert)
             continue
-        rows += await _write(
-            session, alert, "opened", targets, ctx, {}, personal=personal.get(alert.visor_ref),
-            directory=directory,
-        )
+        mine = personal.get(alert.visor_ref)
+        for target in targets:
+            payload = build_payload(alert, "opened", target, settings, mine, directory)
+            rows.append(dict(
+                alert_id=alert.id, purpose="opened", receiver=target.receiver[:100], channel=target.channel,
+                target=target.address, payload=payload, content_hash=content_hash(target, payload),
+                state="pending", attempts=0, next_attempt_at=now, created_at=now, claimed_by=None,
+                claimed_until=None, last_error=None, external_ref=None, sent_at=None,
+            ))
+    if rows:
+        await session.execute(insert(Delivery.metadata.tables[Delivery.__tablename__]), rows)
     for alert in unroutable:
         log.error("alert %s (%s, team %s): no receiver for opened", alert.id, alert.kind, alert.team)
         await record(
             session, ctx, actor="system", action="delivery.unroutable", subject=alert.id,
             purpose=alert.kind, details={"change": "opened", "team": alert.team},
         )
-    return rows
+    return len(rows)
 
 
 async def enqueue_fallback(
