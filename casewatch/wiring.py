@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
+from casewatch.delivery.bell import OutboxBell
 from casewatch.store.engine import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class Service:
     ctx: Context
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # Rung after each commit that queued deliveries: wakes this process's delivery workers.
+    bell: OutboxBell
     app: web.Application = field(default_factory=web.Application)
     # Background work started by start_background(); stopped in reverse order by stop().
     cleanups: list[Cleanup] = field(default_factory=list)
@@ -43,7 +46,9 @@ class Service:
 async def create_service(settings: Settings, clock: Clock | None = None) -> Service:
     """Connect to the database and build the HTTP app (nothing runs in the background yet)."""
     engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
-    service = Service(Context(settings, clock or SystemClock()), engine, make_sessionmaker(engine))
+    bell = OutboxBell()
+    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
+    service = Service(Context(settings, clock or SystemClock()), engine, sessions, bell)
     service.app = build_app(service)
     return service
 
@@ -70,7 +75,7 @@ async def start_background(service: Service) -> None:
     service.cleanups.append(
         await start_delivery(
             service.sessions, service.ctx, build_notifiers(service.settings),
-            registry=metrics.registry if metrics is not None else None,
+            registry=metrics.registry if metrics is not None else None, bell=service.bell,
         )
     )
     if service.settings.slack.mode == "socket":

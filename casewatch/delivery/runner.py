@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
+from casewatch.delivery.bell import OutboxBell
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import Notifier
 from casewatch.delivery.pacing import Pacer
@@ -29,6 +30,7 @@ async def start_delivery(
     notifiers: Mapping[str, Notifier],
     *,
     registry: CollectorRegistry | None = None,
+    bell: OutboxBell | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Start `delivery.workers` worker tasks sharing one pacer and one set of counters (on
     `registry`, the service's /metrics registry), and the escalation tick unless
@@ -38,7 +40,9 @@ async def start_delivery(
     pacer = Pacer()
     metrics = DeliveryMetrics(registry)
     workers = [
-        DeliveryWorker(sessions, ctx, notifiers, worker_id=new_worker_id(n), pacer=pacer, metrics=metrics)
+        DeliveryWorker(
+            sessions, ctx, notifiers, worker_id=new_worker_id(n), pacer=pacer, metrics=metrics, bell=bell
+        )
         for n in range(config.workers)
     ]
     tasks = [

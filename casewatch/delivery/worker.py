@@ -30,6 +30,7 @@ from casewatch.alerts.lifecycle import AlertSpec, open_alert
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.delivery.backoff import retry_delay
+from casewatch.delivery.bell import OutboxBell
 from casewatch.delivery.claim import LEASE_EXPIRED, claim, release
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import Notifier, Outbound, Outcome, Permanent, Retryable, Sent
@@ -70,8 +71,10 @@ class DeliveryWorker:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         metrics: DeliveryMetrics | None = None,
+        bell: OutboxBell | None = None,
     ) -> None:
         self.sessions = sessions
+        self.bell = bell or OutboxBell()
         self.ctx = ctx
         self.notifiers = notifiers
         self.worker_id = worker_id or new_worker_id()
@@ -123,10 +126,7 @@ class DeliveryWorker:
                 log.exception("delivery worker %s: a round failed; retrying", self.worker_id)
                 handled = 0
             if not handled:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=self.config.poll_seconds)
-                except TimeoutError:
-                    pass
+                await self.bell.wait(self.config.poll_seconds, stop)
 
     async def _run_group(self, delivery_ids: list[int]) -> None:
         for delivery_id in delivery_ids:

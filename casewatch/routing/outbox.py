@@ -32,6 +32,7 @@ from casewatch.routing.routing import (
     resolve_receivers,
     targets_for,
 )
+from casewatch.store.engine import mark_outbox_queued
 from casewatch.store.models import Alert, Delivery, Marker, Nominal
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Co
             ))
     if rows:
         await session.execute(insert(Delivery.metadata.tables[Delivery.__tablename__]), rows)
+        mark_outbox_queued(session)
     for alert in unroutable:
         log.error("alert %s (%s, team %s): no receiver for opened", alert.id, alert.kind, alert.team)
         await record(
@@ -154,6 +156,7 @@ async def enqueue_message(
         state="pending", attempts=0, next_attempt_at=now, created_at=now,
     )
     session.add(row)
+    mark_outbox_queued(session)
     return row
 
 
@@ -182,6 +185,8 @@ async def _write(
         )
         session.add(row)
         rows.append(row)
+    if rows:
+        mark_outbox_queued(session)
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 
 def is_sqlite(url: str) -> bool:
@@ -63,5 +65,29 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+# Set on a session whose transaction queued deliveries (routing.outbox); read after it commits.
+_OUTBOX_QUEUED = "casewatch.outbox_queued"
+
+
+def mark_outbox_queued(session: AsyncSession) -> None:
+    session.info[_OUTBOX_QUEUED] = True
+
+
+def make_sessionmaker(
+    engine: AsyncEngine, *, after_outbox_commit: Callable[[], None] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for `engine`. `after_outbox_commit` is called after each commit that queued
+    deliveries (and never for one rolled back), so this process's delivery workers can start at
+    once instead of at their next poll."""
+    session_class = type("CasewatchSession", (Session,), {})
+
+    @event.listens_for(session_class, "after_commit")
+    def _committed(session: Session) -> None:
+        if session.info.pop(_OUTBOX_QUEUED, False) and after_outbox_commit is not None:
+            after_outbox_commit()
+
+    @event.listens_for(session_class, "after_rollback")
+    def _rolled_back(session: Session) -> None:
+        session.info.pop(_OUTBOX_QUEUED, None)
+
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=session_class)
