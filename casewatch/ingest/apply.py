@@ -31,10 +31,10 @@ from casewatch.store.models import (
     TravelNotification,
     Visit,
 )
+from casewatch.triggers.load import FULL_NOTIFICATION_KINDS
 
-# Kinds of notification that restart the one-year periodic clock (Sexual Offences Act 2003,
-# ss. 83-85: initial, change and periodic notifications).
-CLOCK_RESTARTING_KINDS = frozenset({"initial", "periodic", "change"})
+# The notifications that restart the one-year periodic clock: the rules' own list.
+CLOCK_RESTARTING_KINDS = FULL_NOTIFICATION_KINDS
 
 _NOMINAL_FIELDS = (
     "surname", "forenames", "date_of_birth", "pnc_id", "category", "registered", "risk_level",
