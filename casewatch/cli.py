@@ -7,13 +7,13 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from casewatch.config import ConfigError
 
 
-def _iso(value: str) -> str:
-    from datetime import datetime
-
+def _iso(value: str) -> datetime:
+    """An --at argument: an ISO 8601 instant with an offset, as an aware UTC datetime."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -24,7 +24,7 @@ def _iso(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{value!r} has no UTC offset; add Z or +00:00 (for example 2026-11-23T07:00:00Z)"
         )
-    return value
+    return parsed.astimezone(UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:

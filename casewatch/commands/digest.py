@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -42,12 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not settings.teams:
         print("casewatch digest: no teams are configured; nothing to send", file=sys.stderr)
         return 2
-    at = (
-        datetime.fromisoformat(args.at.replace("Z", "+00:00")).astimezone(UTC)
-        if getattr(args, "at", None)
-        else None
-    )
-    return asyncio.run(_digest(settings, args.config or "", team, at))
+    return asyncio.run(_digest(settings, args.config or "", team, getattr(args, "at", None)))
 
 
 def _without_scheduler(settings: Settings) -> Settings:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime
 
 from casewatch.clock import SystemClock
 from casewatch.commands._support import configure_logging, directory_problem, schema_problem
@@ -23,10 +22,7 @@ def run(args: argparse.Namespace) -> int:
     if refused := directory_problem(settings, "scan"):
         print(refused, file=sys.stderr)
         return 2
-    at = (
-        datetime.fromisoformat(args.at.replace("Z", "+00:00")).astimezone(UTC)
-        if getattr(args, "at", None) else None
-    )
+    at = getattr(args, "at", None)  # an aware UTC datetime, parsed by the CLI
 
     async def _scan() -> int:
         engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
