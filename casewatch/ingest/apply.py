@@ -70,16 +70,7 @@ class Batch:
         batch = cls()
         refs = sorted({e.visor_ref for e in envelopes})
         batch.pending = {e.id for e in envelopes}
-        batch.nominals = dict.fromkeys(refs)
-        for chunk in _chunks(refs):
-            found = await session.execute(
-                select(Nominal)
-                .where(Nominal.visor_ref.in_(chunk))
-                .order_by(Nominal.visor_ref)
-                .with_for_update()
-            )
-            for nominal in found.scalars():
-                batch.nominals[nominal.visor_ref] = nominal
+        batch.nominals = {**dict.fromkeys(refs), **await _locked(session, Nominal.visor_ref, refs)}
         upserted = sorted({e.visor_ref for e in envelopes if e.type == "nominal.upsert"})
         existing = [r for r in upserted if batch.nominals[r] is not None]
         batch.markers = {ref: [] for ref in existing}
@@ -97,16 +88,7 @@ class Batch:
             batch.with_history.update((await session.execute(changes.union(notes))).scalars())
         await batch._load_recalls(session, envelopes)
         action_ids = sorted({e.data["action_id"] for e in envelopes if e.type == "action.upsert"})
-        batch.actions = dict.fromkeys(action_ids)
-        for chunk in _chunks(action_ids):
-            found_actions = await session.execute(
-                select(Action)
-                .where(Action.action_id.in_(chunk))
-                .order_by(Action.action_id)
-                .with_for_update()
-            )
-            for action in found_actions.scalars():
-                batch.actions[action.action_id] = action
+        batch.actions = {**dict.fromkeys(action_ids), **await _locked(session, Action.action_id, action_ids)}
         return batch
 
 
@@ -198,6 +180,18 @@ class _Apply:
 
 
 # --- nominals and MAPPA levels ------------------------------------------------------------------
+
+
+async def _locked(session: AsyncSession, key: Any, keys: Sequence[str]) -> dict[str, Any]:
+    """The rows of `key`'s table with these keys, by key, locked FOR UPDATE on PostgreSQL in key
+    order (so two ingests sharing rows take turns rather than deadlock)."""
+    model = key.class_
+    found: dict[str, Any] = {}
+    for chunk in _chunks(keys):
+        rows = await session.execute(select(model).where(key.in_(chunk)).order_by(key).with_for_update())
+        for row in rows.scalars():
+            found[getattr(row, key.key)] = row
+    return found
 
 
 async def _nominal_upsert(a: _Apply) -> Applied:
