@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import event, func, insert, select, text
 
 from bench.dataset import (
     BOT_TOKEN,
@@ -71,9 +71,9 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def baseline_app(db_url: str) -> tuple[web.Application, Any]:
+def baseline_app(db_url: str, pool_size: int = 20) -> tuple[web.Application, Any]:
     """The floor: a bare aiohttp endpoint reading one nominal row by key, nothing else."""
-    engine = make_engine(db_url, pool_size=20)
+    engine = make_engine(db_url, pool_size=pool_size)
     app = web.Application()
     query = text("SELECT visor_ref, surname, team FROM nominals WHERE visor_ref = :ref")
 
@@ -119,42 +119,87 @@ def events_signed(body: bytes) -> dict[str, str]:
 # --- /flags -------------------------------------------------------------------------------------
 
 
+def warmup_size(level: int) -> int:
+    """Untimed requests sent at a level before its timed ones (bench.loadgen): enough for every
+    requester to open its HTTP connection and the server its database connections."""
+    return max(2 * level, 50)
+
+
+class ConnectCounter:
+    """When an engine opened new database connections: a run at steady state opens none."""
+
+    def __init__(self, engine: Any) -> None:
+        self.at: list[float] = []  # time.monotonic()
+        event.listen(engine.sync_engine, "connect", self._on_connect)
+
+    def _on_connect(self, _dbapi_connection: Any, _record: Any) -> None:
+        self.at.append(time.monotonic())
+
+    def note(self, result: dict[str, Any]) -> None:
+        """Replace the run's timed window (bench.loadgen) by the connections opened within it."""
+        start, end = result.pop("timed_window")
+        result["db_connects"] = sum(start <= t <= end for t in self.at)
+
+
 async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any]:
     """/flags through the signed Slack endpoint (Bolt dispatch, role checks, audit), by ViSOR
     reference and by surname, against the bare one-row endpoint, at 1, 8 and 32 requesters
-    (sent from a child process, so the requesters do not share the server's event loop)."""
+    (sent from a child process, so the requesters do not share the server's event loop). Each
+    level first sends warmup_size(level) other requests at that level, untimed, so the timed
+    ones measure the steady state rather than connection set-up."""
     rng = random.Random(7)
     refs = [visor_ref(rng.randint(1, sizes.nominals)) for _ in range(requests)]
     users = [f"UB{rng.randint(1, sizes.officers):07d}" for _ in range(requests)]
-    out: dict[str, Any] = {"requests_per_level": requests, "levels": []}
+    warm_rng = random.Random(8)  # other nominals and officers than the timed requests
+    most_warm = warmup_size(max(CONCURRENCY))
+    warm_refs = [visor_ref(warm_rng.randint(1, sizes.nominals)) for _ in range(most_warm)]
+    warm_users = [f"UB{warm_rng.randint(1, sizes.officers):07d}" for _ in range(most_warm)]
+    out: dict[str, Any] = {
+        "requests_per_level": requests, "warmup_per_level": {str(c): warmup_size(c) for c in CONCURRENCY},
+        "levels": [],
+    }
+    # Pools as large as the most requesters: a smaller one closes the connections above its size
+    # whenever that many fall idle and opens them again moments later, in the timed part.
+    pool_size = max(CONCURRENCY)
     async with SlackStandIn(token=BOT_TOKEN) as slack:
-        settings = make_settings(db_url, sizes, slack={
-            "mode": "http", "signing_secret": SIGNING_SECRET, "bot_token": BOT_TOKEN, "api_url": slack.url,
-        })
+        settings = make_settings(
+            db_url, sizes, database={"pool_size": pool_size},
+            slack={"mode": "http", "signing_secret": SIGNING_SECRET, "bot_token": BOT_TOKEN,
+                   "api_url": slack.url},
+        )
         service = await create_service(settings, SystemClock())
-        base_app, base_engine = baseline_app(db_url)
+        base_app, base_engine = baseline_app(db_url, pool_size)
+        service_connects, base_connects = ConnectCounter(service.engine), ConnectCounter(base_engine)
         try:
             async with serve(service.app) as url, serve(base_app) as base_url, \
                     aiohttp.ClientSession() as http:
 
-                def flags_request(i: int) -> Request:
+                def flags_request(ref: str, user: str, i: int) -> Request:
                     # One in five by surname (the other index path), the rest by reference.
-                    query = refs[i] if i % 5 else f"benchperson{refs[i][4:].lstrip('0')}"
-                    body = flags_body(query, users[i])
+                    query = ref if i % 5 else f"benchperson{ref[4:].lstrip('0')}"
+                    body = flags_body(query, user)
                     return Request("POST", f"{url}/slack/events", body, tuple(slack_signed(body).items()))
 
-                flags_requests = [flags_request(i) for i in range(requests)]
-                row_requests = [Request("GET", f"{base_url}/row/{ref}") for ref in refs]
-                first = flags_requests[1]
+                def flags_requests(for_refs: list[str], by_users: list[str]) -> list[Request]:
+                    pairs = enumerate(zip(for_refs, by_users, strict=True))
+                    return [flags_request(ref, user, i) for i, (ref, user) in pairs]
+
+                timed_flags = flags_requests(refs, users)
+                timed_rows = [Request("GET", f"{base_url}/row/{ref}") for ref in refs]
+                first = timed_flags[1 % len(timed_flags)]
                 async with http.post(first.url, data=first.body, headers=dict(first.headers)) as r:
                     answer = await r.json(content_type=None)
                     out["checked"] = {"status": r.status, "response_type": answer.get("response_type")}
                     assert r.status == 200 and answer.get("response_type") == "ephemeral", answer
-                await closed_loop_remote(flags_requests[: min(50, requests)], 4)  # warm caches and pools
-                await closed_loop_remote(row_requests[: min(50, requests)], 4)
                 for level in CONCURRENCY:
-                    measured = await closed_loop_remote(flags_requests, level)
-                    floor = await closed_loop_remote(row_requests, level)
+                    n_warm = warmup_size(level)
+                    # Signed now: Slack's signature is good for 5 minutes.
+                    warm_flags = flags_requests(warm_refs[:n_warm], warm_users[:n_warm])
+                    warm_rows = [Request("GET", f"{base_url}/row/{ref}") for ref in warm_refs[:n_warm]]
+                    measured = await closed_loop_remote(timed_flags, level, warmup=warm_flags)
+                    service_connects.note(measured)
+                    floor = await closed_loop_remote(timed_rows, level, warmup=warm_rows)
+                    base_connects.note(floor)
                     out["levels"].append({
                         "concurrency": level, "flags": measured, "baseline_row": floor,
                         "p99_ratio": ratio(measured["p99_ms"], floor["p99_ms"]),

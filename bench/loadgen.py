@@ -24,35 +24,58 @@ class Request:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-def _run(requests: Sequence[Request], concurrency: int, ok_statuses: tuple[int, ...]) -> dict[str, Any]:
-    return asyncio.run(_load(requests, concurrency, ok_statuses))
+def _run(
+    requests: Sequence[Request], concurrency: int, ok_statuses: tuple[int, ...], warmup: Sequence[Request]
+) -> dict[str, Any]:
+    return asyncio.run(_load(requests, concurrency, ok_statuses, warmup))
 
 
 async def _load(
-    requests: Sequence[Request], concurrency: int, ok_statuses: tuple[int, ...]
+    requests: Sequence[Request],
+    concurrency: int,
+    ok_statuses: tuple[int, ...],
+    warmup: Sequence[Request] = (),
 ) -> dict[str, Any]:
+    """`warmup` requests go first through the same requesters and HTTP connections, uncounted,
+    and the measured ones follow without a pause: the server's connections (HTTP and database
+    pool) are opened and left open at this concurrency before anything is timed."""
     latencies: list[float] = []
     errors = 0
-    pending = iter(requests)
+    warm_errors = 0
+    total_warm = len(warmup)
+    pending = enumerate([*warmup, *requests])
+    measuring_since: float | None = None
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def requester() -> None:
-            nonlocal errors
-            for req in pending:
+            nonlocal errors, warm_errors, measuring_since
+            for i, req in pending:
                 started = time.perf_counter()
+                if i == total_warm:
+                    measuring_since = started
                 headers = dict(req.headers)
                 async with http.request(req.method, req.url, data=req.body or None, headers=headers) as r:
                     await r.read()
                     ok = r.status in ok_statuses
+                if i < total_warm:
+                    warm_errors += 0 if ok else 1
+                    continue
                 latencies.append(time.perf_counter() - started)
                 errors += 0 if ok else 1
 
-        started = time.perf_counter()
         await asyncio.gather(*(requester() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        ended = time.perf_counter()
+    elapsed = ended - (measuring_since or ended)
     out = summary(latencies, elapsed, errors)
     out["concurrency"] = concurrency
+    if not total_warm:
+        return out
+    out["warmup"] = {"n": total_warm, "errors": warm_errors}
+    # The timed part on the system-wide monotonic clock (the same in every process on Linux),
+    # so the server can tell what happened during it (bench.cases.ConnectCounter).
+    shift = time.monotonic() - time.perf_counter()
+    out["timed_window"] = [(measuring_since or ended) + shift, ended + shift]
     return out
 
 
@@ -67,12 +90,17 @@ def _pool() -> concurrent.futures.ProcessPoolExecutor:
 
 
 async def closed_loop_remote(
-    requests: Sequence[Request], concurrency: int, ok_statuses: tuple[int, ...] = (200,)
+    requests: Sequence[Request],
+    concurrency: int,
+    ok_statuses: tuple[int, ...] = (200,),
+    *,
+    warmup: Sequence[Request] = (),
 ) -> dict[str, Any]:
-    """`requests` sent by `concurrency` requesters from a child process; their summary."""
+    """`requests` sent by `concurrency` requesters from a child process; their summary. The
+    `warmup` requests are sent first by the same requesters, untimed (see _load)."""
     loop = asyncio.get_running_loop()
     result: dict[str, Any] = await loop.run_in_executor(
-        _pool(), _run, list(requests), concurrency, ok_statuses
+        _pool(), _run, list(requests), concurrency, ok_statuses, list(warmup)
     )
     return result
 

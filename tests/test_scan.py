@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.store.models import Action, Alert, Nominal, Officer, Recall
+from casewatch.store.models import Action, Alert, AuditEntry, Nominal, Officer, Recall
+from casewatch.triggers import scan
 from casewatch.triggers.scan import run_scan
 from tests.test_triggers_case_data import action, alerts, context, live, nominal, notification, utc
 
@@ -114,8 +118,49 @@ async def test_scan_pages_through_batches(sessions: Sessions) -> None:
                 s.add(action(f"A-{i}-{j}", ref, date(2026, 11, 10 + j)))
     summary = await run_scan(sessions, context("2026-11-23T12:00:00Z"), batch_size=2)
     assert summary.tally.opened == {"notification.missed": 7, "action.overdue": 21}
+    # Pages are written side by side on PostgreSQL (scan._write_pages): each alert once, with
+    # its audit row, and the tally counts exactly what was committed.
+    async with sessions() as s:
+        opened = (await s.execute(select(Alert.id))).scalars().all()
+        assert len(opened) == len(set(opened)) == 28 == len(summary.tally.opened_ids)
+        assert set(opened) == set(summary.tally.opened_ids)
+        audited = (
+            await s.execute(select(AuditEntry.subject).where(AuditEntry.action == "alert.opened"))
+        ).scalars().all()
+        assert sorted(audited) == sorted(opened)
     again = await run_scan(sessions, context("2026-11-23T12:00:00Z"), batch_size=2)
     assert not again.tally.opened
+
+
+async def test_a_failing_page_stops_the_scan_with_its_own_error(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that cannot be written ends the scan with that error (not a hang, not an
+    ExceptionGroup); the pages committed before it stay, and a re-run opens the rest."""
+    async with sessions.begin() as s:
+        for i in range(6):
+            s.add(nominal(f"VS-20000{i:02d}", last_notification_on=date(2025, 11, 1)))
+    calls = 0
+    real_apply = scan.apply  # type: ignore[attr-defined]
+
+    async def failing_apply(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("page write failed")
+        return await real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "apply", failing_apply)
+    with pytest.raises(RuntimeError, match="page write failed"):
+        await asyncio.wait_for(run_scan(sessions, context("2026-11-23T12:00:00Z"), batch_size=2), 30)
+    async with sessions() as s:
+        first = len((await s.execute(select(Alert.id))).scalars().all())
+    # Whole pages only: the failed page rolled back (and on PostgreSQL, a page being written
+    # beside it when it failed may have been cancelled and rolled back too).
+    assert first % 2 == 0 and first < 6
+    monkeypatch.setattr(scan, "apply", real_apply)
+    rest = await run_scan(sessions, context("2026-11-23T12:00:00Z"), batch_size=2)
+    assert sum(rest.tally.opened.values()) == 6 - first
 
 
 async def test_leap_day_and_dst_on_the_database(sessions: Sessions) -> None:

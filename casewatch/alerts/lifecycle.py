@@ -22,6 +22,7 @@ from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.routing.escalation import chain_for
 from casewatch.routing.outbox import enqueue, enqueue_opened
+from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Acknowledgement, Alert, AuditEntry
 
 Severity = Literal["critical", "high", "medium", "low"]
@@ -32,7 +33,6 @@ LIVE_STATES = ("open", "acknowledged")
 _ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_LENGTH = 6
 _ID_ATTEMPTS = 5
-_IN_CHUNK = 1000
 
 AckStatus = Literal["acknowledged", "already_acknowledged", "resolved", "unknown"]
 
@@ -96,8 +96,37 @@ async def open_alert(
     Safe under concurrent ingests: the insert is ON CONFLICT DO NOTHING on the live key, so two
     transactions racing to open the same alert leave exactly one.
     """
-    [alert] = await open_alerts(session, [spec], ctx, [event_id])
-    return alert
+    [opened] = await open_alerts(session, [spec], ctx, [event_id])
+    return await session.get(Alert, opened.id) if opened is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedAlert:
+    """An alert as open_alerts wrote it: the row's values, without reading the row back (a scan
+    opens thousands at a time, and ORM objects for them would cost more than the inserts)."""
+
+    id: str
+    kind: str
+    severity: str
+    visor_ref: str
+    team: str
+    subject: str
+    live_key: str
+    state: str
+    summary: str
+    details: dict[str, Any]
+    owner: str | None
+    due_at: datetime | None
+    opened_at: datetime
+    opened_by_event: str | None
+    escalation_chain: list[dict[str, Any]]
+    escalation_step: int
+    next_escalation_at: datetime | None
+    version: int
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_reason: str | None = None
 
 
 async def open_alerts(
@@ -105,11 +134,12 @@ async def open_alerts(
     specs: Sequence[AlertSpec],
     ctx: Context,
     event_ids: Sequence[str | None] | None = None,
-) -> list[Alert | None]:
+) -> list[OpenedAlert | None]:
     """open_alert for many specs in a few statements: a multi-row INSERT .. ON CONFLICT DO
-    NOTHING RETURNING (paged by SQLAlchemy), one batched outbox enqueue, the audit rows. Returns, for each
-    spec in order, the new alert or None (a live alert with its key existed, or an earlier spec
-    in `specs` has the same key). `event_ids[i]` is the event that opened `specs[i]`.
+    NOTHING RETURNING (paged by SQLAlchemy), one batched outbox enqueue, the audit rows.
+    Returns, for each spec in order, the new alert (an OpenedAlert record, not an ORM object)
+    or None (a live alert with its key existed, or an earlier spec in `specs` has the same
+    key). `event_ids[i]` is the event that opened `specs[i]`.
 
     The insert has no conflict target, so it skips both a live-key conflict and an alert-id
     collision without aborting the transaction; RETURNING says which live keys went in. A spec
@@ -150,7 +180,7 @@ async def open_alerts(
             next_escalation_at=now + timedelta(seconds=first_wait) if first_wait is not None else None,
             version=1,
         )
-    opened: dict[str, Alert] = {}
+    opened: dict[str, OpenedAlert] = {}
     pending = list(wanted)
     for _ in range(_ID_ATTEMPTS):
         if not pending:
@@ -162,9 +192,9 @@ async def open_alerts(
         # returning entities is far slower here: it correlates each row to its parameters.)
         stmt = _insert(session).on_conflict_do_nothing().returning(_ALERTS.c.id, _ALERTS.c.live_key)
         inserted = {key: alert_id for alert_id, key in await session.execute(stmt, rows)}
-        for alert in await _load(session, list(inserted.values())):
-            assert alert.live_key is not None
-            opened[alert.live_key] = alert
+        for row in rows:
+            if inserted.get(row["live_key"]) == row["id"]:
+                opened[row["live_key"]] = OpenedAlert(**row)
         missing = [key for key in pending if key not in opened]
         live = await _existing_live_keys(session, missing) if missing else set()
         pending = [key for key in missing if key not in live]
@@ -182,7 +212,7 @@ async def open_alerts(
         await session.execute(insert(AuditEntry.metadata.tables[AuditEntry.__tablename__]), audit)
     # Each live key answers for its first spec only; later specs with the same key get None.
     answered: set[str] = set()
-    out: list[Alert | None] = []
+    out: list[OpenedAlert | None] = []
     for spec in specs:
         key = spec.live_key
         out.append(opened.get(key) if key not in answered else None)
@@ -191,27 +221,26 @@ async def open_alerts(
 
 
 def _draw_ids(n: int) -> list[str]:
+    """`n` distinct new ids, from one read of the system's random source (a scan draws
+    thousands; secrets.choice reads it once per character)."""
     ids: set[str] = set()
     while len(ids) < n:
-        ids.add(new_alert_id())
+        # Bytes below the largest multiple of the alphabet's size map onto it without bias.
+        size = len(_ID_ALPHABET)
+        random_bytes = secrets.token_bytes(2 * _ID_LENGTH * (n - len(ids)))
+        chars = [_ID_ALPHABET[b % size] for b in random_bytes if b < 256 - 256 % size]
+        for start in range(0, len(chars) - _ID_LENGTH + 1, _ID_LENGTH):
+            if len(ids) == n:
+                break
+            ids.add("A-" + "".join(chars[start : start + _ID_LENGTH]))
     return list(ids)
-
-
-async def _load(session: AsyncSession, ids: Sequence[str]) -> list[Alert]:
-    found: list[Alert] = []
-    for start in range(0, len(ids), _IN_CHUNK):
-        found.extend(await session.scalars(select(Alert).where(Alert.id.in_(ids[start : start + _IN_CHUNK]))))
-    return found
 
 
 async def _existing_live_keys(session: AsyncSession, keys: Sequence[str]) -> set[str]:
     found: set[str] = set()
-    for start in range(0, len(keys), _IN_CHUNK):
-        part = keys[start : start + _IN_CHUNK]
-        found.update(
-            k for k in (await session.scalars(select(Alert.live_key).where(Alert.live_key.in_(part))))
-            if k is not None
-        )
+    for part in chunked(session, keys):
+        stmt = select(Alert.live_key).where(one_of(session, Alert.live_key, part))
+        found.update(k for k in await session.scalars(stmt) if k is not None)
     return found
 
 

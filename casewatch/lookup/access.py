@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.store.models import Officer
@@ -35,10 +35,19 @@ def requester_from(officer: Officer) -> Requester:
     return Requester(officer.id, officer.name, officer.team, frozenset(str(r) for r in officer.roles))
 
 
+_OFFICERS = Officer.metadata.tables[Officer.__tablename__].c
+# Core on the table, built once: every chat command starts here.
+_BY_SLACK_USER = select(_OFFICERS.id, _OFFICERS.name, _OFFICERS.team, _OFFICERS.roles).where(
+    _OFFICERS.slack_user_id == bindparam("slack_user_id")
+)
+
+
 async def requester_by_slack_user(session: AsyncSession, slack_user_id: str) -> Requester | None:
     """The officer whose directory entry carries this Slack user id, or None."""
     if not slack_user_id:
         return None
-    stmt = select(Officer).where(Officer.slack_user_id == slack_user_id)
-    officer = (await session.execute(stmt)).scalar_one_or_none()
-    return None if officer is None else requester_from(officer)
+    conn = await session.connection()
+    row = (await conn.execute(_BY_SLACK_USER, {"slack_user_id": slack_user_id})).one_or_none()
+    if row is None:
+        return None
+    return Requester(row.id, row.name, row.team, frozenset(str(r) for r in row.roles or ()))

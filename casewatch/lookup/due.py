@@ -6,11 +6,7 @@ an officer is shown and what the alerts say can never disagree.
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from casewatch.config.triggers import TriggerSection
-from casewatch.store.models import Nominal
-from casewatch.triggers import load
 from casewatch.triggers.rules.notifications import Due, dues
 from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
@@ -24,14 +20,3 @@ def next_notification_due(
     owed = dues(nominal, history, clocks)
     return min(owed, key=lambda due: due.due_on) if owed else None
 
-
-async def next_due_for(
-    session: AsyncSession, nominal: Nominal, clocks: TriggerSection
-) -> NotificationDue | None:
-    facts = NominalFacts(
-        visor_ref=nominal.visor_ref, team=nominal.team, offender_manager=nominal.offender_manager,
-        registered=nominal.registered, no_fixed_abode=nominal.no_fixed_abode,
-        release_date=nominal.release_date, last_notification_on=nominal.last_notification_on,
-        mappa_level=nominal.mappa_level, area=nominal.area,
-    )
-    return next_notification_due(facts, await load.history(session, nominal.visor_ref), clocks)

@@ -1,20 +1,39 @@
 """/flags: find a nominal by ViSOR reference, PNC ID, or surname (and date of birth), and show
-what an officer needs at once, limited to what the requester may see. Every lookup is audited."""
+what an officer needs at once, limited to what the requester may see. Every lookup is audited.
+
+A lookup by reference is one statement: the nominal's columns, its offender manager (a join),
+notification history, latest recall, markers and live alerts (subqueries, the lists as JSON) come
+back in one row; a lookup by surname is one more when it finds exactly one. The statements are
+built once and run on the session's connection as Core: this is the busiest query a person waits
+on, and the ORM's per-statement work was most of its CPU.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal_column, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from casewatch.alerts.lifecycle import LIVE_STATES, SEVERITY_RANK
-from casewatch.audit import record
+from casewatch.audit import record_row
 from casewatch.context import Context
 from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester
-from casewatch.lookup.due import next_due_for
+from casewatch.lookup.due import next_notification_due
+from casewatch.lookup.json_sql import json_row, json_rows, sorts_in_sql, utc_from_json
 from casewatch.lookup.query import Query, QueryError, clean_text, parse_query, pnc_key
 from casewatch.lookup.views import (
     AlertLine,
@@ -24,7 +43,9 @@ from casewatch.lookup.views import (
     MarkerView,
     OfficerContact,
 )
-from casewatch.store.models import Alert, Marker, Nominal, Officer, Recall
+from casewatch.store.models import Alert, Marker, Nominal, NotificationReceived, Officer, Recall
+from casewatch.triggers.load import FULL_NOTIFICATION_KINDS
+from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
 CANDIDATE_LIMIT = 10
 
@@ -65,6 +86,11 @@ def _sql_string(value: str) -> Any:
     return literal_column("'" + value.replace("'", "''") + "'")
 
 
+def _constants(values: Sequence[str]) -> list[Any]:
+    # Fixed lists as constants too: nothing to expand per execution.
+    return [_sql_string(v) for v in values]
+
+
 def _folded(column: Any) -> ColumnElement[str]:
     """The SQL twin of query.name_key for a stored surname key (ix_nominals_surname_folded)."""
     folded: ColumnElement[str] = func.lower(column)
@@ -78,10 +104,89 @@ def _compact_ref(column: Any) -> ColumnElement[str]:
     return func.replace(func.upper(column), _sql_string("-"), _sql_string(""))
 
 
-async def _by_identifier(session: AsyncSession, identifier: str) -> list[Nominal]:
+# Table columns, not ORM attributes: the statements below are plain Core.
+_TABLES = Nominal.metadata.tables
+_NOMINALS, _OFFICERS = _TABLES[Nominal.__tablename__], _TABLES[Officer.__tablename__]
+_N, _O = _NOMINALS.c, _OFFICERS.c
+_M = _TABLES[Marker.__tablename__].c
+_A = _TABLES[Alert.__tablename__].c
+_R = _TABLES[Recall.__tablename__].c
+_NOTE = _TABLES[NotificationReceived.__tablename__].c
+
+_ALERT_COLUMNS = (
+    _A.id, _A.kind, _A.severity, _A.state, _A.visor_ref, _A.team, _A.summary, _A.owner, _A.due_at,
+    _A.opened_at, _A.acknowledged_by, _A.acknowledged_at,
+)
+
+
+@cache
+def _view_select(cleared: bool) -> Select[Any]:
+    """Everything /flags shows about a nominal, one row per nominal (add the WHERE)."""
+    same_nominal = _NOTE.visor_ref == _N.visor_ref
+    full = case((_NOTE.kind.in_(_constants(FULL_NOTIFICATION_KINDS)), _NOTE.notified_on), else_=None)
+    markers = select(json_rows((_M.code, _M.label, _M.restricted), order_by=(_M.restricted, _M.code)))
+    markers = markers.where(_M.visor_ref == _N.visor_ref)
+    if not cleared:
+        markers = markers.where(_M.restricted.is_(False))
+    # The latest recall: an open one first, then the most recently issued.
+    recall = (
+        select(json_row(_R.recall_type, _R.issued_at, _R.returned_at))
+        .where(_R.visor_ref == _N.visor_ref)
+        .order_by(_R.returned_at.is_not(None), _R.issued_at.desc())
+        .limit(1)
+    )
+    live = _A.state.in_(_constants(LIVE_STATES))
+    alerts = select(json_rows(_ALERT_COLUMNS)).where(_A.visor_ref == _N.visor_ref, live)
+    return (
+        select(
+            _N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth, _N.pnc_id, _N.category,
+            _N.mappa_level, _N.risk_level, _N.registered, _N.no_fixed_abode, _N.lead_agency, _N.team,
+            _N.offender_manager, _N.area, _N.on_licence, _N.licence_expiry, _N.release_date,
+            _N.last_notification_on,
+            _O.id.label("om_id"), _O.name.label("om_name"), _O.email.label("om_email"),
+            _O.slack_user_id.label("om_slack_user_id"), _O.team.label("om_team"),
+            select(func.max(full)).where(same_nominal).scalar_subquery().label("last_full_on"),
+            select(func.max(_NOTE.notified_on)).where(same_nominal).scalar_subquery().label("last_any_on"),
+            recall.scalar_subquery().label("recall"),
+            markers.scalar_subquery().label("markers"),
+            alerts.scalar_subquery().label("alerts"),
+        )
+        .select_from(_NOMINALS)
+        .outerjoin(_OFFICERS, and_(_O.id == _N.offender_manager, _N.offender_manager != _sql_string("")))
+    )
+
+
+@cache
+def _by_compact_ref(cleared: bool) -> Select[Any]:
+    return _view_select(cleared).where(_compact_ref(_N.visor_ref) == bindparam("compact"))
+
+
+@cache
+def _by_pnc_tail(cleared: bool) -> Select[Any]:
+    return _view_select(cleared).where(func.upper(_N.pnc_id).like(bindparam("pattern")))
+
+
+@cache
+def _by_visor_ref(cleared: bool) -> Select[Any]:
+    return _view_select(cleared).where(_N.visor_ref == bindparam("visor_ref"))
+
+
+@cache
+def _by_surname_statement(with_date_of_birth: bool) -> Select[Any]:
+    condition = _folded(_N.surname_key) == bindparam("name_key")
+    if with_date_of_birth:
+        condition = condition & (_N.date_of_birth == bindparam("date_of_birth"))
+    return (
+        select(_N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth, func.count().over().label("total"))
+        .where(condition)
+        .order_by(_N.surname, _N.forenames, _N.date_of_birth, _N.visor_ref)
+        .limit(CANDIDATE_LIMIT)
+    )
+
+
+async def _by_identifier(conn: AsyncConnection, identifier: str, cleared: bool) -> list[Row[Any]]:
     compact = identifier.replace("-", "")
-    stmt = select(Nominal).where(_compact_ref(Nominal.visor_ref) == compact)
-    found = list((await session.execute(stmt)).scalars())
+    found = list(await conn.execute(_by_compact_ref(cleared), {"compact": compact}))
     if found:
         return found
     key = pnc_key(identifier)
@@ -90,23 +195,17 @@ async def _by_identifier(session: AsyncSession, identifier: str) -> list[Nominal
     # Narrow by the serial number and check letter, then compare canonical forms: PNC IDs are
     # written both long (2003/0012345A) and short (03/12345A).
     tail = key.split("/", 1)[1]
-    stmt = select(Nominal).where(func.upper(Nominal.pnc_id).like(f"%{tail}"))
-    return [n for n in (await session.execute(stmt)).scalars() if pnc_key(n.pnc_id or "") == key]
+    rows = await conn.execute(_by_pnc_tail(cleared), {"pattern": f"%{tail}"})
+    return [n for n in rows if pnc_key(n.pnc_id or "") == key]
 
 
-async def _by_surname(session: AsyncSession, query: Query) -> tuple[list[Nominal], int]:
-    condition = _folded(Nominal.surname_key) == query.name_key
+async def _by_surname(conn: AsyncConnection, query: Query) -> tuple[list[Row[Any]], int]:
+    """A page of candidates in name order, and how many match in all."""
+    params: dict[str, Any] = {"name_key": query.name_key}
     if query.date_of_birth is not None:
-        condition = condition & (Nominal.date_of_birth == query.date_of_birth)
-    counted = select(func.count()).select_from(Nominal).where(condition)
-    total = int((await session.execute(counted)).scalar_one())
-    stmt = (
-        select(Nominal)
-        .where(condition)
-        .order_by(Nominal.surname, Nominal.forenames, Nominal.date_of_birth, Nominal.visor_ref)
-        .limit(CANDIDATE_LIMIT)
-    )
-    return list((await session.execute(stmt)).scalars()), total
+        params["date_of_birth"] = query.date_of_birth
+    rows = list(await conn.execute(_by_surname_statement(query.date_of_birth is not None), params))
+    return rows, int(rows[0].total) if rows else 0
 
 
 def alert_line(alert: Alert) -> AlertLine:
@@ -124,61 +223,61 @@ def urgency(line: AlertLine) -> tuple[Any, ...]:
     return (line.state != "open", SEVERITY_RANK.get(line.severity, 9), line.due_at or far, line.opened_at)
 
 
-async def live_alerts_for(session: AsyncSession, visor_ref: str) -> list[AlertLine]:
-    stmt = select(Alert).where(Alert.visor_ref == visor_ref, Alert.state.in_(LIVE_STATES))
-    return sorted((alert_line(a) for a in (await session.execute(stmt)).scalars()), key=urgency)
-
-
-async def contact_for(session: AsyncSession, officer_id: str) -> OfficerContact:
-    officer = await session.get(Officer, officer_id) if officer_id else None
-    if officer is None:
-        return OfficerContact(officer_id, "", "", "", "")
-    return OfficerContact(officer.id, officer.name, officer.email, officer.slack_user_id or "", officer.team)
-
-
-async def _licence(session: AsyncSession, nominal: Nominal) -> LicenceView:
-    stmt = (
-        select(Recall)
-        .where(Recall.visor_ref == nominal.visor_ref)
-        .order_by(Recall.returned_at.is_not(None), Recall.issued_at.desc())
-        .limit(1)
+def _alert_from_json(values: Sequence[Any]) -> AlertLine:
+    (alert_id, kind, severity, state, visor_ref, team, summary, owner, due_at, opened_at,
+     acknowledged_by, acknowledged_at) = values
+    opened = utc_from_json(opened_at)
+    assert opened is not None
+    return AlertLine(
+        alert_id=alert_id, kind=kind, severity=severity, state=state, visor_ref=visor_ref, team=team,
+        summary=summary, owner=owner, due_at=utc_from_json(due_at), opened_at=opened,
+        acknowledged_by=acknowledged_by, acknowledged_at=utc_from_json(acknowledged_at),
     )
-    recall = (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _licence(row: Row[Any]) -> LicenceView:
+    recall_type, issued_at, returned_at = row.recall or (None, None, None)
+    returned = utc_from_json(returned_at)
     return LicenceView(
-        on_licence=nominal.on_licence,
-        licence_expiry=nominal.licence_expiry,
-        recalled=recall is not None and recall.returned_at is None,
-        recall_type=recall.recall_type if recall else None,
-        recall_issued_at=recall.issued_at if recall else None,
-        returned_at=recall.returned_at if recall else None,
+        on_licence=row.on_licence,
+        licence_expiry=row.licence_expiry,
+        recalled=recall_type is not None and returned is None,
+        recall_type=recall_type,
+        recall_issued_at=utc_from_json(issued_at),
+        returned_at=returned,
     )
 
 
-async def build_view(
-    session: AsyncSession, nominal: Nominal, ctx: Context, *, cleared: bool
-) -> FlagsView:
-    markers_stmt = select(Marker).where(Marker.visor_ref == nominal.visor_ref)
-    if not cleared:
-        markers_stmt = markers_stmt.where(Marker.restricted.is_(False))
-    markers = tuple(
-        MarkerView(m.code, m.label, m.restricted)
-        for m in (await session.execute(markers_stmt.order_by(Marker.restricted, Marker.code))).scalars()
+def _contact(row: Row[Any]) -> OfficerContact:
+    if row.om_id is None:
+        return OfficerContact(row.offender_manager, "", "", "", "")
+    return OfficerContact(row.om_id, row.om_name, row.om_email, row.om_slack_user_id or "", row.om_team)
+
+
+def _view(row: Row[Any], ctx: Context, *, cleared: bool, sorted_markers: bool) -> FlagsView:
+    markers = [MarkerView(code, label, bool(restricted)) for code, label, restricted in row.markers or ()]
+    if not sorted_markers:
+        markers.sort(key=lambda m: (m.restricted, m.code))
+    facts = NominalFacts(
+        visor_ref=row.visor_ref, team=row.team, offender_manager=row.offender_manager,
+        registered=row.registered, no_fixed_abode=row.no_fixed_abode, release_date=row.release_date,
+        last_notification_on=row.last_notification_on, mappa_level=row.mappa_level, area=row.area,
     )
-    due = await next_due_for(session, nominal, ctx.settings.triggers)
+    history = NotificationHistory(last_full_on=row.last_full_on, last_any_on=row.last_any_on)
     return FlagsView(
-        visor_ref=nominal.visor_ref, surname=nominal.surname, forenames=nominal.forenames,
-        date_of_birth=nominal.date_of_birth, pnc_id=nominal.pnc_id, category=nominal.category,
-        mappa_level=nominal.mappa_level, risk_level=nominal.risk_level,
-        registered=nominal.registered, no_fixed_abode=nominal.no_fixed_abode,
-        next_notification=due, licence=await _licence(session, nominal), markers=markers,
-        restricted_included=cleared, lead_agency=nominal.lead_agency, team=nominal.team,
-        offender_manager=await contact_for(session, nominal.offender_manager),
-        open_alerts=tuple(await live_alerts_for(session, nominal.visor_ref)),
+        visor_ref=row.visor_ref, surname=row.surname, forenames=row.forenames,
+        date_of_birth=row.date_of_birth, pnc_id=row.pnc_id, category=row.category,
+        mappa_level=row.mappa_level, risk_level=row.risk_level,
+        registered=row.registered, no_fixed_abode=row.no_fixed_abode,
+        next_notification=next_notification_due(facts, history, ctx.settings.triggers),
+        licence=_licence(row), markers=tuple(markers), restricted_included=cleared,
+        lead_agency=row.lead_agency, team=row.team, offender_manager=_contact(row),
+        open_alerts=tuple(sorted((_alert_from_json(a) for a in row.alerts or ()), key=urgency)),
     )
 
 
-def _candidates(nominals: Sequence[Nominal]) -> tuple[Candidate, ...]:
-    return tuple(Candidate(n.visor_ref, n.surname, n.forenames, n.date_of_birth) for n in nominals)
+def _candidates(rows: Sequence[Row[Any]]) -> tuple[Candidate, ...]:
+    return tuple(Candidate(n.visor_ref, n.surname, n.forenames, n.date_of_birth) for n in rows)
 
 
 async def look_up_flags(
@@ -198,11 +297,15 @@ async def look_up_flags(
         return Unreadable(str(exc))
     if query is None:
         return Usage()
+    conn = await session.connection()
+    cleared = requester.cleared_for_restricted(cleared_roles)
     if query.kind == "identifier":
-        nominals = await _by_identifier(session, query.identifier)
+        nominals = await _by_identifier(conn, query.identifier, cleared)
         total = len(nominals)
     else:
-        nominals, total = await _by_surname(session, query)
+        nominals, total = await _by_surname(conn, query)
+        if total == 1:
+            nominals = list(await conn.execute(_by_visor_ref(cleared), {"visor_ref": nominals[0].visor_ref}))
     details: dict[str, Any] = {"query_kind": query.kind if query.date_of_birth is None else "surname_dob"}
     outcome: FlagsOutcome
     if not nominals:
@@ -212,8 +315,8 @@ async def look_up_flags(
         outcome = Several(query, _candidates(nominals), total)
         details.update(outcome="several", visor_refs_shown=[n.visor_ref for n in nominals], total=total)
     else:
-        cleared = requester.cleared_for_restricted(cleared_roles)
-        view = await build_view(session, nominals[0], ctx, cleared=cleared)
+        dialect = conn.dialect.name
+        view = _view(nominals[0], ctx, cleared=cleared, sorted_markers=sorts_in_sql(dialect))
         outcome = Found(view)
         details.update(
             outcome="found", visor_refs_shown=[view.visor_ref], restricted_markers_shown=cleared,
@@ -229,7 +332,7 @@ async def _audit(
     session: AsyncSession, ctx: Context, requester: Requester, asked: str, via: str,
     details: dict[str, Any],
 ) -> None:
-    await record(
-        session, ctx, actor=requester.officer_id, action="flags.lookup", subject=asked,
-        purpose=f"{via} /flags", details={"roles": sorted(requester.roles), **details},
+    await record_row(
+        await session.connection(), ctx, actor=requester.officer_id, action="flags.lookup",
+        subject=asked, purpose=f"{via} /flags", details={"roles": sorted(requester.roles), **details},
     )

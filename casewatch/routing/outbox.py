@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select
@@ -23,6 +23,7 @@ from casewatch.audit import record
 from casewatch.config import Settings
 from casewatch.context import Context
 from casewatch.routing.routing import (
+    AlertFacts,
     Channel,
     Directory,
     Target,
@@ -33,14 +34,13 @@ from casewatch.routing.routing import (
     targets_for,
 )
 from casewatch.store.engine import mark_outbox_queued
+from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Alert, Delivery, Marker, Nominal
 
 log = logging.getLogger(__name__)
 
 Change = Literal["opened", "acknowledged", "escalated", "resolved", "reminder"]
 UPDATES = ("acknowledged", "escalated", "resolved")
-# Keeps IN (...) lists well inside every driver's bound-parameter limit.
-_CHUNK = 1000
 
 
 async def enqueue(session: AsyncSession, alert: Alert, change: Change, ctx: Context) -> list[Delivery]:
@@ -68,7 +68,7 @@ async def enqueue(session: AsyncSession, alert: Alert, change: Change, ctx: Cont
     return await _write(session, alert, change, targets, ctx, extra)
 
 
-async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Context) -> int:
+async def enqueue_opened(session: AsyncSession, alerts: Sequence[AlertFacts], ctx: Context) -> int:
     """enqueue(alert, "opened") for many alerts at once; returns how many deliveries it wrote.
     The nominals and markers routing and payloads need are read with one query per table for the
     whole batch, and the rows go in as one multi-row INSERT, not as ORM objects one by one."""
@@ -77,8 +77,8 @@ async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Co
     routes = {kind: settings.routing.receivers_for(kind) for kind in {a.kind for a in alerts}}
     refs = sorted({a.visor_ref for a in alerts if needs_nominal(routes[a.kind])})
     nominals = await _nominals(session, refs)
-    planned: list[tuple[Alert, list[Target]]] = []
-    fallbacks: dict[tuple[str, ...], list[Alert]] = {}
+    planned: list[tuple[AlertFacts, list[Target]]] = []
+    fallbacks: dict[tuple[str, ...], list[AlertFacts]] = {}
     for alert in alerts:
         route = routes[alert.kind]
         targets, fell_back = targets_for(alert, route, nominals.get(alert.visor_ref), settings, directory)
@@ -91,7 +91,7 @@ async def enqueue_opened(session: AsyncSession, alerts: Sequence[Alert], ctx: Co
     personal = await _personal_many(session, cleared_refs, nominals)
     now = ctx.clock.now()
     rows: list[dict[str, Any]] = []
-    unroutable: list[Alert] = []
+    unroutable: list[AlertFacts] = []
     for alert, targets in planned:
         if not targets:
             unroutable.append(alert)
@@ -191,7 +191,7 @@ async def _write(
 
 
 def build_payload(
-    alert: Alert,
+    alert: AlertFacts,
     change: str,
     target: Target,
     settings: Settings,
@@ -277,27 +277,38 @@ async def _personal(session: AsyncSession, alert: Alert) -> dict[str, Any] | Non
     return {"name": f"{nominal.forenames} {nominal.surname}", "markers": sorted(markers)}
 
 
-async def _nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, Nominal]:
-    found: dict[str, Nominal] = {}
-    for start in range(0, len(visor_refs), _CHUNK):
-        part = visor_refs[start : start + _CHUNK]
-        rows = await session.execute(select(Nominal).where(Nominal.visor_ref.in_(part)))
-        found.update((n.visor_ref, n) for n in rows.scalars())
+class _NominalRow(NamedTuple):
+    """The columns of a nominal that routing and payloads read."""
+
+    visor_ref: str
+    area: str
+    offender_manager: str
+    forenames: str
+    surname: str
+
+
+_NOMINAL_ROW = (Nominal.visor_ref, Nominal.area, Nominal.offender_manager, Nominal.forenames, Nominal.surname)
+
+
+async def _nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, _NominalRow]:
+    found: dict[str, _NominalRow] = {}
+    for part in chunked(session, visor_refs):
+        rows = await session.execute(select(*_NOMINAL_ROW).where(one_of(session, Nominal.visor_ref, part)))
+        found.update((row[0], _NominalRow(*row)) for row in rows)
     return found
 
 
 async def _personal_many(
-    session: AsyncSession, visor_refs: Sequence[str], nominals: dict[str, Nominal]
+    session: AsyncSession, visor_refs: Sequence[str], nominals: dict[str, _NominalRow]
 ) -> dict[str, dict[str, Any]]:
     """_personal for many nominals: one query for the missing nominals, one for the markers."""
     missing = [ref for ref in visor_refs if ref not in nominals]
     known = {**nominals, **await _nominals(session, missing)} if missing else nominals
     labels: dict[str, list[str]] = {}
-    for start in range(0, len(visor_refs), _CHUNK):
-        part = visor_refs[start : start + _CHUNK]
+    for part in chunked(session, visor_refs):
         rows = await session.execute(
             select(Marker.visor_ref, Marker.label).where(
-                Marker.visor_ref.in_(part), Marker.restricted.is_(False)
+                one_of(session, Marker.visor_ref, part), Marker.restricted.is_(False)
             )
         )
         for ref, label in rows:

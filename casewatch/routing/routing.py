@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from datetime import datetime
+from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,6 +63,48 @@ class Directory:
 NOMINAL_RECEIVERS = ("npt", "owner", "owner_email", "owner_dm")
 
 
+class AlertFacts(Protocol):
+    """What routing and payloads read of an alert: an Alert row, or the record of one just
+    opened (alerts.lifecycle.OpenedAlert)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def visor_ref(self) -> str: ...
+    @property
+    def team(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def due_at(self) -> datetime | None: ...
+    @property
+    def opened_at(self) -> datetime: ...
+    @property
+    def acknowledged_by(self) -> str | None: ...
+    @property
+    def resolved_reason(self) -> str | None: ...
+    @property
+    def escalation_step(self) -> int: ...
+
+
+class NominalPlace(Protocol):
+    """What routing reads of a nominal: a Nominal row, or just these columns of it."""
+
+    @property
+    def area(self) -> str: ...
+
+    @property
+    def offender_manager(self) -> str: ...
+
+
 def needs_nominal(receivers: Sequence[str]) -> bool:
     """Whether resolving these receivers reads the nominal (its area or offender manager)."""
     return any(r in NOMINAL_RECEIVERS for r in receivers)
@@ -80,9 +123,9 @@ async def resolve_receivers(
 
 
 def targets_for(
-    alert: Alert,
+    alert: AlertFacts,
     receivers: Sequence[str],
-    nominal: Nominal | None,
+    nominal: NominalPlace | None,
     settings: Settings,
     directory: Directory,
 ) -> tuple[list[Target], bool]:
@@ -105,7 +148,7 @@ def targets_for(
     return list(unique.values()), fell_back
 
 
-def log_fallbacks(alerts: Sequence[Alert], receivers: Sequence[str]) -> None:
+def log_fallbacks(alerts: Sequence[AlertFacts], receivers: Sequence[str]) -> None:
     """One warning for a whole batch routed to SPOC inboxes, not one per alert."""
     if not alerts:
         return
@@ -119,9 +162,9 @@ def log_fallbacks(alerts: Sequence[Alert], receivers: Sequence[str]) -> None:
 
 def _resolve_one(
     name: str,
-    alert: Alert,
+    alert: AlertFacts,
     team: TeamSection | None,
-    nominal: Nominal | None,
+    nominal: NominalPlace | None,
     settings: Settings,
     chat: bool,
     directory: Directory,

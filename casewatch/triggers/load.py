@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from datetime import date
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.alerts.lifecycle import LIVE_STATES
+from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import (
     Action,
     Alert,
@@ -29,7 +32,7 @@ from casewatch.triggers.snapshot import (
 )
 
 FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change")
-# Keeps IN (...) lists well inside every driver's bound-parameter limit.
+# Keys a scan handles in one transaction (reads use store.lists for their own statements).
 CHUNK = 1000
 
 
@@ -56,34 +59,72 @@ async def nominal(session: AsyncSession, visor_ref: str) -> NominalFacts | None:
 
 async def nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, NominalFacts]:
     found: dict[str, NominalFacts] = {}
-    for part in chunks(visor_refs):
-        rows = await session.execute(select(*NOMINAL_COLUMNS).where(Nominal.visor_ref.in_(part)))
+    for part in chunked(session, visor_refs):
+        rows = await session.execute(
+            select(*NOMINAL_COLUMNS).where(one_of(session, Nominal.visor_ref, part))
+        )
         for row in rows:
             facts = nominal_from_columns(tuple(row))
             found[facts.visor_ref] = facts
     return found
 
 
-async def histories(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, NotificationHistory]:
-    """Each nominal's newest full and newest any-kind notification, one query per chunk."""
-    found: dict[str, NotificationHistory] = {}
+def _histories_by_ref(where: ColumnElement[bool]) -> Select[str, Any, date]:
     full = case(
         (NotificationReceived.kind.in_(FULL_NOTIFICATION_KINDS), NotificationReceived.notified_on),
         else_=None,
     )
-    for part in chunks(visor_refs):
-        stmt = (
-            select(
-                NotificationReceived.visor_ref,
-                func.max(full).label("last_full"),
-                func.max(NotificationReceived.notified_on).label("last_any"),
-            )
-            .where(NotificationReceived.visor_ref.in_(part))
-            .group_by(NotificationReceived.visor_ref)
+    return (
+        select(
+            NotificationReceived.visor_ref,
+            func.max(full).label("last_full"),
+            func.max(NotificationReceived.notified_on).label("last_any"),
         )
+        .where(where)
+        .group_by(NotificationReceived.visor_ref)
+    )
+
+
+async def histories(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, NotificationHistory]:
+    """Each nominal's newest full and newest any-kind notification, one query per chunk."""
+    found: dict[str, NotificationHistory] = {}
+    for part in chunked(session, visor_refs):
+        stmt = _histories_by_ref(one_of(session, NotificationReceived.visor_ref, part))
         for ref, last_full, last_any in await session.execute(stmt):
             found[ref] = NotificationHistory(last_full_on=last_full, last_any_on=last_any)
     return found
+
+
+async def histories_between(session: AsyncSession, after: str, last: str) -> dict[str, NotificationHistory]:
+    """histories() of every nominal with `after` < visor_ref <= `last`: for a scan reading
+    nominals in pages by reference, a range over the index instead of a list of keys."""
+    where = (NotificationReceived.visor_ref > after) & (NotificationReceived.visor_ref <= last)
+    return {
+        ref: NotificationHistory(last_full_on=last_full, last_any_on=last_any)
+        for ref, last_full, last_any in await (await session.connection()).execute(_histories_by_ref(where))
+    }
+
+
+def may_owe_notification(quiet_after: date) -> ColumnElement[bool]:
+    """A registered nominal who may owe a notification now or soon (rules.notifications):
+    no fixed abode (the weekly clock), a release date (the initial clock), or no full
+    notification after `quiet_after` (rules.notifications.quiet_after: the periodic clock).
+    A superset: the rule decides; this only leaves out nominals it would find nothing for."""
+    newer_full = (
+        select(NotificationReceived.id)
+        .where(
+            NotificationReceived.visor_ref == Nominal.visor_ref,
+            NotificationReceived.kind.in_(FULL_NOTIFICATION_KINDS),
+            NotificationReceived.notified_on > quiet_after,
+        )
+        .exists()
+    )
+    recent_on_visor = Nominal.last_notification_on.is_not(None) & (Nominal.last_notification_on > quiet_after)
+    return or_(
+        Nominal.no_fixed_abode.is_(True),
+        Nominal.release_date.is_not(None),
+        ~recent_on_visor & ~newer_full,
+    )
 
 
 async def history(session: AsyncSession, visor_ref: str) -> NotificationHistory:
@@ -113,8 +154,8 @@ async def travel(session: AsyncSession, event_id: str) -> TravelFacts | None:
 
 async def border_checks(session: AsyncSession, event_ids: Sequence[str]) -> list[BorderCheckFacts]:
     found: list[BorderCheckFacts] = []
-    for part in chunks(event_ids):
-        rows = await session.execute(select(BorderCheck).where(BorderCheck.event_id.in_(part)))
+    for part in chunked(session, event_ids):
+        rows = await session.execute(select(BorderCheck).where(one_of(session, BorderCheck.event_id, part)))
         found.extend(
             BorderCheckFacts(
                 event_id=b.event_id, visor_ref=b.visor_ref, port=b.port, direction=b.direction,
@@ -137,13 +178,13 @@ def action_from_columns(row: Sequence[object]) -> ActionFacts:
 
 async def actions(session: AsyncSession, action_ids: Sequence[str]) -> dict[str, ActionFacts]:
     found: dict[str, ActionFacts] = {}
-    for part in chunks(action_ids):
+    for part in chunked(session, action_ids):
         stmt = (
             select(*ACTION_COLUMNS)
             .select_from(Action)
             .outerjoin(Nominal, Nominal.visor_ref == Action.visor_ref)
             .outerjoin(Officer, Officer.id == Action.owner)
-            .where(Action.action_id.in_(part))
+            .where(one_of(session, Action.action_id, part))
         )
         for row in await session.execute(stmt):
             facts = action_from_columns(tuple(row))
@@ -153,8 +194,8 @@ async def actions(session: AsyncSession, action_ids: Sequence[str]) -> dict[str,
 
 async def recalls_by_event(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, RecallFacts]:
     found: dict[str, RecallFacts] = {}
-    for part in chunks(event_ids):
-        rows = await session.execute(select(Recall).where(Recall.event_id.in_(part)))
+    for part in chunked(session, event_ids):
+        rows = await session.execute(select(Recall).where(one_of(session, Recall.event_id, part)))
         for r in rows.scalars():
             found[r.event_id] = recall_facts(r)
     return found
@@ -195,9 +236,9 @@ async def live_alerts_of(
     """live_alerts for many nominals (or many subjects) at once, one query per chunk."""
     column, values = (Alert.visor_ref, visor_refs) if visor_refs else (Alert.subject, subjects)
     found: list[LiveAlert] = []
-    for part in chunks(sorted(set(values))):
+    for part in chunked(session, sorted(set(values))):
         stmt = select(Alert.kind, Alert.visor_ref, Alert.subject).where(
-            Alert.kind.in_(list(kinds)), Alert.state.in_(LIVE_STATES), column.in_(part)
+            Alert.kind.in_(list(kinds)), Alert.state.in_(LIVE_STATES), one_of(session, column, part)
         )
         found.extend(LiveAlert(k, v, s) for k, v, s in await session.execute(stmt))
     return found

@@ -28,6 +28,9 @@ class RuleResult:
     resolves: tuple[Resolution, ...] = ()
 
 
+NOTHING = RuleResult()
+
+
 @dataclass
 class Desired:
     """Builds a RuleResult for rules that own a set of kinds: what they want open, and every live
@@ -39,6 +42,8 @@ class Desired:
         self.specs.append(spec)
 
     def against(self, live: tuple[LiveAlert, ...] | list[LiveAlert], reason: str) -> RuleResult:
+        if not live:  # the common case in a scan: nothing live, so nothing to resolve
+            return RuleResult(tuple(self.specs)) if self.specs else NOTHING
         wanted = {(s.kind, s.visor_ref, s.subject) for s in self.specs}
         resolves = tuple(
             Resolution(a, reason) for a in live if (a.kind, a.visor_ref, a.subject) not in wanted

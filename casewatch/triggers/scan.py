@@ -11,8 +11,10 @@ long scan never holds SQLite's single writer for long. Alerts that are live but 
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,11 +28,14 @@ from casewatch.store.models import Action, Nominal, Officer
 from casewatch.triggers import load
 from casewatch.triggers.clocks import local_date
 from casewatch.triggers.reconcile import Tally, apply
-from casewatch.triggers.result import LiveAlert
+from casewatch.triggers.result import LiveAlert, RuleResult
 from casewatch.triggers.rules import actions, notifications, recall
 from casewatch.triggers.snapshot import NotificationHistory
 
 BATCH = 2000
+# Concurrent page writers on PostgreSQL (see _write_pages).
+WRITERS = 2
+NO_HISTORY = NotificationHistory()
 
 
 @dataclass
@@ -81,29 +86,38 @@ async def _scan_notifications(
 ) -> None:
     settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
     live = await _live_by(sessions, notifications.KINDS, "visor_ref")
-    after = ""
-    while True:
-        async with sessions() as session, session.begin():
-            rows = (await session.execute(
-                select(*load.NOMINAL_COLUMNS)
-                .where(Nominal.registered.is_(True), Nominal.visor_ref > after)
-                .order_by(Nominal.visor_ref)
-                .limit(size)
-            )).all()
-            if not rows:
-                break
-            batch = [load.nominal_from_columns(tuple(r)) for r in rows]
-            refs = [n.visor_ref for n in batch]
-            found = await load.histories(session, refs)
+    # Only nominals who may owe something are read; the live alerts of the others are still
+    # evaluated (and resolved) below, with the leftovers.
+    may_owe = load.may_owe_notification(notifications.quiet_after(local_date(at, tz), settings))
+
+    async def pages() -> AsyncGenerator[Page, None]:
+        after = ""
+        while True:
+            async with sessions() as session:
+                # Core rows, not ORM ones: plain tuples are what the rules' snapshots take.
+                rows = (await (await session.connection()).execute(
+                    select(*load.NOMINAL_COLUMNS)
+                    .where(Nominal.registered.is_(True), Nominal.visor_ref > after, may_owe)
+                    .order_by(Nominal.visor_ref)
+                    .limit(size)
+                )).all()
+                if not rows:
+                    return
+                batch = [load.nominal_from_columns(tuple(r)) for r in rows]
+                last = batch[-1].visor_ref
+                found = await load.histories_between(session, after, last)
+            page: Page = []
             for nominal in batch:
                 mine = live.pop(nominal.visor_ref, [])
                 result = notifications.evaluate(
-                    nominal, found.get(nominal.visor_ref, NotificationHistory()), mine,
-                    at, settings, tz,
+                    nominal, found.get(nominal.visor_ref, NO_HISTORY), mine, at, settings, tz,
                 )
-                await apply(session, result, ctx, live=mine, tally=tally, defer=True)
-            await tally.flush(session, ctx)  # the batch's opens in one go
-            after = refs[-1]
+                if result.opens or result.resolves:  # most nominals owe nothing yet
+                    page.append((result, mine))
+            yield page
+            after = last
+
+    await _write_pages(sessions, ctx, tally, pages())
     # Live alerts of nominals no longer registered (or no longer known): evaluated to resolve.
     leftover = sorted(live)
     for part in load.chunks(leftover):
@@ -124,9 +138,10 @@ async def _scan_actions(
     settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
     horizon = local_date(at, tz) + timedelta(days=settings.action_reminder_days)
     live = await _live_by(sessions, actions.KINDS, "subject")
-    after: tuple[Any, str] | None = None
-    while True:
-        async with sessions() as session, session.begin():
+
+    async def pages() -> AsyncGenerator[Page, None]:
+        after: tuple[Any, str] | None = None
+        while True:
             stmt = (
                 select(*load.ACTION_COLUMNS)
                 .select_from(Action)
@@ -138,17 +153,22 @@ async def _scan_actions(
             )
             if after is not None:
                 stmt = stmt.where(tuple_(Action.due_on, Action.action_id) > tuple_(*after))
-            rows = (await session.execute(stmt)).all()
+            async with sessions() as session:
+                rows = (await (await session.connection()).execute(stmt)).all()
             if not rows:
-                break
+                return
+            page: Page = []
             for row in rows:
                 action = load.action_from_columns(tuple(row))
                 mine = live.pop(action.action_id, [])
                 result = actions.evaluate(action, mine, at, settings, tz)
-                await apply(session, result, ctx, live=mine, tally=tally, defer=True)
-            await tally.flush(session, ctx)  # the batch's opens in one go
+                if result.opens or result.resolves:
+                    page.append((result, mine))
+            yield page
             last = load.action_from_columns(tuple(rows[-1]))
             after = (last.due_on, last.action_id)
+
+    await _write_pages(sessions, ctx, tally, pages())
     # Live alerts whose action is done, moved beyond the horizon, or gone.
     leftover = sorted(live)
     for part in load.chunks(leftover):
@@ -157,6 +177,57 @@ async def _scan_actions(
             for action_id in part:
                 result = actions.evaluate(known.get(action_id), live[action_id], at, settings, tz)
                 await apply(session, result, ctx, live=live[action_id], tally=tally)
+
+
+Page = list[tuple[RuleResult, list[LiveAlert]]]
+
+
+async def _write_pages(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, tally: Tally, pages: AsyncGenerator[Page, None]
+) -> None:
+    """Apply each page's rule results in a transaction of its own.
+
+    On PostgreSQL the pages are written by WRITERS tasks, each on its own connection, beside
+    the reader: while one waits for the database to insert a page's alerts, Python builds the
+    next page's rows or evaluates the next page (a first scan of a national data set spends
+    about as long in each). Pages never share a live key (a nominal or an action is on one
+    page only), so the writers' transactions cannot conflict. SQLite has a single connection
+    (store.engine), so there the pages are written in turn.
+    """
+
+    async def write(page: Page) -> None:
+        if not page:
+            return
+        counted = Tally()  # the page's own: writers run side by side, each in its transaction
+        async with sessions() as session, session.begin():
+            for result, mine in page:
+                await apply(session, result, ctx, live=mine, tally=counted, defer=True)
+            await counted.flush(session, ctx)  # the page's opens in one go
+        tally.add(counted)
+
+    bind = sessions.kw.get("bind")
+    if bind is None or bind.dialect.name != "postgresql":
+        async with aclosing(pages) as stream:
+            async for page in stream:
+                await write(page)
+        return
+    queue: asyncio.Queue[Page | None] = asyncio.Queue(maxsize=WRITERS)
+
+    async def writer() -> None:
+        while (page := await queue.get()) is not None:
+            await write(page)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(WRITERS):
+                group.create_task(writer())
+            async with aclosing(pages) as stream:
+                async for page in stream:
+                    await queue.put(page)
+            for _ in range(WRITERS):
+                await queue.put(None)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 async def _scan_recalls(

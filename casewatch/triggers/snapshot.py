@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,7 @@ class NominalFacts:
     area: str = ""
 
 
-@dataclass(frozen=True)
-class NotificationHistory:
+class NotificationHistory(NamedTuple):  # a tuple: a scan builds one per registered nominal
     """The nominal's notifications received, reduced to what the clocks need."""
 
     # Newest initial, periodic or change notification: these satisfy the initial requirement

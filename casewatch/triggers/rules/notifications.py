@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 
 from casewatch.alerts.lifecycle import AlertSpec, Severity
 from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.clocks import add_years, end_of_day, start_of_day
-from casewatch.triggers.result import Desired, LiveAlert, RuleResult
+from casewatch.triggers.clocks import add_years, end_of_day, local_date
+from casewatch.triggers.result import NOTHING, Desired, LiveAlert, RuleResult
 from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
 DUE_SOON = "notification.due_soon"
@@ -45,9 +45,10 @@ class Due:
         return f"{self.kind}:{self.due_on.isoformat()}"
 
 
-def _latest(*days: date | None) -> date | None:
-    known = [d for d in days if d is not None]
-    return max(known) if known else None
+def _latest(a: date | None, b: date | None) -> date | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return max(a, b)
 
 
 def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerSection) -> list[Due]:
@@ -67,6 +68,19 @@ def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerS
     return found
 
 
+def quiet_after(today: date, settings: TriggerSection) -> date:
+    """The newest full notification after which a nominal owes nothing on the periodic clock
+    today, not even a reminder: if it was made after this day, the periodic due date is beyond
+    today + the reminder lead. A scan reads only the nominals who may owe something (this, or
+    a release date, or no fixed abode: scan.py), so this must never be too early.
+
+    Proof of the margin: add_years never moves a day later and moves it at most one day
+    earlier (29 February), and keeps order; so last_full > add_years(today + lead + 2, -N)
+    gives add_years(last_full, N) >= today + lead + 1."""
+    horizon = today + timedelta(days=settings.notification_reminder_days + 2)
+    return add_years(horizon, -settings.periodic_notification_years)
+
+
 def _lead_days(due: Due, settings: TriggerSection) -> int:
     if due.kind == "weekly":
         return settings.weekly_notification_reminder_days
@@ -74,16 +88,16 @@ def _lead_days(due: Due, settings: TriggerSection) -> int:
 
 
 def _spec(
-    nominal: NominalFacts, due: Due, now: datetime, settings: TriggerSection, tz: ZoneInfo
+    nominal: NominalFacts, due: Due, today: date, settings: TriggerSection, tz: ZoneInfo
 ) -> AlertSpec | None:
-    overdue_at = end_of_day(due.due_on, tz)
-    remind_from = start_of_day(due.due_on - timedelta(days=_lead_days(due, settings)), tz)
+    """`today`: the local date now. A due day is missed once it is over (now >= end_of_day, i.e.
+    today is later), and reminded from the start of the day `lead` days before it."""
     owner = nominal.offender_manager or None
     where = f"{nominal.visor_ref}, due {due.due_on.isoformat()}"
     severity: Severity
-    if now >= overdue_at:
+    if today > due.due_on:
         kind, severity, summary = MISSED, "high", f"Missed {due.kind} notification: {where}"
-    elif now >= remind_from:
+    elif today >= due.due_on - timedelta(days=_lead_days(due, settings)):
         # The initial and weekly clocks run in days, so their reminders matter more.
         kind, severity = DUE_SOON, "low" if due.kind == "periodic" else "medium"
         summary = f"{due.kind.capitalize()} notification due soon: {where}"
@@ -91,7 +105,7 @@ def _spec(
         return None
     return AlertSpec(
         kind=kind, severity=severity, visor_ref=nominal.visor_ref, team=nominal.team,
-        subject=due.subject, summary=summary, owner=owner, due_at=overdue_at,
+        subject=due.subject, summary=summary, owner=owner, due_at=end_of_day(due.due_on, tz),
         details={"notification": due.kind, "due_on": due.due_on.isoformat()},
     )
 
@@ -108,10 +122,13 @@ def evaluate(
     resolves every live one that is not (a notification came, or a reminder became missed)."""
     desired = Desired()
     if nominal is not None:
+        today = local_date(now, tz)
         for due in dues(nominal, history, settings):
-            spec = _spec(nominal, due, now, settings, tz)
+            spec = _spec(nominal, due, today, settings, tz)
             if spec is not None:
                 desired.want(spec)
+    if not live and not desired.specs:
+        return NOTHING
     return desired.against(
         [a for a in live if a.kind in KINDS],
         "no longer due: notification received, or the reminder became missed",

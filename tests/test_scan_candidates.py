@@ -1,0 +1,109 @@
+"""The scan reads only the nominals who may owe a notification (load.may_owe_notification with
+rules.notifications.quiet_after). Leaving out a nominal the rule would alert on is a missed
+alert, so the filter is checked against the rule itself: over random case data, on both
+databases, across leap days, year ends and every reminder lead, every nominal the rule wants an
+alert for is a candidate, and a scan opens exactly what the rule asks for everyone."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.config.triggers import TriggerSection
+from casewatch.store.models import Nominal
+from casewatch.triggers import load
+from casewatch.triggers.rules import notifications
+from casewatch.triggers.scan import run_scan
+from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
+from tests.test_triggers_case_data import context, live, nominal, notification
+
+Sessions = async_sessionmaker[AsyncSession]
+TZ = ZoneInfo("Europe/London")
+KINDS = ("initial", "periodic", "change", "weekly", "travel", "return")
+
+
+def _maybe(rng: random.Random, today: date, chance: float, back: int) -> date | None:
+    return today - timedelta(days=rng.randint(-3, back)) if rng.random() < chance else None
+
+
+async def _seed(sessions: Sessions, rng: random.Random, today: date, n: int) -> None:
+    async with sessions.begin() as s:
+        for i in range(n):
+            ref = f"VS-{i:07d}"
+            s.add(nominal(
+                ref,
+                registered=rng.random() < 0.9,
+                no_fixed_abode=rng.random() < 0.1,
+                release_date=_maybe(rng, today, 0.15, 30),
+                # Mostly within the last few years, many near a periodic anniversary.
+                last_notification_on=_maybe(rng, today, 0.7, 3 * 366),
+            ))
+            for j in range(rng.choice((0, 0, 1, 2, 3))):
+                back = rng.choice((rng.randint(-3, 3 * 366), 365 + rng.randint(-20, 20)))
+                day = today - timedelta(days=back)
+                s.add(notification(ref, rng.choice(KINDS), day, f"e-{i}-{j}"))
+
+
+async def _wanted(
+    sessions: Sessions, now: datetime, settings: TriggerSection
+) -> set[tuple[str, str, str]]:
+    """What the rule asks for, over every registered nominal (no filter)."""
+    async with sessions() as s:
+        rows = (await s.execute(select(*load.NOMINAL_COLUMNS).where(Nominal.registered.is_(True)))).all()
+        facts = [NominalFacts(*r) for r in rows]
+        found = await load.histories(s, [f.visor_ref for f in facts])
+    wanted: set[tuple[str, str, str]] = set()
+    for f in facts:
+        history = found.get(f.visor_ref, NotificationHistory())
+        result = notifications.evaluate(f, history, [], now, settings, TZ)
+        wanted.update((spec.kind, spec.visor_ref, spec.subject) for spec in result.opens)
+    return wanted
+
+
+@pytest.mark.parametrize(
+    ("today", "years", "lead"),
+    [
+        (date(2026, 11, 23), 1, 14),
+        (date(2028, 2, 29), 1, 14),  # a leap day: anniversaries of 29 February fall on 28th
+        (date(2029, 2, 27), 1, 0),
+        (date(2027, 2, 14), 1, 14),  # 29 February 2028 is inside a one-year lead's horizon
+        (date(2026, 12, 31), 2, 120),
+        (date(2027, 1, 2), 5, 30),
+    ],
+)
+async def test_every_nominal_the_rule_alerts_on_is_read(
+    sessions: Sessions, today: date, years: int, lead: int
+) -> None:
+    rng = random.Random(f"{today}-{years}-{lead}")
+    await _seed(sessions, rng, today, 400)
+    overrides = {"periodic_notification_years": years, "notification_reminder_days": lead}
+    ctx = context(f"{today.isoformat()}T12:00:00Z", triggers=overrides)
+    settings = ctx.settings.triggers
+    now = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
+    wanted = await _wanted(sessions, now, settings)
+    assert wanted, "the data must give the rule something to alert on"
+
+    may_owe = load.may_owe_notification(notifications.quiet_after(today, settings))
+    async with sessions() as s:
+        read = set((await s.execute(
+            select(Nominal.visor_ref).where(Nominal.registered.is_(True), may_owe)
+        )).scalars())
+    assert {ref for _, ref, _ in wanted} <= read
+    total = len(await _all_registered(sessions))
+    assert len(read) < total, "the filter should leave someone out, or it proves nothing"
+
+    await run_scan(sessions, ctx, now)
+    async with sessions() as s:
+        opened = {a for a in await live(s) if a[0] in notifications.KINDS}
+    assert opened == wanted
+
+
+async def _all_registered(sessions: Sessions) -> list[str]:
+    async with sessions() as s:
+        rows = await s.execute(select(Nominal.visor_ref).where(Nominal.registered.is_(True)))
+        return list(rows.scalars())
