@@ -1,12 +1,15 @@
 """Time-driven rules: one pass over the case store as of an instant (`casewatch scan`, and the
 scheduler's periodic job).
 
-Built for volume (a million actions): rows are read in keyset-paged batches, the obvious date
-filter is pushed into SQL (only open actions due by today + action_reminder_days), each batch's
-snapshots are loaded with one query per table (no N+1), and the alerts already live are read
-once up front so that a re-run skips them without a query. Each batch commits on its own, so a
-long scan never holds SQLite's single writer for long. Alerts that are live but no longer wanted
-(an action done or moved, a notification received) are resolved at the end of each part.
+Built for volume (a million actions, 100k nominals): rows are read in keyset-paged batches,
+the obvious date filters are pushed into SQL (open actions due by today +
+action_reminder_days; nominals who may owe a notification, load.may_owe_notification, a
+superset of those the rule alerts on), each batch's snapshots are loaded with one query per
+table (no N+1), and the alerts already live are read once up front so that a re-run skips them
+without a query. Each batch commits on its own, so a long scan never holds SQLite's single
+writer for long; on PostgreSQL the batches are written beside the reading (_write_pages).
+Alerts that are live but no longer wanted (an action done or moved, a notification received)
+are resolved at the end of each part.
 """
 
 from __future__ import annotations
@@ -118,7 +121,8 @@ async def _scan_notifications(
             after = last
 
     await _write_pages(sessions, ctx, tally, pages())
-    # Live alerts of nominals no longer registered (or no longer known): evaluated to resolve.
+    # Live alerts of nominals not read above (no longer registered or known, or owing nothing
+    # now): evaluated, so that those no longer wanted resolve.
     leftover = sorted(live)
     for part in load.chunks(leftover):
         async with sessions() as session, session.begin():
