@@ -37,6 +37,7 @@ from bench.dataset import (
     make_settings,
     officer_id,
     settings_dict,
+    surname_of,
     team_id,
     visor_ref,
     write_toml,
@@ -176,7 +177,7 @@ async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any
 
                 def flags_request(ref: str, user: str, i: int) -> Request:
                     # One in five by surname (the other index path), the rest by reference.
-                    query = ref if i % 5 else f"benchperson{ref[4:].lstrip('0')}"
+                    query = ref if i % 5 else surname_of(int(ref[4:])).lower()
                     body = flags_body(query, user)
                     return Request("POST", f"{url}/slack/events", body, tuple(slack_signed(body).items()))
 

@@ -70,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     digest = command("digest", "build and send the daily digest(s) now")
     digest.add_argument("--team", metavar="ID", help="only this team (default: every team)")
     digest.add_argument("--at", type=_iso, metavar="ISO8601", help="as of this instant")
+
+    outbox = command("outbox", "dead-lettered deliveries: list them, send them again", config=False)
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="OUTBOX_COMMAND")
+    dead = outbox_sub.add_parser("dead", help="list the dead-lettered deliveries (never their content)")
+    dead.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    requeue = outbox_sub.add_parser(
+        "requeue", help="send dead deliveries again once the cause is fixed (needs --id, --target or --all)"
+    )
+    requeue.add_argument("--id", type=int, action="append", metavar="N", help="this delivery (repeatable)")
+    requeue.add_argument("--target", metavar="ADDRESS", help="dead deliveries to this Slack id or email")
+    requeue.add_argument("--all", action="store_true", help="every dead delivery")
+    requeue.add_argument("--config", metavar="PATH", help="TOML configuration file")
     return parser
 
 
