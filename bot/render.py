@@ -29,7 +29,8 @@ SHOW_ACTION_ID = "casewatch_flags_show"
 FLAGS_USAGE = (
     "*Usage:* `/flags <ViSOR ref | PNC ID | surname [date of birth]>`\n"
     "For example `/flags VS-0001234`, `/flags 98/123456X`, `/flags smith` or "
-    "`/flags smith 14/03/1980`. Case and spacing do not matter. Only you see the answer."
+    "`/flags smith 14/03/1980`. A name is also looked for among known aliases. Case and "
+    "spacing do not matter. Only you see the answer."
 )
 ACK_USAGE = "*Usage:* `/ack <alert id>`, for example `/ack A-7K3Q9M`. `/tasks` lists your open alerts."
 REFUSAL = (
@@ -151,6 +152,8 @@ def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
     if view.pnc_id:
         header += f" \u00b7 PNC {esc(view.pnc_id)}"
     blocks: list[dict[str, Any]] = [_section(header)]
+    if view.matched_alias is not None:
+        blocks.append(_context(_alias_note(view.matched_alias)))
     if view.licence.recalled:
         blocks.append(_section(_recall_banner(view, zone)))
     level = f"MAPPA level {view.mappa_level}" if view.mappa_level else "no MAPPA level"
@@ -205,7 +208,14 @@ def candidates_message(outcome: Several) -> Message:
 
 def _candidate_line(c: Candidate) -> str:
     name = f"{esc(c.surname.upper())}, {esc(c.forenames)}"
-    return f"`{esc(c.visor_ref)}` {name}{DOT}born {day(c.date_of_birth)}"
+    line = f"`{esc(c.visor_ref)}` {name}{DOT}born {day(c.date_of_birth)}"
+    if c.matched_alias is not None:
+        line += f"\n{_alias_note(c.matched_alias)}"
+    return line
+
+
+def _alias_note(alias: str) -> str:
+    return f"Matched on alias: {esc(alias)}"
 
 
 def not_found_message(outcome: NotFound) -> Message:

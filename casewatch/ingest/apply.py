@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.context import Context
 from casewatch.ingest.outcome import Applied
 from casewatch.ingest.schema import Envelope, RecallReturned
+from casewatch.lookup.query import alias_keys
 from casewatch.store.models import (
     Action,
     BorderCheck,
@@ -26,6 +27,7 @@ from casewatch.store.models import (
     LevelChange,
     Marker,
     Nominal,
+    NominalAlias,
     NotificationReceived,
     Recall,
     TravelNotification,
@@ -58,6 +60,7 @@ class Batch:
     def __init__(self) -> None:
         self.nominals: dict[str, Nominal | None] = {}
         self.markers: dict[str, list[Marker]] = {}
+        self.aliases: dict[str, list[NominalAlias]] = {}
         self.actions: dict[str, Action | None] = {}
         self.with_history: set[str] = set()  # refs with level changes or clock notifications
         self.open_recalls: dict[str, list[Recall]] = {}
@@ -78,6 +81,11 @@ class Batch:
             markers = await session.execute(select(Marker).where(Marker.visor_ref.in_(chunk)))
             for marker in markers.scalars():
                 batch.markers[marker.visor_ref].append(marker)
+        batch.aliases = {ref: [] for ref in existing}
+        for chunk in _chunks(existing):
+            aliases = await session.execute(select(NominalAlias).where(NominalAlias.visor_ref.in_(chunk)))
+            for alias in aliases.scalars():
+                batch.aliases[alias.visor_ref].append(alias)
         new = [r for r in upserted if batch.nominals[r] is None]
         for chunk in _chunks(new):
             changes = select(LevelChange.visor_ref).where(LevelChange.visor_ref.in_(chunk))
@@ -202,6 +210,7 @@ async def _nominal_upsert(a: _Apply) -> Applied:
         a.session.add(nominal)
         a.batch.nominals[a.ref] = nominal
         await _replace_markers(a)
+        await _replace_aliases(a)
         return a.done()
     if a.at < nominal.state_as_of:
         return a.done(stale=True)
@@ -225,6 +234,7 @@ async def _nominal_upsert(a: _Apply) -> Applied:
             nominal.mappa_level = new_level
         nominal.level_as_of = a.at
     await _replace_markers(a)
+    await _replace_aliases(a)
     return a.done(level_change=change)
 
 
@@ -308,6 +318,23 @@ async def _replace_markers(a: _Apply) -> None:
     ]
     a.session.add_all(markers)
     a.batch.markers[a.ref] = markers
+
+
+async def _replace_aliases(a: _Apply) -> None:
+    """The nominal's alias rows (what /flags searches) become this upsert's aliases, one per
+    distinct key, in the ingest transaction."""
+    for old in a.batch.aliases.get(a.ref, []):
+        if inspect(old).pending:
+            a.session.expunge(old)
+        else:
+            await a.session.delete(old)
+    rows: dict[str, NominalAlias] = {}
+    for alias in a.data["aliases"]:
+        for key in alias_keys(alias):
+            if key[:200] not in rows:
+                rows[key[:200]] = NominalAlias(visor_ref=a.ref, alias=alias, alias_key=key[:200])
+    a.session.add_all(rows.values())
+    a.batch.aliases[a.ref] = list(rows.values())
 
 
 async def _level_changed(a: _Apply) -> Applied:

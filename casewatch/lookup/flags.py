@@ -1,4 +1,4 @@
-"""/flags: find a nominal by ViSOR reference, PNC ID, or surname (and date of birth), and show
+"""/flags: find a nominal by ViSOR reference, PNC ID, or surname or alias (and date of birth), and show
 what an officer needs at once, limited to what the requester may see. Every lookup is audited.
 
 A lookup by reference is one statement: the nominal's columns, its offender manager (a join),
@@ -43,7 +43,15 @@ from casewatch.lookup.views import (
     MarkerView,
     OfficerContact,
 )
-from casewatch.store.models import Alert, Marker, Nominal, NotificationReceived, Officer, Recall
+from casewatch.store.models import (
+    Alert,
+    Marker,
+    Nominal,
+    NominalAlias,
+    NotificationReceived,
+    Officer,
+    Recall,
+)
 from casewatch.triggers.load import FULL_NOTIFICATION_KINDS
 from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
@@ -112,6 +120,7 @@ _M = _TABLES[Marker.__tablename__].c
 _A = _TABLES[Alert.__tablename__].c
 _R = _TABLES[Recall.__tablename__].c
 _NOTE = _TABLES[NotificationReceived.__tablename__].c
+_AL = _TABLES[NominalAlias.__tablename__].c
 
 _ALERT_COLUMNS = (
     _A.id, _A.kind, _A.severity, _A.state, _A.visor_ref, _A.team, _A.summary, _A.owner, _A.due_at,
@@ -173,11 +182,27 @@ def _by_visor_ref(cleared: bool) -> Select[Any]:
 
 @cache
 def _by_surname_statement(with_date_of_birth: bool) -> Select[Any]:
-    condition = _folded(_N.surname_key) == bindparam("name_key")
+    """Nominals whose surname or any alias folds to the typed name. The two are found apart,
+    each by its own index (ix_nominals_surname_folded, ix_nominal_aliases_alias_key), and
+    unioned: an OR across the tables would scan nominals. `matched_alias` is the alias matched
+    (as given) when the surname did not match."""
+    by_surname = _folded(_N.surname_key) == bindparam("name_key")
+    surnamed = select(_N.visor_ref).where(by_surname)
+    aliased = select(_AL.visor_ref).where(_AL.alias_key == bindparam("name_key"))
+    condition: ColumnElement[bool] = _N.visor_ref.in_(surnamed.union(aliased))
     if with_date_of_birth:
         condition = condition & (_N.date_of_birth == bindparam("date_of_birth"))
+    alias = (
+        select(func.min(_AL.alias))
+        .where(_AL.visor_ref == _N.visor_ref, _AL.alias_key == bindparam("name_key"))
+        .scalar_subquery()
+    )
     return (
-        select(_N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth, func.count().over().label("total"))
+        select(
+            _N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth,
+            case((by_surname, None), else_=alias).label("matched_alias"),
+            func.count().over().label("total"),
+        )
         .where(condition)
         .order_by(_N.surname, _N.forenames, _N.date_of_birth, _N.visor_ref)
         .limit(CANDIDATE_LIMIT)
@@ -254,7 +279,9 @@ def _contact(row: Row[Any]) -> OfficerContact:
     return OfficerContact(row.om_id, row.om_name, row.om_email, row.om_slack_user_id or "", row.om_team)
 
 
-def _view(row: Row[Any], ctx: Context, *, cleared: bool, sorted_markers: bool) -> FlagsView:
+def _view(
+    row: Row[Any], ctx: Context, *, cleared: bool, sorted_markers: bool, matched_alias: str | None
+) -> FlagsView:
     markers = [MarkerView(code, label, bool(restricted)) for code, label, restricted in row.markers or ()]
     if not sorted_markers:
         markers.sort(key=lambda m: (m.restricted, m.code))
@@ -273,11 +300,14 @@ def _view(row: Row[Any], ctx: Context, *, cleared: bool, sorted_markers: bool) -
         licence=_licence(row), markers=tuple(markers), restricted_included=cleared,
         lead_agency=row.lead_agency, team=row.team, offender_manager=_contact(row),
         open_alerts=tuple(sorted((_alert_from_json(a) for a in row.alerts or ()), key=urgency)),
+        matched_alias=matched_alias,
     )
 
 
 def _candidates(rows: Sequence[Row[Any]]) -> tuple[Candidate, ...]:
-    return tuple(Candidate(n.visor_ref, n.surname, n.forenames, n.date_of_birth) for n in rows)
+    return tuple(
+        Candidate(n.visor_ref, n.surname, n.forenames, n.date_of_birth, n.matched_alias) for n in rows
+    )
 
 
 async def look_up_flags(
@@ -299,14 +329,23 @@ async def look_up_flags(
         return Usage()
     conn = await session.connection()
     cleared = requester.cleared_for_restricted(cleared_roles)
+    matched_alias: str | None = None
+    by_alias: list[str] = []  # the references found by an alias rather than the surname
     if query.kind == "identifier":
         nominals = await _by_identifier(conn, query.identifier, cleared)
         total = len(nominals)
     else:
         nominals, total = await _by_surname(conn, query)
+        by_alias = [n.visor_ref for n in nominals if n.matched_alias is not None]
         if total == 1:
+            matched_alias = nominals[0].matched_alias
             nominals = list(await conn.execute(_by_visor_ref(cleared), {"visor_ref": nominals[0].visor_ref}))
     details: dict[str, Any] = {"query_kind": query.kind if query.date_of_birth is None else "surname_dob"}
+    if by_alias:
+        # That an alias matched, and for whom; never the alias itself: the audit log holds no names.
+        details["matched_by"] = "alias" if len(by_alias) == len(nominals) else "surname_and_alias"
+        if total > 1:
+            details["visor_refs_matched_by_alias"] = by_alias
     outcome: FlagsOutcome
     if not nominals:
         outcome = NotFound(query)
@@ -316,7 +355,10 @@ async def look_up_flags(
         details.update(outcome="several", visor_refs_shown=[n.visor_ref for n in nominals], total=total)
     else:
         dialect = conn.dialect.name
-        view = _view(nominals[0], ctx, cleared=cleared, sorted_markers=sorts_in_sql(dialect))
+        view = _view(
+            nominals[0], ctx, cleared=cleared, sorted_markers=sorts_in_sql(dialect),
+            matched_alias=matched_alias,
+        )
         outcome = Found(view)
         details.update(
             outcome="found", visor_refs_shown=[view.visor_ref], restricted_markers_shown=cleared,

@@ -56,6 +56,15 @@ def name_key(text: str) -> str:
     return _NOT_NAME.sub("", text.lower())
 
 
+def alias_keys(alias: str) -> list[str]:
+    """The keys an alias is found by: the whole alias folded ("Jon Smythe" -> "jonsmythe", as
+    a person may type it all) and each run of its last words ("smythe"; "van dyke" in "John
+    Van Dyke"), since /flags is asked for a surname and an alias is often a full name."""
+    words = alias.split()
+    keys = [name_key("".join(words[start:])) for start in range(len(words))] or [name_key(alias)]
+    return list(dict.fromkeys(k for k in keys if k))
+
+
 def pnc_key(text: str) -> str | None:
     """A PNC ID in one canonical short form ("98/1234X") whether written long ("1998/0001234X")
     or short, with or without the slash; None if it is not shaped like one."""

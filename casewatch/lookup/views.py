@@ -85,6 +85,7 @@ class FlagsView:
     team: str
     offender_manager: OfficerContact
     open_alerts: tuple[AlertLine, ...]
+    matched_alias: str | None = None  # the alias (as recorded) a name search found them by
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Candidate:
     surname: str
     forenames: str
     date_of_birth: date
+    matched_alias: str | None = None  # the alias (as recorded) a name search found them by
 
 
 @dataclass(frozen=True)

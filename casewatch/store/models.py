@@ -131,6 +131,17 @@ class Nominal(Base):
     )
 
 
+class NominalAlias(Base):
+    """One of a nominal's aliases (nominals.aliases), keyed for /flags: `alias_key` is the alias
+    folded as a typed surname is (lookup.query.name_key). Replaced on every applied upsert."""
+
+    __tablename__ = "nominal_aliases"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    alias: Mapped[str] = mapped_column(String(200))
+    alias_key: Mapped[str] = mapped_column(String(200), index=True)
+
+
 class Marker(Base):
     __tablename__ = "markers"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
