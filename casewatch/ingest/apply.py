@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.context import Context
 from casewatch.ingest.outcome import Applied
 from casewatch.ingest.schema import Envelope, RecallReturned
-from casewatch.lookup.query import alias_keys
+from casewatch.names import alias_keys
 from casewatch.store.models import (
     Action,
     BorderCheck,

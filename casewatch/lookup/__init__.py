@@ -16,7 +16,7 @@ from casewatch.lookup.flags import (
     Usage,
     look_up_flags,
 )
-from casewatch.lookup.query import Query, QueryError, clean_text, name_key, parse_query, pnc_key
+from casewatch.lookup.query import Query, QueryError, clean_text, parse_query, pnc_key
 from casewatch.lookup.tasks import list_tasks, service_today
 from casewatch.lookup.views import (
     ActionLine,
@@ -28,6 +28,7 @@ from casewatch.lookup.views import (
     OfficerContact,
     TasksView,
 )
+from casewatch.names import name_key
 
 __all__ = [
     "DEFAULT_CLEARED_ROLES",

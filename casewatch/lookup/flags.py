@@ -100,7 +100,7 @@ def _constants(values: Sequence[str]) -> list[Any]:
 
 
 def _folded(column: Any) -> ColumnElement[str]:
-    """The SQL twin of query.name_key for a stored surname key (ix_nominals_surname_folded)."""
+    """The SQL twin of casewatch.names.name_key for a stored surname key (ix_nominals_surname_folded)."""
     folded: ColumnElement[str] = func.lower(column)
     for ch in (" ", "-", "'", ".", "\u2019"):
         folded = func.replace(folded, _sql_string(ch), _sql_string(""))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
+from casewatch.names import name_key
+
 QueryKind = Literal["identifier", "surname"]
 
 _MONTHS = {
@@ -27,7 +29,6 @@ _MONTHS = {
 _ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
 _DMY = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2,4})$")
 _PNC = re.compile(r"^(\d{2}|\d{4})/?0*(\d{1,7})([A-Z])$")
-_NOT_NAME = re.compile(r"[^\w]|_", re.UNICODE)
 
 
 class QueryError(ValueError):
@@ -48,21 +49,6 @@ def clean_text(raw: str) -> str:
     PostgreSQL refuses in text and which can disguise what is shown; white space tidied."""
     kept = "".join(ch if ch.isspace() or not unicodedata.category(ch).startswith("C") else "" for ch in raw)
     return " ".join(kept.split())
-
-
-def name_key(text: str) -> str:
-    """A surname as compared: lower case, without spaces, hyphens, apostrophes or dots, so that
-    "O'Brien", "o brien" and "OBRIEN" are one key."""
-    return _NOT_NAME.sub("", text.lower())
-
-
-def alias_keys(alias: str) -> list[str]:
-    """The keys an alias is found by: the whole alias folded ("Jon Smythe" -> "jonsmythe", as
-    a person may type it all) and each run of its last words ("smythe"; "van dyke" in "John
-    Van Dyke"), since /flags is asked for a surname and an alias is often a full name."""
-    words = alias.split()
-    keys = [name_key("".join(words[start:])) for start in range(len(words))] or [name_key(alias)]
-    return list(dict.fromkeys(k for k in keys if k))
 
 
 def pnc_key(text: str) -> str | None:

@@ -133,7 +133,7 @@ class Nominal(Base):
 
 class NominalAlias(Base):
     """One of a nominal's aliases (nominals.aliases), keyed for /flags: `alias_key` is the alias
-    folded as a typed surname is (lookup.query.name_key). Replaced on every applied upsert."""
+    folded as a typed surname is (casewatch.names.alias_keys). Replaced on every applied upsert."""
 
     __tablename__ = "nominal_aliases"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

@@ -16,7 +16,7 @@ down_revision = '0001'
 branch_labels = None
 depends_on = None
 
-# A frozen copy of casewatch.lookup.query.name_key as it was when this migration was written:
+# A frozen copy of casewatch.names.name_key as it was when this migration was written:
 # a migration must not change meaning when the application code does.
 _NOT_NAME = re.compile(r"[^\w]|_", re.UNICODE)
 
@@ -26,7 +26,7 @@ def _name_key(text: str) -> str:
 
 
 def _alias_keys(alias: str) -> list[str]:
-    # A frozen copy of casewatch.lookup.query.alias_keys, for the same reason.
+    # A frozen copy of casewatch.names.alias_keys, for the same reason.
     words = alias.split()
     keys = [_name_key("".join(words[start:])) for start in range(len(words))] or [_name_key(alias)]
     return list(dict.fromkeys(k for k in keys if k))
