@@ -57,7 +57,9 @@ async def test_an_id_collision_is_redrawn_without_aborting_the_transaction(
     assert taken is not None
     fresh = (f"A-ZZZZ{n:02d}" for n in itertools.count())
     draws = iter([taken.id, taken.id])  # both new alerts first draw the id already in use
-    monkeypatch.setattr(lifecycle, "new_alert_id", lambda: next(draws, None) or next(fresh))
+    monkeypatch.setattr(
+        lifecycle, "new_alert_ids", lambda n: [next(draws, None) or next(fresh) for _ in range(n)]
+    )
     async with sessions.begin() as session:
         opened = await open_alerts(session, [spec("VS-C1"), spec("VS-C2")], ctx)
     assert all(a is not None and a.id != taken.id for a in opened)

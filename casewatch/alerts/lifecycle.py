@@ -66,8 +66,16 @@ def live_key(kind: str, visor_ref: str, subject: str) -> str:
     return f"{kind}|{visor_ref}|{subject}"
 
 
-def new_alert_id() -> str:
-    return "A-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+def new_alert_ids(n: int) -> list[str]:
+    """`n` random alert ids from one read of the system's random source (a scan draws
+    thousands; secrets.choice reads it once per character). They may repeat each other or an id
+    in use: _draw_ids and the insert check."""
+    size = len(_ID_ALPHABET)
+    unbiased = 256 - 256 % size  # bytes below a multiple of the alphabet's size map onto it evenly
+    chars: list[str] = []
+    while len(chars) < n * _ID_LENGTH:
+        chars += [_ID_ALPHABET[b % size] for b in secrets.token_bytes(2 * _ID_LENGTH * n) if b < unbiased]
+    return ["A-" + "".join(chars[i * _ID_LENGTH : (i + 1) * _ID_LENGTH]) for i in range(n)]
 
 
 def normalise_alert_id(text: str) -> str:
@@ -221,18 +229,9 @@ async def open_alerts(
 
 
 def _draw_ids(n: int) -> list[str]:
-    """`n` distinct new ids, from one read of the system's random source (a scan draws
-    thousands; secrets.choice reads it once per character)."""
     ids: set[str] = set()
     while len(ids) < n:
-        # Bytes below the largest multiple of the alphabet's size map onto it without bias.
-        size = len(_ID_ALPHABET)
-        random_bytes = secrets.token_bytes(2 * _ID_LENGTH * (n - len(ids)))
-        chars = [_ID_ALPHABET[b % size] for b in random_bytes if b < 256 - 256 % size]
-        for start in range(0, len(chars) - _ID_LENGTH + 1, _ID_LENGTH):
-            if len(ids) == n:
-                break
-            ids.add("A-" + "".join(chars[start : start + _ID_LENGTH]))
+        ids.update(new_alert_ids(n - len(ids)))
     return list(ids)
 
 
