@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +50,9 @@ def surname_key(surname: str) -> str:
     return " ".join(surname.split()).lower()
 
 
+M = TypeVar("M", Marker, NominalAlias)  # a nominal's child rows, replaced on each upsert
+
+
 class Batch:
     """What the events of one batch share, loaded up front in a few queries rather than one or
     more per event: the nominals, markers and actions they touch (locked FOR UPDATE on
@@ -76,16 +79,8 @@ class Batch:
         batch.nominals = {**dict.fromkeys(refs), **await _locked(session, Nominal.visor_ref, refs)}
         upserted = sorted({e.visor_ref for e in envelopes if e.type == "nominal.upsert"})
         existing = [r for r in upserted if batch.nominals[r] is not None]
-        batch.markers = {ref: [] for ref in existing}
-        for chunk in _chunks(existing):
-            markers = await session.execute(select(Marker).where(Marker.visor_ref.in_(chunk)))
-            for marker in markers.scalars():
-                batch.markers[marker.visor_ref].append(marker)
-        batch.aliases = {ref: [] for ref in existing}
-        for chunk in _chunks(existing):
-            aliases = await session.execute(select(NominalAlias).where(NominalAlias.visor_ref.in_(chunk)))
-            for alias in aliases.scalars():
-                batch.aliases[alias.visor_ref].append(alias)
+        batch.markers = await _rows_of(session, Marker, existing)
+        batch.aliases = await _rows_of(session, NominalAlias, existing)
         new = [r for r in upserted if batch.nominals[r] is None]
         for chunk in _chunks(new):
             changes = select(LevelChange.visor_ref).where(LevelChange.visor_ref.in_(chunk))
@@ -128,6 +123,16 @@ class Batch:
                 returned = _returned_at(event)
                 if returned is not None:
                     self.unused_returns.setdefault(event.visor_ref, []).append((returned, event.id))
+
+
+async def _rows_of(session: AsyncSession, model: type[M], refs: Sequence[str]) -> dict[str, list[M]]:
+    """Each nominal's rows of a child table (markers, aliases), an empty list for none."""
+    found: dict[str, list[M]] = {ref: [] for ref in refs}
+    for chunk in _chunks(refs):
+        rows = await session.execute(select(model).where(model.visor_ref.in_(chunk)))
+        for row in rows.scalars():
+            found[row.visor_ref].append(row)
+    return found
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> list[Sequence[str]]:
@@ -306,12 +311,18 @@ async def _same_change_from_an_upsert(a: _Apply) -> LevelChange | None:
     return latest
 
 
-async def _replace_markers(a: _Apply) -> None:
-    for old in a.batch.markers.get(a.ref, []):
+async def _drop(a: _Apply, rows: Sequence[M]) -> None:
+    """Remove a nominal's previous child rows: from the database, or from the session if an
+    earlier upsert in this batch only just added them."""
+    for old in rows:
         if inspect(old).pending:
             a.session.expunge(old)
         else:
             await a.session.delete(old)
+
+
+async def _replace_markers(a: _Apply) -> None:
+    await _drop(a, a.batch.markers.get(a.ref, []))
     markers = [
         Marker(visor_ref=a.ref, code=m["code"], label=m["label"], restricted=m["restricted"])
         for m in a.data["markers"]
@@ -323,11 +334,7 @@ async def _replace_markers(a: _Apply) -> None:
 async def _replace_aliases(a: _Apply) -> None:
     """The nominal's alias rows (what /flags searches) become this upsert's aliases, one per
     distinct key, in the ingest transaction."""
-    for old in a.batch.aliases.get(a.ref, []):
-        if inspect(old).pending:
-            a.session.expunge(old)
-        else:
-            await a.session.delete(old)
+    await _drop(a, a.batch.aliases.get(a.ref, []))
     rows: dict[str, NominalAlias] = {}
     for alias in a.data["aliases"]:
         for key in alias_keys(alias):
