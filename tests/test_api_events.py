@@ -111,11 +111,17 @@ def _bad_auth_cases() -> list[tuple[str, dict[str, str], str]]:
         ("no timestamp", {"X-Casewatch-Signature": good["X-Casewatch-Signature"]}, "missing"),
         ("nothing", {}, "missing"),
         (
-            "wrong scheme",
+            "v1 digest under the v2 label",
             {**good, "X-Casewatch-Signature": good["X-Casewatch-Signature"].replace("v1=", "v2=")},
-            "v1= scheme",
+            "does not match",
         ),
-        ("bare hex", {**good, "X-Casewatch-Signature": good["X-Casewatch-Signature"][3:]}, "v1= scheme"),
+        (
+            "unknown scheme",
+            {**good, "X-Casewatch-Signature": good["X-Casewatch-Signature"].replace("v1=", "v3=")},
+            "v2= or v1= scheme",
+        ),
+        ("bare hex", {**good, "X-Casewatch-Signature": good["X-Casewatch-Signature"][3:]},
+         "v2= or v1= scheme"),
         (
             "upper-case hex",
             {**good, "X-Casewatch-Signature": "v1=" + good["X-Casewatch-Signature"][3:].upper()},

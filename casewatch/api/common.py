@@ -39,8 +39,10 @@ def unauthorised(reason: str) -> web.Response:
     return json_error(401, "unauthorized", reason)
 
 
-def signature_problem(request: web.Request, body: bytes) -> str | None:
-    """Why the request's signature is not acceptable, or None (see casewatch.api.auth)."""
+def signature_problem(request: web.Request, body: bytes, *, allow_v1: bool = False) -> str | None:
+    """Why the request's signature is not acceptable, or None (see casewatch.api.auth). v2 signs
+    the method and the request target as sent (`raw_path`: path and query, undecoded); only
+    POST /api/v1/events passes `allow_v1` (the body-only scheme)."""
     ctx = request.app[CONTEXT_KEY]
     return auth.check(
         ctx.settings.ingest.secret.get_secret_value(),
@@ -49,6 +51,9 @@ def signature_problem(request: web.Request, body: bytes) -> str | None:
         body,
         now=ctx.clock.now(),
         max_skew_seconds=ctx.settings.ingest.max_clock_skew_seconds,
+        method=request.method,
+        target=request.raw_path,
+        allow_v1=allow_v1,
     )
 
 

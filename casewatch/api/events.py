@@ -100,7 +100,7 @@ async def post_events(request: web.Request) -> web.Response:
     body = await read_limited(request, MAX_BODY)
     if body is None:
         return _too_large()
-    problem = signature_problem(request, body)
+    problem = signature_problem(request, body, allow_v1=True)
     if problem is not None:
         return unauthorised(problem)
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
-from casewatch.api.auth import sign
+from casewatch.api.auth import sign, sign_v2
 from casewatch.api.http import CONTEXT_KEY
 from casewatch.clock import Clock, FixedClock
 from casewatch.config import Settings, load_config
@@ -132,10 +133,58 @@ def _now(client: TestClient[Any, Any]) -> int:
 
 
 def signed_headers(body: bytes, secret: str = SECRET, ts: int | str = 0) -> dict[str, str]:
+    """v1 headers (the body alone is signed; accepted for POST /api/v1/events only)."""
     return {
         "X-Casewatch-Timestamp": str(ts),
         "X-Casewatch-Signature": sign(secret, str(ts), body),
     }
+
+
+def signed_headers_v2(
+    method: str, target: str, body: bytes = b"", secret: str = SECRET, ts: int | str = 0
+) -> dict[str, str]:
+    """v2 headers: method, request target (path?query exactly as sent) and body signed."""
+    return {
+        "X-Casewatch-Timestamp": str(ts),
+        "X-Casewatch-Signature": sign_v2(secret, str(ts), method, target, body),
+    }
+
+
+def request_target(
+    client: TestClient[Any, Any], path: str, params: Mapping[str, str] | None = None
+) -> str:
+    """The request target (path?query) the client will put on the request line for `path` and
+    `params`, after its own encoding and normalisation: what a v2 signer must sign."""
+    url = client.make_url(path)
+    if params:
+        url = url.extend_query(params)
+    return url.raw_path_qs
+
+
+async def signed_request(
+    client: TestClient[Any, Any],
+    method: str,
+    path: str,
+    body: bytes = b"",
+    secret: str = SECRET,
+    ts: int | str | None = None,
+    *,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    scheme: str = "v2",
+) -> ClientResponse:
+    """`method` `path` (with `params`) carrying the raw `body`, signed with `secret` at `ts`
+    (default: the service clock's now) by `scheme` ("v2", or "v1": the body alone). The target
+    signed is the one sent, byte for byte."""
+    stamp = _now(client) if ts is None else ts
+    target = request_target(client, path, params)
+    signing = (
+        signed_headers_v2(method, target, body, secret, stamp)
+        if scheme == "v2"
+        else signed_headers(body, secret, stamp)
+    )
+    all_headers = {**signing, **(headers or {})}
+    return await client.request(method, URL(target, encoded=True), data=body or None, headers=all_headers)
 
 
 async def signed_post(
@@ -146,14 +195,14 @@ async def signed_post(
     ts: int | str | None = None,
     *,
     headers: Mapping[str, str] | None = None,
+    scheme: str = "v2",
 ) -> ClientResponse:
     """POST `body` (bytes as they are, anything else as JSON) signed with `secret` at `ts`
-    (default: the service clock's now), Content-Type application/json unless `headers` say."""
+    (default: the service clock's now) by `scheme` ("v2" or "v1"), Content-Type
+    application/json unless `headers` say."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    stamp = _now(client) if ts is None else ts
-    all_headers = {"Content-Type": "application/json", **signed_headers(raw, secret, stamp)}
-    all_headers.update(headers or {})
-    return await client.post(path, data=raw, headers=all_headers)
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    return await signed_request(client, "POST", path, raw, secret, ts, headers=all_headers, scheme=scheme)
 
 
 async def signed_get(
@@ -163,10 +212,10 @@ async def signed_get(
     ts: int | str | None = None,
     *,
     params: Mapping[str, str] | None = None,
+    scheme: str = "v2",
 ) -> ClientResponse:
-    """GET signed over the empty body, as the contract says for the alert read API."""
-    stamp = _now(client) if ts is None else ts
-    return await client.get(path, params=params, headers=signed_headers(b"", secret, stamp))
+    """GET signed by v2 (method, path and query), as the read API requires."""
+    return await signed_request(client, "GET", path, b"", secret, ts, params=params, scheme=scheme)
 
 
 # --- fictional events ---------------------------------------------------------------------------
