@@ -6,11 +6,13 @@ import hashlib
 import hmac
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.parse
 import urllib.request
 from datetime import date
 from email import message_from_bytes
@@ -116,13 +118,28 @@ def _read_banner(process: subprocess.Popen[str]) -> str:
 
 
 def _signed_get(url: str, secret: str) -> Any:
+    """GET signed v2: the message names the method and the request target (path?query) as sent."""
     timestamp = str(int(time.time()))
-    digest = hmac.new(secret.encode(), f"v1:{timestamp}:".encode(), hashlib.sha256).hexdigest()
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    message = f"v2:{timestamp}:GET:{target}:".encode()
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
     request = urllib.request.Request(url, headers={  # noqa: S310
-        "X-Casewatch-Timestamp": timestamp, "X-Casewatch-Signature": f"v1={digest}",
+        "X-Casewatch-Timestamp": timestamp, "X-Casewatch-Signature": f"v2={digest}",
     })
     with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
         return json.loads(reply.read())
+
+
+def _the_banner_curl_line_works(banner: str) -> None:
+    """The ready-to-paste line, run as pasted (when curl and openssl are here), reads the alerts."""
+    line = next(text.strip() for text in banner.splitlines() if text.strip().startswith("SECRET="))
+    if not (shutil.which("curl") and shutil.which("openssl")):
+        return
+    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    alerts = json.loads(done.stdout)["alerts"]
+    assert alerts and {a["state"] for a in alerts} == {"open"}
 
 
 def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
@@ -143,6 +160,7 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
         resolved = _signed_get(base.group(1) + "/api/v1/alerts?state=resolved", secret)["alerts"]
         assert any(a["kind"] == "recall.issued" and a["visor_ref"] == "VS-D000012" for a in resolved)
         assert "200 nominals" in banner and "0 already loaded" in banner
+        _the_banner_curl_line_works(banner)
         for kind in EXPECTED_KINDS:
             assert kind in banner
         assert str(folder / "chat.log") in banner and str(folder / "mail") in banner

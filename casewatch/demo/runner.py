@@ -224,11 +224,13 @@ def banner(
     for scenario in data.scenarios:
         w(f"    {scenario.visor_ref}  {scenario.shows}\n")
     w(f"\n  demo ingest secret (this demo only; also in {folder / 'ingest-secret'}):\n    {secret}\n")
-    w("  list the alerts with a signed request (paste into a shell):\n")
-    w(f"    SECRET={secret}; TS=$(date +%s); "
-      "SIG=$(printf 'v1:%s:' \"$TS\" | openssl dgst -sha256 -hmac \"$SECRET\" | sed 's/^.*= //'); "
-      "curl -s -H \"X-Casewatch-Timestamp: $TS\" -H \"X-Casewatch-Signature: v1=$SIG\" "
-      f"{base}/api/v1/alerts\n")
+    w("  list the alerts with a signed request (paste into a shell; signature v2 covers the\n"
+      "  method and the path with its query exactly as sent, so change P, not the URL):\n")
+    w(f"    SECRET={secret}; P='/api/v1/alerts?state=open'; TS=$(date +%s); "
+      "SIG=$(printf 'v2:%s:GET:%s:' \"$TS\" \"$P\" "
+      "| openssl dgst -sha256 -hmac \"$SECRET\" | sed 's/^.*= //'); "
+      "curl -s -H \"X-Casewatch-Timestamp: $TS\" -H \"X-Casewatch-Signature: v2=$SIG\" "
+      f"\"{base}$P\"\n")
     stopping = "Ctrl-C stops it" if options.exit_after is None else f"it stops after {options.exit_after:g} s"
     w(f"\n  {stopping}")
     w("\n" + "=" * 78 + "\n")
