@@ -21,20 +21,34 @@ from bot import render
 from bot.commands import BotDeps, ack_reply, flags_reply, tasks_reply
 from bot.render import Message
 from casewatch.config import Settings
+from casewatch.logs import LibraryDetailsFilter, slack_filter
 
 log = logging.getLogger(__name__)
 
 # Bolt and slack_sdk log request and response bodies at DEBUG; those carry names and markers.
-SLACK_LOGGER = "casewatch.bot.slack"
+# At INFO, Bolt logs the whole body of a request that fails verification: the filter
+# (casewatch.logs) rewrites their records to a bounded line with no request content.
+SLACK_LOGGER = "casewatch.bot.slack"  # one of casewatch.logs.SLACK_LOGGERS
+
+
+def _filter_slack_loggers() -> None:
+    """The details filter on every Slack logger that exists now (Bolt makes one per middleware,
+    copying the filters of the logger it is given when it has none of its own)."""
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("slack_bolt", "slack_sdk")]
+    for name in [SLACK_LOGGER, "slack_bolt", "slack_sdk", *names]:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, LibraryDetailsFilter) for f in logger.filters):
+            logger.addFilter(slack_filter())
 
 
 def quiet_slack_logging() -> logging.Logger:
     """The logger Bolt and its clients get, held at INFO or above whatever the service level
-    (a level set on these loggers on purpose, above INFO, is kept)."""
+    (a level set on these loggers on purpose, above INFO, is kept), with the details filter."""
     for name in (SLACK_LOGGER, "slack_bolt", "slack_sdk"):
         logger = logging.getLogger(name)
         if logger.level < logging.INFO:  # NOTSET (0) too: it would follow the root level down
             logger.setLevel(logging.INFO)
+    _filter_slack_loggers()
     return logging.getLogger(SLACK_LOGGER)
 
 
@@ -65,6 +79,7 @@ def build_bolt_app(settings: Settings, deps: BotDeps, *, process_before_response
         process_before_response=process_before_response,
     )
     register(app, deps)
+    _filter_slack_loggers()  # the loggers Bolt has just made for its middlewares
     return app
 
 

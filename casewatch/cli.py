@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from casewatch import logs
 from casewatch.config import ConfigError
 
 
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO)  # one escaped, bounded line per record (casewatch.logs)
     name = "db_upgrade" if args.command == "db" else args.command.replace("-", "_")
     if name == "import":
         name = "import_events"

@@ -635,3 +635,90 @@ async def test_odd_input_gets_an_answer_not_an_error(bot: Bot) -> None:
         assert "Sorry, something went wrong" not in text
         assert "<script>" not in text  # echoed text is escaped for mrkdwn
     assert "No alert" in shown(await slash(bot, "/ack", "A-" + "Z" * 500))
+
+
+# --- verification and logs (issue 12, class 6) ---------------------------------------------------
+
+# A body an attacker (or a late but genuine request) could send: names, dates of birth, a response
+# URL, and line breaks that would forge log lines if written as they are.
+HOSTILE_LINES = (
+    "surname=Fictionalson&date_of_birth=1970-01-01&response_url=https://hooks.slack.example/x\n"
+    "2026-11-20 09:30:00,000 ERROR casewatch.api: forged line\r\n\u2028\u0085"
+)
+
+
+def _refusal_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if not r.name.startswith(("aiosqlite", "asyncio"))]
+
+
+def _assert_one_bounded_line(records: list[logging.LogRecord], *, words: str) -> None:
+    texts = [r.getMessage() for r in records]
+    assert len([t for t in texts if words in t]) == 1, texts
+    for record, text in zip(records, texts, strict=True):
+        assert len(text) <= 200, text[:300]
+        assert not any(c in text for c in "\n\r\u2028\u0085"), text[:300]
+        assert record.exc_info is None
+        for personal in ("fictionalson", "1970", "hooks.slack.example", "forged line", "sampleton"):
+            assert personal not in text.lower(), personal
+
+
+async def test_a_forged_request_logs_one_bounded_line_without_its_body(
+    sqlite_bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = (HOSTILE_LINES * (500_000 // len(HOSTILE_LINES))).encode()
+    assert len(body) > 450_000
+    caplog.clear()
+    resp = await post_signed(sqlite_bot.client, body, secret="forged-not-real")
+    assert resp.status == 401
+    _assert_one_bounded_line(_refusal_records(caplog), words="Slack request refused")
+
+
+async def test_a_late_genuine_request_logs_one_bounded_line_without_its_body(
+    sqlite_bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = command_body("/flags", "sampleton 03/02/1981", PC, response_url="https://hooks.slack.example/x")
+    caplog.clear()
+    resp = await post_signed(sqlite_bot.client, body, ts=int(time.time()) - 6 * 60)
+    assert resp.status == 401
+    _assert_one_bounded_line(_refusal_records(caplog), words="Slack request refused")
+    assert await sqlite_bot.audit("flags.lookup") == []
+
+
+async def test_bolts_own_verification_logs_no_body(
+    sqlite_bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bolt's check behind ours (a request that reaches Bolt's dispatch unverified, e.g. at the
+    edge of the window) logs the fixed line, not Bolt's line with the whole body."""
+    from slack_bolt.request.async_request import AsyncBoltRequest
+
+    from bot.app import build_bolt_app
+
+    service = sqlite_bot.service
+    bolt = build_bolt_app(service.settings, BotDeps(service.ctx, service.sessions))
+    body = HOSTILE_LINES * 50
+    headers: dict[str, Any] = {k.lower(): v for k, v in slack_headers(body.encode(), secret="forged").items()}
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    response = await bolt.async_dispatch(AsyncBoltRequest(body=body, headers=headers))
+    assert response.status == 401
+    _assert_one_bounded_line(_refusal_records(caplog), words="Slack request refused")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "signature"),
+    [("\u00b2", None), ("\uff11\uff12\uff13", None), ("12 ", None), (None, "v0=\u00e9\u00e9")],
+)
+async def test_odd_signature_headers_are_a_401_not_a_500(
+    sqlite_bot: Bot, stamp: str | None, signature: str | None
+) -> None:
+    body = command_body("/flags", ALPHA, PC)
+    headers = slack_headers(body)
+    if stamp is not None:
+        headers["X-Slack-Request-Timestamp"] = stamp
+    if signature is not None:
+        headers["X-Slack-Signature"] = signature
+    resp = await sqlite_bot.client.post("/slack/events", data=body, headers=headers)
+    assert resp.status == 401
+    assert resp.content_type == "application/json"
