@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import render
 from bot.render import Message
+from casewatch.alerts.authority import OutcomeError
 from casewatch.alerts.lifecycle import acknowledge
 from casewatch.audit import record
 from casewatch.context import Context
@@ -106,18 +107,43 @@ async def tasks_reply(deps: BotDeps, slack_user_id: str) -> Message:
     return await _as_officer(deps, slack_user_id, "/tasks", work)
 
 
+def split_ack_text(text: str) -> tuple[str, str | None]:
+    """`/ack <alert id> [outcome]` as (id, outcome or None). The id is the first word (`A 7K3Q9M`,
+    typed with a space, is joined up); control and format characters in it are dropped, as for
+    any typed query. The outcome is left exactly as typed: authority.clean_outcome judges it."""
+    words = text.strip().split(maxsplit=1)
+    if not words:
+        return "", None
+    alert_id, rest = words[0], (words[1] if len(words) > 1 else None)
+    if alert_id.upper() in ("A", "A-") and rest:
+        more = rest.split(maxsplit=1)
+        alert_id, rest = alert_id + more[0], (more[1] if len(more) > 1 else None)
+    return clean_text(alert_id), rest
+
+
 async def ack_reply(deps: BotDeps, slack_user_id: str, typed: str, via: str) -> Message:
-    """Acknowledge an alert as the requester; `via` is "slack_command" or "slack_button"."""
-    typed = clean_text(typed)
+    """Acknowledge an alert as the requester; `via` is "slack_command" (`typed` is the command's
+    text: an id and an optional outcome) or "slack_button" (`typed` is the button's alert id)."""
+    if via == "slack_command":
+        alert_id, outcome = split_ack_text(typed)
+    else:
+        alert_id, outcome = clean_text(typed), None
 
     async def work(session: AsyncSession, requester: Requester) -> Message:
-        if not typed:
+        if not alert_id:
             return render.text_message(render.ACK_USAGE)
-        outcome = await acknowledge(session, typed, requester.officer_id, via, deps.ctx)
+        try:
+            result = await acknowledge(
+                session, alert_id, requester.officer_id, via, deps.ctx, outcome=outcome
+            )
+        except OutcomeError as exc:
+            return render.text_message(f"{render.esc(exc)}\n{render.ACK_USAGE}")
         by_name = ""
-        if outcome.alert is not None and outcome.alert.acknowledged_by:
-            officer = await session.get(Officer, outcome.alert.acknowledged_by)
-            by_name = f"{officer.name} ({officer.id})" if officer else outcome.alert.acknowledged_by
-        return render.ack_message(outcome, typed[:40], requester.officer_id, by_name, deps.zone)
+        if result.alert is not None and result.alert.acknowledged_by:
+            officer = await session.get(Officer, result.alert.acknowledged_by)
+            by_name = f"{officer.name} ({officer.id})" if officer else result.alert.acknowledged_by
+        return render.ack_message(
+            result, alert_id[:40], requester.officer_id, by_name, deps.zone, outcome_given=outcome is not None
+        )
 
     return await _as_officer(deps, slack_user_id, "/ack" if via == "slack_command" else "Acknowledge", work)

@@ -32,7 +32,16 @@ FLAGS_USAGE = (
     "`/flags smith 14/03/1980`. A name is also looked for among known aliases. Case and "
     "spacing do not matter. Only you see the answer."
 )
-ACK_USAGE = "*Usage:* `/ack <alert id>`, for example `/ack A-7K3Q9M`. `/tasks` lists your open alerts."
+ACK_USAGE = (
+    "*Usage:* `/ack &lt;alert id&gt; [what was done]`, for example `/ack A-7K3Q9M` or "
+    "`/ack A-7K3Q9M spoke to the nominal, travel notification booked`. `/tasks` lists your open alerts."
+)
+# For an unknown id and for an alert the requester may not acknowledge alike.
+ACK_NOT_FOUND = (
+    "No alert `{typed}` found that you can acknowledge. Check the id (it looks like A-7K3Q9M); "
+    "`/tasks` lists yours. Only the alert's own team, the officer it names, the control room and "
+    "admins can acknowledge an alert."
+)
 REFUSAL = (
     "Sorry, your Slack account is not linked to an officer in casewatch, so I cannot help with "
     "that. Please ask your casewatch administrator to add you to the officer directory."
@@ -266,21 +275,30 @@ def tasks_message(view: TasksView, zone: ZoneInfo) -> Message:
     return {"text": text, "blocks": blocks[:50]}
 
 
-def ack_message(outcome: AckOutcome, typed: str, requester_id: str, by_name: str, zone: ZoneInfo) -> Message:
+def ack_message(
+    outcome: AckOutcome,
+    typed: str,
+    requester_id: str,
+    by_name: str,
+    zone: ZoneInfo,
+    *,
+    outcome_given: bool = False,
+) -> Message:
     alert = outcome.alert
-    if outcome.status == "unknown" or alert is None:
-        return text_message(
-            f"No alert `{esc(typed)}` found. Check the id (it looks like A-7K3Q9M); `/tasks` lists yours."
-        )
+    if outcome.status in ("unknown", "refused") or alert is None:
+        # One answer for both: holding an id of another team's alert tells nothing about it.
+        return text_message(ACK_NOT_FOUND.format(typed=esc(typed)))
     what = f"`{esc(alert.id)}` ({esc(alert.kind)}, {esc(alert.visor_ref)})"
     if outcome.status == "resolved":
         reason = f": {esc(alert.resolved_reason)}" if alert.resolved_reason else ""
         return text_message(f"Alert {what} is already resolved{reason}. Nothing to acknowledge.")
     when = moment(alert.acknowledged_at, zone) if alert.acknowledged_at else "an unknown time"
+    recorded = f"\nOutcome: {esc(alert.acknowledged_outcome)}" if alert.acknowledged_outcome else ""
     if outcome.status == "already_acknowledged":
         who = "you" if alert.acknowledged_by == requester_id else esc(by_name)
-        return text_message(f"Alert {what} was already acknowledged by {who} at {when}.")
+        kept = " The first acknowledgement stands: your outcome was not recorded." if outcome_given else ""
+        return text_message(f"Alert {what} was already acknowledged by {who} at {when}.{kept}{recorded}")
     return text_message(
         f":white_check_mark: Alert {what} acknowledged by you at {when}. Escalation has stopped; "
-        "the team channel and the SPOC email thread will show it."
+        f"the team channel and the SPOC email thread will show it.{recorded}"
     )

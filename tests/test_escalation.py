@@ -8,12 +8,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.alerts.lifecycle import acknowledge, resolve
+from casewatch.alerts.lifecycle import AlertSpec, acknowledge, open_alert, resolve
 from casewatch.config import ConfigError
 from casewatch.routing.escalation import chain_for, escalate_due, escalate_one
 from casewatch.store.models import Alert
 from tests.test_delivery_support import (
+    OFFICERS,
     T0,
+    TEAM,
     audits,
     clock_of,
     deliveries,
@@ -118,6 +120,44 @@ async def test_acknowledge_and_resolve_stop_escalation(sessions: Sessions) -> No
     clock_of(ctx).advance(timedelta(hours=5))
     assert await escalate_due(sessions, ctx) == []
     assert await deliveries(sessions, purpose="escalated") == []
+
+
+SOUTH_TEAM = {**TEAM, "id": "south", "name": "South MOSOVO", "channel": "C0SOUTH",
+              "spoc_email": "south.spoc@force.example", "npt_channels": {}}
+SOUTH_OFFICER = {"id": "PC9001", "name": "PC Southern", "email": "pc9001@force.example",
+                 "slack_user_id": "U0PC9001", "team": "south"}
+
+
+async def test_a_refused_acknowledgement_does_not_stop_escalation(sessions: Sessions) -> None:
+    ctx = make_ctx(make_settings(teams=[TEAM, SOUTH_TEAM], officers=[*OFFICERS, SOUTH_OFFICER]))
+    await setup_directory(sessions, ctx.settings)
+    alert = await open_test_alert(sessions, ctx, kind="recall.issued", severity="critical", owner=None)
+    async with sessions.begin() as session:
+        for officer in ("PC9001", "NOT-IN-DIRECTORY"):  # another team's officer; a stranger
+            refused = await acknowledge(session, alert.id, officer, "slack_button", ctx, outcome="done")
+            assert (refused.status, refused.alert) == ("refused", None)
+    async with sessions() as session:
+        row = await session.get(Alert, alert.id)
+        assert row is not None
+        assert (row.state, row.acknowledged_by, row.acknowledged_outcome) == ("open", None, None)
+    assert [(a.actor, a.subject) for a in await audits(sessions, "alert.ack_refused")] == [
+        ("PC9001", alert.id), ("NOT-IN-DIRECTORY", alert.id),
+    ]
+    assert await deliveries(sessions, purpose="acknowledged") == []
+    clock_of(ctx).advance(timedelta(minutes=15))
+    assert await escalate_due(sessions, ctx) == [alert.id]
+
+
+async def test_an_alert_of_an_unconfigured_team_is_for_the_team_that_hears_of_it(sessions: Sessions) -> None:
+    ctx = make_ctx(make_settings(teams=[TEAM, SOUTH_TEAM], officers=[*OFFICERS, SOUTH_OFFICER]))
+    await setup_directory(sessions, ctx.settings)
+    async with sessions.begin() as session:
+        spec = AlertSpec("travel.unmatched_nominal", "high", "VS-9999999", "nowhere", subject="e1")
+        alert = await open_alert(session, spec, ctx)
+        assert alert is not None
+    async with sessions.begin() as session:  # routed to the first team, north: not south
+        assert (await acknowledge(session, alert.id, "PC9001", "slack_command", ctx)).status == "refused"
+        assert (await acknowledge(session, alert.id, "PC1234", "slack_command", ctx)).status == "acknowledged"
 
 
 @pytest.mark.postgres

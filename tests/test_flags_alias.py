@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.engine import make_engine
-from casewatch.store.migrate import current_revision, head_revision, upgrade
+from casewatch.store.migrate import current_revision, upgrade
 from casewatch.store.models import Base, NominalAlias
 from tests.conftest import PG_URL, _need_postgres, _pg_admin, pg_database_url
 from tests.support import T0, envelope, nominal_data
@@ -228,8 +228,8 @@ async def test_migration_backfills_existing_aliases(empty_db_url: str) -> None:
                 {**base, "visor_ref": "VS-B0002", "surname": "Backfilltwo", "surname_key": "backfilltwo",
                  "aliases": []},
             ])
-        await upgrade(engine)
-        assert await current_revision(engine) == head_revision() == "0002"
+        await upgrade(engine, "0002")
+        assert await current_revision(engine) == "0002"
         async with engine.connect() as conn:
             rows = sorted((await conn.execute(
                 select(NominalAlias.visor_ref, NominalAlias.alias, NominalAlias.alias_key)

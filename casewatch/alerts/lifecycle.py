@@ -18,12 +18,13 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from casewatch.alerts.authority import Acknowledger, clean_outcome, may_acknowledge
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.routing.escalation import chain_for
 from casewatch.routing.outbox import enqueue, enqueue_opened
 from casewatch.store.lists import chunked, one_of
-from casewatch.store.models import Acknowledgement, Alert, AuditEntry
+from casewatch.store.models import Acknowledgement, Alert, AuditEntry, Officer
 
 Severity = Literal["critical", "high", "medium", "low"]
 SEVERITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
@@ -34,7 +35,7 @@ _ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_LENGTH = 6
 _ID_ATTEMPTS = 5
 
-AckStatus = Literal["acknowledged", "already_acknowledged", "resolved", "unknown"]
+AckStatus = Literal["acknowledged", "already_acknowledged", "resolved", "unknown", "refused"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class AlertSpec:
 
 @dataclass(frozen=True)
 class AckOutcome:
+    """What became of an acknowledgement. `alert` is None for "unknown" and "refused": a
+    refused requester must learn nothing about the alert."""
+
     status: AckStatus
     alert: Alert | None
 
@@ -133,6 +137,7 @@ class OpenedAlert:
     version: int
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
+    acknowledged_outcome: str | None = None
     resolved_at: datetime | None = None
     resolved_reason: str | None = None
 
@@ -282,14 +287,32 @@ async def resolve_live(
 
 
 async def acknowledge(
-    session: AsyncSession, alert_id: str, officer_id: str, via: str, ctx: Context
+    session: AsyncSession,
+    alert_id: str,
+    officer_id: str,
+    via: str,
+    ctx: Context,
+    *,
+    outcome: str | None = None,
 ) -> AckOutcome:
-    """Acknowledge as `officer_id` (via "slack_command", "slack_button" or "api"): record who and
-    when, stop escalation, and enqueue the "acknowledged" updates. Idempotent; the alert id is
-    matched case-insensitively."""
+    """Acknowledge as `officer_id` (via "slack_command", "slack_button" or "api"): record who,
+    when and the outcome (what was done; authority.clean_outcome rules, OutcomeError if broken),
+    stop escalation, and enqueue the "acknowledged" updates. The alert id is matched
+    case-insensitively. The first acknowledgement stands: a later one changes nothing.
+
+    Only who authority.may_acknowledge allows: anyone else gets "refused" with no alert (so
+    the caller can say nothing about it), and the refusal is audited.
+    """
+    outcome = clean_outcome(outcome)
     alert = await session.get(Alert, normalise_alert_id(alert_id))
     if alert is None:
         return AckOutcome("unknown", None)
+    if not may_acknowledge(alert, await _acknowledger(session, officer_id), ctx.settings):
+        await record(
+            session, ctx, actor=officer_id, action="alert.ack_refused", subject=alert.id,
+            purpose="not the alert's team or owner, the control room or an admin", details={"via": via},
+        )
+        return AckOutcome("refused", None)
     now = ctx.clock.now()
     # A conditional update is the arbiter when ack, escalation and auto-resolve race each other.
     result = await session.execute(
@@ -297,7 +320,7 @@ async def acknowledge(
         .where(Alert.id == alert.id, Alert.state == "open")
         .values(
             state="acknowledged", acknowledged_by=officer_id, acknowledged_at=now,
-            next_escalation_at=None, version=Alert.version + 1,
+            acknowledged_outcome=outcome, next_escalation_at=None, version=Alert.version + 1,
         )
         .execution_options(synchronize_session=False)
     )
@@ -307,11 +330,21 @@ async def acknowledge(
         return AckOutcome(status, alert)
     session.add(Acknowledgement(alert_id=alert.id, officer_id=officer_id, via=via, acknowledged_at=now))
     await enqueue(session, alert, "acknowledged", ctx)
+    details: dict[str, Any] = {"via": via}
+    if outcome is not None:
+        details["outcome"] = outcome
     await record(
         session, ctx, actor=officer_id, action="alert.acknowledged", subject=alert.id,
-        purpose=alert.kind, details={"via": via},
+        purpose=alert.kind, details=details,
     )
     return AckOutcome("acknowledged", alert)
+
+
+async def _acknowledger(session: AsyncSession, officer_id: str) -> Acknowledger | None:
+    officer = await session.get(Officer, officer_id)
+    if officer is None:
+        return None
+    return Acknowledger(officer.id, officer.team, frozenset(str(r) for r in officer.roles or ()))
 
 
 async def count_live(session: AsyncSession) -> int:

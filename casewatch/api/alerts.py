@@ -33,7 +33,8 @@ def _iso(at: datetime | None) -> str | None:
 
 
 def alert_json(alert: Alert) -> dict[str, Any]:
-    """The contract's alert object, plus `subject`, `owner` and `due_at` (no personal data)."""
+    """The contract's alert object, plus `acknowledged_outcome` (what the acknowledging officer
+    said was done), `subject`, `owner` and `due_at`."""
     return {
         "id": alert.id,
         "kind": alert.kind,
@@ -44,6 +45,7 @@ def alert_json(alert: Alert) -> dict[str, Any]:
         "opened_at": _iso(alert.opened_at),
         "acknowledged_by": alert.acknowledged_by,
         "acknowledged_at": _iso(alert.acknowledged_at),
+        "acknowledged_outcome": alert.acknowledged_outcome,
         "resolved_at": _iso(alert.resolved_at),
         "summary": alert.summary,
         "subject": alert.subject,

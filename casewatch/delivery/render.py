@@ -42,7 +42,9 @@ def change_line(p: dict[str, Any]) -> str:
 def state_line(p: dict[str, Any]) -> str:
     state = p.get("state", "open")
     if state == "acknowledged":
-        return f"Acknowledged by {p.get('acknowledged_by')}"
+        # The outcome is in the message body only, not in change_line (subjects, notifications).
+        outcome = p.get("acknowledged_outcome")
+        return f"Acknowledged by {p.get('acknowledged_by')}" + (f": {outcome}" if outcome else "")
     if state == "resolved":
         return "Resolved"
     return "Open: needs acknowledging"

@@ -207,6 +207,8 @@ def build_payload(
         "acknowledged_by": alert.acknowledged_by, "resolved_reason": alert.resolved_reason,
         "escalation_step": alert.escalation_step,
     }
+    if alert.acknowledged_outcome:  # only when there is one: other payloads stay as they were
+        payload["acknowledged_outcome"] = alert.acknowledged_outcome
     if target.personal_data and personal:
         payload["personal"] = personal
     if target.inbox:

@@ -256,6 +256,8 @@ class Alert(Base):
     opened_by_event: Mapped[str | None] = mapped_column(String(200))
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     acknowledged_at: Mapped[datetime | None]
+    # What the acknowledging officer said was done (`/ack <id> <outcome>`); one line, bounded.
+    acknowledged_outcome: Mapped[str | None] = mapped_column(String(500))
     resolved_at: Mapped[datetime | None]
     resolved_reason: Mapped[str | None] = mapped_column(String(200))
     # Escalation: the chain snapshotted at opening, and where the alert is on it.

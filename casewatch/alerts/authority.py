@@ -1,0 +1,105 @@
+"""Who may acknowledge an alert, and what an acknowledgement's outcome text may hold.
+
+Acknowledging stops an alert's escalation, so it is for the people the alert is for:
+- the officers of the alert's own team, whatever their role (officer, supervisor, SPOC); for an
+  alert whose team is not configured, the team that hears of it instead (Settings.fallback_team);
+- the officer named as the alert's `owner`, even in another team: they are who must act;
+- the control room and admins, for any alert about a nominal;
+- for a system alert (kind `system.*`: a delivery that died, a job that stopped), which is
+  routed to the admins only, the admins only.
+Everyone else, and anyone not in the officer directory, is refused.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+from casewatch.config import Settings
+
+ANY_ALERT_ROLES: frozenset[str] = frozenset({"control_room", "admin"})
+SYSTEM_ALERT_ROLES: frozenset[str] = frozenset({"admin"})
+SYSTEM_KIND_PREFIX = "system."
+
+OUTCOME_MAX_LENGTH = 500
+# Control (Cc: line breaks, tabs, C1 such as U+0085), format (Cf: bidi overrides, zero-width
+# characters), surrogate and private-use characters, and line/paragraph separators: none belongs
+# in one line typed in Slack, and each can break or disguise what a reader of the outcome sees.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+OUTCOME_RULE = (
+    f"one line of text, at most {OUTCOME_MAX_LENGTH} characters, without control characters (line "
+    "breaks, tabs), invisible format characters (bidi overrides, zero-width characters) or line "
+    "and paragraph separators"
+)
+
+
+class AlertTeamFacts(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def team(self) -> str: ...
+    @property
+    def owner(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Acknowledger:
+    """Who is acknowledging, as the officer directory knows them."""
+
+    officer_id: str
+    team: str
+    roles: frozenset[str]
+
+
+def is_system_alert(alert: AlertTeamFacts) -> bool:
+    return alert.kind.startswith(SYSTEM_KIND_PREFIX)
+
+
+def answering_team(alert: AlertTeamFacts, settings: Settings) -> str | None:
+    """The team whose officers the alert is for: its own, or the fallback team routing uses
+    when its own is not configured."""
+    if settings.team(alert.team) is not None:
+        return alert.team
+    fallback = settings.fallback_team()
+    return fallback.id if fallback is not None else None
+
+
+def may_acknowledge(alert: AlertTeamFacts, who: Acknowledger | None, settings: Settings) -> bool:
+    """Whether `who` may acknowledge `alert` (the module docstring says who may)."""
+    if who is None:
+        return False
+    if is_system_alert(alert):
+        return _holds(who.roles, SYSTEM_ALERT_ROLES)
+    if _holds(who.roles, ANY_ALERT_ROLES):
+        return True
+    if alert.owner and alert.owner == who.officer_id:
+        return True
+    return who.team == answering_team(alert, settings)
+
+
+def _holds(roles: frozenset[str], wanted: Collection[str]) -> bool:
+    return not roles.isdisjoint(wanted)
+
+
+class OutcomeError(ValueError):
+    """The outcome text is not acceptable; the message says why, naming nothing typed."""
+
+
+def clean_outcome(text: str | None) -> str | None:
+    """The outcome as stored: runs of spaces as one space, None when blank. Raises OutcomeError
+    for a refused character or more than OUTCOME_MAX_LENGTH characters."""
+    if text is None:
+        return None
+    if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in text):
+        raise OutcomeError(
+            "The outcome contains a line break, tab, invisible formatting character or line "
+            f"separator; write it as {OUTCOME_RULE}."
+        )
+    collapsed = " ".join(text.split())
+    if not collapsed:
+        return None
+    if len(collapsed) > OUTCOME_MAX_LENGTH:
+        raise OutcomeError(f"The outcome is longer than {OUTCOME_MAX_LENGTH} characters; shorten it.")
+    return collapsed
