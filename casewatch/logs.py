@@ -62,9 +62,15 @@ class SafeFormatter(logging.Formatter):
 
 # The opening words of a library message, before the first bracket, colon or quote: what happened,
 # never what it happened to.
-_OPENING = re.compile(r"[^(\[{:'\"<=]*")
+_OPENING = re.compile(r"[^(\[{:'\"<=%]*")
 _OPENING_WORDS = 100
 WITHHELD = "[details withheld]"
+
+
+def opening_words(text: str) -> str:
+    """The words of `text` before its first bracket, colon, quote or placeholder (bounded)."""
+    opening = _OPENING.match(text)
+    return (opening.group(0) if opening else "")[:_OPENING_WORDS].strip()
 
 
 def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -90,8 +96,7 @@ class LibraryDetailsFilter(logging.Filter):
         text = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
         replacement = next((line for start, line in self.fixed.items() if text.startswith(start)), None)
         if replacement is None:
-            opening = _OPENING.match(text)
-            words = (opening.group(0) if opening else "")[:_OPENING_WORDS].strip()
+            words = opening_words(text)
             replacement = words if words == text.strip() else f"{words} {WITHHELD}"
         if record.exc_info and record.exc_info[0] is not None:
             replacement += f" ({record.exc_info[0].__name__})"

@@ -104,7 +104,9 @@ async def stop(service: Service) -> None:
 async def start_http(service: Service) -> int:
     """Start the HTTP server; return the port it listens on (the configured one, or the port the
     system picked for port 0)."""
-    runner = web.AppRunner(service.app, access_log=None)
+    from casewatch.api.http import ApiRunner
+
+    runner = ApiRunner(service.app, access_log=None)  # malformed requests answered in JSON
     await runner.setup()
     site = web.TCPSite(runner, service.settings.http.host, service.settings.http.port)
     await site.start()

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.api import auth
@@ -84,20 +85,35 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                   (time.perf_counter() - started) * 1000)
 
 
-_ERROR_NAMES = {
+ERROR_NAMES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+    500: "internal", 503: "unavailable", 504: "timeout",
 }
+
+
+UNEXPECTED = "unexpected server error; it has been logged"
+MALFORMED = (
+    "the request is not well-formed HTTP/1.1 (request line, a header, or the body's framing); "
+    "nothing was stored"
+)
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except HttpProcessingError as exc:
+        # The body's framing broke while a handler read it (a bad chunk, a short body): the
+        # client's fault. The exception's message quotes the bytes, so only its type is logged.
+        log.info("malformed HTTP request body refused with 400 (%s)", type(exc).__name__)
+        reply = json_error(400, "bad_request", MALFORMED)
+        reply.force_close()
+        return reply
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        reply = json_error(exc.status, _ERROR_NAMES.get(exc.status, "error"), exc.reason)
+        reply = json_error(exc.status, ERROR_NAMES.get(exc.status, "error"), exc.reason)
         if "Allow" in exc.headers:
             reply.headers["Allow"] = exc.headers["Allow"]
         return reply
@@ -110,4 +126,4 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
         log.error("unexpected %s on %s %s\n%s", type(exc).__name__, request.method,
                   route_name(request), frames)
-        return json_error(500, "internal", "unexpected server error; it has been logged")
+        return json_error(500, "internal", UNEXPECTED)

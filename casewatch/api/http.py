@@ -2,25 +2,92 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.api.alerts import get_alert, list_alerts
 from casewatch.api.common import (
     CONTEXT_KEY,
+    ERROR_NAMES,
+    MALFORMED,
     METRICS_KEY,
     SESSIONS_KEY,
+    UNEXPECTED,
+    json_error,
     json_errors,
     observe,
 )
 from casewatch.api.events import post_events
 from casewatch.api.health import healthz, metrics, readyz
 from casewatch.context import Context
+from casewatch.logs import opening_words
 from casewatch.metrics import Metrics
 
-__all__ = ["CONTEXT_KEY", "METRICS_KEY", "SESSIONS_KEY", "ApiService", "add_api_routes"]
+__all__ = ["CONTEXT_KEY", "METRICS_KEY", "SESSIONS_KEY", "ApiRunner", "ApiService", "add_api_routes"]
+
+log = logging.getLogger("casewatch.api")
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    """aiohttp's connection handler, but the answers it makes itself (to a request it cannot
+    parse, before any middleware runs, or after an error no middleware caught) are JSON like
+    every other error, and what it logs is a fixed line: the parser's message quotes the
+    offending bytes (a header, the request line with its query), so neither is logged or
+    echoed."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        problem = type(exc).__name__ if exc is not None else "no exception"
+        if status >= 500:
+            log.error("HTTP %s made by the server itself (%s)", status, problem)
+        else:
+            log.info("malformed HTTP request refused with %s (%s)", status, problem)
+        if request.writer.output_size > 0:  # as aiohttp: a reply is under way, the connection is lost
+            raise ConnectionError("response already started; cannot send the error reply")
+        if status >= 500:
+            reply = json_error(status, ERROR_NAMES.get(status, "internal"), UNEXPECTED)
+        else:
+            reply = json_error(status, ERROR_NAMES.get(status, "bad_request"), MALFORMED)
+        reply.force_close()
+        return reply
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's own error lines (e.g. "Unhandled exception" when the unread rest of a body
+        breaks): what happened and the exception type, never its message or traceback, which
+        quote the request's bytes."""
+        what = opening_words(args[0]) if args and isinstance(args[0], str) else "error"
+        exc = kw.get("exc_info")
+        kind = type(exc).__name__ if isinstance(exc, BaseException) else "no exception"
+        # The unread rest of a body whose framing broke: the client's fault, already answered.
+        client_fault = isinstance(exc, HttpProcessingError | RequestPayloadError)
+        log.log(logging.INFO if client_fault else logging.ERROR, "HTTP connection: %s (%s)", what, kind)
+
+
+class _JsonErrorServer(Server):
+    def __call__(self) -> RequestHandler:
+        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """web.AppRunner whose connections answer malformed requests in JSON (JsonErrorRequestHandler).
+    Use it wherever the app is served (casewatch.wiring; tests/support's test server)."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer  # the same object; only which handler it makes changes
+        return server
 
 
 class ApiService(Protocol):

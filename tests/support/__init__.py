@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
 from casewatch.api.auth import sign, sign_v2
-from casewatch.api.http import CONTEXT_KEY
+from casewatch.api.http import CONTEXT_KEY, ApiRunner
 from casewatch.clock import Clock, FixedClock
 from casewatch.config import Settings, load_config
 from casewatch.wiring import Service, create_service, stop
@@ -103,10 +103,17 @@ async def make_service(db_url: str, clock: Clock | None = None, **overrides: Any
     return await create_service(make_settings(db_url, **overrides), clock or FixedClock(T0))
 
 
+class ApiTestServer(TestServer):
+    """aiohttp's TestServer on the runner the service itself serves with (casewatch.api.http.ApiRunner)."""
+
+    async def _make_runner(self, **kwargs: Any) -> ApiRunner:
+        return ApiRunner(self.app, **kwargs)
+
+
 @asynccontextmanager
 async def client_for(service: Service) -> AsyncIterator[TestClient[Any, Any]]:
     """The service's real aiohttp app on a loopback test server."""
-    async with TestClient(TestServer(service.app, host="127.0.0.1")) as client:
+    async with TestClient(ApiTestServer(service.app, host="127.0.0.1")) as client:
         yield client
 
 
