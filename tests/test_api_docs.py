@@ -1,14 +1,20 @@
-"""The interface documents cannot drift from the code: every API route is in docs/openapi.yaml,
-and every event type and field is in docs/events.md and the OpenAPI schemas."""
+"""The interface documents cannot drift from the code: docs/openapi.yaml is what the generator
+(casewatch.api.spec) writes from the validating models, every API route is in it, and every event
+type and field is in docs/events.md."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import jsonschema_rs
+import yaml
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.api import spec
 from casewatch.api.http import add_api_routes
 from casewatch.clock import FixedClock
 from casewatch.context import Context
@@ -33,21 +39,74 @@ def test_every_route_is_in_openapi() -> None:
     assert routes == paths
 
 
+def _spec() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DOCS / "openapi.yaml").read_text())
+    return loaded
+
+
+def test_openapi_is_what_the_generator_writes() -> None:
+    """The event schemas, value rules and query parameters in docs/openapi.yaml are generated
+    from the validating code; a model or pattern changed without regenerating fails here."""
+    assert (DOCS / "openapi.yaml").read_text() == spec.expected_text(), (
+        "docs/openapi.yaml is out of date: run .venv/bin/python -m casewatch.api.spec"
+    )
+
+
 def test_every_event_type_and_field_is_documented() -> None:
     events_md = (DOCS / "events.md").read_text()
-    openapi = (DOCS / "openapi.yaml").read_text()
+    schemas = _spec()["components"]["schemas"]
     for name in EnvelopeModel.model_fields:
         assert f"| `{name}` |" in events_md, name
+        assert name in schemas["Envelope"]["properties"], name
+    branches = {
+        branch["properties"]["type"]["const"]: branch["properties"]["data"]["$ref"]
+        for branch in schemas["Envelope"]["oneOf"]
+    }
+    assert set(branches) == set(EVENT_TYPES)
     for event_type, model in EVENT_TYPES.items():
         section = events_md.split(f"### `{event_type}`", 1)
         assert len(section) == 2, event_type
         body = section[1].split("\n### ", 1)[0]
+        component = branches[event_type].rsplit("/", 1)[1]
+        assert set(schemas[component]["properties"]) == set(model.model_fields), event_type
         for field in model.model_fields:
             assert f"| `{field}` |" in body, (event_type, field)
-            assert f"        {field}:" in openapi, (event_type, field)
-        assert f"const: {event_type}" in openapi
+    assert set(schemas["Marker"]["properties"]) == set(MarkerData.model_fields)
     for field in MarkerData.model_fields:
-        assert f"              {field}:" in openapi
+        assert f"`markers[].{field}`" in events_md, field
+
+
+def ecma(pattern: str) -> Callable[[str], bool]:
+    """The pattern as a JSON Schema validator reads it (ECMA-262: "$" is the end, not before a
+    final newline as in Python's re)."""
+    validator = jsonschema_rs.Draft202012Validator({"type": "string", "pattern": pattern})
+    return validator.is_valid
+
+
+def test_spec_states_the_rules_the_api_enforces() -> None:
+    """The rules that made valid-per-spec bodies fail before: year bounds, characters, blanks,
+    assigned country codes, a level change that changes the level."""
+    schemas = _spec()["components"]["schemas"]
+    date = ecma(schemas["Date"]["pattern"])
+    assert date("1900-01-01") and date("9000-12-31")
+    assert not date("1899-12-31") and not date("9001-01-01") and not date("2026-11-20\n")
+    assert ecma(schemas["DateTime"]["pattern"])("2026-11-20T09:30:00.123456+01:00")
+    assert "XX" not in schemas["CountryCode"]["enum"] and "FR" in schemas["CountryCode"]["enum"]
+    identifier = ecma(schemas["IdentifierCharacters"]["pattern"])
+    text = ecma(schemas["TextCharacters"]["pattern"])
+    for bad in ("\x00", "\x85", "\u202e", "\u200b", "\u2028", "\u00a0", "\u3000", "\ufe0f", "\U000e0001"):
+        assert not identifier(f"a{bad}b"), repr(bad)
+    assert identifier("VS-D000011 \u00e9\u4e2d\U0001f600") and not identifier("VS-D000011\n")
+    assert text("line one\n\tline two") and not text("a\rb")
+    assert not ecma(schemas["ActionUpsert"]["properties"]["summary"]["pattern"])(" \n\t ")  # blank
+    team = ecma(schemas["NominalUpsert"]["properties"]["team"]["pattern"])
+    assert team("north") and team("north team") and not team(" north") and not team("north ")
+    pairs = {
+        (branch["properties"]["from_level"]["const"], to)
+        for branch in schemas["LevelChanged"]["anyOf"]
+        for to in branch["properties"]["to_level"]["enum"]
+    }
+    assert pairs == {(a, b) for a in (1, 2, 3, None) for b in (1, 2, 3, None) if a != b}
 
 
 def test_every_alert_kind_is_documented() -> None:

@@ -15,17 +15,27 @@ from sqlalchemy import and_, or_, select
 
 from casewatch.alerts.lifecycle import normalise_alert_id
 from casewatch.api.common import SESSIONS_KEY, json_error, signature_problem, unauthorised
+from casewatch.ingest.schema import VISOR_REF_PATTERN
 from casewatch.store.models import Alert
+from casewatch.text_rules import TextKind, text_problem
 
 STATES = ("open", "acknowledged", "resolved")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 
-_KIND = re.compile(r"^[a-z][a-z_]{0,31}(\.[a-z][a-z_]{0,31}){0,3}$")
-_VISOR_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/-]{0,31}$")
-_TEAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ALERT_ID = re.compile(r"^[A-Za-z0-9 -]{1,20}$")
-_KNOWN_PARAMS = ("state", "kind", "visor_ref", "team", "limit", "cursor")
+# Every pattern is matched whole (fullmatch): with re.match, "$" also matched before a final "\n".
+KIND_PATTERN = r"[a-z][a-z_]{0,31}(\.[a-z][a-z_]{0,31}){0,3}"
+TEAM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+LIMIT_PATTERN = r"[0-9]{1,6}"
+CURSOR_PATTERN = r"[A-Za-z0-9_-]{1,200}"
+ALERT_ID_PATTERN = r"[A-Za-z0-9 -]{1,20}"
+_KIND = re.compile(KIND_PATTERN)
+_VISOR_REF = re.compile(VISOR_REF_PATTERN)
+_TEAM = re.compile(TEAM_PATTERN)
+_CURSOR = re.compile(CURSOR_PATTERN)
+_ALERT_ID = re.compile(ALERT_ID_PATTERN)
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+KNOWN_PARAMS = ("state", "kind", "visor_ref", "team", "limit", "cursor")
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -66,6 +76,9 @@ def _encode_cursor(alert: Alert) -> str:
 
 
 def _decode_cursor(text: str) -> tuple[datetime, str]:
+    # b64decode skips characters outside the alphabet ("\n" too): check the whole text first.
+    if not _CURSOR.fullmatch(text):
+        raise BadQuery("cursor", "is not a cursor this API returned")
     try:
         padded = text + "=" * (-len(text) % 4)
         opened, alert_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -78,16 +91,25 @@ def _decode_cursor(text: str) -> tuple[datetime, str]:
 
 
 def _one(query: Any, name: str) -> str | None:
+    """The parameter's one value, checked like any identifier (casewatch.text_rules) first."""
     values = query.getall(name, [])
     if len(values) > 1:
         raise BadQuery(name, "given more than once")
-    return str(values[0]) if values else None
+    if not values:
+        return None
+    value = str(values[0])
+    problem = text_problem(value, TextKind.IDENTIFIER)
+    if problem is not None:
+        raise BadQuery(name, problem[1])
+    return value
 
 
 def _filters(query: Any) -> tuple[list[Any], int, tuple[datetime, str] | None]:
     for name in query:
-        if name not in _KNOWN_PARAMS:
-            raise BadQuery(name, f"unknown query parameter; known: {', '.join(_KNOWN_PARAMS)}")
+        if name not in KNOWN_PARAMS:
+            # The reply names the parameter only when it is a plain short name.
+            field = name if _PARAM_NAME.fullmatch(name) else ""
+            raise BadQuery(field, f"unknown query parameter; known: {', '.join(KNOWN_PARAMS)}")
     conditions: list[Any] = []
     state = _one(query, "state")
     if state is not None:
@@ -101,13 +123,14 @@ def _filters(query: Any) -> tuple[list[Any], int, tuple[datetime, str] | None]:
     ):
         value = _one(query, name)
         if value is not None:
-            if not pattern.match(value):
+            if not pattern.fullmatch(value):
                 raise BadQuery(name, f"must be {hint}")
             conditions.append(column == value)
     limit = DEFAULT_LIMIT
     limit_text = _one(query, "limit")
     if limit_text is not None:
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        # ASCII digits only: "\u00b2" passes str.isdigit() and then int() raised (a 500).
+        if not re.fullmatch(LIMIT_PATTERN, limit_text) or not 1 <= int(limit_text) <= MAX_LIMIT:
             raise BadQuery("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
         limit = int(limit_text)
     cursor_text = _one(query, "cursor")
@@ -152,7 +175,7 @@ async def get_alert(request: web.Request) -> web.Response:
         return unauthorised(problem)
     typed = request.match_info["alert_id"]
     alert = None
-    if _ALERT_ID.match(typed):
+    if _ALERT_ID.fullmatch(typed):
         async with request.app[SESSIONS_KEY]() as session:
             alert = await session.get(Alert, normalise_alert_id(typed))
     if alert is None:

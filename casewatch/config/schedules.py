@@ -10,13 +10,9 @@ processes that both believe they lead never run one scan, digest or purge twice.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import Field, field_validator, model_validator
 
-from casewatch.config.sections import Section
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+from casewatch.config.sections import HHMM, Section
 
 
 class ScheduleSection(Section):
@@ -108,7 +104,7 @@ class ScheduleSection(Section):
     @field_validator("retention_time")
     @classmethod
     def _hhmm(cls, value: str) -> str:
-        if not _HHMM.match(value):
+        if not HHMM.fullmatch(value):
             raise ValueError("must be a 24-hour time HH:MM, for example 04:00")
         return value
 

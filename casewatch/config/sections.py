@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from casewatch.text_rules import TextKind, text_problem
+
 ROLES = ("officer", "supervisor", "spoc", "control_room", "admin")
 Role = Literal["officer", "supervisor", "spoc", "control_room", "admin"]
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Matched whole (fullmatch): with re.match, "$" also matches before a final "\n".
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 class Section(BaseModel):
@@ -20,9 +24,25 @@ class Section(BaseModel):
 
 
 def check_email(value: str) -> str:
-    if not _EMAIL.match(value):
+    if not _EMAIL.fullmatch(value) or text_problem(value, TextKind.IDENTIFIER) is not None:
         raise ValueError(f"{value!r} is not an email address")
     return value
+
+
+def check_text(kind: TextKind) -> Callable[[str], str]:
+    """A field validator refusing what casewatch.text_rules refuses for `kind`."""
+
+    def check(value: str) -> str:
+        problem = text_problem(value, kind)
+        if problem is not None:
+            raise ValueError(problem[1])
+        return value
+
+    return check
+
+
+_identifier = check_text(TextKind.IDENTIFIER)
+_name = check_text(TextKind.NAME)
 
 
 class DatabaseSection(Section):
@@ -89,16 +109,26 @@ class TeamSection(Section):
     )
 
     _spoc = field_validator("spoc_email")(check_email)
+    _ids = field_validator("id", "channel")(_identifier)
+    _names = field_validator("name")(_name)
 
     @field_validator("supervisor_emails")
     @classmethod
     def _emails(cls, value: list[str]) -> list[str]:
         return [check_email(v) for v in value]
 
+    @field_validator("npt_channels")
+    @classmethod
+    def _npt(cls, value: dict[str, str]) -> dict[str, str]:
+        for area, channel in value.items():
+            _identifier(area)
+            _identifier(channel)
+        return value
+
     @field_validator("digest_time")
     @classmethod
     def _hhmm(cls, value: str) -> str:
-        if not _HHMM.match(value):
+        if not HHMM.fullmatch(value):
             raise ValueError("must be a 24-hour time HH:MM, for example 07:00")
         return value
 
@@ -110,6 +140,9 @@ class OfficerSection(Section):
     slack_user_id: str = ""
     team: str
     roles: list[Role] = ["officer"]
+
+    _ids = field_validator("id", "slack_user_id", "team")(_identifier)
+    _names = field_validator("name")(_name)
 
     @field_validator("email")
     @classmethod

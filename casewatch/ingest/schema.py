@@ -11,7 +11,7 @@ error the sender sees instead of a value silently lost.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -24,19 +24,28 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from casewatch.text_rules import TextKind, text_problem
+
 MAX_BATCH = 1000
 MAX_LIST = 100  # markers, aliases
 
-_VISOR_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/-]{0,31}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(?P<zone>Z|z|[+-]\d{2}:\d{2})?$")
-# C0 controls and DEL; tab and newline are allowed only in free text (TextStr).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# The patterns are matched whole (fullmatch): with re.match, "$" also matches before a final
+# "\n", so "VS-D000011\n" passed. Digits are ASCII: "\d" also takes "\u0663" and friends.
+VISOR_REF_PATTERN = r"[A-Za-z0-9][A-Za-z0-9/-]{0,31}"
+_YEAR = r"(?:19[0-9]{2}|[2-8][0-9]{3}|9000)"
+DATE_PATTERN = _YEAR + r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+_ZONE = r"(?:Z|z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+DATETIME_PATTERN = DATE_PATTERN + "T" + _TIME + _ZONE
+_VISOR_REF = re.compile(VISOR_REF_PATTERN)
+_DATE_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DATETIME_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?")
+_DATETIME = re.compile(DATETIME_PATTERN)
 
 # ISO 3166-1 alpha-2, officially assigned codes.
 COUNTRY_CODES = frozenset(
@@ -84,7 +93,7 @@ def _fail(kind: str, message: str) -> PydanticCustomError:
 def _parse_date(value: Any) -> date:
     if not isinstance(value, str):
         raise _fail("date_type", "must be a date string YYYY-MM-DD")
-    if not _DATE.match(value):
+    if not _DATE_SHAPE.fullmatch(value):
         raise _fail("date_format", "must be a date YYYY-MM-DD, for example 2026-11-20")
     try:
         parsed = date.fromisoformat(value)
@@ -98,20 +107,20 @@ def _parse_date(value: Any) -> date:
 def _parse_datetime(value: Any) -> datetime:
     if not isinstance(value, str):
         raise _fail("datetime_type", "must be an ISO 8601 date-time string")
-    match = _DATETIME.match(value)
-    if not match:
+    if not _DATETIME.fullmatch(value):
+        if _DATETIME_SHAPE.fullmatch(value):
+            raise _fail("datetime_naive", "has no timezone: add Z or an offset such as +01:00")
+        if _DATE_SHAPE.fullmatch(value[:10]) and not 1900 <= int(value[:4]) <= 9000:
+            raise _fail("datetime_range", "must be between the years 1900 and 9000")
         raise _fail(
             "datetime_format",
-            "must be an ISO 8601 date-time with an offset, for example 2026-11-20T09:30:00Z",
+            "must be an ISO 8601 date-time with an offset, for example 2026-11-20T09:30:00Z "
+            "(hours 00-23, at most 6 decimals of a second)",
         )
-    if match.group("zone") is None:
-        raise _fail("datetime_naive", "has no timezone: add Z or an offset such as +01:00")
     try:
         parsed = datetime.fromisoformat(value.upper() if value.endswith("z") else value)
     except ValueError:
         raise _fail("datetime_value", "is not a real date and time") from None
-    if not 1900 <= parsed.year <= 9000:
-        raise _fail("datetime_range", "must be between the years 1900 and 9000")
     return parsed.astimezone(UTC)
 
 
@@ -122,17 +131,14 @@ def _level(value: Any) -> int | None:
     raise _fail("mappa_level", "must be 1, 2, 3 or null")
 
 
-def _clean(pattern: re.Pattern[str]) -> Callable[[str], str]:
+def _characters(kind: TextKind) -> AfterValidator:
     def check(value: str) -> str:
-        if pattern.search(value):
-            raise _fail("control_characters", "must not contain control characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _fail("encoding", "contains an unpaired surrogate (not valid Unicode)") from None
+        problem = text_problem(value, kind)
+        if problem is not None:
+            raise _fail(*problem)
         return value
 
-    return check
+    return AfterValidator(check)
 
 
 def _not_blank(value: str) -> str:
@@ -141,24 +147,71 @@ def _not_blank(value: str) -> str:
     return value
 
 
-_plain = AfterValidator(_clean(_CONTROL))
-_text = AfterValidator(_clean(_CONTROL_IN_TEXT))
+COMPONENT_KEY = "x-casewatch-component"
+
+
+def ref(component: str) -> dict[str, str]:
+    """A stand-in for a reference to a component of docs/openapi.yaml: casewatch.api.spec turns
+    it into a "$ref" (pydantic would try to resolve a "$ref" it did not make itself)."""
+    return {COMPONENT_KEY: component}
+
+
+# The components of docs/openapi.yaml holding the character rules of each kind of text field.
+CHARACTER_COMPONENTS = {
+    TextKind.IDENTIFIER: "IdentifierCharacters",
+    TextKind.NAME: "NameCharacters",
+    TextKind.TEXT: "TextCharacters",
+}
+# JSON Schema patterns are searched, not matched: these say "has a visible character" and
+# "neither begins nor ends with a space" (what _not_blank and text_problem also check).
+NOT_BLANK_PATTERN = {TextKind.NAME: r"[^ \u00a0]", TextKind.TEXT: r"[^ \t\n\u00a0]"}
+TRIMMED_PATTERN = r"^[^ ]([\s\S]*[^ ])?$"
+
+
+def _text_json(kind: TextKind, min_length: int, max_length: int) -> WithJsonSchema:
+    schema: dict[str, Any] = {"type": "string"}
+    if min_length:
+        schema["minLength"] = min_length
+    schema["maxLength"] = max_length
+    if kind is TextKind.IDENTIFIER:
+        schema["pattern"] = TRIMMED_PATTERN
+    elif min_length:
+        schema["pattern"] = NOT_BLANK_PATTERN[kind]
+    schema["allOf"] = [ref(CHARACTER_COMPONENTS[kind])]
+    return WithJsonSchema(schema)
+
+
+_identifier = _characters(TextKind.IDENTIFIER)
+_name = _characters(TextKind.NAME)
+_text = _characters(TextKind.TEXT)
 _filled = AfterValidator(_not_blank)
 
-# Bounded strings without control characters (tab and newline allowed in free text only).
-Name = Annotated[str, Field(min_length=1, max_length=200), _plain, _filled]
-OptionalName = Annotated[str, Field(max_length=200), _plain]
-Surname = Annotated[str, Field(min_length=1, max_length=100), _plain, _filled]
-Short = Annotated[str, Field(min_length=1, max_length=32), _plain, _filled]
-Id = Annotated[str, Field(min_length=1, max_length=64), _plain, _filled]
-Medium = Annotated[str, Field(min_length=1, max_length=100), _plain, _filled]
-EventId = Annotated[str, Field(min_length=1, max_length=200), _plain, _filled]
-Summary = Annotated[str, Field(min_length=1, max_length=2000), _text, _filled]
-Rationale = Annotated[str, Field(max_length=5000), _text]
+# Bounded strings (casewatch.text_rules says which characters each kind may hold). Identifiers
+# neither begin nor end with a space, so they are never blank.
+Name = Annotated[str, Field(min_length=1, max_length=200), _name, _filled, _text_json(TextKind.NAME, 1, 200)]
+OptionalName = Annotated[str, Field(max_length=200), _name, _text_json(TextKind.NAME, 0, 200)]
+Surname = Annotated[
+    str, Field(min_length=1, max_length=100), _name, _filled, _text_json(TextKind.NAME, 1, 100)
+]
+Place = Annotated[str, Field(min_length=1, max_length=100), _name, _filled, _text_json(TextKind.NAME, 1, 100)]
+Code = Annotated[
+    str, Field(min_length=1, max_length=32), _identifier, _text_json(TextKind.IDENTIFIER, 1, 32)
+]
+Id = Annotated[str, Field(min_length=1, max_length=64), _identifier, _text_json(TextKind.IDENTIFIER, 1, 64)]
+LongId = Annotated[
+    str, Field(min_length=1, max_length=100), _identifier, _text_json(TextKind.IDENTIFIER, 1, 100)
+]
+EventId = Annotated[
+    str, Field(min_length=1, max_length=200), _identifier, _text_json(TextKind.IDENTIFIER, 1, 200)
+]
+Summary = Annotated[
+    str, Field(min_length=1, max_length=2000), _text, _filled, _text_json(TextKind.TEXT, 1, 2000)
+]
+Rationale = Annotated[str, Field(max_length=5000), _text, _text_json(TextKind.TEXT, 0, 5000)]
 
 
 def _visor_ref(value: str) -> str:
-    if not _VISOR_REF.match(value):
+    if not _VISOR_REF.fullmatch(value):
         raise _fail(
             "visor_ref",
             "must be 1 to 32 letters, digits, '-' or '/', starting with a letter or digit",
@@ -172,10 +225,11 @@ def _country(value: str) -> str:
     return value
 
 
-IsoDate = Annotated[date, BeforeValidator(_parse_date)]
-IsoDateTime = Annotated[datetime, BeforeValidator(_parse_datetime)]
-Level = Annotated[int | None, BeforeValidator(_level)]
-VisorRef = Annotated[str, AfterValidator(_visor_ref)]
+IsoDate = Annotated[date, BeforeValidator(_parse_date), WithJsonSchema(ref("Date"))]
+IsoDateTime = Annotated[datetime, BeforeValidator(_parse_datetime), WithJsonSchema(ref("DateTime"))]
+Level = Annotated[int | None, BeforeValidator(_level), WithJsonSchema(ref("Level"))]
+VisorRef = Annotated[str, AfterValidator(_visor_ref), WithJsonSchema(ref("VisorRef"))]
+Country = Annotated[str, AfterValidator(_country), WithJsonSchema(ref("CountryCode"))]
 
 
 class Data(BaseModel):
@@ -186,7 +240,7 @@ class Data(BaseModel):
 
 
 class MarkerData(Data):
-    code: Short
+    code: Code
     label: Name
     restricted: bool = False
 
@@ -202,12 +256,12 @@ class NominalUpsert(Data):
     lead_agency: Literal["police", "probation", "prison", "yot"]
     team: Id
     offender_manager: Id
-    area: Short
+    area: Code
     on_licence: bool
     no_fixed_abode: bool
     last_notification_on: IsoDate | None
     markers: list[MarkerData] = Field(max_length=MAX_LIST)
-    pnc_id: Short | None = None
+    pnc_id: Code | None = None
     release_date: IsoDate | None = None
     licence_expiry: IsoDate | None = None
     aliases: list[Name] = Field(default_factory=list, max_length=MAX_LIST)
@@ -221,9 +275,9 @@ class NotificationReceivedData(Data):
 class TravelNotified(Data):
     departure_on: IsoDate
     return_on: IsoDate | None = None
-    destination: Annotated[str, AfterValidator(_country)]
-    carrier: Medium | None = None
-    arrival_point: Medium | None = None
+    destination: Country
+    carrier: Place | None = None
+    arrival_point: Place | None = None
 
     @field_validator("return_on")
     @classmethod
@@ -235,12 +289,23 @@ class TravelNotified(Data):
 
 
 class BorderAlert(Data):
-    port: Medium
+    port: Place
     direction: Literal["inbound", "outbound"]
     checked_at: IsoDateTime
 
 
+def _level_pairs(schema: dict[str, Any]) -> None:
+    # JSON Schema cannot compare two fields; the allowed (from, to) pairs say "a change".
+    levels: list[int | None] = [1, 2, 3, None]
+    schema["anyOf"] = [
+        {"properties": {"from_level": {"const": a}, "to_level": {"enum": [b for b in levels if b != a]}}}
+        for a in levels
+    ]
+
+
 class LevelChanged(Data):
+    model_config = ConfigDict(json_schema_extra=_level_pairs)
+
     from_level: Level
     to_level: Level
     rationale: Rationale = ""
@@ -264,7 +329,7 @@ class RecallReturned(Data):
 
 
 class ActionUpsert(Data):
-    action_id: Medium
+    action_id: LongId
     summary: Summary
     owner: Id
     due_on: IsoDate
@@ -289,8 +354,26 @@ EVENT_TYPES: Mapping[str, type[Data]] = {
 }
 
 
+def schema_name(model: type[BaseModel]) -> str:
+    """The name of a model's schema in docs/openapi.yaml: NotificationReceivedData ->
+    NotificationReceived, EnvelopeModel -> Envelope."""
+    return model.__name__.removesuffix("Data").removesuffix("Model")
+
+
+def _envelope_schema(schema: dict[str, Any]) -> None:
+    # The data schema follows the type: one branch per event type.
+    schema["properties"]["type"] = {"enum": list(EVENT_TYPES)}
+    schema["properties"]["id"]["description"] = "the idempotency key"
+    schema["oneOf"] = [
+        {"properties": {"type": {"const": name}, "data": ref(schema_name(model))}}
+        for name, model in EVENT_TYPES.items()
+    ]
+
+
 class EnvelopeModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, title="Envelope", json_schema_extra=_envelope_schema
+    )
 
     id: EventId
     type: str

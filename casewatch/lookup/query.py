@@ -10,6 +10,7 @@ from datetime import date
 from typing import Literal
 
 from casewatch.names import name_key
+from casewatch.text_rules import ascii_digits
 
 QueryKind = Literal["identifier", "surname"]
 
@@ -26,9 +27,11 @@ _MONTHS = {
     )
     for name in names
 }
-_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
-_DMY = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2,4})$")
-_PNC = re.compile(r"^(\d{2}|\d{4})/?0*(\d{1,7})([A-Z])$")
+# Matched whole (fullmatch), ASCII digits only: "\d" also takes "\u0663" and the like, and
+# str.isdigit() takes "\u00b2", which int() then refuses.
+_ISO = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
+_DMY = re.compile(r"([0-9]{1,2})[/.\-]([0-9]{1,2})[/.\-]([0-9]{2,4})")
+_PNC = re.compile(r"([0-9]{2}|[0-9]{4})/?0*([0-9]{1,7})([A-Z])")
 
 
 class QueryError(ValueError):
@@ -54,7 +57,7 @@ def clean_text(raw: str) -> str:
 def pnc_key(text: str) -> str | None:
     """A PNC ID in one canonical short form ("98/1234X") whether written long ("1998/0001234X")
     or short, with or without the slash; None if it is not shaped like one."""
-    match = _PNC.match(text.upper().replace(" ", ""))
+    match = _PNC.fullmatch(text.upper().replace(" ", ""))
     if match is None:
         return None
     year, serial, check = match.groups()
@@ -75,9 +78,9 @@ def _make_date(year: int, month: int, day: int, typed: str) -> date:
 
 
 def _numeric_date(token: str) -> date | None:
-    if m := _ISO.match(token):
+    if m := _ISO.fullmatch(token):
         return _make_date(int(m[1]), int(m[2]), int(m[3]), token)
-    if m := _DMY.match(token):
+    if m := _DMY.fullmatch(token):
         return _make_date(_four_digit_year(m[3], token), int(m[2]), int(m[1]), token)
     return None
 
@@ -92,7 +95,7 @@ def _split_date_of_birth(tokens: list[str]) -> tuple[list[str], date | None]:
     if len(tokens) >= 3 and tokens[-2].lower().rstrip(".") in _MONTHS:
         day, month, year = tokens[-3], tokens[-2].lower().rstrip("."), tokens[-1]
         typed = " ".join(tokens[-3:])
-        if day.isdigit() and year.isdigit():
+        if ascii_digits(day) and ascii_digits(year):
             return tokens[:-3], _make_date(
                 _four_digit_year(year, typed), _MONTHS[month], int(day), typed
             )
