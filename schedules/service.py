@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
-from schedules.jobs import JobSet
+from schedules.jobs import JobSet, describe_failure
 from schedules.leader import LeaderLease
 from schedules.metrics import JobMetrics
 from schedules.timing import DailyLocalTrigger
@@ -80,8 +80,8 @@ class Scheduler:
         while not self._stop.is_set():
             try:
                 await self.tick()
-            except Exception:
-                log.exception("scheduler: leader tick failed")
+            except Exception as exc:  # the type and place only: a database error's text quotes its parameters
+                log.error("scheduler: leader tick failed (%s)", describe_failure(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.config.leader_renew_seconds)
 

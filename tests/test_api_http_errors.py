@@ -109,3 +109,15 @@ async def test_a_body_whose_framing_breaks_while_read_is_a_json_400(caplog: pyte
         assert (await resp.json())["error"] == "bad_request"
     assert any("TransferEncodingError" in r.getMessage() for r in caplog.records)
     assert not any(NAME in r.getMessage() for r in caplog.records)
+
+
+async def test_unknown_methods_share_one_metrics_label(api: tuple[Service, TestClient[Any, Any]]) -> None:
+    """Any method token a client sends would otherwise be a new time series, kept for good."""
+    client = api[1]
+    for method in ("PROPFIND", "MKCOL", "PURGE"):
+        resp = await client.request(method, "/healthz")
+        assert resp.status == 405 and resp.content_type == "application/json"
+    text = await (await client.get("/metrics")).text()
+    assert 'method="OTHER"' in text
+    for method in ("PROPFIND", "MKCOL", "PURGE"):
+        assert method not in text

@@ -3,6 +3,7 @@ lose their details (issue 12, class 6)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -101,3 +102,35 @@ def test_the_cli_configures_logging_through_casewatch_logs(monkeypatch: pytest.M
     monkeypatch.setattr(logs, "configure", lambda level=logging.INFO: called.append(level))
     assert cli.main(["scan", "--config", "/nonexistent/casewatch.toml"]) == 2
     assert called == [logging.INFO]
+
+
+async def test_a_failing_scheduler_tick_logs_its_type_not_its_message(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database error's text quotes its bound parameters (names): the scheduler's loop logs
+    the exception's type and place, without message or traceback."""
+    from casewatch.wiring import stop
+    from schedules.leader import LeaderLease
+    from schedules.service import Scheduler
+    from tests.support import make_service
+
+    async def failing_tick(self: LeaderLease) -> bool:
+        raise RuntimeError("parameters: ('Fictionalson', '1970-01-01')")
+
+    monkeypatch.setattr(LeaderLease, "tick", failing_tick)
+    service = await make_service(sqlite_url, schedules={"leader_renew_seconds": 0.05})
+    scheduler = Scheduler(service.sessions, service.ctx)
+    caplog.set_level(logging.INFO)
+    try:
+        await scheduler.start()
+        for _ in range(100):
+            if any("leader tick failed" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await scheduler.stop()
+        await stop(service)
+    failed = [r for r in caplog.records if "leader tick failed" in r.getMessage()]
+    assert failed and "RuntimeError at " in failed[0].getMessage()
+    for record in failed:
+        assert "Fictionalson" not in record.getMessage() and record.exc_info is None

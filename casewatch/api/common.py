@@ -67,6 +67,15 @@ def route_name(request: web.Request) -> str:
     return resource.canonical
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_name(request: web.Request) -> str:
+    """The method for labels and logs: a client may send any token as a method, and each new
+    label value would be a new time series kept for the life of the process."""
+    return request.method if request.method in KNOWN_METHODS else "OTHER"
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -80,8 +89,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         metrics = request.app[METRICS_KEY]
-        metrics.requests.labels(route_name(request), request.method, str(status)).inc()
-        log.debug("%s %s -> %s in %.1f ms", request.method, route_name(request), status,
+        method = method_name(request)
+        metrics.requests.labels(route_name(request), method, str(status)).inc()
+        log.debug("%s %s -> %s in %.1f ms", method, route_name(request), status,
                   (time.perf_counter() - started) * 1000)
 
 
@@ -124,6 +134,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             f"  {frame.filename}:{frame.lineno} in {frame.name}"
             for frame in traceback.extract_tb(exc.__traceback__)
         )
-        log.error("unexpected %s on %s %s\n%s", type(exc).__name__, request.method,
+        log.error("unexpected %s on %s %s\n%s", type(exc).__name__, method_name(request),
                   route_name(request), frames)
         return json_error(500, "internal", UNEXPECTED)
