@@ -121,3 +121,26 @@ async def test_unknown_methods_share_one_metrics_label(api: tuple[Service, TestC
     assert 'method="OTHER"' in text
     for method in ("PROPFIND", "MKCOL", "PURGE"):
         assert method not in text
+
+
+async def test_a_bad_chunk_after_a_good_one_is_a_json_400_not_a_hang(
+    api: tuple[Service, TestClient[Any, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handler is already reading the body when its framing breaks (aiohttp's C parser used
+    to leave that body open, so the request hung until the client gave up)."""
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api[1].port)
+    try:
+        writer.write(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\n[{\"a\"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body now
+        writer.write(b"zz" + NAME.encode() + b"\r\nabc\r\n0\r\n\r\n")
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert json.loads(body)["error"] == "bad_request"
+    assert not any(NAME in r.getMessage() or r.exc_info for r in caplog.records if r.name != "asyncio")

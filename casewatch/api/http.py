@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -62,6 +63,22 @@ class JsonErrorRequestHandler(RequestHandler):
             reply = json_error(status, ERROR_NAMES.get(status, "bad_request"), MALFORMED)
         reply.force_close()
         return reply
+
+    def data_received(self, data: bytes) -> None:
+        """As aiohttp, but when the C parser meets a framing error in the body of the request
+        being handled (a bad chunk after a good one), it queues the error as a next message and
+        leaves that request's body open, so the handler waits for the rest forever: fail the
+        body instead, and the handler's read answers 400. (aiohttp's pure-Python parser fails the
+        body itself.) Internals are read defensively: without them this is aiohttp as it is."""
+        queued = len(getattr(self, "_messages", ()))
+        super().data_received(data)
+        messages: Sequence[Any] = getattr(self, "_messages", ())
+        request = getattr(self, "_current_request", None)
+        if request is None or len(messages) <= queued:
+            return
+        error = getattr(messages[-1][0], "exc", None)
+        if isinstance(error, HttpProcessingError) and not request.content.is_eof():
+            request.content.set_exception(error)
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """aiohttp's own error lines (e.g. "Unhandled exception" when the unread rest of a body
