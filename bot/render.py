@@ -1,10 +1,12 @@
 """Block Kit messages for the bot's answers. Pure functions: views in, message dicts out.
 
-Everything typed by people or imported from case systems is escaped before it reaches mrkdwn.
+Everything typed by people or imported from case systems is escaped (`esc`, the one Slack escaping
+function, casewatch.safe_text.mrkdwn) before it reaches mrkdwn, the `text` fallbacks included.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +22,7 @@ from casewatch.lookup import (
     Several,
     TasksView,
 )
+from casewatch.safe_text import clip, mrkdwn
 
 Message = dict[str, Any]
 
@@ -27,7 +30,7 @@ ACK_ACTION_ID = "casewatch_ack"
 SHOW_ACTION_ID = "casewatch_flags_show"
 
 FLAGS_USAGE = (
-    "*Usage:* `/flags <ViSOR ref | PNC ID | surname [date of birth]>`\n"
+    "*Usage:* `/flags &lt;ViSOR ref | PNC ID | surname [date of birth]&gt;`\n"
     "For example `/flags VS-0001234`, `/flags 98/123456X`, `/flags smith` or "
     "`/flags smith 14/03/1980`. A name is also looked for among known aliases. Case and "
     "spacing do not matter. Only you see the answer."
@@ -53,15 +56,16 @@ _SEVERITY_ICON = {
     "critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
 }
 DOT = " \u00b7 "
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}")
+_MAILTO = re.compile(r"[A-Za-z0-9.!#$%'*+/=?^_{}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
-def esc(text: object) -> str:
-    """Escape for Slack mrkdwn: &, < and > are control characters there."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+# The one Slack escaping function (every renderer uses it): see casewatch.safe_text.
+esc = mrkdwn
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+    return clip(text, limit)
 
 
 def day(value: date) -> str:
@@ -73,7 +77,7 @@ def moment(value: datetime, zone: ZoneInfo) -> str:
 
 
 def text_message(text: str) -> Message:
-    return {"text": text, "blocks": [_section(text)]}
+    return {"text": _clip(text, 3000), "blocks": [_section(text)]}
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -99,11 +103,14 @@ def _officer(contact: OfficerContact) -> str:
         return "not recorded"
     if not contact.name:
         return f"{esc(contact.officer_id)} (not in the casewatch directory)"
-    parts = [f"{esc(contact.name)} ({esc(contact.officer_id)})"]
-    if contact.slack_user_id:
-        parts.append(f"<@{esc(contact.slack_user_id)}>")
-    if contact.email:
-        parts.append(f"<mailto:{esc(contact.email)}|{esc(contact.email)}>")
+    parts = [f"{esc(_clip(contact.name, 200))} ({esc(_clip(contact.officer_id, 64))})"]
+    # The only links casewatch makes itself, and only from directory values of the right shape.
+    if _SLACK_USER.fullmatch(contact.slack_user_id):
+        parts.append(f"<@{contact.slack_user_id}>")
+    if _MAILTO.fullmatch(contact.email):
+        parts.append(f"<mailto:{contact.email}|{esc(contact.email)}>")
+    elif contact.email:
+        parts.append(esc(contact.email))
     return " \u00b7 ".join(parts)
 
 
@@ -152,7 +159,7 @@ def _notification_text(view: FlagsView) -> str:
     nfa = " \u00b7 no fixed abode" if view.no_fixed_abode else ""
     if due is None:
         return f"Registered \u00b7 next notification: not known (none on record){nfa}"
-    return f"Registered \u00b7 next notification due {day(due.due_on)} ({due.kind}){nfa}"
+    return f"Registered \u00b7 next notification due {day(due.due_on)} ({esc(due.kind)}){nfa}"
 
 
 def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
@@ -174,7 +181,7 @@ def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
         f"*Lead agency*\n{esc(view.lead_agency)} \u00b7 team {esc(view.team)}",
         f"*Offender manager*\n{_officer(view.offender_manager)}",
     ]
-    blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
+    blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 2000)} for f in fields]})
     if view.markers:
         lines = [
             f"\u2022 `{esc(m.code)}` {esc(m.label)}" + ("  :lock: _restricted_" if m.restricted else "")
@@ -193,7 +200,7 @@ def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
         else "Restricted markers are shown only to cleared roles."
     )
     blocks.append(_context(f"{note} This lookup is audited."))
-    fallback = f"Flags for {view.visor_ref}"
+    fallback = f"Flags for {esc(view.visor_ref)}"
     if view.licence.recalled:
         fallback += ": RECALLED / UNLAWFULLY AT LARGE"
     return {"text": fallback, "blocks": blocks[:50]}

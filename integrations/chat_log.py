@@ -1,6 +1,8 @@
 """Chat messages to a local file instead of Slack (the demo, or slack.mode = "off").
 
-Each message is one readable line; updates name the message they update, as Slack would edit it.
+Each message is one readable line, escaped exactly as the Slack text would be (a value cannot
+start a line of its own or ping anyone); updates name the message they update, as Slack would
+edit it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from casewatch.clock import Clock, SystemClock
 from casewatch.delivery import render
-from casewatch.delivery.notifier import Outbound, Outcome, Retryable, Sent
+from casewatch.delivery.notifier import Outbound, Outcome, Retryable, Sent, unbuildable
 
 
 class ChatLogNotifier:
@@ -24,7 +26,11 @@ class ChatLogNotifier:
 
     async def send(self, message: Outbound) -> Outcome:
         at = self._clock.now().astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        text = render.chat_text(message.payload).replace("\n", " ")
+        try:
+            # Escaped as Slack would get it; a plain message's lines joined: one line a message.
+            text = render.chat_text(message.payload).replace("\n", " / ")
+        except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it cannot be shown
+            return unbuildable(exc)
         where = f"@{message.target} (DM)" if message.target.startswith(("U", "W")) else f"#{message.target}"
         if message.thread_ref:
             line = f"{at} {where} update to {message.thread_ref}: {text}"

@@ -9,6 +9,7 @@ This notifier only classifies failures; retry, backoff and pacing are the delive
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from casewatch.delivery import render
-from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent
+from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent, unbuildable
+from casewatch.safe_text import clip, mrkdwn
 
 # Slack errors worth trying again; any other error body is permanent (retrying cannot fix a missing
 # channel, a revoked token or a malformed message).
@@ -29,6 +31,25 @@ MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_wind
 # can find the message an interrupted attempt may have posted.
 METADATA_EVENT = "casewatch_delivery"
 HISTORY_LOOKBACK = 100
+SECTION_LIMIT = 3000  # Slack refuses a section text longer than this (invalid_blocks)
+FIELD_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """What one delivery posts: the notification text, the blocks and, for a change of an
+    alert, the thread reply. Built before any call, so a payload that cannot be built fails once,
+    for good, without a half-sent message."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+    reply: str | None
+
+
+def build(p: dict[str, Any]) -> SlackMessage:
+    return SlackMessage(
+        text=render.chat_text(p), blocks=blocks(p), reply=None if render.is_plain(p) else render.reply_text(p)
+    )
 
 
 class SlackNotifier:
@@ -45,9 +66,13 @@ class SlackNotifier:
 
     async def send(self, message: Outbound) -> Outcome:
         try:
+            built = build(message.payload)
+        except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it cannot be sent
+            return unbuildable(exc)
+        try:
             if message.thread_ref:
-                return await self._update(message, message.thread_ref)
-            return await self._post(message)
+                return await self._update(message, built, message.thread_ref)
+            return await self._post(message, built)
         except SlackApiError as exc:
             return classify(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -58,15 +83,15 @@ class SlackNotifier:
         if session is not None and not session.closed:
             await session.close()
 
-    async def _post(self, message: Outbound) -> Outcome:
+    async def _post(self, message: Outbound, built: SlackMessage) -> Outcome:
         channel = await self._channel_for(message.target)
         if message.maybe_sent:
             found = await self._find_posted(channel, message)
             if found is not None:
                 return Sent(found)
         reply = await self._client.chat_postMessage(
-            channel=channel, text=render.chat_text(message.payload), blocks=blocks(message.payload),
-            unfurl_links=False, unfurl_media=False,
+            channel=channel, text=built.text, blocks=built.blocks,
+            unfurl_links=False, unfurl_media=False, link_names=False,
             metadata={"event_type": METADATA_EVENT,
                       "event_payload": {"delivery_id": message.delivery_id, "alert_id": message.alert_id}},
         )
@@ -90,20 +115,20 @@ class SlackNotifier:
                 return f"{channel}:{posted['ts']}"
         return None
 
-    async def _update(self, message: Outbound, thread_ref: str) -> Outcome:
+    async def _update(self, message: Outbound, built: SlackMessage, thread_ref: str) -> Outcome:
         channel, _, ts = thread_ref.partition(":")
-        p = message.payload
         try:
             await self._client.chat_update(
-                channel=channel, ts=ts, text=render.chat_text(p), blocks=blocks(p)
+                channel=channel, ts=ts, text=built.text, blocks=built.blocks, link_names=False
             )
         except SlackApiError as exc:
             if _error(exc) in MESSAGE_GONE:
-                return await self._post(message)  # someone deleted the first message: post anew
+                return await self._post(message, built)  # someone deleted the first message: post anew
             raise
-        if self._thread_replies and not render.is_plain(p):
+        if self._thread_replies and built.reply is not None:
             await self._client.chat_postMessage(
-                channel=channel, thread_ts=ts, text=f"{render.change_line(p)} ({p['alert_id']})"
+                channel=channel, thread_ts=ts, text=built.reply, link_names=False,
+                unfurl_links=False, unfurl_media=False,
             )
         return Sent(thread_ref)
 
@@ -143,29 +168,27 @@ def _error(exc: SlackApiError) -> str:
     return ""
 
 
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def blocks(p: dict[str, Any]) -> list[dict[str, Any]]:
-    """Block Kit: headline and summary, the fields that let someone act, the state, the button."""
+    """Block Kit: headline and summary, the fields that let someone act, the state, the button.
+    Every value is escaped (casewatch.safe_text.mrkdwn); only the bold labels are markup."""
     if render.is_plain(p):
         if isinstance(p.get("blocks"), list) and p["blocks"]:
             return list(p["blocks"])  # a digest brings its own (already escaped) blocks
-        return [{"type": "section", "text": {"type": "mrkdwn", "text": _esc(str(p.get("text", "")))[:3000]}}]
-    head = f"*{_esc(render.headline(p))}*"
+        return [_section(mrkdwn(p.get("text", ""), keep_lines=True))]
+    head = f"*{mrkdwn(render.headline(p))}*"
     if p.get("summary"):
-        head += f"\n{_esc(str(p['summary']))}"
+        head += f"\n{mrkdwn(p['summary'])}"
     out: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": head[:3000]}},
+        _section(head),
         {
             "type": "section",
             "fields": [
-                {"type": "mrkdwn", "text": f"*{_esc(k)}*\n{_esc(v)}"[:2000]}
+                {"type": "mrkdwn", "text": clip(f"*{mrkdwn(k)}*\n{mrkdwn(v)}", FIELD_LIMIT)}
                 for k, v in render.fields(p)[:10]
             ],
         },
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": _esc(render.state_line(p))}]},
+        {"type": "context",
+         "elements": [{"type": "mrkdwn", "text": clip(mrkdwn(render.state_line(p)), SECTION_LIMIT)}]},
     ]
     if p.get("state") == "open":
         out.append(
@@ -184,3 +207,7 @@ def blocks(p: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}}

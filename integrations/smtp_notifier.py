@@ -16,7 +16,7 @@ import aiosmtplib
 
 from casewatch.config.sections import SmtpSection
 from casewatch.delivery import render
-from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent
+from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent, unbuildable
 
 _RELAY_FAULTS = frozenset({530, 535})
 # Long header lines unfolded (RFC 5322 allows 998): a folded Subject would read back with a
@@ -38,12 +38,16 @@ class SmtpNotifier:
     async def send(self, message: Outbound) -> Outcome:
         if message.target.lower() not in self._allowed:
             return Permanent(f"{message.target} is not a configured address; casewatch mails no other")
-        mail = self.build(message)
+        try:
+            mail = self.build(message)
+            # Flattened here with our policy: aiosmtplib's own would fold the Subject at 78.
+            raw = mail.as_bytes(policy=_POLICY)
+        except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it cannot be sent
+            return unbuildable(exc)
         smtp = self._smtp
         try:
-            # Flattened here with our policy: aiosmtplib's own would fold the Subject at 78.
             await aiosmtplib.send(
-                mail.as_bytes(policy=_POLICY),
+                raw,
                 sender=smtp.sender,
                 recipients=[message.target],
                 hostname=smtp.host,

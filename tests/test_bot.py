@@ -363,7 +363,7 @@ async def test_flags_no_match_says_so_plainly(bot: Bot) -> None:
 async def test_flags_without_an_argument_explains_usage(sqlite_bot: Bot) -> None:
     bot = sqlite_bot
     text = shown(await slash(bot, "/flags", "   "))
-    assert "Usage" in text and "/flags <ViSOR ref | PNC ID | surname [date of birth]>" in text
+    assert "Usage" in text and "/flags &lt;ViSOR ref | PNC ID | surname [date of birth]&gt;" in text
     assert await bot.audit("flags.lookup") == []
 
 

@@ -3,6 +3,8 @@
 A notifier sends one message and says only what happened: sent (with the external reference that
 later updates thread onto), a failure worth retrying (optionally not before `retry_after`
 seconds), or a permanent failure. Retries, backoff, pacing and dead letters live in the worker.
+A notifier builds its whole message before it sends anything; a message that cannot be built is
+a permanent failure (`unbuildable`), never an exception and never a retry.
 """
 
 from __future__ import annotations
@@ -25,9 +27,21 @@ class Retryable:
 @dataclass(frozen=True)
 class Permanent:
     error: str
+    # The message itself could not be built from its payload: no address is at fault, and no
+    # retry can help (the worker dead-letters it at once, like any permanent failure).
+    unbuildable: bool = False
 
 
 Outcome = Sent | Retryable | Permanent
+
+
+def unbuildable(exc: BaseException) -> Permanent:
+    """The outcome of a message that cannot be built. The reason names the exception's type and
+    nothing of its text: that may quote the payload (names, free text)."""
+    return Permanent(
+        f"message could not be built ({type(exc).__name__}); it can never be sent as it is",
+        unbuildable=True,
+    )
 
 
 @dataclass(frozen=True)

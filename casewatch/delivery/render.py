@@ -3,6 +3,10 @@
 The payload (written by routing.outbox) holds only what its receiver may see: reference, kind,
 severity, due, owner and alert id always; the nominal's name and markers only under "personal"
 for receivers cleared for them; a little more under "more" for email to the team's inboxes.
+
+Every value is shown, never obeyed (casewatch.safe_text): chat text is Slack-escaped, email
+headers are one printable line, the plain body has one printable line per value and the HTML
+body is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from casewatch.safe_text import clip, header, mrkdwn, printable
+
 ACK_ACTION_ID = "casewatch_ack"
+CHAT_TEXT_LIMIT = 3000  # Slack shows the start of a notification; the blocks carry the rest
 
 
 def is_plain(p: dict[str, Any]) -> bool:
@@ -73,19 +80,31 @@ def fields(p: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def subject(p: dict[str, Any]) -> str:
-    """Contract: starts with [casewatch], then severity, kind and ViSOR reference."""
+    """Contract: starts with [casewatch], then severity, kind and ViSOR reference. One printable
+    line whatever the values hold: a line break in a value can neither split the header nor
+    make the email library refuse it."""
     if is_plain(p):
-        return str(p.get("subject") or "[casewatch]")[:250]
+        return header(p.get("subject") or "[casewatch]")
     text = f"[casewatch] {headline(p)} {p['alert_id']}"
     if p.get("change") not in (None, "opened"):
         text += f": {change_line(p)}"
-    return text[:250]
+    return header(text)
 
 
 def chat_text(p: dict[str, Any]) -> str:
-    """One line: the notification text of a chat message (and the chat log)."""
+    """The notification text of a chat message (and the chat log), Slack-escaped: one line for
+    an alert; a plain message keeps its lines."""
     if is_plain(p):
-        return str(p.get("text", ""))
+        return clip(mrkdwn(p.get("text", ""), keep_lines=True), CHAT_TEXT_LIMIT)
+    return clip(mrkdwn(_alert_line(p)), CHAT_TEXT_LIMIT)
+
+
+def reply_text(p: dict[str, Any]) -> str:
+    """A thread reply about a change of the alert, Slack-escaped."""
+    return clip(mrkdwn(f"{change_line(p)} ({p['alert_id']})"), CHAT_TEXT_LIMIT)
+
+
+def _alert_line(p: dict[str, Any]) -> str:
     text = f"[{str(p['severity']).upper()}] {p['kind']} {p['visor_ref']} ({p['alert_id']})"
     if p.get("summary"):
         text += f": {p['summary']}"
@@ -99,21 +118,29 @@ def chat_text(p: dict[str, Any]) -> str:
 
 
 def plain_text(p: dict[str, Any]) -> str:
+    """The plain-text email body: one printable line per value, so that no value can forge a
+    line of its own."""
     if is_plain(p):
-        return str(p.get("text", "")) + "\n"
+        return printable(p.get("text", ""), keep_lines=True) + "\n"
     lines = [change_line(p), "", str(p.get("summary") or headline(p)), ""]
     lines += [f"{label}: {value}" for label, value in fields(p)]
     lines += ["", f"State: {state_line(p)}"]
     if p.get("state") == "open":
         lines.append(f"To acknowledge, type in Slack: /ack {p['alert_id']}")
+    lines = [printable(line) for line in lines]
     lines += ["", "Sent by casewatch. Details stay in ViSOR; look them up there or with /flags."]
     return "\n".join(lines) + "\n"
 
 
 def html_text(p: dict[str, Any]) -> str:
-    e = html.escape
+    def e(value: str) -> str:
+        return html.escape(printable(value))
+
     if is_plain(p):
-        return str(p.get("html") or f"<html><body><pre>{e(str(p.get('text', '')))}</pre></body></html>")
+        if p.get("html"):
+            return printable(p["html"], keep_lines=True)  # built (and escaped) by its sender
+        body = html.escape(printable(p.get("text", ""), keep_lines=True))
+        return f"<html><body><pre>{body}</pre></body></html>"
     rows = "".join(f"<tr><th align=\"left\">{e(k)}</th><td>{e(v)}</td></tr>" for k, v in fields(p))
     ack = (
         f"<p>To acknowledge, type in Slack: <code>/ack {e(str(p['alert_id']))}</code></p>"

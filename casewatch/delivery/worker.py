@@ -33,7 +33,15 @@ from casewatch.delivery.backoff import retry_delay
 from casewatch.delivery.bell import OutboxBell
 from casewatch.delivery.claim import LEASE_EXPIRED, claim, release
 from casewatch.delivery.metrics import DeliveryMetrics
-from casewatch.delivery.notifier import Notifier, Outbound, Outcome, Permanent, Retryable, Sent
+from casewatch.delivery.notifier import (
+    Notifier,
+    Outbound,
+    Outcome,
+    Permanent,
+    Retryable,
+    Sent,
+    unbuildable,
+)
 from casewatch.delivery.pacing import Pacer
 from casewatch.routing.outbox import enqueue_fallback
 from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
@@ -53,6 +61,8 @@ class Claimed:
     target: str
     claimed_until: datetime
     message: Outbound
+    # The stored payload is not a message at all (not a JSON object): nothing can be built.
+    broken: bool = False
 
 
 def new_worker_id(n: int = 0) -> str:
@@ -132,9 +142,10 @@ class DeliveryWorker:
         for delivery_id in delivery_ids:
             try:
                 await self._handle(delivery_id)
-            except Exception:
-                # The claim lapses and the delivery is tried again: logged, never lost.
-                log.exception("delivery %d: unexpected error while handling it", delivery_id)
+            except Exception as exc:
+                # The claim lapses and the delivery is tried again: logged, never lost. The type
+                # only: a database error's text can quote the statement's parameters (the payload).
+                log.error("delivery %d: unexpected %s while handling it", delivery_id, type(exc).__name__)
 
     # --- one delivery ---------------------------------------------------------------------------
 
@@ -166,6 +177,8 @@ class DeliveryWorker:
         await self._record(claimed, outcome, duration_ms)
 
     async def _send(self, claimed: Claimed) -> Outcome:
+        if claimed.broken:
+            return unbuildable(TypeError("payload is not an object"))
         notifier = self.notifiers.get(claimed.channel)
         if notifier is None:
             return Permanent(f"no notifier for channel {claimed.channel!r} (is it configured?)")
@@ -176,8 +189,12 @@ class DeliveryWorker:
         except TimeoutError:
             return Retryable(f"timed out after {self.config.send_timeout_seconds:g}s")
         except Exception as exc:  # a notifier bug or an unforeseen library error: retry, visibly
-            log.exception("delivery %d: notifier %s raised", claimed.delivery_id, claimed.channel)
-            return Retryable(f"{type(exc).__name__}: {str(exc)[:200]}")
+            # The type only: an exception's text (and a traceback's) can quote the message.
+            log.error(
+                "delivery %d: notifier %s raised %s", claimed.delivery_id, claimed.channel,
+                type(exc).__name__,
+            )
+            return Retryable(f"notifier raised {type(exc).__name__}")
 
     async def _prepare(self, delivery_id: int) -> Claimed | None:
         now = self.ctx.clock.now()
@@ -196,12 +213,13 @@ class DeliveryWorker:
                     return None
                 thread = await _thread(session, d.alert_id, d.channel, d.target)
                 thread_ref = thread.external_ref if thread else None
+            broken = not isinstance(d.payload, dict)
             message = Outbound(
                 delivery_id=d.id, alert_id=d.alert_id or "", change=d.purpose, target=d.target,
-                payload=dict(d.payload), content_hash=d.content_hash, thread_ref=thread_ref,
-                maybe_sent=d.last_error == LEASE_EXPIRED,
+                payload={} if broken else dict(d.payload), content_hash=d.content_hash,
+                thread_ref=thread_ref, maybe_sent=d.last_error == LEASE_EXPIRED,
             )
-            return Claimed(d.id, d.channel, d.target, d.claimed_until, message)
+            return Claimed(d.id, d.channel, d.target, d.claimed_until, message, broken)
 
     async def _earlier_unfinished(self, session: AsyncSession, d: Delivery) -> bool:
         count = (
@@ -273,7 +291,8 @@ class DeliveryWorker:
             if alert is not None and kind != "sent" and mine:
                 await self._maybe_fall_back(session, d, alert, error or "", now, dead=kind == "dead")
             if alert is not None and kind == "dead" and mine:
-                await _report_dead(session, d, alert, self.ctx)
+                unbuilt = isinstance(outcome, Permanent) and outcome.unbuildable
+                await _report_dead(session, d, alert, self.ctx, unbuildable=unbuilt)
 
     def _exhausted(self, d: Delivery, now: datetime) -> bool:
         age = (now - d.created_at).total_seconds()
@@ -305,12 +324,28 @@ class DeliveryWorker:
         )
 
 
-async def _report_dead(session: AsyncSession, d: Delivery, alert: Alert, ctx: Context) -> None:
+async def _report_dead(
+    session: AsyncSession, d: Delivery, alert: Alert, ctx: Context, *, unbuildable: bool = False
+) -> None:
     """A message that will never arrive is itself an alert, to the admins: one per failing address
-    while it stays live, so a wrong channel id raises one alert, not one per message. A system
+    while it stays live, so a wrong channel id raises one alert, not one per message. A message
+    that could not be built says so (the address is fine; the alert's data is not). A system
     alert's own failure raises nothing more (no loop)."""
     if alert.kind.startswith("system."):
         return
+    if unbuildable:
+        subject = f"unbuildable:{d.channel}:{d.target}"
+        summary = (
+            f"A message to {d.channel} {d.target} ({d.receiver}) could not be built from the "
+            f"alert's data and was dead-lettered; first for alert {alert.id}. The address is "
+            "not at fault: see `casewatch outbox dead` and the audit log (delivery.dead)"
+        )
+    else:
+        subject = f"{d.channel}:{d.target}"
+        summary = (
+            f"Messages to {d.channel} {d.target} ({d.receiver}) cannot be delivered; "
+            f"first for alert {alert.id}. Check the address and the audit log (delivery.dead)"
+        )
     await open_alert(
         session,
         AlertSpec(
@@ -318,9 +353,8 @@ async def _report_dead(session: AsyncSession, d: Delivery, alert: Alert, ctx: Co
             severity="high" if alert.severity in ("critical", "high") else "medium",
             visor_ref=SYSTEM_REF,
             team=alert.team,
-            subject=f"{d.channel}:{d.target}"[:200],
-            summary=f"Messages to {d.channel} {d.target} ({d.receiver}) cannot be delivered; "
-            f"first for alert {alert.id}. Check the address and the audit log (delivery.dead)",
+            subject=subject[:200],
+            summary=summary,
             details={"delivery": d.id, "alert": alert.id, "error": (d.last_error or "")[:300]},
         ),
         ctx,

@@ -1,6 +1,9 @@
 """The digest as an email (plain text and HTML, for the supervisors) and as a team-channel message
 (text and Block Kit blocks). The channel version carries the least: counts, alert ids and ViSOR
 references; no names of anyone. Nothing in any version names a nominal: details stay in ViSOR.
+Values are shown, never obeyed (casewatch.safe_text): one printable line each in the text
+versions, HTML-escaped in the HTML, Slack-escaped in the blocks (the channel text is escaped by
+the notifier that sends it).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from casewatch.digest.build import Digest
+from casewatch.safe_text import clip, mrkdwn, printable
 
 T = TypeVar("T")
 SLACK_TEXT_LIMIT = 3000
@@ -136,11 +140,13 @@ def email_text(d: Digest, limit: int = 50) -> str:
         lines += [f"  {row}" for row in rows] or ["  None."]
         lines.append("")
     lines.append("Sent by casewatch. Details stay in ViSOR; look them up there or with /flags.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # a value cannot forge a line
 
 
 def email_html(d: Digest, limit: int = 50) -> str:
-    e = html.escape
+    def e(text: str) -> str:
+        return html.escape(printable(text))
+
     parts = [
         "<html><body>",
         f"<h1>{e(_title(d))}</h1>",
@@ -205,18 +211,15 @@ def channel_lines(d: Digest) -> list[str]:
 
 
 def channel_text(d: Digest) -> str:
-    return "\n".join(channel_lines(d))[:SLACK_TEXT_LIMIT]
-
-
-def _mrkdwn(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """The lines above as plain text, one printable line each (the notifier Slack-escapes it)."""
+    return "\n".join(printable(line) for line in channel_lines(d))[:SLACK_TEXT_LIMIT]
 
 
 def channel_blocks(d: Digest) -> list[dict[str, Any]]:
     """Block Kit for the channel version: a header, then one section of the lines above."""
     lines = channel_lines(d)
-    body = "\n".join(f"• {_mrkdwn(line)}" for line in lines[1:]) or _mrkdwn(lines[0])
+    body = "\n".join(f"• {mrkdwn(line)}" for line in lines[1:]) or mrkdwn(lines[0])
     return [
-        {"type": "header", "text": {"type": "plain_text", "text": lines[0][:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": body[:SLACK_TEXT_LIMIT]}},
+        {"type": "header", "text": {"type": "plain_text", "text": clip(printable(lines[0]), 150)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip(body, SLACK_TEXT_LIMIT)}},
     ]
