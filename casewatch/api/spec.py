@@ -44,6 +44,17 @@ _CHARACTERS_DESCRIPTION = {
 }
 
 
+_FORMAT_NOTE = (
+    " The format names this rule for tools that generate values; the pattern states it (ECMA-262,"
+    " with the u flag: astral characters appear as themselves)."
+)
+
+
+def text_format(kind: TextKind) -> str:
+    """The custom `format` of a kind of text field: casewatch-identifier, -name, -text."""
+    return f"casewatch-{kind.value}"
+
+
 def _value_components() -> dict[str, Any]:
     year = "years 1900 to 9000"
     components: dict[str, Any] = {
@@ -78,8 +89,9 @@ def _value_components() -> dict[str, Any]:
     for kind, name in schema.CHARACTER_COMPONENTS.items():
         components[name] = {
             "type": "string",
+            "format": text_format(kind),
             "pattern": characters_pattern(kind),
-            "description": _CHARACTERS_DESCRIPTION[kind],
+            "description": _CHARACTERS_DESCRIPTION[kind] + _FORMAT_NOTE,
         }
     return components
 
