@@ -271,3 +271,19 @@ def test_a_read_error_part_way_keeps_what_was_read(
     assert "import: 2 accepted, 0 duplicate(s), 0 rejected" in out
     assert "stopped: cannot read the input (Input/output error)" in err
     assert count(sqlite_url, Event) == 2
+
+
+def test_a_hostile_unknown_key_is_not_echoed(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An unknown key is refused by name, but a name with a terminal escape, a line break, a bidi
+    # override or 5,000 characters is the sender's text: it must not reach the terminal.
+    good = demo_events(1)[0]
+    key = "\x1b[2J\x1b[31mevil\nline 99: forged\u202e" + "k" * 5000
+    hostile = {**good, "id": "hostile-key", "data": {**good["data"], key: 1}}
+    path = tmp_path / "hostile.ndjson"
+    path.write_text(line(hostile), encoding="utf-8")
+    assert run_import(config_for(tmp_path, sqlite_url), str(path)) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["line 1: data.(unknown key): is not a known field"]
+    assert count(sqlite_url, Event) == 0

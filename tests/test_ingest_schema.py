@@ -247,3 +247,25 @@ def test_never_raises_on_any_json(event_type: str, field: str, value: Any, where
 def test_never_raises_on_any_body(raw: Any) -> None:
     envelopes, errors = parse_envelopes(raw)
     assert errors and not envelopes
+
+
+@pytest.mark.parametrize(
+    "key", ["\nbad", "evil\x1b[2J", "bidi\u202e", "k" * 65, "sp ace", "dotted.key", "\u00e9t\u00e9"]
+)
+def test_unknown_keys_are_named_only_when_plain(key: str) -> None:
+    raw = {
+        "id": "e1", "type": "visit.recorded", "occurred_at": "2026-11-20T09:30:00Z",
+        "visor_ref": "VS-1", "data": {"visited_on": "2026-11-20", key: 1},
+    }
+    _, errors = parse_envelopes(raw)
+    assert [(e.field, e.message) for e in errors] == [("data.(unknown key)", "is not a known field")]
+    _, errors = parse_envelopes({**raw, "data": {"visited_on": "2026-11-20"}, key: 1})
+    assert [e.field for e in errors] == ["(unknown key)"]
+
+
+def test_a_plain_unknown_key_is_named() -> None:
+    raw = {
+        "id": "e1", "type": "visit.recorded", "occurred_at": "2026-11-20T09:30:00Z",
+        "visor_ref": "VS-1", "data": {"visited_on": "2026-11-20", "visited_by": "PC1"},
+    }
+    assert [e.field for e in parse_envelopes(raw)[1]] == ["data.visited_by"]

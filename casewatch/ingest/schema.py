@@ -404,8 +404,19 @@ _MESSAGES = {
 }
 
 
+# A key of the sender's that is not a plain short name (newlines, terminal escapes, bidi, 5,000
+# characters) is not echoed into the reply or the import's output: it is shown as UNNAMED.
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+UNNAMED = "(unknown key)"
+
+
+def _path_part(part: int | str) -> str:
+    text = str(part)
+    return text if isinstance(part, int) or _FIELD_NAME.fullmatch(text) else UNNAMED
+
+
 def _path(loc: tuple[int | str, ...], prefix: str) -> str:
-    parts = [str(part) for part in loc]
+    parts = [_path_part(part) for part in loc]
     return ".".join([prefix, *parts] if prefix else parts)
 
 
