@@ -12,26 +12,22 @@ Everyone else, and anyone not in the officer directory, is refused.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
 from casewatch.config import Settings
+from casewatch.text_rules import TextKind, text_problem
 
 ANY_ALERT_ROLES: frozenset[str] = frozenset({"control_room", "admin"})
 SYSTEM_ALERT_ROLES: frozenset[str] = frozenset({"admin"})
 SYSTEM_KIND_PREFIX = "system."
 
 OUTCOME_MAX_LENGTH = 500
-# Control (Cc: line breaks, tabs, C1 such as U+0085), format (Cf: bidi overrides, zero-width
-# characters), surrogate and private-use characters, and line/paragraph separators: none belongs
-# in one line typed in Slack, and each can break or disguise what a reader of the outcome sees.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 OUTCOME_RULE = (
-    f"one line of text, at most {OUTCOME_MAX_LENGTH} characters, without control characters (line "
-    "breaks, tabs), invisible format characters (bidi overrides, zero-width characters) or line "
-    "and paragraph separators"
+    f"one line of text, at most {OUTCOME_MAX_LENGTH} characters, with the characters a name may "
+    "hold: no line breaks or tabs, no invisible format characters (bidi overrides, zero-width "
+    "characters) and no line or paragraph separators"
 )
 
 
@@ -92,11 +88,10 @@ def clean_outcome(text: str | None) -> str | None:
     for a refused character or more than OUTCOME_MAX_LENGTH characters."""
     if text is None:
         return None
-    if any(unicodedata.category(ch) in _REFUSED_CATEGORIES for ch in text):
-        raise OutcomeError(
-            "The outcome contains a line break, tab, invisible formatting character or line "
-            f"separator; write it as {OUTCOME_RULE}."
-        )
+    # One line typed in Slack: the rules of a name field (casewatch.text_rules), the one checker.
+    problem = text_problem(text, TextKind.NAME)
+    if problem is not None:
+        raise OutcomeError(f"The outcome {problem[1]}; write it as {OUTCOME_RULE}.")
     collapsed = " ".join(text.split())
     if not collapsed:
         return None
