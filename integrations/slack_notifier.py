@@ -190,7 +190,7 @@ def blocks(p: dict[str, Any]) -> list[dict[str, Any]]:
         {"type": "context",
          "elements": [{"type": "mrkdwn", "text": clip(mrkdwn(render.state_line(p)), SECTION_LIMIT)}]},
     ]
-    if p.get("state") == "open":
+    if p.get("state") == "open" and not p.get("for_information"):  # NPT: would be refused
         out.append(
             {
                 "type": "actions",

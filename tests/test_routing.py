@@ -7,8 +7,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.config import ConfigError
 from casewatch.config.routing import DEFAULT_ROUTES, RECEIVERS
+from casewatch.routing.outbox import build_payload
 from casewatch.routing.routing import allowed_emails, resolve_receivers
 from casewatch.store.models import Alert
+from integrations.slack_notifier import blocks
 from tests.test_delivery_support import (
     add_nominal,
     make_ctx,
@@ -149,3 +151,24 @@ def test_only_configured_addresses_may_be_mailed() -> None:
         "pc5678@force.example",
         "control@force.example",
     }
+
+
+async def test_npt_channel_is_told_for_information_without_an_acknowledge_button(sessions: Sessions) -> None:
+    # A neighbourhood team is not the alert's team: an Acknowledge button there would only be
+    # refused (casewatch.alerts.authority), so its message has none and says who acknowledges.
+    ctx = make_ctx(make_settings())
+    await setup_directory(sessions, ctx.settings)
+    await add_nominal(sessions)
+    alert = await open_test_alert(sessions, ctx, kind="recall.issued", severity="critical")
+    async with sessions() as session:
+        row = await session.get(Alert, alert.id)
+        assert row is not None
+        route = ctx.settings.routing.receivers_for(row.kind)
+        targets = await resolve_receivers(session, row, route, ctx.settings)
+        by_receiver = {t.receiver: build_payload(row, "opened", t, ctx.settings, None) for t in targets}
+    npt, team = by_receiver["npt:north:N1"], by_receiver["team:north"]
+    assert npt["for_information"] is True and "for_information" not in team
+    assert not [b for b in blocks(npt) if b["type"] == "actions"]
+    buttons = [b["elements"][0]["action_id"] for b in blocks(team) if b["type"] == "actions"]
+    assert buttons == ["casewatch_ack"]
+    assert "for information; team north acknowledges" in str(blocks(npt))

@@ -54,6 +54,8 @@ def state_line(p: dict[str, Any]) -> str:
         return f"Acknowledged by {p.get('acknowledged_by')}" + (f": {outcome}" if outcome else "")
     if state == "resolved":
         return "Resolved"
+    if p.get("for_information"):
+        return f"Open: for information; team {p.get('team')} acknowledges"
     return "Open: needs acknowledging"
 
 

@@ -209,6 +209,8 @@ def build_payload(
     }
     if alert.acknowledged_outcome:  # only when there is one: other payloads stay as they were
         payload["acknowledged_outcome"] = alert.acknowledged_outcome
+    if not target.may_acknowledge:  # only then: other payloads stay as they were
+        payload["for_information"] = True
     if target.personal_data and personal:
         payload["personal"] = personal
     if target.inbox:

@@ -31,6 +31,12 @@ class Target:
     personal_data: bool = False  # cleared for the nominal's name and non-restricted markers
     inbox: bool = False  # a team inbox (SPOC): may carry a little more than chat
 
+    @property
+    def may_acknowledge(self) -> bool:
+        """Whether the people reading this address may acknowledge (casewatch.alerts.authority):
+        a neighbourhood team's channel is told for information; it is not the alert's team."""
+        return not self.receiver.startswith("npt:")
+
 
 def chat_enabled(settings: Settings) -> bool:
     """Slack deliveries are queued only when something will carry them (Slack or the chat log)."""
