@@ -23,7 +23,10 @@ ROWS = [
     ("A-AAAAA4", "recall.issued", "critical", "VS-0000001", "south", "resolved", 20),
     ("A-AAAAA5", "travel.unnotified", "high", "VS-0000003", "south", "open", 30),
     ("A-AAAAA6", "action.overdue", "medium", "VS-0000002", "north", "open", 30),
+    # A team id that ingest and the configuration accept (any identifier) can be queried too.
+    ("A-AAAAA7", "action.overdue", "medium", "VS-0000004", "Nord Est \u00e9quipe", "open", 1),
 ]
+NEWEST_FIRST = ["A-AAAAA6", "A-AAAAA5", "A-AAAAA4", "A-AAAAA3", "A-AAAAA7", "A-AAAAA2"]
 
 
 @pytest.fixture
@@ -68,7 +71,7 @@ async def test_lists_newest_first_in_the_contract_shape(api: tuple[Service, Test
     resp = await signed_get(api[1], PATH)
     assert resp.status == 200
     body = await resp.json()
-    assert [a["id"] for a in body["alerts"]] == ["A-AAAAA6", "A-AAAAA5", "A-AAAAA4", "A-AAAAA3", "A-AAAAA2"]
+    assert [a["id"] for a in body["alerts"]] == NEWEST_FIRST
     assert body["next_cursor"] is None
     acked = next(a for a in body["alerts"] if a["id"] == "A-AAAAA3")
     assert {
@@ -102,13 +105,14 @@ async def test_lists_newest_first_in_the_contract_shape(api: tuple[Service, Test
 
 
 FILTER_CASES: list[tuple[dict[str, str], list[str]]] = [
-    ({"state": "open"}, ["A-AAAAA6", "A-AAAAA5", "A-AAAAA2"]),
+    ({"state": "open"}, ["A-AAAAA6", "A-AAAAA5", "A-AAAAA7", "A-AAAAA2"]),
     ({"state": "resolved"}, ["A-AAAAA4"]),
     ({"kind": "travel.unnotified"}, ["A-AAAAA5", "A-AAAAA2"]),
     ({"visor_ref": "VS-0000001"}, ["A-AAAAA4", "A-AAAAA2"]),
     ({"team": "south"}, ["A-AAAAA5", "A-AAAAA4"]),
     ({"team": "north", "state": "open", "kind": "action.overdue"}, ["A-AAAAA6"]),
     ({"team": "east"}, []),
+    ({"team": "Nord Est \u00e9quipe"}, ["A-AAAAA7"]),
 ]
 
 
@@ -127,7 +131,7 @@ async def test_pages_with_a_cursor(api: tuple[Service, TestClient[Any, Any]]) ->
         if body["next_cursor"] is None:
             break
         params = {"limit": "2", "cursor": body["next_cursor"]}
-    assert seen == ["A-AAAAA6", "A-AAAAA5", "A-AAAAA4", "A-AAAAA3", "A-AAAAA2"]
+    assert seen == NEWEST_FIRST
 
 
 BAD_QUERIES: list[tuple[str, str]] = [
@@ -135,6 +139,8 @@ BAD_QUERIES: list[tuple[str, str]] = [
     ("kind=Travel%20Unnotified", "kind"),
     ("visor_ref=VS%200001", "visor_ref"),
     ("team=" + "x" * 65, "team"),
+    ("team=north%20", "team"),
+    ("team=nor%E2%80%AEth", "team"),
     ("limit=0", "limit"),
     ("limit=501", "limit"),
     ("limit=ten", "limit"),

@@ -25,7 +25,9 @@ MAX_LIMIT = 500
 
 # Every pattern is matched whole (fullmatch): with re.match, "$" also matched before a final "\n".
 KIND_PATTERN = r"[a-z][a-z_]{0,31}(\.[a-z][a-z_]{0,31}){0,3}"
-TEAM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+# Any team id ingest and the configuration accept: an identifier (text_rules) of 1 to 64 characters.
+TEAM_MAX_LENGTH = 64
+TEAM_PATTERN = rf".{{1,{TEAM_MAX_LENGTH}}}"
 LIMIT_PATTERN = r"[0-9]{1,6}"
 CURSOR_PATTERN = r"[A-Za-z0-9_-]{1,200}"
 ALERT_ID_PATTERN = r"[A-Za-z0-9 -]{1,20}"

@@ -146,7 +146,10 @@ def _query_parameters() -> list[dict[str, Any]]:
         param("kind", "an alert kind, e.g. travel.unnotified",
               {"type": "string", "pattern": f"^{alerts.KIND_PATTERN}$"}),
         param("visor_ref", "the nominal's ViSOR reference", {"$ref": _PREFIX + "VisorRef"}),
-        param("team", "a team id", {"type": "string", "pattern": f"^{alerts.TEAM_PATTERN}$"}),
+        param("team", "a team id (as in nominal.upsert and the configuration)", {
+            "$ref": _PREFIX + schema.CHARACTER_COMPONENTS[TextKind.IDENTIFIER],
+            "minLength": 1, "maxLength": alerts.TEAM_MAX_LENGTH,
+        }),
         param("limit", "alerts per page (ASCII digits)", {
             "type": "integer", "minimum": 1, "maximum": alerts.MAX_LIMIT, "default": alerts.DEFAULT_LIMIT,
         }),
