@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-OUTCOMES = ("ok", "failed", "skipped")
-
 
 class JobMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

@@ -132,12 +132,6 @@ class Scheduler:
             self._aps = None
             log.info("scheduler: not leading; jobs stopped in this process")
 
-    def next_run_times(self) -> dict[str, datetime | None]:
-        """Job id -> next fire time (while leading): for logs and tests."""
-        if self._aps is None:
-            return {}
-        return {job.id: job.next_run_time for job in self._aps.get_jobs()}
-
 
 async def start_schedules(
     sessions: async_sessionmaker[AsyncSession], ctx: Context, *, registry: CollectorRegistry | None = None

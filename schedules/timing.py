@@ -13,7 +13,7 @@ Run keys name the local day, so the job still runs once a day whatever the clock
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.base import BaseTrigger
@@ -89,7 +89,3 @@ class DailyLocalTrigger(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has
 
     def __str__(self) -> str:
         return f"daily at {self.at:%H:%M} {self.tz}"
-
-
-def as_zone(tz: tzinfo | str) -> ZoneInfo:
-    return tz if isinstance(tz, ZoneInfo) else ZoneInfo(str(tz))

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 import casewatch.api.events as events_api
-from casewatch.api.auth import sign, verify
+from casewatch.api.auth import check, sign
 from casewatch.clock import FixedClock
 from casewatch.store.models import Alert, Event, Nominal, Visit
 from casewatch.wiring import Service, stop
@@ -68,10 +68,11 @@ async def is_json_error(resp: ClientResponse, status: int) -> dict[str, Any]:
 def test_sign_and_verify_round_trip() -> None:
     signature = sign(SECRET, NOW, b'{"a":1}')
     assert signature.startswith("v1=") and len(signature) == 3 + 64
-    assert verify(SECRET, str(NOW), signature, b'{"a":1}', now=T0)
-    assert not verify(SECRET, str(NOW), signature, b'{"a":2}', now=T0)
-    assert not verify("other", str(NOW), signature, b'{"a":1}', now=T0)
-    assert not verify(SECRET, str(NOW), signature, b'{"a":1}', now=T0 + timedelta(seconds=301))
+    post = {"max_skew_seconds": 300, "method": "POST", "target": "/api/v1/events", "allow_v1": True}
+    assert check(SECRET, str(NOW), signature, b'{"a":1}', now=T0, **post) is None
+    assert check(SECRET, str(NOW), signature, b'{"a":2}', now=T0, **post) is not None
+    assert check("other", str(NOW), signature, b'{"a":1}', now=T0, **post) is not None
+    assert check(SECRET, str(NOW), signature, b'{"a":1}', now=T0 + timedelta(seconds=301), **post) is not None
     # The documented construction, computed independently.
     import hashlib
     import hmac

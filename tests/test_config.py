@@ -62,6 +62,19 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
     assert "unknown key" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "environ"),
+    [
+        ("[triggers]\nchange_notification_days = 3\n", {}),
+        ("", {"CASEWATCH_TRIGGERS__CHANGE_NOTIFICATION_DAYS": "3"}),
+    ],
+)
+def test_a_removed_key_is_refused_saying_why(tmp_path: Path, text: str, environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ=environ)
+    assert "triggers.change_notification_days: removed: nothing ever read it" in str(info.value)
+
+
 def test_unknown_section_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, "[smpt]\nhost = \"x\"\n")
     with pytest.raises(ConfigError, match=r"smpt: unknown key"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -345,8 +345,3 @@ async def _acknowledger(session: AsyncSession, officer_id: str) -> Acknowledger 
     if officer is None:
         return None
     return Acknowledger(officer.id, officer.team, frozenset(str(r) for r in officer.roles or ()))
-
-
-async def count_live(session: AsyncSession) -> int:
-    stmt = select(func.count()).select_from(Alert).where(Alert.state.in_(LIVE_STATES))
-    return int((await session.execute(stmt)).scalar_one())

@@ -113,23 +113,3 @@ def check(
         return "signature does not match"
     return None
 
-
-def verify(
-    secret: str | bytes,
-    timestamp: str | None,
-    signature: str | None,
-    body: bytes,
-    *,
-    now: datetime,
-    max_skew_seconds: int = 300,
-    method: str = "POST",
-    target: str = "/api/v1/events",
-    allow_v1: bool = True,
-) -> bool:
-    """True when the signature is right and the timestamp within the window (by default as for
-    POST /api/v1/events, where v1 and v2 are both accepted)."""
-    problem = check(
-        secret, timestamp, signature, body, now=now, max_skew_seconds=max_skew_seconds,
-        method=method, target=target, allow_v1=allow_v1,
-    )
-    return problem is None

@@ -40,6 +40,13 @@ SECRET_KEYS = frozenset(
     {"secret", "bot_token", "signing_secret", "app_token", "password", "url"}
 )
 
+# Keys that were removed: still refused like any unknown key, but saying why, so that an upgrade
+# does not leave a user guessing at the spelling of a key that no longer exists.
+REMOVED_KEYS = {
+    "triggers.change_notification_days": "removed: nothing ever read it (the period for notifying "
+    "changes is set by statute, SOA 2003 s.84, not a setting); delete it",
+}
+
 __all__ = ["DEFAULT_PATH", "ConfigError", "Settings", "load_config"]
 
 
@@ -156,7 +163,9 @@ def _describe(error: Any) -> str:
     location = ".".join(str(part) for part in error["loc"]) or "(top level)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown key (check the spelling against config.example.toml)"
+        message = REMOVED_KEYS.get(
+            location, "unknown key (check the spelling against config.example.toml)"
+        )
     leaf = str(error["loc"][-1]) if error["loc"] else ""
     shown = ""
     if leaf not in SECRET_KEYS and error["type"] != "extra_forbidden" and "input" in error:

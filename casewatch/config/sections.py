@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from casewatch.text_rules import TextKind, text_problem
 
-ROLES = ("officer", "supervisor", "spoc", "control_room", "admin")
 Role = Literal["officer", "supervisor", "spoc", "control_room", "admin"]
 
 # Matched whole (fullmatch): with re.match, "$" also matches before a final "\n".

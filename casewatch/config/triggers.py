@@ -15,8 +15,6 @@ class TriggerSection(Section):
     periodic_notification_years: int = Field(1, ge=1, le=5)
     # SOA 2003 s.85A and the 2012 regulations: weekly where there is no fixed abode.
     weekly_notification_days: int = Field(7, ge=1, le=31)
-    # SOA 2003 s.84: changes notified within 3 days.
-    change_notification_days: int = Field(3, ge=1, le=60)
     # Foreign travel: at least 7 days before departure (2012 regulations); policy default.
     travel_notice_days: int = Field(7, ge=0, le=60)
     # Policy default: remind this many days before a notification falls due.

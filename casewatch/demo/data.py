@@ -40,7 +40,6 @@ MARKERS = (
     ("SELF", "Self-harm", True),
 )
 AREAS = {"north": ("N01", "N02", "N03"), "south": ("S01", "S02"), "east": ("E01", "E02")}
-DESTINATIONS = ("ES", "FR", "PT", "IT", "NL", "IE", "GR")
 
 
 @dataclass(frozen=True)

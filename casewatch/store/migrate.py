@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from alembic import command
@@ -45,15 +44,3 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(_current)
 
-
-def upgrade_sync(url: str) -> None:
-    from casewatch.store.engine import make_engine
-
-    async def _run() -> None:
-        engine = make_engine(url)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(_run())
