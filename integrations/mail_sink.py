@@ -1,18 +1,19 @@
 """An SMTP server on loopback that keeps what it receives: the demo's inbox and the tests' server.
 
-Runs aiosmtpd in its own thread. Mails are kept in `messages` and, with `mbox_path`, appended to
-an mbox file a newcomer can open. `fail_next("451 4.3.0 Try again later")` makes the next DATA
-command answer with that reply instead (tests of retry and dead letters).
+Runs aiosmtpd in its own thread. Mails are kept in `messages` and, with `folder`, each is also
+written there as an .eml file (named so that `ls` lists them in order; open it with any mail
+client). `fail_next("451 4.3.0 Try again later")` makes the next DATA command answer with that
+reply instead (tests of retry and dead letters).
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
-import mailbox
 import ssl
 import threading
 from collections import deque
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ class MailSink:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        mbox_path: str | Path | None = None,
+        folder: Path | None = None,
         tls_context: ssl.SSLContext | None = None,
         authenticator: Any = None,
     ) -> None:
@@ -45,7 +46,7 @@ class MailSink:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self.replies: deque[str] = deque()
-        self.mbox_path = Path(mbox_path) if mbox_path else None
+        self.folder = folder
         self._lock = threading.Lock()
         smtp_options: dict[str, Any] = {}
         if tls_context is not None:
@@ -59,6 +60,8 @@ class MailSink:
         return int(self._controller.port)
 
     def start(self) -> MailSink:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
         self._controller.start()
         return self
 
@@ -79,12 +82,9 @@ class MailSink:
             assert isinstance(message, EmailMessage)
             self.messages.append(message)
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-            if self.mbox_path is not None:
-                self.mbox_path.parent.mkdir(parents=True, exist_ok=True)
-                box = mailbox.mbox(str(self.mbox_path))
-                try:
-                    box.add(message)
-                    box.flush()
-                finally:
-                    box.close()
+            if self.folder is not None:
+                # This runs on the sink's own thread and event loop: a blocking write is fine here.
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+                path = self.folder / f"{stamp}-{len(self.messages):05d}.eml"
+                path.write_bytes(f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n".encode() + raw)
         return "250 2.0.0 OK: kept"

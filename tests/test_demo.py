@@ -23,9 +23,9 @@ from typing import Any
 import aiosmtplib
 
 from casewatch.demo.data import FORENAMES, SURNAMES, UNKNOWN_REF, build_demo
-from casewatch.demo.mailsink import MailSink
 from casewatch.demo.runner import DemoOptions, demo_config, to_toml
 from casewatch.ingest.schema import parse_envelopes
+from integrations.mail_sink import MailSink
 
 TODAY = date(2026, 11, 23)
 
@@ -75,23 +75,22 @@ def test_the_demo_configuration_loads(tmp_path: Path) -> None:
 
 
 async def test_the_mail_sink_writes_each_message_as_eml(tmp_path: Path) -> None:
-    sink = MailSink(tmp_path / "mail")
-    port = await sink.start()
+    sink = MailSink(folder=tmp_path / "mail").start()
     try:
         message = EmailMessage()
         message["From"] = "casewatch-demo@force.example"
         message["To"] = "north.spoc@force.example"
         message["Subject"] = "[casewatch] high travel.unnotified VS-D000002"
         message.set_content("A fictional alert.")
-        await aiosmtplib.send(message, hostname="127.0.0.1", port=port, timeout=10)
+        await aiosmtplib.send(message, hostname="127.0.0.1", port=sink.port, timeout=10)
     finally:
-        await sink.stop()
+        sink.stop()
     files = sorted((tmp_path / "mail").glob("*.eml"))
     assert len(files) == 1
     parsed = message_from_bytes(files[0].read_bytes())
     assert parsed["Subject"] == "[casewatch] high travel.unnotified VS-D000002"
     assert parsed["X-Envelope-To"] == "north.spoc@force.example"
-    assert sink.handler.received == 1
+    assert len(sink.messages) == 1
 
 
 def _start_demo(folder: Path, exit_after: float) -> subprocess.Popen[str]:

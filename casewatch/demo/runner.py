@@ -33,13 +33,13 @@ from casewatch import wiring
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.demo.data import DEFAULT_SEED, DemoData, build_demo
-from casewatch.demo.mailsink import MailSink
 from casewatch.directory import sync_directory
 from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.migrate import upgrade
 from casewatch.store.models import Alert
 from casewatch.triggers.scan import run_scan
+from integrations.mail_sink import MailSink
 
 log = logging.getLogger(__name__)
 
@@ -162,19 +162,17 @@ async def alert_counts(sessions: async_sessionmaker[AsyncSession]) -> dict[tuple
         return {(kind, state): int(n) for kind, state, n in rows.all()}
 
 
-async def prepare(options: DemoOptions) -> tuple[Settings, MailSink, DemoData]:
+def prepare(options: DemoOptions) -> tuple[Settings, MailSink, DemoData]:
     folder = options.folder
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "mail").mkdir(exist_ok=True)
     (folder / "chat.log").touch()
     secret = demo_secret(folder)
-    sink = MailSink(folder / "mail")
-    smtp_port = await sink.start()
+    sink = MailSink(folder=folder / "mail").start()
     try:
         today = datetime.now(ZoneInfo("Europe/London")).date()
         data = build_demo(today, options.nominals, options.seed)
         config_path = folder / "casewatch.toml"
-        config_path.write_text(to_toml(demo_config(options, smtp_port, secret, data)), encoding="utf-8")
+        config_path.write_text(to_toml(demo_config(options, sink.port, secret, data)), encoding="utf-8")
         config_path.chmod(0o600)  # it holds the demo's ingest secret
         with (folder / "demo-events.ndjson").open("w", encoding="utf-8") as out:
             for event in data.all_events:
@@ -182,7 +180,7 @@ async def prepare(options: DemoOptions) -> tuple[Settings, MailSink, DemoData]:
         # The demo runs on its own embedded configuration only: no CASEWATCH_* variable applies.
         settings = load_config(config_path, environ={})
     except BaseException:
-        await sink.stop()
+        sink.stop()
         raise
     return settings, sink, data
 
@@ -241,7 +239,7 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
     options = DemoOptions(
         options.folder.resolve(), options.port, options.nominals, options.exit_after, options.seed
     )
-    settings, sink, data = await prepare(options)
+    settings, sink, data = prepare(options)
     try:
         service = await wiring.create_service(settings)
         try:
@@ -272,8 +270,8 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
                 f"cannot listen on 127.0.0.1:{options.port}: {exc.strerror or exc}; "
                 "--port 0 picks any free port"
             ) from None
-        out.write(f"casewatch demo stopped; {sink.handler.received} email(s) caught in this run.\n")
+        out.write(f"casewatch demo stopped; {len(sink.messages)} email(s) caught in this run.\n")
         out.flush()
         return 0
     finally:
-        await sink.stop()
+        sink.stop()
