@@ -38,9 +38,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts import SYSTEM_REF
-from casewatch.alerts.lifecycle import AlertSpec, live_alert, open_alert, resolve
+from casewatch.alerts.lifecycle import live_alert, open_alert, resolve
 from casewatch.context import Context
 from casewatch.digest.send import send_digests
+from casewatch.model.alerts import AlertSpec
 from casewatch.retention import purge
 from casewatch.routing.escalation import escalate_due
 from casewatch.triggers.scan import run_scan

@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.authority import OUTCOME_MAX_LENGTH, OutcomeError, clean_outcome
-from casewatch.alerts.lifecycle import AlertSpec, open_alert
+from casewatch.alerts.lifecycle import open_alert
 from casewatch.clock import FixedClock
+from casewatch.model.alerts import AlertSpec
 from casewatch.routing.escalation import escalate_due
 from casewatch.store.migrate import alembic_config, current_revision, upgrade
 from casewatch.store.models import Acknowledgement, Delivery

@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts import lifecycle
-from casewatch.alerts.lifecycle import AlertSpec, open_alerts
+from casewatch.alerts.lifecycle import open_alerts
+from casewatch.model.alerts import AlertSpec
 from casewatch.store.models import Alert, AuditEntry, Delivery
 from tests.test_delivery_support import make_ctx, make_settings, setup_directory
 

@@ -26,10 +26,11 @@ from sqlalchemy import select
 
 from bot.commands import BotDeps
 from bot.http import mount_slack
-from casewatch.alerts.lifecycle import AlertSpec, open_alert, resolve
+from casewatch.alerts.lifecycle import open_alert, resolve
 from casewatch.directory import sync_directory
 from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
+from casewatch.model.alerts import AlertSpec
 from casewatch.store.models import Acknowledgement, Alert, AuditEntry
 from casewatch.wiring import Service, stop
 from tests.slack_standin import SlackStandIn

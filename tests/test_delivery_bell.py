@@ -8,10 +8,11 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from casewatch.alerts.lifecycle import AlertSpec, open_alert
+from casewatch.alerts.lifecycle import open_alert
 from casewatch.delivery.bell import OutboxBell
 from casewatch.delivery.worker import DeliveryWorker
 from casewatch.directory import sync_directory
+from casewatch.model.alerts import AlertSpec
 from casewatch.store.engine import make_sessionmaker
 from integrations.chat_log import ChatLogNotifier
 from tests.test_delivery_support import make_ctx, make_settings

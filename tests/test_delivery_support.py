@@ -16,13 +16,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.alerts.lifecycle import AlertSpec, open_alert
+from casewatch.alerts.lifecycle import open_alert
 from casewatch.clock import FixedClock
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.worker import DeliveryWorker
 from casewatch.directory import sync_directory
+from casewatch.model.alerts import AlertSpec
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Alert, AuditEntry, Delivery, Marker, Nominal
 from integrations.mail_sink import MailSink

@@ -95,7 +95,8 @@ async def _two_workers_deliver_everything_once(url: str, slack: SlackStandIn, al
         makers = [make_sessionmaker(e) for e in engines]
         ctx = make_ctx(settings)
         await setup_directory(makers[0], settings)
-        from casewatch.alerts.lifecycle import AlertSpec, open_alert
+        from casewatch.alerts.lifecycle import open_alert
+        from casewatch.model.alerts import AlertSpec
 
         async with makers[0].begin() as session:
             for n in range(alerts):

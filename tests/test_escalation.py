@@ -8,8 +8,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.alerts.lifecycle import AlertSpec, acknowledge, open_alert, resolve
+from casewatch.alerts.lifecycle import acknowledge, open_alert, resolve
 from casewatch.config import ConfigError
+from casewatch.model.alerts import AlertSpec
 from casewatch.routing.escalation import chain_for, escalate_due, escalate_one
 from casewatch.store.models import Alert
 from tests.test_delivery_support import (

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from casewatch.alerts.lifecycle import AlertSpec, acknowledge, open_alert, resolve
+from casewatch.alerts.lifecycle import acknowledge, open_alert, resolve
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.directory import sync_directory
@@ -24,6 +24,7 @@ from casewatch.ingest.apply import surname_key
 from casewatch.lookup import Found, MarkerView, NotFound, OfficerContact, Requester, Several, look_up_flags
 from casewatch.lookup.due import NotificationDue
 from casewatch.lookup.json_sql import utc_from_json
+from casewatch.model.alerts import AlertSpec
 from casewatch.store.models import AuditEntry, Marker, Nominal, NotificationReceived, Recall
 from tests.support import T0, make_settings
 

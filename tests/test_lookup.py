@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.alerts.lifecycle import AlertSpec, open_alert
+from casewatch.alerts.lifecycle import open_alert
 from casewatch.clock import FixedClock
 from casewatch.config.triggers import TriggerSection
 from casewatch.context import Context
@@ -33,8 +33,9 @@ from casewatch.lookup import (
 from casewatch.lookup.due import NotificationDue, next_notification_due
 from casewatch.lookup.flags import CANDIDATE_LIMIT
 from casewatch.lookup.query import QueryError
+from casewatch.model.alerts import AlertSpec
+from casewatch.model.facts import NominalFacts, NotificationHistory
 from casewatch.store.models import Action, AuditEntry, Marker, Nominal, NotificationReceived, Recall
-from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 from tests.support import T0, make_settings
 
 OFFICER = Requester("PC1234", "PC Example", "north", frozenset({"officer"}))

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.alerts.lifecycle import AlertSpec, acknowledge, open_alert
+from casewatch.alerts.lifecycle import acknowledge, open_alert
+from casewatch.model.alerts import AlertSpec
 from casewatch.routing.outbox import due_text
 from casewatch.store.models import Alert, Delivery
 from tests.test_delivery_support import (

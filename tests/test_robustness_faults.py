@@ -11,8 +11,9 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.alerts.lifecycle import AlertSpec, open_alerts
+from casewatch.alerts.lifecycle import open_alerts
 from casewatch.context import Context
+from casewatch.model.alerts import AlertSpec
 from integrations.mail_sink import MailSink
 from tests.slack_standin import SlackStandIn
 from tests.test_delivery_support import (

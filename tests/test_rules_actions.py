@@ -9,10 +9,10 @@ import pytest
 
 from casewatch.clock import FixedClock
 from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.result import LiveAlert
+from casewatch.model.facts import ActionFacts
+from casewatch.model.results import LiveAlert
 from casewatch.triggers.rules import actions
 from casewatch.triggers.rules.actions import DUE_SOON, OVERDUE
-from casewatch.triggers.snapshot import ActionFacts
 
 TZ = ZoneInfo("Europe/London")
 SETTINGS = TriggerSection()

@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.result import LiveAlert
+from casewatch.model.facts import BorderCheckFacts, NominalFacts, TravelFacts
+from casewatch.model.results import LiveAlert
 from casewatch.triggers.rules import border_travel, travel_notice
 from casewatch.triggers.rules.border_travel import CONFIRMED, RECORD_FTA, UNMATCHED_NOMINAL, UNNOTIFIED
-from casewatch.triggers.snapshot import BorderCheckFacts, NominalFacts, TravelFacts
 
 TZ = ZoneInfo("Europe/London")
 SETTINGS = TriggerSection()  # border_match_window_days = 2

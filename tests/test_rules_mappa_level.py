@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from casewatch.config.triggers import TriggerSection
+from casewatch.model.facts import LevelChangeFacts, NominalFacts
 from casewatch.triggers.rules import mappa_level
 from casewatch.triggers.rules.mappa_level import DECREASE_WITHOUT_RATIONALE, LEVEL_CHANGED, VISOR_UPDATE_DUE
-from casewatch.triggers.snapshot import LevelChangeFacts, NominalFacts
 
 TZ = ZoneInfo("Europe/London")
 SETTINGS = TriggerSection()

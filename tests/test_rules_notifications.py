@@ -9,11 +9,11 @@ import pytest
 
 from casewatch.clock import FixedClock
 from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.clocks import add_years, end_of_day
-from casewatch.triggers.result import LiveAlert
+from casewatch.model.clocks import add_years, end_of_day
+from casewatch.model.facts import NominalFacts, NotificationHistory
+from casewatch.model.results import LiveAlert
 from casewatch.triggers.rules import notifications
 from casewatch.triggers.rules.notifications import DUE_SOON, MISSED, Due, dues
-from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
 TZ = ZoneInfo("Europe/London")
 SETTINGS = TriggerSection()

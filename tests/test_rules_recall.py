@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.result import LiveAlert
+from casewatch.model.facts import NominalFacts, RecallFacts
+from casewatch.model.results import LiveAlert
 from casewatch.triggers.rules import recall
-from casewatch.triggers.snapshot import NominalFacts, RecallFacts
 
 NOMINAL = NominalFacts(visor_ref="VS-0000005", team="north", offender_manager="PC1234", area="N1")
 ISSUED = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

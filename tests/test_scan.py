@@ -179,7 +179,8 @@ async def test_leap_day_and_dst_on_the_database(sessions: Sessions) -> None:
 
 
 async def test_recall_safety_net_resolves_a_returned_recall(sessions: Sessions) -> None:
-    from casewatch.alerts.lifecycle import AlertSpec, open_alert
+    from casewatch.alerts.lifecycle import open_alert
+    from casewatch.model.alerts import AlertSpec
 
     ctx = context("2026-11-20T10:00:00Z")
     async with sessions.begin() as s:

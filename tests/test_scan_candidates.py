@@ -15,11 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.config.triggers import TriggerSection
+from casewatch.model.facts import NominalFacts, NotificationHistory
 from casewatch.store.models import Nominal
 from casewatch.triggers import load
 from casewatch.triggers.rules import notifications
 from casewatch.triggers.scan import run_scan
-from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 from tests.test_triggers_case_data import context, live, nominal, notification
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -9,8 +9,8 @@ At most one live (open or acknowledged) alert exists per (kind, visor_ref, subje
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -21,14 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.alerts.authority import Acknowledger, clean_outcome, may_acknowledge
 from casewatch.audit import record
 from casewatch.context import Context
+from casewatch.model.alerts import LIVE_STATES, AlertSpec, live_key
 from casewatch.routing.escalation import chain_for
 from casewatch.routing.outbox import enqueue, enqueue_opened
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Acknowledgement, Alert, AuditEntry, Officer
-
-Severity = Literal["critical", "high", "medium", "low"]
-SEVERITY_RANK: dict[str, int] = {"critical": 0, "high": 1, "medium": 2, "low": 3}
-LIVE_STATES = ("open", "acknowledged")
 
 # Crockford base32 without 0/1 (read as O/I): unambiguous when read out or typed.
 _ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -39,35 +36,12 @@ AckStatus = Literal["acknowledged", "already_acknowledged", "resolved", "unknown
 
 
 @dataclass(frozen=True)
-class AlertSpec:
-    """What a rule asks for. `summary` is what chat may carry: no names, no markers."""
-
-    kind: str
-    severity: Severity
-    visor_ref: str
-    team: str
-    subject: str = ""
-    summary: str = ""
-    owner: str | None = None
-    due_at: datetime | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def live_key(self) -> str:
-        return live_key(self.kind, self.visor_ref, self.subject)
-
-
-@dataclass(frozen=True)
 class AckOutcome:
     """What became of an acknowledgement. `alert` is None for "unknown" and "refused": a
     refused requester must learn nothing about the alert."""
 
     status: AckStatus
     alert: Alert | None
-
-
-def live_key(kind: str, visor_ref: str, subject: str) -> str:
-    return f"{kind}|{visor_ref}|{subject}"
 
 
 def new_alert_ids(n: int) -> list[str]:

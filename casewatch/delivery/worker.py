@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts import SYSTEM_REF
-from casewatch.alerts.lifecycle import AlertSpec, open_alert
+from casewatch.alerts.lifecycle import open_alert
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.delivery.backoff import retry_delay
@@ -43,6 +43,7 @@ from casewatch.delivery.notifier import (
     unbuildable,
 )
 from casewatch.delivery.pacing import Pacer
+from casewatch.model.alerts import AlertSpec
 from casewatch.routing.outbox import enqueue_fallback
 from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
 

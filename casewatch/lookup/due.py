@@ -7,8 +7,8 @@ an officer is shown and what the alerts say can never disagree.
 from __future__ import annotations
 
 from casewatch.config.triggers import TriggerSection
+from casewatch.model.facts import NominalFacts, NotificationHistory
 from casewatch.triggers.rules.notifications import Due, dues
-from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
 NotificationDue = Due
 

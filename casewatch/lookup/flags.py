@@ -28,7 +28,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from casewatch.alerts.lifecycle import LIVE_STATES, SEVERITY_RANK
 from casewatch.audit import record_row
 from casewatch.context import Context
 from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester
@@ -43,6 +42,8 @@ from casewatch.lookup.views import (
     MarkerView,
     OfficerContact,
 )
+from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
+from casewatch.model.facts import NominalFacts, NotificationHistory
 from casewatch.store.models import (
     Alert,
     Marker,
@@ -53,7 +54,6 @@ from casewatch.store.models import (
     Recall,
 )
 from casewatch.triggers.load import FULL_NOTIFICATION_KINDS
-from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
 
 CANDIDATE_LIMIT = 10
 

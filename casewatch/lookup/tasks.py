@@ -9,12 +9,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from casewatch.alerts.lifecycle import LIVE_STATES
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.lookup.access import Requester
 from casewatch.lookup.flags import alert_line, urgency
 from casewatch.lookup.views import ActionLine, TasksView
+from casewatch.model.alerts import LIVE_STATES
 from casewatch.store.models import Action, Alert, Nominal, Officer
 
 TASK_LIMIT = 20

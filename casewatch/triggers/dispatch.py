@@ -26,10 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
 from casewatch.ingest.outcome import Applied
+from casewatch.model.facts import (
+    BorderCheckFacts,
+    LevelChangeFacts,
+    NominalFacts,
+    RecallFacts,
+    TravelFacts,
+)
+from casewatch.model.results import LiveAlert
 from casewatch.store.models import LevelChange
 from casewatch.triggers import load
 from casewatch.triggers.reconcile import Tally, apply
-from casewatch.triggers.result import LiveAlert
 from casewatch.triggers.rules import (
     actions,
     border_travel,
@@ -37,13 +44,6 @@ from casewatch.triggers.rules import (
     notifications,
     recall,
     travel_notice,
-)
-from casewatch.triggers.snapshot import (
-    BorderCheckFacts,
-    LevelChangeFacts,
-    NominalFacts,
-    RecallFacts,
-    TravelFacts,
 )
 
 NOTIFICATION_TYPES = ("notification.received", "nominal.upsert")

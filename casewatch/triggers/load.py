@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from casewatch.alerts.lifecycle import LIVE_STATES
+from casewatch.model.alerts import LIVE_STATES
+from casewatch.model.facts import (
+    ActionFacts,
+    BorderCheckFacts,
+    NominalFacts,
+    NotificationHistory,
+    RecallFacts,
+    TravelFacts,
+)
+from casewatch.model.results import LiveAlert
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import (
     Action,
@@ -20,15 +29,6 @@ from casewatch.store.models import (
     Officer,
     Recall,
     TravelNotification,
-)
-from casewatch.triggers.result import LiveAlert
-from casewatch.triggers.snapshot import (
-    ActionFacts,
-    BorderCheckFacts,
-    NominalFacts,
-    NotificationHistory,
-    RecallFacts,
-    TravelFacts,
 )
 
 FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change")

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from casewatch.alerts.lifecycle import AlertSpec, open_alerts, resolve_live
+from casewatch.alerts.lifecycle import open_alerts, resolve_live
 from casewatch.context import Context
-from casewatch.triggers.result import LiveAlert, RuleResult
+from casewatch.model.alerts import AlertSpec
+from casewatch.model.results import LiveAlert, RuleResult
 
 
 @dataclass

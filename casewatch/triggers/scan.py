@@ -27,13 +27,13 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
+from casewatch.model.clocks import local_date
+from casewatch.model.facts import NotificationHistory
+from casewatch.model.results import LiveAlert, RuleResult
 from casewatch.store.models import Action, Nominal, Officer
 from casewatch.triggers import load
-from casewatch.triggers.clocks import local_date
 from casewatch.triggers.reconcile import Tally, apply
-from casewatch.triggers.result import LiveAlert, RuleResult
 from casewatch.triggers.rules import actions, notifications, recall
-from casewatch.triggers.snapshot import NotificationHistory
 
 BATCH = 2000
 # Concurrent page writers on PostgreSQL (see _write_pages).

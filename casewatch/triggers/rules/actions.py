@@ -8,18 +8,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from casewatch.alerts.lifecycle import AlertSpec, Severity
-from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.clocks import end_of_day, local_date, start_of_day
-from casewatch.triggers.result import Desired, LiveAlert, RuleResult
-from casewatch.triggers.snapshot import ActionFacts
+from casewatch.model.alerts import AlertSpec, Severity
+from casewatch.model.clocks import end_of_day, local_date, start_of_day
+from casewatch.model.facts import ActionFacts
+from casewatch.model.policy import TriggerPolicy
+from casewatch.model.results import Desired, LiveAlert, RuleResult
 
 DUE_SOON = "action.due_soon"
 OVERDUE = "action.overdue"
 KINDS = (DUE_SOON, OVERDUE)
 
 
-def team_for(action: ActionFacts, settings: TriggerSection) -> str:
+def team_for(action: ActionFacts, settings: TriggerPolicy) -> str:
     """The nominal's team; the owner's team if the nominal is not known yet."""
     if action.nominal_team is not None:
         return action.nominal_team
@@ -29,7 +29,7 @@ def team_for(action: ActionFacts, settings: TriggerSection) -> str:
 
 
 def wanted(
-    action: ActionFacts, now: datetime, settings: TriggerSection, tz: ZoneInfo
+    action: ActionFacts, now: datetime, settings: TriggerPolicy, tz: ZoneInfo
 ) -> AlertSpec | None:
     if action.status != "open":
         return None
@@ -57,7 +57,7 @@ def evaluate(
     action: ActionFacts | None,
     live: Sequence[LiveAlert],
     now: datetime,
-    settings: TriggerSection,
+    settings: TriggerPolicy,
     tz: ZoneInfo,
 ) -> RuleResult:
     """`live`: the live action alerts whose subject is this action's id. A missing action (None)

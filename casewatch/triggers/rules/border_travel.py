@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from casewatch.alerts.lifecycle import AlertSpec
-from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.clocks import local_date
-from casewatch.triggers.result import Desired, LiveAlert, RuleResult
-from casewatch.triggers.snapshot import BorderCheckFacts, NominalFacts, TravelFacts
+from casewatch.model.alerts import AlertSpec
+from casewatch.model.clocks import local_date
+from casewatch.model.facts import BorderCheckFacts, NominalFacts, TravelFacts
+from casewatch.model.policy import TriggerPolicy
+from casewatch.model.results import Desired, LiveAlert, RuleResult
 
 CONFIRMED = "travel.confirmed"
 UNNOTIFIED = "travel.unnotified"
@@ -62,7 +62,7 @@ def evaluate(
     nominal: NominalFacts | None,
     travels: Sequence[TravelFacts],
     live: Sequence[LiveAlert],
-    settings: TriggerSection,
+    settings: TriggerPolicy,
     tz: ZoneInfo,
 ) -> RuleResult:
     """`live`: live travel alerts about this check (subject = its event id)."""

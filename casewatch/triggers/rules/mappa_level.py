@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from casewatch.alerts.lifecycle import AlertSpec
-from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.clocks import end_of_day, local_date
-from casewatch.triggers.result import LiveAlert, Resolution, RuleResult
-from casewatch.triggers.snapshot import LevelChangeFacts, NominalFacts
+from casewatch.model.alerts import AlertSpec
+from casewatch.model.clocks import end_of_day, local_date
+from casewatch.model.facts import LevelChangeFacts, NominalFacts
+from casewatch.model.policy import TriggerPolicy
+from casewatch.model.results import LiveAlert, Resolution, RuleResult
 
 LEVEL_CHANGED = "mappa.level_changed"
 VISOR_UPDATE_DUE = "mappa.visor_update_due"
@@ -36,7 +36,7 @@ def on_rationale_given(change_event_id: str, live: Sequence[LiveAlert]) -> RuleR
 
 
 def evaluate(
-    change: LevelChangeFacts, nominal: NominalFacts | None, settings: TriggerSection, tz: ZoneInfo
+    change: LevelChangeFacts, nominal: NominalFacts | None, settings: TriggerPolicy, tz: ZoneInfo
 ) -> RuleResult:
     before, after = change.from_level or 0, change.to_level or 0
     if before == after:

@@ -22,11 +22,11 @@ from datetime import date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from casewatch.alerts.lifecycle import AlertSpec, Severity
-from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.clocks import add_years, end_of_day, local_date
-from casewatch.triggers.result import NOTHING, Desired, LiveAlert, RuleResult
-from casewatch.triggers.snapshot import NominalFacts, NotificationHistory
+from casewatch.model.alerts import AlertSpec, Severity
+from casewatch.model.clocks import add_years, end_of_day, local_date
+from casewatch.model.facts import NominalFacts, NotificationHistory
+from casewatch.model.policy import TriggerPolicy
+from casewatch.model.results import NOTHING, Desired, LiveAlert, RuleResult
 
 DUE_SOON = "notification.due_soon"
 MISSED = "notification.missed"
@@ -51,7 +51,7 @@ def _latest(a: date | None, b: date | None) -> date | None:
     return max(a, b)
 
 
-def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerSection) -> list[Due]:
+def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerPolicy) -> list[Due]:
     """Every notification the nominal owes next, with its due date (none if not registered)."""
     if not nominal.registered:
         return []
@@ -68,7 +68,7 @@ def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerS
     return found
 
 
-def quiet_after(today: date, settings: TriggerSection) -> date:
+def quiet_after(today: date, settings: TriggerPolicy) -> date:
     """The newest full notification after which a nominal owes nothing on the periodic clock
     today, not even a reminder: if it was made after this day, the periodic due date is beyond
     today + the reminder lead. A scan reads only the nominals who may owe something (this, or
@@ -81,14 +81,14 @@ def quiet_after(today: date, settings: TriggerSection) -> date:
     return add_years(horizon, -settings.periodic_notification_years)
 
 
-def _lead_days(due: Due, settings: TriggerSection) -> int:
+def _lead_days(due: Due, settings: TriggerPolicy) -> int:
     if due.kind == "weekly":
         return settings.weekly_notification_reminder_days
     return settings.notification_reminder_days
 
 
 def _spec(
-    nominal: NominalFacts, due: Due, today: date, settings: TriggerSection, tz: ZoneInfo
+    nominal: NominalFacts, due: Due, today: date, settings: TriggerPolicy, tz: ZoneInfo
 ) -> AlertSpec | None:
     """`today`: the local date now. A due day is missed once it is over (now >= end_of_day, i.e.
     today is later), and reminded from the start of the day `lead` days before it."""
@@ -115,7 +115,7 @@ def evaluate(
     history: NotificationHistory,
     live: Sequence[LiveAlert],
     now: datetime,
-    settings: TriggerSection,
+    settings: TriggerPolicy,
     tz: ZoneInfo,
 ) -> RuleResult:
     """`live`: the nominal's live notification alerts. Opens what is due soon or missed now;

@@ -6,17 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from casewatch.alerts.lifecycle import AlertSpec
-from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.result import LiveAlert, Resolution, RuleResult
-from casewatch.triggers.snapshot import NominalFacts, RecallFacts
+from casewatch.model.alerts import AlertSpec
+from casewatch.model.facts import NominalFacts, RecallFacts
+from casewatch.model.policy import TriggerPolicy
+from casewatch.model.results import LiveAlert, Resolution, RuleResult
 
 ISSUED = "recall.issued"
 KINDS = (ISSUED,)
 
 
 def on_issued(
-    recall: RecallFacts, nominal: NominalFacts | None, settings: TriggerSection
+    recall: RecallFacts, nominal: NominalFacts | None, settings: TriggerPolicy
 ) -> RuleResult:
     if recall.returned_at is not None and recall.returned_at >= recall.issued_at:
         return RuleResult()  # the return was heard of first: nobody is at large

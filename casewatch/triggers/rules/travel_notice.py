@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from casewatch.alerts.lifecycle import AlertSpec
-from casewatch.config.triggers import TriggerSection
-from casewatch.triggers.clocks import local_date
-from casewatch.triggers.result import RuleResult
-from casewatch.triggers.snapshot import NominalFacts, TravelFacts
+from casewatch.model.alerts import AlertSpec
+from casewatch.model.clocks import local_date
+from casewatch.model.facts import NominalFacts, TravelFacts
+from casewatch.model.policy import TriggerPolicy
+from casewatch.model.results import RuleResult
 
 LATE_NOTICE = "travel.late_notice"
 
 
 def evaluate(
-    travel: TravelFacts, nominal: NominalFacts | None, settings: TriggerSection, tz: ZoneInfo
+    travel: TravelFacts, nominal: NominalFacts | None, settings: TriggerPolicy, tz: ZoneInfo
 ) -> RuleResult:
     notice_days = (travel.departure_on - local_date(travel.notified_at, tz)).days
     if nominal is None or not nominal.registered or notice_days >= settings.travel_notice_days:

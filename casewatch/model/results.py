@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from casewatch.alerts.lifecycle import AlertSpec
+from casewatch.model.alerts import AlertSpec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,184 @@
+"""Alerts: severities, states, receivers, what a rule asks for (AlertSpec) and the alert-kind
+registry (ALERT_KINDS): one entry per kind with its whole policy (severity, default receivers,
+escalation, what opens and resolves it). Routing defaults and docs/alerts.md come from here.
+
+A new kind is one entry in ALERT_KINDS; tests/test_alert_registry.py fails until it has a docs line in
+docs/alerts.md (`python -m casewatch.model.alert_docs` writes it) and every rule opens only
+registered kinds at their registered severities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Severity = Literal["critical", "high", "medium", "low"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
+SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+LIVE_STATES = ("open", "acknowledged")  # at most one live alert per live key; then "resolved"
+
+# Who hears of an alert; casewatch/config/routing.py says how each reaches people.
+Receiver = Literal[
+    "team_channel", "spoc", "supervisors", "owner", "owner_email", "owner_dm", "control_room", "npt",
+    "admins",
+]
+RECEIVERS: tuple[Receiver, ...] = (
+    "team_channel", "spoc", "supervisors", "owner", "owner_email", "owner_dm", "control_room", "npt",
+    "admins",
+)
+# The route of a kind with no route of its own: nothing is ever routed to nobody.
+FALLBACK_RECEIVERS: tuple[Receiver, ...] = ("team_channel", "spoc")
+
+
+@dataclass(frozen=True)
+class EscalationStep:
+    after_seconds: int  # from the opening for the first step, from the previous step after that
+    receivers: tuple[Receiver, ...]
+
+
+# The chain an unacknowledged alert walks, by severity: wait, then the supervisors, then the
+# next level up. A kind with escalates=False never walks one.
+SEVERITY_ESCALATION: dict[Severity, tuple[EscalationStep, ...]] = {
+    "critical": (
+        EscalationStep(15 * 60, ("supervisors",)), EscalationStep(45 * 60, ("control_room", "spoc")),
+    ),
+    "high": (EscalationStep(60 * 60, ("supervisors",)), EscalationStep(4 * 3600, ("spoc",))),
+    "medium": (EscalationStep(24 * 3600, ("supervisors",)),),
+    "low": (),
+}
+
+
+@dataclass(frozen=True)
+class AlertKind:
+    """One alert kind's policy. `severities`: what the rule may set (one: fixed), `severity_rule`
+    says how it chooses when there are several. The texts are docs/alerts.md's table cells."""
+
+    kind: str
+    severities: tuple[Severity, ...]
+    receivers: tuple[Receiver, ...]
+    opened_when: str
+    subject: str
+    resolved_when: str
+    severity_rule: str = ""
+    escalates: bool = True  # False: nobody is asked to acknowledge (reminders, admins' alerts)
+
+
+_BORDER_EVENT = "the border event id"
+_CHANGE_EVENT = "the event id of the change"
+_DUE_SUBJECT = "`<kind>:<due date>`"
+
+ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
+    AlertKind(
+        "travel.unnotified", ("high",), ("spoc", "team_channel"),
+        "a `travel.border_alert` matches no travel notification made before the check (outbound "
+        "near a departure, inbound near a return, `border_match_window_days` [2] either side)",
+        _BORDER_EVENT,
+        "a travel notification made before the check arrives late (events out of order)",
+    ),
+    AlertKind(
+        "travel.record_fta", ("high",), ("owner", "spoc"),
+        "with `travel.unnotified`: a task for the offender manager to record the travel on the "
+        "ViSOR Foreign Travel Attachment and assess a breach",
+        _BORDER_EVENT, "as above, or acknowledged",
+    ),
+    AlertKind(
+        "travel.confirmed", ("low",), ("spoc",),
+        "a border check that matches a notification", _BORDER_EVENT, "acknowledged",
+    ),
+    AlertKind(
+        "travel.unmatched_nominal", ("high",), ("spoc",),
+        "a border check for a ViSOR reference not in the case store: never dropped, goes to "
+        "`triggers.unmatched_team` (else the first team)",
+        _BORDER_EVENT, "acknowledged",
+    ),
+    AlertKind(
+        # No route of its own until issue 13, so the fallback route; kept as it was.
+        "travel.late_notice", ("low",), FALLBACK_RECEIVERS,
+        "travel notified fewer than `travel_notice_days` [7] days before departure",
+        "the travel event id", "acknowledged",
+    ),
+    AlertKind(
+        "notification.due_soon", ("low", "medium"), ("owner",),
+        "within `notification_reminder_days` [14] (weekly: `weekly_notification_reminder_days` "
+        "[1]) of a due date",
+        _DUE_SUBJECT, "the notification is received; or it turns into `notification.missed`",
+        severity_rule="low (periodic), medium (initial, weekly)", escalates=False,
+    ),
+    AlertKind(
+        "notification.missed", ("high",), ("owner", "team_channel"),
+        "a due date passed with no notification: initial (release + `initial_notification_days` "
+        "[3]), periodic (last initial, periodic or change notification + "
+        "`periodic_notification_years` [1]; 29 February -> 28 February), weekly when no fixed "
+        "abode (last notification + `weekly_notification_days` [7])",
+        _DUE_SUBJECT, "the notification is received (or the nominal is no longer registered)",
+    ),
+    AlertKind(
+        "action.due_soon", ("low",), ("owner",),
+        "an open MAPP or RMP action within `action_reminder_days` [7] of its due date",
+        "the action id", "the action is done", escalates=False,
+    ),
+    AlertKind(
+        "action.overdue", ("medium", "high"), ("owner",),
+        "the due date passed and the action is open", "the action id", "the action is done",
+        severity_rule="medium; high after `action_very_overdue_days` [28]",
+    ),
+    AlertKind(
+        "mappa.level_changed", ("medium", "high"), ("team_channel", "npt"),
+        "a `mappa.level_changed`, or a changed `mappa_level` in `nominal.upsert` (the same change "
+        "sent both ways within 14 days is one change)",
+        _CHANGE_EVENT, "acknowledged", severity_rule="high to level 3, else medium",
+    ),
+    AlertKind(
+        "mappa.visor_update_due", ("medium",), ("owner",),
+        "with every level change: update ViSOR within `visor_update_days` [3]",
+        _CHANGE_EVENT, "acknowledged",
+    ),
+    AlertKind(
+        "mappa.decrease_without_rationale", ("medium",), ("owner", "supervisors"),
+        "a decrease with no rationale", _CHANGE_EVENT, "a `mappa.level_changed` gives the rationale",
+    ),
+    AlertKind(
+        "recall.issued", ("critical",), ("control_room", "team_channel", "npt", "spoc"),
+        "`recall.issued`", "the recall event id", "`recall.returned` (the nominal is back in custody)",
+        severity_rule="critical (emergency recalls marked first)",
+    ),
+    AlertKind(
+        # The admins fix a stale job; the team's supervisors could not.
+        "system.job_stale", ("high",), ("admins",),
+        "a scheduled job has not succeeded for its period plus `schedules.stale_after_seconds`",
+        "the job name", "the job succeeds again", escalates=False,
+    ),
+    AlertKind(
+        "system.delivery_failed", ("medium", "high"), ("admins",),
+        "a delivery dead-lettered (a Slack channel that does not exist, an address refused): one "
+        "alert per failing address while it is live",
+        "`<channel>:<address>`", "acknowledged (after fixing the address)",
+        severity_rule="high when the failing message was critical or high, else medium",
+        escalates=False,
+    ),
+)}
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """What a rule asks for. `summary` is what chat may carry: no names, no markers."""
+
+    kind: str
+    severity: Severity
+    visor_ref: str
+    team: str
+    subject: str = ""
+    summary: str = ""
+    owner: str | None = None
+    due_at: datetime | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def live_key(self) -> str:
+        return live_key(self.kind, self.visor_ref, self.subject)
+
+
+def live_key(kind: str, visor_ref: str, subject: str) -> str:
+    return f"{kind}|{visor_ref}|{subject}"
