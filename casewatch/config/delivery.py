@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from casewatch.config.routing import SEVERITIES
 from casewatch.config.sections import Section
+from casewatch.model.alerts import SEVERITIES
 
 
 class DeliverySection(Section):

@@ -15,9 +15,10 @@ Receivers (the names a route or an escalation step may use):
   admins         every officer with the role "admin" (as `owner`: DM or email per `owner_via`);
                  system alerts such as system.job_stale go to them
 
-Routes map an alert kind to receivers. The defaults (DEFAULT_ROUTES below) cover every trigger;
-a `routes` table in the configuration replaces the defaults only for the kinds it names, and the
-kind "default" catches kinds not listed, so no alert is ever unrouted. If a route resolves to no
+Routes map an alert kind to receivers. The defaults (DEFAULT_ROUTES, from the alert-kind registry
+casewatch.model.alerts.ALERT_KINDS) cover every kind; a `routes` table in the configuration
+replaces the defaults only for the kinds it names, and the kind "default" catches kinds not
+listed, so no alert is ever unrouted. If a route resolves to no
 address at all (no channel configured, no owner email), the team's SPOC inbox gets it instead.
 
 Escalation: an alert that stays open (not acknowledged, not resolved) walks its chain. Each step
@@ -33,31 +34,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from casewatch.config.sections import Section, check_email
+from casewatch.model.alerts import ALERT_KINDS, FALLBACK_RECEIVERS, RECEIVERS, SEVERITIES, SEVERITY_ESCALATION
 
-RECEIVERS = (
-    "team_channel", "spoc", "supervisors", "owner", "owner_email", "owner_dm", "control_room", "npt",
-    "admins",
-)
-SEVERITIES = ("critical", "high", "medium", "low")
 DEFAULT_KIND = "default"
 
-# Every trigger kind, with its default receivers.
+# Every alert kind's default receivers, from the registry; "default" catches kinds not listed.
 DEFAULT_ROUTES: dict[str, list[str]] = {
-    "travel.unnotified": ["spoc", "team_channel"],
-    "travel.record_fta": ["owner", "spoc"],
-    "travel.confirmed": ["spoc"],
-    "travel.unmatched_nominal": ["spoc"],
-    "notification.due_soon": ["owner"],
-    "notification.missed": ["owner", "team_channel"],
-    "action.due_soon": ["owner"],
-    "action.overdue": ["owner"],
-    "mappa.level_changed": ["team_channel", "npt"],
-    "mappa.visor_update_due": ["owner"],
-    "mappa.decrease_without_rationale": ["owner", "supervisors"],
-    "recall.issued": ["control_room", "team_channel", "npt", "spoc"],
-    "system.job_stale": ["admins"],
-    "system.delivery_failed": ["admins"],
-    DEFAULT_KIND: ["team_channel", "spoc"],
+    **{kind.kind: list(kind.receivers) for kind in ALERT_KINDS.values()},
+    DEFAULT_KIND: list(FALLBACK_RECEIVERS),
 }
 
 
@@ -77,24 +61,13 @@ class EscalationStep(Section):
         return [_check_receiver(r) for r in value]
 
 
-def _steps(*pairs: tuple[int, list[str]]) -> list[EscalationStep]:
-    return [EscalationStep(after_seconds=s, receivers=r) for s, r in pairs]
-
-
-# Wait, then the supervisors, then the next level up.
 DEFAULT_ESCALATION: dict[str, list[EscalationStep]] = {
-    "critical": _steps((15 * 60, ["supervisors"]), (45 * 60, ["control_room", "spoc"])),
-    "high": _steps((60 * 60, ["supervisors"]), (4 * 3600, ["spoc"])),
-    "medium": _steps((24 * 3600, ["supervisors"])),
-    "low": [],
+    severity: [EscalationStep(after_seconds=s.after_seconds, receivers=list(s.receivers)) for s in chain]
+    for severity, chain in SEVERITY_ESCALATION.items()
 }
-# Reminders ask nobody to acknowledge: they never escalate.
+# Kinds that never escalate (reminders, the admins' alerts), from the registry.
 DEFAULT_ESCALATION_BY_KIND: dict[str, list[EscalationStep]] = {
-    "notification.due_soon": [],
-    "action.due_soon": [],
-    # The admins fix a stale job; the team's supervisors could not.
-    "system.job_stale": [],
-    "system.delivery_failed": [],
+    kind.kind: [] for kind in ALERT_KINDS.values() if not kind.escalates
 }
 
 
