@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.context import Context
 from casewatch.ingest.outcome import Applied
 from casewatch.ingest.schema import Envelope, RecallReturned
+from casewatch.model.facts import FULL_NOTIFICATION_KINDS
 from casewatch.names import alias_keys
 from casewatch.store.models import (
     Action,
@@ -33,7 +34,6 @@ from casewatch.store.models import (
     TravelNotification,
     Visit,
 )
-from casewatch.triggers.load import FULL_NOTIFICATION_KINDS
 
 # The notifications that restart the one-year periodic clock: the rules' own list.
 CLOCK_RESTARTING_KINDS = FULL_NOTIFICATION_KINDS

@@ -43,7 +43,7 @@ from casewatch.lookup.views import (
     OfficerContact,
 )
 from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
-from casewatch.model.facts import NominalFacts, NotificationHistory
+from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory
 from casewatch.store.models import (
     Alert,
     Marker,
@@ -53,7 +53,6 @@ from casewatch.store.models import (
     Officer,
     Recall,
 )
-from casewatch.triggers.load import FULL_NOTIFICATION_KINDS
 
 CANDIDATE_LIMIT = 10
 

@@ -24,6 +24,11 @@ class NominalFacts:
     area: str = ""
 
 
+# The notifications that satisfy the initial requirement and restart the periodic year (Sexual
+# Offences Act 2003 ss.83-85); the weekly clock runs from a notification of any kind.
+FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change")
+
+
 class NotificationHistory(NamedTuple):  # a tuple: a scan builds one per registered nominal
     """The nominal's notifications received, reduced to what the clocks need."""
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.model.alerts import LIVE_STATES
 from casewatch.model.facts import (
+    FULL_NOTIFICATION_KINDS,
     ActionFacts,
     BorderCheckFacts,
     NominalFacts,
@@ -31,7 +32,6 @@ from casewatch.store.models import (
     TravelNotification,
 )
 
-FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change")
 # Keys a scan handles in one transaction (reads use store.lists for their own statements).
 CHUNK = 1000
 
