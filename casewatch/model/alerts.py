@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Severity = Literal["critical", "high", "medium", "low"]
-SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low")
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 LIVE_STATES = ("open", "acknowledged")  # at most one live alert per live key; then "resolved"
 
@@ -24,10 +24,7 @@ Receiver = Literal[
     "team_channel", "spoc", "supervisors", "owner", "owner_email", "owner_dm", "control_room", "npt",
     "admins",
 ]
-RECEIVERS: tuple[Receiver, ...] = (
-    "team_channel", "spoc", "supervisors", "owner", "owner_email", "owner_dm", "control_room", "npt",
-    "admins",
-)
+RECEIVERS: tuple[Receiver, ...] = get_args(Receiver)
 # The route of a kind with no route of its own: nothing is ever routed to nobody.
 FALLBACK_RECEIVERS: tuple[Receiver, ...] = ("team_channel", "spoc")
 
