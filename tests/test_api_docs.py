@@ -18,7 +18,7 @@ from casewatch.api import spec
 from casewatch.api.http import add_api_routes
 from casewatch.clock import FixedClock
 from casewatch.context import Context
-from casewatch.ingest.schema import EVENT_TYPES, EnvelopeModel, MarkerData
+from casewatch.model.events import EVENT_TYPES, EnvelopeModel, MarkerData
 from tests.support import T0, make_settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

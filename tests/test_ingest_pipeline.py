@@ -17,7 +17,6 @@ import casewatch.triggers.dispatch as dispatch
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.ingest.apply import surname_key
-from casewatch.ingest.outcome import Applied
 from casewatch.ingest.pipeline import IngestResult, ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.models import (
@@ -32,6 +31,7 @@ from casewatch.store.models import (
     TravelNotification,
     Visit,
 )
+from casewatch.triggers.applied import Applied
 from tests.support import SAMPLE_DATA, T0, envelope, make_settings, nominal_data
 
 REF = "VS-0000042"

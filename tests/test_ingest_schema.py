@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casewatch.ingest.schema import EVENT_TYPES, MAX_BATCH, FieldError, parse_envelopes
+from casewatch.ingest.schema import MAX_BATCH, FieldError, parse_envelopes
+from casewatch.model.events import EVENT_TYPES
 from tests.support import SAMPLE_DATA, envelope, nominal_data
 
 
@@ -53,10 +54,10 @@ def test_valid_envelope_is_typed_and_in_utc() -> None:
     [env], errors = parse_envelopes(raw)
     assert errors == []
     assert env.occurred_at == datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
-    assert env.data["due_on"] == date(2026, 12, 1)
+    assert env.data.due_on == date(2026, 12, 1)
     assert env.raw is raw
     [border], _ = parse_envelopes(envelope("travel.border_alert", checked_at="2026-07-01T10:00:00.250+01:00"))
-    assert border.data["checked_at"] == datetime(2026, 7, 1, 9, 0, 0, 250000, tzinfo=UTC)
+    assert border.data.checked_at == datetime(2026, 7, 1, 9, 0, 0, 250000, tzinfo=UTC)
 
 
 # One row per kind of field problem: (event type, data overrides, field, words in the message).
@@ -133,9 +134,9 @@ def test_optional_fields_may_be_left_out() -> None:
         envelope("travel.notified", {"departure_on": "2026-12-01", "destination": "IE"})
     )
     assert errors == []
-    assert env.data["return_on"] is None
+    assert env.data.return_on is None
     [nominal], errors = parse_envelopes(envelope("nominal.upsert", nominal_data(mappa_level=None)))
-    assert errors == [] and nominal.data["mappa_level"] is None and nominal.data["aliases"] == []
+    assert errors == [] and nominal.data.mappa_level is None and nominal.data.aliases == []
 
 
 ENVELOPE_CASES: list[tuple[dict[str, Any], str, str]] = [

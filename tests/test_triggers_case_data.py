@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.clock import FixedClock
 from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.ingest.outcome import Applied
-from casewatch.ingest.schema import Envelope
+from casewatch.model.events import ENVELOPE, Envelope
 from casewatch.store.models import (
     Action,
     Alert,
@@ -25,6 +24,7 @@ from casewatch.store.models import (
     Recall,
     TravelNotification,
 )
+from casewatch.triggers.applied import Applied
 
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 
@@ -93,7 +93,7 @@ def envelope(event_id: str, type_: str, ref: str, occurred_at: str, data: dict[s
         "visor_ref": ref,
         "data": {k: v.isoformat() if isinstance(v, (date, datetime)) else v for k, v in data.items()},
     }
-    return Envelope(event_id, type_, utc(occurred_at), ref, data, raw)
+    return ENVELOPE.validate_python(raw)
 
 
 async def event(

@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient
 from casewatch.api import spec
 from casewatch.api.alerts import KNOWN_PARAMS
 from casewatch.config import ConfigError
-from casewatch.ingest.schema import EVENT_TYPES, schema_name
 from casewatch.lookup.query import parse_query
+from casewatch.model.events import EVENT_TYPES, schema_name
 from casewatch.store.models import Action, Nominal
 from casewatch.text_rules import (
     TextKind,

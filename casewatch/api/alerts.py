@@ -15,7 +15,7 @@ from sqlalchemy import and_, or_, select
 
 from casewatch.alerts.lifecycle import normalise_alert_id
 from casewatch.api.common import SESSIONS_KEY, json_error, signature_problem, unauthorised
-from casewatch.ingest.schema import VISOR_REF_PATTERN
+from casewatch.model.events import VISOR_REF_PATTERN
 from casewatch.store.models import Alert
 from casewatch.text_rules import TextKind, text_problem
 

@@ -1,5 +1,5 @@
 """docs/openapi.yaml from the code: the event schemas come from the pydantic models of
-casewatch.ingest.schema, the value rules (patterns, enums, lengths, year bounds, characters)
+casewatch.model.events, the value rules (patterns, enums, lengths, year bounds, characters)
 from the same constants the validators use, and the alerts API's query parameters from
 casewatch.api.alerts. So the spec says what the API does.
 
@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from casewatch.api import alerts
-from casewatch.ingest import schema
+from casewatch.model import events
 from casewatch.text_rules import TextKind, characters_pattern
 from casewatch.unicode_table import UNICODE_VERSION
 
@@ -60,7 +60,7 @@ def _value_components() -> dict[str, Any]:
     components: dict[str, Any] = {
         "VisorRef": {
             "type": "string",
-            "pattern": f"^{schema.VISOR_REF_PATTERN}$",
+            "pattern": f"^{events.VISOR_REF_PATTERN}$",
             "description": (
                 "a ViSOR reference: 1 to 32 letters, digits, '-' or '/', starting with a letter or digit"
             ),
@@ -68,13 +68,13 @@ def _value_components() -> dict[str, Any]:
         "Date": {
             "type": "string",
             "format": "date",
-            "pattern": f"^{schema.DATE_PATTERN}$",
+            "pattern": f"^{events.DATE_PATTERN}$",
             "description": f"YYYY-MM-DD, a real calendar date, {year}",
         },
         "DateTime": {
             "type": "string",
             "format": "date-time",
-            "pattern": f"^{schema.DATETIME_PATTERN}$",
+            "pattern": f"^{events.DATETIME_PATTERN}$",
             "description": (
                 f"RFC 3339 with seconds and an offset (Z or +HH:MM), at most 6 decimals, {year}; "
                 "stored in UTC"
@@ -82,11 +82,11 @@ def _value_components() -> dict[str, Any]:
         },
         "Level": {"enum": [1, 2, 3, None], "description": "a MAPPA level, or null (none)"},
         "CountryCode": {
-            "enum": sorted(schema.COUNTRY_CODES),
+            "enum": sorted(events.COUNTRY_CODES),
             "description": "ISO 3166-1 alpha-2, officially assigned codes, in capitals",
         },
     }
-    for kind, name in schema.CHARACTER_COMPONENTS.items():
+    for kind, name in events.CHARACTER_COMPONENTS.items():
         components[name] = {
             "type": "string",
             "format": text_format(kind),
@@ -103,9 +103,9 @@ def _resolve(node: Any) -> Any:
         return [_resolve(item) for item in node]
     if not isinstance(node, dict):
         return node
-    if schema.COMPONENT_KEY in node:
-        extra = {k: _resolve(v) for k, v in node.items() if k not in (schema.COMPONENT_KEY, "title")}
-        return {"$ref": _PREFIX + node[schema.COMPONENT_KEY], **extra}
+    if events.COMPONENT_KEY in node:
+        extra = {k: _resolve(v) for k, v in node.items() if k not in (events.COMPONENT_KEY, "title")}
+        return {"$ref": _PREFIX + node[events.COMPONENT_KEY], **extra}
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "title" and isinstance(value, str):
@@ -122,7 +122,7 @@ def _resolve(node: Any) -> Any:
 def _model_components(model: type[BaseModel]) -> dict[str, Any]:
     generated = model.model_json_schema(ref_template=_PREFIX + "{model}", mode="validation")
     defs = generated.pop("$defs", {})
-    out = {schema.schema_name(model): _resolve(generated)}
+    out = {events.schema_name(model): _resolve(generated)}
     for name, sub in defs.items():
         out[name.removesuffix("Data")] = _resolve(sub)
     return out
@@ -131,8 +131,8 @@ def _model_components(model: type[BaseModel]) -> dict[str, Any]:
 def generated_components() -> dict[str, Any]:
     """Every schema component the code defines: value types, the envelope, each event's data."""
     components = _value_components()
-    components.update(_model_components(schema.EnvelopeModel))
-    for model in schema.EVENT_TYPES.values():
+    components.update(_model_components(events.EnvelopeModel))
+    for model in events.EVENT_TYPES.values():
         components.update(_model_components(model))
     return components
 
@@ -147,7 +147,7 @@ def _query_parameters() -> list[dict[str, Any]]:
               {"type": "string", "pattern": f"^{alerts.KIND_PATTERN}$"}),
         param("visor_ref", "the nominal's ViSOR reference", {"$ref": _PREFIX + "VisorRef"}),
         param("team", "a team id (as in nominal.upsert and the configuration)", {
-            "$ref": _PREFIX + schema.CHARACTER_COMPONENTS[TextKind.IDENTIFIER],
+            "$ref": _PREFIX + events.CHARACTER_COMPONENTS[TextKind.IDENTIFIER],
             "minLength": 1, "maxLength": alerts.TEAM_MAX_LENGTH,
         }),
         param("limit", "alerts per page (ASCII digits)", {

@@ -32,7 +32,8 @@ from casewatch.commands._support import configure_logging, directory_problem, sc
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.ingest.pipeline import ingest
-from casewatch.ingest.schema import Envelope, parse_envelopes
+from casewatch.ingest.schema import parse_envelopes
+from casewatch.model.events import Envelope
 from casewatch.store.engine import make_engine, make_sessionmaker
 
 MAX_LINE_BYTES = 1024 * 1024  # the events API's body limit: one envelope can be no larger

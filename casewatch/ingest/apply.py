@@ -9,16 +9,26 @@ stored and applied all the same: case records have no foreign key to `nominals`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any, TypeVar, assert_never
 
 from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
-from casewatch.ingest.outcome import Applied
-from casewatch.ingest.schema import Envelope, RecallReturned
+from casewatch.model.events import (
+    ActionUpsert,
+    BorderAlert,
+    Envelope,
+    LevelChanged,
+    NominalUpsert,
+    NotificationReceivedData,
+    RecallIssued,
+    RecallReturned,
+    TravelNotified,
+    VisitRecorded,
+)
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS
 from casewatch.names import alias_keys
 from casewatch.store.models import (
@@ -34,15 +44,17 @@ from casewatch.store.models import (
     TravelNotification,
     Visit,
 )
+from casewatch.triggers.applied import Applied
 
 # The notifications that restart the one-year periodic clock: the rules' own list.
 CLOCK_RESTARTING_KINDS = FULL_NOTIFICATION_KINDS
 
-_NOMINAL_FIELDS = (
+# The fields of a nominal.upsert copied as they are onto the nominal.
+_NOMINAL_FIELDS = {
     "surname", "forenames", "date_of_birth", "pnc_id", "category", "registered", "risk_level",
     "lead_agency", "team", "offender_manager", "area", "on_licence", "no_fixed_abode",
     "release_date", "licence_expiry",
-)
+}
 
 
 def surname_key(surname: str) -> str:
@@ -77,7 +89,7 @@ class Batch:
         refs = sorted({e.visor_ref for e in envelopes})
         batch.pending = {e.id for e in envelopes}
         batch.nominals = {**dict.fromkeys(refs), **await _locked(session, Nominal.visor_ref, refs)}
-        upserted = sorted({e.visor_ref for e in envelopes if e.type == "nominal.upsert"})
+        upserted = sorted({e.visor_ref for e in envelopes if isinstance(e.data, NominalUpsert)})
         existing = [r for r in upserted if batch.nominals[r] is not None]
         batch.markers = await _rows_of(session, Marker, existing)
         batch.aliases = await _rows_of(session, NominalAlias, existing)
@@ -90,13 +102,13 @@ class Batch:
             )
             batch.with_history.update((await session.execute(changes.union(notes))).scalars())
         await batch._load_recalls(session, envelopes)
-        action_ids = sorted({e.data["action_id"] for e in envelopes if e.type == "action.upsert"})
+        action_ids = sorted({e.data.action_id for e in envelopes if isinstance(e.data, ActionUpsert)})
         batch.actions = {**dict.fromkeys(action_ids), **await _locked(session, Action.action_id, action_ids)}
         return batch
 
 
     async def _load_recalls(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
-        returning = sorted({e.visor_ref for e in envelopes if e.type == "recall.returned"})
+        returning = sorted({e.visor_ref for e in envelopes if isinstance(e.data, RecallReturned)})
         for chunk in _chunks(returning):
             found = await session.execute(
                 select(Recall)
@@ -106,7 +118,7 @@ class Batch:
             )
             for recall in found.scalars():
                 self.open_recalls.setdefault(recall.visor_ref, []).append(recall)
-        issuing = sorted({e.visor_ref for e in envelopes if e.type == "recall.issued"})
+        issuing = sorted({e.visor_ref for e in envelopes if isinstance(e.data, RecallIssued)})
         for chunk in _chunks(issuing):
             used = select(Recall.return_event_id).where(
                 Recall.visor_ref.in_(chunk), Recall.return_event_id.is_not(None)
@@ -145,8 +157,28 @@ async def apply_event(
     """Apply one event that was just stored (never a duplicate) to the case state. `batch` was
     loaded for all the events of the transaction, this one included."""
     batch.pending.discard(event.id)
-    handler = _HANDLERS[envelope.type]
-    return await handler(_Apply(session, event, envelope, ctx, source, batch))
+    a = _Apply(session, event, envelope, ctx, source, batch)
+    match envelope.data:
+        case NominalUpsert() as data:
+            return await _nominal_upsert(a, data)
+        case NotificationReceivedData() as data:
+            return await _notification_received(a, data)
+        case TravelNotified() as data:
+            return await _travel_notified(a, data)
+        case BorderAlert() as data:
+            return await _border_alert(a, data)
+        case LevelChanged() as data:
+            return await _level_changed(a, data)
+        case RecallIssued() as data:
+            return await _recall_issued(a, data)
+        case RecallReturned() as data:
+            return await _recall_returned(a, data)
+        case ActionUpsert() as data:
+            return await _action_upsert(a, data)
+        case VisitRecorded() as data:
+            return await _visit_recorded(a, data)
+        case _:
+            assert_never(envelope.data)
 
 
 class _Apply:
@@ -164,7 +196,6 @@ class _Apply:
         self.session = session
         self.event = event
         self.envelope = envelope
-        self.data: dict[str, Any] = envelope.data
         self.ctx = ctx
         self.source = source
         self.batch = batch
@@ -207,27 +238,27 @@ async def _locked(session: AsyncSession, key: Any, keys: Sequence[str]) -> dict[
     return found
 
 
-async def _nominal_upsert(a: _Apply) -> Applied:
+async def _nominal_upsert(a: _Apply, data: NominalUpsert) -> Applied:
     nominal = a.nominal()
     now = a.ctx.clock.now()
     if nominal is None:
-        nominal = await _new_nominal(a)
+        nominal = await _new_nominal(a, data)
         a.session.add(nominal)
         a.batch.nominals[a.ref] = nominal
-        await _replace_markers(a)
-        await _replace_aliases(a)
+        await _replace_markers(a, data)
+        await _replace_aliases(a, data)
         return a.done()
     if a.at < nominal.state_as_of:
         return a.done(stale=True)
-    for name in _NOMINAL_FIELDS:
-        setattr(nominal, name, a.data[name])
-    nominal.surname_key = surname_key(a.data["surname"])
-    nominal.aliases = list(a.data["aliases"])
-    nominal.last_notification_on = _latest(nominal.last_notification_on, a.data["last_notification_on"])
+    for name, value in data.model_dump(include=_NOMINAL_FIELDS).items():
+        setattr(nominal, name, value)
+    nominal.surname_key = surname_key(data.surname)
+    nominal.aliases = list(data.aliases)
+    nominal.last_notification_on = _latest(nominal.last_notification_on, data.last_notification_on)
     nominal.state_as_of = a.at
     nominal.updated_at = now
     change: LevelChange | None = None
-    new_level = a.data["mappa_level"]
+    new_level = data.mappa_level
     level_is_newer = nominal.level_as_of is None or a.at >= nominal.level_as_of
     if level_is_newer:
         if new_level != nominal.mappa_level:
@@ -238,15 +269,15 @@ async def _nominal_upsert(a: _Apply) -> Applied:
             a.session.add(change)
             nominal.mappa_level = new_level
         nominal.level_as_of = a.at
-    await _replace_markers(a)
-    await _replace_aliases(a)
+    await _replace_markers(a, data)
+    await _replace_aliases(a, data)
     return a.done(level_change=change)
 
 
-async def _new_nominal(a: _Apply) -> Nominal:
+async def _new_nominal(a: _Apply, data: NominalUpsert) -> Nominal:
     """A nominal's first upsert (not a level change). Records that arrived before it and are
     newer than it (a level change, notifications) are taken into account."""
-    level, level_as_of = a.data["mappa_level"], a.at
+    level, level_as_of = data.mappa_level, a.at
     notified = None
     if a.ref in a.batch.with_history:
         newest_change = (
@@ -267,17 +298,16 @@ async def _new_nominal(a: _Apply) -> Nominal:
                 )
             )
         ).scalar_one_or_none()
-    fields = {name: a.data[name] for name in _NOMINAL_FIELDS}
     return Nominal(
         visor_ref=a.ref,
-        surname_key=surname_key(a.data["surname"]),
+        surname_key=surname_key(data.surname),
         mappa_level=level,
-        last_notification_on=_latest(a.data["last_notification_on"], notified),
-        aliases=list(a.data["aliases"]),
+        last_notification_on=_latest(data.last_notification_on, notified),
+        aliases=list(data.aliases),
         state_as_of=a.at,
         level_as_of=level_as_of,
         updated_at=a.ctx.clock.now(),
-        **fields,
+        **data.model_dump(include=_NOMINAL_FIELDS),
     )
 
 
@@ -286,12 +316,12 @@ async def _new_nominal(a: _Apply) -> Nominal:
 SAME_CHANGE_WITHIN = timedelta(days=14)
 
 
-async def _same_change_from_an_upsert(a: _Apply) -> LevelChange | None:
+async def _same_change_from_an_upsert(a: _Apply, data: LevelChanged) -> LevelChange | None:
     """The level change already recorded (by a nominal.upsert, or an earlier event without a
     rationale) that this mappa.level_changed describes: the same move, still the nominal's current
     level, with no rationale yet, at about the same time."""
     nominal = a.nominal()
-    if nominal is None or nominal.mappa_level != a.data["to_level"]:
+    if nominal is None or nominal.mappa_level != data.to_level:
         return None
     latest = (
         await a.session.execute(
@@ -303,7 +333,7 @@ async def _same_change_from_an_upsert(a: _Apply) -> LevelChange | None:
     ).scalar_one_or_none()
     if (
         latest is None
-        or (latest.from_level, latest.to_level) != (a.data["from_level"], a.data["to_level"])
+        or (latest.from_level, latest.to_level) != (data.from_level, data.to_level)
         or latest.rationale
         or abs(latest.changed_at - a.at) > SAME_CHANGE_WITHIN
     ):
@@ -321,22 +351,21 @@ async def _drop(a: _Apply, rows: Sequence[M]) -> None:
             await a.session.delete(old)
 
 
-async def _replace_markers(a: _Apply) -> None:
+async def _replace_markers(a: _Apply, data: NominalUpsert) -> None:
     await _drop(a, a.batch.markers.get(a.ref, []))
     markers = [
-        Marker(visor_ref=a.ref, code=m["code"], label=m["label"], restricted=m["restricted"])
-        for m in a.data["markers"]
+        Marker(visor_ref=a.ref, code=m.code, label=m.label, restricted=m.restricted) for m in data.markers
     ]
     a.session.add_all(markers)
     a.batch.markers[a.ref] = markers
 
 
-async def _replace_aliases(a: _Apply) -> None:
+async def _replace_aliases(a: _Apply, data: NominalUpsert) -> None:
     """The nominal's alias rows (what /flags searches) become this upsert's aliases, one per
     distinct key, in the ingest transaction."""
     await _drop(a, a.batch.aliases.get(a.ref, []))
     rows: dict[str, NominalAlias] = {}
-    for alias in a.data["aliases"]:
+    for alias in data.aliases:
         for key in alias_keys(alias):
             if key[:200] not in rows:
                 rows[key[:200]] = NominalAlias(visor_ref=a.ref, alias=alias, alias_key=key[:200])
@@ -344,20 +373,20 @@ async def _replace_aliases(a: _Apply) -> None:
     a.batch.aliases[a.ref] = list(rows.values())
 
 
-async def _level_changed(a: _Apply) -> Applied:
-    twin = await _same_change_from_an_upsert(a)
+async def _level_changed(a: _Apply, data: LevelChanged) -> Applied:
+    twin = await _same_change_from_an_upsert(a, data)
     if twin is not None:
-        twin.rationale = a.data["rationale"]
-        twin.recorded_by = (a.data["recorded_by"] or twin.recorded_by)[:64]
+        twin.rationale = data.rationale
+        twin.recorded_by = (data.recorded_by or twin.recorded_by)[:64]
         return a.done(rationale_for=twin)
     change = LevelChange(
         visor_ref=a.ref,
-        from_level=a.data["from_level"],
-        to_level=a.data["to_level"],
-        rationale=a.data["rationale"],
+        from_level=data.from_level,
+        to_level=data.to_level,
+        rationale=data.rationale,
         changed_at=a.at,
         recorded_at=a.ctx.clock.now(),
-        recorded_by=(a.data["recorded_by"] or a.source)[:64],
+        recorded_by=(data.recorded_by or a.source)[:64],
         event_id=a.event.id,
     )
     a.session.add(change)
@@ -366,7 +395,7 @@ async def _level_changed(a: _Apply) -> Applied:
     stale = False
     if nominal is not None:
         if nominal.level_as_of is None or a.at >= nominal.level_as_of:
-            nominal.mappa_level = a.data["to_level"]
+            nominal.mappa_level = data.to_level
             nominal.level_as_of = a.at
             nominal.updated_at = a.ctx.clock.now()
         else:
@@ -377,8 +406,8 @@ async def _level_changed(a: _Apply) -> Applied:
 # --- notifications, travel, visits --------------------------------------------------------------
 
 
-async def _notification_received(a: _Apply) -> Applied:
-    kind, notified_on = a.data["kind"], a.data["notified_on"]
+async def _notification_received(a: _Apply, data: NotificationReceivedData) -> Applied:
+    kind, notified_on = data.kind, data.notified_on
     a.session.add(
         NotificationReceived(visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.event.id)
     )
@@ -390,38 +419,38 @@ async def _notification_received(a: _Apply) -> Applied:
     return a.done()
 
 
-async def _travel_notified(a: _Apply) -> Applied:
+async def _travel_notified(a: _Apply, data: TravelNotified) -> Applied:
     a.session.add(
         TravelNotification(
-            visor_ref=a.ref, departure_on=a.data["departure_on"], return_on=a.data["return_on"],
-            destination=a.data["destination"], notified_at=a.at, event_id=a.event.id,
+            visor_ref=a.ref, departure_on=data.departure_on, return_on=data.return_on,
+            destination=data.destination, notified_at=a.at, event_id=a.event.id,
         )
     )
     return a.done()
 
 
-async def _border_alert(a: _Apply) -> Applied:
+async def _border_alert(a: _Apply, data: BorderAlert) -> Applied:
     a.session.add(
         BorderCheck(
-            visor_ref=a.ref, port=a.data["port"], direction=a.data["direction"],
-            checked_at=a.data["checked_at"], event_id=a.event.id,
+            visor_ref=a.ref, port=data.port, direction=data.direction,
+            checked_at=data.checked_at, event_id=a.event.id,
         )
     )
     return a.done()
 
 
-async def _visit_recorded(a: _Apply) -> Applied:
-    a.session.add(Visit(visor_ref=a.ref, visited_on=a.data["visited_on"], event_id=a.event.id))
+async def _visit_recorded(a: _Apply, data: VisitRecorded) -> Applied:
+    a.session.add(Visit(visor_ref=a.ref, visited_on=data.visited_on, event_id=a.event.id))
     return a.done()
 
 
 # --- recalls ------------------------------------------------------------------------------------
 
 
-async def _recall_issued(a: _Apply) -> Applied:
-    issued_at = a.data["issued_at"]
+async def _recall_issued(a: _Apply, data: RecallIssued) -> Applied:
+    issued_at = data.issued_at
     recall = Recall(
-        visor_ref=a.ref, recall_type=a.data["recall_type"], issued_at=issued_at, returned_at=None,
+        visor_ref=a.ref, recall_type=data.recall_type, issued_at=issued_at, returned_at=None,
         event_id=a.event.id, return_event_id=None,
     )
     # A return that arrived before its recall (out of order) and closed nothing closes this one.
@@ -443,8 +472,8 @@ def _returned_at(event: Event) -> datetime | None:
         return None
 
 
-async def _recall_returned(a: _Apply) -> Applied:
-    returned_at = a.data["returned_at"]
+async def _recall_returned(a: _Apply, data: RecallReturned) -> Applied:
+    returned_at = data.returned_at
     still_open: list[Recall] = []
     closed = 0
     for recall in a.batch.open_recalls.get(a.ref, []):
@@ -462,21 +491,21 @@ async def _recall_returned(a: _Apply) -> Applied:
 # --- actions ------------------------------------------------------------------------------------
 
 
-async def _action_upsert(a: _Apply) -> Applied:
-    action = a.batch.actions.get(a.data["action_id"])
+async def _action_upsert(a: _Apply, data: ActionUpsert) -> Applied:
+    action = a.batch.actions.get(data.action_id)
     if action is not None and a.at < action.state_as_of:
         return a.done(stale=True)
-    status = a.data["status"]
+    status = data.status
     if action is None:
-        action = Action(action_id=a.data["action_id"], done_at=None)
+        action = Action(action_id=data.action_id, done_at=None)
         a.session.add(action)
         a.batch.actions[action.action_id] = action
     was_done = action.status == "done"
     action.visor_ref = a.ref
-    action.summary = a.data["summary"]
-    action.owner = a.data["owner"]
-    action.due_on = a.data["due_on"]
-    action.source = a.data["source"]
+    action.summary = data.summary
+    action.owner = data.owner
+    action.due_on = data.due_on
+    action.source = data.source
     action.status = status
     action.state_as_of = a.at
     if status == "done" and not was_done:
@@ -486,19 +515,6 @@ async def _action_upsert(a: _Apply) -> Applied:
     return a.done()
 
 
-def _latest(*dates: Any) -> Any:
+def _latest(*dates: date | None) -> date | None:
     present = [d for d in dates if d is not None]
     return max(present) if present else None
-
-
-_HANDLERS: dict[str, Callable[[_Apply], Awaitable[Applied]]] = {
-    "nominal.upsert": _nominal_upsert,
-    "notification.received": _notification_received,
-    "travel.notified": _travel_notified,
-    "travel.border_alert": _border_alert,
-    "mappa.level_changed": _level_changed,
-    "recall.issued": _recall_issued,
-    "recall.returned": _recall_returned,
-    "action.upsert": _action_upsert,
-    "visit.recorded": _visit_recorded,
-}

@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
 from casewatch.ingest.apply import Batch, apply_event
-from casewatch.ingest.outcome import Applied
-from casewatch.ingest.schema import Envelope
+from casewatch.model.events import Envelope
 from casewatch.store.models import Event
+from casewatch.triggers.applied import Applied
 from casewatch.triggers.dispatch import on_applied
 
 log = logging.getLogger(__name__)

@@ -1,20 +1,19 @@
-"""Validation of event envelopes (shared/contract.md, "Events API"; documented in docs/events.md).
+"""The event types: one pydantic model per type's data, one envelope class per type, and their
+discriminated union `Envelope` (shared/contract.md, "Events API"; documented in docs/events.md,
+and in docs/openapi.yaml by casewatch.api.spec). Parsing a request body is casewatch.ingest.schema.
 
 Strict on purpose: a value of the wrong JSON type is refused rather than coerced ("2" is not a
 level, 1 is not a boolean), times must carry an offset, and unknown keys are refused both in the
 envelope and in `data`. We store only what we validated, and a mistyped optional field is an
 error the sender sees instead of a value silently lost.
-
-`parse_envelopes` never raises on any JSON value: every problem comes back as a FieldError.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,16 +21,18 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    TypeAdapter,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from casewatch.text_rules import TextKind, text_problem
 
-MAX_BATCH = 1000
 MAX_LIST = 100  # markers, aliases
 
 # The patterns are matched whole (fullmatch): with re.match, "$" also matches before a final
@@ -58,29 +59,6 @@ COUNTRY_CODES = frozenset(
     RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN
     TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW""".split()
 )
-
-
-@dataclass(frozen=True)
-class FieldError:
-    index: int  # position in the batch (0 for a single envelope)
-    field: str  # dotted path, e.g. "data.due_on"; "" for the body or envelope as a whole
-    message: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"index": self.index, "field": self.field, "message": self.message}
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A validated event. `data` holds the validated, typed fields of the event's type
-    (dates as `date`, datetimes as aware UTC `datetime`), as a plain dict."""
-
-    id: str
-    type: str
-    occurred_at: datetime
-    visor_ref: str
-    data: dict[str, Any]
-    raw: dict[str, Any]  # the envelope as received, stored in events.data
 
 
 # --- value types ------------------------------------------------------------------------------
@@ -341,17 +319,103 @@ class VisitRecorded(Data):
     visited_on: IsoDate
 
 
-EVENT_TYPES: Mapping[str, type[Data]] = {
-    "nominal.upsert": NominalUpsert,
-    "notification.received": NotificationReceivedData,
-    "travel.notified": TravelNotified,
-    "travel.border_alert": BorderAlert,
-    "mappa.level_changed": LevelChanged,
-    "recall.issued": RecallIssued,
-    "recall.returned": RecallReturned,
-    "action.upsert": ActionUpsert,
-    "visit.recorded": VisitRecorded,
-}
+# --- the envelopes: one class per event type, and their union ---------------------------------
+
+
+class EnvelopeBase(BaseModel):
+    """What every event carries. `raw` is the envelope as received (stored in events.data)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    id: EventId
+    type: str
+    occurred_at: IsoDateTime
+    visor_ref: VisorRef
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw(cls, value: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        envelope = handler(value)
+        if isinstance(value, dict):
+            envelope._raw = value
+        return envelope
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._raw
+
+
+class NominalUpsertEvent(EnvelopeBase):
+    type: Literal["nominal.upsert"]
+    data: NominalUpsert
+
+
+class NotificationReceivedEvent(EnvelopeBase):
+    type: Literal["notification.received"]
+    data: NotificationReceivedData
+
+
+class TravelNotifiedEvent(EnvelopeBase):
+    type: Literal["travel.notified"]
+    data: TravelNotified
+
+
+class BorderAlertEvent(EnvelopeBase):
+    type: Literal["travel.border_alert"]
+    data: BorderAlert
+
+
+class LevelChangedEvent(EnvelopeBase):
+    type: Literal["mappa.level_changed"]
+    data: LevelChanged
+
+
+class RecallIssuedEvent(EnvelopeBase):
+    type: Literal["recall.issued"]
+    data: RecallIssued
+
+
+class RecallReturnedEvent(EnvelopeBase):
+    type: Literal["recall.returned"]
+    data: RecallReturned
+
+
+class ActionUpsertEvent(EnvelopeBase):
+    type: Literal["action.upsert"]
+    data: ActionUpsert
+
+
+class VisitRecordedEvent(EnvelopeBase):
+    type: Literal["visit.recorded"]
+    data: VisitRecorded
+
+
+# A validated event: `match envelope.data` (or isinstance) says which type it is.
+Envelope = Annotated[
+    NominalUpsertEvent
+    | NotificationReceivedEvent
+    | TravelNotifiedEvent
+    | BorderAlertEvent
+    | LevelChangedEvent
+    | RecallIssuedEvent
+    | RecallReturnedEvent
+    | ActionUpsertEvent
+    | VisitRecordedEvent,
+    Field(discriminator="type"),
+]
+ENVELOPE: TypeAdapter[Envelope] = TypeAdapter(Envelope)
+
+
+def _type_and_data(envelope: type[BaseModel]) -> tuple[str, type[Data]]:
+    (name,) = get_args(envelope.model_fields["type"].annotation)
+    data = envelope.model_fields["data"].annotation
+    assert isinstance(name, str) and isinstance(data, type) and issubclass(data, Data)
+    return name, data
+
+
+# Each event type's name and data model, in the order of the union (and of the docs).
+EVENT_TYPES: Mapping[str, type[Data]] = dict(map(_type_and_data, get_args(get_args(Envelope)[0])))
 
 
 def schema_name(model: type[BaseModel]) -> str:
@@ -370,15 +434,12 @@ def _envelope_schema(schema: dict[str, Any]) -> None:
     ]
 
 
-class EnvelopeModel(BaseModel):
-    model_config = ConfigDict(
-        strict=True, extra="forbid", frozen=True, title="Envelope", json_schema_extra=_envelope_schema
-    )
+# An envelope of any type, its data unchecked: the Envelope schema of docs/openapi.yaml, and what
+# reports the problems of an envelope whose type is not one of the union's. (A comment: a
+# docstring would become the schema's description.)
+class EnvelopeModel(EnvelopeBase):
+    model_config = ConfigDict(title="Envelope", json_schema_extra=_envelope_schema)
 
-    id: EventId
-    type: str
-    occurred_at: IsoDateTime
-    visor_ref: VisorRef
     data: dict[str, Any]
 
     @field_validator("type")
@@ -387,107 +448,3 @@ class EnvelopeModel(BaseModel):
         if value not in EVENT_TYPES:
             raise _fail("unknown_type", f"unknown event type; known types: {', '.join(EVENT_TYPES)}")
         return value
-
-
-# --- parsing ------------------------------------------------------------------------------------
-
-
-_MESSAGES = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known field",
-    "string_type": "must be a string",
-    "bool_type": "must be true or false",
-    "dict_type": "must be an object",
-    "model_type": "must be an object",
-    "list_type": "must be a list",
-    "string_unicode": "is not valid Unicode (an unpaired surrogate)",
-}
-
-
-# A key of the sender's that is not a plain short name (newlines, terminal escapes, bidi, 5,000
-# characters) is not echoed into the reply or the import's output: it is shown as UNNAMED.
-_FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
-UNNAMED = "(unknown key)"
-
-
-def _path_part(part: int | str) -> str:
-    text = str(part)
-    return text if isinstance(part, int) or _FIELD_NAME.fullmatch(text) else UNNAMED
-
-
-def _path(loc: tuple[int | str, ...], prefix: str) -> str:
-    parts = [_path_part(part) for part in loc]
-    return ".".join([prefix, *parts] if prefix else parts)
-
-
-def _message(error: Mapping[str, Any]) -> str:
-    kind = str(error.get("type", ""))
-    if kind in _MESSAGES:
-        return _MESSAGES[kind]
-    message = str(error.get("msg", "is not valid"))
-    return message.removeprefix("Value error, ")
-
-
-def _errors(exc: ValidationError, index: int, prefix: str) -> list[FieldError]:
-    return [
-        FieldError(index, _path(tuple(e["loc"]), prefix), _message(e))
-        for e in exc.errors(include_url=False, include_input=False)
-    ]
-
-
-def _parse_one(raw: Any, index: int) -> tuple[Envelope | None, list[FieldError]]:
-    if not isinstance(raw, dict):
-        return None, [FieldError(index, "", "an envelope must be a JSON object")]
-    errors: list[FieldError] = []
-    envelope: EnvelopeModel | None = None
-    try:
-        envelope = EnvelopeModel.model_validate(raw)
-    except ValidationError as exc:
-        errors.extend(_errors(exc, index, ""))
-    # The data is checked even when the envelope has problems, so one reply lists them all.
-    model = EVENT_TYPES.get(raw["type"]) if isinstance(raw.get("type"), str) else None
-    data: Data | None = None
-    if model is not None and isinstance(raw.get("data"), dict):
-        try:
-            data = model.model_validate(raw["data"])
-        except ValidationError as exc:
-            errors.extend(_errors(exc, index, "data"))
-    if errors or envelope is None or data is None:
-        return None, errors
-    return (
-        Envelope(
-            id=envelope.id,
-            type=envelope.type,
-            occurred_at=envelope.occurred_at,
-            visor_ref=envelope.visor_ref,
-            data=data.model_dump(),
-            raw=raw,
-        ),
-        [],
-    )
-
-
-def parse_envelopes(raw: Any) -> tuple[list[Envelope], list[FieldError]]:
-    """Validate one envelope (a dict) or a batch (a list of up to 1000). Either every envelope is
-    valid (errors empty) or the errors list each problem with its index and field."""
-    if isinstance(raw, dict):
-        items: list[Any] = [raw]
-    elif isinstance(raw, list):
-        if not raw:
-            return [], [FieldError(0, "", "a batch must hold at least one envelope")]
-        if len(raw) > MAX_BATCH:
-            return [], [FieldError(0, "", f"a batch holds at most {MAX_BATCH} envelopes, got {len(raw)}")]
-        items = raw
-    else:
-        return [], [FieldError(0, "", "the body must be an envelope (object) or a batch (array)")]
-    envelopes: list[Envelope] = []
-    errors: list[FieldError] = []
-    for index, item in enumerate(items):
-        try:
-            envelope, problems = _parse_one(item, index)
-        except RecursionError:  # absurdly nested input inside a field
-            envelope, problems = None, [FieldError(index, "", "nested too deeply")]
-        errors.extend(problems)
-        if envelope is not None:
-            envelopes.append(envelope)
-    return (envelopes, []) if not errors else ([], errors)

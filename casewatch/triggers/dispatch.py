@@ -19,13 +19,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import assert_never
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
-from casewatch.ingest.outcome import Applied
+from casewatch.model.events import (
+    ActionUpsert,
+    BorderAlert,
+    Envelope,
+    LevelChanged,
+    NominalUpsert,
+    NotificationReceivedData,
+    RecallIssued,
+    RecallReturned,
+    TravelNotified,
+    VisitRecorded,
+)
 from casewatch.model.facts import (
     BorderCheckFacts,
     LevelChangeFacts,
@@ -36,6 +47,7 @@ from casewatch.model.facts import (
 from casewatch.model.results import LiveAlert
 from casewatch.store.models import LevelChange
 from casewatch.triggers import load
+from casewatch.triggers.applied import Applied
 from casewatch.triggers.reconcile import Tally, apply
 from casewatch.triggers.rules import (
     actions,
@@ -45,8 +57,6 @@ from casewatch.triggers.rules import (
     recall,
     travel_notice,
 )
-
-NOTIFICATION_TYPES = ("notification.received", "nominal.upsert")
 
 
 @dataclass
@@ -61,14 +71,16 @@ class _Run(Tally):
         refs = sorted({i.envelope.visor_ref for i in items})
         found = await load.nominals(session, refs)
         self.nominals = {ref: found.get(ref) for ref in refs}
-        notified = [i.envelope.visor_ref for i in items if i.envelope.type in NOTIFICATION_TYPES]
+        notified = [
+            i.envelope.visor_ref
+            for i in items
+            if isinstance(i.envelope.data, NotificationReceivedData | NominalUpsert)
+        ]
         if notified:
             self.notification_live = {ref: [] for ref in notified}
             for a in await load.live_alerts_of(session, notifications.KINDS, visor_refs=notified):
                 self.notification_live[a.visor_ref].append(a)
-        action_ids = [
-            str(i.envelope.data["action_id"]) for i in items if i.envelope.type == "action.upsert"
-        ]
+        action_ids = [i.envelope.data.action_id for i in items if isinstance(i.envelope.data, ActionUpsert)]
         if action_ids:
             self.action_live = {action_id: [] for action_id in action_ids}
             for a in await load.live_alerts_of(session, actions.KINDS, subjects=action_ids):
@@ -110,41 +122,36 @@ async def _live(
 
 
 async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
-    kind = item.envelope.type
-    if item.level_change is not None:
+    if item.level_change is not None:  # from a mappa.level_changed or a nominal.upsert
         await _level_change(session, item, ctx, tally)
     if item.rationale_for is not None:
         await _rationale_given(session, item.rationale_for, ctx, tally)
-    if kind == "travel.border_alert":
-        await _border_alert(session, item, ctx, tally)
-    elif kind == "travel.notified":
-        await _travel_notified(session, item, ctx, tally)
-    elif kind in ("notification.received", "nominal.upsert"):
-        await _notifications(session, item.envelope.visor_ref, ctx, tally)
-    elif kind == "action.upsert":
-        await _action(session, str(item.envelope.data["action_id"]), ctx, tally)
-    elif kind == "recall.issued":
-        await _recall_issued(session, item, ctx, tally)
-    elif kind == "recall.returned":
-        await _recall_returned(session, item, ctx, tally)
+    env = item.envelope
+    match env.data:
+        case BorderAlert() as data:
+            check = BorderCheckFacts(
+                event_id=env.id, visor_ref=env.visor_ref, port=data.port, direction=data.direction,
+                checked_at=data.checked_at,
+            )
+            await _evaluate_check(session, check, ctx, tally, event_id=env.id)
+        case TravelNotified() as data:
+            await _travel_notified(session, env, data, ctx, tally)
+        case NotificationReceivedData() | NominalUpsert():
+            await _notifications(session, env.visor_ref, ctx, tally)
+        case ActionUpsert() as data:
+            await _action(session, data.action_id, ctx, tally)
+        case RecallIssued() as data:
+            await _recall_issued(session, env, data, ctx, tally)
+        case RecallReturned() as data:
+            await _recall_returned(session, env.visor_ref, data.returned_at, ctx, tally)
+        case LevelChanged() | VisitRecorded():
+            pass  # a level change is item.level_change; a visit opens or resolves nothing
+        case _:
+            assert_never(env.data)
 
 
 def _tz(ctx: Context) -> ZoneInfo:
     return ZoneInfo(ctx.settings.service.timezone)
-
-
-def _aware(value: Any, fallback: datetime) -> datetime:
-    return value if isinstance(value, datetime) and value.tzinfo is not None else fallback
-
-
-async def _border_alert(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
-    env = item.envelope
-    check = BorderCheckFacts(
-        event_id=env.id, visor_ref=env.visor_ref, port=str(env.data.get("port", "")),
-        direction=str(env.data.get("direction", "inbound")),
-        checked_at=_aware(env.data.get("checked_at"), env.occurred_at),
-    )
-    await _evaluate_check(session, check, ctx, tally, event_id=env.id)
 
 
 async def _evaluate_check(
@@ -159,12 +166,12 @@ async def _evaluate_check(
     await apply(session, result, ctx, event_id=event_id, live=live, tally=tally, defer=True)
 
 
-async def _travel_notified(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
-    env = item.envelope
+async def _travel_notified(
+    session: AsyncSession, env: Envelope, data: TravelNotified, ctx: Context, tally: _Run
+) -> None:
     travel = await load.travel(session, env.id) or TravelFacts(
-        event_id=env.id, visor_ref=env.visor_ref, departure_on=env.data["departure_on"],
-        return_on=env.data.get("return_on"), destination=str(env.data.get("destination", "")),
-        notified_at=env.occurred_at,
+        event_id=env.id, visor_ref=env.visor_ref, departure_on=data.departure_on,
+        return_on=data.return_on, destination=data.destination, notified_at=env.occurred_at,
     )
     nominal = await tally.nominal(session, env.visor_ref)
     result = travel_notice.evaluate(travel, nominal, ctx.settings.triggers, _tz(ctx))
@@ -225,31 +232,27 @@ async def _rationale_given(session: AsyncSession, row: LevelChange, ctx: Context
         await apply(session, mappa_level.on_rationale_given(row.event_id, live), ctx, tally=tally, defer=True)
 
 
-async def _recall_issued(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
-    env = item.envelope
+async def _recall_issued(
+    session: AsyncSession, env: Envelope, data: RecallIssued, ctx: Context, tally: _Run
+) -> None:
     stored = (await load.recalls_by_event(session, [env.id])).get(env.id)
-    recall_type = str(env.data.get("recall_type", stored.recall_type if stored else "standard"))
-    issued_at = _aware(env.data.get("issued_at"), env.occurred_at)
     facts = RecallFacts(
-        event_id=env.id, visor_ref=env.visor_ref, recall_type=recall_type, issued_at=issued_at,
+        event_id=env.id, visor_ref=env.visor_ref, recall_type=data.recall_type, issued_at=data.issued_at,
         # The ingest pairs a return heard of before its recall with it (ingest.apply).
         returned_at=stored.returned_at if stored is not None else None,
-        emergency=recall_type == "emergency" or env.data.get("emergency") is True,
+        emergency=data.recall_type == "emergency",
     )
     nominal = await tally.nominal(session, env.visor_ref)
     result = recall.on_issued(facts, nominal, ctx.settings.triggers)
     await apply(session, result, ctx, event_id=env.id, tally=tally, defer=True)
 
 
-async def _recall_returned(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
-    env = item.envelope
-    live = await _live(session, ctx, tally, recall.KINDS, visor_ref=env.visor_ref)
+async def _recall_returned(
+    session: AsyncSession, visor_ref: str, returned_at: datetime, ctx: Context, tally: _Run
+) -> None:
+    live = await _live(session, ctx, tally, recall.KINDS, visor_ref=visor_ref)
     if not live:
         return
     issued = await load.recalls_by_event(session, [a.subject for a in live])
-    result = recall.on_returned(
-        _aware(env.data.get("returned_at"), env.occurred_at),
-        {event_id: r.issued_at for event_id, r in issued.items()},
-        live,
-    )
+    result = recall.on_returned(returned_at, {event_id: r.issued_at for event_id, r in issued.items()}, live)
     await apply(session, result, ctx, tally=tally, defer=True)

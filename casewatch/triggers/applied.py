@@ -1,10 +1,11 @@
-"""What applying one event to the case store did: the input of the event-driven rules."""
+"""What applying one event to the case store did (casewatch.ingest.apply): the input of the
+event-driven rules (casewatch.triggers.dispatch)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from casewatch.ingest.schema import Envelope
+from casewatch.model.events import Envelope
 from casewatch.store.models import Event, LevelChange
 
 
