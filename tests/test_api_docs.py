@@ -18,8 +18,9 @@ from casewatch.api import spec
 from casewatch.api.http import add_api_routes
 from casewatch.clock import FixedClock
 from casewatch.context import Context
+from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import EVENT_TYPES, EnvelopeModel, MarkerData
-from tests.support import T0, make_settings
+from tests.support import T0, envelope, make_settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -74,6 +75,33 @@ def test_every_event_type_and_field_is_documented() -> None:
     assert set(schemas["Marker"]["properties"]) == set(MarkerData.model_fields)
     for field in MarkerData.model_fields:
         assert f"`markers[].{field}`" in events_md, field
+
+
+def _field_rows(markdown: str) -> dict[str, str]:
+    """A markdown table's rows: field name -> its type column ("date, required, nullable")."""
+    return dict(re.findall(r"^\| `([a-z_]+)` \| ([^|]*) \|", markdown, flags=re.MULTILINE))
+
+
+def test_events_md_says_what_the_models_accept() -> None:
+    """docs/events.md against the models, both ways: its type sections are the event types in the
+    union's order, each table lists exactly the type's fields, and each field's column says
+    "required" and "nullable" exactly when the parser requires it and accepts null."""
+    envelope_part, types_part = (DOCS / "events.md").read_text().split("\n## Event types\n", 1)
+    assert set(_field_rows(envelope_part.split("\n## Envelope\n", 1)[1].split("\n### ", 1)[0])) == set(
+        EnvelopeModel.model_fields
+    )
+    sections = re.split(r"^### `([a-z_.]+)`$", types_part, flags=re.MULTILINE)[1:]
+    documented = dict(zip(sections[::2], sections[1::2], strict=True))
+    assert list(documented) == list(EVENT_TYPES)
+    for event_type, model in EVENT_TYPES.items():
+        rows = _field_rows(documented[event_type])
+        assert set(rows) == set(model.model_fields), event_type
+        for name, column in rows.items():
+            required = model.model_fields[name].is_required()
+            assert ("required" in column, "optional" in column) == (required, not required), name
+            _, errors = parse_envelopes(envelope(event_type, **{name: None}))
+            accepts_null = not any(e.field == f"data.{name}" for e in errors)
+            assert ("nullable" in column) == accepts_null, (event_type, name)
 
 
 def ecma(pattern: str) -> Callable[[str], bool]:

@@ -1,5 +1,5 @@
-"""Envelope validation (casewatch.ingest.schema): per-field errors with index and dotted path,
-strict types, and never an exception on any JSON value."""
+"""Envelope validation (casewatch.ingest.schema, the types of casewatch.model.events): per-field
+errors with index and dotted path, strict types, and never an exception on any JSON value."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from casewatch.ingest.schema import MAX_BATCH, FieldError, parse_envelopes
-from casewatch.model.events import EVENT_TYPES
+from casewatch.model.events import EVENT_CLASSES, EVENT_TYPES, EnvelopeBase
 from tests.support import SAMPLE_DATA, envelope, nominal_data
 
 
@@ -47,6 +47,47 @@ def test_every_contract_type_has_a_schema() -> None:
         "action.upsert",
         "visit.recorded",
     }
+
+
+@pytest.mark.parametrize(("event_type", "event_class"), EVENT_CLASSES.items())
+def test_each_type_parses_to_its_own_classes(event_type: str, event_class: type[EnvelopeBase]) -> None:
+    raw = envelope(event_type)
+    [env], errors = parse_envelopes(raw)
+    assert errors == [] and type(env) is event_class and env.type == event_type
+    assert type(env.data) is EVENT_TYPES[event_type] and env.raw is raw
+
+
+_KNOWN = "unknown event type; known types: " + ", ".join(EVENT_TYPES)
+# (envelope, every error as (field, message) in the reply's order). The union's tag never shows in
+# a path; the envelope's errors come before its data's; an unknown type leaves the data unchecked.
+ERROR_ORDER_CASES: list[tuple[dict[str, Any], list[tuple[str, str]]]] = [
+    (
+        {**envelope("action.upsert", due_on=None, owner=""), "id": 5, "extra": 1},
+        [
+            ("id", "must be a string"),
+            ("extra", "is not a known field"),
+            ("data.owner", "String should have at least 1 character"),
+            ("data.due_on", "must be a date string YYYY-MM-DD"),
+        ],
+    ),
+    ({**envelope("visit.recorded", visited_on=1), "type": "visit.planned"}, [("type", _KNOWN)]),
+    ({**envelope("visit.recorded"), "type": None, "visor_ref": " "}, [
+        ("type", "must be a string"),
+        ("visor_ref", "must be 1 to 32 letters, digits, '-' or '/', starting with a letter or digit"),
+    ]),
+    ({**envelope("visit.recorded"), "data": []}, [("data", "must be an object")]),
+    ({k: v for k, v in envelope("visit.recorded").items() if k != "data"}, [("data", "is required")]),
+    (
+        envelope("recall.issued", recall_type="emergency", emergency=True),
+        [("data.emergency", "is not a known field")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), ERROR_ORDER_CASES)
+def test_errors_in_order_with_the_senders_paths(raw: dict[str, Any], expected: list[tuple[str, str]]) -> None:
+    envelopes, errors = parse_envelopes(raw)
+    assert envelopes == [] and [(e.field, e.message) for e in errors] == expected
 
 
 def test_valid_envelope_is_typed_and_in_utc() -> None:

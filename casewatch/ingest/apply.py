@@ -10,6 +10,7 @@ stored and applied all the same: case records have no foreign key to `nominals`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar, assert_never
 
@@ -181,24 +182,16 @@ async def apply_event(
             assert_never(envelope.data)
 
 
+@dataclass(frozen=True)
 class _Apply:
     """One event being applied: what every handler needs."""
 
-    def __init__(
-        self,
-        session: AsyncSession,
-        event: Event,
-        envelope: Envelope,
-        ctx: Context,
-        source: str,
-        batch: Batch,
-    ) -> None:
-        self.session = session
-        self.event = event
-        self.envelope = envelope
-        self.ctx = ctx
-        self.source = source
-        self.batch = batch
+    session: AsyncSession
+    event: Event
+    envelope: Envelope
+    ctx: Context
+    source: str
+    batch: Batch
 
     @property
     def ref(self) -> str:

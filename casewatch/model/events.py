@@ -407,15 +407,22 @@ Envelope = Annotated[
 ENVELOPE: TypeAdapter[Envelope] = TypeAdapter(Envelope)
 
 
-def _type_and_data(envelope: type[BaseModel]) -> tuple[str, type[Data]]:
+def _type_name(envelope: type[BaseModel]) -> str:
     (name,) = get_args(envelope.model_fields["type"].annotation)
+    return str(name)
+
+
+def _data_model(envelope: type[BaseModel]) -> type[Data]:
     data = envelope.model_fields["data"].annotation
-    assert isinstance(name, str) and isinstance(data, type) and issubclass(data, Data)
-    return name, data
+    assert isinstance(data, type) and issubclass(data, Data)
+    return data
 
 
-# Each event type's name and data model, in the order of the union (and of the docs).
-EVENT_TYPES: Mapping[str, type[Data]] = dict(map(_type_and_data, get_args(get_args(Envelope)[0])))
+# Each event type's envelope class and data model, in the order of the union (and of the docs).
+EVENT_CLASSES: Mapping[str, type[EnvelopeBase]] = {
+    _type_name(envelope): envelope for envelope in get_args(get_args(Envelope)[0])
+}
+EVENT_TYPES: Mapping[str, type[Data]] = {name: _data_model(c) for name, c in EVENT_CLASSES.items()}
 
 
 def schema_name(model: type[BaseModel]) -> str:
