@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.config import Settings, load_config
 from casewatch.directory import sync_directory
+from casewatch.model.names import name_key
 from casewatch.store.engine import make_sessionmaker
 from casewatch.store.models import Action, Base, Marker, Nominal, NotificationReceived
 
@@ -153,7 +154,7 @@ def nominal_rows(sizes: Sizes, rng: random.Random) -> Iterator[dict[str, Any]]:
         # Most notified within the year; a few percent overdue, so the scan has work.
         last = TODAY - timedelta(days=rng.randint(1, 330) if rng.random() < 0.96 else rng.randint(366, 500))
         yield {
-            "visor_ref": visor_ref(n), "surname": surname, "surname_key": surname.lower(),
+            "visor_ref": visor_ref(n), "surname": surname, "surname_key": name_key(surname),
             "forenames": "Test Sample", "date_of_birth": date(1950, 1, 1) + timedelta(days=n % 18000),
             "pnc_id": f"90/{n:07d}B", "category": rng.choice("1234"),
             "mappa_level": rng.choice([None, 1, 1, 1, 2, 3]), "registered": registered,

@@ -13,7 +13,7 @@ Per kind of field:
   space either.
 - NAME (surnames, labels, places): may also hold U+00A0 (no-break space). Case systems and word
   processors put it in names ("van\u00a0Dijk"); it shows as an ordinary space, lookups fold it
-  away like any space (casewatch.names), and refusing it would bounce a whole nominal record for
+  away like any space (casewatch.model.names), and refusing it would bounce a whole nominal record for
   a harmless character.
 - TEXT (summaries, rationales): as NAME, plus "\\n" and "\\t".
 

@@ -20,11 +20,11 @@ from casewatch.alerts.lifecycle import acknowledge, open_alert, resolve
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.directory import sync_directory
-from casewatch.ingest.apply import surname_key
 from casewatch.lookup import Found, MarkerView, NotFound, OfficerContact, Requester, Several, look_up_flags
 from casewatch.lookup.due import NotificationDue
 from casewatch.lookup.json_sql import utc_from_json
 from casewatch.model.alerts import AlertSpec
+from casewatch.model.names import name_key
 from casewatch.store.models import AuditEntry, Marker, Nominal, NotificationReceived, Recall
 from tests.support import T0, make_settings
 
@@ -36,7 +36,7 @@ ISSUED = datetime(2026, 11, 18, 7, 15, 30, 123456, tzinfo=UTC)
 
 def _nominal(ref: str, surname: str, **kw: Any) -> Nominal:
     values: dict[str, Any] = dict(
-        visor_ref=ref, surname=surname, surname_key=surname_key(surname), forenames="Test Sample",
+        visor_ref=ref, surname=surname, surname_key=name_key(surname), forenames="Test Sample",
         date_of_birth=date(1979, 4, 2), pnc_id=None, category="2", mappa_level=2, registered=True,
         risk_level="high", lead_agency="probation", team="north", offender_manager="PC1234", area="N02",
         on_licence=True, no_fixed_abode=False, last_notification_on=date(2026, 1, 10),

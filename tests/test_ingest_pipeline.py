@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import casewatch.triggers.dispatch as dispatch
 from casewatch.clock import FixedClock
 from casewatch.context import Context
-from casewatch.ingest.apply import surname_key
 from casewatch.ingest.pipeline import IngestResult, ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.models import (
@@ -247,7 +246,7 @@ async def test_upsert_level_change_recorded_first_upsert_is_not_a_change(
     )
     assert change.changed_at == at(2) and change.event_id == seen[-1].event.id
     state = await nominal(sessions)
-    assert (state.mappa_level, state.level_as_of, state.surname_key) == (3, at(2), "van der berg")
+    assert (state.mappa_level, state.level_as_of, state.surname_key) == (3, at(2), "vanderberg")
     assert await count(sessions, LevelChange) == 1
 
 
@@ -459,10 +458,6 @@ async def test_action_upsert_guarded_and_done_at(
     reopened = await get_action(sessions)
     assert (reopened.status, reopened.done_at, reopened.due_on) == ("open", None, date(2027, 1, 1))
     assert [a.stale for a in seen] == [False, False, True, False, False]
-
-
-def test_surname_key_folds_case_and_spaces() -> None:
-    assert surname_key("  O'Brien   Smith\t") == "o'brien smith"
 
 
 # --- concurrency (PostgreSQL: real concurrent transactions) --------------------------------------

@@ -31,7 +31,7 @@ from casewatch.model.events import (
     VisitRecorded,
 )
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS
-from casewatch.names import alias_keys
+from casewatch.model.names import alias_keys, name_key
 from casewatch.store.models import (
     Action,
     BorderCheck,
@@ -56,11 +56,6 @@ _NOMINAL_FIELDS = {
     "lead_agency", "team", "offender_manager", "area", "on_licence", "no_fixed_abode",
     "release_date", "licence_expiry",
 }
-
-
-def surname_key(surname: str) -> str:
-    """What a typed surname is matched on: lower-cased, runs of white space folded to one."""
-    return " ".join(surname.split()).lower()
 
 
 M = TypeVar("M", Marker, NominalAlias)  # a nominal's child rows, replaced on each upsert
@@ -245,7 +240,7 @@ async def _nominal_upsert(a: _Apply, data: NominalUpsert) -> Applied:
         return a.done(stale=True)
     for name, value in data.model_dump(include=_NOMINAL_FIELDS).items():
         setattr(nominal, name, value)
-    nominal.surname_key = surname_key(data.surname)
+    nominal.surname_key = name_key(data.surname)
     nominal.aliases = list(data.aliases)
     nominal.last_notification_on = _latest(nominal.last_notification_on, data.last_notification_on)
     nominal.state_as_of = a.at
@@ -293,7 +288,7 @@ async def _new_nominal(a: _Apply, data: NominalUpsert) -> Nominal:
         ).scalar_one_or_none()
     return Nominal(
         visor_ref=a.ref,
-        surname_key=surname_key(data.surname),
+        surname_key=name_key(data.surname),
         mappa_level=level,
         last_notification_on=_latest(data.last_notification_on, notified),
         aliases=list(data.aliases),
@@ -360,8 +355,7 @@ async def _replace_aliases(a: _Apply, data: NominalUpsert) -> None:
     rows: dict[str, NominalAlias] = {}
     for alias in data.aliases:
         for key in alias_keys(alias):
-            if key[:200] not in rows:
-                rows[key[:200]] = NominalAlias(visor_ref=a.ref, alias=alias, alias_key=key[:200])
+            rows.setdefault(key, NominalAlias(visor_ref=a.ref, alias=alias, alias_key=key))
     a.session.add_all(rows.values())
     a.batch.aliases[a.ref] = list(rows.values())
 

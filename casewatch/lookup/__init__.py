@@ -28,7 +28,6 @@ from casewatch.lookup.views import (
     OfficerContact,
     TasksView,
 )
-from casewatch.names import name_key
 
 __all__ = [
     "DEFAULT_CLEARED_ROLES",
@@ -52,7 +51,6 @@ __all__ = [
     "clean_text",
     "list_tasks",
     "look_up_flags",
-    "name_key",
     "parse_query",
     "pnc_key",
     "requester_by_slack_user",

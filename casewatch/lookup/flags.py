@@ -89,21 +89,13 @@ FlagsOutcome = Found | Several | NotFound | Unreadable | Usage
 
 def _sql_string(value: str) -> Any:
     # A constant in the SQL text, not a bound parameter: the expression then matches the
-    # expression indexes on nominals (store.models), which a parameter would not.
+    # expression index on nominals (store.models), which a parameter would not.
     return literal_column("'" + value.replace("'", "''") + "'")
 
 
 def _constants(values: Sequence[str]) -> list[Any]:
     # Fixed lists as constants too: nothing to expand per execution.
     return [_sql_string(v) for v in values]
-
-
-def _folded(column: Any) -> ColumnElement[str]:
-    """The SQL twin of casewatch.names.name_key for a stored surname key (ix_nominals_surname_folded)."""
-    folded: ColumnElement[str] = func.lower(column)
-    for ch in (" ", "-", "'", ".", "\u2019"):
-        folded = func.replace(folded, _sql_string(ch), _sql_string(""))
-    return folded
 
 
 def _compact_ref(column: Any) -> ColumnElement[str]:
@@ -182,10 +174,10 @@ def _by_visor_ref(cleared: bool) -> Select[Any]:
 @cache
 def _by_surname_statement(with_date_of_birth: bool) -> Select[Any]:
     """Nominals whose surname or any alias folds to the typed name. The two are found apart,
-    each by its own index (ix_nominals_surname_folded, ix_nominal_aliases_alias_key), and
+    each by its own index (ix_nominals_surname_key, ix_nominal_aliases_alias_key), and
     unioned: an OR across the tables would scan nominals. `matched_alias` is the alias matched
     (as given) when the surname did not match."""
-    by_surname = _folded(_N.surname_key) == bindparam("name_key")
+    by_surname = _N.surname_key == bindparam("name_key")
     surnamed = select(_N.visor_ref).where(by_surname)
     aliased = select(_AL.visor_ref).where(_AL.alias_key == bindparam("name_key"))
     condition: ColumnElement[bool] = _N.visor_ref.in_(surnamed.union(aliased))

@@ -1,5 +1,6 @@
 """Reading what an officer typed after /flags: a ViSOR reference, a PNC ID, or a surname with an
-optional date of birth. Case, spacing and punctuation in names are forgiven."""
+optional date of birth. Case, spacing, punctuation and accents in names are forgiven (the one
+folding, casewatch.model.names)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
-from casewatch.names import name_key
+from casewatch.model.names import name_key
 from casewatch.text_rules import ascii_digits
 
 QueryKind = Literal["identifier", "surname"]

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from casewatch.model.names import KEY_LENGTH
 from casewatch.store.types import UTCDateTime
 
 NAMING = {
@@ -35,14 +36,10 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# The expressions /flags matches typed references and surnames on (lookup.flags builds the same
-# ones): a reference upper-cased without hyphens, a surname key without spaces, hyphens,
-# apostrophes or dots. Constants, not parameters, so that both databases use the indexes below.
+# The expression /flags matches typed references on (lookup.flags builds the same one): a
+# reference upper-cased without hyphens. Constants, not parameters, so that both databases use
+# the index below.
 NOMINAL_REF_COMPACT_SQL = "replace(upper(visor_ref), '-', '')"
-NOMINAL_SURNAME_FOLDED_SQL = (
-    "replace(replace(replace(replace(replace(lower(surname_key), ' ', ''), '-', ''), '''', ''), "
-    "'.', ''), '’', '')"
-)
 
 # BIGINT autoincrement is not a rowid alias on SQLite; INTEGER there, BIGINT on PostgreSQL.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -99,8 +96,8 @@ class Nominal(Base):
     __tablename__ = "nominals"
     visor_ref: Mapped[str] = mapped_column(String(32), primary_key=True)
     surname: Mapped[str] = mapped_column(String(200))
-    # Lower-cased, spaces folded: what /flags matches a typed surname against.
-    surname_key: Mapped[str] = mapped_column(String(200), index=True)
+    # casewatch.model.names.name_key(surname): what /flags matches a typed surname against.
+    surname_key: Mapped[str] = mapped_column(String(KEY_LENGTH), index=True)
     forenames: Mapped[str] = mapped_column(String(200))
     date_of_birth: Mapped[date]
     pnc_id: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -124,22 +121,20 @@ class Nominal(Base):
     level_as_of: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 
-    # What /flags compares (casewatch.lookup.flags), indexed so that a lookup is not a scan.
-    __table_args__ = (
-        Index("ix_nominals_visor_ref_compact", text(NOMINAL_REF_COMPACT_SQL)),
-        Index("ix_nominals_surname_folded", text(NOMINAL_SURNAME_FOLDED_SQL)),
-    )
+    # What /flags compares a typed reference with (casewatch.lookup.flags), indexed.
+    __table_args__ = (Index("ix_nominals_visor_ref_compact", text(NOMINAL_REF_COMPACT_SQL)),)
 
 
 class NominalAlias(Base):
     """One of a nominal's aliases (nominals.aliases), keyed for /flags: `alias_key` is the alias
-    folded as a typed surname is (casewatch.names.alias_keys). Replaced on every applied upsert."""
+    folded as a typed surname is (casewatch.model.names.alias_keys). Replaced on every applied
+    upsert."""
 
     __tablename__ = "nominal_aliases"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     visor_ref: Mapped[str] = mapped_column(String(32), index=True)
     alias: Mapped[str] = mapped_column(String(200))
-    alias_key: Mapped[str] = mapped_column(String(200), index=True)
+    alias_key: Mapped[str] = mapped_column(String(KEY_LENGTH), index=True)
 
 
 class Marker(Base):
