@@ -23,7 +23,7 @@ from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.model.alerts import LIVE_STATES, AlertSpec, live_key
 from casewatch.routing.escalation import chain_for
-from casewatch.routing.outbox import enqueue, enqueue_opened
+from casewatch.routing.outbox import enqueue
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Acknowledgement, Alert, AuditEntry, Officer
 
@@ -189,7 +189,7 @@ async def open_alerts(
         raise RuntimeError("could not draw an unused alert id")
     new = [opened[key] for key in wanted if key in opened]
     if new:
-        await enqueue_opened(session, new, ctx)
+        await enqueue(session, new, "opened", ctx)
         # What audit.record writes, as one multi-row INSERT for the batch.
         audit = [
             dict(at=now, actor="system", action="alert.opened", subject=alert.id, purpose=alert.kind[:200],
@@ -242,7 +242,7 @@ async def resolve(session: AsyncSession, alert: Alert, reason: str, ctx: Context
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
     await session.refresh(alert)
-    await enqueue(session, alert, "resolved", ctx)
+    await enqueue(session, [alert], "resolved", ctx)
     await record(
         session, ctx, actor="system", action="alert.resolved", subject=alert.id,
         purpose=alert.kind, details={"reason": reason[:200]},
@@ -303,7 +303,7 @@ async def acknowledge(
         status: AckStatus = "resolved" if alert.state == "resolved" else "already_acknowledged"
         return AckOutcome(status, alert)
     session.add(Acknowledgement(alert_id=alert.id, officer_id=officer_id, via=via, acknowledged_at=now))
-    await enqueue(session, alert, "acknowledged", ctx)
+    await enqueue(session, [alert], "acknowledged", ctx)
     details: dict[str, Any] = {"via": via}
     if outcome is not None:
         details["outcome"] = outcome

@@ -29,7 +29,6 @@ from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import open_alert
 from casewatch.audit import record
 from casewatch.context import Context
-from casewatch.delivery.backoff import retry_delay
 from casewatch.delivery.bell import OutboxBell
 from casewatch.delivery.claim import LEASE_EXPIRED, claim, release
 from casewatch.delivery.metrics import DeliveryMetrics
@@ -43,6 +42,7 @@ from casewatch.delivery.notifier import (
     unbuildable,
 )
 from casewatch.delivery.pacing import Pacer
+from casewatch.delivery.transition import AlertBrief, DeliveryFacts, Policy, RowUpdate, next_step
 from casewatch.model.alerts import AlertSpec
 from casewatch.routing.outbox import enqueue_fallback
 from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
@@ -94,6 +94,7 @@ class DeliveryWorker:
         self.rng = rng or random.Random()
         self.config = ctx.settings.delivery
         self.metrics = metrics or DeliveryMetrics()
+        self.policy = Policy.of(self.config, self.rng)
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -238,38 +239,25 @@ class DeliveryWorker:
             await release(session, delivery_id, self.worker_id, at)
 
     async def _record(self, claimed: Claimed, outcome: Outcome, duration_ms: int) -> None:
+        """Apply transition.next_step to the row, and write what it asks for."""
         now = self.ctx.clock.now()
         async with self.sessions.begin() as session:
             d = await session.get(Delivery, claimed.delivery_id)
             assert d is not None
-            mine = d.state == "sending" and d.claimed_by == self.worker_id
-            error = None if isinstance(outcome, Sent) else outcome.error[:2000]
-            kind = {Sent: "sent", Retryable: "retry", Permanent: "dead"}[type(outcome)]
-            if not mine and not isinstance(outcome, Sent):
-                # Our lease lapsed and another worker owns the row now: its result decides.
-                kind, error = "retry", f"(claim lost) {error}"
-            elif mine or d.state != "sent":
-                d.attempts += 1
-                d.claimed_by, d.claimed_until = None, None
-                if isinstance(outcome, Sent):
-                    d.state, d.sent_at, d.external_ref, d.last_error = "sent", now, outcome.external_ref, None
-                    if d.alert_id is not None:
-                        await _save_thread(session, d, outcome.external_ref, now)
-                elif isinstance(outcome, Retryable) and not self._exhausted(d, now):
-                    delay = retry_delay(d.attempts, self.config, self.rng, outcome.retry_after)
-                    d.state, d.last_error = "pending", error
-                    d.next_attempt_at = now + timedelta(seconds=delay)
-                else:
-                    if isinstance(outcome, Retryable):
-                        error = f"gave up after {d.attempts} attempts: {error}"
-                        kind = "dead"
-                    d.state, d.last_error = "dead", error
-            session.add(
-                DeliveryAttempt(
-                    delivery_id=d.id, attempted_at=now, outcome=kind, error=error, duration_ms=duration_ms
-                )
-            )
             alert = await session.get(Alert, d.alert_id) if d.alert_id else None
+            facts = DeliveryFacts(
+                d.state, d.state == "sending" and d.claimed_by == self.worker_id, d.attempts, d.created_at,
+                d.channel, d.purpose, AlertBrief(alert.kind, alert.severity, alert.state) if alert else None,
+            )
+            step = next_step(facts, outcome, self.policy, now)
+            if step.update is not None:
+                _apply(d, step.update, outcome, now)
+                if isinstance(outcome, Sent) and d.alert_id is not None:
+                    await _save_thread(session, d, outcome.external_ref, now)
+            error, kind = step.error, step.outcome
+            session.add(DeliveryAttempt(
+                delivery_id=d.id, attempted_at=now, outcome=kind, error=error, duration_ms=duration_ms
+            ))
             await record(
                 session, self.ctx, actor="system", action=f"delivery.{kind}", subject=d.alert_id or "",
                 purpose=alert.kind if alert else d.purpose,
@@ -281,7 +269,7 @@ class DeliveryWorker:
                 },
             )
             self.metrics.attempts.labels(d.channel, kind).inc()
-            if kind == "dead" and mine:
+            if step.dead_lettered:
                 self.metrics.dead.labels(d.channel).inc()
                 log.warning(
                     "delivery %d dead-lettered: %s to %s (%s) for alert %s: %s",
@@ -289,25 +277,13 @@ class DeliveryWorker:
                 )
             elif kind == "retry":
                 log.info("delivery %d: %s to %s will be retried: %s", d.id, d.channel, d.target, error)
-            if alert is not None and kind != "sent" and mine:
-                await self._maybe_fall_back(session, d, alert, error or "", now, dead=kind == "dead")
-            if alert is not None and kind == "dead" and mine:
-                unbuilt = isinstance(outcome, Permanent) and outcome.unbuildable
-                await _report_dead(session, d, alert, self.ctx, unbuildable=unbuilt)
+            if alert is not None and step.fall_back:
+                await self._fall_back(session, d, alert, error or "")
+            if alert is not None and step.report_dead:
+                await _report_dead(session, d, alert, self.ctx, unbuildable=step.unbuildable)
 
-    def _exhausted(self, d: Delivery, now: datetime) -> bool:
-        age = (now - d.created_at).total_seconds()
-        return d.attempts >= self.config.max_attempts or age >= self.config.give_up_after_seconds
-
-    async def _maybe_fall_back(
-        self, session: AsyncSession, d: Delivery, alert: Alert, error: str, now: datetime, *, dead: bool
-    ) -> None:
-        if d.channel != "slack" or d.purpose == "fallback" or alert.state == "resolved":
-            return
-        if alert.severity not in self.config.fallback_severities:
-            return
-        overdue = (now - d.created_at).total_seconds() >= self.config.fallback_after_seconds
-        if not (dead or overdue) or await _has_fallback(session, alert.id, d.target):
+    async def _fall_back(self, session: AsyncSession, d: Delivery, alert: Alert, error: str) -> None:
+        if await _has_fallback(session, alert.id, d.target):
             return
         fallback = await enqueue_fallback(session, alert, d, error, self.ctx)
         if fallback is None:
@@ -315,14 +291,23 @@ class DeliveryWorker:
         self.metrics.fallbacks.inc()
         log.warning(
             "alert %s (%s): Slack delivery %d to %s failing (%s); emailing %s instead",
-            alert.id, alert.severity, d.id, d.target, error, fallback.target,
+            alert.id, alert.severity, d.id, d.target, error, fallback,
         )
         await record(
             session, self.ctx, actor="system", action="delivery.fallback", subject=alert.id,
             purpose=alert.kind,
             details={"failed_delivery": d.id, "channel": d.channel, "target": d.target,
-                     "error": error[:500], "fallback_to": fallback.target},
+                     "error": error[:500], "fallback_to": fallback},
         )
+
+
+def _apply(d: Delivery, update: RowUpdate, outcome: Outcome, now: datetime) -> None:
+    d.state, d.attempts, d.last_error = update.state, update.attempts, update.last_error
+    d.claimed_by, d.claimed_until = None, None
+    if update.next_attempt_at is not None:
+        d.next_attempt_at = update.next_attempt_at
+    if isinstance(outcome, Sent):
+        d.sent_at, d.external_ref = now, outcome.external_ref
 
 
 async def _report_dead(
@@ -330,10 +315,7 @@ async def _report_dead(
 ) -> None:
     """A message that will never arrive is itself an alert, to the admins: one per failing address
     while it stays live, so a wrong channel id raises one alert, not one per message. A message
-    that could not be built says so (the address is fine; the alert's data is not). A system
-    alert's own failure raises nothing more (no loop)."""
-    if alert.kind.startswith("system."):
-        return
+    that could not be built says so (the address is fine; the alert's data is not)."""
     if unbuildable:
         subject = f"unbuildable:{d.channel}:{d.target}"
         summary = (

@@ -84,7 +84,7 @@ async def escalate_one(session: AsyncSession, alert_id: str, ctx: Context) -> bo
     await session.refresh(alert)
     if step >= len(chain):
         return False  # a chain shorter than its schedule (edited data): nothing more to do
-    await enqueue(session, alert, "escalated", ctx)
+    await enqueue(session, [alert], "escalated", ctx)
     receivers = chain[step].get("receivers", [])
     await record(
         session, ctx, actor="system", action="alert.escalated", subject=alert.id, purpose=alert.kind,

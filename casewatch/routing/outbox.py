@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select
@@ -30,7 +30,6 @@ from casewatch.routing.routing import (
     allowed_emails,
     log_fallbacks,
     needs_nominal,
-    resolve_receivers,
     targets_for,
 )
 from casewatch.store.engine import mark_outbox_queued
@@ -43,93 +42,57 @@ Change = Literal["opened", "acknowledged", "escalated", "resolved", "reminder"]
 UPDATES = ("acknowledged", "escalated", "resolved")
 
 
-async def enqueue(session: AsyncSession, alert: Alert, change: Change, ctx: Context) -> list[Delivery]:
-    """Write the deliveries this change of `alert` needs; return them (not yet flushed)."""
-    settings = ctx.settings
-    targets: list[Target] = []
-    if change in UPDATES:
-        targets += await _previous_targets(session, alert, settings)
-    if change in ("opened", "reminder"):
-        route = settings.routing.receivers_for(alert.kind)
-        targets += await resolve_receivers(session, alert, route, settings)
-    escalated_to: list[str] = []
-    if change == "escalated":
-        escalated_to = _step_receivers(alert)
-        targets += await resolve_receivers(session, alert, escalated_to, settings)
-    targets = _unique(targets)
-    if not targets:
-        log.error("alert %s (%s, team %s): no receiver for %s", alert.id, alert.kind, alert.team, change)
-        await record(
-            session, ctx, actor="system", action="delivery.unroutable", subject=alert.id,
-            purpose=alert.kind, details={"change": change, "team": alert.team},
-        )
-        return []
-    extra: dict[str, Any] = {"escalated_to": escalated_to} if change == "escalated" else {}
-    return await _write(session, alert, change, targets, ctx, extra)
+class AlertChange(AlertFacts, Protocol):
+    """What enqueueing reads of an alert: an Alert row, or alerts.lifecycle.OpenedAlert."""
+
+    @property
+    def escalation_chain(self) -> list[Any]: ...
 
 
-async def enqueue_opened(session: AsyncSession, alerts: Sequence[AlertFacts], ctx: Context) -> int:
-    """enqueue(alert, "opened") for many alerts at once; returns how many deliveries it wrote.
-    The nominals and markers routing and payloads need are read with one query per table for the
-    whole batch, and the rows go in as one multi-row INSERT, not as ORM objects one by one."""
+async def enqueue(session: AsyncSession, alerts: Sequence[AlertChange], change: Change, ctx: Context) -> int:
+    """Write the deliveries this change of each alert needs; return how many. One alert is a batch
+    of one: the nominals, markers and earlier deliveries the batch needs are read with one query
+    per table, and the rows go in as one multi-row INSERT, not as ORM objects one by one."""
     settings = ctx.settings
     directory = Directory.of(settings)
-    routes = {kind: settings.routing.receivers_for(kind) for kind in {a.kind for a in alerts}}
-    refs = sorted({a.visor_ref for a in alerts if needs_nominal(routes[a.kind])})
+    heard = await _previous_targets(session, [a.id for a in alerts], settings) if change in UPDATES else {}
+    routes: dict[str, list[str]] = {}  # by alert id: the receivers this change names
+    if change in ("opened", "reminder"):
+        by_kind = {kind: settings.routing.receivers_for(kind) for kind in {a.kind for a in alerts}}
+        routes = {a.id: by_kind[a.kind] for a in alerts}
+    elif change == "escalated":
+        routes = {a.id: _step_receivers(a) for a in alerts}
+    refs = sorted({a.visor_ref for a in alerts if needs_nominal(routes.get(a.id, ()))})
     nominals = await _nominals(session, refs)
-    planned: list[tuple[AlertFacts, list[Target]]] = []
+    planned: list[tuple[AlertFacts, list[Target], dict[str, Any]]] = []
     fallbacks: dict[tuple[str, ...], list[AlertFacts]] = {}
     for alert in alerts:
-        route = routes[alert.kind]
-        targets, fell_back = targets_for(alert, route, nominals.get(alert.visor_ref), settings, directory)
-        if fell_back:
-            fallbacks.setdefault(tuple(route), []).append(alert)
-        planned.append((alert, _unique(targets)))
-    for receivers, routed in fallbacks.items():
-        log_fallbacks(routed, receivers)
-    cleared_refs = sorted({a.visor_ref for a, targets in planned if any(t.personal_data for t in targets)})
-    personal = await _personal_many(session, cleared_refs, nominals)
-    now = ctx.clock.now()
-    rows: list[dict[str, Any]] = []
-    unroutable: list[AlertFacts] = []
-    for alert, targets in planned:
-        if not targets:
-            unroutable.append(alert)
-            continue
-        mine = personal.get(alert.visor_ref)
-        for target in targets:
-            payload = build_payload(alert, "opened", target, settings, mine, directory)
-            rows.append(dict(
-                alert_id=alert.id, purpose="opened", receiver=target.receiver[:100], channel=target.channel,
-                target=target.address, payload=payload, content_hash=content_hash(target, payload),
-                state="pending", attempts=0, next_attempt_at=now, created_at=now, claimed_by=None,
-                claimed_until=None, last_error=None, external_ref=None, sent_at=None,
-            ))
-    if rows:
-        await session.execute(insert(Delivery.metadata.tables[Delivery.__tablename__]), rows)
-        mark_outbox_queued(session)
-    for alert in unroutable:
-        log.error("alert %s (%s, team %s): no receiver for opened", alert.id, alert.kind, alert.team)
-        await record(
-            session, ctx, actor="system", action="delivery.unroutable", subject=alert.id,
-            purpose=alert.kind, details={"change": "opened", "team": alert.team},
-        )
-    return len(rows)
+        targets = list(heard.get(alert.id, []))
+        route = routes.get(alert.id)
+        if route is not None:
+            routed, fell_back = targets_for(alert, route, nominals.get(alert.visor_ref), settings, directory)
+            targets += routed
+            if fell_back:
+                fallbacks.setdefault(tuple(route), []).append(alert)
+        planned.append((alert, _unique(targets), {"escalated_to": route} if change == "escalated" else {}))
+    for receivers, fell in fallbacks.items():
+        log_fallbacks(fell, receivers)
+    return await _write(session, change, planned, ctx, directory, nominals)
 
 
 async def enqueue_fallback(
     session: AsyncSession, alert: Alert, failed: Delivery, error: str, ctx: Context
-) -> Delivery | None:
-    """Email the team's SPOC inbox about an alert whose Slack delivery failed. None if the team
-    is unknown."""
+) -> str | None:
+    """Email the team's SPOC inbox about an alert whose Slack delivery failed; return the address,
+    or None if the team is unknown."""
     team = ctx.settings.team(alert.team)
     if team is None:
         return None
     target = Target(f"spoc:{team.id}", "email", team.spoc_email, inbox=True,
                     personal_data=team.spoc_email.lower() in _cleared(ctx.settings))
     extra = {"fallback": {"channel": failed.channel, "target": failed.target, "error": error[:200]}}
-    rows = await _write(session, alert, "fallback", [target], ctx, extra)
-    return rows[0]
+    await _write(session, "fallback", [(alert, [target], extra)], ctx, Directory.of(ctx.settings), {})
+    return target.address
 
 
 async def enqueue_message(
@@ -162,32 +125,40 @@ async def enqueue_message(
 
 async def _write(
     session: AsyncSession,
-    alert: Alert,
     change: str,
-    targets: Sequence[Target],
+    planned: Sequence[tuple[AlertFacts, Sequence[Target], dict[str, Any]]],
     ctx: Context,
-    extra: dict[str, Any],
-    *,
-    personal: dict[str, Any] | None | Literal["load"] = "load",
-    directory: Directory | None = None,
-) -> list[Delivery]:
+    directory: Directory,
+    nominals: dict[str, _NominalRow],
+) -> int:
+    """One row per (alert, target), the payload with its extra fields; an alert with no target
+    is logged and audited as unroutable."""
+    cleared_refs = sorted({a.visor_ref for a, targets, _ in planned if any(t.personal_data for t in targets)})
+    personal = await _personal_many(session, cleared_refs, nominals)
     now = ctx.clock.now()
-    if personal == "load":
-        personal = await _personal(session, alert) if any(t.personal_data for t in targets) else None
-    rows = []
-    for target in targets:
-        payload = build_payload(alert, change, target, ctx.settings, personal, directory)
-        payload.update(extra)
-        row = Delivery(
-            alert_id=alert.id, purpose=change, receiver=target.receiver[:100], channel=target.channel,
-            target=target.address, payload=payload, content_hash=content_hash(target, payload),
-            state="pending", attempts=0, next_attempt_at=now, created_at=now,
-        )
-        session.add(row)
-        rows.append(row)
+    rows: list[dict[str, Any]] = []
+    for alert, targets, extra in planned:
+        for target in targets:
+            mine = personal.get(alert.visor_ref)
+            payload = build_payload(alert, change, target, ctx.settings, mine, directory)
+            payload.update(extra)
+            rows.append(dict(
+                alert_id=alert.id, purpose=change, receiver=target.receiver[:100], channel=target.channel,
+                target=target.address, payload=payload, content_hash=content_hash(target, payload),
+                state="pending", attempts=0, next_attempt_at=now, created_at=now, claimed_by=None,
+                claimed_until=None, last_error=None, external_ref=None, sent_at=None,
+            ))
     if rows:
+        await session.execute(insert(Delivery.metadata.tables[Delivery.__tablename__]), rows)
         mark_outbox_queued(session)
-    return rows
+    for alert, targets, _ in planned:
+        if not targets:
+            log.error("alert %s (%s, team %s): no receiver for %s", alert.id, alert.kind, alert.team, change)
+            await record(
+                session, ctx, actor="system", action="delivery.unroutable", subject=alert.id,
+                purpose=alert.kind, details={"change": change, "team": alert.team},
+            )
+    return len(rows)
 
 
 def build_payload(
@@ -214,12 +185,9 @@ def build_payload(
     if target.personal_data and personal:
         payload["personal"] = personal
     if target.inbox:
-        if directory is not None:
-            team = directory.teams.get(alert.team)
-            officer = directory.officers.get(alert.owner) if alert.owner else None
-        else:
-            team = settings.team(alert.team)
-            officer = settings.officer(alert.owner) if alert.owner else None
+        directory = directory or Directory.of(settings)
+        team = directory.teams.get(alert.team)
+        officer = directory.officers.get(alert.owner) if alert.owner else None
         payload["more"] = {
             "team_name": team.name if team else alert.team,
             "opened": _local(alert.opened_at, settings),
@@ -236,21 +204,27 @@ def content_hash(target: Target, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _previous_targets(session: AsyncSession, alert: Alert, settings: Settings) -> list[Target]:
-    rows = await session.execute(
-        select(Delivery.receiver, Delivery.channel, Delivery.target)
-        .where(Delivery.alert_id == alert.id)
-        .order_by(Delivery.id)
-    )
+async def _previous_targets(
+    session: AsyncSession, alert_ids: Sequence[str], settings: Settings
+) -> dict[str, list[Target]]:
+    """Every address that already heard of each alert, in the order they were queued."""
     cleared = _cleared(settings)
-    return [
-        Target(receiver, "slack" if channel == "slack" else "email", address,
-               address.lower() in cleared, receiver.startswith("spoc:"))
-        for receiver, channel, address in rows
-    ]
+    heard: dict[str, list[Target]] = {}
+    for part in chunked(session, alert_ids):
+        rows = await session.execute(
+            select(Delivery.alert_id, Delivery.receiver, Delivery.channel, Delivery.target)
+            .where(one_of(session, Delivery.alert_id, part))
+            .order_by(Delivery.id)
+        )
+        for alert_id, receiver, channel, address in rows:
+            heard.setdefault(str(alert_id), []).append(Target(
+                receiver, "slack" if channel == "slack" else "email", address,
+                address.lower() in cleared, receiver.startswith("spoc:"),
+            ))
+    return heard
 
 
-def _step_receivers(alert: Alert) -> list[str]:
+def _step_receivers(alert: AlertChange) -> list[str]:
     step = alert.escalation_step - 1  # the step just reached
     chain = alert.escalation_chain or []
     if 0 <= step < len(chain):
@@ -267,18 +241,6 @@ def _unique(targets: Sequence[Target]) -> list[Target]:
 
 def _cleared(settings: Settings) -> set[str]:
     return {t.lower() for t in settings.routing.personal_data_targets}
-
-
-async def _personal(session: AsyncSession, alert: Alert) -> dict[str, Any] | None:
-    nominal = await session.get(Nominal, alert.visor_ref)
-    if nominal is None:
-        return None
-    markers = (
-        await session.execute(
-            select(Marker.label).where(Marker.visor_ref == alert.visor_ref, Marker.restricted.is_(False))
-        )
-    ).scalars().all()
-    return {"name": f"{nominal.forenames} {nominal.surname}", "markers": sorted(markers)}
 
 
 class _NominalRow(NamedTuple):
