@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 
 from casewatch.api.auth import sign_v2
 from casewatch.api.spec import text_format
-from casewatch.text_rules import TextKind, is_forbidden
+from casewatch.model.text_rules import TextKind, is_forbidden
 from casewatch.wiring import Service, start_http, stop
 from tests.support import SECRET, T0, make_service
 

@@ -22,13 +22,13 @@ from casewatch.api.alerts import KNOWN_PARAMS
 from casewatch.config import ConfigError
 from casewatch.lookup.query import parse_query
 from casewatch.model.events import EVENT_TYPES, schema_name
-from casewatch.store.models import Action, Nominal
-from casewatch.text_rules import (
+from casewatch.model.text_rules import (
     TextKind,
     forbidden_from_unicodedata,
     text_problem,
 )
-from casewatch.unicode_table import FORBIDDEN, UNICODE_VERSION
+from casewatch.model.unicode_table import FORBIDDEN, UNICODE_VERSION
+from casewatch.store.models import Action, Nominal
 from casewatch.wiring import Service
 from tests.support import SAMPLE_DATA, envelope, make_settings, service_client, signed_get, signed_post
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from casewatch.config import Settings
-from casewatch.text_rules import TextKind, text_problem
+from casewatch.model.text_rules import TextKind, text_problem
 
 ANY_ALERT_ROLES: frozenset[str] = frozenset({"control_room", "admin"})
 SYSTEM_ALERT_ROLES: frozenset[str] = frozenset({"admin"})
@@ -88,7 +88,7 @@ def clean_outcome(text: str | None) -> str | None:
     for a refused character or more than OUTCOME_MAX_LENGTH characters."""
     if text is None:
         return None
-    # One line typed in Slack: the rules of a name field (casewatch.text_rules), the one checker.
+    # One line typed in Slack: the rules of a name field (casewatch.model.text_rules), the one checker.
     problem = text_problem(text, TextKind.NAME)
     if problem is not None:
         raise OutcomeError(f"The outcome {problem[1]}; write it as {OUTCOME_RULE}.")

@@ -16,8 +16,8 @@ from sqlalchemy import and_, or_, select
 from casewatch.alerts.lifecycle import normalise_alert_id
 from casewatch.api.common import SESSIONS_KEY, json_error, signature_problem, unauthorised
 from casewatch.model.events import VISOR_REF_PATTERN
+from casewatch.model.text_rules import TextKind, text_problem
 from casewatch.store.models import Alert
-from casewatch.text_rules import TextKind, text_problem
 
 STATES = ("open", "acknowledged", "resolved")
 DEFAULT_LIMIT = 100
@@ -93,7 +93,7 @@ def _decode_cursor(text: str) -> tuple[datetime, str]:
 
 
 def _one(query: Any, name: str) -> str | None:
-    """The parameter's one value, checked like any identifier (casewatch.text_rules) first."""
+    """The parameter's one value, checked like any identifier (casewatch.model.text_rules) first."""
     values = query.getall(name, [])
     if len(values) > 1:
         raise BadQuery(name, "given more than once")

@@ -22,8 +22,8 @@ from pydantic import BaseModel
 
 from casewatch.api import alerts
 from casewatch.model import events
-from casewatch.text_rules import TextKind, characters_pattern
-from casewatch.unicode_table import UNICODE_VERSION
+from casewatch.model.text_rules import TextKind, characters_pattern
+from casewatch.model.unicode_table import UNICODE_VERSION
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 _PREFIX = "#/components/schemas/"

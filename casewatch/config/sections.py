@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from casewatch.text_rules import TextKind, text_problem
+from casewatch.model.text_rules import TextKind, text_problem
 
 Role = Literal["officer", "supervisor", "spoc", "control_room", "admin"]
 
@@ -29,7 +29,7 @@ def check_email(value: str) -> str:
 
 
 def check_text(kind: TextKind) -> Callable[[str], str]:
-    """A field validator refusing what casewatch.text_rules refuses for `kind`."""
+    """A field validator refusing what casewatch.model.text_rules refuses for `kind`."""
 
     def check(value: str) -> str:
         problem = text_problem(value, kind)

@@ -11,7 +11,7 @@ from datetime import date
 from typing import Literal
 
 from casewatch.model.names import name_key
-from casewatch.text_rules import ascii_digits
+from casewatch.model.text_rules import ascii_digits
 
 QueryKind = Literal["identifier", "surname"]
 

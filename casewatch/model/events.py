@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from casewatch.text_rules import TextKind, text_problem
+from casewatch.model.text_rules import TextKind, text_problem
 
 MAX_LIST = 100  # markers, aliases
 
@@ -164,7 +164,7 @@ _name = _characters(TextKind.NAME)
 _text = _characters(TextKind.TEXT)
 _filled = AfterValidator(_not_blank)
 
-# Bounded strings (casewatch.text_rules says which characters each kind may hold). Identifiers
+# Bounded strings (casewatch.model.text_rules says which characters each kind may hold). Identifiers
 # neither begin nor end with a space, so they are never blank.
 Name = Annotated[str, Field(min_length=1, max_length=200), _name, _filled, _text_json(TextKind.NAME, 1, 200)]
 OptionalName = Annotated[str, Field(max_length=200), _name, _text_json(TextKind.NAME, 0, 200)]
