@@ -25,8 +25,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
 from bot.commands import BotDeps
-from bot.http import mount_slack
+from bot.http import mount_slack, slack_signature_problem, slack_verifier
 from casewatch.alerts.lifecycle import open_alert, resolve
+from casewatch.clock import FixedClock
 from casewatch.directory import sync_directory
 from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
@@ -171,8 +172,11 @@ async def sqlite_bot(sqlite_url: str) -> AsyncIterator[Bot]:
 # --- requests shaped and signed like Slack's ---------------------------------------------------
 
 
+NOW_TS = int(T0.timestamp())  # the services here run on FixedClock(T0): Slack's window is theirs
+
+
 def slack_headers(body: bytes, *, secret: str = SIGNING_SECRET, ts: int | None = None) -> dict[str, str]:
-    stamp = str(int(time.time()) if ts is None else ts)
+    stamp = str(NOW_TS if ts is None else ts)
     digest = hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
     return {
         "Content-Type": "application/x-www-form-urlencoded",
@@ -267,7 +271,7 @@ async def test_forged_signature_is_rejected(sqlite_bot: Bot) -> None:
 async def test_stale_timestamp_is_rejected(sqlite_bot: Bot) -> None:
     bot = sqlite_bot
     body = command_body("/flags", ALPHA, PC)
-    resp = await post_signed(bot.client, body, ts=int(time.time()) - 6 * 60)
+    resp = await post_signed(bot.client, body, ts=NOW_TS - 6 * 60)
     assert resp.status == 401
     assert await bot.audit("flags.lookup") == []
 
@@ -681,7 +685,7 @@ async def test_a_late_genuine_request_logs_one_bounded_line_without_its_body(
     caplog.set_level(logging.DEBUG)
     body = command_body("/flags", "sampleton 03/02/1981", PC, response_url="https://hooks.slack.example/x")
     caplog.clear()
-    resp = await post_signed(sqlite_bot.client, body, ts=int(time.time()) - 6 * 60)
+    resp = await post_signed(sqlite_bot.client, body, ts=NOW_TS - 6 * 60)
     assert resp.status == 401
     _assert_one_bounded_line(_refusal_records(caplog), words="Slack request refused")
     assert await sqlite_bot.audit("flags.lookup") == []
@@ -723,3 +727,40 @@ async def test_odd_signature_headers_are_a_401_not_a_500(
     resp = await sqlite_bot.client.post("/slack/events", data=body, headers=headers)
     assert resp.status == 401
     assert resp.content_type == "application/json"
+
+
+def _headers(body: bytes, ts: int, **kw: Any) -> dict[str, str]:
+    return {k.lower(): v for k, v in slack_headers(body, ts=ts, **kw).items()}
+
+
+BODY = b"command=%2Fflags&text=VS-0000001"
+VERIFICATION_CASES = [
+    ("signed now", _headers(BODY, NOW_TS), None),
+    ("signed 299 s ago", _headers(BODY, NOW_TS - 299), None),
+    ("signed 301 s ago", _headers(BODY, NOW_TS - 301), "timestamp outside the 5-minute window"),
+    ("signed 301 s ahead", _headers(BODY, NOW_TS + 301), "timestamp outside the 5-minute window"),
+    ("signed now by the system's clock, not the service's", _headers(BODY, int(time.time()) - 86_400),
+     "timestamp outside the 5-minute window"),
+    ("another secret", _headers(BODY, NOW_TS, secret="forged"), "signature does not match"),
+    ("no signature", {**_headers(BODY, NOW_TS), "x-slack-signature": ""}, "signature does not match"),
+    ("non-ASCII signature", {**_headers(BODY, NOW_TS), "x-slack-signature": "v0=\u00e9"},
+     "signature does not match"),
+    ("no timestamp", {"x-slack-signature": "v0=00"}, "timestamp missing or not unix seconds"),
+    ("full-width digits", {**_headers(BODY, NOW_TS), "x-slack-request-timestamp": "\uff11\uff12"},
+     "timestamp missing or not unix seconds"),
+]
+
+
+@pytest.mark.parametrize(("headers", "problem"), [c[1:] for c in VERIFICATION_CASES],
+                         ids=[c[0] for c in VERIFICATION_CASES])
+def test_slack_verification_reads_the_service_clock(headers: dict[str, str], problem: str | None) -> None:
+    verifier = slack_verifier(SIGNING_SECRET, FixedClock(T0))
+    assert slack_signature_problem(BODY.decode(), headers, verifier) == problem
+
+
+async def test_bolts_check_behind_ours_reads_the_same_clock(sqlite_bot: Bot) -> None:
+    """A request signed at the service's time (a fixed clock, days from the system's) passes both
+    checks: Bolt's verifier is ours."""
+    assert abs(time.time() - NOW_TS) > 3600
+    resp = await post_signed(sqlite_bot.client, command_body("/flags", ALPHA, PC))
+    assert resp.status == 200
