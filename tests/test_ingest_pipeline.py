@@ -4,19 +4,21 @@ store in order, out-of-order events never overwriting newer state."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import casewatch.triggers.dispatch as dispatch
 from casewatch.clock import FixedClock
 from casewatch.context import Context
-from casewatch.ingest.pipeline import IngestResult, ingest
+from casewatch.ingest.pipeline import IngestResult, ingest, retry_delay
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.models import (
     Action,
@@ -586,3 +588,87 @@ async def test_concurrent_batches_updating_the_same_nominals_in_opposite_orders(
         assert risks == {"low"}  # the newer state wins whatever the commit order
     finally:
         await engine.dispose()
+
+
+# --- transient conflicts: retried with backoff and jitter -----------------------------------------
+
+
+@pytest.mark.parametrize(("attempt", "low", "high"), [(1, 0.025, 0.05), (2, 0.05, 0.1), (3, 0.1, 0.2),
+                                                      (5, 0.4, 0.8), (9, 0.5, 1.0)])
+def test_retry_delay_doubles_up_to_a_cap_with_jitter(attempt: int, low: float, high: float) -> None:
+    rng = random.Random(1)
+    delays = [retry_delay(attempt, rng) for _ in range(200)]
+    assert low <= min(delays) and max(delays) <= high
+    assert max(delays) - min(delays) > (high - low) / 2  # drawn, not fixed
+
+
+async def _fail_event_inserts(sessions: async_sessionmaker[AsyncSession], sqlstate: str, times: int) -> None:
+    """A fault at the database itself: the next `times` INSERTs into events raise `sqlstate`
+    (a sequence counts them: it is not rolled back with the transaction)."""
+    async with sessions.begin() as session:
+        for statement in (
+            "DROP TRIGGER IF EXISTS fault ON events",
+            "DROP SEQUENCE IF EXISTS fault_count",
+            "CREATE SEQUENCE fault_count",
+            "CREATE OR REPLACE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF nextval('fault_count') <= {times} THEN "
+            f"RAISE EXCEPTION 'injected fault' USING ERRCODE = '{sqlstate}'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER fault BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION fault()",
+        ):
+            await session.execute(text(statement))
+
+
+class Sleeps(list[float]):
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
+async def test_a_deadlocked_or_unserializable_ingest_is_retried_after_a_backoff(
+    pg_url: str, sqlstate: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from casewatch.store.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(pg_url)
+    try:
+        sessions = make_sessionmaker(engine)
+        ctx = Context(make_settings(pg_url), FixedClock(T0))
+        await _fail_event_inserts(sessions, sqlstate, times=2)
+        envelopes, _ = parse_envelopes([envelope("nominal.upsert"), envelope("action.upsert")])
+        sleeps = Sleeps()
+        result = await ingest(sessions, envelopes, ctx, source="test", sleep=sleeps, rng=random.Random(3))
+        assert (result.accepted, result.retries) == (2, 2)
+        assert len(sleeps) == 2 and 0.025 <= sleeps[0] <= 0.05 and 0.05 <= sleeps[1] <= 0.1
+        retried = [r.getMessage() for r in caplog.records if "transient conflict" in r.getMessage()]
+        assert len(retried) == 2 and all(sqlstate in m for m in retried)
+        assert "retry 2 of 3" in retried[1]
+        assert await count(sessions, Event) == 2 and await count(sessions, Nominal) == 1
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_retries_are_bounded_and_other_errors_are_not_retried(pg_url: str) -> None:
+    from casewatch.store.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(pg_url)
+    try:
+        sessions = make_sessionmaker(engine)
+        ctx = Context(make_settings(pg_url), FixedClock(T0))
+        await _fail_event_inserts(sessions, "40P01", times=4)
+        envelopes, _ = parse_envelopes([envelope("nominal.upsert")])
+        sleeps = Sleeps()
+        with pytest.raises(DBAPIError):
+            await ingest(sessions, envelopes, ctx, source="test", sleep=sleeps)
+        assert len(sleeps) == 3  # four attempts in all
+        assert await count(sessions, Event) == 0
+
+        await _fail_event_inserts(sessions, "22023", times=1)  # invalid_parameter_value
+        sleeps.clear()
+        with pytest.raises(DBAPIError):
+            await ingest(sessions, envelopes, ctx, source="test", sleep=sleeps)
+        assert sleeps == []  # not a transient conflict: raised at once
+    finally:
+        await engine.dispose()
+

@@ -9,8 +9,10 @@ concurrent insert of the same id waits for the other transaction and then finds 
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+import random
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +31,14 @@ log = logging.getLogger(__name__)
 
 # Transient conflicts between concurrent ingests (two first upserts of one nominal, a deadlock
 # between batches touching the same nominals in a different order): the whole transaction is
-# retried; the event-id idempotency makes that safe.
+# retried after a backoff with jitter; the event-id idempotency makes that safe.
 _ATTEMPTS = 4
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505"})
+_BACKOFF_BASE_SECONDS = 0.05
+_BACKOFF_CAP_SECONDS = 1.0
+_RNG = random.Random()
+
+Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass
@@ -39,6 +46,7 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     alerts: list[str] = field(default_factory=list)  # ids of alerts these events opened
+    retries: int = 0  # transient conflicts (deadlock, serialization failure) retried
 
 
 async def ingest(
@@ -47,18 +55,35 @@ async def ingest(
     ctx: Context,
     *,
     source: str,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random = _RNG,
 ) -> IngestResult:
     """Store the events (a duplicate id changes nothing, also under concurrent posts), apply each
-    new one to the case state, run triggers.dispatch.on_applied, and commit before returning."""
+    new one to the case state, run triggers.dispatch.on_applied, and commit before returning.
+    A deadlock or serialization failure retries the whole transaction (at most _ATTEMPTS in all)."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             async with sessions() as session, session.begin():
-                return await _ingest_in(session, envelopes, ctx, source=source)
+                result = await _ingest_in(session, envelopes, ctx, source=source)
+            result.retries = attempt - 1
+            return result
         except DBAPIError as exc:
             if attempt == _ATTEMPTS or not _retryable(exc):
                 raise
-            log.warning("ingest: transient conflict (%s), retrying (attempt %d)", _sqlstate(exc), attempt)
+            delay = retry_delay(attempt, rng)
+            log.warning(
+                "ingest: transient conflict (%s); retry %d of %d in %.0f ms",
+                _sqlstate(exc), attempt, _ATTEMPTS - 1, delay * 1000,
+            )
+            await sleep(delay)
     raise AssertionError("unreachable")
+
+
+def retry_delay(attempt: int, rng: random.Random) -> float:
+    """Seconds before retry number `attempt`: doubling from 50 ms up to 1 s, drawn from the upper
+    half, so that transactions which deadlocked each other do not meet again in step."""
+    delay = min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2.0 ** (attempt - 1))
+    return delay / 2 + rng.uniform(0.0, delay / 2)
 
 
 async def _ingest_in(
