@@ -143,15 +143,17 @@ async def test_sigkill_mid_delivery_loses_nothing(
             try:
                 async with asyncio.timeout(40):
                     while True:
+                        # The second query inside the block too: a session used after its block
+                        # checks out a connection nobody returns (the garbage collector warned).
                         async with sessions() as session:
                             states = Counter((await session.execute(select(Delivery.state))).scalars())
-                        if set(states) == {"sent"}:
-                            expected = {
-                                (str(c), str(t), str(a)) for c, t, a in await session.execute(
-                                    select(Delivery.channel, Delivery.target, Delivery.alert_id)
-                                )
-                            }
-                            break
+                            if set(states) == {"sent"}:
+                                expected = {
+                                    (str(c), str(t), str(a)) for c, t, a in await session.execute(
+                                        select(Delivery.channel, Delivery.target, Delivery.alert_id)
+                                    )
+                                }
+                                break
                         await asyncio.sleep(0.2)
             finally:
                 process.send_signal(signal.SIGTERM)

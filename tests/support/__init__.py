@@ -9,6 +9,7 @@ Everything here is synthetic and obviously fictional.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import uuid
@@ -191,7 +192,9 @@ async def signed_request(
         else signed_headers(body, secret, stamp)
     )
     all_headers = {**signing, **(headers or {})}
-    return await client.request(method, URL(target, encoded=True), data=body or None, headers=all_headers)
+    # A BytesIO, not bytes: aiohttp warns that a large raw bytes body may block the event loop.
+    data = io.BytesIO(body) if body else None
+    return await client.request(method, URL(target, encoded=True), data=data, headers=all_headers)
 
 
 async def signed_post(
