@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.config import ConfigError
+from casewatch.config import ConfigError, Settings
 from casewatch.config.routing import DEFAULT_ROUTES, RECEIVERS
 from casewatch.routing.outbox import build_payload
-from casewatch.routing.routing import allowed_emails, resolve_receivers
-from casewatch.store.models import Alert
+from casewatch.routing.routing import Directory, Target, allowed_emails, targets_for
+from casewatch.store.models import Alert, Nominal
 from integrations.slack_notifier import blocks
 from tests.test_delivery_support import (
     add_nominal,
@@ -21,6 +21,13 @@ from tests.test_delivery_support import (
 )
 
 Sessions = async_sessionmaker[AsyncSession]
+
+
+async def resolve_receivers(
+    session: AsyncSession, alert: Alert, receivers: list[str], settings: Settings
+) -> list[Target]:
+    nominal = await session.get(Nominal, alert.visor_ref)
+    return targets_for(alert, receivers, nominal, settings, Directory.of(settings))[0]
 
 TRIGGER_KINDS = [
     "travel.unnotified",

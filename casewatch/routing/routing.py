@@ -12,11 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from casewatch.config import Settings
 from casewatch.config.sections import OfficerSection, TeamSection
-from casewatch.store.models import Alert, Nominal
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +115,6 @@ def needs_nominal(receivers: Sequence[str]) -> bool:
     return any(r in NOMINAL_RECEIVERS for r in receivers)
 
 
-async def resolve_receivers(
-    session: AsyncSession, alert: Alert, receivers: Sequence[str], settings: Settings
-) -> list[Target]:
-    """The addresses the named receivers stand for, for this alert, without duplicates. If none
-    resolves to anything, the team's SPOC inbox, so that no alert goes unrouted."""
-    nominal = await session.get(Nominal, alert.visor_ref) if needs_nominal(receivers) else None
-    targets, fell_back = targets_for(alert, receivers, nominal, settings, Directory.of(settings))
-    if fell_back:
-        log_fallbacks([alert], receivers)
-    return targets
-
-
 def targets_for(
     alert: AlertFacts,
     receivers: Sequence[str],
@@ -137,8 +122,9 @@ def targets_for(
     settings: Settings,
     directory: Directory,
 ) -> tuple[list[Target], bool]:
-    """resolve_receivers without I/O: the targets, and whether they are a fallback (the
-    fallback team's receivers for an alert whose team is not configured, or the SPOC inbox)."""
+    """The addresses the named receivers stand for, for this alert, without duplicates, and
+    whether they are a fallback: the fallback team's receivers for an alert whose team is not
+    configured, or the SPOC inbox when none resolves to anything (no alert goes unrouted)."""
     team = directory.teams.get(alert.team)
     fell_back = team is None
     if team is None:  # an unknown reference, or a team not configured: never route to nobody
