@@ -114,7 +114,7 @@ def _rule_opens() -> list[AlertSpec]:
     for last, nfa in product((None, today - timedelta(days=360), today - timedelta(days=400)), (False, True)):
         facts = NominalFacts("VS-1", "north", "PC1", no_fixed_abode=nfa, release_date=date(2020, 1, 1))
         for at in (now, now + timedelta(days=10)):
-            opens += notifications.evaluate(facts, NotificationHistory(last, last), [], at, POLICY, TZ).opens
+            opens += notifications.evaluate(facts, NotificationHistory(last), [], at, POLICY, TZ).opens
     opens += notifications.evaluate(nominal, NotificationHistory(), [], now, POLICY, TZ).opens
     for before, after in product((None, 1, 2, 3), repeat=2):
         change = LevelChangeFacts("c1", "VS-1", before, after, "", now)

@@ -362,8 +362,11 @@ async def test_notifications_move_last_notification_forward_only(
     for kind, day, expected in [
         ("periodic", "2026-10-01", date(2026, 10, 1)),
         ("initial", "2026-05-01", date(2026, 10, 1)),  # older: no step back
-        ("weekly", "2026-11-15", date(2026, 10, 1)),  # weekly does not restart the year
-        ("travel", "2026-11-16", date(2026, 10, 1)),
+        # a weekly notification is the s.85(1) notification of a person with no fixed abode
+        # (s.85(5)(a), SI 2012/1876): it restarts the clocks; travel (s.86) does not
+        ("weekly", "2026-11-15", date(2026, 11, 15)),
+        ("travel", "2026-11-16", date(2026, 11, 15)),
+        ("return", "2026-11-17", date(2026, 11, 15)),
     ]:
         await run(
             sessions,
@@ -371,7 +374,7 @@ async def test_notifications_move_last_notification_forward_only(
             envelope("notification.received", {"kind": kind, "notified_on": day}, visor_ref=REF),
         )
         assert (await nominal(sessions)).last_notification_on == expected, kind
-    assert await count(sessions, NotificationReceived) == 5
+    assert await count(sessions, NotificationReceived) == 6
 
 
 # --- recalls --------------------------------------------------------------------------------------

@@ -130,12 +130,14 @@ CLOCKS = TriggerSection()
         (False, False, date(2026, 1, 1), None, None),
         (True, False, None, None, None),
         (True, False, date(2026, 3, 1), None, NotificationDue("periodic", date(2027, 3, 1))),
+        # s.85(5)(a), SI 2012/1876: no fixed abode: a week after the last notification
         (True, True, date(2026, 3, 1), None, NotificationDue("weekly", date(2026, 3, 8))),
         (True, False, date(2024, 2, 29), None, NotificationDue("periodic", date(2025, 2, 28))),
-        # Released after the last notification: the initial notification is due within 3 days.
-        (True, False, date(2025, 1, 1), date(2026, 11, 18), NotificationDue("initial", date(2026, 11, 21))),
-        (True, False, None, date(2026, 11, 18), NotificationDue("initial", date(2026, 11, 21))),
-        # Notified since release: back to the yearly clock.
+        # Released after the last notification: the initial notification is due within the 3
+        # days beginning with the release (s.83(1), s.84(1)(d)): 18, 19 and 20 Nov.
+        (True, False, date(2025, 1, 1), date(2026, 11, 18), NotificationDue("initial", date(2026, 11, 20))),
+        (True, False, None, date(2026, 11, 18), NotificationDue("initial", date(2026, 11, 20))),
+        # Notified since release: back to the yearly clock (s.85(1), (5)(b)).
         (True, False, date(2026, 11, 19), date(2026, 11, 18),
          NotificationDue("periodic", date(2027, 11, 19))),
     ],

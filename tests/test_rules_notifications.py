@@ -10,7 +10,7 @@ import pytest
 from casewatch.clock import FixedClock
 from casewatch.config.triggers import TriggerSection
 from casewatch.model.clocks import add_years, end_of_day
-from casewatch.model.facts import NominalFacts, NotificationHistory
+from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory
 from casewatch.model.results import LiveAlert
 from casewatch.triggers.rules import notifications
 from casewatch.triggers.rules.notifications import DUE_SOON, MISSED, Due, dues
@@ -66,55 +66,117 @@ def test_add_years(last: date, years: int, due: date) -> None:
 @pytest.mark.parametrize(
     ("facts", "history", "expected"),
     [
-        # periodic: a year from the newest of ViSOR's record and a full notification received
+        # s.85(1), (5)(b): a year after the newest of ViSOR's record and a full notification
         (
             nominal(last_notification_on=date(2025, 11, 20)),
             NotificationHistory(),
             [Due("periodic", date(2026, 11, 20))],
         ),
+        # s.85(1), (2)(b)-(c), (5)(b): the newer full notification received restarts the year
         (
             nominal(last_notification_on=date(2025, 1, 5)),
-            NotificationHistory(last_full_on=date(2025, 11, 20), last_any_on=date(2025, 11, 20)),
+            NotificationHistory(last_full_on=date(2025, 11, 20)),
             [Due("periodic", date(2026, 11, 20))],
         ),
-        # a leap-day notification: due 28 February of the next year
+        # s.85(1), (5)(b): a leap-day notification: due 28 February of the next year
         (
             nominal(last_notification_on=date(2024, 2, 29)),
             NotificationHistory(),
             [Due("periodic", date(2025, 2, 28))],
         ),
-        # a travel notification does not restart the year
+        # s.85(1), (5)(b): 28 February stays 28 February into a leap year
         (
-            nominal(last_notification_on=date(2025, 11, 20)),
-            NotificationHistory(last_full_on=None, last_any_on=date(2026, 3, 1)),
-            [Due("periodic", date(2026, 11, 20))],
+            nominal(last_notification_on=date(2023, 2, 28)),
+            NotificationHistory(),
+            [Due("periodic", date(2024, 2, 28))],
         ),
-        # released, nothing since: initial, 3 days after release; no periodic while it is pending
+        # s.85(1), (5)(b): a month end stays a month end
+        (
+            nominal(last_notification_on=date(2025, 12, 31)),
+            NotificationHistory(),
+            [Due("periodic", date(2026, 12, 31))],
+        ),
+        # s.83(1), s.84(1)(d): released 16 Nov, the 3 days beginning with it end on 18 Nov;
+        # no periodic clock while the initial one is pending
         (
             nominal(release_date=date(2026, 11, 16), last_notification_on=date(2020, 1, 1)),
             NotificationHistory(),
-            [Due("initial", date(2026, 11, 19))],
+            [Due("initial", date(2026, 11, 18))],
         ),
-        # released and notified on the day of release: periodic from then
+        # s.83(1): the 3 days run over a month end (30 Nov, 1 Dec, 2 Dec)
+        (
+            nominal(release_date=date(2026, 11, 30)),
+            NotificationHistory(),
+            [Due("initial", date(2026, 12, 2))],
+        ),
+        # s.83(1): over the year end (30 Dec, 31 Dec, 1 Jan)
+        (
+            nominal(release_date=date(2026, 12, 30)),
+            NotificationHistory(),
+            [Due("initial", date(2027, 1, 1))],
+        ),
+        # s.83(1): over 29 February in a leap year (28 Feb, 29 Feb, 1 Mar)
+        (
+            nominal(release_date=date(2028, 2, 28)),
+            NotificationHistory(),
+            [Due("initial", date(2028, 3, 1))],
+        ),
+        # s.83(1): and in a common year (28 Feb, 1 Mar, 2 Mar)
+        (
+            nominal(release_date=date(2027, 2, 28)),
+            NotificationHistory(),
+            [Due("initial", date(2027, 3, 2))],
+        ),
+        # s.83(1), s.85(1): released and notified on the day of release: periodic from then
         (
             nominal(release_date=date(2026, 1, 16)),
-            NotificationHistory(last_full_on=date(2026, 1, 16), last_any_on=date(2026, 1, 16)),
+            NotificationHistory(last_full_on=date(2026, 1, 16)),
             [Due("periodic", date(2027, 1, 16))],
         ),
-        # no fixed abode: weekly from the newest notification of any kind, plus periodic
+        # s.85(5)(a), (6), SI 2012/1876: no fixed abode: one week after the last notification,
+        # instead of the year (no periodic clock beside it)
         (
             nominal(no_fixed_abode=True, last_notification_on=date(2026, 6, 1)),
-            NotificationHistory(last_full_on=date(2026, 6, 1), last_any_on=date(2026, 11, 16)),
-            [Due("periodic", date(2027, 6, 1)), Due("weekly", date(2026, 11, 23))],
+            NotificationHistory(last_full_on=date(2026, 11, 16)),
+            [Due("weekly", date(2026, 11, 23))],
         ),
-        # not registered: owes nothing
+        # s.85(5)(a), SI 2012/1876: the week runs over a month end and 29 February
+        (
+            nominal(no_fixed_abode=True),
+            NotificationHistory(last_full_on=date(2028, 2, 25)),
+            [Due("weekly", date(2028, 3, 3))],
+        ),
+        # s.83(1) before s.85: no fixed abode and released since the last notification: the
+        # initial notification is owed, not the weekly one
+        (
+            nominal(no_fixed_abode=True, release_date=date(2026, 11, 16)),
+            NotificationHistory(last_full_on=date(2026, 3, 1)),
+            [Due("initial", date(2026, 11, 18))],
+        ),
+        # s.82: not registered: owes nothing
         (nominal(registered=False, last_notification_on=date(2020, 1, 1)), NotificationHistory(), []),
         # nothing known: nothing to compute
         (nominal(), NotificationHistory(), []),
+        (nominal(no_fixed_abode=True), NotificationHistory(), []),
     ],
 )
 def test_due_dates(facts: NominalFacts, history: NotificationHistory, expected: list[Due]) -> None:
     assert dues(facts, history, SETTINGS) == expected
+
+
+@pytest.mark.parametrize(
+    ("days", "release", "due"),
+    [
+        # s.83(1) "the period of N days beginning with": the release day is day 1
+        (3, date(2026, 11, 16), date(2026, 11, 18)),
+        # N = 1: the deadline is the day of release itself
+        (1, date(2026, 11, 16), date(2026, 11, 16)),
+        (2, date(2026, 11, 16), date(2026, 11, 17)),
+    ],
+)
+def test_initial_days_count_the_release_day_as_day_one(days: int, release: date, due: date) -> None:
+    settings = TriggerSection(initial_notification_days=days)
+    assert dues(nominal(release_date=release), NotificationHistory(), settings) == [Due("initial", due)]
 
 
 PERIODIC = nominal(last_notification_on=date(2025, 11, 20))  # due 2026-11-20 (GMT)
@@ -171,7 +233,7 @@ def test_due_soon_and_missed_at_the_exact_instants(
 def test_a_notification_around_the_due_date_starts_a_new_cycle(
     notified_on: date, at: str, expected: list[tuple[str, str]]
 ) -> None:
-    history = NotificationHistory(last_full_on=notified_on, last_any_on=notified_on)
+    history = NotificationHistory(last_full_on=notified_on)
     assert kinds_at(PERIODIC, history, at) == expected
 
 
@@ -183,19 +245,87 @@ def test_the_missed_alert_says_who_and_when_and_nothing_personal() -> None:
     assert spec.summary == "Missed periodic notification: VS-0000001, due 2026-11-20"
 
 
-def test_initial_notification_after_release() -> None:
-    released = nominal(release_date=date(2026, 11, 16))  # due 2026-11-19
-    assert kinds_at(released, NONE, "2026-11-19T23:59:59") == [(DUE_SOON, "initial:2026-11-19")]
-    assert kinds_at(released, NONE, "2026-11-20T00:00:00") == [(MISSED, "initial:2026-11-19")]
-    result = notifications.evaluate(released, NONE, [], utc("2026-11-18T00:00:00"), SETTINGS, TZ)
+@pytest.mark.parametrize(
+    ("release", "at", "expected"),
+    [
+        # s.83(1), s.84(1)(d): released 16 Nov (GMT): due by the end of 18 Nov, missed from 19 Nov
+        ("2026-11-16", "2026-11-18T23:59:59", [(DUE_SOON, "initial:2026-11-18")]),
+        ("2026-11-16", "2026-11-19T00:00:00", [(MISSED, "initial:2026-11-18")]),
+        # s.83(1): over the spring change (BST from 01:00 UTC, 29 Mar 2026): the due day 29 Mar
+        # is 23 hours long and ends at 23:00 UTC
+        ("2026-03-27", "2026-03-29T22:59:59", [(DUE_SOON, "initial:2026-03-29")]),
+        ("2026-03-27", "2026-03-29T23:00:00", [(MISSED, "initial:2026-03-29")]),
+        # s.83(1): over the autumn change (GMT from 01:00 UTC, 25 Oct 2026): the due day 25 Oct
+        # is 25 hours long and ends at midnight UTC
+        ("2026-10-23", "2026-10-25T23:59:59", [(DUE_SOON, "initial:2026-10-25")]),
+        ("2026-10-23", "2026-10-26T00:00:00", [(MISSED, "initial:2026-10-25")]),
+        # s.83(1): in summer time the due day ends at 23:00 UTC
+        ("2026-07-08", "2026-07-10T22:59:59", [(DUE_SOON, "initial:2026-07-10")]),
+        ("2026-07-08", "2026-07-10T23:00:00", [(MISSED, "initial:2026-07-10")]),
+        # s.83(1): over 29 February (released 28 Feb 2028, due 1 Mar)
+        ("2028-02-28", "2028-03-01T23:59:59", [(DUE_SOON, "initial:2028-03-01")]),
+        ("2028-02-28", "2028-03-02T00:00:00", [(MISSED, "initial:2028-03-01")]),
+    ],
+)
+def test_initial_notification_at_the_exact_instants(
+    release: str, at: str, expected: list[tuple[str, str]]
+) -> None:
+    released = nominal(release_date=date.fromisoformat(release))
+    assert kinds_at(released, NONE, at) == expected
+
+
+def test_initial_reminder_is_medium_and_a_notification_on_release_day_meets_it() -> None:
+    released = nominal(release_date=date(2026, 11, 16))
+    result = notifications.evaluate(released, NONE, [], utc("2026-11-17T00:00:00"), SETTINGS, TZ)
     assert result.opens[0].severity == "medium"
+    # s.83(1): notified on the release day (day 1): in time, nothing owed until the year is up
+    on_the_day = NotificationHistory(last_full_on=date(2026, 11, 16))
+    assert kinds_at(released, on_the_day, "2026-11-19T00:00:00") == []
+
+
+def test_a_deadline_on_the_day_of_release_is_missed_at_its_end() -> None:
+    # s.83(1) with a period of 1 day beginning with the release: the release day is the due day
+    settings = TriggerSection(initial_notification_days=1)
+    released = nominal(release_date=date(2026, 11, 16))
+    at_noon = notifications.evaluate(released, NONE, [], utc("2026-11-16T12:00:00"), settings, TZ)
+    assert [(s.kind, s.subject) for s in at_noon.opens] == [(DUE_SOON, "initial:2026-11-16")]
+    at_midnight = notifications.evaluate(released, NONE, [], utc("2026-11-17T00:00:00"), settings, TZ)
+    assert [(s.kind, s.subject) for s in at_midnight.opens] == [(MISSED, "initial:2026-11-16")]
 
 
 def test_weekly_reminder_is_the_day_before() -> None:
+    # s.85(5)(a), SI 2012/1876: notified 16 Nov, due by the end of 23 Nov
     nfa = nominal(no_fixed_abode=True)
-    history = NotificationHistory(last_full_on=None, last_any_on=date(2026, 11, 16))  # due 11-23
+    history = NotificationHistory(last_full_on=date(2026, 11, 16))
     assert kinds_at(nfa, history, "2026-11-21T23:59:59") == []
     assert kinds_at(nfa, history, "2026-11-22T00:00:00") == [(DUE_SOON, "weekly:2026-11-23")]
+    assert kinds_at(nfa, history, "2026-11-23T23:59:59") == [(DUE_SOON, "weekly:2026-11-23")]
+    assert kinds_at(nfa, history, "2026-11-24T00:00:00") == [(MISSED, "weekly:2026-11-23")]
+
+
+def test_a_compliant_weekly_reporter_has_no_alert_after_13_months() -> None:
+    # s.85(1), (2)(c), (5)(a), SI 2012/1876: each weekly notification is the periodic
+    # notification and restarts the clock; no "missed annual notification" ever opens.
+    first = date(2025, 10, 1)
+    nfa = nominal(no_fixed_abode=True, last_notification_on=first)
+    day = first
+    while day < date(2026, 11, 1):  # 13 months of weekly notifications, each on its due day
+        history = NotificationHistory(last_full_on=day)
+        for hour in ("T00:00:00", "T12:00:00", "T23:59:59"):
+            opened = kinds_at(nfa, history, day.isoformat() + hour)
+            assert all(kind != MISSED for kind, _ in opened), (day, opened)
+        day += timedelta(days=7)
+    assert kinds_at(nfa, NotificationHistory(last_full_on=day), day.isoformat() + "T12:00:00") == []
+
+
+def test_a_travel_notification_does_not_move_the_weekly_clock() -> None:
+    # s.85(2) lists s.83(1), s.84(1) and s.85(1) notifications only: a travel or return
+    # notification (s.86) restarts neither clock, so a weekly reporter who notified travel on
+    # 20 Nov still owes the weekly notification by 23 Nov.
+    assert "weekly" in FULL_NOTIFICATION_KINDS
+    assert "travel" not in FULL_NOTIFICATION_KINDS and "return" not in FULL_NOTIFICATION_KINDS
+    nfa = nominal(no_fixed_abode=True)
+    history = NotificationHistory(last_full_on=date(2026, 11, 16))  # the travel one is not in it
     assert kinds_at(nfa, history, "2026-11-24T00:00:00") == [(MISSED, "weekly:2026-11-23")]
 
 
@@ -209,7 +339,7 @@ def test_weekly_reminder_must_be_shorter_than_the_week() -> None:
     [
         # the notification arrived: the missed alert resolves
         (
-            NotificationHistory(last_full_on=date(2026, 11, 22), last_any_on=date(2026, 11, 22)),
+            NotificationHistory(last_full_on=date(2026, 11, 22)),
             "2026-11-22T10:00:00",
             [LiveAlert(MISSED, REF, "periodic:2026-11-20")],
             [(MISSED, "periodic:2026-11-20")],

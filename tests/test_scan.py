@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +22,8 @@ async def _seed(sessions: Sessions) -> None:
     async with sessions.begin() as s:
         # periodic notification due 2026-11-20 (a year after the last one)
         s.add(nominal("VS-0000010", last_notification_on=date(2025, 11, 20)))
-        # released 2026-11-16, nothing since: initial due 2026-11-19
+        # released 2026-11-16, nothing since: initial due 2026-11-18, the last of the 3 days
+        # beginning with the release (SOA 2003 s.83(1), s.84(1)(d)); missed from 2026-11-19
         s.add(nominal("VS-0000011", release_date=date(2026, 11, 16), team="south", offender_manager="PC9"))
         # not registered: owes nothing
         s.add(nominal("VS-0000012", registered=False, last_notification_on=date(2020, 1, 1)))
@@ -44,7 +45,7 @@ async def test_scan_opens_at_the_exact_instant_and_is_idempotent(sessions: Sessi
             ("action.due_soon", "VS-0000010", "MAPP-2"),
             ("action.overdue", "VS-0009999", "RMP-9"),
             ("notification.due_soon", "VS-0000010", "periodic:2026-11-20"),
-            ("notification.missed", "VS-0000011", "initial:2026-11-19"),
+            ("notification.missed", "VS-0000011", "initial:2026-11-18"),
         ]
         team = (await s.execute(select(Alert.team).where(Alert.subject == "RMP-9"))).scalar_one()
         assert team == "east"  # the owner's team: the nominal is not known
@@ -63,7 +64,7 @@ async def test_scan_opens_at_the_exact_instant_and_is_idempotent(sessions: Sessi
             ("action.overdue", "VS-0000010", "MAPP-1"),
             ("action.overdue", "VS-0009999", "RMP-9"),
             ("notification.missed", "VS-0000010", "periodic:2026-11-20"),
-            ("notification.missed", "VS-0000011", "initial:2026-11-19"),
+            ("notification.missed", "VS-0000011", "initial:2026-11-18"),
         ]
         # resolved alerts keep their history
         resolved = [a for a in await alerts(s) if a[3] == "resolved"]
@@ -71,6 +72,30 @@ async def test_scan_opens_at_the_exact_instant_and_is_idempotent(sessions: Sessi
     second = await run_scan(sessions, at)
     assert not second.tally.opened and not second.tally.resolved
     assert "alerts opened: 0" in second.lines()
+
+
+async def test_weekly_reporters_end_to_end(sessions: Sessions) -> None:
+    """SOA 2003 s.85(1), (2), (5)(a) and SI 2012/1876: for no fixed abode, a weekly notification
+    is the periodic notification, so a compliant weekly reporter gets no "missed annual"
+    notification after 13 months; travel and return notifications (s.86) move no clock."""
+    async with sessions.begin() as s:
+        s.add(nominal("VS-0000020", no_fixed_abode=True, last_notification_on=date(2025, 10, 1)))
+        for week in range(60):  # weekly from 2025-10-01 to 2026-11-18, 13 months and more
+            day = date(2025, 10, 1) + timedelta(days=7 * week)
+            s.add(notification("VS-0000020", "weekly", day, f"ev-w-{week}"))
+        s.add(nominal("VS-0000021", no_fixed_abode=True, last_notification_on=date(2026, 11, 16)))
+        s.add(notification("VS-0000021", "weekly", date(2026, 11, 16), "ev-x-1"))
+        s.add(notification("VS-0000021", "travel", date(2026, 11, 20), "ev-x-2"))
+        s.add(notification("VS-0000021", "return", date(2026, 11, 21), "ev-x-3"))
+    await run_scan(sessions, context("2026-11-23T23:59:59Z"))
+    async with sessions() as s:
+        assert await live(s) == [("notification.due_soon", "VS-0000021", "weekly:2026-11-23")]
+    await run_scan(sessions, context("2026-11-24T00:00:00Z"))
+    async with sessions() as s:
+        assert await live(s) == [
+            ("notification.due_soon", "VS-0000020", "weekly:2026-11-25"),
+            ("notification.missed", "VS-0000021", "weekly:2026-11-23"),
+        ]
 
 
 async def test_scan_resolves_what_is_no_longer_due(sessions: Sessions) -> None:

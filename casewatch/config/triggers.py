@@ -9,11 +9,16 @@ from casewatch.config.sections import Section
 
 
 class TriggerSection(Section):
-    # Sexual Offences Act 2003 s.83: initial notification within 3 days of conviction or release.
+    # Sexual Offences Act 2003 s.83(1) (and s.84(1)(d) on a release): initial notification
+    # "within the period of N days beginning with" the release. The release day is day 1: with
+    # 3, released 16 Nov -> due by the end of 18 Nov, missed from 19 Nov (local time).
     initial_notification_days: int = Field(3, ge=1, le=60)
-    # SOA 2003 s.85: periodic notification within one year of the last one.
+    # SOA 2003 s.85(1), (5)(b): periodic notification within N years *after* the last initial,
+    # change, periodic or weekly notification (notified 20 Nov 2025 -> due by the end of 20 Nov 2026).
     periodic_notification_years: int = Field(1, ge=1, le=5)
-    # SOA 2003 s.85A and the 2012 regulations: weekly where there is no fixed abode.
+    # SOA 2003 s.85(5)(a), (6) and SI 2012/1876 (one week): no sole or main residence, the
+    # periodic notification is due N days *after* the last one instead of a year (notified
+    # 16 Nov -> due by the end of 23 Nov).
     weekly_notification_days: int = Field(7, ge=1, le=31)
     # Foreign travel: at least 7 days before departure (2012 regulations); policy default.
     travel_notice_days: int = Field(7, ge=0, le=60)

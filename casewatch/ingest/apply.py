@@ -47,7 +47,7 @@ from casewatch.store.models import (
 )
 from casewatch.triggers.applied import Applied
 
-# The notifications that restart the one-year periodic clock: the rules' own list.
+# The notifications that restart the periodic and weekly clocks: the rules' own list.
 CLOCK_RESTARTING_KINDS = FULL_NOTIFICATION_KINDS
 
 # The fields of a nominal.upsert copied as they are onto the nominal.

@@ -146,7 +146,6 @@ def _view_select(cleared: bool) -> Select[Any]:
             _O.id.label("om_id"), _O.name.label("om_name"), _O.email.label("om_email"),
             _O.slack_user_id.label("om_slack_user_id"), _O.team.label("om_team"),
             select(func.max(full)).where(same_nominal).scalar_subquery().label("last_full_on"),
-            select(func.max(_NOTE.notified_on)).where(same_nominal).scalar_subquery().label("last_any_on"),
             recall.scalar_subquery().label("recall"),
             markers.scalar_subquery().label("markers"),
             alerts.scalar_subquery().label("alerts"),
@@ -281,7 +280,7 @@ def _view(
         registered=row.registered, no_fixed_abode=row.no_fixed_abode, release_date=row.release_date,
         last_notification_on=row.last_notification_on, mappa_level=row.mappa_level, area=row.area,
     )
-    history = NotificationHistory(last_full_on=row.last_full_on, last_any_on=row.last_any_on)
+    history = NotificationHistory(last_full_on=row.last_full_on)
     return FlagsView(
         visor_ref=row.visor_ref, surname=row.surname, forenames=row.forenames,
         date_of_birth=row.date_of_birth, pnc_id=row.pnc_id, category=row.category,

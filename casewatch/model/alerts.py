@@ -105,10 +105,14 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
     ),
     AlertKind(
         "notification.missed", ("high",), ("owner", "team_channel"),
-        "a due date passed with no notification: initial (release + `initial_notification_days` "
-        "[3]), periodic (last initial, periodic or change notification + "
-        "`periodic_notification_years` [1]; 29 February -> 28 February), weekly when no fixed "
-        "abode (last notification + `weekly_notification_days` [7])",
+        "a due day ended (local time) with no notification: initial, within the "
+        "`initial_notification_days` [3] days beginning with the release, the release day "
+        "being day 1 (SOA 2003 s.83(1), s.84(1)(d): released 16 Nov, due 18 Nov, missed from "
+        "19 Nov); periodic, `periodic_notification_years` [1] after the last initial, change, "
+        "periodic or weekly notification (s.85(1), (5)(b); 29 February -> 28 February); weekly, "
+        "for no fixed abode instead of the year, `weekly_notification_days` [7] after the last "
+        "of those (s.85(5)(a), (6), SI 2012/1876). Travel and return notifications restart "
+        "neither",
         _DUE_SUBJECT, "the notification is received (or the nominal is no longer registered)",
     ),
     AlertKind(

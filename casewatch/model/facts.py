@@ -24,19 +24,20 @@ class NominalFacts:
     area: str = ""
 
 
-# The notifications that satisfy the initial requirement and restart the periodic year (Sexual
-# Offences Act 2003 ss.83-85); the weekly clock runs from a notification of any kind.
-FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change")
+# The notifications that satisfy the initial requirement and restart the periodic clocks: those
+# under Sexual Offences Act 2003 s.83(1), s.84(1) and s.85(1) (s.85(2)). A weekly notification is
+# the s.85(1) notification of a person with no sole or main residence (s.85(5)(a), SI 2012/1876),
+# so it restarts the weekly clock and the year alike. Travel and return notifications (s.86) are
+# not among them and restart neither. The one list: ingest, the scan and /flags all read it.
+FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change", "weekly")
 
 
 class NotificationHistory(NamedTuple):  # a tuple: a scan builds one per registered nominal
     """The nominal's notifications received, reduced to what the clocks need."""
 
-    # Newest initial, periodic or change notification: these satisfy the initial requirement
-    # and restart the periodic year (Sexual Offences Act 2003 ss.83-85).
+    # Newest notification of a FULL_NOTIFICATION_KINDS kind: these satisfy the initial
+    # requirement and restart the periodic and weekly clocks (Sexual Offences Act 2003 ss.83-85).
     last_full_on: date | None = None
-    # Newest notification of any kind: the weekly (no fixed abode) clock runs from it.
-    last_any_on: date | None = None
 
 
 @dataclass(frozen=True)

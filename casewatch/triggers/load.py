@@ -69,7 +69,7 @@ async def nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str
     return found
 
 
-def _histories_by_ref(where: ColumnElement[bool]) -> Select[str, Any, date]:
+def _histories_by_ref(where: ColumnElement[bool]) -> Select[str, Any]:
     full = case(
         (NotificationReceived.kind.in_(FULL_NOTIFICATION_KINDS), NotificationReceived.notified_on),
         else_=None,
@@ -78,7 +78,6 @@ def _histories_by_ref(where: ColumnElement[bool]) -> Select[str, Any, date]:
         select(
             NotificationReceived.visor_ref,
             func.max(full).label("last_full"),
-            func.max(NotificationReceived.notified_on).label("last_any"),
         )
         .where(where)
         .group_by(NotificationReceived.visor_ref)
@@ -86,12 +85,12 @@ def _histories_by_ref(where: ColumnElement[bool]) -> Select[str, Any, date]:
 
 
 async def histories(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, NotificationHistory]:
-    """Each nominal's newest full and newest any-kind notification, one query per chunk."""
+    """Each nominal's newest full notification (FULL_NOTIFICATION_KINDS), one query per chunk."""
     found: dict[str, NotificationHistory] = {}
     for part in chunked(session, visor_refs):
         stmt = _histories_by_ref(one_of(session, NotificationReceived.visor_ref, part))
-        for ref, last_full, last_any in await session.execute(stmt):
-            found[ref] = NotificationHistory(last_full_on=last_full, last_any_on=last_any)
+        for ref, last_full in await session.execute(stmt):
+            found[ref] = NotificationHistory(last_full_on=last_full)
     return found
 
 
@@ -100,8 +99,8 @@ async def histories_between(session: AsyncSession, after: str, last: str) -> dic
     nominals in pages by reference, a range over the index instead of a list of keys."""
     where = (NotificationReceived.visor_ref > after) & (NotificationReceived.visor_ref <= last)
     return {
-        ref: NotificationHistory(last_full_on=last_full, last_any_on=last_any)
-        for ref, last_full, last_any in await (await session.connection()).execute(_histories_by_ref(where))
+        ref: NotificationHistory(last_full_on=last_full)
+        for ref, last_full in await (await session.connection()).execute(_histories_by_ref(where))
     }
 
 

@@ -1,12 +1,21 @@
 """Missed notifications (Sexual Offences Act 2003 Part 2): when each notification falls due,
 `notification.due_soon` before it and `notification.missed` once the due day is over.
 
-Clocks (settings.triggers):
-- initial: release_date + initial_notification_days, while no full notification (initial,
-  periodic or change) has been received on or after the release date;
-- periodic: the last full notification + periodic_notification_years (29 February -> 28
-  February in a common year; see clocks.add_years); not run while the initial one is pending;
-- weekly, for no fixed abode: the last notification of any kind + weekly_notification_days.
+Clocks (settings.triggers), each due by the end of its due day, local time:
+- initial: "within the period of 3 days beginning with" the release (SOA 2003 s.83(1); on a
+  release from custody, s.84(1)(d) words it the same way): the release day is day 1, so the due
+  day is release_date + initial_notification_days - 1 (released 16 Nov -> due 18 Nov, missed
+  from 19 Nov); while no full notification has been received on or after the release date;
+- periodic: "within the applicable period after" the last notification under s.83(1), s.84(1)
+  or s.85(1) (s.85(1)-(2)): the period of one year (s.85(5)(b)), so the last full notification
+  + periodic_notification_years (29 February -> 28 February in a common year; clocks.add_years);
+  not run while the initial one is pending;
+- weekly, for no fixed abode (no sole or main residence, s.83(7)(b)): the applicable period is
+  the one prescribed by SI 2012/1876 under s.85(5)(a), one week, *instead of* the year; it runs
+  "after" the last full notification (not "beginning with"), so last full +
+  weekly_notification_days. A weekly notification is that person's s.85(1) notification, so it
+  restarts this clock (and would restart the year: FULL_NOTIFICATION_KINDS).
+Travel and return notifications (s.86) are not s.83-85 notifications and restart neither clock.
 
 Travel is not a clock here: travel we can check (a border check) is matched by the border rule,
 which raises unnotified travel, and late notice is flagged by rules.travel_notice.
@@ -51,21 +60,28 @@ def _latest(a: date | None, b: date | None) -> date | None:
     return max(a, b)
 
 
+def within_days_beginning_with(day: date, days: int) -> date:
+    """The last day of "the period of `days` days beginning with" `day` (the day itself is
+    day 1): within_days_beginning_with(16 Nov, 3) == 18 Nov."""
+    return day + timedelta(days=days - 1)
+
+
 def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerPolicy) -> list[Due]:
     """Every notification the nominal owes next, with its due date (none if not registered)."""
     if not nominal.registered:
         return []
     last_full = _latest(nominal.last_notification_on, history.last_full_on)
-    last_any = _latest(nominal.last_notification_on, history.last_any_on)
-    found: list[Due] = []
     release = nominal.release_date
     if release is not None and (last_full is None or last_full < release):
-        found.append(Due("initial", release + timedelta(days=settings.initial_notification_days)))
-    elif last_full is not None:
-        found.append(Due("periodic", add_years(last_full, settings.periodic_notification_years)))
-    if nominal.no_fixed_abode and last_any is not None:
-        found.append(Due("weekly", last_any + timedelta(days=settings.weekly_notification_days)))
-    return found
+        # s.83(1) / s.84(1)(d): within the period of N days beginning with the release.
+        return [Due("initial", within_days_beginning_with(release, settings.initial_notification_days))]
+    if last_full is None:
+        return []
+    if nominal.no_fixed_abode:
+        # s.85(1), (5)(a), (6) and SI 2012/1876: one week after the last s.83-85 notification.
+        return [Due("weekly", last_full + timedelta(days=settings.weekly_notification_days))]
+    # s.85(1), (5)(b): one year after the last s.83-85 notification.
+    return [Due("periodic", add_years(last_full, settings.periodic_notification_years))]
 
 
 def quiet_after(today: date, settings: TriggerPolicy) -> date:
