@@ -162,3 +162,60 @@ def test_late_travel_notice(notified_at: str, flagged: bool) -> None:
     if flagged:
         assert (result.opens[0].kind, result.opens[0].severity) == ("travel.late_notice", "low")
     assert travel_notice.evaluate(trip, NOMINAL, TriggerSection(travel_notice_days=0), TZ).opens == ()
+
+
+# --- issue 14, slice 2: only a relevant offender owes travel notice ----------------------------
+
+UNREGISTERED = NominalFacts(visor_ref=REF, team="north", offender_manager="PC1234", registered=False)
+ENDS_9_JULY = NominalFacts(
+    visor_ref=REF, team="north", offender_manager="PC1234", notification_ends_on=date(2026, 7, 9)
+)
+
+
+@pytest.mark.parametrize(
+    ("nominal", "at", "travels", "expected"),
+    [
+        # s.80(2), s.86: not registered (MAPPA category 2-4, a PDP, no RSO): owes no travel
+        # notice, so an unnotified check is no breach and raises nothing
+        (UNREGISTERED, "2026-07-20T09:00:00", [], []),
+        (UNREGISTERED, "2026-07-10T09:00:00", [TRIP], [CONFIRMED]),
+        # s.82(1): the period ended 9 July: a check on 10 July (local) is after it
+        (ENDS_9_JULY, "2026-07-10T09:00:00", [], []),
+        # s.82(1): the last day of the period is inside it (9 July BST ends 22:59:59 UTC)
+        (ENDS_9_JULY, "2026-07-09T22:59:59", [], [RECORD_FTA, UNNOTIFIED]),
+        (ENDS_9_JULY, "2026-07-09T23:00:00", [], []),
+    ],
+)
+def test_no_travel_breach_for_a_nominal_not_subject_to_the_requirements(
+    nominal: NominalFacts, at: str, travels: list[TravelFacts], expected: list[str]
+) -> None:
+    assert kinds(check("outbound", at), travels, nominal) == expected
+
+
+def test_the_unnotified_alerts_of_a_nominal_owing_no_notice_resolve() -> None:
+    # s.80(2): the nominal turned out not to be registered: the breach alerts are not wanted
+    live = [LiveAlert(UNNOTIFIED, REF, "ev-border-1"), LiveAlert(RECORD_FTA, REF, "ev-border-1")]
+    result = border_travel.evaluate(
+        check("inbound", "2026-07-20T09:00:00"), UNREGISTERED, [], live, SETTINGS, TZ
+    )
+    assert result.opens == ()
+    assert sorted(r.alert.kind for r in result.resolves) == [RECORD_FTA, UNNOTIFIED]
+
+
+@pytest.mark.parametrize(
+    ("nominal", "departure", "flagged"),
+    [
+        # s.80(2), s.86: not registered: no late-notice flag
+        (UNREGISTERED, date(2026, 7, 5), False),
+        # s.82(1): departure on the last day of the period (9 July): still owed, 4 days' notice
+        (ENDS_9_JULY, date(2026, 7, 9), True),
+        # s.82(1): departure after the period: owed no notice
+        (ENDS_9_JULY, date(2026, 7, 10), False),
+        (NOMINAL, date(2026, 7, 10), True),
+    ],
+)
+def test_late_notice_only_for_a_relevant_offender(
+    nominal: NominalFacts, departure: date, flagged: bool
+) -> None:
+    trip = TravelFacts("ev-t5", REF, departure, None, "ES", datetime(2026, 7, 5, 9, tzinfo=UTC))
+    assert bool(travel_notice.evaluate(trip, nominal, SETTINGS, TZ).opens) is flagged

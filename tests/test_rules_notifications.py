@@ -378,3 +378,135 @@ def test_reminder_lead_is_a_setting() -> None:
     assert notifications.evaluate(PERIODIC, NONE, [], at, custom, TZ).opens == ()
     at += timedelta(days=1, hours=-12)  # 2026-11-17T00:00Z: 3 days before
     assert [s.kind for s in notifications.evaluate(PERIODIC, NONE, [], at, custom, TZ).opens] == [DUE_SOON]
+
+
+# --- issue 14, slice 2: who owes, from when, until when ----------------------------------------
+
+CAUTIONED = nominal(relevant_date=date(2026, 11, 16))  # s.82(6)(c): the caution's date
+
+
+@pytest.mark.parametrize(
+    ("facts", "history", "expected"),
+    [
+        # s.83(1): a caution on 16 Nov (s.82(6)(c): the relevant date is the caution's date), no
+        # release: the 3 days beginning with 16 Nov end on 18 Nov
+        (nominal(relevant_date=date(2026, 11, 16)), NONE, [Due("initial", date(2026, 11, 18))]),
+        # s.83(1): a community sentence on 30 Nov: over the month end (30 Nov, 1 Dec, 2 Dec)
+        (nominal(relevant_date=date(2026, 11, 30)), NONE, [Due("initial", date(2026, 12, 2))]),
+        # s.83(1): over 29 February in a leap year (28 Feb, 29 Feb, 1 Mar)
+        (nominal(relevant_date=date(2028, 2, 28)), NONE, [Due("initial", date(2028, 3, 1))]),
+        # s.83(1): notified on the relevant date (day 1): nothing initial; s.85(1) a year on
+        (
+            nominal(relevant_date=date(2026, 11, 16)),
+            NotificationHistory(last_full_on=date(2026, 11, 16)),
+            [Due("periodic", date(2027, 11, 16))],
+        ),
+        # s.83(1): a notification from before the relevant date does not meet it
+        (
+            nominal(relevant_date=date(2026, 11, 16), last_notification_on=date(2026, 11, 15)),
+            NONE,
+            [Due("initial", date(2026, 11, 18))],
+        ),
+        # s.83(6): convicted 2 Nov and detained on it (remanded, then sentenced), released 20 Nov:
+        # the detained time is disregarded, the 3 days begin with the release (20-22 Nov)
+        (
+            nominal(relevant_date=date(2026, 11, 2), release_date=date(2026, 11, 20)),
+            NONE,
+            [Due("initial", date(2026, 11, 22))],
+        ),
+        # s.83(6), s.84(1)(d): notified before the custody began, still owed from the release
+        (
+            nominal(relevant_date=date(2026, 11, 2), release_date=date(2026, 11, 20)),
+            NotificationHistory(last_full_on=date(2026, 11, 3)),
+            [Due("initial", date(2026, 11, 22))],
+        ),
+        # s.83(6): released on the relevant date itself (time served): from that day
+        (
+            nominal(relevant_date=date(2026, 11, 16), release_date=date(2026, 11, 16)),
+            NONE,
+            [Due("initial", date(2026, 11, 18))],
+        ),
+        # s.83(1): a release before the relevant date (an earlier custody) does not delay it
+        (
+            nominal(relevant_date=date(2026, 11, 16), release_date=date(2025, 6, 1)),
+            NONE,
+            [Due("initial", date(2026, 11, 18))],
+        ),
+        # s.84(1)(d): no relevant date recorded: the release date, as before
+        (nominal(release_date=date(2026, 11, 16)), NONE, [Due("initial", date(2026, 11, 18))]),
+        # s.82(1): the period ends 17 Nov, before the initial due day: nothing falls due
+        (
+            nominal(relevant_date=date(2026, 11, 16), notification_ends_on=date(2026, 11, 17)),
+            NONE,
+            [],
+        ),
+        # s.82(1): the period ends on the due day itself: still owed
+        (
+            nominal(relevant_date=date(2026, 11, 16), notification_ends_on=date(2026, 11, 18)),
+            NONE,
+            [Due("initial", date(2026, 11, 18))],
+        ),
+        # s.82(1), s.85(1): the period ends before the anniversary: no periodic notification
+        (
+            nominal(relevant_date=date(2021, 11, 16), notification_ends_on=date(2026, 11, 15)),
+            NotificationHistory(last_full_on=date(2025, 11, 20)),
+            [],
+        ),
+        # s.80(2): not registered (a MAPPA category 2-4 nominal or PDP who is no RSO): nothing
+        (nominal(registered=False, relevant_date=date(2026, 11, 16)), NONE, []),
+    ],
+)
+def test_who_owes_from_when_and_until_when(
+    facts: NominalFacts, history: NotificationHistory, expected: list[Due]
+) -> None:
+    assert dues(facts, history, SETTINGS) == expected
+
+
+@pytest.mark.parametrize(
+    ("facts", "at", "expected"),
+    [
+        # s.83(1): a caution on 16 Nov (GMT): due by the end of 18 Nov, missed from 19 Nov
+        (CAUTIONED, "2026-11-18T23:59:59", [(DUE_SOON, "initial:2026-11-18")]),
+        (CAUTIONED, "2026-11-19T00:00:00", [(MISSED, "initial:2026-11-18")]),
+        # s.83(1): in summer time (BST) the due day ends at 23:00 UTC
+        (nominal(relevant_date=date(2026, 7, 8)), "2026-07-10T23:00:00", [(MISSED, "initial:2026-07-10")]),
+        # s.83(6): detained from the relevant date (2 Nov) to the release (20 Nov): the 3 days
+        # begin with the release, so on 10 Nov nothing is missed (a reminder within the lead)
+        (
+            nominal(relevant_date=date(2026, 11, 2), release_date=date(2026, 11, 20)),
+            "2026-11-10T12:00:00",
+            [(DUE_SOON, "initial:2026-11-22")],
+        ),
+        (
+            nominal(relevant_date=date(2026, 11, 2), release_date=date(2026, 11, 20)),
+            "2026-11-23T00:00:00",
+            [(MISSED, "initial:2026-11-22")],
+        ),
+        # s.82(1): missed 18 Nov, the period ended 20 Nov: from 21 Nov nothing is wanted
+        (
+            nominal(relevant_date=date(2026, 11, 16), notification_ends_on=date(2026, 11, 20)),
+            "2026-11-20T23:59:59",
+            [(MISSED, "initial:2026-11-18")],
+        ),
+        (
+            nominal(relevant_date=date(2026, 11, 16), notification_ends_on=date(2026, 11, 20)),
+            "2026-11-21T00:00:00",
+            [],
+        ),
+    ],
+)
+def test_initial_from_the_relevant_date_at_the_exact_instants(
+    facts: NominalFacts, at: str, expected: list[tuple[str, str]]
+) -> None:
+    assert kinds_at(facts, NONE, at) == expected
+
+
+def test_after_the_notification_period_the_live_alerts_resolve() -> None:
+    # s.82(1): the requirements ended on 30 Nov; from 1 Dec the missed and reminder alerts go
+    ended = nominal(last_notification_on=date(2025, 11, 20), notification_ends_on=date(2026, 11, 30))
+    live = [LiveAlert(MISSED, REF, "periodic:2026-11-20"), LiveAlert("action.overdue", REF, "A1")]
+    before = notifications.evaluate(ended, NONE, live, utc("2026-11-30T23:59:59"), SETTINGS, TZ)
+    assert before.resolves == ()
+    after = notifications.evaluate(ended, NONE, live, utc("2026-12-01T00:00:00"), SETTINGS, TZ)
+    assert after.opens == ()
+    assert [(r.alert.kind, r.alert.subject) for r in after.resolves] == [(MISSED, "periodic:2026-11-20")]

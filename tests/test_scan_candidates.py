@@ -1,8 +1,9 @@
 """The scan reads only the nominals who may owe a notification (load.may_owe_notification with
 rules.notifications.quiet_after). Leaving out a nominal the rule would alert on is a missed
 alert, so the filter is checked against the rule itself: over random case data, on both
-databases, across leap days, year ends and every reminder lead, every nominal the rule wants an
-alert for is a candidate, and a scan opens exactly what the rule asks for everyone."""
+databases, across leap days, year ends and every reminder lead, with relevant dates (SOA 2003
+s.83(1)) and ended notification periods (s.82(1)), every nominal the rule wants an alert for is a
+candidate, and a scan opens exactly what the rule asks for everyone."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ async def _seed(sessions: Sessions, rng: random.Random, today: date, n: int) -> 
                 registered=rng.random() < 0.9,
                 no_fixed_abode=rng.random() < 0.1,
                 release_date=_maybe(rng, today, 0.15, 30),
+                # SOA 2003 s.83(1): a conviction, finding or caution; recent ones (a caution or
+                # community sentence has no release date) and old ones (the periodic clock).
+                relevant_date=_maybe(rng, today, 0.2, rng.choice((10, 3 * 366))),
+                # s.82(1): some periods have ended, some end soon, most are indefinite.
+                notification_ends_on=(
+                    today + timedelta(days=rng.randint(-30, 30)) if rng.random() < 0.1 else None
+                ),
                 # Mostly within the last few years, many near a periodic anniversary.
                 last_notification_on=_maybe(rng, today, 0.7, 3 * 366),
             ))
@@ -58,10 +66,17 @@ async def _wanted(
         facts = [NominalFacts(*r) for r in rows]
         found = await load.histories(s, [f.visor_ref for f in facts])
     wanted: set[tuple[str, str, str]] = set()
+    from_relevant_date = False
     for f in facts:
         history = found.get(f.visor_ref, NotificationHistory())
         result = notifications.evaluate(f, history, [], now, settings, TZ)
         wanted.update((spec.kind, spec.visor_ref, spec.subject) for spec in result.opens)
+        if f.relevant_date is not None and f.release_date is None and any(
+            spec.subject.startswith("initial:") for spec in result.opens
+        ):
+            from_relevant_date = True
+    # The proof must cover the s.83(1) candidates: a relevant date and no release date.
+    assert from_relevant_date, "the data must include an initial notification from a relevant date"
     return wanted
 
 

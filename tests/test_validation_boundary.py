@@ -42,6 +42,8 @@ OPTIONAL_SAMPLES: dict[str, dict[str, Any]] = {
         "release_date": "2020-01-31",
         "licence_expiry": "2030-01-31",
         "aliases": ["Sample Alias"],
+        "relevant_date": "2019-12-02",
+        "notification_ends_on": "2029-12-01",
     },
     "travel.notified": {"carrier": "Fictional Ferries", "arrival_point": "Dover"},
     "mappa.level_changed": {"recorded_by": "PC1234"},

@@ -54,7 +54,7 @@ CLOCK_RESTARTING_KINDS = FULL_NOTIFICATION_KINDS
 _NOMINAL_FIELDS = {
     "surname", "forenames", "date_of_birth", "pnc_id", "category", "registered", "risk_level",
     "lead_agency", "team", "offender_manager", "area", "on_licence", "no_fixed_abode",
-    "release_date", "licence_expiry",
+    "release_date", "licence_expiry", "relevant_date", "notification_ends_on",
 }
 
 

@@ -142,7 +142,7 @@ def _view_select(cleared: bool) -> Select[Any]:
             _N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth, _N.pnc_id, _N.category,
             _N.mappa_level, _N.risk_level, _N.registered, _N.no_fixed_abode, _N.lead_agency, _N.team,
             _N.offender_manager, _N.area, _N.on_licence, _N.licence_expiry, _N.release_date,
-            _N.last_notification_on,
+            _N.last_notification_on, _N.relevant_date, _N.notification_ends_on,
             _O.id.label("om_id"), _O.name.label("om_name"), _O.email.label("om_email"),
             _O.slack_user_id.label("om_slack_user_id"), _O.team.label("om_team"),
             select(func.max(full)).where(same_nominal).scalar_subquery().label("last_full_on"),
@@ -279,6 +279,7 @@ def _view(
         visor_ref=row.visor_ref, team=row.team, offender_manager=row.offender_manager,
         registered=row.registered, no_fixed_abode=row.no_fixed_abode, release_date=row.release_date,
         last_notification_on=row.last_notification_on, mappa_level=row.mappa_level, area=row.area,
+        relevant_date=row.relevant_date, notification_ends_on=row.notification_ends_on,
     )
     history = NotificationHistory(last_full_on=row.last_full_on)
     return FlagsView(

@@ -243,6 +243,11 @@ class NominalUpsert(Data):
     release_date: IsoDate | None = None
     licence_expiry: IsoDate | None = None
     aliases: list[Name] = Field(default_factory=list, max_length=MAX_LIST)
+    # The conviction, finding or caution that began the notification requirements (SOA 2003
+    # s.82(6), s.83(1): the initial notification runs from it).
+    relevant_date: IsoDate | None = None
+    # The end of the notification period (s.82(1)); null: indefinite.
+    notification_ends_on: IsoDate | None = None
 
 
 class NotificationReceivedData(Data):

@@ -22,6 +22,17 @@ class NominalFacts:
     last_notification_on: date | None = None  # as ViSOR last recorded it (nominal.upsert)
     mappa_level: int | None = None
     area: str = ""
+    # SOA 2003 s.82(6): the conviction, finding or caution that began the requirements; the
+    # initial notification (s.83(1)) runs from it.
+    relevant_date: date | None = None
+    # SOA 2003 s.82(1): the last day of the notification period; None: indefinite.
+    notification_ends_on: date | None = None
+
+    def subject_on(self, day: date) -> bool:
+        """Whether the nominal is subject to the notification requirements on `day`: registered
+        (not a MAPPA category 2-4 nominal or PDP who is no RSO) and within the notification
+        period (SOA 2003 s.80(1), s.82(1): the last day is notification_ends_on)."""
+        return self.registered and (self.notification_ends_on is None or day <= self.notification_ends_on)
 
 
 # The notifications that satisfy the initial requirement and restart the periodic clocks: those

@@ -114,6 +114,10 @@ class Nominal(Base):
     last_notification_on: Mapped[date | None]
     release_date: Mapped[date | None]
     licence_expiry: Mapped[date | None]
+    # SOA 2003 s.82(6): the date of the conviction, finding or caution (nominal.upsert).
+    relevant_date: Mapped[date | None]
+    # SOA 2003 s.82(1): the end of the notification period; None: indefinite (or not known).
+    notification_ends_on: Mapped[date | None]
     aliases: Mapped[list[Any]] = mapped_column(default=list)
     # occurred_at of the nominal.upsert this row reflects: an older upsert never overwrites it.
     state_as_of: Mapped[datetime]

@@ -44,7 +44,7 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
 NOMINAL_COLUMNS = (
     Nominal.visor_ref, Nominal.team, Nominal.offender_manager, Nominal.registered,
     Nominal.no_fixed_abode, Nominal.release_date, Nominal.last_notification_on,
-    Nominal.mappa_level, Nominal.area,
+    Nominal.mappa_level, Nominal.area, Nominal.relevant_date, Nominal.notification_ends_on,
 )
 
 
@@ -106,7 +106,8 @@ async def histories_between(session: AsyncSession, after: str, last: str) -> dic
 
 def may_owe_notification(quiet_after: date) -> ColumnElement[bool]:
     """A registered nominal who may owe a notification now or soon (rules.notifications):
-    no fixed abode (the weekly clock), a release date (the initial clock), or no full
+    no fixed abode (the weekly clock), a release or relevant date (the initial clock, SOA 2003
+    s.83(1), (6): a caution or community sentence has a relevant date and no release), or no full
     notification after `quiet_after` (rules.notifications.quiet_after: the periodic clock).
     A superset: the rule decides; this only leaves out nominals it would find nothing for."""
     newer_full = (
@@ -122,6 +123,7 @@ def may_owe_notification(quiet_after: date) -> ColumnElement[bool]:
     return or_(
         Nominal.no_fixed_abode.is_(True),
         Nominal.release_date.is_not(None),
+        Nominal.relevant_date.is_not(None),
         ~recent_on_visor & ~newer_full,
     )
 

@@ -9,7 +9,11 @@ its local day in the service timezone.
 - a match: `travel.confirmed` (low);
 - no match: `travel.unnotified` (high, for the SPOC) and `travel.record_fta` (high, a task for
   the offender manager: record it on the ViSOR Foreign Travel Attachment, assess a breach);
-- no such nominal: `travel.unmatched_nominal` (high, for the SPOC): a border alert is never dropped.
+- no such nominal: `travel.unmatched_nominal` (high, for the SPOC): a border alert is never dropped;
+- a nominal not subject to the notification requirements on the check's day (not registered, or
+  after notification_ends_on, SOA 2003 s.80(1), s.82(1)) owes no travel notice (s.86), so no
+  match is no breach: a matching notification is still confirmed, an unmatched check raises
+  nothing (and its unnotified alerts, if any, resolve).
 
 The subject is the border check's event id: each check is its own alert. A notification that
 arrives after the check, but was made before it (events out of order), turns an unnotified
@@ -90,7 +94,7 @@ def evaluate(
             owner=nominal.offender_manager or None,
             details={**details, "travel_notification": travel.event_id},
         ))
-    else:
+    elif nominal.subject_on(local_date(check.checked_at, tz)):
         desired.want(AlertSpec(
             kind=UNNOTIFIED, severity="high", visor_ref=check.visor_ref, team=nominal.team,
             subject=check.event_id, summary=f"Unnotified travel: {where}", details=details,
@@ -104,5 +108,5 @@ def evaluate(
         ))
     return desired.against(
         [a for a in live if a.kind in SELF_RESOLVING and a.subject == check.event_id],
-        "a travel notification made before the check matches it",
+        "a travel notification made before the check matches it, or the nominal owed none",
     )

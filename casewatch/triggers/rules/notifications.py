@@ -2,10 +2,13 @@
 `notification.due_soon` before it and `notification.missed` once the due day is over.
 
 Clocks (settings.triggers), each due by the end of its due day, local time:
-- initial: "within the period of 3 days beginning with" the release (SOA 2003 s.83(1); on a
-  release from custody, s.84(1)(d) words it the same way): the release day is day 1, so the due
-  day is release_date + initial_notification_days - 1 (released 16 Nov -> due 18 Nov, missed
-  from 19 Nov); while no full notification has been received on or after the release date;
+- initial: "within the period of 3 days beginning with the relevant date" (SOA 2003 s.83(1);
+  s.82(6): the conviction, finding or caution), so cautions and community sentences owe it too;
+  when the person is detained on the relevant date the detained time is disregarded (s.83(6)),
+  so the 3 days begin with the release (and s.84(1)(d) words a release the same way); without
+  a relevant date, the release date as before. That day is day 1, so the due day is start +
+  initial_notification_days - 1 (16 Nov -> due 18 Nov, missed from 19 Nov); while no full
+  notification has been received on or after that day (initial_from);
 - periodic: "within the applicable period after" the last notification under s.83(1), s.84(1)
   or s.85(1) (s.85(1)-(2)): the period of one year (s.85(5)(b)), so the last full notification
   + periodic_notification_years (29 February -> 28 February in a common year; clocks.add_years);
@@ -16,6 +19,8 @@ Clocks (settings.triggers), each due by the end of its due day, local time:
   weekly_notification_days. A weekly notification is that person's s.85(1) notification, so it
   restarts this clock (and would restart the year: FULL_NOTIFICATION_KINDS).
 Travel and return notifications (s.86) are not s.83-85 notifications and restart neither clock.
+End (s.82(1)): nothing falls due after notification_ends_on, and once that day is over no
+notification alert is wanted, so the live ones resolve (requirements_ended).
 
 Travel is not a clock here: travel we can check (a border check) is matched by the border rule,
 which raises unnotified travel, and late notice is flagged by rules.travel_notice.
@@ -66,15 +71,45 @@ def within_days_beginning_with(day: date, days: int) -> date:
     return day + timedelta(days=days - 1)
 
 
+def initial_from(nominal: NominalFacts) -> date | None:
+    """The day the initial notification's 3 days begin with, or None.
+
+    - s.83(1): "within the period of 3 days beginning with the relevant date" (s.82(6): the
+      conviction, finding or caution), so a caution or a community sentence owes it too;
+    - s.83(6): time when the offender is remanded or committed to custody, serving a sentence,
+      detained in a hospital or outside the UK is disregarded, so a person detained on the
+      relevant date and released later owes it within 3 days beginning with the release (a
+      release date after the relevant date is read as detained from it until then; s.84(1)(d)
+      also requires a notification within 3 days beginning with a release);
+    - a release date and no relevant date: the release, as before (s.84(1)(d)).
+    A release before the relevant date is an earlier custody, not a reason to wait."""
+    relevant, release = nominal.relevant_date, nominal.release_date
+    if relevant is None:
+        return release
+    if release is None:
+        return relevant
+    return max(relevant, release)
+
+
 def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerPolicy) -> list[Due]:
-    """Every notification the nominal owes next, with its due date (none if not registered)."""
+    """Every notification the nominal owes next, with its due date: none if not registered,
+    and none falling due after the end of the notification period (s.82(1): a person no
+    longer subject to the requirements owes nothing; evaluate also drops every due once the
+    period is over)."""
     if not nominal.registered:
         return []
+    found = _dues(nominal, history, settings)
+    ends = nominal.notification_ends_on
+    return found if ends is None else [d for d in found if d.due_on <= ends]
+
+
+def _dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerPolicy) -> list[Due]:
     last_full = _latest(nominal.last_notification_on, history.last_full_on)
-    release = nominal.release_date
-    if release is not None and (last_full is None or last_full < release):
-        # s.83(1) / s.84(1)(d): within the period of N days beginning with the release.
-        return [Due("initial", within_days_beginning_with(release, settings.initial_notification_days))]
+    start = initial_from(nominal)
+    if start is not None and (last_full is None or last_full < start):
+        # s.83(1), (6) / s.84(1)(d): within the period of N days beginning with the relevant
+        # date, or the release when detained on it; satisfied by a notification since then.
+        return [Due("initial", within_days_beginning_with(start, settings.initial_notification_days))]
     if last_full is None:
         return []
     if nominal.no_fixed_abode:
@@ -84,11 +119,18 @@ def dues(nominal: NominalFacts, history: NotificationHistory, settings: TriggerP
     return [Due("periodic", add_years(last_full, settings.periodic_notification_years))]
 
 
+def requirements_ended(nominal: NominalFacts, today: date) -> bool:
+    """s.82(1): after the last day of the notification period the person is no longer a
+    relevant offender (s.80(2)): no notification or travel trigger fires for them."""
+    return nominal.registered and not nominal.subject_on(today)
+
+
 def quiet_after(today: date, settings: TriggerPolicy) -> date:
     """The newest full notification after which a nominal owes nothing on the periodic clock
     today, not even a reminder: if it was made after this day, the periodic due date is beyond
     today + the reminder lead. A scan reads only the nominals who may owe something (this, or
-    a release date, or no fixed abode: scan.py), so this must never be too early.
+    a release or relevant date, or no fixed abode: load.may_owe_notification), so this must
+    never be too early.
 
     Proof of the margin: add_years never moves a day later and moves it at most one day
     earlier (29 February), and keeps order; so last_full > add_years(today + lead + 2, -N)
@@ -137,8 +179,8 @@ def evaluate(
     """`live`: the nominal's live notification alerts. Opens what is due soon or missed now;
     resolves every live one that is not (a notification came, or a reminder became missed)."""
     desired = Desired()
-    if nominal is not None:
-        today = local_date(now, tz)
+    today = local_date(now, tz)
+    if nominal is not None and not requirements_ended(nominal, today):
         for due in dues(nominal, history, settings):
             spec = _spec(nominal, due, today, settings, tz)
             if spec is not None:
@@ -147,5 +189,6 @@ def evaluate(
         return NOTHING
     return desired.against(
         [a for a in live if a.kind in KINDS],
-        "no longer due: notification received, or the reminder became missed",
+        "no longer due: notification received, the reminder became missed, or the "
+        "notification requirements ended",
     )

@@ -1,6 +1,8 @@
 """Late travel notice: foreign travel must be notified travel_notice_days before departure
 (later only where the details were not known earlier), so a later notice is flagged for the
-offender manager to check (`travel.late_notice`, low). travel_notice_days = 0 turns it off."""
+offender manager to check (`travel.late_notice`, low). travel_notice_days = 0 turns it off.
+Nobody is flagged who is not subject to the notification requirements on the departure day (not
+registered, or a departure after notification_ends_on: SOA 2003 s.80(1), s.82(1), s.86)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ def evaluate(
     travel: TravelFacts, nominal: NominalFacts | None, settings: TriggerPolicy, tz: ZoneInfo
 ) -> RuleResult:
     notice_days = (travel.departure_on - local_date(travel.notified_at, tz)).days
-    if nominal is None or not nominal.registered or notice_days >= settings.travel_notice_days:
+    if (
+        nominal is None
+        or not nominal.subject_on(travel.departure_on)
+        or notice_days >= settings.travel_notice_days
+    ):
         return RuleResult()
     owner = nominal.offender_manager or None
     return RuleResult((AlertSpec(
