@@ -70,9 +70,12 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
     AlertKind(
         "travel.unnotified", ("high",), ("spoc", "team_channel"),
         "a `travel.border_alert` matches no travel notification made before the check (outbound "
-        "near a departure, inbound near a return, `border_match_window_days` [2] either side)",
+        "near a departure, inbound near a return, `border_match_window_days` [2] either side), "
+        "for a nominal subject to the notification requirements on the check's day: registered "
+        "and not after `notification_ends_on` (SOA 2003 s.80(2), s.82(1), s.86)",
         _BORDER_EVENT,
-        "a travel notification made before the check arrives late (events out of order)",
+        "a travel notification made before the check arrives late (events out of order), or "
+        "the check is evaluated again for a nominal who owed no notice",
     ),
     AlertKind(
         "travel.record_fta", ("high",), ("owner", "spoc"),
@@ -93,27 +96,34 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
     AlertKind(
         # No route of its own until issue 13, so the fallback route; kept as it was.
         "travel.late_notice", ("low",), FALLBACK_RECEIVERS,
-        "travel notified fewer than `travel_notice_days` [7] days before departure",
+        "travel notified fewer than `travel_notice_days` [7] days before departure, by a "
+        "nominal subject to the notification requirements on the departure day (registered, "
+        "not after `notification_ends_on`: SOA 2003 s.80(2), s.82(1), s.86)",
         "the travel event id", "acknowledged",
     ),
     AlertKind(
         "notification.due_soon", ("low", "medium"), ("owner",),
         "within `notification_reminder_days` [14] (weekly: `weekly_notification_reminder_days` "
         "[1]) of a due date",
-        _DUE_SUBJECT, "the notification is received; or it turns into `notification.missed`",
+        _DUE_SUBJECT, "the notification is received; or it turns into `notification.missed`; "
+        "or the notification period ends (s.82(1))",
         severity_rule="low (periodic), medium (initial, weekly)", escalates=False,
     ),
     AlertKind(
         "notification.missed", ("high",), ("owner", "team_channel"),
         "a due day ended (local time) with no notification: initial, within the "
-        "`initial_notification_days` [3] days beginning with the release, the release day "
-        "being day 1 (SOA 2003 s.83(1), s.84(1)(d): released 16 Nov, due 18 Nov, missed from "
+        "`initial_notification_days` [3] days beginning with the relevant date (conviction, "
+        "finding or caution: SOA 2003 s.82(6), s.83(1)), or with the release when released "
+        "after it (detained time disregarded, s.83(6); s.84(1)(d)), or with the release when "
+        "no relevant date is recorded, that day being day 1 (16 Nov, due 18 Nov, missed from "
         "19 Nov); periodic, `periodic_notification_years` [1] after the last initial, change, "
         "periodic or weekly notification (s.85(1), (5)(b); 29 February -> 28 February); weekly, "
         "for no fixed abode instead of the year, `weekly_notification_days` [7] after the last "
         "of those (s.85(5)(a), (6), SI 2012/1876). Travel and return notifications restart "
-        "neither",
-        _DUE_SUBJECT, "the notification is received (or the nominal is no longer registered)",
+        "neither. Only for a registered nominal, and nothing falls due after "
+        "`notification_ends_on` (s.82(1))",
+        _DUE_SUBJECT, "the notification is received (or the nominal is no longer registered, "
+        "or the notification period ended: s.82(1))",
     ),
     AlertKind(
         "action.due_soon", ("low",), ("owner",),
