@@ -153,6 +153,27 @@ def test_next_notification_due(
     assert due == expected
 
 
+INITIAL_18_NOV = NotificationDue("initial", date(2026, 11, 18))
+
+
+@pytest.mark.parametrize(
+    ("relevant", "ends", "today", "expected"),
+    [
+        # s.83(1): cautioned 16 Nov, no release: due within the 3 days beginning with it
+        (date(2026, 11, 16), None, date(2026, 11, 17), INITIAL_18_NOV),
+        # s.82(1): on the last day of the period it is still shown
+        (date(2026, 11, 16), date(2026, 11, 20), date(2026, 11, 20), INITIAL_18_NOV),
+        # s.82(1): after the period nothing is owed any more
+        (date(2026, 11, 16), date(2026, 11, 20), date(2026, 11, 21), None),
+    ],
+)
+def test_next_notification_due_from_the_relevant_date_until_the_end(
+    relevant: date, ends: date | None, today: date, expected: NotificationDue | None
+) -> None:
+    facts = NominalFacts("VS-0000001", "north", "PC1234", relevant_date=relevant, notification_ends_on=ends)
+    assert next_notification_due(facts, NotificationHistory(), CLOCKS, today) == expected
+
+
 # --- the store queries --------------------------------------------------------------------------
 
 

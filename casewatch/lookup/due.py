@@ -6,17 +6,22 @@ an officer is shown and what the alerts say can never disagree.
 
 from __future__ import annotations
 
+from datetime import date
+
 from casewatch.config.triggers import TriggerSection
 from casewatch.model.facts import NominalFacts, NotificationHistory
-from casewatch.triggers.rules.notifications import Due, dues
+from casewatch.triggers.rules.notifications import Due, dues, requirements_ended
 
 NotificationDue = Due
 
 
 def next_notification_due(
-    nominal: NominalFacts, history: NotificationHistory, clocks: TriggerSection
+    nominal: NominalFacts, history: NotificationHistory, clocks: TriggerSection, today: date | None = None
 ) -> NotificationDue | None:
-    """The earliest notification owed; None when not registered or nothing is on record."""
+    """The earliest notification owed; None when not registered, nothing is on record, or (given
+    `today`, the local date) the notification period ended before today (SOA 2003 s.82(1))."""
+    if today is not None and requirements_ended(nominal, today):
+        return None
     owed = dues(nominal, history, clocks)
     return min(owed, key=lambda due: due.due_on) if owed else None
 

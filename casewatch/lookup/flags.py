@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
@@ -43,6 +44,7 @@ from casewatch.lookup.views import (
     OfficerContact,
 )
 from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
+from casewatch.model.clocks import local_date
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory
 from casewatch.store.models import (
     Alert,
@@ -287,7 +289,10 @@ def _view(
         date_of_birth=row.date_of_birth, pnc_id=row.pnc_id, category=row.category,
         mappa_level=row.mappa_level, risk_level=row.risk_level,
         registered=row.registered, no_fixed_abode=row.no_fixed_abode,
-        next_notification=next_notification_due(facts, history, ctx.settings.triggers),
+        next_notification=next_notification_due(
+            facts, history, ctx.settings.triggers,
+            local_date(ctx.clock.now(), ZoneInfo(ctx.settings.service.timezone)),
+        ),
         licence=_licence(row), markers=tuple(markers), restricted_included=cleared,
         lead_agency=row.lead_agency, team=row.team, offender_manager=_contact(row),
         open_alerts=tuple(sorted((_alert_from_json(a) for a in row.alerts or ()), key=urgency)),
