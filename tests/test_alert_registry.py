@@ -121,7 +121,9 @@ def _rule_opens() -> list[AlertSpec]:
         opens += mappa_level.evaluate(change, nominal, POLICY, TZ).opens
     opens += recall.on_issued(RecallFacts("r1", "VS-1", "emergency", now), nominal, POLICY).opens
     travel = TravelFacts("t1", "VS-1", today + timedelta(days=1), None, "FR", now - timedelta(days=1))
-    opens += travel_notice.evaluate(travel, nominal, POLICY, TZ).opens
+    opens += travel_notice.evaluate(travel, nominal, POLICY, TZ).opens  # 2 days' notice: medium
+    on_the_day = TravelFacts("t2", "VS-1", today, None, "FR", now)  # after departure: high
+    opens += travel_notice.evaluate(on_the_day, nominal, POLICY, TZ).opens
     for day in (1, 30):
         check = BorderCheckFacts("b1", "VS-1", "DOVER", "outbound", now + timedelta(days=day))
         for who in (nominal, None):

@@ -144,11 +144,11 @@ def test_the_window_is_a_setting() -> None:
     [
         ("2026-07-02T22:59:59", False),  # 2 July local: 8 days' notice
         ("2026-07-03T09:00:00", False),  # 7 days: in time
-        ("2026-07-03T23:00:00", True),  # 4 July local (BST): 6 days
-        ("2026-07-09T20:00:00", True),
+        ("2026-07-03T23:00:00", "medium"),  # 4 July local (BST): 6 days
+        ("2026-07-09T20:00:00", "high"),  # 3 hours before the departure date begins
     ],
 )
-def test_late_travel_notice(notified_at: str, flagged: bool) -> None:
+def test_late_travel_notice(notified_at: str, flagged: str | bool) -> None:
     trip = TravelFacts(
         "ev-t4",
         REF,
@@ -158,10 +158,12 @@ def test_late_travel_notice(notified_at: str, flagged: bool) -> None:
         datetime.fromisoformat(notified_at).replace(tzinfo=UTC),
     )
     result = travel_notice.evaluate(trip, NOMINAL, SETTINGS, TZ)
-    assert bool(result.opens) is flagged
+    assert bool(result.opens) is bool(flagged)
     if flagged:
-        assert (result.opens[0].kind, result.opens[0].severity) == ("travel.late_notice", "low")
-    assert travel_notice.evaluate(trip, NOMINAL, TriggerSection(travel_notice_days=0), TZ).opens == ()
+        assert (result.opens[0].kind, result.opens[0].severity) == ("travel.late_notice", flagged)
+    # travel_notice_days = 0 turns the 7-day flag off, not the 12 hours (the law)
+    off = travel_notice.evaluate(trip, NOMINAL, TriggerSection(travel_notice_days=0), TZ).opens
+    assert [s.severity for s in off] == (["high"] if flagged == "high" else [])
 
 
 # --- issue 14, slice 2: only a relevant offender owes travel notice ----------------------------
@@ -219,3 +221,144 @@ def test_late_notice_only_for_a_relevant_offender(
 ) -> None:
     trip = TravelFacts("ev-t5", REF, departure, None, "ES", datetime(2026, 7, 5, 9, tzinfo=UTC))
     assert bool(travel_notice.evaluate(trip, nominal, SETTINGS, TZ).opens) is flagged
+
+
+# --- issue 14, slice 3: travel as trips (SOA 2003 s.86; SI 2004/1220 as amended by SI 2012/1876) --
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def bc(event_id: str, direction: str, when: str) -> BorderCheckFacts:
+    return BorderCheckFacts(event_id, REF, "Dover", direction, at(when))
+
+
+def trip(
+    event_id: str, departure: date, back: date | None, notified: str, trip_id: str | None = None,
+    *, cancelled: bool = False, departure_at: str | None = None,
+) -> TravelFacts:
+    return TravelFacts(
+        event_id, REF, departure, back, "ES", at(notified),
+        departure_at=at(departure_at) if departure_at else None, trip_id=trip_id, cancelled=cancelled,
+    )
+
+
+T2024 = trip("ev-2024", date(2024, 3, 1), None, "2024-02-01T09:00:00")
+JULY = trip("ev-july", date(2026, 7, 10), date(2026, 7, 20), "2026-06-01T09:00:00", "T-1")
+JULY_MOVED = trip("ev-july-2", date(2026, 7, 24), date(2026, 7, 31), "2026-06-15T09:00:00", "T-1")
+JULY_CANCELLED = trip(
+    "ev-july", date(2026, 7, 10), date(2026, 7, 20), "2026-06-01T09:00:00", "T-1", cancelled=True
+)
+
+
+@pytest.mark.parametrize(
+    ("checks", "travels", "expected"),
+    [
+        # s.86: a trip from 2024 with no return date does not confirm a 2026 return
+        ([bc("b1", "inbound", "2026-05-01T09:00:00")], [T2024], {"b1": None}),
+        # ... it matches the first inbound check within open_trip_max_days [90] of departure
+        ([bc("b1", "inbound", "2024-05-30T09:00:00")], [T2024], {"b1": "ev-2024"}),  # day 90
+        ([bc("b1", "inbound", "2024-05-31T09:00:00")], [T2024], {"b1": None}),  # day 91
+        # s.86: an open return matches the *first* inbound check after departure, not a second
+        (
+            [bc("b1", "inbound", "2024-03-05T09:00:00"), bc("b2", "inbound", "2024-03-09T09:00:00")],
+            [T2024],
+            {"b1": "ev-2024", "b2": None},
+        ),
+        # s.86: one check matches one leg: two outbound checks, one trip
+        (
+            [bc("b1", "outbound", "2026-07-10T06:00:00"), bc("b2", "outbound", "2026-07-11T06:00:00")],
+            [JULY],
+            {"b1": "ev-july", "b2": None},
+        ),
+        # s.86: out and back on one trip: each leg once
+        (
+            [bc("b1", "outbound", "2026-07-10T06:00:00"), bc("b2", "inbound", "2026-07-20T18:00:00")],
+            [JULY],
+            {"b1": "ev-july", "b2": "ev-july"},
+        ),
+        # s.86: an inbound check before the outbound check of the trip is not its return
+        (
+            [bc("b1", "outbound", "2026-07-11T06:00:00"), bc("b2", "inbound", "2026-07-10T18:00:00")],
+            [trip("ev-o", date(2026, 7, 10), None, "2026-06-01T09:00:00")],
+            {"b1": "ev-o", "b2": None},
+        ),
+        # the trip amended (same trip_id, SI 2004/1220 as amended: notice of changed details):
+        # the old dates match nothing once the amendment was made; before it, they still do
+        ([bc("b1", "outbound", "2026-07-10T06:00:00")], [JULY, JULY_MOVED], {"b1": None}),
+        ([bc("b1", "outbound", "2026-07-24T06:00:00")], [JULY, JULY_MOVED], {"b1": "ev-july-2"}),
+        ([bc("b1", "outbound", "2026-06-10T06:00:00")], [trip("ev-j", date(2026, 6, 10), None,
+          "2026-06-01T09:00:00", "T-1"), JULY_MOVED], {"b1": "ev-j"}),
+        # a cancelled trip (travel.cancelled) matches nothing
+        ([bc("b1", "outbound", "2026-07-10T06:00:00")], [JULY_CANCELLED], {"b1": None}),
+        ([bc("b1", "outbound", "2026-07-24T06:00:00")], [JULY_CANCELLED, JULY_MOVED], {"b1": None}),
+        # a departure with no outbound check is no alert: the return still matches
+        ([bc("b1", "inbound", "2026-07-21T18:00:00")], [JULY], {"b1": "ev-july"}),
+        # two trips: each check its own trip's leg
+        (
+            [bc("b1", "outbound", "2026-07-10T06:00:00"), bc("b2", "outbound", "2026-07-24T06:00:00")],
+            [JULY, trip("ev-second", date(2026, 7, 24), None, "2026-06-01T09:00:00", "T-2")],
+            {"b1": "ev-july", "b2": "ev-second"},
+        ),
+    ],
+)
+def test_trips(
+    checks: list[BorderCheckFacts], travels: list[TravelFacts], expected: dict[str, str | None]
+) -> None:
+    for c in checks:
+        found = border_travel.matching_travel(c, travels, SETTINGS, TZ, checks)
+        assert (found.event_id if found else None) == expected[c.event_id], c.event_id
+        result = border_travel.evaluate(c, NOMINAL, travels, [], SETTINGS, TZ, checks)
+        opened = sorted(s.kind for s in result.opens)
+        assert opened == ([CONFIRMED] if expected[c.event_id] else [RECORD_FTA, UNNOTIFIED])
+
+
+def test_the_open_trip_length_is_a_setting() -> None:
+    c = bc("b1", "inbound", "2024-05-31T09:00:00")
+    longer = TriggerSection(open_trip_max_days=91)
+    assert border_travel.matching_travel(c, [T2024], longer, TZ) == T2024
+
+
+@pytest.mark.parametrize(
+    ("departure_at", "notified", "severity"),
+    [
+        # SI 2004/1220 (as amended by SI 2012/1876): at least 7 days before departure
+        ("2026-07-10T09:00:00", "2026-07-03T09:00:00", None),  # exactly 7 days: in time
+        ("2026-07-10T09:00:00", "2026-07-03T09:00:01", "medium"),  # 1 s under 7 days
+        # ... else (details not known earlier) at least 12 hours: flagged to check the reason
+        ("2026-07-10T09:00:00", "2026-07-09T21:00:00", "medium"),  # exactly 12 hours
+        ("2026-07-10T09:00:00", "2026-07-09T21:00:01", "high"),  # under 12 hours: possible breach
+        ("2026-07-10T09:00:00", "2026-07-10T10:00:00", "high"),  # after departure
+        # BST begins 29 March 2026: 7 calendar days before 1 April 10:00 BST is 25 March 10:00 GMT
+        ("2026-04-01T09:00:00", "2026-03-25T10:00:00", None),
+        ("2026-04-01T09:00:00", "2026-03-25T10:00:01", "medium"),
+        # BST ends 25 October 2026: 12 hours are elapsed hours across the change
+        ("2026-10-25T10:00:00", "2026-10-24T22:00:00", "medium"),  # 12 h (23:00 BST -> 10:00 GMT)
+        ("2026-10-25T10:00:00", "2026-10-24T22:00:01", "high"),
+    ],
+)
+def test_notice_with_departure_times(departure_at: str, notified: str, severity: str | None) -> None:
+    dep = at(departure_at)
+    t = trip("ev-n", dep.astimezone(TZ).date(), None, notified, departure_at=departure_at)
+    opens = travel_notice.evaluate(t, NOMINAL, SETTINGS, TZ).opens
+    assert [s.severity for s in opens] == ([severity] if severity else [])
+
+
+def test_notice_without_a_time_counts_from_the_start_of_the_departure_date() -> None:
+    # SI 2004/1220 (as amended): "before the date of departure": 12 hours before 10 July 00:00 BST
+    t = trip("ev-n", date(2026, 7, 10), None, "2026-07-09T11:00:00")  # 12:00 BST on 9 July
+    assert [s.severity for s in travel_notice.evaluate(t, NOMINAL, SETTINGS, TZ).opens] == ["medium"]
+    t = trip("ev-n", date(2026, 7, 10), None, "2026-07-09T11:00:01")
+    assert [s.severity for s in travel_notice.evaluate(t, NOMINAL, SETTINGS, TZ).opens] == ["high"]
+
+
+def test_an_amended_trip_counts_notice_from_its_first_notification() -> None:
+    # s.86: the trip was notified on 1 June; moving its date on 8 July keeps that notice
+    first = trip("ev-a", date(2026, 7, 10), None, "2026-06-01T09:00:00", "T-9")
+    amended = trip("ev-b", date(2026, 7, 12), None, "2026-07-08T09:00:00", "T-9")
+    assert travel_notice.evaluate(amended, NOMINAL, SETTINGS, TZ, [first]).opens == ()
+    assert [s.severity for s in travel_notice.evaluate(amended, NOMINAL, SETTINGS, TZ).opens] == ["medium"]
+    # a cancelled trip is flagged no further
+    cancelled = trip("ev-c", date(2026, 7, 12), None, "2026-07-11T20:00:00", "T-8", cancelled=True)
+    assert travel_notice.evaluate(cancelled, NOMINAL, SETTINGS, TZ).opens == ()

@@ -127,7 +127,8 @@ async def test_late_travel_notice_is_flagged(sessions: Sessions, db_url: str) ->
     result = await post(
         sessions, ctx, trip("VS-0000043", "ev-t-3", "2026-07-21T09:00:00Z", "2026-07-24", "2026-07-30")
     )
-    assert await opened(sessions, result.alerts) == [("travel.late_notice", "low", "ev-t-3")]
+    # 3 days' notice (SI 2004/1220 as amended by SI 2012/1876: 7 days, else 12 hours): medium
+    assert await opened(sessions, result.alerts) == [("travel.late_notice", "medium", "ev-t-3")]
 
 
 async def test_stale_events_are_skipped(sessions: Sessions) -> None:

@@ -20,12 +20,18 @@ class TriggerSection(Section):
     # periodic notification is due N days *after* the last one instead of a year (notified
     # 16 Nov -> due by the end of 23 Nov).
     weekly_notification_days: int = Field(7, ge=1, le=31)
-    # Foreign travel: at least 7 days before departure (2012 regulations); policy default.
+    # Foreign travel (SOA 2003 s.86; SI 2004/1220 as amended by SI 2012/1876): notice at least
+    # 7 days before departure, else (details not known earlier) at least 12 hours before.
+    # Notice under N days (calendar days, local time) is flagged medium; 0 turns that flag off
+    # (the 12-hour breach, high, stays: it is the law, not policy).
     travel_notice_days: int = Field(7, ge=0, le=60)
     # Policy default: remind this many days before a notification falls due.
     notification_reminder_days: int = Field(14, ge=0, le=120)
     # Border checks match a travel notification within this many days either side of its dates.
     border_match_window_days: int = Field(2, ge=0, le=30)
+    # Local choice: a trip notified with no return date matches an inbound check only within
+    # this many days of its departure (a 2024 trip must not "confirm" a 2026 return).
+    open_trip_max_days: int = Field(90, ge=1, le=730)
     # Policy default: remind an action's owner this many days before its due date.
     action_reminder_days: int = Field(7, ge=0, le=120)
     # Policy default (domain.md): a MAPPA level change must reach ViSOR within 3 days.

@@ -69,9 +69,13 @@ _DUE_SUBJECT = "`<kind>:<due date>`"
 ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
     AlertKind(
         "travel.unnotified", ("high",), ("spoc", "team_channel"),
-        "a `travel.border_alert` matches no travel notification made before the check (outbound "
-        "near a departure, inbound near a return, `border_match_window_days` [2] either side), "
-        "for a nominal subject to the notification requirements on the check's day: registered "
+        "a `travel.border_alert` matches no leg of a notified trip (SOA 2003 s.86): a trip is its "
+        "latest notification made before the check (same `trip_id`: amended; `travel.cancelled`: "
+        "matches nothing); outbound near the departure, inbound after it and near the return "
+        "(`border_match_window_days` [2] either side; no return date: the first inbound check "
+        "within `open_trip_max_days` [90] of the departure); each leg matched by one check, each "
+        "check matching one leg; a departure with no outbound check is no alert; for a nominal "
+        "subject to the notification requirements on the check's day: registered "
         "and not after `notification_ends_on` (SOA 2003 s.80(2), s.82(1), s.86)",
         _BORDER_EVENT,
         "a travel notification made before the check arrives late (events out of order), or "
@@ -95,11 +99,17 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
     ),
     AlertKind(
         # No route of its own until issue 13, so the fallback route; kept as it was.
-        "travel.late_notice", ("low",), FALLBACK_RECEIVERS,
-        "travel notified fewer than `travel_notice_days` [7] days before departure, by a "
-        "nominal subject to the notification requirements on the departure day (registered, "
-        "not after `notification_ends_on`: SOA 2003 s.80(2), s.82(1), s.86)",
+        "travel.late_notice", ("medium", "high"), FALLBACK_RECEIVERS,
+        "foreign travel notified (the trip's first notice; a later one with the same `trip_id` "
+        "amends it) fewer than `travel_notice_days` [7] days before departure: medium, for the "
+        "offender manager to check the reason (12 hours' notice is lawful only where the details "
+        "were not known earlier); under 12 hours before departure, or after it: high, a possible "
+        "breach (SOA 2003 s.86; SI 2004/1220 as amended by SI 2012/1876). Measured from "
+        "`departure_at` when given, else the start of the departure date. Only for a nominal "
+        "subject to the notification requirements on the departure day (registered, not after "
+        "`notification_ends_on`: s.80(2), s.82(1)); a cancelled trip is flagged no further",
         "the travel event id", "acknowledged",
+        severity_rule="medium (under 7 days); high (under 12 hours, or after departure)",
     ),
     AlertKind(
         "notification.due_soon", ("low", "medium"), ("owner",),

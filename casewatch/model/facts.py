@@ -58,7 +58,17 @@ class TravelFacts:
     departure_on: date
     return_on: date | None  # None: open-ended
     destination: str
-    notified_at: datetime
+    notified_at: datetime  # when the nominal gave notice (travel.notified notified_at, else occurred_at)
+    departure_at: datetime | None = None  # the intended departure, when the notice gives the time
+    # The source's id of the trip: a later notification with the same trip_id amends the trip.
+    # None: the notification is a trip of its own.
+    trip_id: str | None = None
+    cancelled: bool = False  # a travel.cancelled names the trip: it matches nothing
+
+    @property
+    def trip(self) -> str:
+        """The trip this notification is about (its trip_id, else its own event id)."""
+        return f"trip:{self.trip_id}" if self.trip_id is not None else f"event:{self.event_id}"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,22 @@
 """Border travel: a UK border check (Warnings Index match, sent to the MOSOVO SPOC) matched
 against the nominal's travel notifications.
 
-A check matches a notification made before it whose dates it falls near, in its direction:
-outbound within border_match_window_days of the departure date, inbound within the window of
-the return date (any day from departure on when the return is open-ended). The check's day is
-its local day in the service timezone.
+Travel as trips (issue 14; SOA 2003 s.86 and SI 2004/1220 as amended by SI 2012/1876: notice of
+the departure, the destination and, where known, the return). A trip is the latest notification
+with its trip_id made before the check (a later one amends it; without a trip_id a notification
+is a trip of its own); a cancelled trip (travel.cancelled) matches nothing. A trip has two legs:
+
+- outbound: a check within border_match_window_days of the departure date;
+- inbound: a check from the departure on (less the window, and after the check that matched the
+  trip's outbound leg, if one did) within the window of the return date; with no return date,
+  the first inbound check no later than open_trip_max_days [90] after the departure (a trip from
+  2024 with no return date does not "confirm" a 2026 return).
+
+A border check matches at most one leg of one trip, and a leg is matched by at most one check:
+the nominal's outbound checks, then its inbound ones, are taken in time order, each matching the
+first free leg it fits. A
+departure with no outbound check is no alert. The check's day is its local day in the service
+timezone.
 
 - a match: `travel.confirmed` (low);
 - no match: `travel.unnotified` (high, for the SPOC) and `travel.record_fta` (high, a task for
@@ -23,7 +35,7 @@ check into a confirmed one: the two unnotified alerts resolve and a confirmation
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from casewatch.model.alerts import AlertSpec
@@ -42,23 +54,68 @@ KINDS = (CONFIRMED, UNNOTIFIED, RECORD_FTA, UNMATCHED_NOMINAL)
 SELF_RESOLVING = (UNNOTIFIED, RECORD_FTA)
 
 
-def matching_travel(
-    check: BorderCheckFacts, travels: Sequence[TravelFacts], window_days: int, tz: ZoneInfo
-) -> TravelFacts | None:
+def _trips_at(travels: Sequence[TravelFacts], at: datetime) -> list[TravelFacts]:
+    """Each trip as notified by `at` (its latest notification made by then), cancelled ones
+    left out, in departure order."""
+    latest: dict[str, TravelFacts] = {}
+    for travel in sorted(travels, key=lambda t: (t.notified_at, t.event_id)):
+        if travel.notified_at <= at:
+            latest[travel.trip] = travel
+    cancelled = {t.trip for t in travels if t.cancelled}
+    return sorted(
+        (t for t in latest.values() if t.trip not in cancelled), key=lambda t: (t.departure_on, t.event_id)
+    )
+
+
+def _fits(
+    check: BorderCheckFacts, travel: TravelFacts, outbound_at: datetime | None, settings: TriggerPolicy,
+    tz: ZoneInfo,
+) -> bool:
     day = local_date(check.checked_at, tz)
-    window = timedelta(days=window_days)
-    for travel in sorted(travels, key=lambda t: (t.departure_on, t.event_id)):
-        if travel.visor_ref != check.visor_ref or travel.notified_at > check.checked_at:
-            continue
-        if check.direction == "outbound":
-            near = travel.departure_on - window <= day <= travel.departure_on + window
-        elif travel.return_on is None:
-            near = day >= travel.departure_on - window
-        else:
-            near = travel.return_on - window <= day <= travel.return_on + window
-        if near:
-            return travel
-    return None
+    window = timedelta(days=settings.border_match_window_days)
+    if check.direction == "outbound":
+        return travel.departure_on - window <= day <= travel.departure_on + window
+    if day < travel.departure_on - window or (outbound_at is not None and check.checked_at <= outbound_at):
+        return False  # an inbound leg comes after the departure
+    if travel.return_on is None:
+        return day <= travel.departure_on + timedelta(days=settings.open_trip_max_days)
+    return travel.return_on - window <= day <= travel.return_on + window
+
+
+def assign(
+    checks: Sequence[BorderCheckFacts], travels: Sequence[TravelFacts], settings: TriggerPolicy,
+    tz: ZoneInfo,
+) -> dict[str, TravelFacts]:
+    """Border check event id -> the trip (its current notification) whose leg it matches. The
+    outbound checks, then the inbound ones, each in time order; each takes the first free leg it
+    fits, so a leg is matched once."""
+    taken: set[tuple[str, str]] = set()
+    outbound_at: dict[str, datetime] = {}
+    matched: dict[str, TravelFacts] = {}
+    # outbound legs first, so an inbound check knows when its trip left
+    for check in sorted(checks, key=lambda c: (c.direction != "outbound", c.checked_at, c.event_id)):
+        for travel in _trips_at([t for t in travels if t.visor_ref == check.visor_ref], check.checked_at):
+            leg = (travel.trip, check.direction)
+            if leg in taken or not _fits(check, travel, outbound_at.get(travel.trip), settings, tz):
+                continue
+            taken.add(leg)
+            matched[check.event_id] = travel
+            if check.direction == "outbound":
+                outbound_at[travel.trip] = check.checked_at
+            break
+    return matched
+
+
+def matching_travel(
+    check: BorderCheckFacts,
+    travels: Sequence[TravelFacts],
+    settings: TriggerPolicy,
+    tz: ZoneInfo,
+    others: Sequence[BorderCheckFacts] = (),
+) -> TravelFacts | None:
+    """The trip whose leg `check` matches, given the nominal's other border checks `others`."""
+    checks = [c for c in others if c.event_id != check.event_id] + [check]
+    return assign(checks, travels, settings, tz).get(check.event_id)
 
 
 def evaluate(
@@ -68,8 +125,10 @@ def evaluate(
     live: Sequence[LiveAlert],
     settings: TriggerPolicy,
     tz: ZoneInfo,
+    others: Sequence[BorderCheckFacts] = (),
 ) -> RuleResult:
-    """`live`: live travel alerts about this check (subject = its event id)."""
+    """`live`: live travel alerts about this check (subject = its event id); `others`: the
+    nominal's other border checks (a leg they match is not free for this one)."""
     day = local_date(check.checked_at, tz).isoformat()
     details = {
         "border_check": check.event_id, "port": check.port, "direction": check.direction,
@@ -85,7 +144,7 @@ def evaluate(
             details=details,
         ))
         return desired.against([], "")
-    travel = matching_travel(check, travels, settings.border_match_window_days, tz)
+    travel = matching_travel(check, travels, settings, tz, others)
     where = f"{check.visor_ref}, {check.direction} on {day}"
     if travel is not None:
         desired.want(AlertSpec(
