@@ -40,6 +40,7 @@ def test_every_contract_type_has_a_schema() -> None:
         "nominal.upsert",
         "notification.received",
         "travel.notified",
+        "travel.cancelled",
         "travel.border_alert",
         "mappa.level_changed",
         "recall.issued",

@@ -45,7 +45,13 @@ OPTIONAL_SAMPLES: dict[str, dict[str, Any]] = {
         "relevant_date": "2019-12-02",
         "notification_ends_on": "2029-12-01",
     },
-    "travel.notified": {"carrier": "Fictional Ferries", "arrival_point": "Dover"},
+    "travel.notified": {
+        "carrier": "Fictional Ferries",
+        "arrival_point": "Dover",
+        "notified_at": "2026-11-10T09:00:00Z",
+        "departure_at": "2026-12-01T07:30:00Z",
+        "trip_id": "TRIP-0001",
+    },
     "mappa.level_changed": {"recorded_by": "PC1234"},
 }
 ENVELOPE_TYPE = "visit.recorded"  # the envelope's own fields are walked on this type

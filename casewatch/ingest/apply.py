@@ -27,6 +27,7 @@ from casewatch.model.events import (
     NotificationReceivedData,
     RecallIssued,
     RecallReturned,
+    TravelCancelled,
     TravelNotified,
     VisitRecorded,
 )
@@ -42,6 +43,7 @@ from casewatch.store.models import (
     NominalAlias,
     NotificationReceived,
     Recall,
+    TravelCancellation,
     TravelNotification,
     Visit,
 )
@@ -161,6 +163,8 @@ async def apply_event(
             return await _notification_received(a, data)
         case TravelNotified() as data:
             return await _travel_notified(a, data)
+        case TravelCancelled() as data:
+            return await _travel_cancelled(a, data)
         case BorderAlert() as data:
             return await _border_alert(a, data)
         case LevelChanged() as data:
@@ -410,8 +414,17 @@ async def _travel_notified(a: _Apply, data: TravelNotified) -> Applied:
     a.session.add(
         TravelNotification(
             visor_ref=a.ref, departure_on=data.departure_on, return_on=data.return_on,
-            destination=data.destination, notified_at=a.at, event_id=a.event.id,
+            destination=data.destination, notified_at=data.notified_at or a.at, event_id=a.event.id,
+            departure_at=data.departure_at, trip_id=data.trip_id,
         )
+    )
+    return a.done()
+
+
+async def _travel_cancelled(a: _Apply, data: TravelCancelled) -> Applied:
+    # Kept as a record: every notification of the trip (before or after) reads it.
+    a.session.add(
+        TravelCancellation(visor_ref=a.ref, trip_id=data.trip_id, cancelled_at=a.at, event_id=a.event.id)
     )
     return a.done()
 

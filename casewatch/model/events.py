@@ -261,6 +261,12 @@ class TravelNotified(Data):
     destination: Country
     carrier: Place | None = None
     arrival_point: Place | None = None
+    # contract v2 (issue 14): when the nominal gave notice (default: the envelope's occurred_at),
+    # the intended departure time, and the source's id of the trip (a later notification with
+    # the same trip_id amends it; SOA 2003 s.86).
+    notified_at: IsoDateTime | None = None
+    departure_at: IsoDateTime | None = None
+    trip_id: LongId | None = None
 
     @field_validator("return_on")
     @classmethod
@@ -269,6 +275,10 @@ class TravelNotified(Data):
         if value is not None and departure is not None and value < departure:
             raise _fail("return_before_departure", "must not be before departure_on")
         return value
+
+
+class TravelCancelled(Data):
+    trip_id: LongId
 
 
 class BorderAlert(Data):
@@ -366,6 +376,11 @@ class TravelNotifiedEvent(EnvelopeBase):
     data: TravelNotified
 
 
+class TravelCancelledEvent(EnvelopeBase):
+    type: Literal["travel.cancelled"]
+    data: TravelCancelled
+
+
 class BorderAlertEvent(EnvelopeBase):
     type: Literal["travel.border_alert"]
     data: BorderAlert
@@ -401,6 +416,7 @@ Envelope = Annotated[
     NominalUpsertEvent
     | NotificationReceivedEvent
     | TravelNotifiedEvent
+    | TravelCancelledEvent
     | BorderAlertEvent
     | LevelChangedEvent
     | RecallIssuedEvent

@@ -183,6 +183,20 @@ class TravelNotification(Base):
     destination: Mapped[str] = mapped_column(String(2))
     notified_at: Mapped[datetime]
     event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    departure_at: Mapped[datetime | None]  # contract v2: the intended departure time, if given
+    trip_id: Mapped[str | None] = mapped_column(String(100))  # a later one with it amends the trip
+
+
+class TravelCancellation(Base):
+    """A travel.cancelled: the trip (trip_id) matches nothing. Kept apart from the notifications
+    so a cancellation heard of before the trip's notification still counts."""
+
+    __tablename__ = "travel_cancellations"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    trip_id: Mapped[str] = mapped_column(String(100))
+    cancelled_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
 
 
 class BorderCheck(Base):

@@ -34,6 +34,7 @@ from casewatch.model.events import (
     NotificationReceivedData,
     RecallIssued,
     RecallReturned,
+    TravelCancelled,
     TravelNotified,
     VisitRecorded,
 )
@@ -144,8 +145,11 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
             await _recall_issued(session, env, data, ctx, tally)
         case RecallReturned() as data:
             await _recall_returned(session, env.visor_ref, data.returned_at, ctx, tally)
-        case LevelChanged() | VisitRecorded():
-            pass  # a level change is item.level_change; a visit opens or resolves nothing
+        case LevelChanged() | VisitRecorded() | TravelCancelled():
+            # a level change is item.level_change; a visit opens or resolves nothing; a
+            # cancelled trip matches no later check (rules.border_travel) and is flagged no
+            # further, but what it already matched or flagged stays for a person to look at
+            pass
         case _:
             assert_never(env.data)
 
@@ -159,10 +163,13 @@ async def _evaluate_check(
 ) -> None:
     nominal = await tally.nominal(session, check.visor_ref)
     travels = await load.travels(session, check.visor_ref) if nominal is not None else []
+    others = await load.checks_of(session, check.visor_ref) if nominal is not None else []
     live = await _live(
         session, ctx, tally, border_travel.KINDS, visor_ref=check.visor_ref, subject=check.event_id
     )
-    result = border_travel.evaluate(check, nominal, travels, live, ctx.settings.triggers, _tz(ctx))
+    result = border_travel.evaluate(
+        check, nominal, travels, live, ctx.settings.triggers, _tz(ctx), others
+    )
     await apply(session, result, ctx, event_id=event_id, live=live, tally=tally, defer=True)
 
 
@@ -171,10 +178,17 @@ async def _travel_notified(
 ) -> None:
     travel = await load.travel(session, env.id) or TravelFacts(
         event_id=env.id, visor_ref=env.visor_ref, departure_on=data.departure_on,
-        return_on=data.return_on, destination=data.destination, notified_at=env.occurred_at,
+        return_on=data.return_on, destination=data.destination,
+        notified_at=data.notified_at or env.occurred_at, departure_at=data.departure_at,
+        trip_id=data.trip_id,
     )
     nominal = await tally.nominal(session, env.visor_ref)
-    result = travel_notice.evaluate(travel, nominal, ctx.settings.triggers, _tz(ctx))
+    trip = (
+        [t for t in await load.travels(session, env.visor_ref) if t.event_id != env.id]
+        if travel.trip_id is not None
+        else []
+    )
+    result = travel_notice.evaluate(travel, nominal, ctx.settings.triggers, _tz(ctx), trip)
     await apply(session, result, ctx, event_id=env.id, tally=tally, defer=True)
     # A notification heard of after a border check it covers (events out of order).
     unnotified = await _live(

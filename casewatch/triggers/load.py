@@ -29,6 +29,7 @@ from casewatch.store.models import (
     NotificationReceived,
     Officer,
     Recall,
+    TravelCancellation,
     TravelNotification,
 )
 
@@ -132,25 +133,51 @@ async def history(session: AsyncSession, visor_ref: str) -> NotificationHistory:
     return (await histories(session, [visor_ref])).get(visor_ref, NotificationHistory())
 
 
-def travel_facts(row: TravelNotification) -> TravelFacts:
+def travel_facts(row: TravelNotification, cancelled: Collection[str] = ()) -> TravelFacts:
     return TravelFacts(
         event_id=row.event_id, visor_ref=row.visor_ref, departure_on=row.departure_on,
         return_on=row.return_on, destination=row.destination, notified_at=row.notified_at,
+        departure_at=row.departure_at, trip_id=row.trip_id,
+        cancelled=row.trip_id is not None and row.trip_id in cancelled,
     )
+
+
+async def cancelled_trips(session: AsyncSession, visor_ref: str) -> set[str]:
+    rows = await session.execute(
+        select(TravelCancellation.trip_id).where(TravelCancellation.visor_ref == visor_ref)
+    )
+    return set(rows.scalars())
 
 
 async def travels(session: AsyncSession, visor_ref: str) -> list[TravelFacts]:
+    """The nominal's travel notifications, each marked cancelled if a travel.cancelled names its
+    trip (rules.border_travel and rules.travel_notice make trips of them)."""
+    cancelled = await cancelled_trips(session, visor_ref)
     rows = await session.execute(
         select(TravelNotification).where(TravelNotification.visor_ref == visor_ref)
     )
-    return [travel_facts(t) for t in rows.scalars()]
+    return [travel_facts(t, cancelled) for t in rows.scalars()]
 
 
 async def travel(session: AsyncSession, event_id: str) -> TravelFacts | None:
     row = (
         await session.execute(select(TravelNotification).where(TravelNotification.event_id == event_id))
     ).scalar_one_or_none()
-    return travel_facts(row) if row is not None else None
+    if row is None:
+        return None
+    return travel_facts(row, await cancelled_trips(session, row.visor_ref))
+
+
+async def checks_of(session: AsyncSession, visor_ref: str) -> list[BorderCheckFacts]:
+    """The nominal's border checks (a leg one of them matches is not free for another)."""
+    rows = await session.execute(select(BorderCheck).where(BorderCheck.visor_ref == visor_ref))
+    return [
+        BorderCheckFacts(
+            event_id=r.event_id, visor_ref=r.visor_ref, port=r.port, direction=r.direction,
+            checked_at=r.checked_at,
+        )
+        for r in rows.scalars()
+    ]
 
 
 async def border_checks(session: AsyncSession, event_ids: Sequence[str]) -> list[BorderCheckFacts]:

@@ -261,6 +261,7 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
     "nominal.upsert": nominal_data(),
     "notification.received": {"kind": "periodic", "notified_on": "2026-11-19"},
     "travel.notified": {"departure_on": "2026-12-01", "return_on": "2026-12-08", "destination": "FR"},
+    "travel.cancelled": {"trip_id": "TRIP-0001"},
     "travel.border_alert": {"port": "Dover", "direction": "inbound", "checked_at": "2026-11-20T08:00:00Z"},
     "mappa.level_changed": {"from_level": 1, "to_level": 2, "rationale": "Fictional MAPP meeting decision"},
     "recall.issued": {"recall_type": "standard", "issued_at": "2026-11-20T08:00:00Z"},
