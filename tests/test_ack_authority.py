@@ -13,7 +13,6 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from alembic import command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, select
@@ -26,12 +25,12 @@ from casewatch.alerts.lifecycle import open_alert
 from casewatch.clock import FixedClock
 from casewatch.model.alerts import AlertSpec
 from casewatch.routing.escalation import escalate_due
-from casewatch.store.migrate import alembic_config, current_revision, head_revision, upgrade
+from casewatch.store.migrate import current_revision, head_revision, upgrade
 from casewatch.store.models import Acknowledgement, Delivery
 from casewatch.wiring import stop
 from integrations.mail_sink import MailSink
 from tests.slack_standin import SlackStandIn
-from tests.support import OFFICERS, T0, client_for, make_service, signed_get
+from tests.support import OFFICERS, T0, client_for, downgrade_to, make_service, signed_get
 from tests.test_bot import (
     ALPHA,
     BOT_TOKEN,
@@ -330,15 +329,10 @@ async def test_migration_0003_adds_the_outcome_and_is_reversible(engine: AsyncEn
     def columns(conn: Connection) -> set[str]:
         return {c["name"] for c in inspect(conn).get_columns("alerts")}
 
-    def downgrade(conn: Connection) -> None:
-        cfg = alembic_config(str(engine.url))
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
-
     assert await current_revision(engine) == head_revision()  # later migrations keep the column
     async with engine.begin() as conn:
         assert "acknowledged_outcome" in await conn.run_sync(columns)
-        await conn.run_sync(downgrade)
+        await conn.run_sync(downgrade_to, str(engine.url), "0002")
     assert await current_revision(engine) == "0002"
     async with engine.connect() as conn:
         assert "acknowledged_outcome" not in await conn.run_sync(columns)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic import command
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.clock import FixedClock
-from casewatch.store.migrate import alembic_config, current_revision, head_revision, upgrade
+from casewatch.store.migrate import current_revision, head_revision, upgrade
 from casewatch.triggers.scan import run_scan
-from tests.support import envelope, service_client, signed_get, signed_post
+from tests.support import downgrade_to, envelope, service_client, signed_get, signed_post
 from tests.test_triggers_case_data import utc
 
 CAUTION = "VS-0000070"  # s.83(1): cautioned 13 Nov, no release
@@ -122,17 +121,12 @@ async def test_migration_0005_adds_the_period_and_is_reversible(engine: AsyncEng
             sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'nominals'"
         return set(conn.execute(text(sql)).scalars())
 
-    def downgrade(conn: Connection) -> None:
-        cfg = alembic_config(str(engine.url))
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004")
-
     added = {"relevant_date", "notification_ends_on"}
     assert await current_revision(engine) == head_revision()
     async with engine.begin() as conn:
         assert added <= await conn.run_sync(columns)
         before = await conn.run_sync(indexes)
-        await conn.run_sync(downgrade)
+        await conn.run_sync(downgrade_to, str(engine.url), "0004")
     assert await current_revision(engine) == "0004"
     async with engine.connect() as conn:
         assert not added & await conn.run_sync(columns)

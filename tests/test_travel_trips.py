@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic import command
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.clock import FixedClock
-from casewatch.store.migrate import alembic_config, current_revision, head_revision, upgrade
-from tests.support import envelope, service_client, signed_get, signed_post
+from casewatch.store.migrate import current_revision, head_revision, upgrade
+from tests.support import downgrade_to, envelope, service_client, signed_get, signed_post
 from tests.test_triggers_case_data import utc
 
 AMENDED = "VS-0000080"  # s.86: trip T-1 moved from 1 Dec to 5 Dec
@@ -115,17 +114,12 @@ async def test_migration_0006_adds_trips_and_is_reversible(engine: AsyncEngine) 
     def tables(conn: Connection) -> set[str]:
         return set(inspect(conn).get_table_names())
 
-    def downgrade(conn: Connection) -> None:
-        cfg = alembic_config(str(engine.url))
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0005")
-
     added = {"departure_at", "trip_id"}
     assert await current_revision(engine) == head_revision()
     async with engine.begin() as conn:
         assert added <= await conn.run_sync(columns)
         assert "travel_cancellations" in await conn.run_sync(tables)
-        await conn.run_sync(downgrade)
+        await conn.run_sync(downgrade_to, str(engine.url), "0005")
     assert await current_revision(engine) == "0005"
     async with engine.connect() as conn:
         assert not added & await conn.run_sync(columns)

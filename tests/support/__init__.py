@@ -20,12 +20,15 @@ from typing import Any
 
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
+from alembic import command
+from sqlalchemy.engine import Connection
 from yarl import URL
 
 from casewatch.api.auth import sign, sign_v2
 from casewatch.api.http import CONTEXT_KEY, ApiRunner
 from casewatch.clock import Clock, FixedClock
 from casewatch.config import Settings, load_config
+from casewatch.store.migrate import alembic_config
 from casewatch.wiring import Service, create_service, stop
 
 SECRET = "test-ingest-secret-not-real"
@@ -301,3 +304,10 @@ def envelope(
         "visor_ref": visor_ref,
         "data": body,
     }
+
+
+def downgrade_to(conn: Connection, url: str, revision: str) -> None:
+    """Run Alembic's downgrade to `revision` on this connection (for `conn.run_sync`)."""
+    cfg = alembic_config(url)
+    cfg.attributes["connection"] = conn
+    command.downgrade(cfg, revision)
