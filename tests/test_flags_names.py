@@ -11,18 +11,16 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from alembic import command
 from sqlalchemy import insert, select, text
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.lookup import Found, NotFound, Requester, Several, look_up_flags
 from casewatch.store.engine import make_engine, make_sessionmaker
-from casewatch.store.migrate import alembic_config, current_revision, head_revision, upgrade
+from casewatch.store.migrate import current_revision, head_revision, upgrade
 from casewatch.store.models import Base
-from tests.support import T0, make_settings
+from tests.support import T0, downgrade_to, make_settings
 from tests.test_bot import Bot, buttons, running_bot, shown, slash
 from tests.test_flags_alias import empty_db_url, ingest_raw, upsert
 
@@ -124,16 +122,6 @@ async def _keys(engine: AsyncEngine) -> tuple[list[tuple[str, str]], list[tuple[
     return sorted(map(tuple, surnames)), sorted(map(tuple, alias_rows)), indexes
 
 
-async def _downgrade(engine: AsyncEngine, revision: str) -> None:
-    def run(connection: Connection) -> None:
-        cfg = alembic_config(str(engine.url))
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, revision)
-
-    async with engine.begin() as conn:
-        await conn.run_sync(run)
-
-
 async def test_migration_refolds_stored_keys_and_back(empty_db_url: str) -> None:
     engine = make_engine(empty_db_url)
     try:
@@ -163,7 +151,8 @@ async def test_migration_refolds_stored_keys_and_back(empty_db_url: str) -> None
         assert await _found(engine, "van\u00a0Dijk") == ["VS-B0003"]
         assert await _found(engine, "noel") == ["VS-B0002"]
 
-        await _downgrade(engine, BEFORE)  # reversible: the old keys and index come back
+        async with engine.begin() as conn:  # reversible: the old keys and index come back
+            await conn.run_sync(downgrade_to, str(engine.url), BEFORE)
         assert await _keys(engine) == before
         await upgrade(engine)
         assert await _found(engine, "Hill (Jnr)") == ["VS-B0002"]
