@@ -3,9 +3,14 @@ shared/domain.md, "The triggers and their clocks"); forces vary, so each is a se
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from casewatch.config.sections import Section
+from casewatch.model.alerts import SEVERITY_RANK, Severity
+
+
+def _missed_steps() -> dict[int, Severity]:
+    return {1: "high", 28: "critical"}
 
 
 class TriggerSection(Section):
@@ -46,6 +51,24 @@ class TriggerSection(Section):
     # for example a border check for an unknown reference. "" = none: such alerts, and alerts
     # for nominals on a team not configured, are routed to the first [[teams]] entry instead.
     unmatched_team: str = ""
+    # Local choice (issue 14): a missed notification's severity by days overdue, so a
+    # notification missed by a day and one missed by three months are not the same alert. Keys
+    # are days overdue (1 = the day after the due day), values the severity from that day on;
+    # a step up re-notifies the alert's receivers. In TOML: [triggers.missed_notification_severity]
+    # with lines such as `28 = "critical"`.
+    missed_notification_severity: dict[int, Severity] = Field(default_factory=_missed_steps)
+
+    @field_validator("missed_notification_severity")
+    @classmethod
+    def _steps_rise(cls, steps: dict[int, Severity]) -> dict[int, Severity]:
+        if not steps or 1 not in steps:
+            raise ValueError("must say the severity from day 1 (a line `1 = \"high\"`)")
+        if min(steps) < 1 or max(steps) > 3650:
+            raise ValueError("days overdue must be 1 to 3650")
+        ordered = [SEVERITY_RANK[steps[day]] for day in sorted(steps)]
+        if any(later > earlier for earlier, later in zip(ordered, ordered[1:], strict=False)):
+            raise ValueError("severity must not fall as the days overdue rise")
+        return dict(sorted(steps.items()))
 
     @model_validator(mode="after")
     def _weekly_reminder_inside_week(self) -> TriggerSection:

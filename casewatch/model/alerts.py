@@ -19,6 +19,18 @@ SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 SEVERITY_RANK: dict[str, int] = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 LIVE_STATES = ("open", "acknowledged")  # at most one live alert per live key; then "resolved"
 
+
+
+def severity_for_days(days_overdue: int, steps: Mapping[int, Severity]) -> Severity | None:
+    """The severity of something `days_overdue` days late under `steps` (days overdue -> the
+    severity from that day on, e.g. {1: "high", 28: "critical"}); None before the first step."""
+    found: Severity | None = None
+    for day in sorted(steps):
+        if days_overdue >= day:
+            found = steps[day]
+    return found
+
+
 # Who hears of an alert; casewatch/config/routing.py says how each reaches people.
 Receiver = Literal[
     "team_channel", "spoc", "supervisors", "owner", "owner_email", "owner_dm", "control_room", "npt",

@@ -43,12 +43,65 @@ class NominalFacts:
 FULL_NOTIFICATION_KINDS = ("initial", "periodic", "change", "weekly")
 
 
+# What a change notification or a change.detected is about (contract v2; SOA 2003 s.84(1) and
+# SI 2012/1876). "release" is s.84(1)(d); "no_fixed_abode" is ceasing to have a home address.
+CHANGE_WHATS = (
+    "name", "home_address", "other_address", "child_household", "bank_card", "passport_id",
+    "no_fixed_abode", "release",
+)
+
+
+@dataclass(frozen=True)
+class DetentionFacts:
+    """One change of custody as stored: a detention.started (started=True, with its kind), a
+    detention.ended (started=False), or a recall return (started=True, kind "recall": a recalled
+    nominal back in custody is serving a sentence, SOA 2003 s.85(4)(b))."""
+
+    on: date  # started_on / ended_on / the local date of returned_at
+    started: bool
+    kind: str = ""  # "remand", "sentence", "hospital", "recall" for a start; "" for an end
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class ChangeDetected:
+    """A change.detected: a change learned from another source, which the nominal must notify
+    (SOA 2003 s.84(1))."""
+
+    what: str
+    changed_on: date
+    event_id: str
+    source: str = ""
+
+
+class ChangeNotified(NamedTuple):
+    """A notification.received of kind "change" (s.84(1)); `what`/`changed_on` are optional in
+    the contract (None: not given)."""
+
+    notified_on: date
+    what: str | None = None
+    changed_on: date | None = None
+    event_id: str = ""
+
+
 class NotificationHistory(NamedTuple):  # a tuple: a scan builds one per registered nominal
-    """The nominal's notifications received, reduced to what the clocks need."""
+    """The nominal's notifications received and what moves their clocks, reduced to what the
+    rules need. Every field but last_full_on is loaded only for the nominals that have any."""
 
     # Newest notification of a FULL_NOTIFICATION_KINDS kind: these satisfy the initial
     # requirement and restart the periodic and weekly clocks (Sexual Offences Act 2003 ss.83-85).
     last_full_on: date | None = None
+    # Custody changes, in no particular order (s.83(6), s.85(3)-(4)).
+    detentions: tuple[DetentionFacts, ...] = ()
+    # change.detected events (s.84(1)), and the change notifications that may answer them.
+    detected: tuple[ChangeDetected, ...] = ()
+    changes: tuple[ChangeNotified, ...] = ()
+    # notified_on of each "return" notification (s.86, SI 2004/1220).
+    returns_notified: tuple[date, ...] = ()
+    # The nominal's trips and border checks: when they were abroad (s.83(6), s.85(4)(d)) and
+    # when they came back from a notified trip (the return notification).
+    travels: tuple[TravelFacts, ...] = ()
+    border_checks: tuple[BorderCheckFacts, ...] = ()
 
 
 @dataclass(frozen=True)

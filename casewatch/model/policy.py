@@ -3,7 +3,10 @@ the rules depend on this shape, not on the configuration package."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
+
+from casewatch.model.alerts import Severity
 
 
 class TriggerPolicy(Protocol):
@@ -31,3 +34,5 @@ class TriggerPolicy(Protocol):
     def visor_update_days(self) -> int: ...
     @property
     def unmatched_team(self) -> str: ...
+    @property
+    def missed_notification_severity(self) -> Mapping[int, Severity]: ...
