@@ -34,7 +34,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return {k: _plain(v) for k, v in value}
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items()}  # TOML keys are strings
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
