@@ -1,0 +1,161 @@
+"""When the notification clocks stand still: custody and absence abroad.
+
+- SOA 2003 s.83(6) (and s.84(5) for changes): in counting the 3 days, time when the person is
+  remanded in or committed to custody, serving a sentence, detained in a hospital or outside
+  the United Kingdom is disregarded.
+- s.85(3)-(4): where the periodic period would end while the person is so held or abroad, it
+  continues until the end of the period of 3 days beginning when that first ceases to apply.
+
+A period away is whole local days: from the day it starts (detained or gone that day) to the day
+it ends, which is the first day back (the release or return day counts as a free day: the issue's
+"the 3 days begin on release", and at the end of that day the person is no longer held). So a
+deadline that lands on the day of release is not moved by s.85(3): at the end of that day the
+person is free (the release itself owes a notification within 3 days, s.84(1)(d)).
+
+Where the periods come from (all pure, from the facts loaded by triggers.load):
+- detention.started / detention.ended (contract v2), paired in date order: an end closes the
+  period open at the time; a start while one is open changes nothing;
+- a recall return (recall.returned): custody serving a sentence (s.85(4)(b)), ended by a
+  detention.ended or a later release date;
+- nominal.upsert release_date after relevant_date: detained from the one to the other (as before);
+- abroad: an outbound border check to the next inbound one; an outbound check with no inbound
+  one after it is abroad until the return date of the notified trip it matched, else for at most
+  open_trip_max_days (a local choice: one unanswered outbound check must not silence the clocks
+  for ever); an inbound check matched to a notified trip with no outbound check was abroad from
+  the trip's departure date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+from casewatch.model.clocks import local_date
+from casewatch.model.facts import DetentionFacts, NominalFacts, NotificationHistory
+from casewatch.model.policy import TriggerPolicy
+from casewatch.triggers.rules import border_travel
+
+# s.85(3): "the period of 3 days beginning when subsection (4) first ceases to apply".
+AFTER_RELEASE_DAYS = 3
+# A bound on counting through days away (100 years): past it, the person is treated as away.
+_MAX_DAYS = 36525
+
+
+@dataclass(frozen=True)
+class Away:
+    """Days `start` .. `end` - 1 the person is held or abroad; `end` is the first day back
+    (None: still away)."""
+
+    kind: str  # "remand", "sentence", "hospital", "recall", "detained", "abroad"
+    start: date
+    end: date | None
+
+    def covers(self, day: date) -> bool:
+        return self.start <= day and (self.end is None or day < self.end)
+
+
+def _detention_periods(events: Sequence[DetentionFacts]) -> list[Away]:
+    found: list[Away] = []
+    open_since: DetentionFacts | None = None
+    by_day: dict[date, list[DetentionFacts]] = {}
+    for event in events:
+        by_day.setdefault(event.on, []).append(event)
+    for day in sorted(by_day):
+        # On one day: with a period open, the end is heard first (released, then held again);
+        # with none, the start first (held and released the same day: no whole day away).
+        todays = sorted(by_day[day], key=lambda e: (e.started if open_since else not e.started, e.event_id))
+        for event in todays:
+            if event.started and open_since is None:
+                open_since = event
+            elif not event.started and open_since is not None:
+                if day > open_since.on:
+                    found.append(Away(open_since.kind or "detained", open_since.on, day))
+                open_since = None
+    if open_since is not None:
+        found.append(Away(open_since.kind or "detained", open_since.on, None))
+    return found
+
+
+def _abroad_periods(history: NotificationHistory, settings: TriggerPolicy, tz: ZoneInfo) -> list[Away]:
+    checks = sorted(history.border_checks, key=lambda c: (c.checked_at, c.event_id))
+    matched = border_travel.assign(checks, history.travels, settings, tz) if history.travels else {}
+    found: list[Away] = []
+    gone: date | None = None
+    gone_trip_return: date | None = None
+    for check in checks:
+        day = local_date(check.checked_at, tz)
+        trip = matched.get(check.event_id)
+        if check.direction == "outbound":
+            if gone is None:
+                gone, gone_trip_return = day, trip.return_on if trip is not None else None
+            continue
+        if gone is not None:
+            if day > gone:
+                found.append(Away("abroad", gone, day))
+            gone = None
+        elif trip is not None and trip.departure_on < day:
+            found.append(Away("abroad", trip.departure_on, day))
+    if gone is not None:
+        end = gone_trip_return if gone_trip_return is not None and gone_trip_return > gone else (
+            gone + timedelta(days=settings.open_trip_max_days)
+        )
+        found.append(Away("abroad", gone, end))
+    return found
+
+
+def periods(
+    nominal: NominalFacts, history: NotificationHistory, settings: TriggerPolicy, tz: ZoneInfo
+) -> tuple[Away, ...]:
+    """Every period the nominal was held or abroad, in start order."""
+    events = list(history.detentions)
+    if nominal.release_date is not None:
+        # A release date ends a detention open before it (a recall return, say).
+        events.append(DetentionFacts(on=nominal.release_date, started=False, event_id="~release_date"))
+    found = _detention_periods(events)
+    relevant, release = nominal.relevant_date, nominal.release_date
+    if relevant is not None and release is not None and release > relevant:
+        found.append(Away("detained", relevant, release))  # s.83(6): held from the relevant date
+    found.extend(_abroad_periods(history, settings, tz))
+    return tuple(sorted(found, key=lambda p: (p.start, p.end or date.max)))
+
+
+def away_on(day: date, away: Sequence[Away]) -> Away | None:
+    """The period covering `day` that ends last (None: the person is free that day)."""
+    covering = [p for p in away if p.covers(day)]
+    if not covering:
+        return None
+    return max(covering, key=lambda p: p.end or date.max)
+
+
+def last_day_beginning_with(day: date, days: int, away: Sequence[Away]) -> date | None:
+    """The last day of "the period of `days` days beginning with" `day` (day 1), days away
+    disregarded (s.83(6), s.84(5)); None while the person is still away with no end in sight."""
+    counted, current = 0, day
+    for _ in range(_MAX_DAYS):
+        held = away_on(current, away)
+        if held is not None:
+            if held.end is None:
+                return None
+            current = held.end
+            continue
+        counted += 1
+        if counted == days:
+            return current
+        current += timedelta(days=1)
+    return None
+
+
+def extended(due: date, away: Sequence[Away]) -> date | None:
+    """s.85(3): a periodic due day on which the person is held or abroad moves to the end of the
+    3 days beginning with the first day back (and again, if that day too falls while away);
+    None while still away with no end."""
+    for _ in range(_MAX_DAYS):
+        held = away_on(due, away)
+        if held is None:
+            return due
+        if held.end is None:
+            return None
+        due = held.end + timedelta(days=AFTER_RELEASE_DAYS - 1)
+    return None
