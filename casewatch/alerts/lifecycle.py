@@ -1,4 +1,4 @@
-"""Opening, acknowledging and resolving alerts: the only code that changes an alert's state.
+"""Opening, acknowledging, raising and resolving alerts: the only code that changes an alert's state.
 
 Every change writes its outbox rows (routing.outbox.enqueue) and an audit entry in the caller's
 transaction, so an alert never changes without the people who must hear of it being queued.
@@ -9,7 +9,7 @@ At most one live (open or acknowledged) alert exists per (kind, visor_ref, subje
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.alerts.authority import Acknowledger, clean_outcome, may_acknowledge
 from casewatch.audit import record
 from casewatch.context import Context
-from casewatch.model.alerts import LIVE_STATES, AlertSpec, live_key
+from casewatch.model.alerts import LIVE_STATES, SEVERITIES, SEVERITY_RANK, AlertSpec, live_key
 from casewatch.routing.escalation import chain_for
 from casewatch.routing.outbox import enqueue
 from casewatch.store.lists import chunked, one_of
@@ -31,6 +31,9 @@ from casewatch.store.models import Acknowledgement, Alert, AuditEntry, Officer
 _ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID_LENGTH = 6
 _ID_ATTEMPTS = 5
+# A raise reads the alert, then updates it only if it is still as read; if an acknowledgement or
+# a resolution came between, it reads it again (a resolved alert is then not raised).
+_RAISE_ATTEMPTS = 3
 
 AckStatus = Literal["acknowledged", "already_acknowledged", "resolved", "unknown", "refused"]
 
@@ -258,6 +261,72 @@ async def resolve_live(
     if alert is not None and await resolve(session, alert, reason, ctx):
         return alert
     return None
+
+
+async def raise_severity(
+    session: AsyncSession,
+    kind: str,
+    visor_ref: str,
+    subject: str,
+    severity: str,
+    ctx: Context,
+    *,
+    details: Mapping[str, Any] | None = None,
+) -> Alert | None:
+    """Raise the live alert with this key to `severity` if it is lower (never lower it); return
+    the alert, or None if there is no live alert of the key or it is already that high.
+
+    In the caller's transaction: the severity goes up (version + 1) by an UPDATE whose WHERE
+    says the alert is still in the state read and still lower, so a racing acknowledgement,
+    resolution or raise cannot be overwritten; `details` (the rule's current view, e.g.
+    days_overdue) is merged into the alert's. An open alert's escalation chain is re-armed for
+    the new severity from now (as open_alerts sets it); an acknowledged one stays acknowledged
+    and does not escalate again. Either way the receivers are told again ("raised": the kind's
+    route and everyone who heard of the alert) and the raise is audited.
+    """
+    if severity not in SEVERITY_RANK:
+        raise ValueError(f"unknown severity {severity!r}")
+    lower = [s for s in SEVERITIES if SEVERITY_RANK[s] > SEVERITY_RANK[severity]]
+    key = live_key(kind, visor_ref, subject)
+    now = ctx.clock.now()
+    for _ in range(_RAISE_ATTEMPTS):
+        alert = (
+            await session.execute(
+                select(Alert).where(Alert.live_key == key).execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        if alert is None or alert.state not in LIVE_STATES or alert.severity not in lower:
+            return None
+        was, state = alert.severity, alert.state
+        values: dict[str, Any] = {"severity": severity, "version": Alert.version + 1}
+        if details:
+            values["details"] = {**(alert.details or {}), **details}
+        if state == "open":
+            chain = chain_for(kind, severity, ctx)
+            first_wait = chain[0].get("after_seconds") if chain else None
+            values.update(
+                escalation_chain=chain, escalation_step=0,
+                next_escalation_at=now + timedelta(seconds=first_wait) if first_wait is not None else None,
+            )
+        result = await session.execute(
+            update(Alert)
+            .where(Alert.id == alert.id, Alert.state == state, Alert.severity.in_(lower))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            break
+    else:
+        return None
+    await session.refresh(alert)
+    days = (details or {}).get("days_overdue")  # the rule's count now, not the stored one
+    why = {"days_overdue": days} if isinstance(days, int) and not isinstance(days, bool) else {}
+    await enqueue(session, [alert], "raised", ctx, extra={alert.id: {"raised_from": was, **why}})
+    await record(
+        session, ctx, actor="system", action="alert.severity_raised", subject=alert.id,
+        purpose=alert.kind, details={"from": was, "to": severity, **why},
+    )
+    return alert
 
 
 async def acknowledge(

@@ -40,10 +40,21 @@ def change_line(p: dict[str, Any]) -> str:
         return f"Escalated (step {p.get('escalation_step')}) to {', '.join(p.get('escalated_to', []))}"
     if change == "reminder":
         return "Reminder: still open"
+    if change == "raised":
+        return raised_line(p)
     if change == "fallback":
         fb = p.get("fallback", {})
         return f"Slack delivery to {fb.get('target')} failed ({fb.get('error')}); sent here instead"
     return "New alert"
+
+
+def raised_line(p: dict[str, Any]) -> str:
+    """A raise: from what to what (the payload's severity is the new one), and why."""
+    text = f"Severity raised from {p.get('raised_from') or 'lower'} to {p['severity']}"
+    days = p.get("days_overdue")
+    if isinstance(days, int) and not isinstance(days, bool):
+        text += f": now {days} day{'' if days == 1 else 's'} overdue"
+    return text
 
 
 def state_line(p: dict[str, Any]) -> str:

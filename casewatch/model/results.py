@@ -9,11 +9,13 @@ from casewatch.model.alerts import AlertSpec
 
 @dataclass(frozen=True)
 class LiveAlert:
-    """A live (open or acknowledged) alert, as the rules see it: its key and nothing else."""
+    """A live (open or acknowledged) alert, as the rules see it: its key, and its severity for
+    reconcile.apply to raise (not part of equality: "" when not known)."""
 
     kind: str
     visor_ref: str
     subject: str
+    severity: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

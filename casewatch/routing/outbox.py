@@ -2,8 +2,9 @@
 
 "opened" (and "reminder") go to the kind's route; "acknowledged", "resolved" and "escalated" go to
 every address that already heard of the alert (so each message is updated), and "escalated" also
-to the receivers of the escalation step just reached. Each row carries its payload, rendered for
-what its receiver may see, and a hash of it for the audit trail.
+to the receivers of the escalation step just reached. "raised" (the severity went up) goes to
+both: the kind's route and every address that already heard, once each. Each row carries its
+payload, rendered for what its receiver may see, and a hash of it for the audit trail.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
@@ -38,8 +39,10 @@ from casewatch.store.models import Alert, Delivery, Marker, Nominal
 
 log = logging.getLogger(__name__)
 
-Change = Literal["opened", "acknowledged", "escalated", "resolved", "reminder"]
+Change = Literal["opened", "acknowledged", "escalated", "resolved", "reminder", "raised"]
 UPDATES = ("acknowledged", "escalated", "resolved")
+ROUTED = ("opened", "reminder", "raised")  # to the kind's receivers
+TOLD_AGAIN = (*UPDATES, "raised")  # to every address that already heard of the alert
 
 
 class AlertChange(AlertFacts, Protocol):
@@ -49,15 +52,23 @@ class AlertChange(AlertFacts, Protocol):
     def escalation_chain(self) -> list[Any]: ...
 
 
-async def enqueue(session: AsyncSession, alerts: Sequence[AlertChange], change: Change, ctx: Context) -> int:
+async def enqueue(
+    session: AsyncSession,
+    alerts: Sequence[AlertChange],
+    change: Change,
+    ctx: Context,
+    *,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> int:
     """Write the deliveries this change of each alert needs; return how many. One alert is a batch
     of one: the nominals, markers and earlier deliveries the batch needs are read with one query
-    per table, and the rows go in as one multi-row INSERT, not as ORM objects one by one."""
+    per table, and the rows go in as one multi-row INSERT, not as ORM objects one by one.
+    `extra`, by alert id: fields added to that alert's payloads (a raise's former severity)."""
     settings = ctx.settings
     directory = Directory.of(settings)
-    heard = await _previous_targets(session, [a.id for a in alerts], settings) if change in UPDATES else {}
+    heard = await _previous_targets(session, [a.id for a in alerts], settings) if change in TOLD_AGAIN else {}
     routes: dict[str, list[str]] = {}  # by alert id: the receivers this change names
-    if change in ("opened", "reminder"):
+    if change in ROUTED:
         by_kind = {kind: settings.routing.receivers_for(kind) for kind in {a.kind for a in alerts}}
         routes = {a.id: by_kind[a.kind] for a in alerts}
     elif change == "escalated":
@@ -74,7 +85,8 @@ async def enqueue(session: AsyncSession, alerts: Sequence[AlertChange], change: 
             targets += routed
             if fell_back:
                 fallbacks.setdefault(tuple(route), []).append(alert)
-        planned.append((alert, _unique(targets), {"escalated_to": route} if change == "escalated" else {}))
+        added = {"escalated_to": route} if change == "escalated" else {}
+        planned.append((alert, _unique(targets), {**added, **(extra or {}).get(alert.id, {})}))
     for receivers, fell in fallbacks.items():
         log_fallbacks(fell, receivers)
     return await _write(session, change, planned, ctx, directory, nominals)

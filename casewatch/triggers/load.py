@@ -244,14 +244,14 @@ async def live_alerts(
     visor_ref: str | None = None,
     subject: str | None = None,
 ) -> list[LiveAlert]:
-    stmt = select(Alert.kind, Alert.visor_ref, Alert.subject).where(
+    stmt = select(Alert.kind, Alert.visor_ref, Alert.subject, Alert.severity).where(
         Alert.kind.in_(list(kinds)), Alert.state.in_(LIVE_STATES)
     )
     if visor_ref is not None:
         stmt = stmt.where(Alert.visor_ref == visor_ref)
     if subject is not None:
         stmt = stmt.where(Alert.subject == subject)
-    return [LiveAlert(k, v, s) for k, v, s in await session.execute(stmt)]
+    return [LiveAlert(k, v, s, sev) for k, v, s, sev in await session.execute(stmt)]
 
 
 async def live_alerts_of(
@@ -265,8 +265,8 @@ async def live_alerts_of(
     column, values = (Alert.visor_ref, visor_refs) if visor_refs else (Alert.subject, subjects)
     found: list[LiveAlert] = []
     for part in chunked(session, sorted(set(values))):
-        stmt = select(Alert.kind, Alert.visor_ref, Alert.subject).where(
+        stmt = select(Alert.kind, Alert.visor_ref, Alert.subject, Alert.severity).where(
             Alert.kind.in_(list(kinds)), Alert.state.in_(LIVE_STATES), one_of(session, column, part)
         )
-        found.extend(LiveAlert(k, v, s) for k, v, s in await session.execute(stmt))
+        found.extend(LiveAlert(k, v, s, sev) for k, v, s, sev in await session.execute(stmt))
     return found

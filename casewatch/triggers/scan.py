@@ -48,7 +48,8 @@ class ScanSummary:
 
     def lines(self) -> list[str]:
         out = [f"scan as of {self.at.isoformat()}"]
-        for label, counts in (("opened", self.tally.opened), ("resolved", self.tally.resolved)):
+        t = self.tally
+        for label, counts in (("opened", t.opened), ("raised", t.raised), ("resolved", t.resolved)):
             total = sum(counts.values())
             out.append(f"alerts {label}: {total}")
             out.extend(f"  {kind}: {n}" for kind, n in sorted(counts.items()))
