@@ -18,6 +18,8 @@ from casewatch.model.alerts import ALERT_KINDS, RECEIVERS, SEVERITIES, AlertKind
 from casewatch.model.facts import (
     ActionFacts,
     BorderCheckFacts,
+    ChangeDetected,
+    ChangeNotified,
     LevelChangeFacts,
     NominalFacts,
     NotificationHistory,
@@ -38,7 +40,7 @@ def opened_kinds() -> set[str]:
     from schedules.jobs import STALE_KIND
 
     rules = {*actions.KINDS, *border_travel.KINDS, *mappa_level.KINDS, *notifications.KINDS, *recall.KINDS}
-    return rules | {travel_notice.LATE_NOTICE, DELIVERY_FAILED, STALE_KIND}
+    return rules | {travel_notice.LATE_NOTICE, notifications.LATE, DELIVERY_FAILED, STALE_KIND}
 
 
 def test_every_kind_the_code_opens_is_registered_and_nothing_else() -> None:
@@ -116,6 +118,16 @@ def _rule_opens() -> list[AlertSpec]:
         for at in (now, now + timedelta(days=10)):
             opens += notifications.evaluate(facts, NotificationHistory(last), [], at, POLICY, TZ).opens
     opens += notifications.evaluate(nominal, NotificationHistory(), [], now, POLICY, TZ).opens
+    # A missed notification's severity by days overdue (every step a policy may set), and a
+    # change notified late (SOA 2003 s.84(1)).
+    ladder = TriggerSection(missed_notification_severity={1: "low", 2: "medium", 3: "high", 28: "critical"})
+    changed = ChangeDetected("home_address", today - timedelta(days=40), "cd1")
+    for days in (3, 4, 5, 30):
+        history = NotificationHistory(detected=(ChangeDetected("name", today - timedelta(days=days), "cd0"),))
+        opens += notifications.evaluate(nominal, history, [], now, ladder, TZ).opens
+    notified = ChangeNotified(today, None, None, "cn1")
+    answered_late = NotificationHistory(detected=(changed,), changes=(notified,))
+    opens += notifications.late(nominal, answered_late, POLICY, TZ, "cn1").opens
     for before, after in product((None, 1, 2, 3), repeat=2):
         change = LevelChangeFacts("c1", "VS-1", before, after, "", now)
         opens += mappa_level.evaluate(change, nominal, POLICY, TZ).opens

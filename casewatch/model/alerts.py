@@ -76,7 +76,10 @@ class AlertKind:
 
 _BORDER_EVENT = "the border event id"
 _CHANGE_EVENT = "the event id of the change"
-_DUE_SUBJECT = "`<kind>:<due date>`"
+_NOTIFICATION_SUBJECT = (
+    "`<kind>:<due date>` (initial, periodic, weekly); `change:<what>:<changed_on>` (a change or "
+    "a release); `return:<return date>`"
+)
 
 ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
     AlertKind(
@@ -126,26 +129,44 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
     AlertKind(
         "notification.due_soon", ("low", "medium"), ("owner",),
         "within `notification_reminder_days` [14] (weekly: `weekly_notification_reminder_days` "
-        "[1]) of a due date",
-        _DUE_SUBJECT, "the notification is received; or it turns into `notification.missed`; "
-        "or the notification period ends (s.82(1))",
-        severity_rule="low (periodic), medium (initial, weekly)", escalates=False,
+        "[1]) of a due day (the clocks as for `notification.missed`); nothing while the person is "
+        "held or abroad with no end in sight",
+        _NOTIFICATION_SUBJECT, "the notification is received; or it turns into "
+        "`notification.missed`; or the person is held; or the notification period ends (s.82(1))",
+        severity_rule="low (periodic), medium (initial, weekly, change, return)", escalates=False,
     ),
     AlertKind(
-        "notification.missed", ("high",), ("owner", "team_channel"),
-        "a due day ended (local time) with no notification: initial, within the "
-        "`initial_notification_days` [3] days beginning with the relevant date (conviction, "
-        "finding or caution: SOA 2003 s.82(6), s.83(1)), or with the release when released "
-        "after it (detained time disregarded, s.83(6); s.84(1)(d)), or with the release when "
-        "no relevant date is recorded, that day being day 1 (16 Nov, due 18 Nov, missed from "
-        "19 Nov); periodic, `periodic_notification_years` [1] after the last initial, change, "
+        "notification.missed", ("critical", "high", "medium", "low"), ("owner", "team_channel"),
+        "a due day ended (local time) with no notification; \"within 3 days beginning with\" a day "
+        "counts it as day 1 (16 Nov, due 18 Nov, missed from 19 Nov) and disregards the days held "
+        "(remand, sentence, hospital, recall) or abroad (s.83(6), s.84(5)). `requirement` initial: "
+        "`initial_notification_days` [3] beginning with the relevant date (conviction, finding or "
+        "caution: SOA 2003 s.82(6), s.83(1)), or with the release when no relevant date is "
+        "recorded; periodic: `periodic_notification_years` [1] after the last initial, change, "
         "periodic or weekly notification (s.85(1), (5)(b); 29 February -> 28 February); weekly, "
-        "for no fixed abode instead of the year, `weekly_notification_days` [7] after the last "
-        "of those (s.85(5)(a), (6), SI 2012/1876). Travel and return notifications restart "
-        "neither. Only for a registered nominal, and nothing falls due after "
-        "`notification_ends_on` (s.82(1))",
-        _DUE_SUBJECT, "the notification is received (or the nominal is no longer registered, "
-        "or the notification period ended: s.82(1))",
+        "for no fixed abode instead of the year: `weekly_notification_days` [7] after the last of "
+        "those (s.85(5)(a), (6), SI 2012/1876); a periodic or weekly day that falls while held or "
+        "abroad moves to the 3rd day beginning with the first day back (s.85(3)-(4)); change: a "
+        "`change.detected` not answered within 3 days beginning with the change by a change "
+        "notification about it (s.84(1), SI 2012/1876; notice in advance giving the date within 2 "
+        "days either side answers it, s.84(2)-(4)), and a release after the relevant date not "
+        "followed by a full notification within 3 days beginning with it (s.84(1)(d)); return: a "
+        "return from a notified trip (its inbound border check) with no return notification "
+        "within 3 days beginning with it (s.86, SI 2004/1220). Travel and return notifications "
+        "restart neither clock. Nothing while held or abroad with no end in sight (a day missed "
+        "before the detention stays missed). Only for a registered nominal, and nothing falls "
+        "due after `notification_ends_on` (s.82(1))",
+        _NOTIFICATION_SUBJECT, "the notification is received (or the person is held, or the "
+        "nominal is no longer registered, or the notification period ended: s.82(1))",
+        severity_rule="by days overdue, `missed_notification_severity` [1: high, 28: critical]; "
+        "a step up re-notifies",
+    ),
+    AlertKind(
+        "notification.late", ("medium",), ("owner", "team_channel"),
+        "a `change.detected` answered by a change notification made after its due day (3 days "
+        "beginning with the change, days held or abroad disregarded: s.84(1), (5)): once, when "
+        "the second of the two arrives",
+        "`change:<what>:<changed_on>`", "acknowledged",
     ),
     AlertKind(
         "action.due_soon", ("low",), ("owner",),
