@@ -318,3 +318,61 @@ def test_missed_notification_steps_that_fall_are_refused(tmp_path: Path) -> None
         load_config(path, environ={})
     path.write_text(table + '1 = "high"\n28 = "critical"\n', encoding="utf-8")
     assert load_config(path, environ={}).triggers.missed_notification_severity == {1: "high", 28: "critical"}
+
+
+async def test_a_missed_notification_steps_up_from_high_to_critical(
+    sessions: Sessions, slack: SlackStandIn, mail: MailSink
+) -> None:
+    """SOA 2003 s.85(1): notified 20 Nov 2025, the periodic notification is due by the end of
+    20 Nov 2026. Missed from 21 Nov (day 1 overdue: high); day 28 (18 Dec) is critical under the
+    default triggers.missed_notification_severity {1: "high", 28: "critical"}."""
+    opening = _settings(slack, mail, {"notification.missed": ["owner", "team_channel"]})
+    await setup_directory(sessions, opening)
+    async with sessions.begin() as s:
+        s.add(nominal(REF, last_notification_on=date(2025, 11, 20)))
+
+    summary, ctx = await _scan(sessions, opening, DAY_1)
+    assert dict(summary.tally.opened) == {"notification.missed": 1}
+    first = await _alert(sessions, "notification.missed")
+    assert (first.subject, first.severity) == ("periodic:2026-11-20", "high")
+    assert _targets(await deliveries(sessions, purpose="opened")) == {
+        ("slack", "U0PC1234"), ("slack", "C0NORTH"),
+    }
+    worker, _ = make_worker(sessions, ctx)
+    await worker.run_until_idle()
+
+    count = len(await deliveries(sessions))
+    summary, _ = await _scan(sessions, opening, DAY_27)
+    assert not summary.tally.opened and not summary.tally.raised and not summary.tally.resolved
+    assert len(await deliveries(sessions)) == count
+    assert (await _alert(sessions, "notification.missed")).severity == "high"
+
+    raising = _settings(slack, mail, {"notification.missed": ["owner", "spoc"]})
+    summary, ctx = await _scan(sessions, raising, DAY_28)
+    assert dict(summary.tally.raised) == {"notification.missed": 1}
+    raised = await _alert(sessions, "notification.missed")
+    assert (raised.id, raised.severity, raised.state) == (first.id, "critical", "open")
+    assert raised.details["days_overdue"] == 28
+    [entry] = await audits(sessions, "alert.severity_raised")
+    assert entry.subject == first.id
+    assert entry.details == {"from": "high", "to": "critical", "days_overdue": 28}
+    told = await deliveries(sessions, purpose="raised")
+    assert _targets(told) == {
+        ("slack", "U0PC1234"), ("slack", "C0NORTH"), ("email", "north.spoc@force.example"),
+    }
+    line = "Severity raised from high to critical: now 28 days overdue"
+    assert all(render.change_line(d.payload) == line for d in told)
+    assert raised.escalation_chain[0]["after_seconds"] == 15 * 60  # critical's chain, from now
+    assert raised.next_escalation_at == utc(DAY_28) + timedelta(minutes=15)
+    seen = len(slack.calls)
+    worker, _ = make_worker(sessions, ctx)
+    await worker.run_until_idle()
+    replies = [c for c in slack.calls[seen:] if c.args.get("reply_broadcast")]
+    assert len(replies) == 2 and all(line in r.args["text"] for r in replies)
+    [spoc] = [m for m in mail.messages if m["To"] == "north.spoc@force.example"]
+    assert spoc["Subject"].startswith(f"[casewatch] CRITICAL notification.missed {REF} {first.id}: {line}")
+
+    count = len(await deliveries(sessions))
+    again, _ = await _scan(sessions, raising, DAY_28)
+    assert not again.tally.raised and not again.tally.opened and not again.tally.resolved
+    assert len(await deliveries(sessions)) == count
