@@ -36,11 +36,13 @@ def wanted(
     overdue_at = end_of_day(action.due_on, tz)
     where = f"{action.visor_ref}, due {action.due_on.isoformat()}"
     severity: Severity
+    details: dict[str, object] = {"action_id": action.action_id, "due_on": action.due_on.isoformat()}
     if now >= overdue_at:
         late_days = (local_date(now, tz) - action.due_on).days
         kind = OVERDUE
         severity = "high" if late_days >= settings.action_very_overdue_days else "medium"
         summary = f"Action {action.action_id} overdue: {where}"
+        details["days_overdue"] = late_days
     elif now >= start_of_day(action.due_on - timedelta(days=settings.action_reminder_days), tz):
         kind, severity = DUE_SOON, "low"
         summary = f"Action {action.action_id} due soon: {where}"
@@ -49,7 +51,7 @@ def wanted(
     return AlertSpec(
         kind=kind, severity=severity, visor_ref=action.visor_ref, team=team_for(action, settings),
         subject=action.action_id, summary=summary, owner=action.owner, due_at=overdue_at,
-        details={"action_id": action.action_id, "due_on": action.due_on.isoformat()},
+        details=details,
     )
 
 
