@@ -45,6 +45,9 @@ def test_every_contract_type_has_a_schema() -> None:
         "mappa.level_changed",
         "recall.issued",
         "recall.returned",
+        "detention.started",
+        "detention.ended",
+        "change.detected",
         "action.upsert",
         "visit.recorded",
     }

@@ -653,6 +653,7 @@ async def check_answers(r: Rig, case: Case, ref: str) -> None:
 
 
 FREE_TEXT_COLUMNS = {"summary", "rationale", "details", "data"}  # may keep "\n" and "\t"
+FREE_TEXT_OF_TABLE = {("change_detections", "source")}  # change.detected source is free text too
 
 
 async def assert_stored_safely(r: Rig, ref: str) -> None:
@@ -667,7 +668,8 @@ async def assert_stored_safely(r: Rig, ref: str) -> None:
             for row in rows:
                 assert re.fullmatch(VISOR_REF_PATTERN, row["visor_ref"]), (table.name, row["visor_ref"])
                 for column, value in row.items():
-                    kind = TextKind.TEXT if column in FREE_TEXT_COLUMNS else TextKind.NAME
+                    free = column in FREE_TEXT_COLUMNS or (table.name, column) in FREE_TEXT_OF_TABLE
+                    kind = TextKind.TEXT if free else TextKind.NAME
                     for text in strings_of(value):
                         assert text_problem(text, kind) is None, (table.name, column, text[:100])
 

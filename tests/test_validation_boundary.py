@@ -53,6 +53,8 @@ OPTIONAL_SAMPLES: dict[str, dict[str, Any]] = {
         "trip_id": "TRIP-0001",
     },
     "mappa.level_changed": {"recorded_by": "PC1234"},
+    # what and changed_on are for a change notification only (s.84(1)).
+    "notification.received": {"kind": "change", "what": "name", "changed_on": "2026-11-17"},
 }
 ENVELOPE_TYPE = "visit.recorded"  # the envelope's own fields are walked on this type
 

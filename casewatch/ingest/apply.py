@@ -3,8 +3,9 @@
 Events arrive out of order, so state that a later event may overwrite (a nominal, an action, the
 current MAPPA level) carries the occurred_at it reflects, and an older event never overwrites a
 newer one. Records of things that happened (notifications, travel, border checks, visits,
-recalls, level changes) are always kept. Events for a ViSOR reference with no nominal yet are
-stored and applied all the same: case records have no foreign key to `nominals`.
+recalls, level changes, detentions, detected changes) are always kept. Events for a ViSOR
+reference with no nominal yet are stored and applied all the same: case records have no foreign
+key to `nominals`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from casewatch.context import Context
 from casewatch.model.events import (
     ActionUpsert,
     BorderAlert,
+    ChangeDetectedData,
+    DetentionEnded,
+    DetentionStarted,
     Envelope,
     LevelChanged,
     NominalUpsert,
@@ -36,6 +40,8 @@ from casewatch.model.names import alias_keys, name_key
 from casewatch.store.models import (
     Action,
     BorderCheck,
+    ChangeDetection,
+    Detention,
     Event,
     LevelChange,
     Marker,
@@ -173,6 +179,12 @@ async def apply_event(
             return await _recall_issued(a, data)
         case RecallReturned() as data:
             return await _recall_returned(a, data)
+        case DetentionStarted() as data:
+            return await _detention_started(a, data)
+        case DetentionEnded() as data:
+            return await _detention_ended(a, data)
+        case ChangeDetectedData() as data:
+            return await _change_detected(a, data)
         case ActionUpsert() as data:
             return await _action_upsert(a, data)
         case VisitRecorded() as data:
@@ -400,7 +412,10 @@ async def _level_changed(a: _Apply, data: LevelChanged) -> Applied:
 async def _notification_received(a: _Apply, data: NotificationReceivedData) -> Applied:
     kind, notified_on = data.kind, data.notified_on
     a.session.add(
-        NotificationReceived(visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.event.id)
+        NotificationReceived(
+            visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.event.id,
+            what=data.what, changed_on=data.changed_on,
+        )
     )
     if kind in CLOCK_RESTARTING_KINDS:
         a.batch.with_history.add(a.ref)
@@ -441,6 +456,34 @@ async def _border_alert(a: _Apply, data: BorderAlert) -> Applied:
 
 async def _visit_recorded(a: _Apply, data: VisitRecorded) -> Applied:
     a.session.add(Visit(visor_ref=a.ref, visited_on=data.visited_on, event_id=a.event.id))
+    return a.done()
+
+
+# --- custody and changes (SOA 2003 s.83(6), s.84(1), s.85(3)-(4)) -------------------------------
+
+
+async def _detention_started(a: _Apply, data: DetentionStarted) -> Applied:
+    # Kept as records, in any order: rules.custody pairs starts and ends by date.
+    a.session.add(
+        Detention(visor_ref=a.ref, started=True, kind=data.kind, on_date=data.started_on, event_id=a.event.id)
+    )
+    return a.done()
+
+
+async def _detention_ended(a: _Apply, data: DetentionEnded) -> Applied:
+    a.session.add(
+        Detention(visor_ref=a.ref, started=False, kind=None, on_date=data.ended_on, event_id=a.event.id)
+    )
+    return a.done()
+
+
+async def _change_detected(a: _Apply, data: ChangeDetectedData) -> Applied:
+    a.session.add(
+        ChangeDetection(
+            visor_ref=a.ref, what=data.what, changed_on=data.changed_on, source=data.source,
+            event_id=a.event.id,
+        )
+    )
     return a.done()
 
 

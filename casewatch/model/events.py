@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from casewatch.model.facts import CHANGE_WHATS
 from casewatch.model.text_rules import TextKind, text_problem
 
 MAX_LIST = 100  # markers, aliases
@@ -186,6 +187,9 @@ Summary = Annotated[
     str, Field(min_length=1, max_length=2000), _text, _filled, _text_json(TextKind.TEXT, 1, 2000)
 ]
 Rationale = Annotated[str, Field(max_length=5000), _text, _text_json(TextKind.TEXT, 0, 5000)]
+SourceText = Annotated[
+    str, Field(min_length=1, max_length=100), _text, _filled, _text_json(TextKind.TEXT, 1, 100)
+]
 
 
 def _visor_ref(value: str) -> str:
@@ -250,9 +254,38 @@ class NominalUpsert(Data):
     notification_ends_on: IsoDate | None = None
 
 
+# What a change notification or a change.detected is about (SOA 2003 s.84(1), SI 2012/1876).
+ChangeWhat = Literal[
+    "name", "home_address", "other_address", "child_household", "bank_card", "passport_id",
+    "no_fixed_abode", "release",
+]
+assert get_args(ChangeWhat) == CHANGE_WHATS, "ChangeWhat must list facts.CHANGE_WHATS"
+
+
+def _change_fields_need_kind_change(schema: dict[str, Any]) -> None:
+    # `what` and `changed_on` describe a change notification: absent or null for other kinds.
+    schema["anyOf"] = [
+        {"properties": {"kind": {"const": "change"}}},
+        {"properties": {"what": {"type": "null"}, "changed_on": {"type": "null"}}},
+    ]
+
+
 class NotificationReceivedData(Data):
+    model_config = ConfigDict(json_schema_extra=_change_fields_need_kind_change)
+
     kind: Literal["initial", "periodic", "change", "weekly", "travel", "return"]
     notified_on: IsoDate
+    # contract v2 (issue 14), for kind "change" only: what changed and when (s.84(1)).
+    what: ChangeWhat | None = None
+    changed_on: IsoDate | None = None
+
+    @field_validator("what", "changed_on")
+    @classmethod
+    def _only_for_a_change(cls, value: object, info: ValidationInfo) -> object:
+        kind = info.data.get("kind")
+        if value is not None and kind is not None and kind != "change":
+            raise _fail("change_only", 'is only allowed with kind "change"')
+        return value
 
 
 class TravelNotified(Data):
@@ -319,6 +352,26 @@ class RecallIssued(Data):
 
 class RecallReturned(Data):
     returned_at: IsoDateTime
+
+
+# Remanded or committed to custody, serving a sentence, or detained in a hospital: the
+# notification clocks stand still (SOA 2003 s.83(6), s.85(3)-(4)). (Comments, not docstrings:
+# a docstring would become the schema's description.)
+class DetentionStarted(Data):
+    kind: Literal["remand", "sentence", "hospital"]
+    started_on: IsoDate
+
+
+# Released or discharged: a release owes a notification (s.84(1)(d)).
+class DetentionEnded(Data):
+    ended_on: IsoDate
+
+
+# A change learned from another source: the nominal owes a change notification for it (s.84(1)).
+class ChangeDetectedData(Data):
+    what: ChangeWhat
+    changed_on: IsoDate
+    source: SourceText
 
 
 class ActionUpsert(Data):
@@ -401,6 +454,21 @@ class RecallReturnedEvent(EnvelopeBase):
     data: RecallReturned
 
 
+class DetentionStartedEvent(EnvelopeBase):
+    type: Literal["detention.started"]
+    data: DetentionStarted
+
+
+class DetentionEndedEvent(EnvelopeBase):
+    type: Literal["detention.ended"]
+    data: DetentionEnded
+
+
+class ChangeDetectedEvent(EnvelopeBase):
+    type: Literal["change.detected"]
+    data: ChangeDetectedData
+
+
 class ActionUpsertEvent(EnvelopeBase):
     type: Literal["action.upsert"]
     data: ActionUpsert
@@ -421,6 +489,9 @@ Envelope = Annotated[
     | LevelChangedEvent
     | RecallIssuedEvent
     | RecallReturnedEvent
+    | DetentionStartedEvent
+    | DetentionEndedEvent
+    | ChangeDetectedEvent
     | ActionUpsertEvent
     | VisitRecordedEvent,
     Field(discriminator="type"),

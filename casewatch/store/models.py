@@ -172,6 +172,35 @@ class NotificationReceived(Base):
     kind: Mapped[str] = mapped_column(String(16))
     notified_on: Mapped[date]
     event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    # contract v2, kind "change" only: what changed (facts.CHANGE_WHATS) and when (s.84(1)).
+    what: Mapped[str | None] = mapped_column(String(32))
+    changed_on: Mapped[date | None]
+
+
+class Detention(Base):
+    """A detention.started (started, with its kind) or a detention.ended: one row per event. The
+    rules pair them into periods held (SOA 2003 s.83(6), s.85(3)-(4); rules.custody)."""
+
+    __tablename__ = "detentions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    started: Mapped[bool] = mapped_column(Boolean)
+    kind: Mapped[str | None] = mapped_column(String(16))  # remand, sentence, hospital; NULL: an end
+    on_date: Mapped[date]  # started_on or ended_on
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class ChangeDetection(Base):
+    """A change.detected: a change learned from another source, which the nominal owes a change
+    notification for (s.84(1))."""
+
+    __tablename__ = "change_detections"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    what: Mapped[str] = mapped_column(String(32))
+    changed_on: Mapped[date]
+    source: Mapped[str] = mapped_column(String(100))
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
 
 
 class TravelNotification(Base):

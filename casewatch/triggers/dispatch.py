@@ -1,6 +1,8 @@
 """Event-driven rules, run inside the ingest transaction for each event just applied.
 
-Border checks, travel notifications, MAPPA level changes and recalls open their alerts here.
+Border checks, travel notifications, MAPPA level changes and recalls open their alerts here, and
+so do late change notifications (notifications.late, on a change notification or a detected
+change).
 The time-driven rules (notifications, actions) only resolve here, when an event satisfies them
 (a notification received, an action done); they open on `casewatch scan`, so a bulk import of
 history never opens and resolves the same alert in one breath. Stale events are skipped.
@@ -28,6 +30,9 @@ from casewatch.context import Context
 from casewatch.model.events import (
     ActionUpsert,
     BorderAlert,
+    ChangeDetectedData,
+    DetentionEnded,
+    DetentionStarted,
     Envelope,
     LevelChanged,
     NominalUpsert,
@@ -42,10 +47,11 @@ from casewatch.model.facts import (
     BorderCheckFacts,
     LevelChangeFacts,
     NominalFacts,
+    NotificationHistory,
     RecallFacts,
     TravelFacts,
 )
-from casewatch.model.results import LiveAlert
+from casewatch.model.results import LiveAlert, RuleResult
 from casewatch.store.models import LevelChange
 from casewatch.triggers import load
 from casewatch.triggers.applied import Applied
@@ -59,6 +65,15 @@ from casewatch.triggers.rules import (
     travel_notice,
 )
 
+# Events after which the notification rule runs again for the nominal (resolve only): a
+# notification or new case state, a custody change or a recall return (time held is disregarded,
+# SOA 2003 s.83(6), s.85(3)-(4)), a change detected (s.84(1)), a border check (time abroad, and
+# the return a return notification counts from).
+_NOTIFICATION_INPUTS = (
+    NotificationReceivedData, NominalUpsert, DetentionStarted, DetentionEnded, ChangeDetectedData,
+    RecallReturned, BorderAlert,
+)
+
 
 @dataclass
 class _Run(Tally):
@@ -67,6 +82,8 @@ class _Run(Tally):
     nominals: dict[str, NominalFacts | None] = field(default_factory=dict)
     notification_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by visor_ref
     action_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by action id
+    # Each nominal's history, read once: rules run after the batch's events are all applied.
+    histories: dict[str, NotificationHistory] = field(default_factory=dict)
 
     async def prefetch(self, session: AsyncSession, items: Sequence[Applied]) -> None:
         refs = sorted({i.envelope.visor_ref for i in items})
@@ -75,7 +92,7 @@ class _Run(Tally):
         notified = [
             i.envelope.visor_ref
             for i in items
-            if isinstance(i.envelope.data, NotificationReceivedData | NominalUpsert)
+            if isinstance(i.envelope.data, _NOTIFICATION_INPUTS)
         ]
         if notified:
             self.notification_live = {ref: [] for ref in notified}
@@ -91,6 +108,11 @@ class _Run(Tally):
         if visor_ref not in self.nominals:
             self.nominals[visor_ref] = await load.nominal(session, visor_ref)
         return self.nominals[visor_ref]
+
+    async def history(self, session: AsyncSession, visor_ref: str, tz: ZoneInfo) -> NotificationHistory:
+        if visor_ref not in self.histories:
+            self.histories[visor_ref] = await load.history(session, visor_ref, tz)
+        return self.histories[visor_ref]
 
 
 def _still_live(live: list[LiveAlert], resolved: Sequence[LiveAlert]) -> list[LiveAlert]:
@@ -135,9 +157,17 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
                 checked_at=data.checked_at,
             )
             await _evaluate_check(session, check, ctx, tally, event_id=env.id)
+            await _notifications(session, env.visor_ref, ctx, tally)
         case TravelNotified() as data:
             await _travel_notified(session, env, data, ctx, tally)
-        case NotificationReceivedData() | NominalUpsert():
+        case NotificationReceivedData() as data:
+            await _notifications(session, env.visor_ref, ctx, tally)
+            if data.kind == "change":
+                await _late(session, env, ctx, tally)
+        case ChangeDetectedData():
+            await _notifications(session, env.visor_ref, ctx, tally)
+            await _late(session, env, ctx, tally)
+        case NominalUpsert() | DetentionStarted() | DetentionEnded():
             await _notifications(session, env.visor_ref, ctx, tally)
         case ActionUpsert() as data:
             await _action(session, data.action_id, ctx, tally)
@@ -145,6 +175,7 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
             await _recall_issued(session, env, data, ctx, tally)
         case RecallReturned() as data:
             await _recall_returned(session, env.visor_ref, data.returned_at, ctx, tally)
+            await _notifications(session, env.visor_ref, ctx, tally)
         case LevelChanged() | VisitRecorded() | TravelCancelled():
             # a level change is item.level_change; a visit opens or resolves nothing; a
             # cancelled trip matches no later check (rules.border_travel) and is flagged no
@@ -206,11 +237,24 @@ async def _notifications(session: AsyncSession, visor_ref: str, ctx: Context, ta
     if not live:
         return
     result = notifications.evaluate(
-        await tally.nominal(session, visor_ref), await load.history(session, visor_ref), live,
+        await tally.nominal(session, visor_ref), await tally.history(session, visor_ref, _tz(ctx)), live,
         ctx.clock.now(), ctx.settings.triggers, _tz(ctx),
     )
     await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
     tally.notification_live[visor_ref] = _still_live(live, [r.alert for r in result.resolves])
+
+
+async def _late(session: AsyncSession, env: Envelope, ctx: Context, tally: _Run) -> None:
+    """A change notification or a detected change: the event-driven rule that flags a change
+    notified late, or a detected change never notified in time (s.84(1); rules.notifications)."""
+    # TODO(issue 14): the guard goes once rules.notifications.late exists (helper B).
+    late = getattr(notifications, "late", None)
+    nominal = await tally.nominal(session, env.visor_ref)
+    if late is None or nominal is None:
+        return
+    history = await tally.history(session, env.visor_ref, _tz(ctx))
+    result: RuleResult = late(nominal, history, ctx.settings.triggers, _tz(ctx), env.id)
+    await apply(session, result, ctx, event_id=env.id, open_new=True, tally=tally, defer=True)
 
 
 async def _action(session: AsyncSession, action_id: str, ctx: Context, tally: _Run) -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, case, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import ColumnElement, func, literal, null, or_, select, union_all
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from casewatch.model.alerts import LIVE_STATES
+from casewatch.model.clocks import local_date
 from casewatch.model.facts import (
     FULL_NOTIFICATION_KINDS,
     ActionFacts,
     BorderCheckFacts,
+    ChangeDetected,
+    ChangeNotified,
+    DetentionFacts,
     NominalFacts,
     NotificationHistory,
     RecallFacts,
@@ -25,6 +30,8 @@ from casewatch.store.models import (
     Action,
     Alert,
     BorderCheck,
+    ChangeDetection,
+    Detention,
     Nominal,
     NotificationReceived,
     Officer,
@@ -70,47 +77,160 @@ async def nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str
     return found
 
 
-def _histories_by_ref(where: ColumnElement[bool]) -> Select[str, Any]:
-    full = case(
-        (NotificationReceived.kind.in_(FULL_NOTIFICATION_KINDS), NotificationReceived.notified_on),
-        else_=None,
-    )
-    return (
-        select(
-            NotificationReceived.visor_ref,
-            func.max(full).label("last_full"),
+@dataclass
+class _Gathered:
+    """One nominal's history as its rows come in, table by table."""
+
+    last_full_on: date | None = None
+    detentions: list[DetentionFacts] = field(default_factory=list)
+    detected: list[ChangeDetected] = field(default_factory=list)
+    changes: list[ChangeNotified] = field(default_factory=list)
+    returns_notified: list[date] = field(default_factory=list)
+    travels: list[TravelFacts] = field(default_factory=list)
+    cancelled: set[str] = field(default_factory=set)
+    border_checks: list[BorderCheckFacts] = field(default_factory=list)
+
+    def history(self) -> NotificationHistory:
+        # Sorted, so that a history compares equal however its rows came back.
+        travels = [
+            replace(t, cancelled=True) if t.trip_id is not None and t.trip_id in self.cancelled else t
+            for t in self.travels
+        ]
+        return NotificationHistory(
+            last_full_on=self.last_full_on,
+            # A return that closed two recalls is one custody start.
+            detentions=tuple(sorted(dict.fromkeys(self.detentions), key=lambda d: (d.on, d.event_id))),
+            detected=tuple(sorted(self.detected, key=lambda d: (d.changed_on, d.event_id))),
+            changes=tuple(sorted(self.changes, key=lambda c: (c.notified_on, c.event_id))),
+            returns_notified=tuple(sorted(self.returns_notified)),
+            travels=tuple(sorted(travels, key=lambda t: (t.notified_at, t.event_id))),
+            border_checks=tuple(sorted(self.border_checks, key=lambda c: (c.checked_at, c.event_id))),
         )
-        .where(where)
-        .group_by(NotificationReceived.visor_ref)
+
+
+Gathered = dict[str, _Gathered]
+_FULL = "~full"  # the row of the union below that carries the newest full notification
+
+
+async def _load_notifications(conn: AsyncConnection, where: ColumnElement[bool], found: Gathered) -> None:
+    """Each nominal's newest full notification (FULL_NOTIFICATION_KINDS) and its change and return
+    notifications, in one statement: the rows of the latter, then one aggregate row each."""
+    n = NotificationReceived
+    # The rows first: a compound select takes its result types from its first select.
+    rows = select(n.visor_ref, n.kind, n.notified_on, n.what, n.changed_on, n.event_id).where(
+        where, n.kind.in_(("change", "return"))
     )
+    newest = (
+        select(n.visor_ref, literal(_FULL), func.max(n.notified_on), null(), null(), null())
+        .where(where, n.kind.in_(FULL_NOTIFICATION_KINDS))
+        .group_by(n.visor_ref)
+    )
+    ref: str
+    kind: str
+    notified_on: date
+    what: str | None
+    changed_on: date | None
+    event_id: str
+    for ref, kind, notified_on, what, changed_on, event_id in await conn.execute(union_all(rows, newest)):
+        mine = found.setdefault(ref, _Gathered())
+        if kind == _FULL:
+            mine.last_full_on = notified_on
+        elif kind == "change":
+            mine.changes.append(ChangeNotified(notified_on, what, changed_on, event_id))
+        else:
+            mine.returns_notified.append(notified_on)
 
 
-async def histories(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, NotificationHistory]:
-    """Each nominal's newest full notification (FULL_NOTIFICATION_KINDS), one query per chunk."""
-    found: dict[str, NotificationHistory] = {}
+async def _load_custody_and_travel(
+    session: AsyncSession, conn: AsyncConnection, refs: Sequence[str], found: Gathered, tz: ZoneInfo
+) -> None:
+    """The rest of the history of `refs` (one chunk): one statement per table."""
+    d, r, c = Detention, Recall, ChangeDetection
+    detentions = select(d.visor_ref, d.started, d.kind, d.on_date, d.event_id)
+    for ref, started, kind, on, event_id in await conn.execute(
+        detentions.where(one_of(session, d.visor_ref, refs))
+    ):
+        held = DetentionFacts(on, started, kind or "", event_id)
+        found.setdefault(ref, _Gathered()).detentions.append(held)
+    # A recall return is custody serving a sentence (SOA 2003 s.85(4)(b)), from its local date.
+    for ref, returned_at, return_event_id, event_id in await conn.execute(
+        select(r.visor_ref, r.returned_at, r.return_event_id, r.event_id).where(
+            one_of(session, r.visor_ref, refs), r.returned_at.is_not(None)
+        )
+    ):
+        assert returned_at is not None  # the query's condition
+        found.setdefault(ref, _Gathered()).detentions.append(
+            DetentionFacts(local_date(returned_at, tz), True, "recall", return_event_id or event_id)
+        )
+    detections = select(c.visor_ref, c.what, c.changed_on, c.source, c.event_id)
+    for ref, what, changed_on, source, event_id in await conn.execute(
+        detections.where(one_of(session, c.visor_ref, refs))
+    ):
+        found.setdefault(ref, _Gathered()).detected.append(ChangeDetected(what, changed_on, event_id, source))
+    await _load_travel(session, conn, refs, found)
+
+
+async def _load_travel(
+    session: AsyncSession, conn: AsyncConnection, refs: Sequence[str], found: Gathered
+) -> None:
+    t, b, x = TravelNotification, BorderCheck, TravelCancellation
+    travel_columns = (
+        t.event_id, t.visor_ref, t.departure_on, t.return_on, t.destination, t.notified_at,
+        t.departure_at, t.trip_id,
+    )
+    for trip in await conn.execute(select(*travel_columns).where(one_of(session, t.visor_ref, refs))):
+        found.setdefault(trip.visor_ref, _Gathered()).travels.append(TravelFacts(*trip))
+    for ref, trip_id in await conn.execute(
+        select(x.visor_ref, x.trip_id).where(one_of(session, x.visor_ref, refs))
+    ):
+        found.setdefault(ref, _Gathered()).cancelled.add(trip_id)
+    check_columns = (b.event_id, b.visor_ref, b.port, b.direction, b.checked_at)
+    for check in await conn.execute(select(*check_columns).where(one_of(session, b.visor_ref, refs))):
+        found.setdefault(check.visor_ref, _Gathered()).border_checks.append(BorderCheckFacts(*check))
+
+
+async def histories(
+    session: AsyncSession, visor_refs: Sequence[str], tz: ZoneInfo
+) -> dict[str, NotificationHistory]:
+    """Each nominal's NotificationHistory (those with no history at all are left out), one
+    statement per table per chunk. `tz`: the service's, for the local date of a recall return."""
+    found: Gathered = {}
+    conn = await session.connection()
     for part in chunked(session, visor_refs):
-        stmt = _histories_by_ref(one_of(session, NotificationReceived.visor_ref, part))
-        for ref, last_full in await session.execute(stmt):
-            found[ref] = NotificationHistory(last_full_on=last_full)
-    return found
+        await _load_notifications(conn, one_of(session, NotificationReceived.visor_ref, part), found)
+        await _load_custody_and_travel(session, conn, part, found, tz)
+    return {ref: gathered.history() for ref, gathered in found.items()}
 
 
-async def histories_between(session: AsyncSession, after: str, last: str) -> dict[str, NotificationHistory]:
-    """histories() of every nominal with `after` < visor_ref <= `last`: for a scan reading
-    nominals in pages by reference, a range over the index instead of a list of keys."""
-    where = (NotificationReceived.visor_ref > after) & (NotificationReceived.visor_ref <= last)
-    return {
-        ref: NotificationHistory(last_full_on=last_full)
-        for ref, last_full in await (await session.connection()).execute(_histories_by_ref(where))
-    }
+async def histories_between(
+    session: AsyncSession, after: str, last: str, tz: ZoneInfo, visor_refs: Sequence[str]
+) -> dict[str, NotificationHistory]:
+    """histories() for a scan reading nominals in pages by reference: the notifications of every
+    nominal with `after` < visor_ref <= `last` (a range over the index instead of a list of
+    keys), the other tables for the page's nominals `visor_refs` only."""
+    found: Gathered = {}
+    conn = await session.connection()
+    n = NotificationReceived
+    await _load_notifications(conn, (n.visor_ref > after) & (n.visor_ref <= last), found)
+    for part in chunked(session, visor_refs):
+        await _load_custody_and_travel(session, conn, part, found, tz)
+    return {ref: gathered.history() for ref, gathered in found.items()}
 
 
 def may_owe_notification(quiet_after: date) -> ColumnElement[bool]:
-    """A registered nominal who may owe a notification now or soon (rules.notifications):
-    no fixed abode (the weekly clock), a release or relevant date (the initial clock, SOA 2003
-    s.83(1), (6): a caution or community sentence has a relevant date and no release), or no full
-    notification after `quiet_after` (rules.notifications.quiet_after: the periodic clock).
-    A superset: the rule decides; this only leaves out nominals it would find nothing for."""
+    """A registered nominal who may owe a notification now or soon (rules.notifications).
+    A superset: the rule decides; this only leaves out nominals it would find nothing for.
+    Each branch is a clock that can be running:
+    - no fixed abode: the weekly clock (s.85(5)(a), SI 2012/1876);
+    - a release or relevant date: the initial clock (SOA 2003 s.83(1), (6): a caution or
+      community sentence has a relevant date and no release);
+    - no full notification after `quiet_after` (rules.notifications.quiet_after): the periodic
+      clock (s.85(1)). Custody and absence abroad only ever move its due date later
+      (s.85(3)-(4)), so they add no one here;
+    - a detention ended: a release owes a notification within 3 days (s.84(1)(d));
+    - a change detected from another source: it owes a change notification (s.84(1));
+    - an inbound border check and a travel notification: a return from a notified trip may owe
+      a return notification (s.86, SI 2004/1220 as amended by SI 2012/1876)."""
     newer_full = (
         select(NotificationReceived.id)
         .where(
@@ -121,16 +241,33 @@ def may_owe_notification(quiet_after: date) -> ColumnElement[bool]:
         .exists()
     )
     recent_on_visor = Nominal.last_notification_on.is_not(None) & (Nominal.last_notification_on > quiet_after)
+    released = (
+        select(Detention.id)
+        .where(Detention.visor_ref == Nominal.visor_ref, Detention.started.is_(False))
+        .exists()
+    )
+    detected = select(ChangeDetection.id).where(ChangeDetection.visor_ref == Nominal.visor_ref).exists()
+    came_back = (
+        select(BorderCheck.id)
+        .where(BorderCheck.visor_ref == Nominal.visor_ref, BorderCheck.direction == "inbound")
+        .exists()
+    )
+    travelled = (
+        select(TravelNotification.id).where(TravelNotification.visor_ref == Nominal.visor_ref).exists()
+    )
     return or_(
         Nominal.no_fixed_abode.is_(True),
         Nominal.release_date.is_not(None),
         Nominal.relevant_date.is_not(None),
         ~recent_on_visor & ~newer_full,
+        released,
+        detected,
+        came_back & travelled,
     )
 
 
-async def history(session: AsyncSession, visor_ref: str) -> NotificationHistory:
-    return (await histories(session, [visor_ref])).get(visor_ref, NotificationHistory())
+async def history(session: AsyncSession, visor_ref: str, tz: ZoneInfo) -> NotificationHistory:
+    return (await histories(session, [visor_ref], tz)).get(visor_ref, NotificationHistory())
 
 
 def travel_facts(row: TravelNotification, cancelled: Collection[str] = ()) -> TravelFacts:

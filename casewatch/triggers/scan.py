@@ -109,7 +109,9 @@ async def _scan_notifications(
                     return
                 batch = [load.nominal_from_columns(tuple(r)) for r in rows]
                 last = batch[-1].visor_ref
-                found = await load.histories_between(session, after, last)
+                found = await load.histories_between(
+                    session, after, last, tz, [n.visor_ref for n in batch]
+                )
             page: Page = []
             for nominal in batch:
                 mine = live.pop(nominal.visor_ref, [])
@@ -128,7 +130,7 @@ async def _scan_notifications(
     for part in load.chunks(leftover):
         async with sessions() as session, session.begin():
             known = await load.nominals(session, part)
-            found = await load.histories(session, part)
+            found = await load.histories(session, part, tz)
             for ref in part:
                 result = notifications.evaluate(
                     known.get(ref), found.get(ref, NotificationHistory()), live[ref],

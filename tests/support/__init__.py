@@ -269,6 +269,11 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
     "mappa.level_changed": {"from_level": 1, "to_level": 2, "rationale": "Fictional MAPP meeting decision"},
     "recall.issued": {"recall_type": "standard", "issued_at": "2026-11-20T08:00:00Z"},
     "recall.returned": {"returned_at": "2026-11-20T12:00:00Z"},
+    "detention.started": {"kind": "remand", "started_on": "2026-11-18"},
+    "detention.ended": {"ended_on": "2026-11-19"},
+    "change.detected": {
+        "what": "home_address", "changed_on": "2026-11-18", "source": "Fictional council check",
+    },
     "action.upsert": {
         "action_id": "ACT-0001",
         "summary": "Fictional action: review the plan",
