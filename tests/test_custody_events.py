@@ -129,6 +129,7 @@ EXPECTED = NotificationHistory(
         BorderCheckFacts("cu-bo", REF, "Dover", "outbound", utc("2026-09-01T06:00:00Z")),
         BorderCheckFacts("cu-bi", REF, "Dover", "inbound", utc("2026-09-08T18:00:00Z")),
     ),
+    at_liberty=(date(2026, 5, 1),),  # recalled 1 May: out on licence that day
 )
 PLAIN_EXPECTED = NotificationHistory(
     last_full_on=date(2026, 10, 5), changes=(ChangeNotified(date(2026, 10, 5), None, None, "cu-pc"),)

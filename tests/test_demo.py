@@ -33,7 +33,7 @@ TODAY = date(2026, 11, 23)
 EXPECTED_KINDS = {
     "travel.confirmed", "travel.unnotified", "travel.unmatched_nominal", "notification.missed",
     "notification.due_soon", "action.overdue", "action.due_soon", "mappa.level_changed",
-    "mappa.decrease_without_rationale", "recall.issued",
+    "mappa.decrease_without_rationale", "recall.issued", "notification.late",
 }
 
 
@@ -58,6 +58,7 @@ def test_the_demo_data_is_valid_deterministic_and_fictional() -> None:
     assert {e["type"] for e in events} == {
         "nominal.upsert", "notification.received", "travel.notified", "travel.border_alert",
         "mappa.level_changed", "recall.issued", "recall.returned", "action.upsert", "visit.recorded",
+        "detention.started", "change.detected",
     }
 
 
@@ -155,6 +156,14 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
         alerts = _signed_get(base.group(1) + "/api/v1/alerts", secret)["alerts"]
         kinds = {a["kind"] for a in alerts}
         assert EXPECTED_KINDS <= kinds, EXPECTED_KINDS - kinds
+        # Issue 14's cases: a caution with no initial notification, a change not notified, a
+        # late change, a nominal held over the annual date (none), a compliant weekly reporter
+        # (none).
+        about = {(a["visor_ref"], a["kind"], a["subject"].split(":")[0]) for a in alerts}
+        assert ("VS-D000014", "notification.missed", "initial") in about
+        assert ("VS-D000015", "notification.missed", "change") in about
+        assert ("VS-D000016", "notification.late", "change") in about
+        assert not [a for a in alerts if a["visor_ref"] in ("VS-D000017", "VS-D000019")]
         # The returned recall's alert was opened and then resolved.
         resolved = _signed_get(base.group(1) + "/api/v1/alerts?state=resolved", secret)["alerts"]
         assert any(a["kind"] == "recall.issued" and a["visor_ref"] == "VS-D000012" for a in resolved)

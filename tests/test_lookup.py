@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select, text
@@ -32,7 +33,7 @@ from casewatch.lookup.due import NotificationDue, next_notification_due
 from casewatch.lookup.flags import CANDIDATE_LIMIT, _by_surname_statement
 from casewatch.lookup.query import QueryError
 from casewatch.model.alerts import AlertSpec
-from casewatch.model.facts import NominalFacts, NotificationHistory
+from casewatch.model.facts import DetentionFacts, NominalFacts, NotificationHistory
 from casewatch.model.names import name_key
 from casewatch.store.models import Action, AuditEntry, Marker, Nominal, NotificationReceived, Recall
 from tests.support import T0, make_settings
@@ -122,6 +123,7 @@ def test_name_key_matches_the_stored_surname_key_however_typed() -> None:
 # --- the next notification ----------------------------------------------------------------------
 
 CLOCKS = TriggerSection()
+TZ = ZoneInfo("Europe/London")
 
 
 @pytest.mark.parametrize(
@@ -149,7 +151,7 @@ def test_next_notification_due(
         "VS-0000001", "north", "PC1234", registered=registered, no_fixed_abode=nfa,
         release_date=release, last_notification_on=last,
     )
-    due = next_notification_due(facts, NotificationHistory(), CLOCKS)
+    due = next_notification_due(facts, NotificationHistory(), CLOCKS, TZ)
     assert due == expected
 
 
@@ -171,7 +173,7 @@ def test_next_notification_due_from_the_relevant_date_until_the_end(
     relevant: date, ends: date | None, today: date, expected: NotificationDue | None
 ) -> None:
     facts = NominalFacts("VS-0000001", "north", "PC1234", relevant_date=relevant, notification_ends_on=ends)
-    assert next_notification_due(facts, NotificationHistory(), CLOCKS, today) == expected
+    assert next_notification_due(facts, NotificationHistory(), CLOCKS, TZ, today) == expected
 
 
 # --- the store queries --------------------------------------------------------------------------
@@ -306,3 +308,16 @@ async def test_a_surname_lookup_searches_the_key_indexes(
             plan = "\n".join(str(r[-1]) for r in await conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
     assert "ix_nominals_surname_key" in plan and "ix_nominal_aliases_alias_key" in plan, plan
     assert "SCAN nominals" not in plan and "Seq Scan on nominals" not in plan, plan
+
+
+def test_next_notification_due_is_the_rules_own_while_held() -> None:
+    """/flags shows what the alerts work from: s.85(3)-(4), an annual date that falls while
+    remanded moves to the end of the 3 days beginning with the release; still held, none."""
+    facts = NominalFacts("VS-0000090", "north", "PC1234", last_notification_on=date(2025, 11, 20))
+    remanded = DetentionFacts(on=date(2026, 11, 1), started=True, kind="remand", event_id="d1")
+    released = DetentionFacts(on=date(2026, 12, 1), started=False, event_id="d2")
+    held = NotificationHistory(detentions=(remanded,))
+    assert next_notification_due(facts, held, CLOCKS, TZ, date(2026, 11, 25)) is None
+    out = NotificationHistory(detentions=(remanded, released))
+    due = next_notification_due(facts, out, CLOCKS, TZ, date(2026, 12, 1))
+    assert due is not None and due.due_on == date(2026, 12, 3)

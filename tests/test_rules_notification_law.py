@@ -472,3 +472,35 @@ def test_no_late_alert_for_someone_not_registered_or_unknown() -> None:
     history = H(detected=(DETECTED,), changes=(LATE_NOTICE,))
     assert notifications.late(nominal(registered=False), history, SETTINGS, TZ, "cn-1").opens == ()
     assert notifications.late(None, history, SETTINGS, TZ, "cn-1").opens == ()
+
+
+RECALL_RETURN = DetentionFacts(date(2026, 6, 1), True, "recall", "rr")
+
+
+@pytest.mark.parametrize(
+    ("why", "history", "expected"),
+    [
+        (
+            "s.85(4)(b): back in custody on recall 1 Jun, no release on record: held, nothing due",
+            NotificationHistory(detentions=(RECALL_RETURN,)),
+            [],
+        ),
+        (
+            "recalled again 1 Sep: out on licence by then, so the custody ended; 20 Nov is free",
+            NotificationHistory(
+                detentions=(RECALL_RETURN,), at_liberty=(date(2026, 5, 20), date(2026, 9, 1))
+            ),
+            [Due("periodic", date(2026, 11, 20))],
+        ),
+        (
+            "s.87: a notification made in person 15 Jul (after the return): at liberty by then",
+            NotificationHistory(last_full_on=date(2026, 7, 15), detentions=(RECALL_RETURN,)),
+            [Due("periodic", date(2027, 7, 15))],
+        ),
+    ],
+)
+def test_an_open_custody_ends_when_the_nominal_is_known_to_be_at_liberty(
+    why: str, history: NotificationHistory, expected: list[Due]
+) -> None:
+    facts = NominalFacts("VS-0000099", "north", "PC1234", last_notification_on=date(2025, 11, 20))
+    assert dues(facts, history, SETTINGS, TZ) == expected, why

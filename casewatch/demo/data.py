@@ -144,7 +144,7 @@ def build_demo(today: date, nominals: int = 200, seed: int = DEFAULT_SEED) -> De
     scenarios: list[Scenario] = []
     profiles: dict[str, dict[str, Any]] = {}
 
-    count = max(nominals, 12)
+    count = max(nominals, 19)  # the scenarios use VS-D000001 to VS-D000019
     for n in range(1, count + 1):
         team = team_ids[(n - 1) % len(team_ids)]
         category = rng.choices(("1", "2", "3", "4"), weights=(70, 20, 8, 2))[0]
@@ -206,6 +206,30 @@ def build_demo(today: date, nominals: int = 200, seed: int = DEFAULT_SEED) -> De
         licence_expiry=(today + timedelta(days=700)).isoformat(),
         last_notification_on=(today - timedelta(days=200)).isoformat(),
     )
+    # Issue 14, the law's other clocks (SOA 2003 ss.83-86).
+    scenario(
+        14, "cautioned 5 days ago, no initial notification (notification.missed, initial, s.83(1))",
+        registered=True, category="1", on_licence=False, last_notification_on=None,
+        relevant_date=(today - timedelta(days=5)).isoformat(),
+    )
+    moved = scenario(
+        15, "moved home 6 days ago, learned from another source, not notified "
+        "(notification.missed, change, s.84(1))", registered=True, category="1",
+    )
+    renamed = scenario(
+        16, "a new name notified 5 days after the 3 days ran out (notification.late, s.84(1))",
+        registered=True, category="1",
+    )
+    held = scenario(
+        17, "remanded 40 days ago; the annual date passed inside: no alert (s.85(3)-(4))",
+        registered=True, category="1",
+        last_notification_on=(year_ago - timedelta(days=20)).isoformat(),
+    )
+    weekly_ok = scenario(
+        19, "no fixed abode, notified weekly on time, a trip notified too: no alert (s.85(5)(a))",
+        registered=True, category="1", no_fixed_abode=True,
+        last_notification_on=(year_ago - timedelta(days=30)).isoformat(),
+    )
     # Actions: overdue, and due in three days.
     overdue = scenario(7, "MAPP meeting action 9 days overdue (action.overdue)", mappa_level=2)
     due_soon = scenario(8, "risk management plan action due in 3 days (action.due_soon)")
@@ -257,6 +281,30 @@ def build_demo(today: date, nominals: int = 200, seed: int = DEFAULT_SEED) -> De
     periodic = year_ago - timedelta(days=20)
     add("notification.received", "demo-notification-periodic-3", missed, _at(periodic), {
         "kind": "periodic", "notified_on": periodic.isoformat(),
+    })
+    moved_on = today - timedelta(days=6)
+    add("change.detected", "demo-change-detected-15", moved, _at(moved_on + timedelta(days=1)), {
+        "what": "home_address", "changed_on": moved_on.isoformat(),
+        "source": "Council tax record (fictional)",
+    })
+    renamed_on, told = today - timedelta(days=14), today - timedelta(days=7)
+    add("change.detected", "demo-change-detected-16", renamed, _at(renamed_on + timedelta(days=1)), {
+        "what": "name", "changed_on": renamed_on.isoformat(), "source": "DVLA check (fictional)",
+    })
+    add("notification.received", "demo-notification-change-16", renamed, _at(told), {
+        "kind": "change", "notified_on": told.isoformat(), "what": "name",
+        "changed_on": renamed_on.isoformat(),
+    })
+    add("detention.started", "demo-detention-17", held, _at(today - timedelta(days=40)), {
+        "kind": "remand", "started_on": (today - timedelta(days=40)).isoformat(),
+    })
+    for weeks_ago in (2, 1):
+        notified = today - timedelta(days=7 * weeks_ago - 2)  # the last 5 days ago: due in 2
+        add("notification.received", f"demo-notification-weekly-19-{weeks_ago}", weekly_ok, _at(notified), {
+            "kind": "weekly", "notified_on": notified.isoformat(),
+        })
+    add("notification.received", "demo-notification-travel-19", weekly_ok, _at(today - timedelta(days=1)), {
+        "kind": "travel", "notified_on": (today - timedelta(days=1)).isoformat(),
     })
     for visor_ref, number, days, source in ((overdue, 7, -9, "mapp_meeting"), (due_soon, 8, 3, "rmp")):
         add("action.upsert", f"demo-action-{visor_ref}-1", visor_ref, _at(loaded, 10), {

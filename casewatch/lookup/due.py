@@ -7,6 +7,7 @@ an officer is shown and what the alerts say can never disagree.
 from __future__ import annotations
 
 from datetime import date
+from zoneinfo import ZoneInfo
 
 from casewatch.config.triggers import TriggerSection
 from casewatch.model.facts import NominalFacts, NotificationHistory
@@ -16,12 +17,16 @@ NotificationDue = Due
 
 
 def next_notification_due(
-    nominal: NominalFacts, history: NotificationHistory, clocks: TriggerSection, today: date | None = None
+    nominal: NominalFacts,
+    history: NotificationHistory,
+    clocks: TriggerSection,
+    tz: ZoneInfo,
+    today: date | None = None,
 ) -> NotificationDue | None:
     """The earliest notification owed; None when not registered, nothing is on record, or (given
     `today`, the local date) the notification period ended before today (SOA 2003 s.82(1))."""
     if today is not None and requirements_ended(nominal, today):
         return None
-    owed = dues(nominal, history, clocks)
+    owed = dues(nominal, history, clocks, tz)
     return min(owed, key=lambda due: due.due_on) if owed else None
 

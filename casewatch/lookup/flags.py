@@ -3,7 +3,10 @@ what an officer needs at once, limited to what the requester may see. Every look
 
 A lookup by reference is one statement: the nominal's columns, its offender manager (a join),
 notification history, latest recall, markers and live alerts (subqueries, the lists as JSON) come
-back in one row; a lookup by surname is one more when it finds exactly one. The statements are
+back in one row; a lookup by surname is one more when it finds exactly one. A registered nominal
+with custody, detected changes, a recall return or border checks on record needs the rest of the
+notification facts (triggers.load.history, the rule's own), so that the next notification shown
+is the one the alerts work from: a few more statements, for those nominals only. The statements are
 built once and run on the session's connection as Core: this is the busiest query a person waits
 on, and the ORM's per-statement work was most of its CPU.
 """
@@ -25,6 +28,7 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
+    or_,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -48,6 +52,9 @@ from casewatch.model.clocks import local_date
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory
 from casewatch.store.models import (
     Alert,
+    BorderCheck,
+    ChangeDetection,
+    Detention,
     Marker,
     Nominal,
     NominalAlias,
@@ -55,6 +62,7 @@ from casewatch.store.models import (
     Officer,
     Recall,
 )
+from casewatch.triggers import load
 
 CANDIDATE_LIMIT = 10
 
@@ -114,6 +122,9 @@ _A = _TABLES[Alert.__tablename__].c
 _R = _TABLES[Recall.__tablename__].c
 _NOTE = _TABLES[NotificationReceived.__tablename__].c
 _AL = _TABLES[NominalAlias.__tablename__].c
+_DET = _TABLES[Detention.__tablename__].c
+_CHG = _TABLES[ChangeDetection.__tablename__].c
+_BC = _TABLES[BorderCheck.__tablename__].c
 
 _ALERT_COLUMNS = (
     _A.id, _A.kind, _A.severity, _A.state, _A.visor_ref, _A.team, _A.summary, _A.owner, _A.due_at,
@@ -126,6 +137,14 @@ def _view_select(cleared: bool) -> Select[Any]:
     """Everything /flags shows about a nominal, one row per nominal (add the WHERE)."""
     same_nominal = _NOTE.visor_ref == _N.visor_ref
     full = case((_NOTE.kind.in_(_constants(FULL_NOTIFICATION_KINDS)), _NOTE.notified_on), else_=None)
+    # Whether the notification clocks need more than the newest full notification: custody, a
+    # detected change, a recall return or a border check (rules.custody, rules.notifications).
+    more_facts = or_(
+        select(_DET.id).where(_DET.visor_ref == _N.visor_ref).exists(),
+        select(_CHG.id).where(_CHG.visor_ref == _N.visor_ref).exists(),
+        select(_R.id).where(_R.visor_ref == _N.visor_ref, _R.returned_at.is_not(None)).exists(),
+        select(_BC.id).where(_BC.visor_ref == _N.visor_ref).exists(),
+    )
     markers = select(json_rows((_M.code, _M.label, _M.restricted), order_by=(_M.restricted, _M.code)))
     markers = markers.where(_M.visor_ref == _N.visor_ref)
     if not cleared:
@@ -148,6 +167,7 @@ def _view_select(cleared: bool) -> Select[Any]:
             _O.id.label("om_id"), _O.name.label("om_name"), _O.email.label("om_email"),
             _O.slack_user_id.label("om_slack_user_id"), _O.team.label("om_team"),
             select(func.max(full)).where(same_nominal).scalar_subquery().label("last_full_on"),
+            more_facts.label("more_facts"),
             recall.scalar_subquery().label("recall"),
             markers.scalar_subquery().label("markers"),
             alerts.scalar_subquery().label("alerts"),
@@ -272,7 +292,8 @@ def _contact(row: Row[Any]) -> OfficerContact:
 
 
 def _view(
-    row: Row[Any], ctx: Context, *, cleared: bool, sorted_markers: bool, matched_alias: str | None
+    row: Row[Any], ctx: Context, *, cleared: bool, sorted_markers: bool, matched_alias: str | None,
+    history: NotificationHistory,
 ) -> FlagsView:
     markers = [MarkerView(code, label, bool(restricted)) for code, label, restricted in row.markers or ()]
     if not sorted_markers:
@@ -283,14 +304,13 @@ def _view(
         last_notification_on=row.last_notification_on, mappa_level=row.mappa_level, area=row.area,
         relevant_date=row.relevant_date, notification_ends_on=row.notification_ends_on,
     )
-    history = NotificationHistory(last_full_on=row.last_full_on)
     return FlagsView(
         visor_ref=row.visor_ref, surname=row.surname, forenames=row.forenames,
         date_of_birth=row.date_of_birth, pnc_id=row.pnc_id, category=row.category,
         mappa_level=row.mappa_level, risk_level=row.risk_level,
         registered=row.registered, no_fixed_abode=row.no_fixed_abode,
         next_notification=next_notification_due(
-            facts, history, ctx.settings.triggers,
+            facts, history, ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone),
             local_date(ctx.clock.now(), ZoneInfo(ctx.settings.service.timezone)),
         ),
         licence=_licence(row), markers=tuple(markers), restricted_included=cleared,
@@ -351,9 +371,17 @@ async def look_up_flags(
         details.update(outcome="several", visor_refs_shown=[n.visor_ref for n in nominals], total=total)
     else:
         dialect = conn.dialect.name
+        row = nominals[0]
+        # The same facts as the notification rule (custody, changes, returns), so that the next
+        # notification shown and the alerts never disagree; read only when there are any.
+        history = (
+            await load.history(session, row.visor_ref, ZoneInfo(ctx.settings.service.timezone))
+            if row.registered and row.more_facts
+            else NotificationHistory(last_full_on=row.last_full_on)
+        )
         view = _view(
-            nominals[0], ctx, cleared=cleared, sorted_markers=sorts_in_sql(dialect),
-            matched_alias=matched_alias,
+            row, ctx, cleared=cleared, sorted_markers=sorts_in_sql(dialect),
+            matched_alias=matched_alias, history=history,
         )
         outcome = Found(view)
         details.update(

@@ -102,6 +102,9 @@ class NotificationHistory(NamedTuple):  # a tuple: a scan builds one per registe
     # when they came back from a notified trip (the return notification).
     travels: tuple[TravelFacts, ...] = ()
     border_checks: tuple[BorderCheckFacts, ...] = ()
+    # Local days the nominal is known to have been at liberty: each recall issued (only a person
+    # out on licence is recalled). An open custody period ends at the first one after it began.
+    at_liberty: tuple[date, ...] = ()
 
 
 @dataclass(frozen=True)

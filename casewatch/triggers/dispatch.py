@@ -51,7 +51,7 @@ from casewatch.model.facts import (
     RecallFacts,
     TravelFacts,
 )
-from casewatch.model.results import LiveAlert, RuleResult
+from casewatch.model.results import LiveAlert
 from casewatch.store.models import LevelChange
 from casewatch.triggers import load
 from casewatch.triggers.applied import Applied
@@ -247,13 +247,11 @@ async def _notifications(session: AsyncSession, visor_ref: str, ctx: Context, ta
 async def _late(session: AsyncSession, env: Envelope, ctx: Context, tally: _Run) -> None:
     """A change notification or a detected change: the event-driven rule that flags a change
     notified late, or a detected change never notified in time (s.84(1); rules.notifications)."""
-    # TODO(issue 14): the guard goes once rules.notifications.late exists (helper B).
-    late = getattr(notifications, "late", None)
     nominal = await tally.nominal(session, env.visor_ref)
-    if late is None or nominal is None:
+    if nominal is None:  # nothing is owed by a nominal casewatch does not know (yet)
         return
     history = await tally.history(session, env.visor_ref, _tz(ctx))
-    result: RuleResult = late(nominal, history, ctx.settings.triggers, _tz(ctx), env.id)
+    result = notifications.late(nominal, history, ctx.settings.triggers, _tz(ctx), env.id)
     await apply(session, result, ctx, event_id=env.id, open_new=True, tally=tally, defer=True)
 
 

@@ -89,6 +89,7 @@ class _Gathered:
     travels: list[TravelFacts] = field(default_factory=list)
     cancelled: set[str] = field(default_factory=set)
     border_checks: list[BorderCheckFacts] = field(default_factory=list)
+    at_liberty: list[date] = field(default_factory=list)
 
     def history(self) -> NotificationHistory:
         # Sorted, so that a history compares equal however its rows came back.
@@ -105,6 +106,7 @@ class _Gathered:
             returns_notified=tuple(sorted(self.returns_notified)),
             travels=tuple(sorted(travels, key=lambda t: (t.notified_at, t.event_id))),
             border_checks=tuple(sorted(self.border_checks, key=lambda c: (c.checked_at, c.event_id))),
+            at_liberty=tuple(sorted(set(self.at_liberty))),
         )
 
 
@@ -152,16 +154,19 @@ async def _load_custody_and_travel(
     ):
         held = DetentionFacts(on, started, kind or "", event_id)
         found.setdefault(ref, _Gathered()).detentions.append(held)
-    # A recall return is custody serving a sentence (SOA 2003 s.85(4)(b)), from its local date.
-    for ref, returned_at, return_event_id, event_id in await conn.execute(
-        select(r.visor_ref, r.returned_at, r.return_event_id, r.event_id).where(
-            one_of(session, r.visor_ref, refs), r.returned_at.is_not(None)
+    # A recall return is custody serving a sentence (SOA 2003 s.85(4)(b)), from its local date;
+    # a recall issued says the nominal was at liberty that day (rules.custody).
+    for ref, issued_at, returned_at, return_event_id, event_id in await conn.execute(
+        select(r.visor_ref, r.issued_at, r.returned_at, r.return_event_id, r.event_id).where(
+            one_of(session, r.visor_ref, refs)
         )
     ):
-        assert returned_at is not None  # the query's condition
-        found.setdefault(ref, _Gathered()).detentions.append(
-            DetentionFacts(local_date(returned_at, tz), True, "recall", return_event_id or event_id)
-        )
+        gathered = found.setdefault(ref, _Gathered())
+        gathered.at_liberty.append(local_date(issued_at, tz))
+        if returned_at is not None:
+            gathered.detentions.append(
+                DetentionFacts(local_date(returned_at, tz), True, "recall", return_event_id or event_id)
+            )
     detections = select(c.visor_ref, c.what, c.changed_on, c.source, c.event_id)
     for ref, what, changed_on, source, event_id in await conn.execute(
         detections.where(one_of(session, c.visor_ref, refs))

@@ -17,6 +17,10 @@ Where the periods come from (all pure, from the facts loaded by triggers.load):
   period open at the time; a start while one is open changes nothing;
 - a recall return (recall.returned): custody serving a sentence (s.85(4)(b)), ended by a
   detention.ended or a later release date;
+- an open period also ends on the first later day the person is known to have been at liberty:
+  a later recall issued (only a person out on licence is recalled) or a notification received
+  (made in person at a police station, s.87); else one recall return with no release on record
+  would silence the clocks for good;
 - nominal.upsert release_date after relevant_date: detained from the one to the other (as before);
 - abroad: an outbound border check to the next inbound one; an outbound check with no inbound
   one after it is abroad until the return date of the notified trip it matched, else for at most
@@ -54,6 +58,16 @@ class Away:
 
     def covers(self, day: date) -> bool:
         return self.start <= day and (self.end is None or day < self.end)
+
+
+def _closed_by_liberty(period: Away, liberty: Sequence[date]) -> Away:
+    """An open period ends on the first day after it began that the person is known to have
+    been at liberty: else one recall return with no release on record would silence every clock
+    for good."""
+    if period.end is not None:
+        return period
+    later = [day for day in liberty if day > period.start]
+    return Away(period.kind, period.start, min(later)) if later else period
 
 
 def _detention_periods(events: Sequence[DetentionFacts]) -> list[Away]:
@@ -113,7 +127,9 @@ def periods(
     if nominal.release_date is not None:
         # A release date ends a detention open before it (a recall return, say).
         events.append(DetentionFacts(on=nominal.release_date, started=False, event_id="~release_date"))
-    found = _detention_periods(events)
+    # At liberty: a recall issued, or a notification made (in person, at a police station).
+    liberty = [*history.at_liberty, *([history.last_full_on] if history.last_full_on else [])]
+    found = [_closed_by_liberty(p, liberty) for p in _detention_periods(events)]
     relevant, release = nominal.relevant_date, nominal.release_date
     if relevant is not None and release is not None and release > relevant:
         found.append(Away("detained", relevant, release))  # s.83(6): held from the relevant date
