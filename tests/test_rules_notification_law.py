@@ -97,7 +97,8 @@ def change(due: str, what: str, since: str) -> Due:
         # one is met; the release owes its own notification (20-22 Nov)
         (nominal(relevant_date=d("2026-11-16")),
          NotificationHistory(last_full_on=d("2026-11-16"), detentions=held("2026-11-17", "2026-11-20")),
-         [Due("periodic", d("2027-11-16")), change("2026-11-22", "release", "2026-11-20")]),
+         # (the periodic one, 16 Nov 2027, waits: the release's notification restarts the year)
+         [change("2026-11-22", "release", "2026-11-20")]),
         # s.83(6): remanded the day after the relevant date and still held: the period stands
         # still, nothing is due yet
         (nominal(relevant_date=d("2026-11-16")), H(detentions=held("2026-11-17")), []),
@@ -154,7 +155,7 @@ def change(due: str, what: str, since: str) -> Due:
         # beginning with the release (16-18 Nov); the year runs on as before
         (nominal(relevant_date=d("2025-01-10"), last_notification_on=d("2026-06-01")),
          H(detentions=held("2026-11-01", "2026-11-16")),
-         [PERIODIC_LATER, change("2026-11-18", "release", "2026-11-16")]),
+         [change("2026-11-18", "release", "2026-11-16")]),  # it restarts the year (s.85(2))
         # s.84(1)(d), s.85(2): answered by any full notification on or after the release day,
         # which restarts the year
         (nominal(relevant_date=d("2025-01-10"), last_notification_on=d("2026-06-01")),
@@ -165,7 +166,7 @@ def change(due: str, what: str, since: str) -> Due:
         (RECENT,
          NotificationHistory(detected=(detected("release", "2026-11-16"),),
                              detentions=held("2026-11-01", "2026-11-16")),
-         [PERIODIC_LATER, change("2026-11-18", "release", "2026-11-16")]),
+         [change("2026-11-18", "release", "2026-11-16")]),  # it restarts the year (s.85(2))
         # s.84(1)(d): a release on or before the relevant date is no release from it
         (nominal(relevant_date=d("2026-11-16"), last_notification_on=d("2026-11-16")),
          H(detentions=held("2026-11-01", "2026-11-16")),
@@ -185,7 +186,7 @@ def change(due: str, what: str, since: str) -> Due:
         # s.84(5): remanded 17-20 Nov, in the middle of the 3 days: 16, 20 and 21 Nov
         (RECENT,
          H(detected=HOME16, detentions=held("2026-11-17", "2026-11-20")),
-         [PERIODIC_LATER, change("2026-11-22", "release", "2026-11-20"),
+         [change("2026-11-22", "release", "2026-11-20"),
           change("2026-11-21", "home_address", "2026-11-16")]),
         # s.84(1): a change notification after the change (not saying when) answers it
         (RECENT,
@@ -503,4 +504,80 @@ def test_an_open_custody_ends_when_the_nominal_is_known_to_be_at_liberty(
     why: str, history: NotificationHistory, expected: list[Due]
 ) -> None:
     facts = NominalFacts("VS-0000099", "north", "PC1234", last_notification_on=date(2025, 11, 20))
+    assert dues(facts, history, SETTINGS, TZ) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("why", "facts", "history", "expected"),
+    [
+        (
+            "s.84(1)(d): remanded 1 Mar, no detention.ended, a release learned on 10 Mar "
+            "(change.detected): the custody ends; the release is due 12 Mar",
+            nominal(last_notification_on=d("2025-12-05")),
+            H(detentions=held("2026-03-01"), detected=(detected("release", "2026-03-10"),)),
+            [change("2026-03-12", "release", "2026-03-10")],
+        ),
+        (
+            "s.87: a notification made in person (ViSOR's date, 1 Jun 2025) after a remand with no "
+            "end on record: at liberty by then; the year runs from it and is missed",
+            nominal(last_notification_on=d("2025-06-01")),
+            H(detentions=held("2025-03-01")),
+            [Due("periodic", d("2026-06-01"))],
+        ),
+        (
+            "s.83(6): a release date years after the relevant date, with a notification between: "
+            "no custody from the relevant date (the missed year stays missed); the release owes",
+            nominal(relevant_date=d("2020-01-10"), last_notification_on=d("2024-01-10"),
+                    release_date=d("2025-09-01")),
+            H(detentions=held("2025-03-01")),
+            [Due("periodic", d("2025-01-10")), change("2025-09-03", "release", "2025-09-01")],
+        ),
+        (
+            "s.85(4)(b): a recall issued while remanded on a new charge proves no liberty: still "
+            "held, nothing due",
+            nominal(last_notification_on=d("2025-04-01")),
+            H(detentions=held("2026-03-01"), at_liberty=(d("2026-03-05"),)),
+            [],
+        ),
+        (
+            "s.84(1): told on 16 Nov of a move that day; a second move on 18 Nov is owed anew",
+            nominal(last_notification_on=d("2026-06-01")),
+            H(detected=(detected("home_address", "2026-11-18", "cd-2"),),
+              changes=(told("2026-11-16", "home_address", "2026-11-16"),)),
+            # (the change notification of 16 Nov restarted the year, s.85(2)(b))
+            [Due("periodic", d("2027-11-16")), change("2026-11-20", "home_address", "2026-11-18")],
+        ),
+        (
+            "s.84(2)-(3): told on 12 Nov of a move expected 17 Nov; moved 16 Nov: answered",
+            nominal(last_notification_on=d("2026-06-01")),
+            H(detected=(detected("home_address", "2026-11-16"),),
+              changes=(told("2026-11-12", "home_address", "2026-11-17"),)),
+            [Due("periodic", d("2027-11-12"))],  # and the year runs from it (s.85(2)(b))
+        ),
+        (
+            "s.85(3): the year ends 20 Nov while remanded (1 Nov - 1 Dec); the period runs to the "
+            "end of 3 days beginning when the custody first ceases (1 Dec): 3 Dec, once, even though "
+            "abroad 2-10 Dec; the release's own 3 days disregard the days abroad (s.84(5)): 1, 10 "
+            "and 11 Dec. Two deadlines in law; one notification by 3 Dec meets both",
+            YEAR_AGO,
+            H(detentions=held("2026-11-01", "2026-12-01"), border_checks=(
+                check("2026-12-02T08:00:00", "outbound"), check("2026-12-10T18:00:00", "inbound"),
+            )),
+            [Due("periodic", d("2026-12-03")), change("2026-12-11", "release", "2026-12-01")],
+        ),
+        (
+            "s.85(4)(d): two trips, the first (notified 1-8 Jan) with no inbound check: back by its "
+            "notified return; the year (1 Mar) was missed in between and stays missed",
+            nominal(last_notification_on=d("2025-03-01")),
+            H(travels=(trip("2026-01-01", "2026-01-08"),), border_checks=(
+                check("2026-01-01T08:00:00", "outbound"), check("2026-06-01T08:00:00", "outbound"),
+                check("2026-06-08T18:00:00", "inbound"),
+            )),
+            [Due("periodic", d("2026-03-01"))],
+        ),
+    ],
+)
+def test_the_reviewed_edges(
+    why: str, facts: NominalFacts, history: NotificationHistory, expected: list[Due]
+) -> None:
     assert dues(facts, history, SETTINGS, TZ) == expected, why

@@ -414,11 +414,12 @@ CAUTIONED = nominal(relevant_date=date(2026, 11, 16))  # s.82(6)(c): the caution
             NONE,
             [Due("initial", date(2026, 11, 22))],
         ),
-        # s.83(6), s.84(1)(d): notified before the custody began, still owed from the release
+        # s.83(1) met on 3 Nov, then held until 20 Nov (a notification between the two shows the
+        # custody began later): the release owes a notification of its own (s.84(1)(d))
         (
             nominal(relevant_date=date(2026, 11, 2), release_date=date(2026, 11, 20)),
             NotificationHistory(last_full_on=date(2026, 11, 3)),
-            [Due("initial", date(2026, 11, 22))],
+            [Due("change", date(2026, 11, 22), "release", date(2026, 11, 20))],
         ),
         # s.83(6): released on the relevant date itself (time served): from that day
         (

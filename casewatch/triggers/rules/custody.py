@@ -17,12 +17,17 @@ Where the periods come from (all pure, from the facts loaded by triggers.load):
   period open at the time; a start while one is open changes nothing;
 - a recall return (recall.returned): custody serving a sentence (s.85(4)(b)), ended by a
   detention.ended or a later release date;
+- a release learned from another source (change.detected "release") ends the period open;
 - an open period also ends on the first later day the person is known to have been at liberty:
-  a later recall issued (only a person out on licence is recalled) or a notification received
-  (made in person at a police station, s.87); else one recall return with no release on record
-  would silence the clocks for good;
-- nominal.upsert release_date after relevant_date: detained from the one to the other (as before);
-- abroad: an outbound border check to the next inbound one; an outbound check with no inbound
+  a notification made (in person at a police station, s.87: ViSOR's date, the newest full one,
+  a change notification) or, for custody on a recall, a later recall issued (only a person out
+  on licence is recalled); else one return with no release on record would silence the clocks
+  for good;
+- nominal.upsert release_date after relevant_date: detained from the one to the other (as before),
+  unless a notification was made between the two (then the release ends a later custody);
+- abroad: an outbound border check to the next inbound one (a second outbound check first: back
+  by then, by the first trip's notified return if earlier, and within open_trip_max_days); an
+  outbound check with no inbound
   one after it is abroad until the return date of the notified trip it matched, else for at most
   open_trip_max_days (a local choice: one unanswered outbound check must not silence the clocks
   for ever); an inbound check matched to a notified trip with no outbound check was abroad from
@@ -60,12 +65,15 @@ class Away:
         return self.start <= day and (self.end is None or day < self.end)
 
 
-def _closed_by_liberty(period: Away, liberty: Sequence[date]) -> Away:
+def _closed_by_liberty(period: Away, notified: Sequence[date], recalled: Sequence[date]) -> Away:
     """An open period ends on the first day after it began that the person is known to have
-    been at liberty: else one recall return with no release on record would silence every clock
-    for good."""
+    been at liberty: a notification made (in person, s.87), or, for custody on a recall, a later
+    recall issued (only a person out on licence is recalled; a recall issued while remanded on
+    a new charge proves nothing). Else one return with no release on record would silence every
+    clock for good."""
     if period.end is not None:
         return period
+    liberty = [*notified, *(recalled if period.kind == "recall" else ())]
     later = [day for day in liberty if day > period.start]
     return Away(period.kind, period.start, min(later)) if later else period
 
@@ -102,8 +110,13 @@ def _abroad_periods(history: NotificationHistory, settings: TriggerPolicy, tz: Z
         day = local_date(check.checked_at, tz)
         trip = matched.get(check.event_id)
         if check.direction == "outbound":
-            if gone is None:
-                gone, gone_trip_return = day, trip.return_on if trip is not None else None
+            if gone is not None and day > gone:
+                # Leaving again: back in between, by the notified return if it was earlier.
+                limit = min(day, gone + timedelta(days=settings.open_trip_max_days))
+                earlier = gone_trip_return is not None and gone < gone_trip_return < limit
+                back = gone_trip_return if earlier and gone_trip_return is not None else limit
+                found.append(Away("abroad", gone, back))
+            gone, gone_trip_return = day, trip.return_on if trip is not None else None
             continue
         if gone is not None:
             if day > gone:
@@ -127,12 +140,24 @@ def periods(
     if nominal.release_date is not None:
         # A release date ends a detention open before it (a recall return, say).
         events.append(DetentionFacts(on=nominal.release_date, started=False, event_id="~release_date"))
-    # At liberty: a recall issued, or a notification made (in person, at a police station).
-    liberty = [*history.at_liberty, *([history.last_full_on] if history.last_full_on else [])]
-    found = [_closed_by_liberty(p, liberty) for p in _detention_periods(events)]
+    # A release learned from another source (change.detected "release") ends one too.
+    events.extend(
+        DetentionFacts(on=d.changed_on, started=False, event_id=d.event_id)
+        for d in history.detected
+        if d.what == "release"
+    )
+    # Notifications made: ViSOR's record, the newest full one received, each change notified.
+    made = (nominal.last_notification_on, history.last_full_on, *(c.notified_on for c in history.changes))
+    notified = [day for day in made if day is not None]
+    found = [_closed_by_liberty(p, notified, history.at_liberty) for p in _detention_periods(events)]
     relevant, release = nominal.relevant_date, nominal.release_date
-    if relevant is not None and release is not None and release > relevant:
-        found.append(Away("detained", relevant, release))  # s.83(6): held from the relevant date
+    if (
+        relevant is not None and release is not None and release > relevant
+        and not any(relevant < day < release for day in notified)
+    ):
+        # s.83(6): held from the relevant date to the release, unless a notification between
+        # the two shows the release is a later custody's (a recall, a new sentence).
+        found.append(Away("detained", relevant, release))
     found.extend(_abroad_periods(history, settings, tz))
     return tuple(sorted(found, key=lambda p: (p.start, p.end or date.max)))
 
@@ -165,13 +190,20 @@ def last_day_beginning_with(day: date, days: int, away: Sequence[Away]) -> date 
 
 def extended(due: date, away: Sequence[Away]) -> date | None:
     """s.85(3): a periodic due day on which the person is held or abroad moves to the end of the
-    3 days beginning with the first day back (and again, if that day too falls while away);
-    None while still away with no end."""
-    for _ in range(_MAX_DAYS):
-        held = away_on(due, away)
-        if held is None:
-            return due
-        if held.end is None:
+    3 days beginning with the day that "first ceases to apply" (the first day back; periods that
+    run on into one another are one); None while still away with no end. Once: the Act moves
+    the period that "would end whilst" the person is away, not the period it moved to."""
+    held = away_on(due, away)
+    if held is None:
+        return due
+    end = held.end
+    for _ in range(len(away)):
+        if end is None:
             return None
-        due = held.end + timedelta(days=AFTER_RELEASE_DAYS - 1)
-    return None
+        following = [p for p in away if p.start <= end and (p.end is None or p.end > end)]
+        if not following:
+            break
+        end = None if any(p.end is None for p in following) else max(p.end for p in following if p.end)
+    if end is None:
+        return None
+    return end + timedelta(days=AFTER_RELEASE_DAYS - 1)

@@ -173,9 +173,10 @@ def _dues(
     releases = _releases(nominal, history, last_full, away, covered)
     if covered is None and last_full is not None:
         cycle = _cycle(nominal, last_full, settings, away)
-        # s.85(3): a periodic day moved onto a release's own due day asks for the notification
-        # the release owes (s.84(1)(d); it restarts the year, s.85(2)): one alert, the release.
-        if cycle is not None and cycle.due_on not in {r.due_on for r in releases}:
+        # A release owed by the periodic day asks for the notification that meets both (s.85(1):
+        # "unless within that period he has given a notification under section 84(1)"; it
+        # restarts the year, s.85(2)): one alert, the release.
+        if cycle is not None and not any(r.due_on <= cycle.due_on for r in releases):
             found.append(cycle)
     found.extend(releases)
     found.extend(_changes(history, last_full, away))
@@ -243,13 +244,18 @@ def _releases(
 
 def answers(notified: ChangeNotified, detected: ChangeDetected) -> bool:
     """Whether a change notification answers a detected change (s.84(1)-(4)): about the same
-    thing (or not saying what), and either giving the change's date within ADVANCE_NOTICE_DAYS
-    either side (notice in advance) or giving none and made on or after the change."""
+    thing (or not saying what), and either notice in advance (a change date after the day it was
+    given) within ADVANCE_NOTICE_DAYS either side of the change (s.84(2)-(4)), or made on or
+    after the change, giving no date or one within ADVANCE_NOTICE_DAYS of it. A notification
+    made before a later change answers it only as advance notice: moving on 16 Nov and again on
+    18 Nov owes two notifications."""
     if notified.what is not None and notified.what != detected.what:
         return False
-    if notified.changed_on is not None:
-        return abs((notified.changed_on - detected.changed_on).days) <= ADVANCE_NOTICE_DAYS
-    return notified.notified_on >= detected.changed_on
+    close = notified.changed_on is None or (
+        abs((notified.changed_on - detected.changed_on).days) <= ADVANCE_NOTICE_DAYS
+    )
+    in_advance = notified.changed_on is not None and notified.changed_on > notified.notified_on
+    return close and (in_advance or notified.notified_on >= detected.changed_on)
 
 
 def _changes(history: NotificationHistory, last_full: date | None, away: Sequence[Away]) -> list[Due]:
