@@ -3,8 +3,9 @@ read by casewatch.digest.query) and an instant to the digest's sections (`Digest
 
 Sections: new alerts in the last 24 hours by kind; unacknowledged alerts with their age; overdue
 actions by owner; missed notifications; what falls due in the next `due_days` days; border-travel
-alerts; outstanding recalls; and each officer's caseload with the share that is high or very high
-risk against the guideline (default 20%).
+alerts; outstanding recalls; each officer's caseload with the share that is high or very high
+risk against the guideline (default 20%); and oversight: per officer, their live alerts still
+unacknowledged and those they acknowledged without saying what was done (no outcome).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class AlertRow:
     opened_at: datetime
     owner: str | None = None
     due_on: date | None = None  # the due day a notification or action alert is about
+    acknowledged_by: str | None = None
+    has_outcome: bool = False  # the acknowledgement says what was done (`/ack <id> <outcome>`)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,21 @@ class OfficerCases:
 
 
 @dataclass(frozen=True)
+class OfficerOversight:
+    """One officer's open work without evidence: live alerts they own that nobody has
+    acknowledged, and live alerts they acknowledged without an outcome."""
+
+    officer_id: str  # "" for alerts with no owner
+    name: str  # from the officer directory; "" when not in it
+    unacknowledged: int
+    without_outcome: int
+
+    @property
+    def total(self) -> int:
+        return self.unacknowledged + self.without_outcome
+
+
+@dataclass(frozen=True)
 class DigestInput:
     """What the store holds for one team: live alerts and alerts opened in the last 24 hours,
     open actions due on or before the end of the look-ahead, outstanding recalls, caseloads."""
@@ -70,6 +88,7 @@ class DigestInput:
     actions: list[ActionRow] = field(default_factory=list)
     recalls: list[RecallRow] = field(default_factory=list)
     caseloads: list[OfficerCases] = field(default_factory=list)
+    officer_names: dict[str, str] = field(default_factory=dict)  # officer id -> name (directory)
 
 
 @dataclass(frozen=True)
@@ -108,6 +127,7 @@ class Digest:
     border_travel: list[AlertRow]
     recalls: list[tuple[RecallRow, timedelta]]
     caseload: list[CaseloadShare]
+    oversight: list[OfficerOversight] = field(default_factory=list)
 
     @property
     def new_total(self) -> int:
@@ -133,6 +153,7 @@ class Digest:
             or self.border_travel
             or self.recalls
             or self.over_guideline
+            or self.oversight
         )
 
 
@@ -192,7 +213,29 @@ def build_digest(
         border_travel=border,
         recalls=recalls,
         caseload=caseload_shares(data.caseloads, guideline_percent),
+        oversight=oversight(live, data.officer_names),
     )
+
+
+def oversight(live: list[AlertRow], names: dict[str, str]) -> list[OfficerOversight]:
+    """Per officer: live alerts they own still open (unowned ones under ""), and live alerts they
+    acknowledged without an outcome. Reminders ask nobody to act, so they count for neither.
+    Officers with nothing in either column are left out; the most first."""
+    unacknowledged: Counter[str] = Counter()
+    without_outcome: Counter[str] = Counter()
+    for alert in live:
+        if alert.kind in REMINDER_KINDS:
+            continue
+        if alert.state == "open":
+            unacknowledged[alert.owner or ""] += 1
+        elif alert.state == "acknowledged" and not alert.has_outcome:
+            without_outcome[alert.acknowledged_by or ""] += 1
+    rows = [
+        OfficerOversight(officer, names.get(officer, ""), unacknowledged[officer], without_outcome[officer])
+        for officer in set(unacknowledged) | set(without_outcome)
+    ]
+    # The unowned row last: it belongs to nobody until a supervisor gives it to someone.
+    return sorted(rows, key=lambda r: (r.officer_id == "", -r.total, -r.unacknowledged, r.officer_id))
 
 
 def caseload_shares(caseloads: list[OfficerCases], guideline_percent: float) -> list[CaseloadShare]:

@@ -81,7 +81,7 @@ async def load_digest_input(
         OfficerCases(str(officer), names.get(str(officer), ""), int(total), int(high_count or 0))
         for officer, total, high_count in loads
     ]
-    return DigestInput(team_id, team_name, alerts, actions, recalls, caseloads)
+    return DigestInput(team_id, team_name, alerts, actions, recalls, caseloads, names)
 
 
 async def _live_recall_alerts(session: AsyncSession, team_id: str) -> list[Alert]:
@@ -104,6 +104,8 @@ def _alert_row(alert: Alert) -> AlertRow:
         opened_at=alert.opened_at,
         owner=alert.owner,
         due_on=_due_on(alert.details),
+        acknowledged_by=alert.acknowledged_by,
+        has_outcome=bool((alert.acknowledged_outcome or "").strip()),
     )
 
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from casewatch.digest.build import Digest
+from casewatch.digest.build import Digest, OfficerOversight
 from casewatch.safe_text import clip, mrkdwn, printable
 
 T = TypeVar("T")
@@ -43,6 +43,22 @@ def age(delta: timedelta) -> str:
     return f"{minutes}m"
 
 
+NO_OWNER = "no owner"
+
+
+def _oversight_line(row: OfficerOversight, *, with_name: bool) -> str:
+    who = row.officer_id or NO_OWNER
+    if with_name and row.name:
+        who += f" ({row.name})"
+    return (
+        f"{who}: {row.unacknowledged} unacknowledged, {row.without_outcome} acknowledged without an outcome"
+    )
+
+
+def oversight_totals(d: Digest) -> tuple[int, int]:
+    return sum(r.unacknowledged for r in d.oversight), sum(r.without_outcome for r in d.oversight)
+
+
 def _local(at: datetime, d: Digest) -> str:
     return at.astimezone(ZoneInfo(d.timezone)).strftime("%Y-%m-%d %H:%M %Z")
 
@@ -65,6 +81,8 @@ def sections(d: Digest, limit: int = 50) -> list[tuple[str, list[str]]]:
         + (f"  owner {a.owner}" if a.owner else "")
         for a, wait in shown
     ] + more(extra)
+    shown_oversight, extra = _limited(d.oversight, limit)
+    oversight = [_oversight_line(r, with_name=True) for r in shown_oversight] + more(extra)
     overdue: list[str] = []
     names = {c.officer_id: c.name for c in d.caseload}
     for owner, rows in d.overdue_by_owner:
@@ -110,6 +128,12 @@ def sections(d: Digest, limit: int = 50) -> list[tuple[str, list[str]]]:
     return [
         (f"New alerts in the last 24 hours: {d.new_total}", new),
         (f"Unacknowledged alerts: {len(d.unacknowledged)}", unack),
+        (
+            "Oversight per officer: {} unacknowledged, {} acknowledged without an outcome".format(
+                *oversight_totals(d)
+            ),
+            oversight,
+        ),
         (f"Overdue actions: {d.overdue_total}", overdue),
         (f"Missed notifications: {len(d.missed_notifications)}", missed),
         (f"Falling due in the next {d.due_days} days: {len(d.due_soon)}", due),
@@ -181,6 +205,12 @@ def channel_lines(d: Digest) -> list[str]:
     lines.append(
         f"Unacknowledged: {len(d.unacknowledged)}"
         + (f": {_ids([f'{a.id} {a.visor_ref}' for a, _ in d.unacknowledged])}" if d.unacknowledged else "")
+    )
+    unack, no_outcome = oversight_totals(d)
+    per_officer = [f"{r.officer_id or NO_OWNER} {r.unacknowledged}/{r.without_outcome}" for r in d.oversight]
+    lines.append(
+        f"Per officer, unacknowledged / acknowledged without an outcome: {unack} / {no_outcome}"
+        + (f": {_ids(per_officer)}" if per_officer else "")
     )
     per_owner = ", ".join(f"{owner} {len(rows)}" for owner, rows in d.overdue_by_owner)
     lines.append(f"Overdue actions: {d.overdue_total}" + (f" ({per_owner})" if per_owner else ""))
