@@ -5,6 +5,8 @@ acknowledges within Slack's 3 seconds: a slash command's answer *is* its acknowl
 (ephemeral, so personal data never reaches a channel), and when the answer takes longer than
 `deps.answer_budget_seconds` the command acknowledges with a holding reply and sends the answer
 to the response URL instead. Buttons acknowledge at once and answer the clicker afterwards.
+The App Home tab is published (views.publish) each time someone opens it, and again after an
+Acknowledge button pressed on it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import render
-from bot.commands import BotDeps, ack_reply, flags_reply, tasks_reply
+from bot.commands import BotDeps, ack_reply, flags_reply, home_view, tasks_reply
 from bot.render import Message
 from casewatch.config import Settings
 from casewatch.logs import LibraryDetailsFilter, slack_filter
@@ -119,6 +122,61 @@ async def _tell_clicker(
         log.warning("could not post the ephemeral answer: %s", type(exc).__name__)
 
 
+# A rate-limited views.publish is tried once more after Slack's Retry-After, if that is this short;
+# else the tab keeps its last view until the next time it is opened.
+HOME_RETRY_LIMIT_SECONDS = 10.0
+
+
+def _retry_after(exc: SlackApiError) -> float | None:
+    """Seconds to wait before trying again, for a 429 (Retry-After), else None."""
+    response = exc.response
+    if getattr(response, "status_code", None) != 429:
+        return None
+    headers = getattr(response, "headers", None) or {}
+    try:
+        return max(0.0, float(headers.get("Retry-After", "1")))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+async def publish_home(
+    client: AsyncWebClient,
+    deps: BotDeps,
+    slack_user_id: str,
+    view_hash: str | None,
+    notice: Message | None = None,
+) -> None:
+    """Build this user's Home view and publish it, with `notice` (an answer, e.g. to a button)
+    at the top. With the hash of the view Slack showed, a publish that lost a race
+    (hash_conflict: a newer view is there) is left alone."""
+    view = await home_view(deps, slack_user_id)
+    if notice is not None:
+        view["blocks"] = [*view["blocks"][:1], *notice.get("blocks", [])[:1], *view["blocks"][1:]][:100]
+    for attempt in (1, 2):
+        try:
+            await client.views_publish(user_id=slack_user_id, view=view, hash=view_hash)
+            return
+        except SlackApiError as exc:
+            wait = _retry_after(exc)
+            if attempt == 1 and wait is not None and wait <= HOME_RETRY_LIMIT_SECONDS:
+                await asyncio.sleep(wait)
+                continue
+            error = exc.response.get("error") if wait is None else "ratelimited"
+            level = logging.INFO if error == "hash_conflict" else logging.WARNING
+            log.log(level, "App Home not published: %s", error)
+            return
+        except Exception as exc:  # noqa: BLE001 - the tab keeps its last view
+            log.warning("App Home not published: %s", type(exc).__name__)
+            return
+
+
+def _home_hash(body: dict[str, Any]) -> str | None:
+    view = body.get("view")
+    if isinstance(view, dict) and view.get("type") == "home" and isinstance(view.get("hash"), str):
+        return str(view["hash"])
+    return None
+
+
 def _user_id(body: dict[str, Any]) -> str:
     user = body.get("user")
     if isinstance(user, dict):
@@ -151,7 +209,12 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         client: AsyncWebClient,
     ) -> None:
         await ack()
-        message = await ack_reply(deps, _user_id(body), str(action.get("value") or ""), "slack_button")
+        user = _user_id(body)
+        message = await ack_reply(deps, user, str(action.get("value") or ""), "slack_button")
+        if (body.get("view") or {}).get("type") == "home":
+            # On the Home tab there is no message to answer under: the refreshed tab is the answer.
+            await publish_home(client, deps, user, _home_hash(body), notice=message)
+            return
         await _tell_clicker(body, respond, client, message)
 
     async def on_show_button(
@@ -168,6 +231,12 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         else:
             await _tell_clicker(body, respond, client, message)
 
+    async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
+        # Bolt acknowledges events by itself; the "messages" tab has nothing of ours.
+        if event.get("tab") != "home" or not event.get("user"):
+            return
+        await publish_home(client, deps, str(event["user"]), _home_hash(event))
+
     async def on_error(error: Exception) -> None:
         # Bolt's default handler logs the traceback, whose frames can hold personal data.
         log.error("Slack request failed: %s", type(error).__name__)
@@ -177,4 +246,5 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
     app.command("/ack")(on_ack)
     app.action(render.ACK_ACTION_ID)(on_ack_button)
     app.action(render.SHOW_ACTION_ID)(on_show_button)
+    app.event("app_home_opened")(on_home_opened)
     app.error(on_error)

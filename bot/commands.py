@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,6 +30,7 @@ from casewatch.lookup import (
     look_up_flags,
     requester_by_slack_user,
 )
+from casewatch.lookup.home import load_home
 from casewatch.store.models import Officer
 
 log = logging.getLogger(__name__)
@@ -147,3 +149,19 @@ async def ack_reply(deps: BotDeps, slack_user_id: str, typed: str, via: str) -> 
         )
 
     return await _as_officer(deps, slack_user_id, "/ack" if via == "slack_command" else "Acknowledge", work)
+
+
+async def home_view(deps: BotDeps, slack_user_id: str) -> dict[str, Any]:
+    """The App Home view for this Slack user, read afresh. A Slack user not in the directory gets
+    a view that says so and nothing else (the refusal is audited, as for a command)."""
+    try:
+        async with deps.sessions() as session, session.begin():
+            requester = await requester_by_slack_user(session, slack_user_id)
+            if requester is None:
+                await _refuse(session, deps, slack_user_id, "app_home")
+                return render.home_text_view(render.HOME_NOT_SET_UP)
+            view = await load_home(session, requester, deps.ctx, via=deps.via)
+            return render.home_view(view, deps.zone)
+    except Exception as exc:  # noqa: BLE001 - the tab shows an apology whatever went wrong
+        log.error("App Home failed: %s", type(exc).__name__)
+        return render.home_text_view(render.HOME_FAILURE)

@@ -7,7 +7,7 @@ function, casewatch.safe_text.mrkdwn) before it reaches mrkdwn, the `text` fallb
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,6 +22,7 @@ from casewatch.lookup import (
     Several,
     TasksView,
 )
+from casewatch.lookup.home import HomeView
 from casewatch.safe_text import clip, mrkdwn
 
 Message = dict[str, Any]
@@ -309,3 +310,88 @@ def ack_message(
         f":white_check_mark: Alert {what} acknowledged by you at {when}. Escalation has stopped; "
         f"the team channel and the SPOC email thread will show it.{recorded}"
     )
+
+
+# --- the App Home ---------------------------------------------------------------------------------
+
+HOME_NOT_SET_UP = (
+    "*You are not set up in casewatch.* Your Slack account is not linked to an officer in the "
+    "directory, so there is nothing to show here. Please ask your casewatch administrator to add you."
+)
+HOME_FAILURE = "Sorry, this page could not be loaded just now. Open the Home tab again in a moment."
+
+
+def home_text_view(text: str) -> dict[str, Any]:
+    return {"type": "home", "blocks": [_section(text)]}
+
+
+def age(delta: timedelta) -> str:
+    """A waiting time, coarse: 3d 4h, 5h 12m, 7m."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days}d {hours}h"
+    return f"{hours}h {minutes}m" if hours else f"{minutes}m"
+
+
+def _home_alert_line(alert: AlertLine, view: HomeView, zone: ZoneInfo) -> str:
+    """The least that lets someone act: severity, id, kind, ViSOR reference, age, due; the owner's
+    id for a supervisor (who to chase). Never a summary or a name."""
+    icon = _SEVERITY_ICON.get(alert.severity, ":white_circle:")
+    line = f"{icon} `{esc(alert.alert_id)}` {esc(alert.kind)}{DOT}{esc(alert.visor_ref)}"
+    line += f"{DOT}opened {age(view.as_of - alert.opened_at)} ago"
+    if alert.due_at is not None:
+        line += f"{DOT}due {moment(alert.due_at, zone)}"
+    if view.scope == "team":
+        line += f"{DOT}owner {esc(alert.owner)}" if alert.owner else f"{DOT}*no owner*"
+    if alert.state == "acknowledged":
+        line += f"{DOT}_acknowledged_"
+    return line
+
+
+def _home_alerts(
+    lines: tuple[AlertLine, ...], more: int, view: HomeView, zone: ZoneInfo
+) -> list[dict[str, Any]]:
+    blocks = []
+    for alert in lines:
+        block = _section(_home_alert_line(alert, view, zone))
+        if alert.state == "open":
+            block["accessory"] = _button("Acknowledge", ACK_ACTION_ID, alert.alert_id, primary=True)
+        blocks.append(block)
+    if more:
+        blocks.append(_context(f"and {more} more: `/tasks` lists them"))
+    return blocks
+
+
+def _home_action_line(action: ActionLine, scope: str) -> str:
+    overdue = f"{DOT}*OVERDUE*" if action.overdue else ""
+    owner = f"{DOT}owner {esc(action.owner)}" if scope == "team" else ""
+    what = f"\u2022 `{esc(action.action_id)}` {esc(action.visor_ref)}"
+    return f"{what}{DOT}due {day(action.due_on)}{overdue}{owner}"
+
+
+def home_view(view: HomeView, zone: ZoneInfo) -> dict[str, Any]:
+    """The Home tab: alerts, then visits due, then actions; at most 100 blocks, as Slack allows."""
+    whose = f"Team {esc(view.team)}" if view.scope == "team" else "Your"
+    order = "oldest first" if view.scope == "team" else "most urgent first"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "casewatch"}},
+        _context(f"As of {moment(view.as_of, zone)}. Refreshed each time you open this tab."),
+        _section(f"*{whose} open alerts*, {order}"),
+    ]
+    blocks += _home_alerts(view.alerts, view.more_alerts, view, zone) or [_section("No open alerts.")]
+    blocks += [{"type": "divider"}, _section("*Home visits due*")]
+    blocks += _home_alerts(view.visits, view.more_visits, view, zone) or [_section("No visits due.")]
+    blocks += [{"type": "divider"}]
+    if view.actions:
+        lines = [_home_action_line(a, view.scope) for a in view.actions]
+        for start in range(0, len(lines), 10):
+            heading = "*Open actions*\n" if start == 0 else ""
+            blocks.append(_section(heading + "\n".join(lines[start : start + 10])))
+        if view.more_actions:
+            blocks.append(_context(f"and {view.more_actions} more: `/tasks` lists them"))
+    else:
+        blocks.append(_section("*Open actions*\nNo open actions."))
+    blocks.append(_context("Details stay in ViSOR; `/flags &lt;ViSOR ref&gt;` shows them to you only."))
+    return {"type": "home", "blocks": blocks[:100]}

@@ -11,8 +11,10 @@
         slack.calls_to("chat.postMessage")  # what was asked, in order
 
 Implements chat.postMessage (keeping message metadata), chat.update, chat.postEphemeral,
-conversations.open (DMs), conversations.history and auth.test, keeping posted messages so that
-chat.update behaves like Slack (message_not_found for an unknown ts). Any other method is
+conversations.open (DMs), conversations.history, views.publish (App Home views per user, kept in
+`home_views`, with Slack's `hash` check: hash_conflict when the hash given is not the current
+one) and auth.test, keeping posted messages so that chat.update behaves like Slack
+(message_not_found for an unknown ts). Any other method is
 recorded and answered {"ok": true} plus whatever `responses[method]` holds, so a Bolt app can be
 pointed at it too. `delay_next(..., handle_first=True)` posts at once but answers late.
 """
@@ -56,6 +58,7 @@ class SlackStandIn:
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.channel_errors: dict[str, str] = {}
         self.responses: dict[str, dict[str, Any]] = {}
+        self.home_views: dict[str, dict[str, Any]] = {}  # user id -> the published Home view
         self._scripts: dict[str, deque[Script]] = {}
         self._ts = 0
         self._runner: web.AppRunner | None = None
@@ -171,6 +174,7 @@ class SlackStandIn:
             "conversations.open": self._open,
             "conversations.history": self._history,
             "auth.test": self._auth_test,
+            "views.publish": self._publish_view,
         }.get(method)
         body = handler(args) if handler else {"ok": True}
         body.update(self.responses.get(method, {}))
@@ -225,6 +229,32 @@ class SlackStandIn:
             return {"ok": False, "error": "users_list_not_supplied"}
         return {"ok": True, "channel": {"id": "D" + users.split(",")[0].lstrip("UW")}}
 
+    def _publish_view(self, args: dict[str, Any]) -> dict[str, Any]:
+        """views.publish as Slack documents it: user_id and a view are required; a Home view has
+        at most 100 blocks and 250 kB; a `hash` that is not the current view's is a conflict.
+        Each publish gets a new hash, returned with the view."""
+        user = str(args.get("user_id", ""))
+        view = args.get("view")
+        if not user or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        if len(json.dumps(view)) > 250_000:
+            return {"ok": False, "error": "view_too_large"}
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or len(blocks) > 100:
+            return {"ok": False, "error": "invalid_arguments"}
+        current = self.home_views.get(user)
+        given = args.get("hash")
+        if given and (current is None or given != current["hash"]):
+            return {"ok": False, "error": "hash_conflict"}
+        published = {
+            **view,
+            "id": current["id"] if current else f"V0HOME{len(self.home_views) + 1:04d}",
+            "team_id": "T0CASEWATCH",
+            "hash": f"{time.time():.0f}.{self._next_ts()}",
+        }
+        self.home_views[user] = published
+        return {"ok": True, "view": published}
+
     def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
             "ok": True,
@@ -257,7 +287,7 @@ async def _arguments(request: web.Request) -> dict[str, Any]:
                 args.update(data)
         else:
             args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
-    for key in ("blocks", "attachments", "metadata"):
+    for key in ("blocks", "attachments", "metadata", "view"):
         if isinstance(args.get(key), str):
             try:
                 args[key] = json.loads(args[key])
