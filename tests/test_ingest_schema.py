@@ -50,6 +50,9 @@ def test_every_contract_type_has_a_schema() -> None:
         "change.detected",
         "action.upsert",
         "visit.recorded",
+        "meeting.held",
+        "rmp.reviewed",
+        "order.upsert",
     }
 
 

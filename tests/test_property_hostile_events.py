@@ -106,6 +106,21 @@ def max_length(event_type: str, path: str) -> int:
     return int(schema.get("maxLength", _UNBOUNDED))
 
 
+def max_items(event_type: str, paths: list[str]) -> int:
+    """The most entries every list holding one of `paths` takes (its maxItems: 100 for markers
+    and aliases, 50 for licence conditions and prohibitions, 20 for exclusion zones)."""
+    most = MAX_LIST
+    for path in paths:
+        within = list_of(path)
+        if within is None:
+            continue
+        schema = _COMPONENTS[schema_name(EVENT_TYPES[event_type])]
+        for part in within.split(".")[1:]:
+            schema = _resolve(schema["items"] if part.isdigit() else schema["properties"][part])
+        most = min(most, int(schema.get("maxItems", MAX_LIST)))
+    return most
+
+
 # --- hostile strings -------------------------------------------------------------------------------
 
 FORMAT_CHARACTERS = [
@@ -200,7 +215,8 @@ def cases(draw: st.DrawFn) -> Case:
     every = [f for f, _ in FIELDS[event_type]]
     choice = draw(st.sampled_from([TEXT_FIELDS[event_type], TEXT_FIELDS[event_type], every]))
     paths = draw(st.lists(st.sampled_from(choice), min_size=1, max_size=3, unique=True))
-    copies = draw(st.sampled_from([1, 1, 3, MAX_LIST])) if any(list_of(p) for p in paths) else 1
+    full = max_items(event_type, paths)
+    copies = draw(st.sampled_from([1, 1, 3, full])) if any(list_of(p) for p in paths) else 1
     base = placeholder_event(event_type)
     values = []
     for path in paths:
@@ -236,7 +252,7 @@ def explicit_cases() -> Iterator[Case]:
             if kind == "text":
                 yield Case(event_type, ((path, valid + FORGED_LINES),))
             if list_of(path) and kind in TEXT_KINDS:  # a full list of values at their longest
-                yield Case(event_type, ((path, longest),), MAX_LIST)
+                yield Case(event_type, ((path, longest),), max_items(event_type, [path]))
 
 
 # --- the events of one example ---------------------------------------------------------------------
@@ -653,7 +669,15 @@ async def check_answers(r: Rig, case: Case, ref: str) -> None:
 
 
 FREE_TEXT_COLUMNS = {"summary", "rationale", "details", "data"}  # may keep "\n" and "\t"
-FREE_TEXT_OF_TABLE = {("change_detections", "source")}  # change.detected source is free text too
+# change.detected source, and the free text of nominal.upsert and order.upsert (contract v2).
+FREE_TEXT_OF_TABLE = {
+    ("change_detections", "source"),
+    ("nominals", "home_address"),
+    ("nominals", "description"),
+    ("nominals", "licence_conditions"),
+    ("nominals", "exclusion_zones"),
+    ("orders", "prohibitions"),
+}
 
 
 async def assert_stored_safely(r: Rig, ref: str) -> None:

@@ -44,6 +44,11 @@ OPTIONAL_SAMPLES: dict[str, dict[str, Any]] = {
         "aliases": ["Sample Alias"],
         "relevant_date": "2019-12-02",
         "notification_ends_on": "2029-12-01",
+        "home_address": "1 Fictional Road, Sampletown",
+        "visit_every_days": 90,
+        "licence_conditions": ["Fictional condition: reside where approved"],
+        "exclusion_zones": ["Fictional Park, Sampletown"],
+        "description": "Fictional description: tall, short grey hair",
     },
     "travel.notified": {
         "carrier": "Fictional Ferries",
@@ -53,6 +58,7 @@ OPTIONAL_SAMPLES: dict[str, dict[str, Any]] = {
         "trip_id": "TRIP-0001",
     },
     "mappa.level_changed": {"recorded_by": "PC1234"},
+    "meeting.held": {"minutes_on_visor_on": "2026-11-19"},
     # what and changed_on are for a change notification only (s.84(1)).
     "notification.received": {"kind": "change", "what": "name", "changed_on": "2026-11-17"},
 }

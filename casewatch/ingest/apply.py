@@ -1,11 +1,11 @@
 """Applying one new, validated event to the case store, inside the ingest transaction.
 
 Events arrive out of order, so state that a later event may overwrite (a nominal, an action, the
-current MAPPA level) carries the occurred_at it reflects, and an older event never overwrites a
-newer one. Records of things that happened (notifications, travel, border checks, visits,
-recalls, level changes, detentions, detected changes) are always kept. Events for a ViSOR
-reference with no nominal yet are stored and applied all the same: case records have no foreign
-key to `nominals`.
+current MAPPA level, a MAPP meeting, a court order) carries the occurred_at it reflects, and an
+older event never overwrites a newer one. Records of things that happened (notifications, travel,
+border checks, visits, recalls, level and risk changes, detentions, detected changes, RMP
+reviews) are always kept. Events for a ViSOR reference with no nominal yet are stored and applied
+all the same: case records have no foreign key to `nominals`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from casewatch.model.events import (
     DetentionStarted,
     Envelope,
     LevelChanged,
+    MeetingHeld,
     NominalUpsert,
     NotificationReceivedData,
+    OrderUpsert,
     RecallIssued,
     RecallReturned,
+    RmpReviewed,
     TravelCancelled,
     TravelNotified,
     VisitRecorded,
@@ -45,10 +48,14 @@ from casewatch.store.models import (
     Event,
     LevelChange,
     Marker,
+    Meeting,
     Nominal,
     NominalAlias,
     NotificationReceived,
+    Order,
     Recall,
+    RiskChange,
+    RmpReview,
     TravelCancellation,
     TravelNotification,
     Visit,
@@ -63,7 +70,11 @@ _NOMINAL_FIELDS = {
     "surname", "forenames", "date_of_birth", "pnc_id", "category", "registered", "risk_level",
     "lead_agency", "team", "offender_manager", "area", "on_licence", "no_fixed_abode",
     "release_date", "licence_expiry", "relevant_date", "notification_ends_on",
+    "home_address", "visit_every_days", "licence_conditions", "exclusion_zones", "description",
 }
+
+# What a risk change records (rules.risk): a known nominal's risk level, MAPPA category, area.
+_RISK_FIELDS = (("risk", "risk_level"), ("category", "category"), ("area", "area"))
 
 
 M = TypeVar("M", Marker, NominalAlias)  # a nominal's child rows, replaced on each upsert
@@ -81,6 +92,8 @@ class Batch:
         self.markers: dict[str, list[Marker]] = {}
         self.aliases: dict[str, list[NominalAlias]] = {}
         self.actions: dict[str, Action | None] = {}
+        self.meetings: dict[str, Meeting | None] = {}
+        self.orders: dict[tuple[str, str], Order | None] = {}  # by (visor_ref, order_id)
         self.with_history: set[str] = set()  # refs with level changes or clock notifications
         self.open_recalls: dict[str, list[Recall]] = {}
         # Returns that closed no recall when they arrived: (returned_at, event id).
@@ -108,7 +121,27 @@ class Batch:
         await batch._load_recalls(session, envelopes)
         action_ids = sorted({e.data.action_id for e in envelopes if isinstance(e.data, ActionUpsert)})
         batch.actions = {**dict.fromkeys(action_ids), **await _locked(session, Action.action_id, action_ids)}
+        meeting_ids = sorted({e.data.meeting_id for e in envelopes if isinstance(e.data, MeetingHeld)})
+        batch.meetings = {
+            **dict.fromkeys(meeting_ids), **await _locked(session, Meeting.meeting_id, meeting_ids)
+        }
+        await batch._load_orders(session, envelopes)
         return batch
+
+    async def _load_orders(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        keys = sorted({(e.visor_ref, e.data.order_id) for e in envelopes if isinstance(e.data, OrderUpsert)})
+        self.orders = dict.fromkeys(keys)
+        refs = sorted({ref for ref, _ in keys})
+        for chunk in _chunks(refs):
+            found = await session.execute(
+                select(Order)
+                .where(Order.visor_ref.in_(chunk))
+                .order_by(Order.visor_ref, Order.order_id)
+                .with_for_update()
+            )
+            for order in found.scalars():
+                if (order.visor_ref, order.order_id) in self.orders:
+                    self.orders[(order.visor_ref, order.order_id)] = order
 
 
     async def _load_recalls(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
@@ -189,6 +222,12 @@ async def apply_event(
             return await _action_upsert(a, data)
         case VisitRecorded() as data:
             return await _visit_recorded(a, data)
+        case MeetingHeld() as data:
+            return await _meeting_held(a, data)
+        case RmpReviewed() as data:
+            return await _rmp_reviewed(a, data)
+        case OrderUpsert() as data:
+            return await _order_upsert(a, data)
         case _:
             assert_never(envelope.data)
 
@@ -218,9 +257,11 @@ class _Apply:
         stale: bool = False,
         level_change: LevelChange | None = None,
         rationale_for: LevelChange | None = None,
+        risk_change: RiskChange | None = None,
     ) -> Applied:
         return Applied(
-            self.event, self.envelope, stale=stale, level_change=level_change, rationale_for=rationale_for
+            self.event, self.envelope, stale=stale, level_change=level_change,
+            rationale_for=rationale_for, risk_change=risk_change,
         )
 
     def nominal(self) -> Nominal | None:
@@ -254,6 +295,7 @@ async def _nominal_upsert(a: _Apply, data: NominalUpsert) -> Applied:
         return a.done()
     if a.at < nominal.state_as_of:
         return a.done(stale=True)
+    risk_change = _risk_change(a, nominal, data)
     for name, value in data.model_dump(include=_NOMINAL_FIELDS).items():
         setattr(nominal, name, value)
     nominal.surname_key = name_key(data.surname)
@@ -275,7 +317,22 @@ async def _nominal_upsert(a: _Apply, data: NominalUpsert) -> Applied:
         nominal.level_as_of = a.at
     await _replace_markers(a, data)
     await _replace_aliases(a, data)
-    return a.done(level_change=change)
+    return a.done(level_change=change, risk_change=risk_change)
+
+
+def _risk_change(a: _Apply, nominal: Nominal, data: NominalUpsert) -> RiskChange | None:
+    """The change of risk level, MAPPA category or area this upsert makes to a known nominal,
+    recorded (each from/to pair only for what changed), or None."""
+    pairs: dict[str, str | None] = {}
+    for short, name in _RISK_FIELDS:
+        old, new = getattr(nominal, name), getattr(data, name)
+        if old != new:
+            pairs[f"from_{short}"], pairs[f"to_{short}"] = old, new
+    if not pairs:
+        return None
+    change = RiskChange(visor_ref=a.ref, changed_at=a.at, event_id=a.event.id, **pairs)
+    a.session.add(change)
+    return change
 
 
 async def _new_nominal(a: _Apply, data: NominalUpsert) -> Nominal:
@@ -555,6 +612,50 @@ async def _action_upsert(a: _Apply, data: ActionUpsert) -> Applied:
         action.done_at = a.at
     elif status != "done":
         action.done_at = None
+    return a.done()
+
+
+# --- supervision: MAPP meetings, RMP reviews, court orders (issue 15) ----------------------------
+
+
+async def _meeting_held(a: _Apply, data: MeetingHeld) -> Applied:
+    meeting = a.batch.meetings.get(data.meeting_id)
+    if meeting is not None and a.at < meeting.state_as_of:
+        return a.done(stale=True)
+    if meeting is None:
+        meeting = Meeting(meeting_id=data.meeting_id)
+        a.session.add(meeting)
+        a.batch.meetings[data.meeting_id] = meeting
+    meeting.visor_ref = a.ref
+    meeting.held_on = data.held_on
+    meeting.level = data.level
+    meeting.minutes_on_visor_on = data.minutes_on_visor_on
+    meeting.state_as_of = a.at
+    meeting.event_id = a.event.id
+    return a.done()
+
+
+async def _rmp_reviewed(a: _Apply, data: RmpReviewed) -> Applied:
+    a.session.add(RmpReview(visor_ref=a.ref, reviewed_on=data.reviewed_on, event_id=a.event.id))
+    return a.done()
+
+
+async def _order_upsert(a: _Apply, data: OrderUpsert) -> Applied:
+    key = (a.ref, data.order_id)
+    order = a.batch.orders.get(key)
+    if order is not None and a.at < order.state_as_of:
+        return a.done(stale=True)
+    if order is None:
+        order = Order(visor_ref=a.ref, order_id=data.order_id)
+        a.session.add(order)
+        a.batch.orders[key] = order
+    order.kind = data.kind
+    order.made_on = data.made_on
+    order.expires_on = data.expires_on
+    order.prohibitions = list(data.prohibitions)
+    order.status = data.status
+    order.state_as_of = a.at
+    order.event_id = a.event.id
     return a.done()
 
 

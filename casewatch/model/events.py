@@ -110,6 +110,19 @@ def _level(value: Any) -> int | None:
     raise _fail("mappa_level", "must be 1, 2, 3 or null")
 
 
+def _meeting_level(value: Any) -> int:
+    # A MAPP meeting is held at level 2 or 3 (level 1 is ordinary agency management).
+    if type(value) is int and value in (2, 3):
+        return value
+    raise _fail("meeting_level", "must be 2 or 3")
+
+
+def _visit_days(value: Any) -> int:
+    if type(value) is int and 1 <= value <= 730:
+        return value
+    raise _fail("visit_every_days", "must be a whole number of days from 1 to 730")
+
+
 def _characters(kind: TextKind) -> AfterValidator:
     def check(value: str) -> str:
         problem = text_problem(value, kind)
@@ -190,6 +203,22 @@ Rationale = Annotated[str, Field(max_length=5000), _text, _text_json(TextKind.TE
 SourceText = Annotated[
     str, Field(min_length=1, max_length=100), _text, _filled, _text_json(TextKind.TEXT, 1, 100)
 ]
+# contract v2 (issue 15): what officers at an incident read on /flags (personal data, shown only
+# in ephemeral answers).
+Address = Annotated[
+    str, Field(min_length=1, max_length=300), _text, _filled, _text_json(TextKind.TEXT, 1, 300)
+]
+Description = Annotated[
+    str, Field(min_length=1, max_length=500), _text, _filled, _text_json(TextKind.TEXT, 1, 500)
+]
+Condition = Annotated[  # a licence condition or a court order's prohibition
+    str, Field(min_length=1, max_length=500), _text, _filled, _text_json(TextKind.TEXT, 1, 500)
+]
+Zone = Annotated[
+    str, Field(min_length=1, max_length=200), _text, _filled, _text_json(TextKind.TEXT, 1, 200)
+]
+MAX_CONDITIONS = 50  # licence conditions, an order's prohibitions
+MAX_ZONES = 20
 
 
 def _visor_ref(value: str) -> str:
@@ -212,6 +241,12 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_parse_datetime), WithJsonSche
 Level = Annotated[int | None, BeforeValidator(_level), WithJsonSchema(ref("Level"))]
 VisorRef = Annotated[str, AfterValidator(_visor_ref), WithJsonSchema(ref("VisorRef"))]
 Country = Annotated[str, AfterValidator(_country), WithJsonSchema(ref("CountryCode"))]
+MeetingLevel = Annotated[
+    int, BeforeValidator(_meeting_level), WithJsonSchema({"type": "integer", "enum": [2, 3]})
+]
+VisitDays = Annotated[
+    int, BeforeValidator(_visit_days), WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 730})
+]
 
 
 class Data(BaseModel):
@@ -252,6 +287,12 @@ class NominalUpsert(Data):
     relevant_date: IsoDate | None = None
     # The end of the notification period (s.82(1)); null: indefinite.
     notification_ends_on: IsoDate | None = None
+    # contract v2 (issue 15): for /flags and the home-visit clock.
+    home_address: Address | None = None
+    visit_every_days: VisitDays | None = None  # the RMP's home-visit frequency
+    licence_conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+    exclusion_zones: list[Zone] = Field(default_factory=list, max_length=MAX_ZONES)
+    description: Description | None = None  # appearance, for officers at an incident
 
 
 # What a change notification or a change.detected is about (SOA 2003 s.84(1), SI 2012/1876).
@@ -387,6 +428,39 @@ class VisitRecorded(Data):
     visited_on: IsoDate
 
 
+# A level 2 or 3 MAPP meeting; its minutes are due on ViSOR within 5 (level 3) or 10 (level 2)
+# working days. A later event with the same meeting_id updates it (the minutes date comes later).
+class MeetingHeld(Data):
+    meeting_id: LongId
+    held_on: IsoDate
+    level: MeetingLevel
+    minutes_on_visor_on: IsoDate | None = None
+
+
+# The risk management plan reviewed (at least every 16 weeks by default).
+class RmpReviewed(Data):
+    reviewed_on: IsoDate
+
+
+# A court order (SHPO, SRO, notification order, foreign travel order, ...): created or replaced by
+# order_id for the nominal.
+class OrderUpsert(Data):
+    order_id: LongId
+    kind: Literal["shpo", "sro", "notification_order", "foreign_travel_order", "other"]
+    made_on: IsoDate
+    expires_on: IsoDate | None = None
+    prohibitions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
+    status: Literal["active", "discharged", "expired"]
+
+    @field_validator("expires_on")
+    @classmethod
+    def _after_made(cls, value: date | None, info: ValidationInfo) -> date | None:
+        made = info.data.get("made_on")
+        if value is not None and made is not None and value < made:
+            raise _fail("expiry_before_made", "must not be before made_on")
+        return value
+
+
 # --- the envelopes: one class per event type, and their union ---------------------------------
 
 
@@ -479,6 +553,21 @@ class VisitRecordedEvent(EnvelopeBase):
     data: VisitRecorded
 
 
+class MeetingHeldEvent(EnvelopeBase):
+    type: Literal["meeting.held"]
+    data: MeetingHeld
+
+
+class RmpReviewedEvent(EnvelopeBase):
+    type: Literal["rmp.reviewed"]
+    data: RmpReviewed
+
+
+class OrderUpsertEvent(EnvelopeBase):
+    type: Literal["order.upsert"]
+    data: OrderUpsert
+
+
 # A validated event: `match envelope.data` (or isinstance) says which type it is.
 Envelope = Annotated[
     NominalUpsertEvent
@@ -493,7 +582,10 @@ Envelope = Annotated[
     | DetentionEndedEvent
     | ChangeDetectedEvent
     | ActionUpsertEvent
-    | VisitRecordedEvent,
+    | VisitRecordedEvent
+    | MeetingHeldEvent
+    | RmpReviewedEvent
+    | OrderUpsertEvent,
     Field(discriminator="type"),
 ]
 ENVELOPE: TypeAdapter[Envelope] = TypeAdapter(Envelope)

@@ -27,6 +27,9 @@ class NominalFacts:
     relevant_date: date | None = None
     # SOA 2003 s.82(1): the last day of the notification period; None: indefinite.
     notification_ends_on: date | None = None
+    risk_level: str = ""  # "low", "medium", "high", "very_high" ("" in facts built by hand)
+    category: str = ""  # MAPPA category "1" to "4"
+    visit_every_days: int | None = None  # the RMP's home-visit frequency; None: the config default
 
     def subject_on(self, day: date) -> bool:
         """Whether the nominal is subject to the notification requirements on `day`: registered
@@ -166,3 +169,44 @@ class RecallFacts:
     issued_at: datetime
     returned_at: datetime | None = None
     emergency: bool = False  # probation's emergency flag, or recall_type "emergency"
+
+
+@dataclass(frozen=True)
+class RiskChangeFacts:
+    """A nominal.upsert that changed a known nominal's risk level, MAPPA category or area (not its
+    first upsert). Each pair is filled only when that one changed: both None means unchanged."""
+
+    event_id: str
+    visor_ref: str
+    from_risk: str | None
+    to_risk: str | None
+    from_category: str | None
+    to_category: str | None
+    from_area: str | None
+    to_area: str | None
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
+class MeetingFacts:
+    """A level 2 or 3 MAPP meeting (meeting.held), as last updated."""
+
+    meeting_id: str
+    visor_ref: str
+    held_on: date
+    level: int  # 2 or 3
+    minutes_on_visor_on: date | None  # None: the minutes are not on ViSOR yet
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    """A court order (order.upsert), as last updated. Prohibitions are personal data: /flags may
+    show them to cleared roles; alert summaries never carry them."""
+
+    order_id: str
+    visor_ref: str
+    kind: str  # shpo, sro, notification_order, foreign_travel_order, other
+    made_on: date
+    expires_on: date | None
+    status: str  # active, discharged, expired
+    prohibitions: tuple[str, ...] = ()

@@ -119,6 +119,13 @@ class Nominal(Base):
     # SOA 2003 s.82(1): the end of the notification period; None: indefinite (or not known).
     notification_ends_on: Mapped[date | None]
     aliases: Mapped[list[Any]] = mapped_column(default=list)
+    # contract v2 (issue 15): personal data for /flags (ephemeral answers to cleared roles only),
+    # and the RMP's home-visit frequency.
+    home_address: Mapped[str | None] = mapped_column(Text)
+    visit_every_days: Mapped[int | None]
+    licence_conditions: Mapped[list[Any]] = mapped_column(default=list)
+    exclusion_zones: Mapped[list[Any]] = mapped_column(default=list)
+    description: Mapped[str | None] = mapped_column(Text)
     # occurred_at of the nominal.upsert this row reflects: an older upsert never overwrites it.
     state_as_of: Mapped[datetime]
     # occurred_at of the newest level change applied (from either event type).
@@ -163,6 +170,65 @@ class LevelChange(Base):
     recorded_at: Mapped[datetime]
     recorded_by: Mapped[str] = mapped_column(String(64), default="")  # sender / source system
     event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class RiskChange(Base):
+    """A nominal.upsert that changed a known nominal's risk level, MAPPA category or area (its
+    first upsert is no change). Each from/to pair is set only when that one changed."""
+
+    __tablename__ = "risk_changes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    from_risk: Mapped[str | None] = mapped_column(String(16))
+    to_risk: Mapped[str | None] = mapped_column(String(16))
+    from_category: Mapped[str | None] = mapped_column(String(1))
+    to_category: Mapped[str | None] = mapped_column(String(1))
+    from_area: Mapped[str | None] = mapped_column(String(32))
+    to_area: Mapped[str | None] = mapped_column(String(32))
+    changed_at: Mapped[datetime]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class Meeting(Base):
+    """A level 2 or 3 MAPP meeting (meeting.held), updated by later events with its meeting_id
+    (the minutes date arrives later); an older event never overwrites a newer one."""
+
+    __tablename__ = "meetings"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    meeting_id: Mapped[str] = mapped_column(String(100), unique=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    held_on: Mapped[date]
+    level: Mapped[int] = mapped_column(Integer)
+    minutes_on_visor_on: Mapped[date | None]
+    state_as_of: Mapped[datetime]  # occurred_at of the event this row reflects
+    event_id: Mapped[str] = mapped_column(String(200))  # that event
+
+
+class RmpReview(Base):
+    __tablename__ = "rmp_reviews"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    reviewed_on: Mapped[date]
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class Order(Base):
+    """A court order (order.upsert), keyed by the nominal and the source's order id; updated by
+    later events, an older one never overwriting a newer one. Prohibitions are personal data."""
+
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(String(100))
+    visor_ref: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    made_on: Mapped[date]
+    expires_on: Mapped[date | None]
+    prohibitions: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16))
+    state_as_of: Mapped[datetime]  # occurred_at of the event this row reflects
+    event_id: Mapped[str] = mapped_column(String(200))  # that event
+
+    __table_args__ = (UniqueConstraint("visor_ref", "order_id"),)
 
 
 class NotificationReceived(Base):

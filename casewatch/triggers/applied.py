@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from casewatch.model.events import Envelope
-from casewatch.store.models import Event, LevelChange
+from casewatch.store.models import Event, LevelChange, RiskChange
 
 
 @dataclass(frozen=True)
@@ -20,3 +20,6 @@ class Applied:
     # A mappa.level_changed that described a change already recorded from a nominal.upsert: its
     # rationale went onto that earlier record (no second change, no second set of alerts).
     rationale_for: LevelChange | None = None
+    # A change of risk level, MAPPA category or area this nominal.upsert recorded (a known
+    # nominal's, not its first upsert; rules.risk).
+    risk_change: RiskChange | None = None

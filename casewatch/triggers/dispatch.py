@@ -35,10 +35,13 @@ from casewatch.model.events import (
     DetentionStarted,
     Envelope,
     LevelChanged,
+    MeetingHeld,
     NominalUpsert,
     NotificationReceivedData,
+    OrderUpsert,
     RecallIssued,
     RecallReturned,
+    RmpReviewed,
     TravelCancelled,
     TravelNotified,
     VisitRecorded,
@@ -180,6 +183,8 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
             # a level change is item.level_change; a visit opens or resolves nothing; a
             # cancelled trip matches no later check (rules.border_travel) and is flagged no
             # further, but what it already matched or flagged stays for a person to look at
+            pass
+        case MeetingHeld() | RmpReviewed() | OrderUpsert():
             pass
         case _:
             assert_never(env.data)

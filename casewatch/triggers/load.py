@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, func, literal, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from casewatch.model.alerts import LIVE_STATES
 from casewatch.model.clocks import local_date
@@ -19,9 +20,12 @@ from casewatch.model.facts import (
     ChangeDetected,
     ChangeNotified,
     DetentionFacts,
+    MeetingFacts,
     NominalFacts,
     NotificationHistory,
+    OrderFacts,
     RecallFacts,
+    RiskChangeFacts,
     TravelFacts,
 )
 from casewatch.model.results import LiveAlert
@@ -32,12 +36,17 @@ from casewatch.store.models import (
     BorderCheck,
     ChangeDetection,
     Detention,
+    Meeting,
     Nominal,
     NotificationReceived,
     Officer,
+    Order,
     Recall,
+    RiskChange,
+    RmpReview,
     TravelCancellation,
     TravelNotification,
+    Visit,
 )
 
 # Keys a scan handles in one transaction (reads use store.lists for their own statements).
@@ -53,6 +62,7 @@ NOMINAL_COLUMNS = (
     Nominal.visor_ref, Nominal.team, Nominal.offender_manager, Nominal.registered,
     Nominal.no_fixed_abode, Nominal.release_date, Nominal.last_notification_on,
     Nominal.mappa_level, Nominal.area, Nominal.relevant_date, Nominal.notification_ends_on,
+    Nominal.risk_level, Nominal.category, Nominal.visit_every_days,
 )
 
 
@@ -412,3 +422,95 @@ async def live_alerts_of(
         )
         found.extend(LiveAlert(k, v, s, sev) for k, v, s, sev in await session.execute(stmt))
     return found
+
+
+# --- supervision: risk changes, MAPP meetings, RMP reviews, visits, court orders (issue 15) ---------
+
+
+def risk_change_facts(row: RiskChange) -> RiskChangeFacts:
+    """The facts of a RiskChange row (Applied.risk_change, for the risk rule)."""
+    return RiskChangeFacts(
+        event_id=row.event_id, visor_ref=row.visor_ref, from_risk=row.from_risk, to_risk=row.to_risk,
+        from_category=row.from_category, to_category=row.to_category, from_area=row.from_area,
+        to_area=row.to_area, changed_at=row.changed_at,
+    )
+
+
+_MEETING_COLUMNS = (
+    Meeting.meeting_id, Meeting.visor_ref, Meeting.held_on, Meeting.level, Meeting.minutes_on_visor_on,
+)
+
+
+async def _meetings_where(session: AsyncSession, where: ColumnElement[bool]) -> list[MeetingFacts]:
+    rows = await session.execute(select(*_MEETING_COLUMNS).where(where))
+    return [MeetingFacts(*row) for row in rows]
+
+
+def _by_ref_meetings(found: Iterable[MeetingFacts]) -> dict[str, list[MeetingFacts]]:
+    by_ref: dict[str, list[MeetingFacts]] = {}
+    for meeting in sorted(found, key=lambda m: (m.visor_ref, m.held_on, m.meeting_id)):
+        by_ref.setdefault(meeting.visor_ref, []).append(meeting)
+    return by_ref
+
+
+async def meetings(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, list[MeetingFacts]]:
+    """Each nominal's MAPP meetings (meeting.held, as last updated), oldest first; nominals with
+    none are left out. One query per chunk."""
+    found: list[MeetingFacts] = []
+    for part in chunked(session, visor_refs):
+        found.extend(await _meetings_where(session, one_of(session, Meeting.visor_ref, part)))
+    return _by_ref_meetings(found)
+
+
+async def meetings_between(session: AsyncSession, after: str, last: str) -> dict[str, list[MeetingFacts]]:
+    """meetings() for a scan reading nominals in pages by reference: the meetings of every
+    nominal with `after` < visor_ref <= `last`, in one query."""
+    where = (Meeting.visor_ref > after) & (Meeting.visor_ref <= last)
+    return _by_ref_meetings(await _meetings_where(session, where))
+
+
+async def _newest(
+    session: AsyncSession,
+    ref: InstrumentedAttribute[str],
+    day: InstrumentedAttribute[date],
+    refs: Sequence[str],
+) -> dict[str, date]:
+    """The newest `day` of each reference in `refs` that has one."""
+    found: dict[str, date] = {}
+    for part in chunked(session, refs):
+        stmt = select(ref, func.max(day)).where(one_of(session, ref, part)).group_by(ref)
+        for visor_ref, newest in await session.execute(stmt):
+            found[visor_ref] = newest
+    return found
+
+
+async def last_rmp_reviews(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, date]:
+    """Each nominal's newest rmp.reviewed `reviewed_on`; nominals never reviewed are left out."""
+    return await _newest(session, RmpReview.visor_ref, RmpReview.reviewed_on, visor_refs)
+
+
+async def last_visits(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, date]:
+    """Each nominal's newest visit.recorded `visited_on`; nominals never visited are left out."""
+    return await _newest(session, Visit.visor_ref, Visit.visited_on, visor_refs)
+
+
+_ORDER_COLUMNS = (
+    Order.order_id, Order.visor_ref, Order.kind, Order.made_on, Order.expires_on, Order.status,
+    Order.prohibitions,
+)
+
+
+async def orders(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, list[OrderFacts]]:
+    """Each nominal's court orders (order.upsert, as last updated, any status), by made_on then
+    order id; nominals with none are left out. One query per chunk."""
+    found: list[OrderFacts] = []
+    for part in chunked(session, visor_refs):
+        rows = await session.execute(select(*_ORDER_COLUMNS).where(one_of(session, Order.visor_ref, part)))
+        for order_id, visor_ref, kind, made_on, expires_on, status, prohibitions in rows:
+            found.append(
+                OrderFacts(order_id, visor_ref, kind, made_on, expires_on, status, tuple(prohibitions or ()))
+            )
+    by_ref: dict[str, list[OrderFacts]] = {}
+    for order in sorted(found, key=lambda o: (o.visor_ref, o.made_on, o.order_id)):
+        by_ref.setdefault(order.visor_ref, []).append(order)
+    return by_ref

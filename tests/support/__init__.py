@@ -283,6 +283,16 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
         "source": "mapp_meeting",
     },
     "visit.recorded": {"visited_on": "2026-11-19"},
+    "meeting.held": {"meeting_id": "MAPP-0001", "held_on": "2026-11-18", "level": 2},
+    "rmp.reviewed": {"reviewed_on": "2026-11-19"},
+    "order.upsert": {
+        "order_id": "ORD-0001",
+        "kind": "shpo",
+        "made_on": "2025-06-01",
+        "expires_on": "2030-06-01",
+        "prohibitions": ["Fictional prohibition: no unsupervised contact"],
+        "status": "active",
+    },
 }
 
 
