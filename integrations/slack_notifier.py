@@ -2,7 +2,8 @@
 
 New alerts are Block Kit messages with an Acknowledge button (action id "casewatch_ack", value the
 alert id); later changes edit that message (chat.update with its ts) and, if configured, reply in
-its thread; a raised severity always replies, broadcast to the channel (an edit notifies nobody).
+its thread; a raised severity and a reminder always reply, broadcast to the channel (an edit
+notifies nobody).
 A Slack user id target (U.../W...) is a DM, opened with conversations.open.
 The external reference recorded for a message is "<channel id>:<ts>".
 This notifier only classifies failures; retry, backoff and pacing are the delivery worker's.
@@ -126,13 +127,13 @@ class SlackNotifier:
             if _error(exc) in MESSAGE_GONE:
                 return await self._post(message, built)  # someone deleted the first message: post anew
             raise
-        # An edit notifies nobody: a raised severity is re-notified, so its reply is posted
-        # whatever slack_thread_replies says, and shown in the channel too.
-        raised = message.change == "raised"
-        if (self._thread_replies or raised) and built.reply is not None:
+        # An edit notifies nobody: a raised severity and a reminder are re-notified, so their
+        # reply is posted whatever slack_thread_replies says, and shown in the channel too.
+        told_again = message.change in ("raised", "reminder")
+        if (self._thread_replies or told_again) and built.reply is not None:
             await self._client.chat_postMessage(
                 channel=channel, thread_ts=ts, text=built.reply, link_names=False,
-                unfurl_links=False, unfurl_media=False, reply_broadcast=raised or None,
+                unfurl_links=False, unfurl_media=False, reply_broadcast=told_again or None,
             )
         return Sent(thread_ref)
 

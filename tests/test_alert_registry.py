@@ -23,15 +23,24 @@ from casewatch.model.facts import (
     LevelChangeFacts,
     NominalFacts,
     NotificationHistory,
+    OrderFacts,
     RecallFacts,
     TravelFacts,
 )
-from casewatch.triggers.rules import actions, border_travel, mappa_level, notifications, recall, travel_notice
+from casewatch.triggers.rules import (
+    actions,
+    border_travel,
+    mappa_level,
+    notifications,
+    orders,
+    recall,
+    travel_notice,
+)
 from tests.test_delivery_support import make_settings
 
 TZ = ZoneInfo("Europe/London")
 POLICY = TriggerSection()
-RULES = ("actions", "border_travel", "mappa_level", "notifications", "recall", "travel_notice")
+RULES = ("actions", "border_travel", "mappa_level", "notifications", "orders", "recall", "travel_notice")
 
 
 def opened_kinds() -> set[str]:
@@ -40,6 +49,8 @@ def opened_kinds() -> set[str]:
     from schedules.jobs import STALE_KIND
 
     rules = {*actions.KINDS, *border_travel.KINDS, *mappa_level.KINDS, *notifications.KINDS, *recall.KINDS}
+    rules.add(recall.RISK_REVIEW)
+    rules.update(orders.KINDS)
     return rules | {travel_notice.LATE_NOTICE, notifications.LATE, DELIVERY_FAILED, STALE_KIND}
 
 
@@ -132,6 +143,16 @@ def _rule_opens() -> list[AlertSpec]:
         change = LevelChangeFacts("c1", "VS-1", before, after, "", now)
         opens += mappa_level.evaluate(change, nominal, POLICY, TZ).opens
     opens += recall.on_issued(RecallFacts("r1", "VS-1", "emergency", now), nominal, POLICY).opens
+    opens += recall.at_large(RecallFacts("r1", "VS-1", "standard", now), nominal, [], now, POLICY).opens
+    back = RecallFacts("r1", "VS-1", "standard", now - timedelta(days=1), returned_at=now)
+    opens += recall.risk_review(back, nominal, POLICY).opens
+    order = OrderFacts("o1", "VS-1", "shpo", date(2021, 1, 1), today + timedelta(days=30), "active")
+    opens += orders.evaluate(order, nominal, [], now, POLICY, TZ).opens
+    # An overdue action's severity by days overdue (every step a policy may set).
+    steps = TriggerSection(action_overdue_severity={1: "low", 2: "medium", 3: "high", 28: "critical"})
+    for late in (1, 2, 3, 28):
+        action = ActionFacts("a2", "VS-1", "PC1", today - timedelta(days=late), "open", "north")
+        opens += actions.evaluate(action, [], now, steps, TZ).opens
     travel = TravelFacts("t1", "VS-1", today + timedelta(days=1), None, "FR", now - timedelta(days=1))
     opens += travel_notice.evaluate(travel, nominal, POLICY, TZ).opens  # 2 days' notice: medium
     on_the_day = TravelFacts("t2", "VS-1", today, None, "FR", now)  # after departure: high

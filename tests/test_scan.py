@@ -231,5 +231,10 @@ async def test_recall_safety_net_resolves_a_returned_recall(sessions: Sessions) 
             await open_alert(s, AlertSpec("recall.issued", "critical", ref, "north", subject), ctx)
     summary = await run_scan(sessions, ctx)
     assert dict(summary.tally.resolved) == {"recall.issued": 1}
+    # The recall not returned: its nominal is unlawfully at large (issue 15).
+    assert dict(summary.tally.opened) == {"recall.unlawfully_at_large": 1}
     async with sessions() as s:
-        assert await live(s) == [("recall.issued", "VS-0000031", "ev-recall-31")]
+        assert await live(s) == [
+            ("recall.issued", "VS-0000031", "ev-recall-31"),
+            ("recall.unlawfully_at_large", "VS-0000031", "ev-recall-31"),
+        ]

@@ -60,7 +60,11 @@ ROUTE_AT_RAISE = {"action.overdue": ["owner", "spoc"]}
 
 
 def _settings(slack: SlackStandIn, mail: MailSink, routes: dict[str, list[str]]) -> Settings:
-    return make_settings(slack_url=slack.url, smtp_port=mail.port, routing={"routes": routes})
+    # No repeat reminders (issue 15; tests/test_reminders.py): here every delivery is counted.
+    return make_settings(
+        slack_url=slack.url, smtp_port=mail.port, routing={"routes": routes},
+        triggers={"repeat_reminder_hours": {}},
+    )
 
 
 async def _seed_action(sessions: Sessions, settings: Settings) -> None:

@@ -76,9 +76,12 @@ async def test_events_api_lists_the_alerts_opened_and_scan_adds_the_clocks(db_ur
         again = await (await signed_post(client, "/api/v1/events", events())).json()
         assert (again["accepted"], again["duplicates"], again["alerts"]) == (0, 6, [])
 
-        # the scan opens the time-driven ones once: periodic due today, the action due today
+        # the scan opens the time-driven ones once: periodic due today, the action due today, and
+        # the recalled nominal unlawfully at large (issue 15)
         summary = await run_scan(service.sessions, service.ctx)
-        assert dict(summary.tally.opened) == {"notification.due_soon": 1, "action.due_soon": 1}
+        assert dict(summary.tally.opened) == {
+            "notification.due_soon": 1, "action.due_soon": 1, "recall.unlawfully_at_large": 1,
+        }
         assert not (await run_scan(service.sessions, service.ctx)).tally.opened
         clock.set(utc("2026-11-21T00:00:00Z"))  # the due day is over
         summary = await run_scan(service.sessions, service.ctx)
@@ -116,4 +119,5 @@ async def test_events_api_lists_the_alerts_opened_and_scan_adds_the_clocks(db_ur
             "notification.due_soon",
             "notification.missed",
             "recall.issued",
+            "recall.unlawfully_at_large",
         ]

@@ -271,17 +271,24 @@ async def test_recall_stays_open_until_returned(sessions: Sessions, db_url: str)
     assert await opened(sessions, result.alerts) == [("recall.issued", "critical", "ev-r-1")]
     await run_scan(sessions, ctx)
     async with sessions() as s:
-        alert = (await s.execute(select(Alert))).scalar_one()
+        alert = (await s.execute(select(Alert).where(Alert.kind == "recall.issued"))).scalar_one()
         assert alert.state == "open" and alert.summary.startswith("EMERGENCY recall issued: VS-0000049")
         assert alert.details["emergency"] is True
     returned = envelope("recall.returned", {"returned_at": "2026-11-21T09:00:00Z"}, visor_ref="VS-0000049")
-    await post(sessions, ctx, returned)
+    result = await post(sessions, ctx, returned)
+    # The return resolves the recall (and, issue 15, the scan's unlawfully-at-large alert) and
+    # opens the offender manager's risk review.
+    assert await opened(sessions, result.alerts) == [("recall.risk_review_due", "medium", returned["id"])]
     async with sessions() as s:
-        assert await live(s) == []
-        assert (await s.execute(select(Alert.resolved_reason))).scalar_one() == "returned to custody"
+        assert await live(s) == [("recall.risk_review_due", "VS-0000049", "ev-r-1")]
+        reasons = await s.execute(select(Alert.kind, Alert.resolved_reason).where(Alert.state == "resolved"))
+        assert sorted(reasons.all()) == [
+            ("recall.issued", "returned to custody"), ("recall.unlawfully_at_large", "returned to custody"),
+        ]
 
 
-async def test_a_return_heard_before_the_recall_opens_nothing(sessions: Sessions, db_url: str) -> None:
+async def test_a_return_heard_first_opens_no_recall_alert(sessions: Sessions, db_url: str) -> None:
+    """Nobody is at large; the return still owes the risk review (issue 15)."""
     ctx = ctx_at(db_url, "2026-11-22T10:00:00Z")
     returned = envelope("recall.returned", {"returned_at": "2026-11-21T09:00:00Z"}, visor_ref="VS-0000050")
     issued = envelope(
@@ -290,4 +297,6 @@ async def test_a_return_heard_before_the_recall_opens_nothing(sessions: Sessions
         visor_ref="VS-0000050",
     )
     await post(sessions, ctx, returned)
-    assert (await post(sessions, ctx, issued)).alerts == []
+    result = await post(sessions, ctx, issued)
+    assert await opened(sessions, result.alerts) == [("recall.risk_review_due", "medium", issued["id"])]
+    assert not (await run_scan(sessions, ctx)).tally.opened

@@ -3,14 +3,47 @@ shared/domain.md, "The triggers and their clocks"); forces vary, so each is a se
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import Field, field_validator, model_validator
 
 from casewatch.config.sections import Section
-from casewatch.model.alerts import SEVERITY_RANK, Severity
+from casewatch.model.alerts import ALERT_KINDS, SEVERITY_RANK, Severity
 
 
 def _missed_steps() -> dict[int, Severity]:
     return {1: "high", 28: "critical"}
+
+
+def _action_steps() -> dict[int, Severity]:
+    return {1: "medium", 28: "high"}
+
+
+def _repeat_hours() -> dict[str, int]:
+    return {"action.overdue": 72, "recall.unlawfully_at_large": 12}
+
+
+def _visit_bands() -> dict[str, int]:
+    return {"very_high": 30, "high": 90, "medium": 180, "low": 365}
+
+
+RISK_LEVELS = ("low", "medium", "high", "very_high")
+
+
+def _check_steps(steps: dict[int, Severity]) -> dict[int, Severity]:
+    """A days-overdue -> severity table: says day 1, days 1 to 3650, never falling."""
+    if not steps or 1 not in steps:
+        raise ValueError("must say the severity from day 1 (a line `1 = \"high\"`)")
+    if min(steps) < 1 or max(steps) > 3650:
+        raise ValueError("days overdue must be 1 to 3650")
+    ordered = [SEVERITY_RANK[steps[day]] for day in sorted(steps)]
+    if any(later > earlier for earlier, later in zip(ordered, ordered[1:], strict=False)):
+        raise ValueError("severity must not fall as the days overdue rise")
+    return dict(sorted(steps.items()))
+
+
+def _first_high_day(steps: Mapping[int, Severity]) -> int | None:
+    return next((day for day in sorted(steps) if SEVERITY_RANK[steps[day]] <= SEVERITY_RANK["high"]), None)
 
 
 class TriggerSection(Section):
@@ -45,7 +78,9 @@ class TriggerSection(Section):
     # due. Kept below weekly_notification_days, or a reminder would be open all the time.
     weekly_notification_reminder_days: int = Field(1, ge=0, le=30)
     # Local choice, after the 2011 inspection (actions outstanding for up to 18 months): an
-    # action found this many days past its due date opens its overdue alert as high, not medium.
+    # action this many days past its due date is high, not medium. Kept for configurations
+    # written before action_overdue_severity: set alone, it is that table's high step
+    # ({1: "medium", N: "high"}); set with the table, both must agree.
     action_very_overdue_days: int = Field(28, ge=1, le=3650)
     # Local choice: the team for alerts about a ViSOR reference not (yet) in the case store,
     # for example a border check for an unknown reference. "" = none: such alerts, and alerts
@@ -57,18 +92,73 @@ class TriggerSection(Section):
     # a step up re-notifies the alert's receivers. In TOML: [triggers.missed_notification_severity]
     # with lines such as `28 = "critical"`.
     missed_notification_severity: dict[int, Severity] = Field(default_factory=_missed_steps)
+    # Local choice (issue 15: overdue actions escalate in severity): an overdue action's
+    # severity by days overdue, as missed_notification_severity (1 = the day after the due day;
+    # a step up re-notifies). In TOML: [triggers.action_overdue_severity].
+    action_overdue_severity: dict[int, Severity] = Field(default_factory=_action_steps)
+    # Local choice (issue 15: an acknowledgement means "owned", not "done"): a live alert (open or
+    # acknowledged) of each kind named is sent again to its kind's receivers this many hours
+    # after its opening or its last reminder, until it resolves. The table replaces these
+    # defaults: a kind left out does not repeat. In TOML: [triggers.repeat_reminder_hours] with
+    # lines such as `"action.overdue" = 72`.
+    repeat_reminder_hours: dict[str, int] = Field(default_factory=_repeat_hours)
+    # Local choice (issue 15: home visits): the days between home visits by risk level, used when
+    # the RMP sets no frequency (nominal.upsert visit_every_days). Since 2017 the plan sets it;
+    # these are the older bands (domain.md; the 2005 joint inspection, Table 1, Forces B and E:
+    # monthly very high, 3-monthly high, 6-monthly medium, annual low). A level left out has no
+    # routine visits (reactive management). In TOML: [triggers.visit_every_days_by_risk].
+    visit_every_days_by_risk: dict[str, int] = Field(default_factory=_visit_bands)
+    # Local choice: remind the offender manager this many days before a home visit falls due.
+    visit_reminder_days: int = Field(7, ge=0, le=120)
+    # Local choice (issue 15: court orders): tell the offender manager and the SPOC this many days
+    # before an active order expires (8 weeks: time to apply for a renewal, SOA 2003 s.103E, s.122D).
+    order_expiry_notice_days: int = Field(56, ge=1, le=730)
 
-    @field_validator("missed_notification_severity")
+    @field_validator("missed_notification_severity", "action_overdue_severity")
     @classmethod
     def _steps_rise(cls, steps: dict[int, Severity]) -> dict[int, Severity]:
-        if not steps or 1 not in steps:
-            raise ValueError("must say the severity from day 1 (a line `1 = \"high\"`)")
-        if min(steps) < 1 or max(steps) > 3650:
-            raise ValueError("days overdue must be 1 to 3650")
-        ordered = [SEVERITY_RANK[steps[day]] for day in sorted(steps)]
-        if any(later > earlier for earlier, later in zip(ordered, ordered[1:], strict=False)):
-            raise ValueError("severity must not fall as the days overdue rise")
-        return dict(sorted(steps.items()))
+        return _check_steps(steps)
+
+    @field_validator("repeat_reminder_hours")
+    @classmethod
+    def _repeat_kinds(cls, hours: dict[str, int]) -> dict[str, int]:
+        for kind, every in hours.items():
+            if kind not in ALERT_KINDS:
+                raise ValueError(f"unknown alert kind {kind!r}")
+            if not 1 <= every <= 720:
+                raise ValueError(f"{kind}: hours must be 1 to 720 (30 days)")
+        return hours
+
+    @field_validator("visit_every_days_by_risk")
+    @classmethod
+    def _visit_bands_known(cls, bands: dict[str, int]) -> dict[str, int]:
+        for level, every in bands.items():
+            if level not in RISK_LEVELS:
+                raise ValueError(f"unknown risk level {level!r} (one of {', '.join(RISK_LEVELS)})")
+            if not 1 <= every <= 730:
+                raise ValueError(f"{level}: days must be 1 to 730")
+        return bands
+
+    @model_validator(mode="after")
+    def _action_steps_agree(self) -> TriggerSection:
+        both = {"action_very_overdue_days", "action_overdue_severity"} <= self.model_fields_set
+        if both and _first_high_day(self.action_overdue_severity) != self.action_very_overdue_days:
+            raise ValueError(
+                "triggers.action_very_overdue_days disagrees with the first high step of "
+                "triggers.action_overdue_severity: set only the table"
+            )
+        return self
+
+    @property
+    def action_overdue_steps(self) -> Mapping[int, Severity]:
+        """The action.overdue steps in force: action_overdue_severity, or, where a configuration
+        sets only action_very_overdue_days, {1: "medium", that day: "high"}."""
+        if (
+            "action_very_overdue_days" in self.model_fields_set
+            and "action_overdue_severity" not in self.model_fields_set
+        ):
+            return {1: "medium", self.action_very_overdue_days: "high"}
+        return self.action_overdue_severity
 
     @model_validator(mode="after")
     def _weekly_reminder_inside_week(self) -> TriggerSection:

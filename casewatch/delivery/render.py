@@ -39,7 +39,7 @@ def change_line(p: dict[str, Any]) -> str:
     if change == "escalated":
         return f"Escalated (step {p.get('escalation_step')}) to {', '.join(p.get('escalated_to', []))}"
     if change == "reminder":
-        return "Reminder: still open"
+        return reminder_line(p)
     if change == "raised":
         return raised_line(p)
     if change == "fallback":
@@ -55,6 +55,28 @@ def raised_line(p: dict[str, Any]) -> str:
     if isinstance(days, int) and not isinstance(days, bool):
         text += f": now {days} day{'' if days == 1 else 's'} overdue"
     return text
+
+
+def reminder_line(p: dict[str, Any]) -> str:
+    """A reminder (alerts.reminders): still outstanding (the summary says what), for how long,
+    and, if acknowledged, that being owned is not being done."""
+    text = "Reminder: still outstanding"
+    hours = p.get("open_hours")
+    if isinstance(hours, int) and not isinstance(hours, bool):
+        text += f" after {_span(hours)}"
+    if p.get("state") == "acknowledged":
+        text += f"; acknowledged by {p.get('acknowledged_by') or 'someone'}, not yet done"
+    return text
+
+
+def _span(hours: int) -> str:
+    def n(count: int, unit: str) -> str:
+        return f"{count} {unit}{'' if count == 1 else 's'}"
+
+    if hours < 48:
+        return n(hours, "hour")
+    days, rest = divmod(hours, 24)
+    return n(days, "day") + (f" {n(rest, 'hour')}" if rest else "")
 
 
 def state_line(p: dict[str, Any]) -> str:

@@ -174,9 +174,13 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "the action id", "the action is done", escalates=False,
     ),
     AlertKind(
-        "action.overdue", ("medium", "high"), ("owner",),
-        "the due date passed and the action is open", "the action id", "the action is done",
-        severity_rule="medium; high after `action_very_overdue_days` [28]",
+        "action.overdue", ("critical", "high", "medium", "low"), ("owner",),
+        "the due date passed and the action is open; acknowledging it means owned, not done: "
+        "while it is live (open or acknowledged) it is sent again to its owner every "
+        "`repeat_reminder_hours` [72] hours", "the action id", "the action is done",
+        severity_rule="by days overdue, `action_overdue_severity` [1: medium, 28: high] (a "
+        "configuration setting only `action_very_overdue_days` gets that day as its high step); "
+        "a step up re-notifies",
     ),
     AlertKind(
         "mappa.level_changed", ("medium", "high"), ("team_channel", "npt"),
@@ -197,6 +201,47 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "recall.issued", ("critical",), ("control_room", "team_channel", "npt", "spoc"),
         "`recall.issued`", "the recall event id", "`recall.returned` (the nominal is back in custody)",
         severity_rule="critical (emergency recalls marked first)",
+    ),
+    AlertKind(
+        # Its repeats are its escalation: recall.issued, opened with it, walks the chain.
+        "recall.unlawfully_at_large", ("critical",), ("control_room", "team_channel"),
+        "a scan finds a recall issued and not returned: the nominal is unlawfully at large; "
+        "while it is live, acknowledged or not, it is sent again every `repeat_reminder_hours` "
+        "[12] hours (issue 15)",
+        "the recall event id", "`recall.returned` (the nominal is back in custody)", escalates=False,
+    ),
+    AlertKind(
+        "recall.risk_review_due", ("medium",), ("owner",),
+        "`recall.returned`: a task for the offender manager to review the risk assessment (RMP, "
+        "OASys) after the recall", "the recall event id", "acknowledged (the review is owned)",
+    ),
+    AlertKind(
+        "visit.due", ("low",), ("owner",),
+        "within `visit_reminder_days` [7] of a home visit's due day: the last `visit.recorded` "
+        "plus the RMP's `visit_every_days`, else `visit_every_days_by_risk` for the risk level "
+        "[very_high 30, high 90, medium 180, low 365: local choice; a level left out has no "
+        "routine visits]; never visited: due on the later of the relevant and release dates "
+        "(no date, no clock). For a registered nominal within the notification period, or any "
+        "nominal whose RMP sets a frequency; nothing while detained (custody: remand, sentence, "
+        "hospital, recall)",
+        "`visit:<due date>`", "a later visit is recorded (the due date moves); or it turns into "
+        "`visit.overdue`; or the nominal is detained, or the frequency changes",
+        escalates=False,
+    ),
+    AlertKind(
+        "visit.overdue", ("medium",), ("owner", "team_channel"),
+        "a home visit's due day (as for `visit.due`) ended with no visit recorded",
+        "`visit:<due date>`", "a later visit is recorded; or the nominal is detained, or the "
+        "frequency changes",
+    ),
+    AlertKind(
+        "order.expiring", ("medium",), ("owner", "spoc"),
+        "an active court order (`order.upsert`) whose `expires_on` is within "
+        "`order_expiry_notice_days` [56] (local days), so a renewal can be applied for in time "
+        "(SHPO: SOA 2003 s.103C(2), s.103E; SRO: s.122B(2), s.122D)",
+        "`<order_id>:<expires_on>`",
+        "the order is discharged or expired, renewed or varied (`expires_on` moved: a new "
+        "subject), or no longer on record; or the expiry day is over (local time)",
     ),
     AlertKind(
         # The admins fix a stale job; the team's supervisors could not.

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import assert_never
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
@@ -55,7 +56,7 @@ from casewatch.model.facts import (
     TravelFacts,
 )
 from casewatch.model.results import LiveAlert
-from casewatch.store.models import LevelChange
+from casewatch.store.models import LevelChange, Recall
 from casewatch.triggers import load
 from casewatch.triggers.applied import Applied
 from casewatch.triggers.reconcile import Tally, apply
@@ -177,7 +178,7 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
         case RecallIssued() as data:
             await _recall_issued(session, env, data, ctx, tally)
         case RecallReturned() as data:
-            await _recall_returned(session, env.visor_ref, data.returned_at, ctx, tally)
+            await _recall_returned(session, env, data.returned_at, ctx, tally)
             await _notifications(session, env.visor_ref, ctx, tally)
         case LevelChanged() | VisitRecorded() | TravelCancelled():
             # a level change is item.level_change; a visit opens or resolves nothing; a
@@ -306,14 +307,27 @@ async def _recall_issued(
     nominal = await tally.nominal(session, env.visor_ref)
     result = recall.on_issued(facts, nominal, ctx.settings.triggers)
     await apply(session, result, ctx, event_id=env.id, tally=tally, defer=True)
+    # Returned already (the return was heard of first): the risk review is owed all the same.
+    review = recall.risk_review(facts, nominal, ctx.settings.triggers)
+    await apply(session, review, ctx, event_id=env.id, tally=tally, defer=True)
 
 
 async def _recall_returned(
-    session: AsyncSession, visor_ref: str, returned_at: datetime, ctx: Context, tally: _Run
+    session: AsyncSession, env: Envelope, returned_at: datetime, ctx: Context, tally: _Run
 ) -> None:
+    visor_ref = env.visor_ref
     live = await _live(session, ctx, tally, recall.KINDS, visor_ref=visor_ref)
-    if not live:
-        return
-    issued = await load.recalls_by_event(session, [a.subject for a in live])
-    result = recall.on_returned(returned_at, {event_id: r.issued_at for event_id, r in issued.items()}, live)
-    await apply(session, result, ctx, tally=tally, defer=True)
+    if live:
+        issued = await load.recalls_by_event(session, [a.subject for a in live])
+        result = recall.on_returned(
+            returned_at, {event_id: r.issued_at for event_id, r in issued.items()}, live
+        )
+        await apply(session, result, ctx, tally=tally, defer=True)
+    # The recalls this return closed (ingest.apply pairs them): each owes a risk review.
+    closed = await session.scalars(
+        select(Recall).where(Recall.visor_ref == visor_ref, Recall.return_event_id == env.id)
+    )
+    nominal = await tally.nominal(session, visor_ref)
+    for row in closed.all():
+        review = recall.risk_review(load.recall_facts(row), nominal, ctx.settings.triggers)
+        await apply(session, review, ctx, event_id=env.id, tally=tally, defer=True)

@@ -29,6 +29,7 @@ class Tally:
     opened: Counter[str] = field(default_factory=Counter)
     resolved: Counter[str] = field(default_factory=Counter)
     raised: Counter[str] = field(default_factory=Counter)
+    reminded: Counter[str] = field(default_factory=Counter)  # by the scan (alerts.reminders)
     # Deferred opens, in the order asked for, with the event that asked.
     pending: list[tuple[AlertSpec, str | None]] = field(default_factory=list)
 
@@ -37,6 +38,7 @@ class Tally:
         self.opened.update(other.opened)
         self.resolved.update(other.resolved)
         self.raised.update(other.raised)
+        self.reminded.update(other.reminded)
         self.pending.extend(other.pending)
 
     def pending_kinds(self) -> set[str]:

@@ -9,7 +9,9 @@ table (no N+1), and the alerts already live are read once up front so that a re-
 without a query. Each batch commits on its own, so a long scan never holds SQLite's single
 writer for long; on PostgreSQL the batches are written beside the reading (_write_pages).
 Alerts that are live but no longer wanted (an action done or moved, a notification received)
-are resolved at the end of each part.
+are resolved at the end of each part. Then every recall not returned keeps its
+`recall.unlawfully_at_large` open, and, last, each live alert of a kind in
+triggers.repeat_reminder_hours that is due one is sent a reminder (alerts.reminders).
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.alerts.reminders import send_reminders
 from casewatch.context import Context
 from casewatch.model.clocks import local_date
 from casewatch.model.facts import NotificationHistory
 from casewatch.model.results import LiveAlert, RuleResult
-from casewatch.store.models import Action, Nominal, Officer
+from casewatch.store.models import Action, Nominal, Officer, Recall
 from casewatch.triggers import load
 from casewatch.triggers.reconcile import Tally, apply
-from casewatch.triggers.rules import actions, notifications, recall
+from casewatch.triggers.rules import actions, notifications, recall, visits
 
 BATCH = 2000
 # Concurrent page writers on PostgreSQL (see _write_pages).
@@ -49,7 +52,9 @@ class ScanSummary:
     def lines(self) -> list[str]:
         out = [f"scan as of {self.at.isoformat()}"]
         t = self.tally
-        for label, counts in (("opened", t.opened), ("raised", t.raised), ("resolved", t.resolved)):
+        for label, counts in (
+            ("opened", t.opened), ("raised", t.raised), ("resolved", t.resolved), ("reminded", t.reminded),
+        ):
             total = sum(counts.values())
             out.append(f"alerts {label}: {total}")
             out.extend(f"  {kind}: {n}" for kind, n in sorted(counts.items()))
@@ -70,7 +75,12 @@ async def run_scan(
     summary = ScanSummary(at)
     await _scan_notifications(sessions, ctx, at, summary.tally, batch_size)
     await _scan_actions(sessions, ctx, at, summary.tally, batch_size)
-    await _scan_recalls(sessions, ctx, summary.tally)
+    await _scan_visits(sessions, ctx, at, summary.tally, batch_size)
+    await _scan_recalls(sessions, ctx, at, summary.tally, batch_size)
+    # Last: what the passes above opened or resolved is not reminded of.
+    summary.tally.reminded.update(
+        await send_reminders(sessions, ctx, at, skip=frozenset(summary.tally.opened_ids))
+    )
     return summary
 
 
@@ -186,6 +196,55 @@ async def _scan_actions(
                 await apply(session, result, ctx, live=live[action_id], tally=tally)
 
 
+async def _scan_visits(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime, tally: Tally, size: int
+) -> None:
+    """Home visits (rules.visits): the nominals who may owe one by today + visit_reminder_days
+    (load.may_owe_visit, a superset), in pages by reference; then the live visit alerts of the
+    others, so that those no longer wanted resolve."""
+    settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
+    live = await _live_by(sessions, visits.KINDS, "visor_ref")
+    horizon = local_date(at, tz) + timedelta(days=settings.visit_reminder_days)
+    may_owe = load.may_owe_visit(horizon, settings.visit_every_days_by_risk)
+
+    async def evaluate(session: AsyncSession, refs: Sequence[str], known: dict[str, Any]) -> Page:
+        last = await load.last_visits(session, refs)
+        found = await load.histories(session, refs, tz)
+        page: Page = []
+        for ref in refs:
+            mine = live.pop(ref, [])
+            result = visits.evaluate(
+                known.get(ref), last.get(ref), found.get(ref, NO_HISTORY), mine, at, settings, tz
+            )
+            if result.opens or result.resolves:
+                page.append((result, mine))
+        return page
+
+    async def pages() -> AsyncGenerator[Page, None]:
+        after = ""
+        while True:
+            async with sessions() as session:
+                rows = (await (await session.connection()).execute(
+                    select(*load.NOMINAL_COLUMNS)
+                    .where(Nominal.visor_ref > after, may_owe)
+                    .order_by(Nominal.visor_ref)
+                    .limit(size)
+                )).all()
+                if not rows:
+                    return
+                batch = {n.visor_ref: n for n in (load.nominal_from_columns(tuple(r)) for r in rows)}
+                page = await evaluate(session, list(batch), batch)
+            yield page
+            after = rows[-1][0]
+
+    await _write_pages(sessions, ctx, tally, pages())
+    for part in load.chunks(sorted(live)):  # live alerts of nominals not read above
+        async with sessions() as session, session.begin():
+            known = await load.nominals(session, part)
+            for result, alerts in await evaluate(session, part, known):
+                await apply(session, result, ctx, live=alerts, tally=tally)
+
+
 Page = list[tuple[RuleResult, list[LiveAlert]]]
 
 
@@ -238,18 +297,44 @@ async def _write_pages(
 
 
 async def _scan_recalls(
-    sessions: async_sessionmaker[AsyncSession], ctx: Context, tally: Tally
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime, tally: Tally, size: int
 ) -> None:
-    """A safety net for events out of order: a live recall alert whose recall is recorded as
-    returned is resolved. (Recall alerts open only from the recall.issued event.)"""
+    """Every recall not returned keeps its `recall.unlawfully_at_large` open (rules.recall.at_large).
+    And a safety net for events out of order: a live recall alert whose recall is recorded as
+    returned is resolved. (recall.issued opens only from the recall.issued event.) Recalls are
+    few (thousands), read by id in pages; the not returned ones alone."""
+    settings = ctx.settings.triggers
     live = await _live_by(sessions, recall.KINDS, "subject")
-    subjects = sorted(live)
+    not_returned = or_(Recall.returned_at.is_(None), Recall.returned_at < Recall.issued_at)
+
+    async def pages() -> AsyncGenerator[Page, None]:
+        after = 0
+        while True:
+            async with sessions() as session:
+                rows = list((await session.scalars(
+                    select(Recall).where(not_returned, Recall.id > after).order_by(Recall.id).limit(size)
+                )).all())
+                if not rows:
+                    return
+                known = await load.nominals(session, sorted({r.visor_ref for r in rows}))
+            page: Page = []
+            for row in rows:
+                facts = load.recall_facts(row)
+                mine = live.pop(facts.event_id, [])
+                result = recall.at_large(facts, known.get(facts.visor_ref), mine, at, settings)
+                if result.opens or result.resolves:
+                    page.append((result, mine))
+            yield page
+            after = rows[-1].id
+
+    await _write_pages(sessions, ctx, tally, pages())
+    subjects = sorted(live)  # live recall alerts whose recall is returned (or not known)
     for part in load.chunks(subjects):
         async with sessions() as session, session.begin():
             recalls = await load.recalls_by_event(session, part)
             for subject in part:
                 r = recalls.get(subject)
-                if r is None or r.returned_at is None or r.returned_at < r.issued_at:
+                if r is None or r.returned_at is None or not recall.returned(r):
                     continue
                 result = recall.on_returned(r.returned_at, {subject: r.issued_at}, live[subject])
                 await apply(session, result, ctx, tally=tally)

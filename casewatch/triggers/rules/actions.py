@@ -1,6 +1,8 @@
 """Overdue actions (MAPP meeting and risk management plan actions): `action.due_soon` from
-action_reminder_days before the due date, `action.overdue` once the due day is over (high when
-action_very_overdue_days late), to the action's owner; both go when the action is done."""
+action_reminder_days before the due date, `action.overdue` once the due day is over, its severity
+stepping up with the days overdue (`action_overdue_severity`, default medium, high from day 28;
+a step up re-notifies: reconcile.apply), to the action's owner; both go when the action is done.
+An acknowledged overdue alert stays until then, and repeats (alerts.reminders)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from casewatch.model.alerts import AlertSpec, Severity
+from casewatch.model.alerts import AlertSpec, Severity, severity_for_days
 from casewatch.model.clocks import end_of_day, local_date, start_of_day
 from casewatch.model.facts import ActionFacts
 from casewatch.model.policy import TriggerPolicy
@@ -40,7 +42,8 @@ def wanted(
     if now >= overdue_at:
         late_days = (local_date(now, tz) - action.due_on).days
         kind = OVERDUE
-        severity = "high" if late_days >= settings.action_very_overdue_days else "medium"
+        # The steps say day 1 (config validation), and the due day is over: late_days >= 1.
+        severity = severity_for_days(late_days, settings.action_overdue_steps) or "medium"
         summary = f"Action {action.action_id} overdue: {where}"
         details["days_overdue"] = late_days
     elif now >= start_of_day(action.due_on - timedelta(days=settings.action_reminder_days), tz):

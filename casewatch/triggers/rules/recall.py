@@ -1,5 +1,11 @@
 """Recall: `recall.issued` (critical) opens when a licence is revoked and stays open until the
-nominal is returned to custody. Emergency recalls are marked as such, first in the summary."""
+nominal is returned to custody. Emergency recalls are marked as such, first in the summary.
+
+While a recall is not returned the nominal is unlawfully at large: the scan keeps
+`recall.unlawfully_at_large` (critical) live for it, and that alert repeats to the control room
+and the team (triggers.repeat_reminder_hours) whether or not anyone acknowledged it, until
+`recall.returned` (issue 15). A return opens `recall.risk_review_due` for the offender manager:
+a recall needs the risk assessment (the RMP, OASys) reviewed."""
 
 from __future__ import annotations
 
@@ -9,24 +15,45 @@ from datetime import datetime
 from casewatch.model.alerts import AlertSpec
 from casewatch.model.facts import NominalFacts, RecallFacts
 from casewatch.model.policy import TriggerPolicy
-from casewatch.model.results import LiveAlert, Resolution, RuleResult
+from casewatch.model.results import NOTHING, Desired, LiveAlert, Resolution, RuleResult
 
 ISSUED = "recall.issued"
-KINDS = (ISSUED,)
+AT_LARGE = "recall.unlawfully_at_large"
+RISK_REVIEW = "recall.risk_review_due"
+# The kinds a return resolves (a risk review is opened by it, and resolves by acknowledgement).
+KINDS = (ISSUED, AT_LARGE)
+
+
+def returned(recall: RecallFacts) -> bool:
+    """Back in custody: a return at or after the recall (one before it is an earlier custody)."""
+    return recall.returned_at is not None and recall.returned_at >= recall.issued_at
+
+
+def _team(nominal: NominalFacts | None, settings: TriggerPolicy) -> str:
+    return nominal.team if nominal is not None else settings.unmatched_team
+
+
+def _owner(nominal: NominalFacts | None) -> str | None:
+    return (nominal.offender_manager or None) if nominal is not None else None
+
+
+def _label(recall: RecallFacts) -> tuple[str, bool]:
+    emergency = recall.emergency or recall.recall_type == "emergency"
+    label = "EMERGENCY recall" if emergency else f"Recall ({recall.recall_type.replace('_', ' ')})"
+    return label, emergency
 
 
 def on_issued(
     recall: RecallFacts, nominal: NominalFacts | None, settings: TriggerPolicy
 ) -> RuleResult:
-    if recall.returned_at is not None and recall.returned_at >= recall.issued_at:
+    if returned(recall):
         return RuleResult()  # the return was heard of first: nobody is at large
-    emergency = recall.emergency or recall.recall_type == "emergency"
-    label = "EMERGENCY recall" if emergency else f"Recall ({recall.recall_type.replace('_', ' ')})"
+    label, emergency = _label(recall)
     return RuleResult((AlertSpec(
         kind=ISSUED, severity="critical", visor_ref=recall.visor_ref,
-        team=nominal.team if nominal is not None else settings.unmatched_team,
+        team=_team(nominal, settings),
         subject=recall.event_id,
-        owner=(nominal.offender_manager or None) if nominal is not None else None,
+        owner=_owner(nominal),
         summary=f"{label} issued: {recall.visor_ref}: find and arrest; at large until returned",
         details={
             "recall": recall.event_id, "recall_type": recall.recall_type, "emergency": emergency,
@@ -36,15 +63,65 @@ def on_issued(
     ),))
 
 
+def at_large(
+    recall: RecallFacts,
+    nominal: NominalFacts | None,
+    live: Sequence[LiveAlert],
+    now: datetime,
+    settings: TriggerPolicy,
+) -> RuleResult:
+    """The scan's view of one recall: `recall.unlawfully_at_large` wanted while it is issued (by
+    `now`) and not returned; a live one resolves once it is returned. `live`: the live alerts
+    whose subject is this recall's event id (other kinds are left alone)."""
+    mine = [a for a in live if a.kind == AT_LARGE]
+    if returned(recall):
+        return RuleResult(resolves=tuple(Resolution(a, "returned to custody") for a in mine))
+    if recall.issued_at > now:
+        return NOTHING  # a scan as of an earlier instant: not yet issued, and not over either
+    label, emergency = _label(recall)
+    desired = Desired()
+    desired.want(AlertSpec(
+        kind=AT_LARGE, severity="critical", visor_ref=recall.visor_ref, team=_team(nominal, settings),
+        subject=recall.event_id, owner=_owner(nominal),
+        summary=f"Unlawfully at large: {recall.visor_ref}: {label.lower()} issued "
+        f"{recall.issued_at.strftime('%Y-%m-%d %H:%M %Z')}, not returned to custody",
+        details={
+            "recall": recall.event_id, "recall_type": recall.recall_type, "emergency": emergency,
+            "issued_at": recall.issued_at.isoformat(),
+        },
+    ))
+    return desired.against(mine, "returned to custody")
+
+
+def risk_review(
+    recall: RecallFacts, nominal: NominalFacts | None, settings: TriggerPolicy
+) -> RuleResult:
+    """A returned recall: the offender manager reviews the risk assessment (issue 15; a recall
+    is one of the events that need an RMP/OASys review)."""
+    if not returned(recall):
+        return NOTHING
+    assert recall.returned_at is not None
+    return RuleResult((AlertSpec(
+        kind=RISK_REVIEW, severity="medium", visor_ref=recall.visor_ref, team=_team(nominal, settings),
+        subject=recall.event_id, owner=_owner(nominal),
+        summary=f"Review the risk assessment after the recall: {recall.visor_ref}, returned to "
+        f"custody {recall.returned_at.date().isoformat()}",
+        details={
+            "recall": recall.event_id, "recall_type": recall.recall_type,
+            "issued_at": recall.issued_at.isoformat(), "returned_at": recall.returned_at.isoformat(),
+        },
+    ),))
+
+
 def on_returned(
     returned_at: datetime, issued_at: Mapping[str, datetime], live: Sequence[LiveAlert]
 ) -> RuleResult:
-    """Resolve the live recall alerts of a nominal returned to custody. `issued_at` maps a recall
-    alert's subject (the recall event id) to when it was issued; a recall issued after this
-    return (events out of order) stays open."""
+    """Resolve the live recall alerts (issued, unlawfully at large) of a nominal returned to
+    custody. `issued_at` maps a recall alert's subject (the recall event id) to when it was
+    issued; a recall issued after this return (events out of order) stays open."""
     return RuleResult(resolves=tuple(
         Resolution(alert, "returned to custody")
         for alert in live
-        if alert.kind == ISSUED
+        if alert.kind in KINDS
         and (alert.subject not in issued_at or issued_at[alert.subject] <= returned_at)
     ))
