@@ -8,17 +8,19 @@ rows it writes.
   12 hours to the control room and the team while live, acknowledged or not, and resolves on
   `recall.returned`, which opens the offender manager's risk review (`recall.risk_review_due`);
 - overdue actions escalate in severity: medium from day 1, high from day 28
-  (`action_overdue_severity`), or from `action_very_overdue_days` where only that is set.
+  (`action_overdue_severity`), or from `action_very_overdue_days` where only that is set;
+- in Slack a reminder's thread reply is broadcast to the channel (an edit notifies nobody).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.lifecycle import acknowledge
 from casewatch.clock import FixedClock
@@ -26,8 +28,19 @@ from casewatch.delivery import render
 from casewatch.store.models import Alert, AuditEntry, Delivery
 from casewatch.triggers.scan import ScanSummary, run_scan
 from casewatch.wiring import Service
+from integrations.mail_sink import MailSink
+from tests.slack_standin import SlackStandIn
 from tests.support import envelope, nominal_data, service_client, signed_post
-from tests.test_delivery_support import setup_directory
+from tests.test_delivery_support import (
+    mail_fixture,  # noqa: F401 (the `mail` fixture)
+    make_ctx,
+    make_settings,
+    make_worker,
+    setup_directory,
+    slack_fixture,  # noqa: F401 (the `slack` fixture)
+)
+from tests.test_triggers_case_data import action as case_action
+from tests.test_triggers_case_data import nominal as case_nominal
 from tests.test_triggers_case_data import utc
 
 ACTION_REF = "VIS-TEST-0151"
@@ -248,3 +261,29 @@ async def test_action_very_overdue_days_alone_is_the_high_step(db_url: str) -> N
         summary = await _scan(service, clock, utc("2026-12-04T00:00:00Z"))  # day 14
         assert dict(summary.tally.raised) == {"action.overdue": 1}
         assert (await _alert(service, "action.overdue")).severity == "high"
+
+
+async def test_a_reminder_is_replied_in_the_thread_and_shown_in_the_channel(
+    sessions: async_sessionmaker[AsyncSession], slack: SlackStandIn, mail: MailSink
+) -> None:
+    """An edit of the first message notifies nobody: the reminder's thread reply is broadcast."""
+    settings = make_settings(slack_url=slack.url, smtp_port=mail.port, routing={"routes": {
+        "action.overdue": ["owner", "team_channel"],
+    }})
+    await setup_directory(sessions, settings)
+    async with sessions.begin() as s:
+        s.add(case_nominal(ACTION_REF, last_notification_on=date(2026, 11, 1)))
+        s.add(case_action("MAPP-151", ACTION_REF, date(2026, 11, 20)))
+    ctx = make_ctx(settings, DAY_1)
+    await run_scan(sessions, ctx)
+    worker, _ = make_worker(sessions, ctx)
+    await worker.run_until_idle()
+    seen = len(slack.calls)
+    later = make_ctx(settings, DAY_1 + timedelta(hours=72))
+    assert dict((await run_scan(sessions, later)).tally.reminded) == {"action.overdue": 1}
+    worker, _ = make_worker(sessions, later)
+    await worker.run_until_idle()
+    replies = [c for c in slack.calls[seen:] if c.method == "chat.postMessage"]
+    assert len(replies) == 2  # the owner's DM and the team channel
+    assert all(r.args.get("reply_broadcast") and r.args.get("thread_ts") for r in replies)
+    assert all(r.args["text"].startswith("Reminder: still outstanding after 3 days (A-") for r in replies)
