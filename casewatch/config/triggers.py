@@ -102,6 +102,11 @@ class TriggerSection(Section):
     # defaults: a kind left out does not repeat. In TOML: [triggers.repeat_reminder_hours] with
     # lines such as `"action.overdue" = 72`.
     repeat_reminder_hours: dict[str, int] = Field(default_factory=_repeat_hours)
+    # ACPO NPIA 2010 Guidance (2011 MAPPA inspection para 8.30): RMP actions reviewed at least
+    # every 16 weeks; a review is due this many weeks after the last (rules.rmp_review).
+    rmp_review_weeks: int = Field(16, ge=1, le=52)
+    # Local choice: remind the offender manager this many days before an RMP review falls due.
+    rmp_review_reminder_days: int = Field(14, ge=0, le=120)
     # Local choice (issue 15: home visits): the days between home visits by risk level, used when
     # the RMP sets no frequency (nominal.upsert visit_every_days). Since 2017 the plan sets it;
     # these are the older bands (domain.md; the 2005 joint inspection, Table 1, Forces B and E:
@@ -159,6 +164,12 @@ class TriggerSection(Section):
         ):
             return {1: "medium", self.action_very_overdue_days: "high"}
         return self.action_overdue_severity
+
+    @model_validator(mode="after")
+    def _rmp_reminder_inside_period(self) -> TriggerSection:
+        if self.rmp_review_reminder_days >= self.rmp_review_weeks * 7:
+            raise ValueError("triggers.rmp_review_reminder_days must be less than triggers.rmp_review_weeks")
+        return self
 
     @model_validator(mode="after")
     def _weekly_reminder_inside_week(self) -> TriggerSection:

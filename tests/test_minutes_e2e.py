@@ -1,0 +1,102 @@
+"""Issue 15, MAPP minutes and RMP reviews end to end on SQLite and PostgreSQL: signed events in
+through the real HTTP app, the scan as of chosen instants (`run_scan(at=...)`), and the alerts
+API showing exactly the expected `mappa.minutes_overdue` and `rmp.review_due` alerts.
+
+- ViSOR Standards (2011 MAPPA inspection para 8.21): minutes within 5 working days of a level 3
+  meeting, 10 of a level 2 one; Easter 2026 (Good Friday 3 April, Easter Monday 6 April) is not
+  counted; minutes put on ViSOR resolve the alert at once (dispatch);
+- ACPO NPIA 2010 Guidance (para 8.30): the RMP reviewed at least every 16 weeks, reminded 14
+  days ahead (low), overdue (medium); a review recorded resolves it at once; never reviewed: from
+  the newest level change (local choice), else nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from casewatch.clock import FixedClock
+from casewatch.triggers.scan import run_scan
+from tests.support import envelope, nominal_data, service_client, signed_get, signed_post
+from tests.test_triggers_case_data import utc
+
+LEVEL_3 = "VIS-TEST-0151"  # level 3 meeting 1 April: due 10 April; RMP reviewed 1 January: due 23 April
+LEVEL_2 = "VIS-TEST-0152"  # level 2 meeting 1 April: due 17 April; never reviewed, no level change
+CHANGED = "VIS-TEST-0153"  # never reviewed; level 1 -> 2 on 1 December 2025: review due 23 March
+KINDS = ("mappa.minutes_overdue", "rmp.review_due")
+
+
+def _upsert(ref: str, n: int, occurred: str, **data: Any) -> dict[str, Any]:
+    return envelope(
+        "nominal.upsert", nominal_data(**data), id=f"mins-{ref}-u{n}", visor_ref=ref, occurred_at=occurred
+    )
+
+
+def _event(event_type: str, ref: str, n: int, occurred: str, **data: Any) -> dict[str, Any]:
+    return envelope(event_type, data, id=f"mins-{ref}-{n}", visor_ref=ref, occurred_at=occurred)
+
+
+def _case_data() -> list[dict[str, Any]]:
+    return [
+        _upsert(LEVEL_3, 1, "2025-11-01T00:00:00Z", mappa_level=3),
+        _event("meeting.held", LEVEL_3, 1, "2026-04-01T15:00:00Z",
+               meeting_id="MAPP-TEST-3", held_on="2026-04-01", level=3),
+        _event("rmp.reviewed", LEVEL_3, 2, "2026-01-01T12:00:00Z", reviewed_on="2026-01-01"),
+        _upsert(LEVEL_2, 1, "2025-11-01T00:00:00Z", mappa_level=2),
+        _event("meeting.held", LEVEL_2, 1, "2026-04-01T15:00:00Z",
+               meeting_id="MAPP-TEST-2", held_on="2026-04-01", level=2),
+        _upsert(CHANGED, 1, "2025-11-01T00:00:00Z", mappa_level=1),
+        _upsert(CHANGED, 2, "2025-12-01T10:00:00Z", mappa_level=2),
+    ]
+
+
+async def _alerts(client: Any, state: str) -> list[tuple[str, str, str, str]]:
+    body = await (await signed_get(client, "/api/v1/alerts", params={"state": state})).json()
+    return sorted(
+        (a["kind"], a["visor_ref"], a["subject"], a["severity"]) for a in body["alerts"] if a["kind"] in KINDS
+    )
+
+
+async def test_minutes_and_reviews_end_to_end(db_url: str) -> None:
+    clock = FixedClock(utc("2026-04-10T12:00:00Z"))
+    async with service_client(db_url, clock=clock) as (service, client):
+        resp = await signed_post(client, "/api/v1/events", _case_data())
+        assert resp.status == 202, await resp.text()
+
+        # 10 April, midday: the level 3 minutes are due by the end of today; nothing overdue yet.
+        await run_scan(service.sessions, service.ctx, utc("2026-04-10T12:00:00Z"))
+        assert await _alerts(client, "open") == sorted([
+            ("rmp.review_due", LEVEL_3, "rmp:2026-04-23", "low"),  # reminded from 9 April
+            ("rmp.review_due", CHANGED, "rmp:2026-03-23", "medium"),  # from the level change
+        ])
+
+        # 11 April 00:30 BST (23:30 UTC on the 10th): the 10th is over.
+        summary = await run_scan(service.sessions, service.ctx, utc("2026-04-10T23:30:00Z"))
+        assert summary.tally.opened == {"mappa.minutes_overdue": 1}
+        assert await _alerts(client, "open") == sorted([
+            ("mappa.minutes_overdue", LEVEL_3, "MAPP-TEST-3", "high"),
+            ("rmp.review_due", LEVEL_3, "rmp:2026-04-23", "low"),
+            ("rmp.review_due", CHANGED, "rmp:2026-03-23", "medium"),
+        ])
+
+        # The minutes reach ViSOR and the plans are reviewed: resolved at once, by the events.
+        clock.set(utc("2026-04-14T09:00:00Z"))
+        resp = await signed_post(client, "/api/v1/events", [
+            _event("meeting.held", LEVEL_3, 3, "2026-04-14T09:00:00Z", meeting_id="MAPP-TEST-3",
+                   held_on="2026-04-01", level=3, minutes_on_visor_on="2026-04-14"),
+            _event("rmp.reviewed", LEVEL_3, 4, "2026-04-14T09:00:00Z", reviewed_on="2026-04-14"),
+            _event("rmp.reviewed", CHANGED, 1, "2026-04-14T09:00:00Z", reviewed_on="2026-04-13"),
+        ])
+        assert resp.status == 202, await resp.text()
+        assert await _alerts(client, "open") == []
+        assert await _alerts(client, "resolved") == sorted([
+            ("mappa.minutes_overdue", LEVEL_3, "MAPP-TEST-3", "high"),
+            ("rmp.review_due", LEVEL_3, "rmp:2026-04-23", "low"),
+            ("rmp.review_due", CHANGED, "rmp:2026-03-23", "medium"),
+        ])
+
+        # 18 April: the level 2 minutes (due Friday 17 April, Easter not counted) are overdue.
+        at = utc("2026-04-18T08:00:00Z")
+        await run_scan(service.sessions, service.ctx, at)
+        assert await _alerts(client, "open") == [("mappa.minutes_overdue", LEVEL_2, "MAPP-TEST-2", "medium")]
+        again = await run_scan(service.sessions, service.ctx, at)
+        assert not again.tally.opened and not again.tally.resolved
