@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, func, literal, null, or_, select, union_all
+from sqlalchemy import ColumnElement, Date, case, func, literal, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -492,6 +492,39 @@ async def last_rmp_reviews(session: AsyncSession, visor_refs: Sequence[str]) -> 
 async def last_visits(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, date]:
     """Each nominal's newest visit.recorded `visited_on`; nominals never visited are left out."""
     return await _newest(session, Visit.visor_ref, Visit.visited_on, visor_refs)
+
+
+# The frequencies (days) may_owe_visit steps through for an RMP's visit_every_days (1-730).
+_VISIT_STEPS = (1, 7, 14, 28, 30, 42, 56, 60, 84, 90, 120, 180, 270, 365, 548, 730)
+
+
+def may_owe_visit(horizon: date, every_by_risk: Mapping[str, int]) -> ColumnElement[bool]:
+    """A nominal who may owe a home visit by `horizon` (today + visit_reminder_days; rules.visits).
+    A superset: the rule decides (custody, the notification period). A nominal with a frequency
+    `every` owes one by the horizon when last visit + every <= horizon, so when last visit <=
+    horizon - every. For a risk band, `every` is that band's, exactly; for an RMP's own
+    visit_every_days the test uses the largest step s <= every (_VISIT_STEPS starts at the
+    event's minimum, 1), and horizon - every <= horizon - s: never too few. A nominal never
+    visited counts from the later of its relevant and release dates, the same way."""
+    last = select(func.max(Visit.visited_on)).where(Visit.visor_ref == Nominal.visor_ref).scalar_subquery()
+    every = Nominal.visit_every_days
+    whens: list[tuple[ColumnElement[bool], ColumnElement[date]]] = [
+        (every.is_(None) & (Nominal.risk_level == level), literal(horizon - timedelta(days=days), Date))
+        for level, days in sorted(every_by_risk.items())
+    ]
+    whens.extend(
+        (every >= step, literal(horizon - timedelta(days=step), Date)) for step in reversed(_VISIT_STEPS)
+    )
+    has_frequency = every.is_not(None) | Nominal.risk_level.in_(sorted(every_by_risk))
+    latest = case(*whens, else_=null())
+    relevant, release = Nominal.relevant_date, Nominal.release_date
+    never = (
+        last.is_(None)
+        & (relevant.is_not(None) | release.is_not(None))
+        & (relevant.is_(None) | (relevant <= latest))
+        & (release.is_(None) | (release <= latest))
+    )
+    return (Nominal.registered.is_(True) | every.is_not(None)) & has_frequency & (never | (last <= latest))
 
 
 _ORDER_COLUMNS = (
