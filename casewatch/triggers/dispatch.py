@@ -65,6 +65,7 @@ from casewatch.triggers.rules import (
     border_travel,
     mappa_level,
     notifications,
+    orders,
     recall,
     travel_notice,
 )
@@ -185,10 +186,29 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
             # cancelled trip matches no later check (rules.border_travel) and is flagged no
             # further, but what it already matched or flagged stays for a person to look at
             pass
-        case MeetingHeld() | RmpReviewed() | OrderUpsert():
+        case OrderUpsert() as data:
+            await _order(session, env.visor_ref, data.order_id, ctx, tally)
+        case MeetingHeld() | RmpReviewed():
             pass
         case _:
             assert_never(env.data)
+
+
+async def _order(session: AsyncSession, visor_ref: str, order_id: str, ctx: Context, tally: _Run) -> None:
+    """An order discharged, expired or renewed resolves its `order.expiring` (rules.orders);
+    resolve only: the alert opens on a scan."""
+    live = [
+        a for a in await _live(session, ctx, tally, orders.KINDS, visor_ref=visor_ref)
+        if orders.order_id_of(a.subject) == order_id
+    ]
+    if not live:
+        return
+    recorded = (await load.orders(session, [visor_ref])).get(visor_ref, [])
+    order = next((o for o in recorded if o.order_id == order_id), None)
+    result = orders.evaluate(
+        order, await tally.nominal(session, visor_ref), live, ctx.clock.now(), ctx.settings.triggers, _tz(ctx)
+    )
+    await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
 
 
 def _tz(ctx: Context) -> ZoneInfo:

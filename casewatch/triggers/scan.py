@@ -31,12 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.alerts.reminders import send_reminders
 from casewatch.context import Context
 from casewatch.model.clocks import local_date
-from casewatch.model.facts import NotificationHistory
+from casewatch.model.facts import NotificationHistory, OrderFacts
 from casewatch.model.results import LiveAlert, RuleResult
-from casewatch.store.models import Action, Nominal, Officer, Recall
+from casewatch.store.models import Action, Nominal, Officer, Order, Recall
 from casewatch.triggers import load
 from casewatch.triggers.reconcile import Tally, apply
-from casewatch.triggers.rules import actions, notifications, recall, visits
+from casewatch.triggers.rules import actions, notifications, orders, recall, visits
 
 BATCH = 2000
 # Concurrent page writers on PostgreSQL (see _write_pages).
@@ -77,6 +77,7 @@ async def run_scan(
     await _scan_actions(sessions, ctx, at, summary.tally, batch_size)
     await _scan_visits(sessions, ctx, at, summary.tally, batch_size)
     await _scan_recalls(sessions, ctx, at, summary.tally, batch_size)
+    await _scan_orders(sessions, ctx, at, summary.tally, batch_size)
     # Last: what the passes above opened or resolved is not reminded of.
     summary.tally.reminded.update(
         await send_reminders(sessions, ctx, at, skip=frozenset(summary.tally.opened_ids))
@@ -338,6 +339,61 @@ async def _scan_recalls(
                     continue
                 result = recall.on_returned(r.returned_at, {subject: r.issued_at}, live[subject])
                 await apply(session, result, ctx, tally=tally)
+
+
+_ORDER_COLUMNS = (
+    Order.id, Order.order_id, Order.visor_ref, Order.kind, Order.made_on, Order.expires_on, Order.status,
+)
+
+
+async def _scan_orders(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime, tally: Tally, size: int
+) -> None:
+    """`order.expiring` (rules.orders): the active orders expiring from today to today +
+    order_expiry_notice_days (the rule's window, in SQL), read by id in pages; then the live
+    alerts whose order was not read (discharged, expired, renewed, past its day, gone) are
+    evaluated, so that they resolve. Orders are few (thousands)."""
+    settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
+    today = local_date(at, tz)
+    horizon = today + timedelta(days=settings.order_expiry_notice_days)
+    live: dict[tuple[str, str], list[LiveAlert]] = defaultdict(list)
+    async with sessions() as session:
+        for alert in await load.live_alerts(session, orders.KINDS):
+            live[(alert.visor_ref, orders.order_id_of(alert.subject))].append(alert)
+    due = (Order.status == "active") & (Order.expires_on >= today) & (Order.expires_on <= horizon)
+
+    async def pages() -> AsyncGenerator[Page, None]:
+        after = 0
+        while True:
+            async with sessions() as session:
+                rows = (await (await session.connection()).execute(
+                    select(*_ORDER_COLUMNS).where(due, Order.id > after).order_by(Order.id).limit(size)
+                )).all()
+                if not rows:
+                    return
+                known = await load.nominals(session, sorted({r.visor_ref for r in rows}))
+            page: Page = []
+            for _id, order_id, visor_ref, kind, made_on, expires_on, status in rows:
+                order = OrderFacts(order_id, visor_ref, kind, made_on, expires_on, status)
+                mine = live.pop((visor_ref, order_id), [])
+                result = orders.evaluate(order, known.get(visor_ref), mine, at, settings, tz)
+                if result.opens or result.resolves:
+                    page.append((result, mine))
+            yield page
+            after = rows[-1].id
+
+    await _write_pages(sessions, ctx, tally, pages())
+    leftover = sorted(live)
+    for start in range(0, len(leftover), load.CHUNK):
+        part = leftover[start : start + load.CHUNK]
+        refs = sorted({ref for ref, _ in part})
+        async with sessions() as session, session.begin():
+            known = await load.nominals(session, refs)
+            found = await load.orders(session, refs)
+            for ref, order_id in part:
+                order = next((o for o in found.get(ref, ()) if o.order_id == order_id), None)
+                result = orders.evaluate(order, known.get(ref), live[(ref, order_id)], at, settings, tz)
+                await apply(session, result, ctx, live=live[(ref, order_id)], tally=tally)
 
 
 __all__ = ["ScanSummary", "run_scan"]
