@@ -25,6 +25,7 @@ from casewatch.model.facts import (
     NotificationHistory,
     OrderFacts,
     RecallFacts,
+    RiskChangeFacts,
     TravelFacts,
 )
 from casewatch.triggers.rules import (
@@ -34,13 +35,16 @@ from casewatch.triggers.rules import (
     notifications,
     orders,
     recall,
+    risk,
     travel_notice,
 )
 from tests.test_delivery_support import make_settings
 
 TZ = ZoneInfo("Europe/London")
 POLICY = TriggerSection()
-RULES = ("actions", "border_travel", "mappa_level", "notifications", "orders", "recall", "travel_notice")
+RULES = (
+    "actions", "border_travel", "mappa_level", "notifications", "orders", "recall", "risk", "travel_notice",
+)
 
 
 def opened_kinds() -> set[str]:
@@ -50,6 +54,7 @@ def opened_kinds() -> set[str]:
 
     rules = {*actions.KINDS, *border_travel.KINDS, *mappa_level.KINDS, *notifications.KINDS, *recall.KINDS}
     rules.add(recall.RISK_REVIEW)
+    rules.update(risk.KINDS)
     rules.update(orders.KINDS)
     return rules | {travel_notice.LATE_NOTICE, notifications.LATE, DELIVERY_FAILED, STALE_KIND}
 
@@ -148,6 +153,10 @@ def _rule_opens() -> list[AlertSpec]:
     opens += recall.risk_review(back, nominal, POLICY).opens
     order = OrderFacts("o1", "VS-1", "shpo", date(2021, 1, 1), today + timedelta(days=30), "active")
     opens += orders.evaluate(order, nominal, [], now, POLICY, TZ).opens
+    # A risk level up or down, a category changed alone; a move of a low and a high risk nominal.
+    for old, new, area in (("low", "high", "N2"), ("high", "low", "N1"), (None, None, "N2")):
+        moved = RiskChangeFacts("rc1", "VS-1", old, new, "1", "2", "N1", area, now)
+        opens += risk.evaluate(moved, nominal, POLICY).opens
     # An overdue action's severity by days overdue (every step a policy may set).
     steps = TriggerSection(action_overdue_severity={1: "low", 2: "medium", 3: "high", 28: "critical"})
     for late in (1, 2, 3, 28):

@@ -11,7 +11,9 @@ Receivers (the names a route or an escalation step may use):
   control_room   the control-room Slack channel (`control_room_channel`) and, if set, the
                  control-room email address (`control_room_email`)
   npt            the neighbourhood policing team channel for the nominal's area
-                 (teams[].npt_channels maps neighbourhood code -> Slack channel id)
+                 (teams[].npt_channels maps neighbourhood code -> Slack channel id); for a
+                 move (area.moved_out, area.moved_in) the old or the new area's, with no
+                 personal data
   admins         every officer with the role "admin" (as `owner`: DM or email per `owner_via`);
                  system alerts such as system.job_stale go to them
 

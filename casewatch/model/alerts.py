@@ -244,6 +244,32 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "subject), or no longer on record; or the expiry day is over (local time)",
     ),
     AlertKind(
+        "risk.changed", ("medium", "high"), ("team_channel", "owner", "npt"),
+        "a changed `risk_level` or MAPPA `category` in `nominal.upsert` (a known nominal's; the "
+        "history is the risk_changes table), with from/to and the direction; the 2005 joint "
+        "inspection found risk changes not passed on in 17 of 40 cases (para 9.10)",
+        _CHANGE_EVENT, "acknowledged",
+        severity_rule="high when the risk level rises (low < medium < high < very high); else "
+        "medium: a fall, or a category changed alone (categories are eligibility routes, not a "
+        "scale: local choice)",
+    ),
+    AlertKind(
+        "area.moved_out", ("low", "medium"), ("npt",),
+        "a changed `area` in `nominal.upsert`: the neighbourhood team of the old area is told, "
+        "with the ViSOR reference only (no address, no personal data: issue 15)",
+        _CHANGE_EVENT, "acknowledged (told for information: never escalates)",
+        severity_rule="medium for a nominal at high or very high risk, else low (local choice)",
+        escalates=False,
+    ),
+    AlertKind(
+        "area.moved_in", ("low", "medium"), ("npt",),
+        "a changed `area` in `nominal.upsert`: the neighbourhood team of the new area is told, "
+        "with the ViSOR reference only (no address, no personal data: issue 15)",
+        _CHANGE_EVENT, "acknowledged (told for information: never escalates)",
+        severity_rule="medium for a nominal at high or very high risk, else low (local choice)",
+        escalates=False,
+    ),
+    AlertKind(
         # The admins fix a stale job; the team's supervisors could not.
         "system.job_stale", ("high",), ("admins",),
         "a scheduled job has not succeeded for its period plus `schedules.stale_after_seconds`",
@@ -281,3 +307,8 @@ class AlertSpec:
 
 def live_key(kind: str, visor_ref: str, subject: str) -> str:
     return f"{kind}|{visor_ref}|{subject}"
+
+
+# An AlertSpec.details key: the neighbourhood whose NPT an `npt` receiver means for this alert (a
+# move: rules.risk), instead of the nominal's area; told without personal data (routing).
+NPT_AREA = "npt_area"

@@ -2,6 +2,10 @@
 
 Only configured addresses are ever produced: team channels, SPOC and supervisor inboxes and
 officer emails from the configuration, the control room, NPT channels.
+
+`npt` means the NPT of the nominal's area, except for an alert whose details name the area
+(model.alerts.NPT_AREA: a move, rules.risk): that area's NPT, in whichever team's configuration
+maps it (the alert's team first), told without personal data whatever personal_data_targets says.
 """
 
 from __future__ import annotations
@@ -10,10 +14,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from casewatch.config import Settings
 from casewatch.config.sections import OfficerSection, TeamSection
+from casewatch.model.alerts import NPT_AREA
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +103,8 @@ class AlertFacts(Protocol):
     def resolved_reason(self) -> str | None: ...
     @property
     def escalation_step(self) -> int: ...
+    @property
+    def details(self) -> Mapping[str, Any]: ...
 
 
 class NominalPlace(Protocol):
@@ -192,10 +199,29 @@ def _resolve_one(
     if name == "supervisors":
         return [_email(f"supervisors:{team.id}", a, settings) for a in team.supervisor_emails]
     if name == "npt":
+        return _npt(alert, team, nominal, settings, chat, directory)
+    raise ValueError(f"unknown receiver {name!r}")  # config validation makes this unreachable
+
+
+def _npt(
+    alert: AlertFacts,
+    team: TeamSection,
+    nominal: NominalPlace | None,
+    settings: Settings,
+    chat: bool,
+    directory: Directory,
+) -> list[Target]:
+    named = (alert.details or {}).get(NPT_AREA)
+    if not isinstance(named, str) or not named:
         area = nominal.area if nominal else ""
         channel = team.npt_channels.get(area, "")
         return [_slack(f"npt:{team.id}:{area}", channel, settings)] if channel and chat else []
-    raise ValueError(f"unknown receiver {name!r}")  # config validation makes this unreachable
+    # A move: the area may be another team's (a nominal who moved across teams).
+    for owner in (team, *directory.teams.values()):
+        channel = owner.npt_channels.get(named, "")
+        if channel:
+            return [Target(f"npt:{owner.id}:{named}", "slack", channel)] if chat else []
+    return []
 
 
 def _officer_targets(name: str, officer: OfficerSection, settings: Settings, chat: bool) -> list[Target]:

@@ -67,6 +67,7 @@ from casewatch.triggers.rules import (
     notifications,
     orders,
     recall,
+    risk,
     travel_notice,
 )
 
@@ -154,6 +155,8 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
         await _level_change(session, item, ctx, tally)
     if item.rationale_for is not None:
         await _rationale_given(session, item.rationale_for, ctx, tally)
+    if item.risk_change is not None:  # a nominal.upsert's new risk level, category or area
+        await _risk_change(session, item, ctx, tally)
     env = item.envelope
     match env.data:
         case BorderAlert() as data:
@@ -304,6 +307,14 @@ async def _level_change(session: AsyncSession, item: Applied, ctx: Context, tall
     )
     nominal = await tally.nominal(session, row.visor_ref)
     result = mappa_level.evaluate(change, nominal, ctx.settings.triggers, _tz(ctx))
+    await apply(session, result, ctx, event_id=item.envelope.id, tally=tally, defer=True)
+
+
+async def _risk_change(session: AsyncSession, item: Applied, ctx: Context, tally: _Run) -> None:
+    row = item.risk_change
+    assert row is not None
+    nominal = await tally.nominal(session, row.visor_ref)
+    result = risk.evaluate(load.risk_change_facts(row), nominal, ctx.settings.triggers)
     await apply(session, result, ctx, event_id=item.envelope.id, tally=tally, defer=True)
 
 
