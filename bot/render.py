@@ -23,7 +23,9 @@ from casewatch.lookup import (
     TasksView,
 )
 from casewatch.lookup.home import HomeView
+from casewatch.lookup.views import OrderView, PersonalView
 from casewatch.safe_text import clip, mrkdwn
+from casewatch.triggers.rules.orders import ORDER_KINDS
 
 Message = dict[str, Any]
 
@@ -163,26 +165,100 @@ def _notification_text(view: FlagsView) -> str:
     return f"Registered \u00b7 next notification due {day(due.due_on)} ({esc(due.kind)}){nfa}"
 
 
+def _visit_text(view: FlagsView) -> str:
+    last = day(view.last_visit_on) if view.last_visit_on is not None else "none on record"
+    due = view.next_visit_due
+    return f"Last {last} \u00b7 next due {day(due) if due is not None else 'none owed'}"
+
+
+# Open alerts that say the person may be breaching a requirement now: a notification missed
+# (SOA 2003 s.91(1)(a)) or travel not notified (s.86, s.91(1)(a)).
+BREACH_KINDS = ("notification.missed", "travel.unnotified")
+_SECTION_CHARS = 3000
+_LINE_CHARS = 2000
+
+
+def _risk_line(view: FlagsView) -> str:
+    """Is this person dangerous: risk, MAPPA category and level, in one line."""
+    risk = esc(view.risk_level.replace("_", " ").capitalize())
+    icon = ":warning: " if view.risk_level in ("high", "very_high") or view.mappa_level == 3 else ""
+    level = f"MAPPA level {view.mappa_level}" if view.mappa_level else "no MAPPA level"
+    return f"{icon}*Risk: {risk}*{DOT}Category {esc(view.category)}{DOT}{level}"
+
+
+def _breach_line(view: FlagsView) -> str | None:
+    """Breaching a requirement right now, as far as casewatch knows: its open breach alerts."""
+    breaches = [a for a in view.open_alerts if a.kind in BREACH_KINDS]
+    if not breaches:
+        return None
+    listed = ", ".join(f"{esc(a.kind)} ({esc(a.severity)}) `{esc(a.alert_id)}`" for a in breaches[:5])
+    more = f" and {len(breaches) - 5} more" if len(breaches) > 5 else ""
+    return f":no_entry: *Possible breach:* {listed}{more}"
+
+
+def _order_lines(order: OrderView) -> list[str]:
+    label = ORDER_KINDS.get(order.kind, order.kind)
+    until = f"expires {day(order.expires_on)}" if order.expires_on else "until further order"
+    lines = [f"\u2022 `{esc(order.order_id)}` *{esc(label)}*{DOT}made {day(order.made_on)}{DOT}{until}"]
+    lines += [f"    \u2013 {esc(p)}" for p in order.prohibitions] or ["    \u2013 no prohibitions recorded"]
+    return lines
+
+
+def _personal_lines(personal: PersonalView) -> list[str]:
+    """Where they live and what they must not do, as it bears on an incident: the address, the
+    exclusion zones, the court orders in force and their prohibitions, the licence conditions."""
+    lines = ["*Home address*", esc(personal.home_address) if personal.home_address else "not recorded"]
+    if personal.exclusion_zones:
+        lines += ["*Exclusion zones*", *(f"\u2022 {esc(z)}" for z in personal.exclusion_zones)]
+    lines.append("*Court orders in force*")
+    if personal.orders:
+        for order in personal.orders:
+            lines += _order_lines(order)
+    else:
+        lines.append("none on record")
+    if personal.licence_conditions:
+        lines += ["*Licence conditions*", *(f"\u2022 {esc(c)}" for c in personal.licence_conditions)]
+    return lines
+
+
+def _packed(lines: list[str], max_blocks: int) -> list[dict[str, Any]]:
+    """`lines` in as few sections as Slack's 3,000 characters a section allow, at most `max_blocks`;
+    what does not fit is counted, never silently dropped."""
+    texts: list[str] = []
+    current = ""
+    for line in (_clip(line, _LINE_CHARS) for line in lines):
+        if current and len(current) + 1 + len(line) > _SECTION_CHARS:
+            texts.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        texts.append(current)
+    if len(texts) > max_blocks:
+        left = sum(text.count("\n") + 1 for text in texts[max_blocks - 1 :])
+        texts = [*texts[: max_blocks - 1], f"_\u2026 {left} more lines: see ViSOR._"]
+    return [_section(text) for text in texts]
+
+
 def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
+    """The /flags answer (ephemeral: only the requester sees it). The first lines answer "is this
+    person wanted, dangerous or breaching a condition right now": the recall banner (unlawfully
+    at large), the identity, risk and MAPPA, any open breach alert, the warning markers. Then
+    the description, the personal part for cleared roles (address, zones, orders and their
+    prohibitions, licence conditions), notification, licence, visits, who manages them, alerts."""
+    blocks: list[dict[str, Any]] = []
+    if view.licence.recalled:
+        blocks.append(_section(_recall_banner(view, zone)))
     name = f"{esc(view.surname.upper())}, {esc(view.forenames)}"
     header = f"*{esc(view.visor_ref)}* \u00b7 {name} \u00b7 born {day(view.date_of_birth)}"
     if view.pnc_id:
         header += f" \u00b7 PNC {esc(view.pnc_id)}"
-    blocks: list[dict[str, Any]] = [_section(header)]
+    blocks.append(_section(f"{header}\n{_risk_line(view)}"))
     if view.matched_alias is not None:
         blocks.append(_context(_alias_note(view.matched_alias)))
-    if view.licence.recalled:
-        blocks.append(_section(_recall_banner(view, zone)))
-    level = f"MAPPA level {view.mappa_level}" if view.mappa_level else "no MAPPA level"
-    fields = [
-        f"*Category / level*\nCategory {esc(view.category)} \u00b7 {level}",
-        f"*Risk*\n{esc(view.risk_level.replace('_', ' ').capitalize())}",
-        f"*Notification*\n{_notification_text(view)}",
-        f"*Licence*\n{_licence_text(view, zone)}",
-        f"*Lead agency*\n{esc(view.lead_agency)} \u00b7 team {esc(view.team)}",
-        f"*Offender manager*\n{_officer(view.offender_manager)}",
-    ]
-    blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 2000)} for f in fields]})
+    breach = _breach_line(view)
+    if breach is not None:
+        blocks.append(_section(breach))
     if view.markers:
         lines = [
             f"\u2022 `{esc(m.code)}` {esc(m.label)}" + ("  :lock: _restricted_" if m.restricted else "")
@@ -191,20 +267,39 @@ def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
         blocks.append(_section("*Markers*\n" + "\n".join(lines)))
     else:
         blocks.append(_section("*Markers*\nnone you may see"))
+    if view.description:
+        blocks.append(_section(f"*Description*\n{esc(view.description)}"))
+    fields = [
+        f"*Notification*\n{_notification_text(view)}",
+        f"*Licence*\n{_licence_text(view, zone)}",
+        f"*Home visits*\n{_visit_text(view)}",
+        f"*Lead agency*\n{esc(view.lead_agency)} \u00b7 team {esc(view.team)}",
+        f"*Offender manager*\n{_officer(view.offender_manager)}",
+    ]
+    tail: list[dict[str, Any]] = [
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": _clip(f, 2000)} for f in fields]},
+    ]
     if view.open_alerts:
-        blocks.append(_section("*Open alerts*\n" + "\n".join(_alert_line(a, zone) for a in view.open_alerts)))
+        tail.append(_section("*Open alerts*\n" + "\n".join(_alert_line(a, zone) for a in view.open_alerts)))
     else:
-        blocks.append(_section("*Open alerts*\nnone"))
+        tail.append(_section("*Open alerts*\nnone"))
     note = (
         "Restricted markers included (your role is cleared for them)."
         if view.restricted_included
         else "Restricted markers are shown only to cleared roles."
     )
-    blocks.append(_context(f"{note} This lookup is audited."))
+    if view.personal is None:
+        note += (
+            " Home address, licence conditions, exclusion zones and court orders are shown only to "
+            "cleared roles."
+        )
+    tail.append(_context(f"{note} This lookup is audited."))
+    if view.personal is not None:
+        blocks += _packed(_personal_lines(view.personal), 50 - len(blocks) - len(tail))
     fallback = f"Flags for {esc(view.visor_ref)}"
     if view.licence.recalled:
-        fallback += ": RECALLED / UNLAWFULLY AT LARGE"
-    return {"text": fallback, "blocks": blocks[:50]}
+        fallback = f"RECALLED / UNLAWFULLY AT LARGE: flags for {esc(view.visor_ref)}"
+    return {"text": fallback, "blocks": [*blocks, *tail][:50]}
 
 
 def candidates_message(outcome: Several) -> Message:

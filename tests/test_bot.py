@@ -386,8 +386,8 @@ async def test_flags_recalled_nominal_is_shown_unlawfully_at_large(bot: Bot) -> 
     assert "RECALLED / UNLAWFULLY AT LARGE" in text
     assert "emergency recall" in text and "issued 20/11/2026 08:00" in text
     assert "UNLAWFULLY AT LARGE" in answer["text"]  # also in the notification fallback
-    # It comes straight after the name, before anything else.
-    assert answer["blocks"][1]["text"]["text"].startswith(":rotating_light: *RECALLED")
+    # It is the first line, before the name and anything else.
+    assert answer["blocks"][0]["text"]["text"].startswith(":rotating_light: *RECALLED")
     [entry] = await bot.audit("flags.lookup")
     assert entry.details["unlawfully_at_large"] is True
 

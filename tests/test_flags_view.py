@@ -243,7 +243,7 @@ async def test_several_and_the_audit_rows(store: tuple[Context, Any]) -> None:
         "roles": ["spoc"], "query_kind": "identifier", "outcome": "found", "visor_refs_shown": ["VS-F0001"],
         "restricted_markers_shown": True, "restricted_markers_shown_count": 2, "markers_shown": 4,
         "alerts_shown": [held["alerts"]["high"], held["alerts"]["low"], held["alerts"]["acked"]],
-        "unlawfully_at_large": True,
+        "unlawfully_at_large": True, "personal_data_shown": True,
     }
 
 

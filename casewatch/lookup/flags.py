@@ -2,19 +2,27 @@
 what an officer needs at once, limited to what the requester may see. Every lookup is audited.
 
 A lookup by reference is one statement: the nominal's columns, its offender manager (a join),
-notification history, latest recall, markers and live alerts (subqueries, the lists as JSON) come
-back in one row; a lookup by surname is one more when it finds exactly one. A registered nominal
-with custody, detected changes, a recall return or border checks on record needs the rest of the
-notification facts (triggers.load.history, the rule's own), so that the next notification shown
-is the one the alerts work from: a few more statements, for those nominals only. The statements are
+notification history, latest recall, last home visit, markers and live alerts (subqueries, the
+lists as JSON) come back in one row; a lookup by surname is one more when it finds exactly one. A
+registered nominal (or one whose RMP sets a visit frequency) with custody, detected changes, a
+recall return or border checks on record needs the rest of the notification facts
+(triggers.load.history, the rules' own), so that the next notification and home visit shown are
+the ones the alerts work from: a few more statements, for those nominals only. The statements are
 built once and run on the session's connection as Core: this is the busiest query a person waits
 on, and the ORM's per-statement work was most of its CPU.
+
+The personal part (home address, licence conditions, exclusion zones, active court orders and
+their prohibitions: issue 15) is in the same statement for a requester cleared for it (the roles
+cleared for restricted markers, access.DEFAULT_CLEARED_ROLES); for anyone else it is not even read
+(NULLs in its place). The audit entry says whether it was shown, never what it says.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +36,7 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
+    null,
     or_,
     select,
 )
@@ -46,6 +55,8 @@ from casewatch.lookup.views import (
     LicenceView,
     MarkerView,
     OfficerContact,
+    OrderView,
+    PersonalView,
 )
 from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
 from casewatch.model.clocks import local_date
@@ -60,9 +71,12 @@ from casewatch.store.models import (
     NominalAlias,
     NotificationReceived,
     Officer,
+    Order,
     Recall,
+    Visit,
 )
 from casewatch.triggers import load
+from casewatch.triggers.rules import visits
 
 CANDIDATE_LIMIT = 10
 
@@ -125,6 +139,8 @@ _AL = _TABLES[NominalAlias.__tablename__].c
 _DET = _TABLES[Detention.__tablename__].c
 _CHG = _TABLES[ChangeDetection.__tablename__].c
 _BC = _TABLES[BorderCheck.__tablename__].c
+_V = _TABLES[Visit.__tablename__].c
+_OR = _TABLES[Order.__tablename__].c
 
 _ALERT_COLUMNS = (
     _A.id, _A.kind, _A.severity, _A.state, _A.visor_ref, _A.team, _A.summary, _A.owner, _A.due_at,
@@ -158,22 +174,43 @@ def _view_select(cleared: bool) -> Select[Any]:
     )
     live = _A.state.in_(_constants(LIVE_STATES))
     alerts = select(json_rows(_ALERT_COLUMNS)).where(_A.visor_ref == _N.visor_ref, live)
+    personal = _personal_columns(cleared)
     return (
         select(
             _N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth, _N.pnc_id, _N.category,
             _N.mappa_level, _N.risk_level, _N.registered, _N.no_fixed_abode, _N.lead_agency, _N.team,
             _N.offender_manager, _N.area, _N.on_licence, _N.licence_expiry, _N.release_date,
-            _N.last_notification_on, _N.relevant_date, _N.notification_ends_on,
+            _N.last_notification_on, _N.relevant_date, _N.notification_ends_on, _N.visit_every_days,
             _O.id.label("om_id"), _O.name.label("om_name"), _O.email.label("om_email"),
             _O.slack_user_id.label("om_slack_user_id"), _O.team.label("om_team"),
             select(func.max(full)).where(same_nominal).scalar_subquery().label("last_full_on"),
             more_facts.label("more_facts"),
+            select(func.max(_V.visited_on)).where(_V.visor_ref == _N.visor_ref).scalar_subquery()
+            .label("last_visit_on"),
             recall.scalar_subquery().label("recall"),
             markers.scalar_subquery().label("markers"),
             alerts.scalar_subquery().label("alerts"),
+            _N.description,
+            *personal,
         )
         .select_from(_NOMINALS)
         .outerjoin(_OFFICERS, and_(_O.id == _N.offender_manager, _N.offender_manager != _sql_string("")))
+    )
+
+
+def _personal_columns(cleared: bool) -> tuple[Any, ...]:
+    """The home address, licence conditions, exclusion zones and active court orders (the list as
+    JSON) for a requester cleared for them; NULLs in their place otherwise, so that personal data
+    a requester may not see is never even read."""
+    names = ("home_address", "licence_conditions", "exclusion_zones", "orders")
+    if not cleared:
+        return tuple(null().label(name) for name in names)
+    orders = select(
+        json_rows((_OR.order_id, _OR.kind, _OR.made_on, _OR.expires_on, _OR.prohibitions))
+    ).where(_OR.visor_ref == _N.visor_ref, _OR.status == _sql_string("active"))
+    return (
+        _N.home_address, _N.licence_conditions, _N.exclusion_zones,
+        orders.scalar_subquery().label("orders"),
     )
 
 
@@ -291,6 +328,35 @@ def _contact(row: Row[Any]) -> OfficerContact:
     return OfficerContact(row.om_id, row.om_name, row.om_email, row.om_slack_user_id or "", row.om_team)
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    """A JSON list of strings as read back: a list (a JSON column, or PostgreSQL's nested JSON), or
+    its text (SQLite's json_array takes a JSON column's stored text as a string)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(str(v) for v in value or ())
+
+
+def _order(values: Sequence[Any]) -> OrderView:
+    order_id, kind, made_on, expires_on, prohibitions = values
+    return OrderView(
+        order_id=str(order_id), kind=str(kind), made_on=date.fromisoformat(str(made_on)),
+        expires_on=date.fromisoformat(str(expires_on)) if expires_on is not None else None,
+        prohibitions=_strings(prohibitions),
+    )
+
+
+def _personal(row: Row[Any], today: date) -> PersonalView:
+    """The personal part, for a cleared requester. An order recorded active whose expiry date has
+    passed is not shown as in force (rules.orders: its alert resolved when the day was over)."""
+    orders = [_order(values) for values in row.orders or ()]
+    in_force = [o for o in orders if o.expires_on is None or o.expires_on >= today]
+    in_force.sort(key=lambda o: (o.expires_on is None, o.expires_on or today, o.order_id))
+    return PersonalView(
+        home_address=row.home_address or None, licence_conditions=_strings(row.licence_conditions),
+        exclusion_zones=_strings(row.exclusion_zones), orders=tuple(in_force),
+    )
+
+
 def _view(
     row: Row[Any], ctx: Context, *, cleared: bool, sorted_markers: bool, matched_alias: str | None,
     history: NotificationHistory,
@@ -303,20 +369,23 @@ def _view(
         registered=row.registered, no_fixed_abode=row.no_fixed_abode, release_date=row.release_date,
         last_notification_on=row.last_notification_on, mappa_level=row.mappa_level, area=row.area,
         relevant_date=row.relevant_date, notification_ends_on=row.notification_ends_on,
+        risk_level=row.risk_level, category=row.category, visit_every_days=row.visit_every_days,
     )
+    tz = ZoneInfo(ctx.settings.service.timezone)
+    today = local_date(ctx.clock.now(), tz)
+    visit = visits.next_visit(facts, row.last_visit_on, history, ctx.settings.triggers, tz, today)
     return FlagsView(
         visor_ref=row.visor_ref, surname=row.surname, forenames=row.forenames,
         date_of_birth=row.date_of_birth, pnc_id=row.pnc_id, category=row.category,
         mappa_level=row.mappa_level, risk_level=row.risk_level,
         registered=row.registered, no_fixed_abode=row.no_fixed_abode,
-        next_notification=next_notification_due(
-            facts, history, ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone),
-            local_date(ctx.clock.now(), ZoneInfo(ctx.settings.service.timezone)),
-        ),
+        next_notification=next_notification_due(facts, history, ctx.settings.triggers, tz, today),
         licence=_licence(row), markers=tuple(markers), restricted_included=cleared,
         lead_agency=row.lead_agency, team=row.team, offender_manager=_contact(row),
         open_alerts=tuple(sorted((_alert_from_json(a) for a in row.alerts or ()), key=urgency)),
-        matched_alias=matched_alias,
+        matched_alias=matched_alias, last_visit_on=row.last_visit_on,
+        next_visit_due=visit.due_on if visit is not None else None,
+        description=row.description or None, personal=_personal(row, today) if cleared else None,
     )
 
 
@@ -372,11 +441,12 @@ async def look_up_flags(
     else:
         dialect = conn.dialect.name
         row = nominals[0]
-        # The same facts as the notification rule (custody, changes, returns), so that the next
-        # notification shown and the alerts never disagree; read only when there are any.
+        # The same facts as the notification and visit rules (custody, changes, returns), so that
+        # the next notification and visit shown and the alerts never disagree; read only when
+        # there are any.
         history = (
             await load.history(session, row.visor_ref, ZoneInfo(ctx.settings.service.timezone))
-            if row.registered and row.more_facts
+            if row.more_facts and (row.registered or row.visit_every_days is not None)
             else NotificationHistory(last_full_on=row.last_full_on)
         )
         view = _view(
@@ -389,6 +459,8 @@ async def look_up_flags(
             restricted_markers_shown_count=sum(m.restricted for m in view.markers),
             markers_shown=len(view.markers), alerts_shown=[a.alert_id for a in view.open_alerts],
             unlawfully_at_large=view.licence.unlawfully_at_large,
+            # That the address, conditions, zones and orders were shown; never what they say.
+            personal_data_shown=view.personal is not None,
         )
     await _audit(session, ctx, requester, query.text, via, details)
     return outcome

@@ -66,6 +66,29 @@ class ActionLine:
 
 
 @dataclass(frozen=True)
+class OrderView:
+    """An active court order and its prohibitions (order.upsert)."""
+
+    order_id: str
+    kind: str  # shpo, sro, notification_order, foreign_travel_order, other
+    made_on: date
+    expires_on: date | None  # None: until further order
+    prohibitions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PersonalView:
+    """What an officer at an incident may need that is personal data (issue 15): only for roles
+    cleared for it (lookup.flags), only in the ephemeral answer; never in a channel, an email, an
+    alert, the audit log or a log line."""
+
+    home_address: str | None
+    licence_conditions: tuple[str, ...]
+    exclusion_zones: tuple[str, ...]
+    orders: tuple[OrderView, ...]  # active and not past their expiry date, soonest to expire first
+
+
+@dataclass(frozen=True)
 class FlagsView:
     visor_ref: str
     surname: str
@@ -86,6 +109,14 @@ class FlagsView:
     offender_manager: OfficerContact
     open_alerts: tuple[AlertLine, ...]
     matched_alias: str | None = None  # the alias (as recorded) a name search found them by
+    # Home visits (rules.visits): the newest visit.recorded, and the next visit's due day (None:
+    # none owed: no routine visits, no date to count from, or detained).
+    last_visit_on: date | None = None
+    next_visit_due: date | None = None
+    description: str | None = None  # appearance, for identification at an incident
+    # Address, licence conditions, exclusion zones and active court orders: None when the
+    # requester's roles may not see them (then they are not even read).
+    personal: PersonalView | None = None
 
 
 @dataclass(frozen=True)
