@@ -21,6 +21,7 @@ from casewatch.model.facts import (
     ChangeDetected,
     ChangeNotified,
     LevelChangeFacts,
+    MeetingFacts,
     NominalFacts,
     NotificationHistory,
     OrderFacts,
@@ -32,18 +33,22 @@ from casewatch.triggers.rules import (
     actions,
     border_travel,
     mappa_level,
+    minutes,
     notifications,
     orders,
     recall,
     risk,
+    rmp_review,
     travel_notice,
+    visits,
 )
 from tests.test_delivery_support import make_settings
 
 TZ = ZoneInfo("Europe/London")
 POLICY = TriggerSection()
 RULES = (
-    "actions", "border_travel", "mappa_level", "notifications", "orders", "recall", "risk", "travel_notice",
+    "actions", "border_travel", "mappa_level", "minutes", "notifications", "orders", "recall", "risk",
+    "rmp_review", "travel_notice", "visits",
 )
 
 
@@ -56,6 +61,8 @@ def opened_kinds() -> set[str]:
     rules.add(recall.RISK_REVIEW)
     rules.update(risk.KINDS)
     rules.update(orders.KINDS)
+    rules.update(visits.KINDS)
+    rules.update(minutes.KINDS, rmp_review.KINDS)
     return rules | {travel_notice.LATE_NOTICE, notifications.LATE, DELIVERY_FAILED, STALE_KIND}
 
 
@@ -153,6 +160,14 @@ def _rule_opens() -> list[AlertSpec]:
     opens += recall.risk_review(back, nominal, POLICY).opens
     order = OrderFacts("o1", "VS-1", "shpo", date(2021, 1, 1), today + timedelta(days=30), "active")
     opens += orders.evaluate(order, nominal, [], now, POLICY, TZ).opens
+    for level in (2, 3):  # MAPP minutes not on ViSOR 10 (level 2) and 5 (level 3) working days on
+        meeting = MeetingFacts(f"m{level}", "VS-1", today - timedelta(days=30), level, None)
+        opens += minutes.evaluate(meeting, nominal, [], now, TZ).opens
+    for reviewed in (today - timedelta(weeks=15), today - timedelta(weeks=17)):  # due soon, overdue
+        opens += rmp_review.evaluate(nominal, reviewed, None, [], now, POLICY, TZ).opens
+    for visited in (today - timedelta(days=85), today - timedelta(days=95)):  # high band: due soon, overdue
+        at_risk = NominalFacts("VS-1", "north", "PC1", risk_level="high")
+        opens += visits.evaluate(at_risk, visited, NotificationHistory(), [], now, POLICY, TZ).opens
     # A risk level up or down, a category changed alone; a move of a low and a high risk nominal.
     for old, new, area in (("low", "high", "N2"), ("high", "low", "N1"), (None, None, "N2")):
         moved = RiskChangeFacts("rc1", "VS-1", old, new, "1", "2", "N1", area, now)

@@ -34,6 +34,9 @@ EXPECTED_KINDS = {
     "travel.confirmed", "travel.unnotified", "travel.unmatched_nominal", "notification.missed",
     "notification.due_soon", "action.overdue", "action.due_soon", "mappa.level_changed",
     "mappa.decrease_without_rationale", "recall.issued", "notification.late",
+    # issue 15
+    "risk.changed", "area.moved_out", "area.moved_in", "visit.overdue", "mappa.minutes_overdue",
+    "rmp.review_due", "order.expiring", "recall.unlawfully_at_large", "recall.risk_review_due",
 }
 
 
@@ -46,7 +49,8 @@ def test_the_demo_data_is_valid_deterministic_and_fictional() -> None:
     assert build_demo(TODAY).all_events == events
     assert len({e["id"] for e in events}) == len(events)
     upserts = [e for e in events if e["type"] == "nominal.upsert"]
-    assert len(upserts) == 200
+    # one a nominal, and a second for two of them (a risk level raised, a move between areas)
+    assert len({e["visor_ref"] for e in upserts}) == 200 and len(upserts) == 202
     for e in upserts:
         assert e["data"]["surname"] in SURNAMES and e["data"]["forenames"] in FORENAMES
         assert re.fullmatch(r"VS-D\d{6}", e["visor_ref"])
@@ -58,7 +62,7 @@ def test_the_demo_data_is_valid_deterministic_and_fictional() -> None:
     assert {e["type"] for e in events} == {
         "nominal.upsert", "notification.received", "travel.notified", "travel.border_alert",
         "mappa.level_changed", "recall.issued", "recall.returned", "action.upsert", "visit.recorded",
-        "detention.started", "change.detected",
+        "detention.started", "change.detected", "meeting.held", "rmp.reviewed", "order.upsert",
     }
 
 

@@ -14,16 +14,16 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import current_revision, upgrade
-from casewatch.store.models import Base, NominalAlias
+from casewatch.store.models import NominalAlias
 from tests.conftest import PG_URL, _need_postgres, _pg_admin, pg_database_url
-from tests.support import T0, envelope, nominal_data
+from tests.support import T0, envelope, insert_into, nominal_data
 from tests.test_bot import (
     SAMPLE_A,
     SAMPLE_B,
@@ -212,7 +212,6 @@ async def test_migration_backfills_existing_aliases(empty_db_url: str) -> None:
     try:
         await upgrade(engine, "0001")
         assert await current_revision(engine) == "0001"
-        nominals = Base.metadata.tables["nominals"]
         base = dict(
             forenames="Test", date_of_birth=date(1970, 1, 2), pnc_id=None, category="1",
             mappa_level=1, registered=True, risk_level="low", lead_agency="police", team="north",
@@ -222,12 +221,13 @@ async def test_migration_backfills_existing_aliases(empty_db_url: str) -> None:
             updated_at=datetime(2026, 1, 1, tzinfo=UTC),
         )
         async with engine.begin() as conn:
-            await conn.execute(insert(nominals), [
+            rows = [
                 {**base, "visor_ref": "VS-B0001", "surname": "Backfillone", "surname_key": "backfillone",
                  "aliases": ["O'Oldname", "Van Alias", "oldname", "---"]},
                 {**base, "visor_ref": "VS-B0002", "surname": "Backfilltwo", "surname_key": "backfilltwo",
                  "aliases": []},
-            ])
+            ]
+            await conn.execute(insert_into("nominals", rows), rows)
         await upgrade(engine, "0002")
         assert await current_revision(engine) == "0002"
         async with engine.connect() as conn:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.clock import FixedClock
@@ -20,7 +20,7 @@ from casewatch.lookup import Found, NotFound, Requester, Several, look_up_flags
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.migrate import current_revision, head_revision, upgrade
 from casewatch.store.models import Base
-from tests.support import T0, downgrade_to, make_settings
+from tests.support import T0, downgrade_to, insert_into, make_settings
 from tests.test_bot import Bot, buttons, running_bot, shown, slash
 from tests.test_flags_alias import empty_db_url, ingest_raw, upsert
 
@@ -127,11 +127,12 @@ async def test_migration_refolds_stored_keys_and_back(empty_db_url: str) -> None
     try:
         await upgrade(engine, "0001")
         async with engine.begin() as conn:
-            await conn.execute(insert(Base.metadata.tables["nominals"]), [
+            rows = [
                 _stored_by_the_old_code("VS-B0001", "Smith,Jones", []),
                 _stored_by_the_old_code("VS-B0002", "Hill (Jnr)", ["No\u00ebl", "Jo Smith,Jones"]),
                 _stored_by_the_old_code("VS-B0003", "van\u00a0Dijk", []),
-            ])
+            ]
+            await conn.execute(insert_into("nominals", rows), rows)
         await upgrade(engine, BEFORE)  # 0002 keys the aliases as the old code did
         before = await _keys(engine)
         surnames, alias_rows, indexes = before

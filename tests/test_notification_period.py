@@ -71,7 +71,9 @@ def _checks() -> list[dict[str, Any]]:
 
 async def _alerts(client: Any, state: str) -> list[tuple[str, str, str]]:
     body = await (await signed_get(client, "/api/v1/alerts", params={"state": state})).json()
-    return sorted((a["kind"], a["visor_ref"], a["subject"]) for a in body["alerts"])
+    # The notification and travel clocks (issue 14); visits (issue 15) have their own tests.
+    alerts = [a for a in body["alerts"] if not a["kind"].startswith("visit.")]
+    return sorted((a["kind"], a["visor_ref"], a["subject"]) for a in alerts)
 
 
 async def test_who_owes_from_when_and_until_when_end_to_end(db_url: str) -> None:

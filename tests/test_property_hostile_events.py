@@ -601,7 +601,8 @@ async def command(r: Rig, name: str, typed: str, user: str) -> dict[str, Any]:
     hook = f"response.{name.strip('/')}"
     before = len(r.slack.calls_to(hook))
     body = command_body(name, typed, user, response_url=r.slack.url + hook)
-    resp = await post_signed(r.client, body)
+    # Signed at the service's now: the worker's pacing moves the fixed clock on as it delivers.
+    resp = await post_signed(r.client, body, ts=int(r.service.ctx.clock.now().timestamp()))
     assert resp.status == 200, await resp.text()
     answer: dict[str, Any] = await resp.json()
     assert answer.get("response_type") == "ephemeral"

@@ -144,7 +144,7 @@ def build_demo(today: date, nominals: int = 200, seed: int = DEFAULT_SEED) -> De
     scenarios: list[Scenario] = []
     profiles: dict[str, dict[str, Any]] = {}
 
-    count = max(nominals, 19)  # the scenarios use VS-D000001 to VS-D000019
+    count = max(nominals, 26)  # the scenarios use VS-D000001 to VS-D000026
     for n in range(1, count + 1):
         team = team_ids[(n - 1) % len(team_ids)]
         category = rng.choices(("1", "2", "3", "4"), weights=(70, 20, 8, 2))[0]
@@ -229,6 +229,30 @@ def build_demo(today: date, nominals: int = 200, seed: int = DEFAULT_SEED) -> De
         19, "no fixed abode, notified weekly on time, a trip notified too: no alert (s.85(5)(a))",
         registered=True, category="1", no_fixed_abode=True,
         last_notification_on=(year_ago - timedelta(days=30)).isoformat(),
+    )
+    # Issue 15: risk and supervision.
+    riskier = scenario(
+        20, "risk level raised from medium to high (risk.changed, high)", risk_level="medium",
+    )
+    mover = scenario(
+        21, "moved from one neighbourhood to another (area.moved_out, area.moved_in)",
+    )
+    unvisited = scenario(
+        22, "home visits every 30 days, last visit 45 days ago (visit.overdue)", visit_every_days=30,
+    )
+    unminuted = scenario(
+        24, "level 3 MAPP meeting 16 days ago, minutes not on ViSOR (mappa.minutes_overdue)", mappa_level=3,
+    )
+    unreviewed = scenario(
+        25, "risk management plan last reviewed 18 weeks ago (rmp.review_due)", registered=True,
+        category="1", mappa_level=2,
+    )
+    ordered = scenario(
+        26, "a sexual harm prevention order expiring in 30 days (order.expiring)",
+        home_address="1 Nowhere Lane, Fictionville (fictional)",
+        licence_conditions=["Not to enter the Testington retail park (fictional)"],
+        exclusion_zones=["Sampleton town centre (fictional)"],
+        description="Tall, grey beard (fictional)",
     )
     # Actions: overdue, and due in three days.
     overdue = scenario(7, "MAPP meeting action 9 days overdue (action.overdue)", mappa_level=2)
@@ -328,6 +352,36 @@ def build_demo(today: date, nominals: int = 200, seed: int = DEFAULT_SEED) -> De
         "recall_type": "standard", "issued_at": _iso(issued),
     })
     add("recall.returned", "demo-recall-returned-12", returned, back_in, {"returned_at": _iso(back_in)})
-    # The return comes in a later batch than the recall, so the demo shows the alert resolving.
-    events, follow_ups = events[:-1], events[-1:]
+    visited = today - timedelta(days=45)
+    add("visit.recorded", f"demo-visit-{unvisited}", unvisited, _at(visited), {
+        "visited_on": visited.isoformat(),
+    })
+    held_on = today - timedelta(days=16)
+    add("meeting.held", "demo-meeting-24", unminuted, _at(held_on, 14), {
+        "meeting_id": "DEMO-MAPP-000024", "held_on": held_on.isoformat(), "level": 3,
+        "minutes_on_visor_on": None,
+    })
+    reviewed = today - timedelta(weeks=18)
+    add("rmp.reviewed", "demo-rmp-25", unreviewed, _at(reviewed), {"reviewed_on": reviewed.isoformat()})
+    add("order.upsert", "demo-order-26", ordered, _at(loaded, 12), {
+        "order_id": "DEMO-SHPO-000026", "kind": "shpo",
+        "made_on": (today - timedelta(days=5 * 365)).isoformat(),
+        "expires_on": (today + timedelta(days=30)).isoformat(),
+        "prohibitions": ["No contact with children under 16 (fictional)"], "status": "active",
+    })
+    # The return comes in a later batch than the recall, so the demo shows the alert resolving;
+    # so do the second upserts that change a nominal's risk level and area.
+    follow_ups = [e for e in events if e["id"] == "demo-recall-returned-12"]
+    events = [e for e in events if e["id"] != "demo-recall-returned-12"]
+    later = _at(yesterday, 12)
+    follow_ups.append({
+        "id": f"demo-upsert-2-{riskier}", "type": "nominal.upsert", "occurred_at": _iso(later),
+        "visor_ref": riskier, "data": {**profiles[riskier], "risk_level": "high"},
+    })
+    team_areas = AREAS[profiles[mover]["team"]]
+    moved_to = next(a for a in team_areas if a != profiles[mover]["area"])
+    follow_ups.append({
+        "id": f"demo-upsert-2-{mover}", "type": "nominal.upsert", "occurred_at": _iso(later),
+        "visor_ref": mover, "data": {**profiles[mover], "area": moved_to},
+    })
     return DemoData(teams, officers, events, follow_ups, scenarios)

@@ -192,7 +192,7 @@ def banner(
     folder = options.folder
     base = f"http://127.0.0.1:{port}"
     secret = settings.ingest.secret.get_secret_value()
-    nominals = sum(1 for e in data.all_events if e["type"] == "nominal.upsert")
+    nominals = len({e["visor_ref"] for e in data.all_events if e["type"] == "nominal.upsert"})
     live: dict[str, int] = {}
     for (kind, state), n in counts.items():
         if state != "resolved":

@@ -220,7 +220,7 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "within `visit_reminder_days` [7] of a home visit's due day: the last `visit.recorded` "
         "plus the RMP's `visit_every_days`, else `visit_every_days_by_risk` for the risk level "
         "[very_high 30, high 90, medium 180, low 365: local choice; a level left out has no "
-        "routine visits]; never visited: due on the later of the relevant and release dates "
+        "routine visits]; never visited: counted from the later of the relevant and release dates "
         "(no date, no clock). For a registered nominal within the notification period, or any "
         "nominal whose RMP sets a frequency; nothing while detained (custody: remand, sentence, "
         "hospital, recall)",
@@ -242,6 +242,27 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "`<order_id>:<expires_on>`",
         "the order is discharged or expired, renewed or varied (`expires_on` moved: a new "
         "subject), or no longer on record; or the expiry day is over (local time)",
+    ),
+    AlertKind(
+        "mappa.minutes_overdue", ("medium", "high"), ("owner", "supervisors"),
+        "a level 2 or 3 MAPP meeting (`meeting.held`) with no `minutes_on_visor_on` once its due "
+        "day is over: 5 working days after a level 3 meeting, 10 after a level 2 one (ViSOR "
+        "Standards, 2011 MAPPA inspection para 8.21); working days leave out weekends and the "
+        "bank holidays of England and Wales, substitute days included (the `holidays` package); "
+        "for a nominal in the case store",
+        "the meeting id", "a later `meeting.held` sets `minutes_on_visor_on`",
+        severity_rule="high for a level 3 meeting, medium for level 2",
+    ),
+    AlertKind(
+        "rmp.review_due", ("medium", "low"), ("owner",),
+        "within `rmp_review_reminder_days` [14] of the day the risk management plan is due a "
+        "review: `rmp_review_weeks` [16] after the last `rmp.reviewed` (ACPO NPIA 2010 "
+        "Guidance, 2011 MAPPA inspection para 8.30), else after the newest MAPPA level change "
+        "recorded (neither: no clock); for an active nominal (registered within the "
+        "notification period, or at a MAPPA level: para 8.22)",
+        "`rmp:<due date>`", "a later review is recorded (the due date moves), or the nominal is "
+        "no longer active",
+        severity_rule="low before the due day is over, then medium (a step up re-notifies)",
     ),
     AlertKind(
         "risk.changed", ("medium", "high"), ("team_channel", "owner", "npt"),

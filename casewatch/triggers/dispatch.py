@@ -64,11 +64,14 @@ from casewatch.triggers.rules import (
     actions,
     border_travel,
     mappa_level,
+    minutes,
     notifications,
     orders,
     recall,
     risk,
+    rmp_review,
     travel_notice,
+    visits,
 )
 
 # Events after which the notification rule runs again for the nominal (resolve only): a
@@ -184,15 +187,19 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
         case RecallReturned() as data:
             await _recall_returned(session, env, data.returned_at, ctx, tally)
             await _notifications(session, env.visor_ref, ctx, tally)
-        case LevelChanged() | VisitRecorded() | TravelCancelled():
-            # a level change is item.level_change; a visit opens or resolves nothing; a
+        case VisitRecorded():
+            await _visits(session, env.visor_ref, ctx, tally)
+        case LevelChanged() | TravelCancelled():
+            # a level change is item.level_change; a
             # cancelled trip matches no later check (rules.border_travel) and is flagged no
             # further, but what it already matched or flagged stays for a person to look at
             pass
         case OrderUpsert() as data:
             await _order(session, env.visor_ref, data.order_id, ctx, tally)
-        case MeetingHeld() | RmpReviewed():
-            pass
+        case MeetingHeld() as data:
+            await _minutes(session, env.visor_ref, data.meeting_id, ctx, tally)
+        case RmpReviewed():
+            await _rmp_review(session, env.visor_ref, ctx, tally)
         case _:
             assert_never(env.data)
 
@@ -271,6 +278,20 @@ async def _notifications(session: AsyncSession, visor_ref: str, ctx: Context, ta
     )
     await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
     tally.notification_live[visor_ref] = _still_live(live, [r.alert for r in result.resolves])
+
+
+async def _visits(session: AsyncSession, visor_ref: str, ctx: Context, tally: _Run) -> None:
+    """A visit recorded: the live visit alerts it answers resolve (rules.visits; they open on a
+    scan only)."""
+    live = await _live(session, ctx, tally, visits.KINDS, visor_ref=visor_ref)
+    if not live:
+        return
+    last = (await load.last_visits(session, [visor_ref])).get(visor_ref)
+    result = visits.evaluate(
+        await tally.nominal(session, visor_ref), last, await tally.history(session, visor_ref, _tz(ctx)),
+        live, ctx.clock.now(), ctx.settings.triggers, _tz(ctx),
+    )
+    await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
 
 
 async def _late(session: AsyncSession, env: Envelope, ctx: Context, tally: _Run) -> None:
@@ -362,3 +383,31 @@ async def _recall_returned(
     for row in closed.all():
         review = recall.risk_review(load.recall_facts(row), nominal, ctx.settings.triggers)
         await apply(session, review, ctx, event_id=env.id, tally=tally, defer=True)
+
+
+async def _minutes(session: AsyncSession, visor_ref: str, meeting_id: str, ctx: Context, tally: _Run) -> None:
+    """Minutes put on ViSOR (a later meeting.held) resolve the meeting's `mappa.minutes_overdue`
+    (rules.minutes); resolve only: the alert opens on a scan."""
+    live = await _live(session, ctx, tally, minutes.KINDS, subject=meeting_id)
+    if not live:
+        return
+    held = (await load.meetings(session, [visor_ref])).get(visor_ref, [])
+    meeting = next((m for m in held if m.meeting_id == meeting_id), None)
+    nominal = await tally.nominal(session, visor_ref)
+    result = minutes.evaluate(meeting, nominal, live, ctx.clock.now(), _tz(ctx))
+    await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
+
+
+async def _rmp_review(session: AsyncSession, visor_ref: str, ctx: Context, tally: _Run) -> None:
+    """A review recorded moves the due day, so the nominal's `rmp.review_due` for the old one
+    resolves (rules.rmp_review); resolve only: the next one opens on a scan. A plan reviewed at
+    least once never counts from a level change, so that is not read here."""
+    live = await _live(session, ctx, tally, rmp_review.KINDS, visor_ref=visor_ref)
+    if not live:
+        return
+    reviewed = (await load.last_rmp_reviews(session, [visor_ref])).get(visor_ref)
+    result = rmp_review.evaluate(
+        await tally.nominal(session, visor_ref), reviewed, None, live, ctx.clock.now(),
+        ctx.settings.triggers, _tz(ctx),
+    )
+    await apply(session, result, ctx, open_new=False, tally=tally, defer=True)

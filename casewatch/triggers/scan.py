@@ -21,22 +21,22 @@ from collections import defaultdict
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.reminders import send_reminders
 from casewatch.context import Context
 from casewatch.model.clocks import local_date
-from casewatch.model.facts import NotificationHistory, OrderFacts
+from casewatch.model.facts import MeetingFacts, NominalFacts, NotificationHistory, OrderFacts
 from casewatch.model.results import LiveAlert, RuleResult
-from casewatch.store.models import Action, Nominal, Officer, Order, Recall
+from casewatch.store.models import Action, LevelChange, Meeting, Nominal, Officer, Order, Recall, RmpReview
 from casewatch.triggers import load
 from casewatch.triggers.reconcile import Tally, apply
-from casewatch.triggers.rules import actions, notifications, orders, recall, visits
+from casewatch.triggers.rules import actions, minutes, notifications, orders, recall, rmp_review, visits
 
 BATCH = 2000
 # Concurrent page writers on PostgreSQL (see _write_pages).
@@ -78,6 +78,8 @@ async def run_scan(
     await _scan_visits(sessions, ctx, at, summary.tally, batch_size)
     await _scan_recalls(sessions, ctx, at, summary.tally, batch_size)
     await _scan_orders(sessions, ctx, at, summary.tally, batch_size)
+    await _scan_minutes(sessions, ctx, at, summary.tally, batch_size)
+    await _scan_rmp_reviews(sessions, ctx, at, summary.tally, batch_size)
     # Last: what the passes above opened or resolved is not reminded of.
     summary.tally.reminded.update(
         await send_reminders(sessions, ctx, at, skip=frozenset(summary.tally.opened_ids))
@@ -394,6 +396,135 @@ async def _scan_orders(
                 order = next((o for o in found.get(ref, ()) if o.order_id == order_id), None)
                 result = orders.evaluate(order, known.get(ref), live[(ref, order_id)], at, settings, tz)
                 await apply(session, result, ctx, live=live[(ref, order_id)], tally=tally)
+
+
+_MEETING_COLUMNS = (
+    Meeting.meeting_id, Meeting.visor_ref, Meeting.held_on, Meeting.level, Meeting.minutes_on_visor_on,
+)
+
+
+async def _scan_minutes(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime, tally: Tally, size: int
+) -> None:
+    """`mappa.minutes_overdue` (rules.minutes): the meetings with no minutes on ViSOR held more
+    than minutes.FEWEST_DAYS days ago (a superset: n working days are at least n days), read by
+    id in pages; then the live alerts whose meeting was not read (minutes recorded, or gone) are
+    evaluated, so that they resolve."""
+    tz = ZoneInfo(ctx.settings.service.timezone)
+    held_before = local_date(at, tz) - timedelta(days=minutes.FEWEST_DAYS)
+    live = await _live_by(sessions, minutes.KINDS, "subject")
+
+    async def pages() -> AsyncGenerator[Page, None]:
+        after = 0
+        while True:
+            async with sessions() as session:
+                rows = (await (await session.connection()).execute(
+                    select(Meeting.id, *_MEETING_COLUMNS)
+                    .where(Meeting.minutes_on_visor_on.is_(None), Meeting.held_on < held_before)
+                    .where(Meeting.id > after)
+                    .order_by(Meeting.id)
+                    .limit(size)
+                )).all()
+                if not rows:
+                    return
+                known = await load.nominals(session, sorted({r.visor_ref for r in rows}))
+            page: Page = []
+            for row in rows:
+                meeting = MeetingFacts(*row[1:])
+                mine = live.pop(meeting.meeting_id, [])
+                result = minutes.evaluate(meeting, known.get(meeting.visor_ref), mine, at, tz)
+                if result.opens or result.resolves:
+                    page.append((result, mine))
+            yield page
+            after = rows[-1].id
+
+    await _write_pages(sessions, ctx, tally, pages())
+    for part in load.chunks(sorted(live)):
+        async with sessions() as session, session.begin():
+            refs = sorted({a.visor_ref for subject in part for a in live[subject]})
+            found = {m.meeting_id: m for ms in (await load.meetings(session, refs)).values() for m in ms}
+            known = await load.nominals(session, refs)
+            for subject in part:
+                meeting = found.get(subject)
+                nominal = known.get(meeting.visor_ref) if meeting is not None else None
+                result = minutes.evaluate(meeting, nominal, live[subject], at, tz)
+                await apply(session, result, ctx, live=live[subject], tally=tally)
+
+
+async def _level_changed_on(session: AsyncSession, refs: Sequence[str], tz: ZoneInfo) -> dict[str, date]:
+    """The local date of each nominal's newest MAPPA level change (rules.rmp_review's clock for a
+    plan never reviewed)."""
+    found: dict[str, date] = {}
+    for part in load.chunks(refs):
+        stmt = (
+            select(LevelChange.visor_ref, func.max(LevelChange.changed_at))
+            .where(LevelChange.visor_ref.in_(part))
+            .group_by(LevelChange.visor_ref)
+        )
+        for ref, changed_at in await session.execute(stmt):
+            found[ref] = local_date(changed_at, tz)
+    return found
+
+
+async def _scan_rmp_reviews(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime, tally: Tally, size: int
+) -> None:
+    """`rmp.review_due` (rules.rmp_review): nominals read by reference in pages, only those that
+    may be due (a superset, in SQL): registered or at a MAPPA level, with no review after the
+    day whose review falls due within the reminder, and a review or a level change to count
+    from. Then the live alerts of nominals not read are evaluated, so that they resolve."""
+    settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
+    cutoff = (
+        local_date(at, tz)
+        + timedelta(days=settings.rmp_review_reminder_days)
+        - timedelta(weeks=settings.rmp_review_weeks)
+    )
+    live = await _live_by(sessions, rmp_review.KINDS, "visor_ref")
+    reviews = select(RmpReview.id).where(RmpReview.visor_ref == Nominal.visor_ref)
+    newer_review = reviews.where(RmpReview.reviewed_on > cutoff).exists()
+    level_changed = select(LevelChange.id).where(LevelChange.visor_ref == Nominal.visor_ref).exists()
+    may_be_due = and_(
+        or_(Nominal.registered.is_(True), Nominal.mappa_level.is_not(None)),
+        ~newer_review,
+        or_(reviews.exists(), level_changed),
+    )
+
+    async def evaluate(session: AsyncSession, refs: Sequence[str], known: dict[str, NominalFacts]) -> Page:
+        reviewed = await load.last_rmp_reviews(session, refs)
+        changed = await _level_changed_on(session, refs, tz)
+        page: Page = []
+        for ref in refs:
+            mine = live.pop(ref, [])
+            result = rmp_review.evaluate(
+                known.get(ref), reviewed.get(ref), changed.get(ref), mine, at, settings, tz
+            )
+            if result.opens or result.resolves:
+                page.append((result, mine))
+        return page
+
+    async def pages() -> AsyncGenerator[Page, None]:
+        after = ""
+        while True:
+            async with sessions() as session:
+                rows = (await (await session.connection()).execute(
+                    select(*load.NOMINAL_COLUMNS)
+                    .where(Nominal.visor_ref > after, may_be_due)
+                    .order_by(Nominal.visor_ref)
+                    .limit(size)
+                )).all()
+                if not rows:
+                    return
+                batch = {n.visor_ref: n for n in (load.nominal_from_columns(tuple(r)) for r in rows)}
+                page = await evaluate(session, list(batch), batch)
+            yield page
+            after = rows[-1][0]
+
+    await _write_pages(sessions, ctx, tally, pages())
+    for part in load.chunks(sorted(live)):
+        async with sessions() as session, session.begin():
+            page = await evaluate(session, part, await load.nominals(session, part))
+            for result, alerts in page:
+                await apply(session, result, ctx, live=alerts, tally=tally)
 
 
 __all__ = ["ScanSummary", "run_scan"]

@@ -13,11 +13,12 @@ import io
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from alembic import command
@@ -326,3 +327,14 @@ def downgrade_to(conn: Connection, url: str, revision: str) -> None:
     cfg = alembic_config(url)
     cfg.attributes["connection"] = conn
     command.downgrade(cfg, revision)
+
+
+def insert_into(table_name: str, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """An INSERT of exactly these rows' keys into `table_name`, for a database migrated to an
+    older revision: the model's table would add the columns of later migrations (their Python
+    defaults) and fail there."""
+    from casewatch.store.models import Base
+
+    model = Base.metadata.tables[table_name]
+    keys = sorted({key for row in rows for key in row})
+    return sqlalchemy.table(table_name, *(sqlalchemy.column(key, model.c[key].type) for key in keys)).insert()
