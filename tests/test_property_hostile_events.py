@@ -763,7 +763,10 @@ def with_explicit_examples(test: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @with_explicit_examples
-@settings(HOSTILE, max_examples=100)
+# The explicit examples cover every field (over 300 since issue 15's fields); 40 drawn ones add
+# mixtures, and keep the suite within a few minutes (one service serves them all, so each
+# example's scan reads every nominal of the ones before it).
+@settings(HOSTILE, max_examples=40)
 @given(case=cases())
 async def test_hostile_strings_in_every_field_sqlite(sqlite_rig: Rig, case: Case) -> None:
     await run_example(sqlite_rig, case)
