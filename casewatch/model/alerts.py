@@ -238,7 +238,8 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "order.expiring", ("medium",), ("owner", "spoc"),
         "an active court order (`order.upsert`) whose `expires_on` is within "
         "`order_expiry_notice_days` [56] (local days), so a renewal can be applied for in time "
-        "(SHPO: SOA 2003 s.103C(2), s.103E, and on conviction since 1 Dec 2020 the Sentencing Act 2020 Part 11 Chapter 2; SRO: s.122B(2), s.122D)",
+        "(SHPO: SOA 2003 s.103C(2), s.103E, and on conviction since 1 Dec 2020 the Sentencing "
+        "Act 2020 Part 11 Chapter 2; SRO: s.122B(2), s.122D)",
         "`<order_id>:<expires_on>`",
         "the order is discharged or expired, renewed or varied (`expires_on` moved: a new "
         "subject), or no longer on record; or the expiry day is over (local time)",
