@@ -22,7 +22,7 @@ import pytest
 
 from bot import render
 from casewatch.alerts.lifecycle import open_alert, resolve
-from casewatch.lookup.home import HomeView
+from casewatch.lookup.home import HomeView, closed_by_acknowledgement
 from casewatch.model.alerts import AlertSpec
 from casewatch.store.models import Alert
 from tests.digest_data import alert as alert_row
@@ -310,3 +310,85 @@ def test_the_home_view_escapes_every_field(text: str, scope: str) -> None:
     assert home["type"] == "home" and len(home["blocks"]) <= 100
     assert_safe_slack({"blocks": home["blocks"][:50]})
     assert_safe_slack({"blocks": home["blocks"][50:]}, shown=False)
+
+
+# The kinds an acknowledgement closes, from the registry (lookup.home.closed_by_acknowledgement):
+# acknowledged, they never resolve, so the Home leaves them out (review of issue 15: they filled
+# the team view, oldest first and 40 at most, and hid every new alert).
+ACK_CLOSED = {
+    "travel.record_fta",
+    "travel.confirmed",
+    "travel.unmatched_nominal",
+    "travel.late_notice",
+    "notification.late",
+    "mappa.level_changed",
+    "mappa.visor_update_due",
+    "recall.risk_review_due",
+    "risk.changed",
+    "area.moved_out",
+    "area.moved_in",
+    "system.delivery_failed",
+}
+
+
+def test_the_kinds_an_acknowledgement_closes_come_from_the_registry() -> None:
+    assert closed_by_acknowledgement() == ACK_CLOSED
+
+
+# (kind, state, listed on the Home, why): the team view and the officer's own view alike.
+HOME_ROWS = [
+    ("risk.changed", "acknowledged", False, "resolved when acknowledged: nothing left to do"),
+    ("area.moved_out", "acknowledged", False, "told for information, closed by the acknowledgement"),
+    ("recall.risk_review_due", "acknowledged", False, "acknowledged: the review is owned"),
+    ("travel.confirmed", "acknowledged", False, "border kind closed by the acknowledgement"),
+    ("risk.changed", "open", True, "open: still asks to be acknowledged"),
+    ("action.overdue", "acknowledged", True, "acknowledged means owned, not done"),
+    ("travel.unnotified", "acknowledged", True, "a breach resolved only by the late notification"),
+]
+
+
+@pytest.mark.parametrize("user", [SGT, PC], ids=["team", "own"])
+async def test_acknowledged_alerts_an_acknowledgement_closes_are_left_out(bot: Bot, user: str) -> None:
+    async with bot.service.sessions() as session, session.begin():
+        session.add_all(
+            alert_row(f"A-ROW{i:04d}", kind, SAMPLE_B, T0 - timedelta(days=60 - i), state=state)
+            for i, (kind, state, _, _) in enumerate(HOME_ROWS)
+        )
+    assert await open_home(bot, user) == 200
+    ids = alert_ids((await published(bot))["view"])
+    for i, (kind, state, listed, why) in enumerate(HOME_ROWS):
+        assert (f"A-ROW{i:04d}" in ids) is listed, (kind, state, why)
+
+
+async def test_the_team_view_lists_new_open_alerts_before_old_acknowledged_ones(bot: Bot) -> None:
+    """First deployment after months of risk changes and moves: 60 acknowledged ones older than
+    anything open, and an acknowledged action.overdue (owned, not done) older still."""
+    async with bot.service.sessions() as session, session.begin():
+        session.add_all(
+            alert_row(
+                f"A-ACK{i:05d}",
+                ("risk.changed", "area.moved_in", "recall.risk_review_due")[i % 3],
+                SAMPLE_B,
+                T0 - timedelta(days=200 - i),
+                state="acknowledged",
+            )
+            for i in range(60)
+        )
+        session.add(
+            alert_row(
+                "A-OWNED01",
+                "action.overdue",
+                SAMPLE_B,
+                T0 - timedelta(days=300),
+                state="acknowledged",
+                severity="medium",
+            )
+        )
+        session.add(alert_row("A-NEWEST1", "travel.unnotified", SAMPLE_A, T0 - timedelta(minutes=5)))
+    assert await open_home(bot, SGT) == 200
+    ids = alert_ids((await published(bot))["view"])
+    assert "A-NEWEST1" in ids
+    assert not any(i.startswith("A-ACK") for i in ids)
+    # Open ones first (oldest first), then the acknowledged one still to act on.
+    assert ids[-1] == "A-OWNED01"
+    assert {bot.alerts["pc_high"], bot.alerts["sgt_only"]} <= set(ids[:-1])

@@ -1,7 +1,11 @@
 """The App Home (issue 15): what one person has to act on, read afresh each time it is opened.
 
 An officer sees the live alerts they own, their open actions and the home visits due on their
-alerts (`visit.due` / `visit.overdue`); a supervisor or SPOC sees the team's, the oldest first.
+alerts (`visit.due` / `visit.overdue`); a supervisor or SPOC sees the team's, the open ones
+oldest first, then the acknowledged ones. An acknowledged alert of a kind that acknowledging
+closes (closed_by_acknowledgement, from the registry: risk.changed, area moves, border kinds...) stays
+"acknowledged" for ever with nothing left to do, so it is left out: else they would fill the view
+and hide new alerts.
 Only what lets someone act reaches the view (alert id, kind, severity, ViSOR reference, when
 opened, when due): no names, no addresses, no summaries. Audited like /tasks.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.audit import record
@@ -20,7 +24,7 @@ from casewatch.lookup.access import Requester
 from casewatch.lookup.flags import alert_line, urgency
 from casewatch.lookup.tasks import service_today
 from casewatch.lookup.views import ActionLine, AlertLine
-from casewatch.model.alerts import LIVE_STATES
+from casewatch.model.alerts import ALERT_KINDS, LIVE_STATES
 from casewatch.store.models import Action, Alert, Nominal, Officer
 
 TEAM_ROLES = frozenset({"supervisor", "spoc"})
@@ -62,8 +66,23 @@ def _action_scope(requester: Requester) -> ColumnElement[bool]:
     return Action.owner == requester.officer_id
 
 
-def _oldest_first(line: AlertLine) -> tuple[datetime, str]:
-    return line.opened_at, line.alert_id
+def closed_by_acknowledgement() -> frozenset[str]:
+    """The kinds an acknowledgement closes (model.alerts.ALERT_KINDS: their `resolved_when` says
+    "acknowledged"): once acknowledged nothing is left to do, though the alert stays "acknowledged"."""
+    return frozenset(k.kind for k in ALERT_KINDS.values() if "acknowledged" in k.resolved_when)
+
+
+def _still_to_act_on() -> ColumnElement[bool]:
+    """Open, or acknowledged with something still to do (not closed by the acknowledgement)."""
+    return or_(
+        Alert.state == "open",
+        and_(Alert.state == "acknowledged", Alert.kind.not_in(sorted(closed_by_acknowledgement()))),
+    )
+
+
+def _oldest_first(line: AlertLine) -> tuple[bool, datetime, str]:
+    """Open before acknowledged, then the oldest first."""
+    return line.state != "open", line.opened_at, line.alert_id
 
 
 async def load_home(
@@ -71,7 +90,9 @@ async def load_home(
 ) -> HomeView:
     team = sees_team(requester)
     rows = (
-        await session.execute(select(Alert).where(Alert.state.in_(LIVE_STATES), _alert_scope(requester)))
+        await session.execute(
+            select(Alert).where(Alert.state.in_(LIVE_STATES), _still_to_act_on(), _alert_scope(requester))
+        )
     ).scalars()
     lines = sorted((alert_line(a) for a in rows), key=_oldest_first if team else urgency)
     alerts = [a for a in lines if a.kind not in VISIT_KINDS]
