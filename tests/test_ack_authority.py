@@ -23,14 +23,14 @@ from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.authority import OUTCOME_MAX_LENGTH, OutcomeError, clean_outcome
 from casewatch.alerts.lifecycle import open_alert
 from casewatch.clock import FixedClock
-from casewatch.model.alerts import AlertSpec
+from casewatch.model.alerts import NPT_AREA, AlertSpec
 from casewatch.routing.escalation import escalate_due
 from casewatch.store.migrate import current_revision, head_revision, upgrade
 from casewatch.store.models import Acknowledgement, Delivery
 from casewatch.wiring import stop
 from integrations.mail_sink import MailSink
 from tests.slack_standin import SlackStandIn
-from tests.support import OFFICERS, T0, client_for, downgrade_to, make_service, signed_get
+from tests.support import OFFICERS, T0, TEAMS, client_for, downgrade_to, make_service, signed_get
 from tests.test_bot import (
     ALPHA,
     BOT_TOKEN,
@@ -61,14 +61,16 @@ HOSTILE = "<!channel> <https://evil.example|click> & *bold*"
 
 
 @asynccontextmanager
-async def ack_bot(db_url: str, mail: MailSink | None = None) -> AsyncIterator[Bot]:
+async def ack_bot(db_url: str, mail: MailSink | None = None, **extra: Any) -> AsyncIterator[Bot]:
     """test_bot's service and data, plus a north SPOC, a south admin, an alert of team north
-    owned by the south officer, and a system alert; email to owners when `mail` is given."""
+    owned by the south officer, and a system alert; email to owners when `mail` is given;
+    `extra`: more configuration (e.g. teams)."""
     async with SlackStandIn(token=BOT_TOKEN) as slack:
         overrides: dict[str, Any] = {
             "slack": {"mode": "http", "signing_secret": SIGNING_SECRET, "bot_token": BOT_TOKEN,
                       "api_url": slack.url},
             "officers": [*OFFICERS, CONTROL_ROOM, *EXTRA_OFFICERS],
+            **extra,
         }
         if mail is not None:
             overrides["smtp"] = {"host": "127.0.0.1", "port": mail.port}
@@ -207,6 +209,49 @@ async def test_own_team_owner_control_room_and_admin_may_acknowledge(
     [entry] = await bot.audit("alert.acknowledged")
     assert (entry.actor, entry.subject) == (officer_id, alert_id)
     assert await bot.audit("alert.ack_refused") == []
+
+
+# North lists N01, N02 and X01; south S01 and X01 (an area on the boundary, in both).
+NPT_TEAMS = [
+    {**team, "npt_channels": {"north": {"N01": "C0NPTN01", "N02": "C0NPTN02", "X01": "C0NPTX1N"},
+                              "south": {"S01": "C0NPTS01", "X01": "C0NPTX1S"}}[team["id"]]}
+    for team in TEAMS
+]
+
+
+# A nominal of team north who moved (rules.risk): (kind, details[NPT_AREA], who, may acknowledge,
+# why). The NPT told is the one routing picks: the alert's team's first, else the first listing it.
+NPT_ROWS = [
+    ("area.moved_out", "S01", PC_SOUTH, True,
+     "moved out of south's area S01: south's NPT was told and only an acknowledgement closes it"),
+    ("area.moved_in", "N02", PC_SOUTH, False, "north's area: south's NPT was not told"),
+    ("area.moved_out", "X01", PC_SOUTH, False, "both teams list X01: routing told north's NPT"),
+    ("area.moved_out", "Z99", PC_SOUTH, False, "no team lists Z99: no NPT was told"),
+    ("risk.changed", None, PC_SOUTH, False, "no area named: the alert's own team only"),
+    ("area.moved_out", "S01", PC, True, "the alert's own team may still"),
+]
+
+
+@pytest.mark.parametrize(("kind", "area", "user", "allowed", "why"), NPT_ROWS)
+async def test_the_team_of_the_npt_told_of_a_move_may_acknowledge_it(
+    db_url: str, kind: str, area: str | None, user: str, allowed: bool, why: str
+) -> None:
+    async with ack_bot(db_url, teams=NPT_TEAMS) as bot:
+        async with bot.service.sessions.begin() as session:
+            spec = AlertSpec(kind, "low" if kind.startswith("area.") else "medium", ALPHA, "north",
+                             subject="EV-MOVE-1", summary=f"{ALPHA} moved",
+                             details={NPT_AREA: area} if area else {})
+            alert = await open_alert(session, spec, bot.service.ctx)
+            assert alert is not None
+        text = shown(await slash(bot, "/ack", alert.id, user=user))
+        row = await bot.alert(alert.id)
+        if allowed:
+            assert "acknowledged by you" in text, why
+            assert row.state == "acknowledged", why
+        else:
+            assert "No alert" in text and kind not in text, why
+            assert (row.state, row.acknowledged_by) == ("open", None), why
+            assert len(await bot.audit("alert.ack_refused")) == 1, why
 
 
 async def test_button_works_for_the_own_team_and_records_no_outcome(sqlite_url: str) -> None:

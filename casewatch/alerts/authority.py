@@ -4,6 +4,10 @@ Acknowledging stops an alert's escalation, so it is for the people the alert is 
 - the officers of the alert's own team, whatever their role (officer, supervisor, SPOC); for an
   alert whose team is not configured, the team that hears of it instead (Settings.fallback_team);
 - the officer named as the alert's `owner`, even in another team: they are who must act;
+- for an alert naming the neighbourhood it is for (details[model.alerts.NPT_AREA]: a move,
+  area.moved_out / area.moved_in), the officers of the team whose configuration has that area's
+  NPT channel (the channel routing sends it to: the alert's team first, else the first team
+  listing it), so the old area's team can close what it was told when the nominal left;
 - the control room and admins, for any alert about a nominal;
 - for a system alert (kind `system.*`: a delivery that died, a job that stopped), which is
   routed to the admins only, the admins only.
@@ -12,11 +16,12 @@ Everyone else, and anyone not in the officer directory, is refused.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from casewatch.config import Settings
+from casewatch.model.alerts import NPT_AREA
 from casewatch.model.text_rules import TextKind, text_problem
 
 ANY_ALERT_ROLES: frozenset[str] = frozenset({"control_room", "admin"})
@@ -38,6 +43,8 @@ class AlertTeamFacts(Protocol):
     def team(self) -> str: ...
     @property
     def owner(self) -> str | None: ...
+    @property
+    def details(self) -> Mapping[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,19 @@ def answering_team(alert: AlertTeamFacts, settings: Settings) -> str | None:
     return fallback.id if fallback is not None else None
 
 
+def npt_team(alert: AlertTeamFacts, settings: Settings) -> str | None:
+    """The team whose NPT channel is told of an alert naming its area (NPT_AREA), as routing
+    chooses it (casewatch.routing.routing._npt); None for an alert naming none."""
+    area = (alert.details or {}).get(NPT_AREA)
+    if not isinstance(area, str) or not area:
+        return None
+    first = answering_team(alert, settings)  # the team routing resolves receivers for
+    return next(
+        (t.id for t in sorted(settings.teams, key=lambda t: t.id != first) if t.npt_channels.get(area)),
+        None,
+    )
+
+
 def may_acknowledge(alert: AlertTeamFacts, who: Acknowledger | None, settings: Settings) -> bool:
     """Whether `who` may acknowledge `alert` (the module docstring says who may)."""
     if who is None:
@@ -72,7 +92,7 @@ def may_acknowledge(alert: AlertTeamFacts, who: Acknowledger | None, settings: S
         return True
     if alert.owner and alert.owner == who.officer_id:
         return True
-    return who.team == answering_team(alert, settings)
+    return who.team in (answering_team(alert, settings), npt_team(alert, settings))
 
 
 def _holds(roles: frozenset[str], wanted: Collection[str]) -> bool:
