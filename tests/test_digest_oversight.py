@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.lifecycle import acknowledge
@@ -169,3 +170,48 @@ def test_officer_names_from_the_directory_are_shown_never_obeyed() -> None:
     assert "<!channel>" not in blocks and "Sgt" not in blocks  # the channel has the id only
     assert "SGT9 1/0" in render.channel_text(d)
     assert mrkdwn(name) not in blocks
+
+
+# (kind, severity, state, owner, acknowledged by, counted as (unacknowledged, without an outcome),
+# listed under "falls due" as, why): reminders and alerts told for information ask nobody to act,
+# so no officer is chased for them (issue 15 review); each against its registry entry.
+# fmt: off
+REMINDER_ROWS = [
+    ("visit.due", "low", "open", "PC1", None, (0, 0), "visit", "a reminder before the due day"),
+    ("rmp.review_due", "low", "open", "PC1", None, (0, 0), "RMP review", "low: the due day not over"),
+    ("rmp.review_due", "medium", "open", "PC1", None, (1, 0), None, "medium: overdue (para 8.30)"),
+    ("area.moved_out", "low", "open", None, None, (0, 0), None, "told to the old NPT for information"),
+    ("area.moved_in", "medium", "acknowledged", "PC1", "PC1", (0, 0), None, "information, high risk"),
+    ("visit.overdue", "medium", "open", "PC1", None, (1, 0), None, "no visit by the due day"),
+    ("risk.changed", "high", "acknowledged", "PC1", "PC1", (0, 1), None, "the outcome is evidence"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("kind", "severity", "state", "owner", "by", "counts", "due", "why"), REMINDER_ROWS)
+def test_reminders_and_alerts_for_information_are_nobody_s_unanswered_work(
+    kind: str,
+    severity: str,
+    state: str,
+    owner: str | None,
+    by: str | None,
+    counts: tuple[int, int],
+    due: str | None,
+    why: str,
+) -> None:
+    row = AlertRow(
+        "A-ROW1",
+        kind,
+        severity,
+        "VS-0000001",
+        state,
+        AT - 48 * H,
+        owner,
+        due_on=AT.date() + timedelta(days=3),
+        acknowledged_by=by,
+    )
+    d = build_digest(DigestInput("north", "North MOSOVO", alerts=[row]), AT, LONDON)
+    got = (sum(r.unacknowledged for r in d.oversight), sum(r.without_outcome for r in d.oversight))
+    assert got == counts, why
+    assert len(d.unacknowledged) == counts[0], why
+    assert [(i.what, i.ref) for i in d.due_soon] == ([(due, "A-ROW1")] if due else []), why

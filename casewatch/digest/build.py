@@ -17,9 +17,18 @@ from zoneinfo import ZoneInfo
 
 BORDER_KINDS = ("travel.unnotified", "travel.confirmed", "travel.record_fta", "travel.unmatched_nominal")
 MISSED_KIND = "notification.missed"
-NOTIFICATION_DUE_KIND = "notification.due_soon"
-# Reminders ask nobody to acknowledge (they never escalate): listed under "falls due" instead.
-REMINDER_KINDS = ("notification.due_soon", "action.due_soon")
+# Reminders and alerts told for information ask nobody to acknowledge (they never escalate), so
+# they count neither as unacknowledged nor as wanting an outcome; reminders with a due day are
+# listed under "falls due" instead (the actions behind action.due_soon are listed from the store).
+REMINDER_KINDS = ("notification.due_soon", "action.due_soon", "visit.due", "area.moved_out", "area.moved_in")
+# Reminders while low (rmp.review_due: before the due day is over); medium is overdue work.
+LOW_REMINDER_KINDS = ("rmp.review_due",)
+# The reminders listed under "falls due", by what they are about.
+DUE_REMINDERS = {
+    "notification.due_soon": "notification",
+    "visit.due": "visit",
+    "rmp.review_due": "RMP review",
+}
 HIGH_RISK = ("high", "very_high")
 LIVE = ("open", "acknowledged")
 
@@ -94,7 +103,7 @@ class DigestInput:
 @dataclass(frozen=True)
 class DueItem:
     due_on: date
-    what: str  # "action" or "notification"
+    what: str  # "action", "notification", "visit" or "RMP review"
     ref: str  # the action id or the alert id
     visor_ref: str
     owner: str | None
@@ -172,7 +181,7 @@ def build_digest(
     new = Counter(a.kind for a in data.alerts if since < a.opened_at <= at)
     live = [a for a in data.alerts if a.state in LIVE and a.opened_at <= at]
     unacknowledged = sorted(
-        ((a, at - a.opened_at) for a in live if a.state == "open" and a.kind not in REMINDER_KINDS),
+        ((a, at - a.opened_at) for a in live if a.state == "open" and not is_reminder(a)),
         key=lambda pair: (-pair[1], pair[0].id),
     )
     overdue: dict[str, list[tuple[ActionRow, int]]] = defaultdict(list)
@@ -183,8 +192,9 @@ def build_digest(
         elif action.due_on <= horizon:
             due.append(DueItem(action.due_on, "action", action.action_id, action.visor_ref, action.owner))
     for alert in live:
-        if alert.kind == NOTIFICATION_DUE_KIND and alert.due_on is not None and alert.due_on <= horizon:
-            due.append(DueItem(alert.due_on, "notification", alert.id, alert.visor_ref, alert.owner))
+        what = DUE_REMINDERS.get(alert.kind)
+        if what and is_reminder(alert) and alert.due_on is not None and alert.due_on <= horizon:
+            due.append(DueItem(alert.due_on, what, alert.id, alert.visor_ref, alert.owner))
     missed = sorted((a for a in live if a.kind == MISSED_KIND), key=lambda a: (a.opened_at, a.id))
     border = sorted(
         (a for a in data.alerts if a.kind in BORDER_KINDS and (a.state in LIVE or since < a.opened_at <= at)),
@@ -217,14 +227,20 @@ def build_digest(
     )
 
 
+def is_reminder(alert: AlertRow) -> bool:
+    """A reminder or an alert told for information (REMINDER_KINDS, LOW_REMINDER_KINDS)."""
+    return alert.kind in REMINDER_KINDS or (alert.kind in LOW_REMINDER_KINDS and alert.severity == "low")
+
+
 def oversight(live: list[AlertRow], names: dict[str, str]) -> list[OfficerOversight]:
     """Per officer: live alerts they own still open (unowned ones under ""), and live alerts they
-    acknowledged without an outcome. Reminders ask nobody to act, so they count for neither.
+    acknowledged without an outcome. Reminders and alerts told for information (is_reminder) ask
+    nobody to act, so they count for neither.
     Officers with nothing in either column are left out; the most first."""
     unacknowledged: Counter[str] = Counter()
     without_outcome: Counter[str] = Counter()
     for alert in live:
-        if alert.kind in REMINDER_KINDS:
+        if is_reminder(alert):
             continue
         if alert.state == "open":
             unacknowledged[alert.owner or ""] += 1
