@@ -3,7 +3,8 @@ signed events in through the real HTTP app.
 
 - nominal.upsert's new fields (home_address, visit_every_days, licence_conditions,
   exclusion_zones, description), stored and loaded;
-- meeting.held (one row per meeting_id, updated when the minutes date arrives), rmp.reviewed,
+- meeting.held (one row per nominal and meeting_id, updated when the minutes date arrives; the
+  source's ids are unique per nominal only, as order ids), rmp.reviewed,
   order.upsert (one row per nominal and order_id; a stale one ignored);
 - risk_changes: a known nominal's change of risk level, MAPPA category or area, recorded on its
   second upsert (not the first) and carried to the rules as Applied.risk_change;
@@ -56,9 +57,11 @@ def _upsert(event_id: str, at: str, ref: str = REF, **fields: Any) -> dict[str, 
     return _event("nominal.upsert", event_id, nominal_data(**fields), ref=ref, at=at)
 
 
-def _meeting(event_id: str, at: str, meeting_id: str = "MAPP-150", **fields: Any) -> dict[str, Any]:
+def _meeting(
+    event_id: str, at: str, meeting_id: str = "MAPP-150", ref: str = REF, **fields: Any
+) -> dict[str, Any]:
     data = {"meeting_id": meeting_id, "held_on": "2026-11-02", "level": 3, **fields}
-    return _event("meeting.held", event_id, data, at=at)
+    return _event("meeting.held", event_id, data, ref=ref, at=at)
 
 
 def _order(
@@ -210,13 +213,17 @@ async def test_a_later_meeting_held_sets_the_minutes_and_a_stale_one_is_ignored(
         await _post(client, [_meeting("mt-2", "2026-11-06T15:00:00Z", minutes_on_visor_on="2026-11-06")])
         # An older export of the meeting (no minutes yet) arrives late: kept as an event, no change.
         await _post(client, [_meeting("mt-3", "2026-11-03T09:00:00Z", level=2)], accepted=1)
+        # The same meeting id for another nominal is another meeting (ids are unique per nominal
+        # only): it neither takes REF's row over nor changes it.
+        await _post(client, [_meeting("mt-4", "2026-11-07T09:00:00Z", ref=OTHER, level=2)], accepted=1)
         async with service.sessions() as session:
-            [meeting] = (await session.execute(select(Meeting))).scalars()
+            [meeting] = (await session.execute(select(Meeting).where(Meeting.visor_ref == REF))).scalars()
             assert (meeting.level, meeting.minutes_on_visor_on, meeting.event_id) == (
                 3, date(2026, 11, 6), "mt-2"
             )
-            assert await load.meetings(session, [REF]) == {
-                REF: [MeetingFacts("MAPP-150", REF, date(2026, 11, 2), 3, date(2026, 11, 6))]
+            assert await load.meetings(session, [REF, OTHER]) == {
+                REF: [MeetingFacts("MAPP-150", REF, date(2026, 11, 2), 3, date(2026, 11, 6))],
+                OTHER: [MeetingFacts("MAPP-150", OTHER, date(2026, 11, 2), 2, None)],
             }
 
 
@@ -313,6 +320,9 @@ async def test_migration_0008_adds_the_supervision_tables_and_is_reversible(engi
     def tables(conn: Connection) -> set[str]:
         return set(inspect(conn).get_table_names())
 
+    def unique_keys(conn: Connection, table: str) -> list[list[str]]:
+        return [u["column_names"] for u in inspect(conn).get_unique_constraints(table)]
+
     assert await current_revision(engine) == head_revision()
     async with engine.begin() as conn:
         assert NEW_COLUMNS <= await conn.run_sync(columns)
@@ -347,3 +357,6 @@ async def test_migration_0008_adds_the_supervision_tables_and_is_reversible(engi
         n = Nominal
         lists = (await conn.execute(select(n.licence_conditions, n.exclusion_zones, n.home_address))).one()
         assert tuple(lists) == ([], [], None)
+        # Meetings, as orders, are unique per nominal and source id, not by the source id alone.
+        assert await conn.run_sync(unique_keys, "meetings") == [["visor_ref", "meeting_id"]]
+        assert await conn.run_sync(unique_keys, "orders") == [["visor_ref", "order_id"]]

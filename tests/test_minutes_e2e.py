@@ -100,3 +100,45 @@ async def test_minutes_and_reviews_end_to_end(db_url: str) -> None:
         assert await _alerts(client, "open") == [("mappa.minutes_overdue", LEVEL_2, "MAPP-TEST-2", "medium")]
         again = await run_scan(service.sessions, service.ctx, at)
         assert not again.tally.opened and not again.tally.resolved
+
+
+FIRST = "VIS-TEST-0154"  # level 3 meeting "MAPP-TEST-SAME" on 1 April: due 10 April
+SECOND = "VIS-TEST-0155"  # another level 3 meeting the source also calls "MAPP-TEST-SAME"
+
+
+async def test_the_same_meeting_id_for_two_nominals_is_two_meetings_and_two_alerts(db_url: str) -> None:
+    """A meeting id is the source's, unique per nominal only (as order ids): each nominal's
+    meeting is its own, owes its own minutes (para 8.21) and is resolved only by its own
+    nominal's minutes; another nominal's meeting.held never takes it over."""
+    clock = FixedClock(utc("2026-04-10T12:00:00Z"))
+    same = {"meeting_id": "MAPP-TEST-SAME", "held_on": "2026-04-01", "level": 3}
+    first = ("mappa.minutes_overdue", FIRST, "MAPP-TEST-SAME", "high")
+    second = ("mappa.minutes_overdue", SECOND, "MAPP-TEST-SAME", "high")
+    async with service_client(db_url, clock=clock) as (service, client):
+        resp = await signed_post(client, "/api/v1/events", [
+            _upsert(FIRST, 1, "2025-11-01T00:00:00Z", mappa_level=3),
+            _upsert(SECOND, 1, "2025-11-01T00:00:00Z", mappa_level=3),
+            _event("meeting.held", FIRST, 1, "2026-04-01T15:00:00Z", **same),
+            _event("meeting.held", SECOND, 1, "2026-04-01T16:00:00Z", **same),
+        ])
+        assert resp.status == 202, await resp.text()
+
+        # 11 April, 00:30 BST: both meetings' minutes are overdue, one alert each.
+        summary = await run_scan(service.sessions, service.ctx, utc("2026-04-10T23:30:00Z"))
+        assert summary.tally.opened == {"mappa.minutes_overdue": 2}
+        assert await _alerts(client, "open") == [first, second]
+
+        # The second nominal's minutes reach ViSOR: its alert resolves, the first one's does not.
+        clock.set(utc("2026-04-14T09:00:00Z"))
+        resp = await signed_post(client, "/api/v1/events", [
+            _event("meeting.held", SECOND, 2, "2026-04-14T09:00:00Z", **same,
+                   minutes_on_visor_on="2026-04-14"),
+        ])
+        assert resp.status == 202, await resp.text()
+        assert await _alerts(client, "open") == [first]
+        assert await _alerts(client, "resolved") == [second]
+
+        # The scan keeps the first one open and changes nothing.
+        again = await run_scan(service.sessions, service.ctx, utc("2026-04-14T10:00:00Z"))
+        assert not again.tally.opened and not again.tally.resolved
+        assert await _alerts(client, "open") == [first]

@@ -92,7 +92,7 @@ class Batch:
         self.markers: dict[str, list[Marker]] = {}
         self.aliases: dict[str, list[NominalAlias]] = {}
         self.actions: dict[str, Action | None] = {}
-        self.meetings: dict[str, Meeting | None] = {}
+        self.meetings: dict[tuple[str, str], Meeting | None] = {}  # by (visor_ref, meeting_id)
         self.orders: dict[tuple[str, str], Order | None] = {}  # by (visor_ref, order_id)
         self.with_history: set[str] = set()  # refs with level changes or clock notifications
         self.open_recalls: dict[str, list[Recall]] = {}
@@ -121,12 +121,25 @@ class Batch:
         await batch._load_recalls(session, envelopes)
         action_ids = sorted({e.data.action_id for e in envelopes if isinstance(e.data, ActionUpsert)})
         batch.actions = {**dict.fromkeys(action_ids), **await _locked(session, Action.action_id, action_ids)}
-        meeting_ids = sorted({e.data.meeting_id for e in envelopes if isinstance(e.data, MeetingHeld)})
-        batch.meetings = {
-            **dict.fromkeys(meeting_ids), **await _locked(session, Meeting.meeting_id, meeting_ids)
-        }
+        await batch._load_meetings(session, envelopes)
         await batch._load_orders(session, envelopes)
         return batch
+
+    async def _load_meetings(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        held = [e for e in envelopes if isinstance(e.data, MeetingHeld)]
+        keys = sorted({(e.visor_ref, e.data.meeting_id) for e in held})
+        self.meetings = dict.fromkeys(keys)
+        refs = sorted({ref for ref, _ in keys})
+        for chunk in _chunks(refs):
+            found = await session.execute(
+                select(Meeting)
+                .where(Meeting.visor_ref.in_(chunk))
+                .order_by(Meeting.visor_ref, Meeting.meeting_id)
+                .with_for_update()
+            )
+            for meeting in found.scalars():
+                if (meeting.visor_ref, meeting.meeting_id) in self.meetings:
+                    self.meetings[(meeting.visor_ref, meeting.meeting_id)] = meeting
 
     async def _load_orders(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
         keys = sorted({(e.visor_ref, e.data.order_id) for e in envelopes if isinstance(e.data, OrderUpsert)})
@@ -619,14 +632,14 @@ async def _action_upsert(a: _Apply, data: ActionUpsert) -> Applied:
 
 
 async def _meeting_held(a: _Apply, data: MeetingHeld) -> Applied:
-    meeting = a.batch.meetings.get(data.meeting_id)
+    key = (a.ref, data.meeting_id)
+    meeting = a.batch.meetings.get(key)
     if meeting is not None and a.at < meeting.state_as_of:
         return a.done(stale=True)
     if meeting is None:
-        meeting = Meeting(meeting_id=data.meeting_id)
+        meeting = Meeting(visor_ref=a.ref, meeting_id=data.meeting_id)
         a.session.add(meeting)
-        a.batch.meetings[data.meeting_id] = meeting
-    meeting.visor_ref = a.ref
+        a.batch.meetings[key] = meeting
     meeting.held_on = data.held_on
     meeting.level = data.level
     meeting.minutes_on_visor_on = data.minutes_on_visor_on

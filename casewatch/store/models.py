@@ -190,18 +190,21 @@ class RiskChange(Base):
 
 
 class Meeting(Base):
-    """A level 2 or 3 MAPP meeting (meeting.held), updated by later events with its meeting_id
-    (the minutes date arrives later); an older event never overwrites a newer one."""
+    """A level 2 or 3 MAPP meeting (meeting.held), keyed by the nominal and the source's meeting
+    id (as orders: ids are only unique per nominal); updated by later events (the minutes date
+    arrives later), an older event never overwriting a newer one."""
 
     __tablename__ = "meetings"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    meeting_id: Mapped[str] = mapped_column(String(100), unique=True)
+    meeting_id: Mapped[str] = mapped_column(String(100))
     visor_ref: Mapped[str] = mapped_column(String(32), index=True)
     held_on: Mapped[date]
     level: Mapped[int] = mapped_column(Integer)
     minutes_on_visor_on: Mapped[date | None]
     state_as_of: Mapped[datetime]  # occurred_at of the event this row reflects
     event_id: Mapped[str] = mapped_column(String(200))  # that event
+
+    __table_args__ = (UniqueConstraint("visor_ref", "meeting_id"),)
 
 
 class RmpReview(Base):

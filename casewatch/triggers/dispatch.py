@@ -387,8 +387,9 @@ async def _recall_returned(
 
 async def _minutes(session: AsyncSession, visor_ref: str, meeting_id: str, ctx: Context, tally: _Run) -> None:
     """Minutes put on ViSOR (a later meeting.held) resolve the meeting's `mappa.minutes_overdue`
-    (rules.minutes); resolve only: the alert opens on a scan."""
-    live = await _live(session, ctx, tally, minutes.KINDS, subject=meeting_id)
+    (rules.minutes); resolve only: the alert opens on a scan. Meeting ids are only unique per
+    nominal, so another nominal's alert for the same id is left alone."""
+    live = await _live(session, ctx, tally, minutes.KINDS, visor_ref=visor_ref, subject=meeting_id)
     if not live:
         return
     held = (await load.meetings(session, [visor_ref])).get(visor_ref, [])

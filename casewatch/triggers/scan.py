@@ -409,10 +409,14 @@ async def _scan_minutes(
     """`mappa.minutes_overdue` (rules.minutes): the meetings with no minutes on ViSOR held more
     than minutes.FEWEST_DAYS days ago (a superset: n working days are at least n days), read by
     id in pages; then the live alerts whose meeting was not read (minutes recorded, or gone) are
-    evaluated, so that they resolve."""
+    evaluated, so that they resolve. Meeting ids are only unique per nominal: alerts are matched
+    by (visor_ref, meeting_id)."""
     tz = ZoneInfo(ctx.settings.service.timezone)
     held_before = local_date(at, tz) - timedelta(days=minutes.FEWEST_DAYS)
-    live = await _live_by(sessions, minutes.KINDS, "subject")
+    live: dict[tuple[str, str], list[LiveAlert]] = defaultdict(list)
+    async with sessions() as session:
+        for alert in await load.live_alerts(session, minutes.KINDS):
+            live[(alert.visor_ref, alert.subject)].append(alert)
 
     async def pages() -> AsyncGenerator[Page, None]:
         after = 0
@@ -431,7 +435,7 @@ async def _scan_minutes(
             page: Page = []
             for row in rows:
                 meeting = MeetingFacts(*row[1:])
-                mine = live.pop(meeting.meeting_id, [])
+                mine = live.pop((meeting.visor_ref, meeting.meeting_id), [])
                 result = minutes.evaluate(meeting, known.get(meeting.visor_ref), mine, at, tz)
                 if result.opens or result.resolves:
                     page.append((result, mine))
@@ -439,16 +443,17 @@ async def _scan_minutes(
             after = rows[-1].id
 
     await _write_pages(sessions, ctx, tally, pages())
-    for part in load.chunks(sorted(live)):
+    leftover = sorted(live)
+    for start in range(0, len(leftover), load.CHUNK):
+        part = leftover[start : start + load.CHUNK]
         async with sessions() as session, session.begin():
-            refs = sorted({a.visor_ref for subject in part for a in live[subject]})
-            found = {m.meeting_id: m for ms in (await load.meetings(session, refs)).values() for m in ms}
+            refs = sorted({ref for ref, _ in part})
+            found = await load.meetings(session, refs)
             known = await load.nominals(session, refs)
-            for subject in part:
-                meeting = found.get(subject)
-                nominal = known.get(meeting.visor_ref) if meeting is not None else None
-                result = minutes.evaluate(meeting, nominal, live[subject], at, tz)
-                await apply(session, result, ctx, live=live[subject], tally=tally)
+            for ref, meeting_id in part:
+                meeting = next((m for m in found.get(ref, ()) if m.meeting_id == meeting_id), None)
+                result = minutes.evaluate(meeting, known.get(ref), live[(ref, meeting_id)], at, tz)
+                await apply(session, result, ctx, live=live[(ref, meeting_id)], tally=tally)
 
 
 async def _level_changed_on(session: AsyncSession, refs: Sequence[str], tz: ZoneInfo) -> dict[str, date]:

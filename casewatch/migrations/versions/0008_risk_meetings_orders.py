@@ -4,8 +4,8 @@ reviews and court orders (contract v2, issue 15)
 nominals gains home_address, visit_every_days, licence_conditions, exclusion_zones and
 description (nominal.upsert). risk_changes holds each nominal.upsert that changed a known
 nominal's risk level, MAPPA category or area; meetings the meeting.held events (one row per
-meeting_id, updated when the minutes date arrives); rmp_reviews the rmp.reviewed events; orders
-the order.upsert events (one row per nominal and order_id).
+nominal and meeting_id, updated when the minutes date arrives); rmp_reviews the rmp.reviewed
+events; orders the order.upsert events (one row per nominal and order_id).
 
 Revision ID: 0008
 Revises: 0007
@@ -65,7 +65,7 @@ def upgrade() -> None:
     sa.Column('state_as_of', casewatch.store.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('event_id', sa.String(length=200), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_meetings')),
-    sa.UniqueConstraint('meeting_id', name=op.f('uq_meetings_meeting_id'))
+    sa.UniqueConstraint('visor_ref', 'meeting_id', name=op.f('uq_meetings_visor_ref'))
     )
     op.create_index(op.f('ix_meetings_visor_ref'), 'meetings', ['visor_ref'], unique=False)
     op.create_table('rmp_reviews',
