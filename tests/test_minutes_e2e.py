@@ -7,7 +7,9 @@ API showing exactly the expected `mappa.minutes_overdue` and `rmp.review_due` al
   counted; minutes put on ViSOR resolve the alert at once (dispatch);
 - ACPO NPIA 2010 Guidance (para 8.30): the RMP reviewed at least every 16 weeks, reminded 14
   days ahead (low), overdue (medium); a review recorded resolves it at once; never reviewed: from
-  the newest level change (local choice), else nothing.
+  the later of the newest level change and `rmp_reviews_recorded_from` (local choice), and
+  nothing while that setting is unset (first deployment: level changes are on record for years
+  before any rmp.reviewed, so counting from them alone would raise one alert per nominal).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tests.test_triggers_case_data import utc
 
 LEVEL_3 = "VIS-TEST-0151"  # level 3 meeting 1 April: due 10 April; RMP reviewed 1 January: due 23 April
 LEVEL_2 = "VIS-TEST-0152"  # level 2 meeting 1 April: due 17 April; never reviewed, no level change
-CHANGED = "VIS-TEST-0153"  # never reviewed; level 1 -> 2 on 1 December 2025: review due 23 March
+CHANGED = "VIS-TEST-0153"  # never reviewed; level 1 -> 2 on 1 December 2025: due 23 March once the
+# review feed is complete from a day before that (rmp_reviews_recorded_from); unset: no clock
 KINDS = ("mappa.minutes_overdue", "rmp.review_due")
 
 
@@ -63,10 +66,10 @@ async def test_minutes_and_reviews_end_to_end(db_url: str) -> None:
         assert resp.status == 202, await resp.text()
 
         # 10 April, midday: the level 3 minutes are due by the end of today; nothing overdue yet.
+        # First deployment (rmp_reviews_recorded_from unset): nothing for the plans never reviewed.
         await run_scan(service.sessions, service.ctx, utc("2026-04-10T12:00:00Z"))
         assert await _alerts(client, "open") == sorted([
             ("rmp.review_due", LEVEL_3, "rmp:2026-04-23", "low"),  # reminded from 9 April
-            ("rmp.review_due", CHANGED, "rmp:2026-03-23", "medium"),  # from the level change
         ])
 
         # 11 April 00:30 BST (23:30 UTC on the 10th): the 10th is over.
@@ -75,7 +78,6 @@ async def test_minutes_and_reviews_end_to_end(db_url: str) -> None:
         assert await _alerts(client, "open") == sorted([
             ("mappa.minutes_overdue", LEVEL_3, "MAPP-TEST-3", "high"),
             ("rmp.review_due", LEVEL_3, "rmp:2026-04-23", "low"),
-            ("rmp.review_due", CHANGED, "rmp:2026-03-23", "medium"),
         ])
 
         # The minutes reach ViSOR and the plans are reviewed: resolved at once, by the events.
@@ -91,7 +93,6 @@ async def test_minutes_and_reviews_end_to_end(db_url: str) -> None:
         assert await _alerts(client, "resolved") == sorted([
             ("mappa.minutes_overdue", LEVEL_3, "MAPP-TEST-3", "high"),
             ("rmp.review_due", LEVEL_3, "rmp:2026-04-23", "low"),
-            ("rmp.review_due", CHANGED, "rmp:2026-03-23", "medium"),
         ])
 
         # 18 April: the level 2 minutes (due Friday 17 April, Easter not counted) are overdue.
@@ -100,6 +101,29 @@ async def test_minutes_and_reviews_end_to_end(db_url: str) -> None:
         assert await _alerts(client, "open") == [("mappa.minutes_overdue", LEVEL_2, "MAPP-TEST-2", "medium")]
         again = await run_scan(service.sessions, service.ctx, at)
         assert not again.tally.opened and not again.tally.resolved
+
+
+async def test_never_reviewed_counts_from_rmp_reviews_recorded_from(db_url: str) -> None:
+    """The review feed complete from 20 November 2025 (local choice): a plan never reviewed counts
+    from the later of its newest level change and that day (para 8.30's 16 weeks): CHANGED from
+    the level change (1 Dec, due 23 March), LEVEL_2 with no level change from the feed's start
+    (due 12 March); the scan's candidate filter reads both. A review recorded resolves them."""
+    clock = FixedClock(utc("2026-04-10T12:00:00Z"))
+    feed = {"rmp_reviews_recorded_from": "2025-11-20"}
+    async with service_client(db_url, clock=clock, triggers=feed) as (service, client):
+        resp = await signed_post(client, "/api/v1/events", _case_data())
+        assert resp.status == 202, await resp.text()
+        await run_scan(service.sessions, service.ctx, utc("2026-04-10T12:00:00Z"))
+        assert await _alerts(client, "open") == sorted([
+            ("rmp.review_due", LEVEL_3, "rmp:2026-04-23", "low"),
+            ("rmp.review_due", LEVEL_2, "rmp:2026-03-12", "medium"),  # from the feed's start
+            ("rmp.review_due", CHANGED, "rmp:2026-03-23", "medium"),  # from the level change
+        ])
+        resp = await signed_post(client, "/api/v1/events", [
+            _event("rmp.reviewed", CHANGED, 1, "2026-04-10T12:00:00Z", reviewed_on="2026-04-10"),
+        ])
+        assert resp.status == 202, await resp.text()
+        assert [a[1] for a in await _alerts(client, "resolved")] == [CHANGED]
 
 
 FIRST = "VIS-TEST-0154"  # level 3 meeting "MAPP-TEST-SAME" on 1 April: due 10 April

@@ -1,7 +1,7 @@
 """rules.rmp_review: a risk management plan reviewed at least every 16 weeks (ACPO NPIA 2010
 Guidance, cited by the 2011 joint inspection of MAPPA para 8.30), for every active nominal
-(para 8.22); reminded 14 days ahead and the reminder days, and the count from a level change
-when never reviewed, are local choices."""
+(para 8.22); reminded 14 days ahead and the reminder days, and the count from a level change or
+from rmp_reviews_recorded_from when never reviewed, are local choices."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ CASES = [
      "8.30: due by the end of 23 April"),
     (ACTIVE, JAN_1, None, "2026-04-23T23:00:00", ("medium", "rmp:2026-04-23"), "8.30: overdue from 24 April"),
     (ACTIVE, date(2026, 4, 1), JAN_1, "2026-04-24T12:00:00", None, "8.30: counted from the last review"),
-    (ACTIVE, None, JAN_1, "2026-04-24T12:00:00", ("medium", "rmp:2026-04-23"),
-     "local choice: never reviewed, from the level change"),
+    (ACTIVE, None, JAN_1, "2026-04-24T12:00:00", None,
+     "first deployment: never reviewed, rmp_reviews_recorded_from unset: no clock from the level change"),
     (ACTIVE, None, None, "2026-04-24T12:00:00", None, "local choice: nothing to count from"),
     # Not registered, but managed at MAPPA level 2 (a category 2 nominal): still active (8.22).
     (NominalFacts(REF, "north", "PC1", registered=False, mappa_level=2), JAN_1, None,
@@ -97,3 +97,46 @@ def test_still_owed_keeps_the_alert_and_raises_it() -> None:
     assert result.resolves == ()
     raised = [(s.subject, s.severity, s.details["days_overdue"]) for s in result.opens]
     assert raised == [("rmp:2026-04-23", "medium", 1)]
+
+
+# Never reviewed: (newest level change, rmp_reviews_recorded_from, now, expected or None, source)
+NEVER_REVIEWED = [
+    (JAN_1, None, "2026-04-24T12:00:00", None,
+     "first deployment: rmp_reviews_recorded_from unset, level changes on record for years: no clock"),
+    (date(2019, 5, 1), None, "2026-04-24T12:00:00", None,
+     "first deployment: a level change in 2019 and no review feed yet: no clock, not overdue by years"),
+    (JAN_1, date(2025, 12, 1), "2026-04-24T12:00:00", ("medium", "rmp:2026-04-23"),
+     "local choice: the feed complete before the level change: from the level change (para 8.23)"),
+    (date(2019, 5, 1), JAN_1, "2026-04-24T12:00:00", ("medium", "rmp:2026-04-23"),
+     "first deployment: an old level change counts from rmp_reviews_recorded_from (1 Jan + 16 weeks)"),
+    (date(2019, 5, 1), date(2026, 3, 1), "2026-04-24T12:00:00", None,
+     "first deployment: the feed complete from 1 March, due 21 June: nothing yet"),
+    (None, JAN_1, "2026-04-10T12:00:00", ("low", "rmp:2026-04-23"),
+     "8.22: an active nominal with no level change, the feed complete from 1 Jan: due soon"),
+]
+
+
+@pytest.mark.parametrize(
+    ("changed", "since", "now", "expected", "source"), NEVER_REVIEWED, ids=[c[4] for c in NEVER_REVIEWED]
+)
+def test_never_reviewed(
+    changed: date | None, since: date | None, now: str, expected: tuple[str, str] | None, source: str
+) -> None:
+    policy = TriggerSection(rmp_reviews_recorded_from=since)
+    result = rmp_review.evaluate(ACTIVE, None, changed, [], _at(now), policy, TZ)
+    assert [(s.severity, s.subject) for s in result.opens] == ([expected] if expected else []), source
+
+
+def test_a_review_counts_whatever_rmp_reviews_recorded_from_says() -> None:
+    """A recorded review is the clock (8.30), before or after the feed's start."""
+    policy = TriggerSection(rmp_reviews_recorded_from=date(2026, 3, 1))
+    (spec,) = rmp_review.evaluate(ACTIVE, JAN_1, None, [], _at("2026-04-24T12:00:00"), policy, TZ).opens
+    assert spec.subject == "rmp:2026-04-23"
+    assert POLICY.rmp_reviews_recorded_from is None
+
+
+def test_the_flood_resolves_once_the_setting_is_unset() -> None:
+    """Alerts raised for plans never reviewed before the setting existed resolve on the next scan."""
+    live = [LiveAlert(rmp_review.REVIEW_DUE, REF, "rmp:2019-08-21", "medium")]
+    result = rmp_review.evaluate(ACTIVE, None, date(2019, 5, 1), live, _at("2026-04-24T12:00:00"), POLICY, TZ)
+    assert result.opens == () and [r.alert for r in result.resolves] == live

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from casewatch.config import load_config
 from casewatch.config.triggers import TriggerSection
 from casewatch.model.facts import DetentionFacts, NominalFacts, NotificationHistory
 from casewatch.model.results import LiveAlert
@@ -63,12 +65,30 @@ ROWS = [
     Row("a risk level left out of the bands: reactive management (domain.md), no routine visits",
         {"risk_level": "low"}, date(2020, 1, 1), None, settings={"visit_every_days_by_risk": {"high": 90}}),
     Row("no risk level and no RMP frequency: no clock", {"risk_level": ""}, date(2020, 1, 1), None),
-    Row("never visited: counted from the release (local choice), 1 Aug + 90 = 30 Oct: overdue",
+    Row("first deployment: never visited, visits_recorded_from unset: no clock (released 1 Aug + 90 "
+        "= 30 Oct is not an overdue visit: the visit may predate the feed)",
+        {"relevant_date": date(2024, 5, 1), "release_date": date(2026, 8, 1)}, None, None),
+    Row("first deployment: released in 2019 and never visited on record, setting unset: no alert",
+        {"relevant_date": date(2018, 5, 1), "release_date": date(2019, 3, 1)}, None, None),
+    Row("never visited, feed complete from 1 Jun: counted from the later release (local choice), "
+        "1 Aug + 90 = 30 Oct: overdue",
         {"relevant_date": date(2024, 5, 1), "release_date": date(2026, 8, 1)}, None,
-        ("visit.overdue", "medium", "visit:2026-10-30")),
+        ("visit.overdue", "medium", "visit:2026-10-30"), settings={"visits_recorded_from": date(2026, 6, 1)}),
+    Row("first deployment: released in 2019, the feed complete from 25 Aug 2026: counted from the "
+        "feed, due 23 Nov: due soon, not years overdue",
+        {"relevant_date": date(2018, 5, 1), "release_date": date(2019, 3, 1)}, None,
+        ("visit.due", "low", "visit:2026-11-23"), settings={"visits_recorded_from": date(2026, 8, 25)}),
+    Row("first deployment: released in 2019, the feed complete from 1 Sep 2026: due 30 Nov, nothing yet",
+        {"release_date": date(2019, 3, 1)}, None, None, settings={"visits_recorded_from": date(2026, 9, 1)}),
     Row("never visited, caution only: from the relevant date (SOA 2003 s.82(6)), 1 Sep + 90 = 30 Nov",
-        {"relevant_date": date(2026, 9, 1)}, None, None),
-    Row("never visited and no date to count from: no clock", {}, None, None),
+        {"relevant_date": date(2026, 9, 1)}, None, None, settings={"visits_recorded_from": date(2026, 1, 1)}),
+    Row("never visited, no relevant or release date, the feed complete from 1 Jul: 29 Sep, overdue",
+        {}, None, ("visit.overdue", "medium", "visit:2026-09-29"),
+        settings={"visits_recorded_from": date(2026, 7, 1)}),
+    Row("never visited and no date to count from (setting unset): no clock", {}, None, None),
+    Row("a visit recorded before visits_recorded_from still counts: 20 Aug + 90 = 18 Nov, overdue",
+        {}, date(2026, 8, 20), ("visit.overdue", "medium", "visit:2026-11-18"),
+        settings={"visits_recorded_from": date(2026, 11, 1)}),
     Row("the notification period ended (s.82(1)) and no RMP frequency: not visited",
         {"notification_ends_on": date(2026, 11, 1)}, date(2026, 1, 1), None),
     Row("not registered but the RMP sets a frequency (a MAPPA category 2 nominal): visited",
@@ -85,7 +105,8 @@ ROWS = [
             DetentionFacts(date(2026, 11, 15), False, "", "d2"),
         ))),
     Row("held from the relevant date to a release date still to come (rules.custody): none",
-        {"relevant_date": date(2025, 1, 1), "release_date": date(2027, 1, 1)}, None, None),
+        {"relevant_date": date(2025, 1, 1), "release_date": date(2027, 1, 1)}, None, None,
+        settings={"visits_recorded_from": date(2025, 1, 1)}),
 ]
 
 
@@ -127,3 +148,18 @@ def test_the_bands_are_validated() -> None:
         TriggerSection(visit_every_days_by_risk={"high": 0})
     assert POLICY.visit_every_days_by_risk == {"very_high": 30, "high": 90, "medium": 180, "low": 365}
     assert POLICY.visit_reminder_days == 7
+
+
+def test_the_feed_start_dates_load_from_toml(tmp_path: Path) -> None:
+    """config.example.toml shows visits_recorded_from and rmp_reviews_recorded_from as commented
+    TOML dates: uncommented, they load as dates; left commented, they are unset (no clock)."""
+    example = Path(__file__).resolve().parent.parent / "config.example.toml"
+    text = example.read_text(encoding="utf-8")
+    for key in ("visits_recorded_from", "rmp_reviews_recorded_from"):
+        text = text.replace(f"# {key} = 2026-12-01", f"{key} = 2026-12-01")
+    path = tmp_path / "casewatch.toml"
+    path.write_text(text, encoding="utf-8")
+    triggers = load_config(path, environ={}).triggers
+    assert (triggers.visits_recorded_from, triggers.rmp_reviews_recorded_from) == (date(2026, 12, 1),) * 2
+    unset = load_config(example, environ={}).triggers
+    assert (unset.visits_recorded_from, unset.rmp_reviews_recorded_from) == (None, None)

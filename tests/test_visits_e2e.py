@@ -3,7 +3,9 @@ HTTP app, the scan as of a chosen instant, the alerts API showing the visit aler
 recorded resolving its alert at once, and /flags showing the last and next visit.
 
 The frequency is the RMP's `visit_every_days`, else the risk band (local choice: high 90 days);
-detained nominals owe no visit (rules.custody). All references are fictional.
+detained nominals owe no visit (rules.custody); a nominal never visited has a clock only once
+`visits_recorded_from` says when the visit feed became complete (first deployment: no flood of
+visit.overdue for nominals released years ago). All references are fictional.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ OVERDUE = "VIS-TEST-0101"  # high band, visited 1 Aug: due 30 Oct, overdue on 20
 DUE_SOON = "VIS-TEST-0102"  # high band, visited 25 Aug: due 23 Nov, within the 7-day reminder
 HELD = "VIS-TEST-0103"  # overdue by the band, but remanded since 10 Nov: no visit owed
 RMP = "VIS-TEST-0104"  # the RMP's 28 days, visited 1 Nov: due 29 Nov, nothing yet
-NEVER = "VIS-TEST-0105"  # never visited: counted from the release, 1 Aug + 90 = 30 Oct
+NEVER = "VIS-TEST-0105"  # never visited, released 1 Aug 2026: no clock until visits_recorded_from
+OLD = "VIS-TEST-0106"  # never visited, released 1 Mar 2019: years "overdue" if counted from then
 OFFICER = Requester("PC1234", "PC Example", "north", frozenset({"officer"}))
 NOW = "2026-11-20T09:00:00Z"
 
@@ -48,6 +51,7 @@ def _case_data() -> list[dict[str, Any]]:
                  visor_ref=HELD, occurred_at="2026-11-10T15:00:00Z"),
         _upsert(RMP, visit_every_days=28), _visit(RMP, "2026-11-01"),
         _upsert(NEVER, release_date="2026-08-01"),
+        _upsert(OLD, relevant_date="2018-05-01", release_date="2019-03-01"),
     ]
 
 
@@ -71,8 +75,7 @@ async def test_home_visits_end_to_end(db_url: str) -> None:
         assert await _visit_alerts(client, "open") == sorted([
             ("visit.overdue", OVERDUE, "visit:2026-10-30", "medium"),
             ("visit.due", DUE_SOON, "visit:2026-11-23", "low"),
-            ("visit.overdue", NEVER, "visit:2026-10-30", "medium"),
-        ])
+        ])  # first deployment (visits_recorded_from unset): nothing for NEVER and OLD
         again = await run_scan(service.sessions, service.ctx, utc(NOW))
         assert not again.tally.opened and not again.tally.resolved
 
@@ -107,3 +110,32 @@ async def test_home_visits_end_to_end(db_url: str) -> None:
             f["text"] for b in flags_message(shown[HELD], zone)["blocks"] for f in b.get("fields", ())
         ]
         assert "*Home visits*\nLast 01/06/2026 \u00b7 next due none owed" in held_fields
+
+
+async def test_never_visited_counts_from_visits_recorded_from(db_url: str) -> None:
+    """The feed complete from 25 Aug 2026 (local choice): a nominal never visited counts from the
+    latest of the relevant date, the release date and that day, so OLD (released 2019) is due
+    23 Nov (due soon) and NEVER (released 1 Aug) too; the scan's candidate filter reads both."""
+    clock = FixedClock(utc(NOW))
+    feed = {"visits_recorded_from": "2026-08-25"}
+    async with service_client(db_url, clock=clock, triggers=feed) as (service, client):
+        resp = await signed_post(client, "/api/v1/events", _case_data())
+        assert resp.status == 202, await resp.text()
+        await run_scan(service.sessions, service.ctx, utc(NOW))
+        assert await _visit_alerts(client, "open") == sorted([
+            ("visit.overdue", OVERDUE, "visit:2026-10-30", "medium"),
+            ("visit.due", DUE_SOON, "visit:2026-11-23", "low"),
+            ("visit.due", NEVER, "visit:2026-11-23", "low"),
+            ("visit.due", OLD, "visit:2026-11-23", "low"),
+        ])
+
+
+async def test_a_feed_complete_later_keeps_never_visited_quiet(db_url: str) -> None:
+    """The feed complete from 1 Sep 2026: never visited, due 30 Nov, beyond the 7-day reminder."""
+    clock = FixedClock(utc(NOW))
+    feed = {"visits_recorded_from": "2026-09-01"}
+    async with service_client(db_url, clock=clock, triggers=feed) as (service, client):
+        resp = await signed_post(client, "/api/v1/events", _case_data())
+        assert resp.status == 202, await resp.text()
+        await run_scan(service.sessions, service.ctx, utc(NOW))
+        assert sorted(a[1] for a in await _visit_alerts(client, "open")) == [OVERDUE, DUE_SOON]

@@ -4,6 +4,7 @@ shared/domain.md, "The triggers and their clocks"); forces vary, so each is a se
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 
 from pydantic import Field, field_validator, model_validator
 
@@ -107,6 +108,10 @@ class TriggerSection(Section):
     rmp_review_weeks: int = Field(16, ge=1, le=52)
     # Local choice: remind the offender manager this many days before an RMP review falls due.
     rmp_review_reminder_days: int = Field(14, ge=0, le=120)
+    # The day this force's feed of rmp.reviewed events became complete (local date). A plan never
+    # reviewed counts from the later of the newest MAPPA level change and this day; unset (None,
+    # the default): no clock for a plan never reviewed (first deployment: no flood).
+    rmp_reviews_recorded_from: date | None = None
     # Local choice (issue 15: home visits): the days between home visits by risk level, used when
     # the RMP sets no frequency (nominal.upsert visit_every_days). Since 2017 the plan sets it;
     # these are the older bands (domain.md; the 2005 joint inspection, Table 1, Forces B and E:
@@ -115,6 +120,11 @@ class TriggerSection(Section):
     visit_every_days_by_risk: dict[str, int] = Field(default_factory=_visit_bands)
     # Local choice: remind the offender manager this many days before a home visit falls due.
     visit_reminder_days: int = Field(7, ge=0, le=120)
+    # The day this force's feed of visit.recorded events became complete (local date). A nominal
+    # never visited counts from the latest of the relevant date, the release date and this day;
+    # unset (None, the default): no clock for a nominal never visited, as casewatch cannot tell
+    # one never visited from one visited before the feed began (first deployment: no flood).
+    visits_recorded_from: date | None = None
     # Local choice (issue 15: court orders): tell the offender manager and the SPOC this many days
     # before an active order expires (8 weeks: time to apply for a renewal, SOA 2003 s.103E, s.122D).
     order_expiry_notice_days: int = Field(56, ge=1, le=730)

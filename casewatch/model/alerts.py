@@ -220,8 +220,9 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "within `visit_reminder_days` [7] of a home visit's due day: the last `visit.recorded` "
         "plus the RMP's `visit_every_days`, else `visit_every_days_by_risk` for the risk level "
         "[very_high 30, high 90, medium 180, low 365: local choice; a level left out has no "
-        "routine visits]; never visited: counted from the later of the relevant and release dates "
-        "(no date, no clock). For a registered nominal within the notification period, or any "
+        "routine visits]; never visited: counted from the latest of the relevant date, the release "
+        "date and `visits_recorded_from` [unset: no clock, so a first deployment does not alert on "
+        "every nominal]. For a registered nominal within the notification period, or any "
         "nominal whose RMP sets a frequency; nothing while detained (custody: remand, sentence, "
         "hospital, recall)",
         "`visit:<due date>`", "a later visit is recorded (the due date moves); or it turns into "
@@ -258,8 +259,9 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "rmp.review_due", ("medium", "low"), ("owner",),
         "within `rmp_review_reminder_days` [14] of the day the risk management plan is due a "
         "review: `rmp_review_weeks` [16] after the last `rmp.reviewed` (ACPO NPIA 2010 "
-        "Guidance, 2011 MAPPA inspection para 8.30), else after the newest MAPPA level change "
-        "recorded (neither: no clock); for an active nominal (registered within the "
+        "Guidance, 2011 MAPPA inspection para 8.30); never reviewed: after the later of the "
+        "newest MAPPA level change recorded and `rmp_reviews_recorded_from` [unset: no clock, so "
+        "a first deployment does not alert on every nominal]; for an active nominal (registered within the "
         "notification period, or at a MAPPA level: para 8.22)",
         "`rmp:<due date>`", "a later review is recorded (the due date moves), or the nominal is "
         "no longer active",

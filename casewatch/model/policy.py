@@ -4,6 +4,7 @@ the rules depend on this shape, not on the configuration package."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from typing import Protocol
 
 from casewatch.model.alerts import Severity
@@ -45,8 +46,12 @@ class TriggerPolicy(Protocol):
     @property
     def rmp_review_reminder_days(self) -> int: ...
     @property
+    def rmp_reviews_recorded_from(self) -> date | None: ...
+    @property
     def visit_every_days_by_risk(self) -> Mapping[str, int]: ...
     @property
     def visit_reminder_days(self) -> int: ...
+    @property
+    def visits_recorded_from(self) -> date | None: ...
     @property
     def order_expiry_notice_days(self) -> int: ...

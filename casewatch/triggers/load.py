@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, case, func, literal, null, or_, select, union_all
+from sqlalchemy import ColumnElement, Date, case, false, func, literal, null, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -498,14 +498,17 @@ async def last_visits(session: AsyncSession, visor_refs: Sequence[str]) -> dict[
 _VISIT_STEPS = (1, 7, 14, 28, 30, 42, 56, 60, 84, 90, 120, 180, 270, 365, 548, 730)
 
 
-def may_owe_visit(horizon: date, every_by_risk: Mapping[str, int]) -> ColumnElement[bool]:
+def may_owe_visit(
+    horizon: date, every_by_risk: Mapping[str, int], recorded_from: date | None
+) -> ColumnElement[bool]:
     """A nominal who may owe a home visit by `horizon` (today + visit_reminder_days; rules.visits).
     A superset: the rule decides (custody, the notification period). A nominal with a frequency
     `every` owes one by the horizon when last visit + every <= horizon, so when last visit <=
     horizon - every. For a risk band, `every` is that band's, exactly; for an RMP's own
     visit_every_days the test uses the largest step s <= every (_VISIT_STEPS starts at the
     event's minimum, 1), and horizon - every <= horizon - s: never too few. A nominal never
-    visited counts from the later of its relevant and release dates, the same way."""
+    visited counts from the latest of its relevant and release dates and `recorded_from`
+    (visits_recorded_from), the same way; with `recorded_from` None it owes none."""
     last = select(func.max(Visit.visited_on)).where(Visit.visor_ref == Nominal.visor_ref).scalar_subquery()
     every = Nominal.visit_every_days
     whens: list[tuple[ColumnElement[bool], ColumnElement[date]]] = [
@@ -518,12 +521,14 @@ def may_owe_visit(horizon: date, every_by_risk: Mapping[str, int]) -> ColumnElem
     has_frequency = every.is_not(None) | Nominal.risk_level.in_(sorted(every_by_risk))
     latest = case(*whens, else_=null())
     relevant, release = Nominal.relevant_date, Nominal.release_date
-    never = (
-        last.is_(None)
-        & (relevant.is_not(None) | release.is_not(None))
-        & (relevant.is_(None) | (relevant <= latest))
-        & (release.is_(None) | (release <= latest))
-    )
+    never: ColumnElement[bool] = false()
+    if recorded_from is not None:
+        never = (
+            last.is_(None)
+            & (literal(recorded_from, Date) <= latest)
+            & (relevant.is_(None) | (relevant <= latest))
+            & (release.is_(None) | (release <= latest))
+        )
     return (Nominal.registered.is_(True) | every.is_not(None)) & has_frequency & (never | (last <= latest))
 
 

@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import and_, false, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.reminders import send_reminders
@@ -203,12 +203,13 @@ async def _scan_visits(
     sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime, tally: Tally, size: int
 ) -> None:
     """Home visits (rules.visits): the nominals who may owe one by today + visit_reminder_days
-    (load.may_owe_visit, a superset), in pages by reference; then the live visit alerts of the
-    others, so that those no longer wanted resolve."""
+    (load.may_owe_visit, a superset: never visited ones only with visits_recorded_from set), in
+    pages by reference; then the live visit alerts of the others, so that those no longer wanted
+    resolve."""
     settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
     live = await _live_by(sessions, visits.KINDS, "visor_ref")
     horizon = local_date(at, tz) + timedelta(days=settings.visit_reminder_days)
-    may_owe = load.may_owe_visit(horizon, settings.visit_every_days_by_risk)
+    may_owe = load.may_owe_visit(horizon, settings.visit_every_days_by_risk, settings.visits_recorded_from)
 
     async def evaluate(session: AsyncSession, refs: Sequence[str], known: dict[str, Any]) -> Page:
         last = await load.last_visits(session, refs)
@@ -476,8 +477,10 @@ async def _scan_rmp_reviews(
 ) -> None:
     """`rmp.review_due` (rules.rmp_review): nominals read by reference in pages, only those that
     may be due (a superset, in SQL): registered or at a MAPPA level, with no review after the
-    day whose review falls due within the reminder, and a review or a level change to count
-    from. Then the live alerts of nominals not read are evaluated, so that they resolve."""
+    day whose review falls due within the reminder (the cutoff), and a review to count from, or,
+    never reviewed, rmp_reviews_recorded_from set and on or before the cutoff (the never-reviewed
+    clock starts no earlier than that day; unset: no clock). Then the live alerts of nominals not
+    read are evaluated, so that they resolve."""
     settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
     cutoff = (
         local_date(at, tz)
@@ -487,11 +490,12 @@ async def _scan_rmp_reviews(
     live = await _live_by(sessions, rmp_review.KINDS, "visor_ref")
     reviews = select(RmpReview.id).where(RmpReview.visor_ref == Nominal.visor_ref)
     newer_review = reviews.where(RmpReview.reviewed_on > cutoff).exists()
-    level_changed = select(LevelChange.id).where(LevelChange.visor_ref == Nominal.visor_ref).exists()
+    since = settings.rmp_reviews_recorded_from
+    never_reviewed_may_be_due = since is not None and since <= cutoff
     may_be_due = and_(
         or_(Nominal.registered.is_(True), Nominal.mappa_level.is_not(None)),
         ~newer_review,
-        or_(reviews.exists(), level_changed),
+        or_(reviews.exists(), true() if never_reviewed_may_be_due else false()),
     )
 
     async def evaluate(session: AsyncSession, refs: Sequence[str], known: dict[str, NominalFacts]) -> Page:

@@ -7,10 +7,12 @@ ViSOR" (para 8.22). So every active nominal (subject to the notification require
 at a MAPPA level: NominalFacts.subject_on, mappa_level) is due a review `rmp_review_weeks` [16]
 after the last `rmp.reviewed` (reviewed 1 January 2026 -> due by the end of 23 April 2026).
 
-Never reviewed (local choice): the clock runs from the nominal's newest MAPPA level change that
-casewatch recorded (a new management level calls for the plan to be reviewed, para 8.23); with
-neither, nothing is owed, as casewatch cannot tell a plan never reviewed from one reviewed
-before its feed began, and a first scan must not bury the real alerts under one per nominal.
+Never reviewed (local choice): the clock runs from the later of the nominal's newest MAPPA level
+change that casewatch recorded (a new management level calls for the plan to be reviewed, para
+8.23) and `rmp_reviews_recorded_from`, the day this force's feed of rmp.reviewed became complete.
+With that setting unset nothing is owed for a plan never reviewed: casewatch cannot tell it from
+one reviewed before the feed began, and level changes are on record for years before any review,
+so a first scan would bury the real alerts under one per nominal.
 
 One alert per due day (subject `rmp:<due date>`): low from `rmp_review_reminder_days` [14]
 before the due day, raised to medium once the due day is over (a step up re-notifies), both to
@@ -43,8 +45,19 @@ def due_on(
     last_reviewed_on: date | None, level_changed_on: date | None, settings: TriggerPolicy
 ) -> date | None:
     """The day the next review is due by, or None when nothing is known to count from."""
-    start = last_reviewed_on if last_reviewed_on is not None else level_changed_on
+    start = last_reviewed_on
+    if start is None:
+        start = never_reviewed_from(level_changed_on, settings)
     return start + timedelta(weeks=settings.rmp_review_weeks) if start is not None else None
+
+
+def never_reviewed_from(level_changed_on: date | None, settings: TriggerPolicy) -> date | None:
+    """The day a plan never reviewed counts from: the later of the newest level change and
+    rmp_reviews_recorded_from; None (no clock) while rmp_reviews_recorded_from is unset."""
+    since = settings.rmp_reviews_recorded_from
+    if since is None:
+        return None
+    return max(level_changed_on, since) if level_changed_on is not None else since
 
 
 def wanted(

@@ -8,12 +8,14 @@ here is the RMP's or a local choice:
   level (`visit_every_days_by_risk`, local choice: the older bands of the 2005 inspection's Table
   1 and domain.md, monthly very high to annual low). A level left out of the bands has no routine
   visits (reactive management, domain.md): no clock;
-- due: the last `visit.recorded` plus every. Never visited: the clock runs from the later of the
-  relevant date (SOA 2003 s.82(6)) and the release date, the day the nominal came to be managed
-  in the community (a local choice: that day stands in for the last visit, as the initial
-  notification in person did; "due at once" would alert on every nominal loaded before their
-  visits are); with neither on record there is no date to count from, so no clock (/flags shows
-  "no visit on record");
+- due: the last `visit.recorded` plus every. Never visited: the clock runs from the latest of the
+  relevant date (SOA 2003 s.82(6)), the release date (the day the nominal came to be managed in
+  the community) and `visits_recorded_from`, the day this force's feed of visit.recorded became
+  complete (a local choice: that day stands in for the last visit, as the initial notification
+  in person did). With `visits_recorded_from` unset there is no clock for a nominal never
+  visited: casewatch cannot tell one never visited from one visited before the feed began, and
+  on a first deployment counting from a release years ago would raise visit.overdue for nearly
+  every nominal (/flags shows "no visit on record");
 - who: a registered nominal within the notification period (s.80(1), s.82(1)), or any nominal
   whose RMP sets a frequency (a MAPPA category 2 or 3 nominal, say);
 - held: a nominal detained today (remand, sentence, hospital, a recall return; rules.custody)
@@ -49,7 +51,7 @@ ABROAD = "abroad"
 class VisitDue:
     due_on: date
     every_days: int
-    last_visit_on: date | None  # None: never visited (counted from the relevant or release date)
+    last_visit_on: date | None  # None: never visited (counted from never_visited_from)
 
     @property
     def subject(self) -> str:
@@ -77,6 +79,15 @@ def held(
     return custody.away_on(day, detained) is not None
 
 
+def never_visited_from(nominal: NominalFacts, settings: TriggerPolicy) -> date | None:
+    """The day a nominal never visited counts from: the latest of the relevant date, the release
+    date and visits_recorded_from; None (no clock) while visits_recorded_from is unset."""
+    if settings.visits_recorded_from is None:
+        return None
+    known = (nominal.relevant_date, nominal.release_date, settings.visits_recorded_from)
+    return max(d for d in known if d is not None)
+
+
 def next_visit(
     nominal: NominalFacts,
     last_visit_on: date | None,
@@ -86,14 +97,14 @@ def next_visit(
     today: date,
 ) -> VisitDue | None:
     """The visit owed next; None when none is: not visited (above), no frequency, never visited
-    with no date to count from, or detained today."""
+    with visits_recorded_from unset, or detained today."""
     every = every_days(nominal, settings)
     if every is None or not visited(nominal, today):
         return None
-    known = [d for d in (last_visit_on, nominal.relevant_date, nominal.release_date) if d is not None]
-    if not known:
+    start = last_visit_on if last_visit_on is not None else never_visited_from(nominal, settings)
+    if start is None:
         return None
-    due_on = (last_visit_on if last_visit_on is not None else max(known)) + timedelta(days=every)
+    due_on = start + timedelta(days=every)
     if held(nominal, history, settings, tz, today):
         return None
     return VisitDue(due_on, every, last_visit_on)
