@@ -155,7 +155,7 @@ def _rule_opens() -> list[AlertSpec]:
         change = LevelChangeFacts("c1", "VS-1", before, after, "", now)
         opens += mappa_level.evaluate(change, nominal, POLICY, TZ).opens
     opens += recall.on_issued(RecallFacts("r1", "VS-1", "emergency", now), nominal, POLICY).opens
-    opens += recall.at_large(RecallFacts("r1", "VS-1", "standard", now), nominal, [], now, POLICY).opens
+    opens += recall.at_large(RecallFacts("r1", "VS-1", "standard", now), nominal, [], now, POLICY, TZ).opens
     back = RecallFacts("r1", "VS-1", "standard", now - timedelta(days=1), returned_at=now)
     opens += recall.risk_review(back, nominal, POLICY).opens
     order = OrderFacts("o1", "VS-1", "shpo", date(2021, 1, 1), today + timedelta(days=30), "active")

@@ -287,3 +287,86 @@ async def test_a_reminder_is_replied_in_the_thread_and_shown_in_the_channel(
     assert len(replies) == 2  # the owner's DM and the team channel
     assert all(r.args.get("reply_broadcast") and r.args.get("thread_ts") for r in replies)
     assert all(r.args["text"].startswith("Reminder: still outstanding after 3 days (A-") for r in replies)
+
+
+def _recall_issued(ref: str, issued_at: str, n: int = 1) -> dict[str, Any]:
+    return envelope(
+        "recall.issued", id=f"rem-recall-{ref}-{n}", visor_ref=ref, occurred_at=issued_at,
+        recall_type="standard", issued_at=issued_at,
+    )
+
+
+async def _at_large(service: Service) -> list[Alert]:
+    async with service.sessions() as s:
+        stmt = select(Alert).where(Alert.kind == "recall.unlawfully_at_large").order_by(Alert.visor_ref)
+        return list((await s.execute(stmt)).scalars())
+
+
+async def test_custody_on_record_ends_the_time_at_large_without_a_return(db_url: str) -> None:
+    """CJA 2003 s.254(6): unlawfully at large until back in custody. A detention started after
+    the recall is custody: the live alert resolves at once (dispatch), and nothing repeats."""
+    async with _service(db_url) as (service, client, clock):
+        clock.set(ISSUED)
+        issued = _recall_issued(RECALL_REF, ISSUED.isoformat())
+        await _post(client, _nominal(RECALL_REF, on_licence=True), issued)
+        await _scan(service, clock, ISSUED + timedelta(minutes=15))
+        [alert] = await _at_large(service)
+        assert alert.state == "open"
+
+        clock.set(ISSUED + timedelta(hours=5))
+        await _post(client, envelope(
+            "detention.started", id="rem-held-152", visor_ref=RECALL_REF, occurred_at=clock.now().isoformat(),
+            kind="remand", started_on="2026-11-20",
+        ))
+        [alert] = await _at_large(service)
+        assert (alert.state, alert.resolved_reason) == (
+            "resolved", "in custody since the recall (detention started)",
+        )
+        summary = await _scan(service, clock, ISSUED + timedelta(hours=36))
+        assert "recall.unlawfully_at_large" not in summary.tally.opened and not summary.tally.reminded
+        assert await _rows(service, "reminder") == []
+
+
+async def test_the_first_scan_opens_no_alert_for_a_recall_served_long_ago(db_url: str) -> None:
+    """First deployment: a feed replayed from years back carries recalls whose return it never
+    sent. Custody or liberty after the recall on record, or no nominal: not at large, no alert."""
+    held, released, recalled_again, unknown, at_large = (f"VIS-TEST-016{n}" for n in range(1, 6))
+    async with _service(db_url) as (service, client, clock):
+        clock.set(ISSUED)
+        await _post(
+            client,
+            _nominal(held), _recall_issued(held, "2024-03-01T10:00:00Z"),
+            envelope("detention.started", id="rem-held-161", visor_ref=held,
+                     occurred_at="2024-05-02T10:00:00Z", kind="sentence", started_on="2024-05-02"),
+            _nominal(released, release_date="2025-01-10"), _recall_issued(released, "2024-03-01T10:00:00Z"),
+            _nominal(recalled_again, on_licence=True),
+            _recall_issued(recalled_again, "2024-03-01T10:00:00Z", n=1),
+            _recall_issued(recalled_again, "2025-06-01T10:00:00Z", n=2),
+            envelope("recall.returned", id="rem-return-163", visor_ref=recalled_again,
+                     occurred_at="2025-06-03T10:00:00Z", returned_at="2025-06-03T10:00:00Z"),
+            _recall_issued(unknown, "2024-03-01T10:00:00Z"),
+            _nominal(at_large, on_licence=True, release_date="2023-12-01"),
+            _recall_issued(at_large, "2024-03-01T10:00:00Z"),
+        )
+        summary = await _scan(service, clock, ISSUED)
+        assert summary.tally.opened["recall.unlawfully_at_large"] == 1  # other kinds are not this test's
+        [alert] = await _at_large(service)
+        assert alert.visor_ref == at_large
+        # The summary gives the service's time: 10:00 UTC in winter is 10:00 in London.
+        assert alert.summary == (
+            f"Unlawfully at large: {at_large}: recall (standard) issued 2024-03-01 10:00 (London time), "
+            "not returned to custody"
+        )
+
+        # Released again later (the nightly extract's release date): the feed missed the return.
+        clock.set(ISSUED + timedelta(hours=1))
+        await _post(client, envelope(
+            "nominal.upsert", nominal_data(release_date="2026-11-19"), id="rem-released-165",
+            visor_ref=at_large, occurred_at=clock.now().isoformat(),
+        ))
+        summary = await _scan(service, clock, ISSUED + timedelta(hours=12))
+        assert summary.tally.resolved["recall.unlawfully_at_large"] == 1 and not summary.tally.reminded
+        [alert] = await _at_large(service)
+        assert (alert.state, alert.resolved_reason) == (
+            "resolved", "released after the recall (the return was not received)",
+        )

@@ -10,6 +10,7 @@ in custody); the intervals and steps are local choices in config (triggers.*).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,23 +64,90 @@ ISSUED_ALERT = LiveAlert(recall.ISSUED, REF, "ev-recall-1", "critical")
 def test_unlawfully_at_large_while_not_returned(
     why: str, facts: RecallFacts, live: list[LiveAlert], now: datetime, opens: list[str], resolves: list[str]
 ) -> None:
-    result = recall.at_large(facts, NOMINAL, live, now, POLICY)
+    result = recall.at_large(facts, NOMINAL, live, now, POLICY, TZ)
     assert [s.kind for s in result.opens] == opens, why
     assert [r.reason for r in result.resolves] == resolves, why
     assert all(r.alert.kind == recall.AT_LARGE for r in result.resolves), why
 
 
+LATER = ISSUED + 30 * H  # 21 Nov 2026, 15:00 UTC
+RECORD = recall.CustodyRecord
+
+
+@pytest.mark.parametrize(
+    ("why", "nominal", "record", "reason"),
+    [
+        # CJA 2003 s.254(6): unlawfully at large only until back in custody. Any custody after the
+        # recall is on record means the feed missed the return (the review's "first deployment":
+        # every historical recall with no return repeated critical every 12 hours for ever).
+        ("a detention started the day after the recall: in custody, not at large",
+         NOMINAL, RECORD(detention_started_on=date(2026, 11, 21)),
+         "in custody since the recall (detention started)"),
+        ("... started the same local day as the recall counts (dates have no time of day)",
+         NOMINAL, RECORD(detention_started_on=date(2026, 11, 20)),
+         "in custody since the recall (detention started)"),
+        ("a detention that started before the recall is an earlier custody: still at large",
+         NOMINAL, RECORD(detention_started_on=date(2026, 11, 19)), None),
+        ("the return on a later recall: back in custody since this one",
+         NOMINAL, RECORD(recall_returned_at=LATER), "returned to custody on a later recall"),
+        ("a return on an earlier recall, before this one: still at large",
+         NOMINAL, RECORD(recall_returned_at=ISSUED - 48 * H), None),
+        ("a later recall issued: only a person out on licence is recalled, so this one was served",
+         NOMINAL, RECORD(recall_issued_at=LATER), "superseded by a later recall"),
+        ("this recall itself as the newest issued: still at large",
+         NOMINAL, RECORD(recall_issued_at=ISSUED), None),
+        ("released again after the recall (release_date after issued_at): the feed missed the return",
+         replace(NOMINAL, release_date=date(2027, 3, 1)), RECORD(),
+         "released after the recall (the return was not received)"),
+        ("a release date on or before the recall's day is the release it recalls from: at large",
+         replace(NOMINAL, release_date=date(2026, 11, 20)), RECORD(), None),
+        ("nominal unknown or no longer in the case store: no alert for nobody's team",
+         None, RECORD(), "nominal not in the case store"),
+    ],
+)
+def test_custody_or_liberty_on_record_ends_the_time_at_large(
+    why: str, nominal: NominalFacts | None, record: recall.CustodyRecord, reason: str | None
+) -> None:
+    now = ISSUED + 100 * H
+    result = recall.at_large(_recall(), nominal, [AT_LARGE, ISSUED_ALERT], now, POLICY, TZ, record)
+    if reason is None:
+        assert [s.kind for s in result.opens] == [recall.AT_LARGE] and not result.resolves, why
+        return
+    assert not result.opens, why
+    assert [(r.alert, r.reason) for r in result.resolves] == [(AT_LARGE, reason)], why
+    fresh = recall.at_large(_recall(), nominal, [], now, POLICY, TZ, record)
+    assert not fresh.opens and not fresh.resolves, why
+
+
+@pytest.mark.parametrize(
+    ("why", "issued_at", "shown"),
+    [
+        ("winter: GMT, the UTC wall clock", ISSUED, "2026-11-20 09:00 (London time)"),
+        ("summer: BST, an hour ahead of UTC", datetime(2026, 6, 1, 8, 30, tzinfo=UTC),
+         "2026-06-01 09:30 (London time)"),
+        ("just before midnight UTC in summer is the next day in London",
+         datetime(2026, 6, 1, 23, 15, tzinfo=UTC), "2026-06-02 00:15 (London time)"),
+    ],
+)
+def test_the_at_large_summary_shows_the_service_time(why: str, issued_at: datetime, shown: str) -> None:
+    facts = RecallFacts("ev-recall-1", REF, "emergency", issued_at)
+    (spec,) = recall.at_large(facts, NOMINAL, [], issued_at, POLICY, TZ).opens
+    assert spec.summary == (
+        f"Unlawfully at large: {REF}: emergency recall issued {shown}, not returned to custody"
+    ), why
+    assert spec.details["issued_at"] == issued_at.isoformat(), why
+
+
 def test_the_at_large_alert_is_critical_for_the_team_with_no_personal_data() -> None:
-    (spec,) = recall.at_large(_recall(recall_type="emergency"), NOMINAL, [], ISSUED, POLICY).opens
+    (spec,) = recall.at_large(_recall(recall_type="emergency"), NOMINAL, [], ISSUED, POLICY, TZ).opens
     assert (spec.severity, spec.team, spec.owner, spec.subject) == (
         "critical", "north", "PC1234", "ev-recall-1",
     )
     assert spec.summary == (
-        f"Unlawfully at large: {REF}: emergency recall issued 2026-11-20 09:00 UTC, not returned to custody"
+        f"Unlawfully at large: {REF}: emergency recall issued 2026-11-20 09:00 (London time), "
+        "not returned to custody"
     )
     assert spec.details["emergency"] is True
-    (unknown,) = recall.at_large(_recall(), None, [], ISSUED, TriggerSection(unmatched_team="hq")).opens
-    assert (unknown.team, unknown.owner) == ("hq", None)
 
 
 @pytest.mark.parametrize(

@@ -227,6 +227,8 @@ async def test_recall_safety_net_resolves_a_returned_recall(sessions: Sessions) 
                 event_id="ev-recall-31",
             )
         )
+        # Known to the case store: a recall of an unknown nominal is not at large (rules.recall).
+        s.add(nominal("VS-0000031", registered=False, on_licence=True))
         for ref, subject in (("VS-0000030", "ev-recall-30"), ("VS-0000031", "ev-recall-31")):
             await open_alert(s, AlertSpec("recall.issued", "critical", ref, "north", subject), ctx)
     summary = await run_scan(sessions, ctx)

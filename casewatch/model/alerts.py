@@ -208,7 +208,10 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "a scan finds a recall issued and not returned: the nominal is unlawfully at large; "
         "while it is live, acknowledged or not, it is sent again every `repeat_reminder_hours` "
         "[12] hours (issue 15)",
-        "the recall event id", "`recall.returned` (the nominal is back in custody)", escalates=False,
+        "the recall event id", "`recall.returned` (the nominal is back in custody); or custody "
+        "after the recall on record (a `detention.started` on or after its day, a return on a later "
+        "recall), a later recall issued, a `release_date` after it, or the nominal not in the case "
+        "store (the feed missed the return)", escalates=False,
     ),
     AlertKind(
         "recall.risk_review_due", ("medium",), ("owner",),

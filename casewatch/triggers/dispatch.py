@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import assert_never
 from zoneinfo import ZoneInfo
 
@@ -178,7 +178,10 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
         case ChangeDetectedData():
             await _notifications(session, env.visor_ref, ctx, tally)
             await _late(session, env, ctx, tally)
-        case NominalUpsert() | DetentionStarted() | DetentionEnded():
+        case DetentionStarted() as data:
+            await _notifications(session, env.visor_ref, ctx, tally)
+            await _recall_custody(session, env.visor_ref, data.started_on, ctx, tally)
+        case NominalUpsert() | DetentionEnded():
             await _notifications(session, env.visor_ref, ctx, tally)
         case ActionUpsert() as data:
             await _action(session, data.action_id, ctx, tally)
@@ -383,6 +386,26 @@ async def _recall_returned(
     for row in closed.all():
         review = recall.risk_review(load.recall_facts(row), nominal, ctx.settings.triggers)
         await apply(session, review, ctx, event_id=env.id, tally=tally, defer=True)
+
+
+async def _recall_custody(
+    session: AsyncSession, visor_ref: str, started_on: date, ctx: Context, tally: _Run
+) -> None:
+    """A detention started on or after a recall's local date ends the nominal's time at large on
+    it (rules.recall.no_longer_at_large): its `recall.unlawfully_at_large` resolves now, not at
+    the next scan. Resolve only: the scan weighs the rest of the record."""
+    live = await _live(session, ctx, tally, (recall.AT_LARGE,), visor_ref=visor_ref)
+    if not live:
+        return
+    found = await load.recalls_by_event(session, [a.subject for a in live])
+    nominal = await tally.nominal(session, visor_ref)
+    record = recall.CustodyRecord(detention_started_on=started_on)
+    for facts in found.values():
+        mine = [a for a in live if a.subject == facts.event_id]
+        result = recall.at_large(
+            facts, nominal, mine, ctx.clock.now(), ctx.settings.triggers, _tz(ctx), record
+        )
+        await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
 
 
 async def _minutes(session: AsyncSession, visor_ref: str, meeting_id: str, ctx: Context, tally: _Run) -> None:

@@ -33,7 +33,17 @@ from casewatch.context import Context
 from casewatch.model.clocks import local_date
 from casewatch.model.facts import MeetingFacts, NominalFacts, NotificationHistory, OrderFacts
 from casewatch.model.results import LiveAlert, RuleResult
-from casewatch.store.models import Action, LevelChange, Meeting, Nominal, Officer, Order, Recall, RmpReview
+from casewatch.store.models import (
+    Action,
+    Detention,
+    LevelChange,
+    Meeting,
+    Nominal,
+    Officer,
+    Order,
+    Recall,
+    RmpReview,
+)
 from casewatch.triggers import load
 from casewatch.triggers.reconcile import Tally, apply
 from casewatch.triggers.rules import actions, minutes, notifications, orders, recall, rmp_review, visits
@@ -300,14 +310,39 @@ async def _write_pages(
         raise failed.exceptions[0] from None
 
 
+async def _custody_records(session: AsyncSession, refs: Sequence[str]) -> dict[str, recall.CustodyRecord]:
+    """Each nominal's rules.recall.CustodyRecord: one statement per table (detentions, recalls)
+    per chunk of `refs`."""
+    started: dict[str, date] = {}
+    recalls: dict[str, tuple[datetime | None, datetime | None]] = {}
+    for part in load.chunks(refs):
+        for ref, on in await session.execute(
+            select(Detention.visor_ref, func.max(Detention.on_date))
+            .where(Detention.visor_ref.in_(part), Detention.started.is_(True))
+            .group_by(Detention.visor_ref)
+        ):
+            started[ref] = on
+        for ref, returned_at, issued_at in await session.execute(
+            select(Recall.visor_ref, func.max(Recall.returned_at), func.max(Recall.issued_at))
+            .where(Recall.visor_ref.in_(part))
+            .group_by(Recall.visor_ref)
+        ):
+            recalls[ref] = (returned_at, issued_at)
+    return {
+        ref: recall.CustodyRecord(started.get(ref), *recalls.get(ref, (None, None))) for ref in refs
+    }
+
+
 async def _scan_recalls(
     sessions: async_sessionmaker[AsyncSession], ctx: Context, at: datetime, tally: Tally, size: int
 ) -> None:
-    """Every recall not returned keeps its `recall.unlawfully_at_large` open (rules.recall.at_large).
-    And a safety net for events out of order: a live recall alert whose recall is recorded as
-    returned is resolved. (recall.issued opens only from the recall.issued event.) Recalls are
-    few (thousands), read by id in pages; the not returned ones alone."""
-    settings = ctx.settings.triggers
+    """Every recall not returned keeps its `recall.unlawfully_at_large` open while the nominal is
+    at large on it (rules.recall.at_large: no custody, later recall or release after it on
+    record, and the nominal known), and resolves it once not. And a safety net for events out
+    of order: a live recall alert whose recall is recorded as returned is resolved.
+    (recall.issued opens only from the recall.issued event.) Recalls are few (thousands), read
+    by id in pages; the not returned ones alone."""
+    settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
     live = await _live_by(sessions, recall.KINDS, "subject")
     not_returned = or_(Recall.returned_at.is_(None), Recall.returned_at < Recall.issued_at)
 
@@ -320,12 +355,16 @@ async def _scan_recalls(
                 )).all())
                 if not rows:
                     return
-                known = await load.nominals(session, sorted({r.visor_ref for r in rows}))
+                refs = sorted({r.visor_ref for r in rows})
+                known = await load.nominals(session, refs)
+                records = await _custody_records(session, refs)
             page: Page = []
             for row in rows:
                 facts = load.recall_facts(row)
                 mine = live.pop(facts.event_id, [])
-                result = recall.at_large(facts, known.get(facts.visor_ref), mine, at, settings)
+                result = recall.at_large(
+                    facts, known.get(facts.visor_ref), mine, at, settings, tz, records[facts.visor_ref]
+                )
                 if result.opens or result.resolves:
                     page.append((result, mine))
             yield page

@@ -4,15 +4,21 @@ nominal is returned to custody. Emergency recalls are marked as such, first in t
 While a recall is not returned the nominal is unlawfully at large: the scan keeps
 `recall.unlawfully_at_large` (critical) live for it, and that alert repeats to the control room
 and the team (triggers.repeat_reminder_hours) whether or not anyone acknowledged it, until
-`recall.returned` (issue 15). A return opens `recall.risk_review_due` for the offender manager:
-a recall needs the risk assessment (the RMP, OASys) reviewed."""
+`recall.returned` (issue 15), or until custody or liberty after the recall is on record
+(CustodyRecord): a detention started on or after the recall's local date, a return on a later
+recall, a later recall issued, or a release date after it. A return opens
+`recall.risk_review_due` for the offender manager: a recall needs the risk assessment (the RMP,
+OASys) reviewed."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from casewatch.model.alerts import AlertSpec
+from casewatch.model.clocks import local_date
 from casewatch.model.facts import NominalFacts, RecallFacts
 from casewatch.model.policy import TriggerPolicy
 from casewatch.model.results import NOTHING, Desired, LiveAlert, Resolution, RuleResult
@@ -22,6 +28,16 @@ AT_LARGE = "recall.unlawfully_at_large"
 RISK_REVIEW = "recall.risk_review_due"
 # The kinds a return resolves (a risk review is opened by it, and resolves by acknowledgement).
 KINDS = (ISSUED, AT_LARGE)
+
+
+@dataclass(frozen=True)
+class CustodyRecord:
+    """What the case store says of one nominal's custody, newest first: the facts that end a
+    recall's time at large when the feed missed its `recall.returned`."""
+
+    detention_started_on: date | None = None  # the newest detention.started `started_on`
+    recall_returned_at: datetime | None = None  # the newest return on any of the nominal's recalls
+    recall_issued_at: datetime | None = None  # the newest recall issued
 
 
 def returned(recall: RecallFacts) -> bool:
@@ -63,19 +79,51 @@ def on_issued(
     ),))
 
 
+def no_longer_at_large(
+    recall: RecallFacts, nominal: NominalFacts | None, record: CustodyRecord, tz: ZoneInfo
+) -> str | None:
+    """Why the nominal is not (or no longer known to be) at large on this recall, or None.
+    Without these a recall whose return the feed never sent would repeat critical for ever."""
+    if returned(recall):
+        return "returned to custody"
+    if nominal is None:
+        return "nominal not in the case store"
+    issued_on = local_date(recall.issued_at, tz)
+    if record.detention_started_on is not None and record.detention_started_on >= issued_on:
+        return "in custody since the recall (detention started)"
+    if record.recall_returned_at is not None and record.recall_returned_at >= recall.issued_at:
+        return "returned to custody on a later recall"
+    if record.recall_issued_at is not None and record.recall_issued_at > recall.issued_at:
+        # Only a person out on licence is recalled: a later recall means this one was served.
+        return "superseded by a later recall"
+    if nominal.release_date is not None and nominal.release_date > issued_on:
+        return "released after the recall (the return was not received)"
+    return None
+
+
+def _local_time(at: datetime, tz: ZoneInfo) -> str:
+    """'2026-06-01 09:30 (London time)': the service's wall clock, named."""
+    place = tz.key.rsplit("/", 1)[-1].replace("_", " ")
+    return f"{at.astimezone(tz).strftime('%Y-%m-%d %H:%M')} ({place} time)"
+
+
 def at_large(
     recall: RecallFacts,
     nominal: NominalFacts | None,
     live: Sequence[LiveAlert],
     now: datetime,
     settings: TriggerPolicy,
+    tz: ZoneInfo,
+    record: CustodyRecord = CustodyRecord(),
 ) -> RuleResult:
     """The scan's view of one recall: `recall.unlawfully_at_large` wanted while it is issued (by
-    `now`) and not returned; a live one resolves once it is returned. `live`: the live alerts
-    whose subject is this recall's event id (other kinds are left alone)."""
+    `now`) and the nominal is still at large on it (no_longer_at_large); a live one resolves,
+    with the reason, once not. `live`: the live alerts whose subject is this recall's event id
+    (other kinds are left alone)."""
     mine = [a for a in live if a.kind == AT_LARGE]
-    if returned(recall):
-        return RuleResult(resolves=tuple(Resolution(a, "returned to custody") for a in mine))
+    ended = no_longer_at_large(recall, nominal, record, tz)
+    if ended is not None:
+        return RuleResult(resolves=tuple(Resolution(a, ended) for a in mine))
     if recall.issued_at > now:
         return NOTHING  # a scan as of an earlier instant: not yet issued, and not over either
     label, emergency = _label(recall)
@@ -84,7 +132,7 @@ def at_large(
         kind=AT_LARGE, severity="critical", visor_ref=recall.visor_ref, team=_team(nominal, settings),
         subject=recall.event_id, owner=_owner(nominal),
         summary=f"Unlawfully at large: {recall.visor_ref}: {label.lower()} issued "
-        f"{recall.issued_at.strftime('%Y-%m-%d %H:%M %Z')}, not returned to custody",
+        f"{_local_time(recall.issued_at, tz)}, not returned to custody",
         details={
             "recall": recall.event_id, "recall_type": recall.recall_type, "emergency": emergency,
             "issued_at": recall.issued_at.isoformat(),
