@@ -25,7 +25,7 @@ from casewatch.lookup.due import NotificationDue
 from casewatch.lookup.json_sql import utc_from_json
 from casewatch.model.alerts import AlertSpec
 from casewatch.model.names import name_key
-from casewatch.store.models import AuditEntry, Marker, Nominal, NotificationReceived, Recall
+from casewatch.store.models import AuditEntry, Detention, Marker, Nominal, NotificationReceived, Recall
 from tests.support import T0, make_settings
 
 OFFICER = Requester("PC1234", "PC Example", "north", frozenset({"officer"}))
@@ -259,3 +259,17 @@ async def test_several_and_the_audit_rows(store: tuple[Context, Any]) -> None:
 def test_timestamps_read_back_from_json(text: str | None, expected: datetime | None) -> None:
     got = utc_from_json(text)
     assert got == expected and (got is None or got.tzinfo == UTC)
+
+
+async def test_not_at_large_once_custody_after_the_recall_is_on_record(store: tuple[Context, Any]) -> None:
+    """The banner follows the recall.unlawfully_at_large rule (rules.recall.no_longer_at_large):
+    a detention started after the recall was issued, with no recall.returned received, is custody
+    (Criminal Justice Act 2003 s.254(6): a recalled person is liable to be detained)."""
+    outcome = await _flags(store, "VS-F0001", SPOC)
+    assert isinstance(outcome, Found) and outcome.view.licence.unlawfully_at_large
+    async with store[1]["sessions"]() as session, session.begin():
+        session.add(Detention(visor_ref="VS-F0001", started=True, kind="sentence",
+                              on_date=ISSUED.date(), event_id="e-det-1"))
+    outcome = await _flags(store, "VS-F0001", SPOC)
+    assert isinstance(outcome, Found)
+    assert not outcome.view.licence.unlawfully_at_large and outcome.view.licence.recall_type == "emergency"

@@ -60,7 +60,7 @@ from casewatch.lookup.views import (
 )
 from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
 from casewatch.model.clocks import local_date
-from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory
+from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory, RecallFacts
 from casewatch.store.models import (
     Alert,
     BorderCheck,
@@ -77,6 +77,7 @@ from casewatch.store.models import (
 )
 from casewatch.triggers import load
 from casewatch.triggers.rules import visits
+from casewatch.triggers.rules.recall import CustodyRecord, no_longer_at_large
 
 CANDIDATE_LIMIT = 10
 
@@ -172,6 +173,15 @@ def _view_select(cleared: bool) -> Select[Any]:
         .order_by(_R.returned_at.is_not(None), _R.issued_at.desc())
         .limit(1)
     )
+    # What ends time at large when the feed never sent the return (rules.recall.no_longer_at_large),
+    # so the banner and the recall.unlawfully_at_large alerts agree.
+    same_recalls = _R.visor_ref == _N.visor_ref
+    custody = (
+        select(func.max(_DET.on_date)).where(_DET.visor_ref == _N.visor_ref, _DET.started.is_(True))
+        .scalar_subquery().label("detention_started_on"),
+        select(func.max(_R.returned_at)).where(same_recalls).scalar_subquery().label("recall_returned_at"),
+        select(func.max(_R.issued_at)).where(same_recalls).scalar_subquery().label("recall_issued_at"),
+    )
     live = _A.state.in_(_constants(LIVE_STATES))
     alerts = select(json_rows(_ALERT_COLUMNS)).where(_A.visor_ref == _N.visor_ref, live)
     personal = _personal_columns(cleared)
@@ -188,6 +198,7 @@ def _view_select(cleared: bool) -> Select[Any]:
             select(func.max(_V.visited_on)).where(_V.visor_ref == _N.visor_ref).scalar_subquery()
             .label("last_visit_on"),
             recall.scalar_subquery().label("recall"),
+            *custody,
             markers.scalar_subquery().label("markers"),
             alerts.scalar_subquery().label("alerts"),
             _N.description,
@@ -309,13 +320,22 @@ def _alert_from_json(values: Sequence[Any]) -> AlertLine:
     )
 
 
-def _licence(row: Row[Any]) -> LicenceView:
+def _licence(row: Row[Any], facts: NominalFacts, tz: ZoneInfo) -> LicenceView:
     recall_type, issued_at, returned_at = row.recall or (None, None, None)
     returned = utc_from_json(returned_at)
+    issued = utc_from_json(issued_at)
+    at_large = recall_type is not None and returned is None and issued is not None
+    if at_large and issued is not None:
+        record = CustodyRecord(
+            detention_started_on=row.detention_started_on, recall_returned_at=row.recall_returned_at,
+            recall_issued_at=row.recall_issued_at,
+        )
+        open_recall = RecallFacts("", row.visor_ref, str(recall_type), issued)
+        at_large = no_longer_at_large(open_recall, facts, record, tz) is None
     return LicenceView(
         on_licence=row.on_licence,
         licence_expiry=row.licence_expiry,
-        recalled=recall_type is not None and returned is None,
+        recalled=at_large,
         recall_type=recall_type,
         recall_issued_at=utc_from_json(issued_at),
         returned_at=returned,
@@ -380,7 +400,8 @@ def _view(
         mappa_level=row.mappa_level, risk_level=row.risk_level,
         registered=row.registered, no_fixed_abode=row.no_fixed_abode,
         next_notification=next_notification_due(facts, history, ctx.settings.triggers, tz, today),
-        licence=_licence(row), markers=tuple(markers), restricted_included=cleared,
+        licence=_licence(row, facts, ZoneInfo(ctx.settings.service.timezone)), markers=tuple(markers),
+        restricted_included=cleared,
         lead_agency=row.lead_agency, team=row.team, offender_manager=_contact(row),
         open_alerts=tuple(sorted((_alert_from_json(a) for a in row.alerts or ()), key=urgency)),
         matched_alias=matched_alias, last_visit_on=row.last_visit_on,
