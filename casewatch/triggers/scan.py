@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, false, func, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.reminders import send_reminders
@@ -221,7 +221,7 @@ async def _scan_visits(
     horizon = local_date(at, tz) + timedelta(days=settings.visit_reminder_days)
     may_owe = load.may_owe_visit(horizon, settings.visit_every_days_by_risk, settings.visits_recorded_from)
 
-    async def evaluate(session: AsyncSession, refs: Sequence[str], known: dict[str, Any]) -> Page:
+    async def evaluate(session: AsyncSession, refs: Sequence[str], known: Mapping[str, NominalFacts]) -> Page:
         last = await load.last_visits(session, refs)
         found = await load.histories(session, refs, tz)
         page: Page = []
@@ -234,13 +234,35 @@ async def _scan_visits(
                 page.append((result, mine))
         return page
 
+    await _scan_nominals(sessions, ctx, tally, size, may_owe, live, evaluate)
+
+
+Page = list[tuple[RuleResult, list[LiveAlert]]]
+
+
+Evaluate = Callable[[AsyncSession, Sequence[str], Mapping[str, NominalFacts]], Awaitable["Page"]]
+
+
+async def _scan_nominals(
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: Context,
+    tally: Tally,
+    size: int,
+    where: ColumnElement[bool],
+    live: dict[str, list[LiveAlert]],
+    evaluate: Evaluate,
+) -> None:
+    """A pass over the nominals matching `where` (a candidate filter, a superset of those the
+    rule alerts on), in pages by reference, then over the nominals of the live alerts left in
+    `live` (`evaluate` pops each nominal's), so that those no longer wanted resolve."""
+
     async def pages() -> AsyncGenerator[Page, None]:
         after = ""
         while True:
             async with sessions() as session:
                 rows = (await (await session.connection()).execute(
                     select(*load.NOMINAL_COLUMNS)
-                    .where(Nominal.visor_ref > after, may_owe)
+                    .where(Nominal.visor_ref > after, where)
                     .order_by(Nominal.visor_ref)
                     .limit(size)
                 )).all()
@@ -252,14 +274,11 @@ async def _scan_visits(
             after = rows[-1][0]
 
     await _write_pages(sessions, ctx, tally, pages())
-    for part in load.chunks(sorted(live)):  # live alerts of nominals not read above
+    for part in load.chunks(sorted(live)):
         async with sessions() as session, session.begin():
-            known = await load.nominals(session, part)
-            for result, alerts in await evaluate(session, part, known):
+            page = await evaluate(session, part, await load.nominals(session, part))
+            for result, alerts in page:
                 await apply(session, result, ctx, live=alerts, tally=tally)
-
-
-Page = list[tuple[RuleResult, list[LiveAlert]]]
 
 
 async def _write_pages(
@@ -537,7 +556,7 @@ async def _scan_rmp_reviews(
         or_(reviews.exists(), true() if never_reviewed_may_be_due else false()),
     )
 
-    async def evaluate(session: AsyncSession, refs: Sequence[str], known: dict[str, NominalFacts]) -> Page:
+    async def evaluate(session: AsyncSession, refs: Sequence[str], known: Mapping[str, NominalFacts]) -> Page:
         reviewed = await load.last_rmp_reviews(session, refs)
         changed = await _level_changed_on(session, refs, tz)
         page: Page = []
@@ -550,29 +569,7 @@ async def _scan_rmp_reviews(
                 page.append((result, mine))
         return page
 
-    async def pages() -> AsyncGenerator[Page, None]:
-        after = ""
-        while True:
-            async with sessions() as session:
-                rows = (await (await session.connection()).execute(
-                    select(*load.NOMINAL_COLUMNS)
-                    .where(Nominal.visor_ref > after, may_be_due)
-                    .order_by(Nominal.visor_ref)
-                    .limit(size)
-                )).all()
-                if not rows:
-                    return
-                batch = {n.visor_ref: n for n in (load.nominal_from_columns(tuple(r)) for r in rows)}
-                page = await evaluate(session, list(batch), batch)
-            yield page
-            after = rows[-1][0]
-
-    await _write_pages(sessions, ctx, tally, pages())
-    for part in load.chunks(sorted(live)):
-        async with sessions() as session, session.begin():
-            page = await evaluate(session, part, await load.nominals(session, part))
-            for result, alerts in page:
-                await apply(session, result, ctx, live=alerts, tally=tally)
+    await _scan_nominals(sessions, ctx, tally, size, may_be_due, live, evaluate)
 
 
 __all__ = ["ScanSummary", "run_scan"]
