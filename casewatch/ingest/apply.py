@@ -126,36 +126,12 @@ class Batch:
         return batch
 
     async def _load_meetings(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
-        held = [e for e in envelopes if isinstance(e.data, MeetingHeld)]
-        keys = sorted({(e.visor_ref, e.data.meeting_id) for e in held})
-        self.meetings = dict.fromkeys(keys)
-        refs = sorted({ref for ref, _ in keys})
-        for chunk in _chunks(refs):
-            found = await session.execute(
-                select(Meeting)
-                .where(Meeting.visor_ref.in_(chunk))
-                .order_by(Meeting.visor_ref, Meeting.meeting_id)
-                .with_for_update()
-            )
-            for meeting in found.scalars():
-                if (meeting.visor_ref, meeting.meeting_id) in self.meetings:
-                    self.meetings[(meeting.visor_ref, meeting.meeting_id)] = meeting
+        keys = [(e.visor_ref, e.data.meeting_id) for e in envelopes if isinstance(e.data, MeetingHeld)]
+        self.meetings = await _locked_per_nominal(session, Meeting.meeting_id, keys)
 
     async def _load_orders(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
-        keys = sorted({(e.visor_ref, e.data.order_id) for e in envelopes if isinstance(e.data, OrderUpsert)})
-        self.orders = dict.fromkeys(keys)
-        refs = sorted({ref for ref, _ in keys})
-        for chunk in _chunks(refs):
-            found = await session.execute(
-                select(Order)
-                .where(Order.visor_ref.in_(chunk))
-                .order_by(Order.visor_ref, Order.order_id)
-                .with_for_update()
-            )
-            for order in found.scalars():
-                if (order.visor_ref, order.order_id) in self.orders:
-                    self.orders[(order.visor_ref, order.order_id)] = order
-
+        keys = [(e.visor_ref, e.data.order_id) for e in envelopes if isinstance(e.data, OrderUpsert)]
+        self.orders = await _locked_per_nominal(session, Order.order_id, keys)
 
     async def _load_recalls(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
         returning = sorted({e.visor_ref for e in envelopes if isinstance(e.data, RecallReturned)})
@@ -293,6 +269,23 @@ async def _locked(session: AsyncSession, key: Any, keys: Sequence[str]) -> dict[
         rows = await session.execute(select(model).where(key.in_(chunk)).order_by(key).with_for_update())
         for row in rows.scalars():
             found[getattr(row, key.key)] = row
+    return found
+
+
+async def _locked_per_nominal(
+    session: AsyncSession, key: Any, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Any]:
+    """_locked for rows keyed by (visor_ref, `key`) (a source's id is unique per nominal only):
+    every asked key, its row or None, the nominals' rows locked in (visor_ref, key) order."""
+    model = key.class_
+    found: dict[tuple[str, str], Any] = dict.fromkeys(sorted(set(keys)))
+    for chunk in _chunks(sorted({ref for ref, _ in found})):
+        rows = await session.execute(
+            select(model).where(model.visor_ref.in_(chunk)).order_by(model.visor_ref, key).with_for_update()
+        )
+        for row in rows.scalars():
+            if (row.visor_ref, getattr(row, key.key)) in found:
+                found[(row.visor_ref, getattr(row, key.key))] = row
     return found
 
 
