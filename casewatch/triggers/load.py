@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Date, case, false, func, literal, null, or_, select, union_all
@@ -53,7 +54,10 @@ from casewatch.store.models import (
 CHUNK = 1000
 
 
-def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
+_Item = TypeVar("_Item")
+
+
+def chunks(items: Sequence[_Item], size: int = CHUNK) -> Iterable[Sequence[_Item]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

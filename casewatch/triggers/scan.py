@@ -445,8 +445,7 @@ async def _scan_orders(
 
     await _write_pages(sessions, ctx, tally, pages())
     leftover = sorted(live)
-    for start in range(0, len(leftover), load.CHUNK):
-        part = leftover[start : start + load.CHUNK]
+    for part in load.chunks(leftover):
         refs = sorted({ref for ref, _ in part})
         async with sessions() as session, session.begin():
             known = await load.nominals(session, refs)
@@ -503,8 +502,7 @@ async def _scan_minutes(
 
     await _write_pages(sessions, ctx, tally, pages())
     leftover = sorted(live)
-    for start in range(0, len(leftover), load.CHUNK):
-        part = leftover[start : start + load.CHUNK]
+    for part in load.chunks(leftover):
         async with sessions() as session, session.begin():
             refs = sorted({ref for ref, _ in part})
             found = await load.meetings(session, refs)
