@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from casewatch import logs
 from casewatch.config import ConfigError
@@ -26,6 +26,17 @@ def _iso(value: str) -> datetime:
             f"{value!r} has no UTC offset; add Z or +00:00 (for example 2026-11-23T07:00:00Z)"
         )
     return parsed.astimezone(UTC)
+
+
+def _day_or_instant(value: str) -> date | datetime:
+    """A --since/--until argument: a date (a whole day in the service's time zone) or an ISO 8601
+    instant with an offset."""
+    if len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a date, for example 2026-11-23") from None
+    return _iso(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     requeue.add_argument("--target", metavar="ADDRESS", help="dead deliveries to this Slack id or email")
     requeue.add_argument("--all", action="store_true", help="every dead delivery")
     requeue.add_argument("--config", metavar="PATH", help="TOML configuration file")
+
+    audit = command("audit", "the audit log: check its hash chain, export entries", config=False)
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
+    verify = audit_sub.add_parser(
+        "verify", help="check the audit log's hash chain: exit 0 intact, 1 broken, 2 could not run"
+    )
+    verify.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    export = audit_sub.add_parser(
+        "export", help="the audit entries asked for, as CSV or JSON, for a disclosure log or a review"
+    )
+    export.add_argument("--subject", metavar="REF", help="entries about this nominal (ViSOR reference)")
+    export.add_argument("--actor", metavar="ID", help="entries by this officer id (or system, cli:<user>)")
+    export.add_argument("--since", type=_day_or_instant, metavar="DATE", help="from this day or instant")
+    export.add_argument(
+        "--until", type=_day_or_instant, metavar="DATE", help="up to the end of this day, or this instant"
+    )
+    export.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
+    export.add_argument("--config", metavar="PATH", help="TOML configuration file")
+
+    chronology = command(
+        "chronology", "one nominal's timeline for a review: events, alerts, who was told, lookups"
+    )
+    chronology.add_argument("ref", metavar="REF", help="the nominal's ViSOR reference")
+    chronology.add_argument("--since", type=_day_or_instant, metavar="DATE", help="from this day or instant")
+    chronology.add_argument(
+        "--format", choices=("text", "json"), default="text", help="text (default) or json"
+    )
     return parser
 
 

@@ -7,7 +7,9 @@
   `schedules.message_retention_days`, with their attempts.
 - Audit entries older than `schedules.audit_retention_days` (default 7 years). The audit log is
   the record of what was shared with whom; it outlives the alerts it names, so it has its own,
-  longer period (0: keep it for ever).
+  longer period (0: keep it for ever). The log is hash-chained, so only a prefix of the chain
+  goes, and the purge first leaves a signed checkpoint (the link at the cut) in the chain's head
+  and an `audit.checkpoint` entry in the log: what remains still verifies.
 - Job run records older than `schedules.job_run_retention_days`.
 
 Deletes go in batches, each in its own transaction, so SQLite's single writer is never held for
@@ -21,11 +23,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Delete, delete, select
+from sqlalchemy import ColumnElement, Delete, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
-from casewatch.audit import record
+from casewatch.audit import hasher_for, record
+from casewatch.audit.chain import checkpoint_signature
+from casewatch.audit.seal import head as audit_head
+from casewatch.audit.seal import seal_pending
 from casewatch.context import Context
 from casewatch.store.models import (
     Acknowledgement,
@@ -76,9 +81,7 @@ async def purge(
         await _purge_messages(sessions, message_cutoff, summary, batch)
     audit_cutoff = _cutoff(now, config.audit_retention_days)
     if audit_cutoff is not None:
-        summary.audit_entries = await _purge_simple(
-            sessions, AuditEntry.id, AuditEntry.at < audit_cutoff, batch
-        )
+        summary.audit_entries = await _purge_audit(sessions, ctx, audit_cutoff, batch)
     summary.job_runs = await _purge_simple(
         sessions,
         JobRun.id,
@@ -96,7 +99,40 @@ async def purge(
             details=asdict(summary),
         )
     log.info("retention: purged %s", summary.line())
+    async with sessions() as session:
+        chain = await audit_head(session)
+    # An anchor outside the database: `casewatch audit verify` prints the same head.
+    log.info("audit chain head: seq %d hash %s", chain.head_seq, chain.head_hash)
     return summary
+
+
+async def _purge_audit(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, cutoff: datetime, batch: int
+) -> int:
+    await seal_pending(sessions, ctx)
+    async with sessions.begin() as session:
+        chain = await audit_head(session, lock=True)
+        first_kept = (
+            await session.execute(
+                select(func.min(AuditEntry.seq)).where(AuditEntry.seq.is_not(None), AuditEntry.at >= cutoff)
+            )
+        ).scalar_one()
+        cut = chain.head_seq if first_kept is None else first_kept - 1
+        if cut > chain.base_seq:
+            cut_hash = (
+                await session.execute(select(AuditEntry.chain_hash).where(AuditEntry.seq == cut))
+            ).scalar_one()
+            cut_at = ctx.clock.now()
+            chain.base_seq, chain.base_hash, chain.base_cut_at = cut, cut_hash or "", cut_at
+            chain.base_signature = checkpoint_signature(hasher_for(ctx), cut, chain.base_hash, cut_at)
+            await record(
+                session, ctx, actor="system", action="audit.checkpoint",
+                purpose="retention: audit entries before this point purged; the chain verifies from here",
+                details={"seq": cut, "chain_hash": chain.base_hash, "cut_at": cut_at.isoformat()},
+            )
+        base = chain.base_seq
+    # Also finishes a purge that was interrupted after its checkpoint.
+    return await _purge_simple(sessions, AuditEntry.id, AuditEntry.seq <= base, batch)
 
 
 async def _purge_alerts(

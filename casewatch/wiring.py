@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from casewatch.bell import Bell, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.delivery.bell import OutboxBell
 from casewatch.store.engine import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ class Service:
     sessions: async_sessionmaker[AsyncSession]
     # Rung after each commit that queued deliveries: wakes this process's delivery workers.
     bell: OutboxBell
+    # Rung after each commit that wrote audit entries: wakes this process's audit sealer.
+    audit_bell: Bell = field(default_factory=Bell)
     app: web.Application = field(default_factory=web.Application)
     # Background work started by start_background(); stopped in reverse order by stop().
     cleanups: list[Cleanup] = field(default_factory=list)
@@ -46,9 +48,9 @@ class Service:
 async def create_service(settings: Settings, clock: Clock | None = None) -> Service:
     """Connect to the database and build the HTTP app (nothing runs in the background yet)."""
     engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
-    bell = OutboxBell()
-    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
-    service = Service(Context(settings, clock or SystemClock()), engine, sessions, bell)
+    bell, audit_bell = OutboxBell(), Bell()
+    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring, after_audit_commit=audit_bell.ring)
+    service = Service(Context(settings, clock or SystemClock()), engine, sessions, bell, audit_bell)
     service.app = build_app(service)
     return service
 
@@ -66,8 +68,13 @@ def build_app(service: Service) -> web.Application:
 
 
 async def start_background(service: Service) -> None:
-    """Start the delivery workers, Slack Socket Mode and the scheduler, as configured."""
+    """Start the audit sealer, the delivery workers, Slack Socket Mode and the scheduler, as
+    configured."""
     from casewatch.api.common import METRICS_KEY
+    from casewatch.audit.seal import start_sealer
+
+    # Stopped last (after the HTTP server too): it seals what the others audited on their way out.
+    service.cleanups.insert(0, start_sealer(service.sessions, service.ctx, service.audit_bell))
     from casewatch.delivery.runner import start_delivery
     from integrations.notifiers import build_notifiers
 
@@ -94,10 +101,15 @@ async def start_background(service: Service) -> None:
 
 
 async def stop(service: Service) -> None:
+    from casewatch.audit.seal import seal_pending
+
     for cleanup in reversed(service.cleanups):
         with contextlib.suppress(Exception):
             await cleanup()
     service.cleanups.clear()
+    # What a command built on a Service (digest, demo) audited, chained before it exits.
+    with contextlib.suppress(Exception):
+        await seal_pending(service.sessions, service.ctx)
     await service.engine.dispose()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.alerts.lifecycle import open_alert
-from casewatch.delivery.bell import OutboxBell
+from casewatch.bell import OutboxBell
 from casewatch.delivery.worker import DeliveryWorker
 from casewatch.directory import sync_directory
 from casewatch.model.alerts import AlertSpec

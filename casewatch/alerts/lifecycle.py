@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.alerts.authority import Acknowledger, clean_outcome, may_acknowledge
-from casewatch.audit import record
+from casewatch.audit import Entry, record, record_many
 from casewatch.context import Context
 from casewatch.model.alerts import LIVE_STATES, SEVERITIES, SEVERITY_RANK, AlertSpec, live_key
 from casewatch.routing.escalation import chain_for
 from casewatch.routing.outbox import enqueue
 from casewatch.store.lists import chunked, one_of
-from casewatch.store.models import Acknowledgement, Alert, AuditEntry, Officer
+from casewatch.store.models import Acknowledgement, Alert, Officer
 
 # Crockford base32 without 0/1 (read as O/I): unambiguous when read out or typed.
 _ID_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -193,13 +193,14 @@ async def open_alerts(
     new = [opened[key] for key in wanted if key in opened]
     if new:
         await enqueue(session, new, "opened", ctx)
-        # What audit.record writes, as one multi-row INSERT for the batch.
-        audit = [
-            dict(at=now, actor="system", action="alert.opened", subject=alert.id, purpose=alert.kind[:200],
-                 details={"visor_ref": alert.visor_ref, "severity": alert.severity})
+        await record_many(session, ctx, [
+            Entry(
+                actor="system", action="alert.opened", subject=alert.id,
+                purpose=opened_purpose(alert.kind), nominals=[alert.visor_ref],
+                details={"visor_ref": alert.visor_ref, "severity": alert.severity},
+            )
             for alert in new
-        ]
-        await session.execute(insert(AuditEntry.metadata.tables[AuditEntry.__tablename__]), audit)
+        ])
     # Each live key answers for its first spec only; later specs with the same key get None.
     answered: set[str] = set()
     out: list[OpenedAlert | None] = []
@@ -208,6 +209,10 @@ async def open_alerts(
         out.append(opened.get(key) if key not in answered else None)
         answered.add(key)
     return out
+
+
+def opened_purpose(kind: str) -> str:
+    return f"alert opened, for its receivers to act: {kind}"
 
 
 def _draw_ids(n: int) -> list[str]:

@@ -18,9 +18,10 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.audit import Entry, record_many
 from casewatch.context import Context
 from casewatch.model.alerts import LIVE_STATES
 from casewatch.routing.outbox import enqueue
@@ -31,7 +32,6 @@ REMINDED = "alert.reminded"
 # Reminders written in one transaction (their deliveries go in one multi-row INSERT).
 BATCH = 500
 
-_AUDIT = AuditEntry.metadata.tables[AuditEntry.__tablename__]
 
 
 def reminder_due(
@@ -138,14 +138,15 @@ async def _remind(
         return Counter()
     extra = {a.id: {"open_hours": _hours(at - a.opened_at)} for a in due}
     await enqueue(session, due, "reminder", ctx, extra=extra)
-    now = ctx.clock.now()
-    await session.execute(insert(_AUDIT), [
-        dict(
-            at=now, actor="system", action=REMINDED, subject=a.id, purpose=a.kind[:200],
+    await record_many(session, ctx, [
+        Entry(
+            actor="system", action=REMINDED, subject=a.id,
+            purpose=f"reminder: {a.kind} still {a.state} after {extra[a.id]['open_hours']} hours",
             details={
                 "visor_ref": a.visor_ref, "severity": a.severity, "state": a.state,
                 "open_hours": extra[a.id]["open_hours"], "as_of": at.isoformat(),
             },
+            nominals=[a.visor_ref],
         )
         for a in due
     ])

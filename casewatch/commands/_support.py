@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.config import Settings
+from casewatch.context import Context
 
 # Chatter that says nothing to a person running a command (alembic announces its plugins
 # and its migration context).
@@ -52,3 +53,14 @@ async def schema_problem(engine: AsyncEngine, config_hint: str = "") -> str | No
     if current is None:
         return f"database: not set up yet (no migrations applied). Run `{upgrade}` first"
     return f"database: at revision {current}, this version needs {head}. Run `{upgrade}` first"
+
+
+async def seal_audit(sessions: async_sessionmaker[AsyncSession], ctx: Context) -> None:
+    """Chain the audit entries this command wrote before it exits (a running service would, at
+    its next round; this makes a command complete on its own)."""
+    from casewatch.audit.seal import AuditKeyMismatch, seal_pending
+
+    try:
+        await seal_pending(sessions, ctx)
+    except AuditKeyMismatch as exc:
+        logging.getLogger("casewatch.audit").error("audit entries left unsealed: %s", exc)

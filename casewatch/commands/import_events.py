@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, directory_problem, schema_problem
+from casewatch.commands._support import configure_logging, directory_problem, schema_problem, seal_audit
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.ingest.pipeline import ingest
@@ -145,6 +145,7 @@ async def _import(settings: Settings, stream: IO[bytes], args: argparse.Namespac
             await _flush(sessions, batch, ctx, tally, progress)  # the lines read before it count
             raise
         await _flush(sessions, batch, ctx, tally, progress)
+        await seal_audit(sessions, ctx)
     except ImportAborted as exc:
         progress.close()
         print(tally.summary())

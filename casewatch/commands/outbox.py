@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, schema_problem
+from casewatch.commands._support import configure_logging, schema_problem, seal_audit
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.delivery.dead_letters import DeadLetter, Selector, list_dead, requeue
@@ -52,7 +52,10 @@ def _with_database(
             if problem := await schema_problem(engine, args.config or ""):
                 print(f"casewatch outbox {args.outbox_command}: {problem}", file=sys.stderr)
                 return 2
-            return await body(make_sessionmaker(engine), settings)
+            sessions = make_sessionmaker(engine)
+            code = await body(sessions, settings)
+            await seal_audit(sessions, Context(settings, SystemClock()))
+            return code
         finally:
             await engine.dispose()
 

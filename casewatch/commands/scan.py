@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, directory_problem, schema_problem
+from casewatch.commands._support import configure_logging, directory_problem, schema_problem, seal_audit
 from casewatch.config import load_config
 from casewatch.context import Context
 from casewatch.directory import sync_directory
@@ -34,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
             sessions = make_sessionmaker(engine)
             async with sessions.begin() as session:
                 await sync_directory(session, settings)
-            summary = await run_scan(sessions, Context(settings, SystemClock()), at)
+            ctx = Context(settings, SystemClock())
+            summary = await run_scan(sessions, ctx, at)
+            await seal_audit(sessions, ctx)
         finally:
             await engine.dispose()
         print("\n".join(summary.lines()))

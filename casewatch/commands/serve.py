@@ -12,6 +12,7 @@ import asyncio
 import sys
 
 from casewatch import wiring
+from casewatch.audit.seal import check_key
 from casewatch.commands._support import configure_logging, schema_problem
 from casewatch.config import load_config
 from casewatch.directory import sync_directory
@@ -27,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     async def _serve() -> int:
         service = await wiring.create_service(settings)
-        problem = await schema_problem(service.engine, args.config or "")
+        problem = await schema_problem(service.engine, args.config or "") or await check_key(
+            service.sessions, service.ctx
+        )
         if problem:
             await wiring.stop(service)
             _refuse([problem])

@@ -22,6 +22,7 @@ from casewatch.config.delivery import DeliverySection
 from casewatch.config.routing import RoutingSection
 from casewatch.config.schedules import ScheduleSection
 from casewatch.config.sections import (
+    AuditSection,
     DatabaseSection,
     HttpSection,
     IngestSection,
@@ -37,7 +38,7 @@ DEFAULT_PATH = Path("casewatch.toml")
 ENV_PREFIX = "CASEWATCH_"
 SECRET_KEYS = frozenset(
     # database.url may hold a password (postgresql+asyncpg://user:PASSWORD@host/db)
-    {"secret", "bot_token", "signing_secret", "app_token", "password", "url"}
+    {"secret", "bot_token", "signing_secret", "app_token", "password", "url", "key"}
 )
 
 # Keys that were removed: still refused like any unknown key, but saying why, so that an upgrade
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     database: DatabaseSection = DatabaseSection()
     http: HttpSection = HttpSection()
     ingest: IngestSection = IngestSection()
+    audit: AuditSection = AuditSection()
     slack: SlackSection = SlackSection()
     smtp: SmtpSection = SmtpSection()
     triggers: TriggerSection = TriggerSection()

@@ -69,6 +69,23 @@ class IngestSection(Section):
     max_clock_skew_seconds: int = Field(300, ge=1, le=3600)
 
 
+class AuditSection(Section):
+    key: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "HMAC-SHA256 key for the audit log's hash chain (set it from the environment, "
+            "CASEWATCH_AUDIT__KEY). Empty: plain SHA-256, which shows edits by anyone who cannot "
+            "also rebuild the chain; with a key, someone with database write access but not the "
+            "key cannot rebuild it. Set it before the first entry is sealed: the chain is bound "
+            "to the key it began with"
+        ),
+    )
+    seal_interval_seconds: float = Field(
+        1.0, gt=0, le=60,
+        description="how often a running service seals new audit entries into the chain (at most)",
+    )
+
+
 class SlackSection(Section):
     mode: Literal["http", "socket", "off"] = "http"
     bot_token: SecretStr = SecretStr("")

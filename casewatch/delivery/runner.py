@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.bell import OutboxBell
 from casewatch.context import Context
-from casewatch.delivery.bell import OutboxBell
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import Notifier
 from casewatch.delivery.pacing import Pacer

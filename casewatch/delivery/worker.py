@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import open_alert
 from casewatch.audit import record
+from casewatch.bell import OutboxBell
 from casewatch.context import Context
-from casewatch.delivery.bell import OutboxBell
 from casewatch.delivery.claim import LEASE_EXPIRED, claim, release
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import (

@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from casewatch.audit import record_row
+from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester
 from casewatch.lookup.due import next_notification_due
@@ -491,7 +491,7 @@ async def _audit(
     session: AsyncSession, ctx: Context, requester: Requester, asked: str, via: str,
     details: dict[str, Any],
 ) -> None:
-    await record_row(
-        await session.connection(), ctx, actor=requester.officer_id, action="flags.lookup",
+    await record(
+        session, ctx, actor=requester.officer_id, action="flags.lookup",
         subject=asked, purpose=f"{via} /flags", details={"roles": sorted(requester.roles), **details},
     )

@@ -65,29 +65,42 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-# Set on a session whose transaction queued deliveries (routing.outbox); read after it commits.
+# Set on a session whose transaction queued deliveries (routing.outbox), or wrote audit entries
+# (casewatch.audit); read after it commits.
 _OUTBOX_QUEUED = "casewatch.outbox_queued"
+_AUDITED = "casewatch.audited"
 
 
 def mark_outbox_queued(session: AsyncSession) -> None:
     session.info[_OUTBOX_QUEUED] = True
 
 
+def mark_audited(session: AsyncSession) -> None:
+    session.info[_AUDITED] = True
+
+
 def make_sessionmaker(
-    engine: AsyncEngine, *, after_outbox_commit: Callable[[], None] | None = None
+    engine: AsyncEngine,
+    *,
+    after_outbox_commit: Callable[[], None] | None = None,
+    after_audit_commit: Callable[[], None] | None = None,
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions for `engine`. `after_outbox_commit` is called after each commit that queued
     deliveries (and never for one rolled back), so this process's delivery workers can start at
-    once instead of at their next poll."""
+    once instead of at their next poll; `after_audit_commit` likewise after each commit that wrote
+    audit entries, for the sealer."""
     session_class = type("CasewatchSession", (Session,), {})
 
     @event.listens_for(session_class, "after_commit")
     def _committed(session: Session) -> None:
         if session.info.pop(_OUTBOX_QUEUED, False) and after_outbox_commit is not None:
             after_outbox_commit()
+        if session.info.pop(_AUDITED, False) and after_audit_commit is not None:
+            after_audit_commit()
 
     @event.listens_for(session_class, "after_rollback")
     def _rolled_back(session: Session) -> None:
         session.info.pop(_OUTBOX_QUEUED, None)
+        session.info.pop(_AUDITED, None)
 
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=session_class)

@@ -439,16 +439,64 @@ class AlertThread(Base):
 
 
 class AuditEntry(Base):
-    """Append-only: what was shared or looked up, with whom, when and why."""
+    """Append-only: what was shared or looked up, with whom, when and why.
+
+    Hash-chained (casewatch.audit.chain): `content_hash` is written with the entry; the sealer
+    later gives it its place in the one chain (`seq`) and `chain_hash`, which covers the previous
+    entry's chain hash. Entries not yet sealed have `seq` NULL."""
 
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(index=True)
-    actor: Mapped[str] = mapped_column(String(100))  # officer id, "system", "ingest"
+    actor: Mapped[str] = mapped_column(String(100), index=True)  # officer id, "system", "cli:<user>"
     action: Mapped[str] = mapped_column(String(64))  # "delivery.sent", "flags.lookup", ...
     subject: Mapped[str] = mapped_column(String(200), default="")  # alert id, visor_ref, query
     purpose: Mapped[str] = mapped_column(String(200), default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The nominals the entry is about (sorted ViSOR references, as chained); audit_nominals is
+    # its index for export --subject and chronology.
+    nominals: Mapped[list[Any]] = mapped_column(default=list)
+    content_hash: Mapped[str] = mapped_column(String(64), default="")
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        # A unique index, not a constraint: SQLite adds no constraint to a table in place.
+        Index("uq_audit_log_seq", "seq", unique=True),
+        # What the sealer reads: the entries not yet in the chain, oldest first.
+        Index(
+            "ix_audit_log_unsealed", "id",
+            sqlite_where=text("seq IS NULL"), postgresql_where=text("seq IS NULL"),
+        ),
+    )
+
+
+class AuditNominal(Base):
+    """Which audit entries are about which nominal: the index behind export --subject and
+    chronology. Derived from AuditEntry.nominals (which the chain covers); verify checks both
+    agree."""
+
+    __tablename__ = "audit_nominals"
+    visor_ref: Mapped[str] = mapped_column(String(32), primary_key=True)
+    audit_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("audit_log.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class AuditChain(Base):
+    """The chain's one head row (id "main"): the newest sealed entry, the checkpoint left by the
+    last retention purge, and which key (if any) the chain is keyed with."""
+
+    __tablename__ = "audit_chain"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    head_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    base_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_hash: Mapped[str] = mapped_column(String(64))
+    base_cut_at: Mapped[datetime | None]
+    base_signature: Mapped[str] = mapped_column(String(64), default="")
+    # "none", or the fingerprint of [audit].key; NULL until the first seal binds it.
+    key_id: Mapped[str | None] = mapped_column(String(16))
 
 
 # --- schedules ------------------------------------------------------------------------------

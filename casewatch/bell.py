@@ -1,6 +1,6 @@
-"""The outbox bell: rung after a commit that queued deliveries, so this process's idle workers
-start at once instead of at their next poll. Other processes still find the rows by polling
-(delivery.poll_seconds): the bell only makes the common case fast, never correct."""
+"""A bell: rung after a commit that left work for this process (deliveries queued, audit entries
+to seal), so the idle worker starts at once instead of at its next poll. Other processes still
+find the rows by polling: a bell only makes the common case fast, never correct."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 
 
-class OutboxBell:
+class Bell:
     def __init__(self) -> None:
         self._rung = asyncio.Event()
 
@@ -28,3 +28,7 @@ class OutboxBell:
                 waiter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiter
+
+
+# The outbox's bell: rung after a commit that queued deliveries (delivery.poll_seconds is the poll).
+OutboxBell = Bell

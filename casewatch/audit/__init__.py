@@ -1,0 +1,109 @@
+"""The append-only audit log: what was shared or looked up, with whom, when and why.
+
+Every entry is written in the transaction of what it records, with the hash of its content
+(casewatch.audit.chain); the sealer (casewatch.audit.seal) then chains it. Writers never wait for
+the chain: only sealers take its lock, for one short transaction at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from casewatch.audit.chain import Hasher, content_hash
+from casewatch.context import Context
+from casewatch.store.engine import mark_audited
+from casewatch.store.models import AuditEntry, AuditNominal
+
+__all__ = ["Entry", "hasher_for", "record", "record_many"]
+
+
+def hasher_for(ctx: Context) -> Hasher:
+    return Hasher(ctx.settings.audit.key.get_secret_value().encode())
+
+
+def _values(
+    ctx: Context,
+    actor: str,
+    action: str,
+    subject: str,
+    purpose: str,
+    details: Mapping[str, Any] | None,
+    nominals: Iterable[str],
+) -> dict[str, Any]:
+    values: dict[str, Any] = dict(
+        at=ctx.clock.now(), actor=actor[:100], action=action[:64], subject=subject[:200],
+        purpose=purpose[:200], details=dict(details or {}), nominals=sorted({n for n in nominals if n}),
+    )
+    values["content_hash"] = content_hash(hasher_for(ctx), **values)
+    return values
+
+
+_ENTRIES = AuditEntry.metadata.tables[AuditEntry.__tablename__]
+_INSERT = insert(_ENTRIES)
+_INSERT_RETURNING_ID = insert(_ENTRIES).returning(_ENTRIES.c.id)
+_INSERT_NOMINALS = insert(AuditNominal.metadata.tables[AuditNominal.__tablename__])
+# Many rows in one statement, ids back in the order of the rows given.
+_INSERT_MANY_RETURNING_ID = insert(_ENTRIES).returning(_ENTRIES.c.id, sort_by_parameter_order=True)
+
+
+async def record(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    actor: str,
+    action: str,
+    subject: str = "",
+    purpose: str = "",
+    details: Mapping[str, Any] | None = None,
+    nominals: Iterable[str] = (),
+) -> None:
+    """Add an audit entry to the caller's transaction. `nominals`: the ViSOR references of the
+    nominals the entry is about (their chronology and disclosure log find it by them). `purpose`
+    says why, in words a reviewer reads. Never put personal data in `details` beyond what the
+    action itself shared (a ViSOR reference, an alert id, an officer id).
+
+    Inserted at once as Core on the session's connection, not through the ORM: cheaper than a
+    flush on hot read paths (/flags), and the entry needs its id at once for its nominal index."""
+    values = _values(ctx, actor, action, subject, purpose, details, nominals)
+    connection = await session.connection()
+    if values["nominals"]:
+        entry_id = (await connection.execute(_INSERT_RETURNING_ID, values)).scalar_one()
+        await connection.execute(
+            _INSERT_NOMINALS, [{"visor_ref": ref, "audit_id": entry_id} for ref in values["nominals"]]
+        )
+    else:
+        await connection.execute(_INSERT, values)
+    mark_audited(session)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry for record_many(); the fields are record()'s."""
+
+    actor: str
+    action: str
+    subject: str = ""
+    purpose: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    nominals: Sequence[str] = ()
+
+
+async def record_many(session: AsyncSession, ctx: Context, entries: Sequence[Entry]) -> None:
+    """record() for a batch (the alerts a scan opens, the reminders it sends): one multi-row
+    INSERT for the entries and one for their nominal index."""
+    if not entries:
+        return
+    rows = [_values(ctx, e.actor, e.action, e.subject, e.purpose, e.details, e.nominals) for e in entries]
+    connection = await session.connection()
+    ids = list((await connection.execute(_INSERT_MANY_RETURNING_ID, rows)).scalars())
+    index = [
+        {"visor_ref": ref, "audit_id": i} for i, row in zip(ids, rows, strict=True) for ref in row["nominals"]
+    ]
+    if index:
+        await connection.execute(_INSERT_NOMINALS, index)
+    mark_audited(session)

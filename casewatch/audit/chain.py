@@ -1,0 +1,81 @@
+"""The audit log's hash chain, as pure functions: what is hashed, and how.
+
+An entry's content is canonicalised with RFC 8785 (JSON Canonicalization Scheme), so that SQLite
+and PostgreSQL, which hand the same JSON back with keys in different orders, give the same hash.
+The chain link of entry `seq` covers the previous link, the entry's place, its database id and its
+content hash, so an edited, deleted, inserted or reordered entry breaks every link after it.
+
+With a key ([audit] key) every hash is an HMAC-SHA256 under that key: someone who can write the
+database but does not hold the key cannot recompute the chain after an edit. Without one they are
+plain SHA-256, which shows an edit by anyone who does not also rebuild the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+# The link before the first entry, and the hash of an empty log.
+GENESIS = "0" * 64
+# Bumped if what is hashed ever changes: old entries keep verifying under the version they name.
+VERSION = "casewatch-audit-1"
+UNKEYED = "none"
+
+
+@dataclass(frozen=True)
+class Hasher:
+    """SHA-256, or HMAC-SHA256 when the chain is keyed."""
+
+    key: bytes = b""
+
+    def digest(self, data: bytes) -> str:
+        if self.key:
+            return hmac.new(self.key, data, hashlib.sha256).hexdigest()
+        return hashlib.sha256(data).hexdigest()
+
+    @property
+    def key_id(self) -> str:
+        """What the chain's head records of the key: never the key, nor enough to find it."""
+        if not self.key:
+            return UNKEYED
+        return self.digest(b"casewatch audit key id")[:16]
+
+
+def canonical_time(at: datetime) -> str:
+    if at.tzinfo is None:
+        raise ValueError("audit times are aware UTC datetimes")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def content_bytes(
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    purpose: str,
+    details: Mapping[str, Any],
+    nominals: Sequence[str],
+) -> bytes:
+    return rfc8785.dumps(
+        [VERSION, canonical_time(at), actor, action, subject, purpose, dict(details), list(nominals)]
+    )
+
+
+def content_hash(hasher: Hasher, **content: Any) -> str:
+    return hasher.digest(content_bytes(**content))
+
+
+def link_hash(hasher: Hasher, previous: str, seq: int, entry_id: int, content: str) -> str:
+    return hasher.digest(f"{VERSION}:link:{previous}:{seq}:{entry_id}:{content}".encode())
+
+
+def checkpoint_signature(hasher: Hasher, seq: int, chain: str, cut_at: datetime) -> str:
+    """What a retention purge leaves behind: the link at the cut, signed when the chain is keyed."""
+    return hasher.digest(f"{VERSION}:checkpoint:{seq}:{chain}:{canonical_time(cut_at)}".encode())

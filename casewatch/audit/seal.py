@@ -1,0 +1,158 @@
+"""The sealer: gives new audit entries their place in the one chain.
+
+Writers only insert entries (with their content hash), so a request never waits on the chain.
+A sealer locks the chain's head row for one short transaction, takes the entries not yet sealed
+in id order, links each to the one before and moves the head. Several processes may each run a
+sealer: the head row's lock (SELECT ... FOR UPDATE on PostgreSQL, the write lock on SQLite)
+serialises them, and each finds only what the last one left. An entry whose transaction
+committed late (a lower id after a higher one was sealed) simply takes the next place: the chain's
+order is `seq`, the order of sealing. (Certificate Transparency logs work the same way: entries
+are accepted at once and sequenced into the tree within a bounded delay.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.audit import hasher_for
+from casewatch.audit.chain import Hasher, content_hash, link_hash
+from casewatch.bell import Bell
+from casewatch.context import Context
+from casewatch.store.models import AuditChain, AuditEntry
+
+log = logging.getLogger(__name__)
+
+CHAIN_ID = "main"
+BATCH = 1000
+
+
+class AuditKeyMismatch(RuntimeError):
+    """The configured [audit] key is not the one the chain was begun with."""
+
+
+def key_problem(chain: AuditChain, hasher: Hasher) -> str | None:
+    if chain.key_id is None or chain.key_id == hasher.key_id:
+        return None
+    if hasher.key_id == "none":
+        return "the audit chain is keyed, but no [audit] key is configured (CASEWATCH_AUDIT__KEY)"
+    if chain.key_id == "none":
+        return "the audit chain was begun without a key, but an [audit] key is configured"
+    return "the configured [audit] key is not the key the audit chain was begun with"
+
+
+async def head(session: AsyncSession, *, lock: bool = False) -> AuditChain:
+    statement = select(AuditChain).where(AuditChain.id == CHAIN_ID)
+    if lock:
+        statement = statement.with_for_update()
+    chain = (await session.execute(statement)).scalar_one_or_none()
+    if chain is None:
+        raise RuntimeError("the audit chain's head row is missing: run `casewatch db upgrade`")
+    return chain
+
+
+_ENTRIES = AuditEntry.metadata.tables[AuditEntry.__tablename__].c
+_UNSEALED = (
+    select(
+        _ENTRIES.id, _ENTRIES.at, _ENTRIES.actor, _ENTRIES.action, _ENTRIES.subject,
+        _ENTRIES.purpose, _ENTRIES.details, _ENTRIES.nominals, _ENTRIES.content_hash,
+    )
+    .where(_ENTRIES.seq.is_(None))
+    .order_by(_ENTRIES.id)
+    .limit(bindparam("batch"))
+)
+_SEAL = (
+    update(AuditEntry.metadata.tables[AuditEntry.__tablename__])
+    .where(_ENTRIES.id == bindparam("entry_id"))
+    .values(seq=bindparam("seq"), chain_hash=bindparam("chain_hash"), content_hash=bindparam("content"))
+)
+
+
+def _content(row: Any) -> dict[str, Any]:
+    return dict(
+        at=row.at, actor=row.actor, action=row.action, subject=row.subject, purpose=row.purpose,
+        details=row.details or {}, nominals=row.nominals or [],
+    )
+
+
+async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *, batch: int = BATCH) -> int:
+    """Seal up to `batch` entries in one transaction; how many were sealed."""
+    hasher = hasher_for(ctx)
+    async with sessions.begin() as session:
+        chain = await head(session, lock=True)
+        problem = key_problem(chain, hasher)
+        if problem is not None:
+            raise AuditKeyMismatch(problem)
+        if chain.key_id is None:
+            chain.key_id = hasher.key_id
+        conn = await session.connection()
+        rows = list(await conn.execute(_UNSEALED, {"batch": batch}))
+        if not rows:
+            return 0
+        seq, previous = chain.head_seq, chain.head_hash
+        sealed = []
+        for row in rows:
+            seq += 1
+            # Entries written before the chain existed (migration 0009) have no content hash yet.
+            content = row.content_hash or content_hash(hasher, **_content(row))
+            previous = link_hash(hasher, previous, seq, row.id, content)
+            sealed.append({"entry_id": row.id, "seq": seq, "chain_hash": previous, "content": content})
+        await conn.execute(_SEAL, sealed)
+        chain.head_seq, chain.head_hash = seq, previous
+        return len(sealed)
+
+
+async def seal_pending(sessions: async_sessionmaker[AsyncSession], ctx: Context) -> int:
+    """Seal every entry written so far; how many. Commands call it before they exit."""
+    total = 0
+    while True:
+        count = await seal_once(sessions, ctx)
+        total += count
+        if count < BATCH:
+            return total
+
+
+async def check_key(sessions: async_sessionmaker[AsyncSession], ctx: Context) -> str | None:
+    """Why this process cannot seal with its configured key, or None."""
+    async with sessions() as session:
+        return key_problem(await head(session), hasher_for(ctx))
+
+
+def start_sealer(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, bell: Bell
+) -> Callable[[], Awaitable[None]]:
+    """Seal in the background: whenever the bell rings (a commit wrote audit entries), at most
+    every `audit.seal_interval_seconds`, and at that interval anyway (other processes' entries).
+    Returns the stop function, which seals what is left before returning."""
+    stop = asyncio.Event()
+    interval = ctx.settings.audit.seal_interval_seconds
+
+    async def loop() -> None:
+        while not stop.is_set():
+            try:
+                await seal_pending(sessions, ctx)
+            except AuditKeyMismatch as exc:
+                log.error("audit: cannot seal: %s", exc)
+            except Exception:  # a database hiccup: the entries wait for the next round
+                log.exception("audit: sealing failed; will retry")
+            await bell.wait(interval, stop)
+            if not stop.is_set():
+                # Let a burst of commits land before the next round, so one round seals them all.
+                await asyncio.sleep(min(interval, 0.05))
+
+    task = asyncio.create_task(loop(), name="audit-sealer")
+
+    async def stop_sealer() -> None:
+        stop.set()
+        await task
+        try:
+            await seal_pending(sessions, ctx)
+        except Exception:
+            log.exception("audit: final sealing failed; the entries wait for the next process")
+
+    return stop_sealer
