@@ -11,8 +11,10 @@ import contextlib
 class Bell:
     def __init__(self) -> None:
         self._rung = asyncio.Event()
+        self.rings = 0
 
     def ring(self) -> None:
+        self.rings += 1
         # Wake every current waiter, then start a fresh round for the next ones.
         rung, self._rung = self._rung, asyncio.Event()
         rung.set()

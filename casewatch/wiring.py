@@ -108,8 +108,9 @@ async def stop(service: Service) -> None:
             await cleanup()
     service.cleanups.clear()
     # What a command built on a Service (digest, demo) audited, chained before it exits.
-    with contextlib.suppress(Exception):
-        await seal_pending(service.sessions, service.ctx)
+    if service.audit_bell.rings:
+        with contextlib.suppress(Exception):
+            await seal_pending(service.sessions, service.ctx)
     await service.engine.dispose()
 
 
