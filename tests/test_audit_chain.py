@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.audit import hasher_for, record
 from casewatch.audit.chain import GENESIS, Hasher, checkpoint_signature, content_hash, link_hash
@@ -263,7 +263,8 @@ async def test_a_keyed_chain_cannot_be_rebuilt_without_the_key(
         chain = (await s.execute(select(AuditChain))).scalar_one()
         chain.head_hash = previous
     result = await _verify(sessions, ctx)
-    assert result.broken is not None and result.broken.entry_id == rows[1].id and "edited" in result.broken.why
+    assert result.broken is not None and result.broken.entry_id == rows[1].id
+    assert "edited" in result.broken.why
 
 
 async def test_an_unkeyed_chain_rebuilt_by_hand_still_verifies(
@@ -393,3 +394,46 @@ async def test_a_tampered_checkpoint_is_found(
         "checkpoint_entry": "does not match its hash",
     }[tamper]
     assert expected in result.broken.why
+
+
+# --- migration 0009 ---------------------------------------------------------------------------
+
+
+async def test_entries_from_before_the_chain_join_it_and_0009_is_reversible(
+    engine: AsyncEngine,
+) -> None:
+    """Entries written before migration 0009 have no content hash: the first seal computes it and
+    chains them in id order, and they verify like any other."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import Connection
+
+    from casewatch.store.migrate import current_revision, head_revision, upgrade
+    from tests.support import downgrade_to, insert_into
+
+    def tables(conn: Connection) -> set[str]:
+        return set(inspect(conn).get_table_names())
+
+    assert await current_revision(engine) == head_revision()
+    async with engine.begin() as conn:
+        await conn.run_sync(downgrade_to, str(engine.url), "0008")
+    async with engine.connect() as conn:
+        assert not {"audit_chain", "audit_nominals"} & await conn.run_sync(tables)
+    old = [
+        {
+            "at": NOW - timedelta(days=3 - i), "actor": "system", "action": "delivery.sent",
+            "subject": f"A-OLD00{i}", "purpose": "alert delivered", "details": {"channel": "email"},
+        }
+        for i in range(3)
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(insert_into("audit_log", old), old)
+    await upgrade(engine)
+    sessions = make_sessionmaker(engine)
+    ctx = _ctx()
+    await _write(sessions, ctx, 2)
+    assert await seal_pending(sessions, ctx) == 5
+    result = await _verify(sessions, ctx)
+    assert result.intact and result.checked == 5
+    async with sessions() as s:
+        first = (await s.execute(select(AuditEntry).where(AuditEntry.seq == 1))).scalar_one()
+    assert first.subject == "A-OLD000" and first.nominals == [] and len(first.content_hash) == 64
