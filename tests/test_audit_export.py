@@ -120,7 +120,7 @@ LONDON = Context(make_settings("sqlite+aiosqlite:///unused.db"), FixedClock(NOW)
 
 def _filter(**args: Any) -> ExportFilter:
     ns = {"subject": None, "actor": None, "since": None, "until": None, **args}
-    return audit_export.export_filter(type("Args", (), ns)(), LONDON)  # type: ignore[arg-type]
+    return audit_export.export_filter(type("Args", (), ns)(), LONDON)
 
 
 async def test_export_everything_in_time_order(sessions: async_sessionmaker[AsyncSession]) -> None:
