@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from casewatch.audit import record
 from casewatch.cli import main
@@ -145,3 +145,29 @@ async def test_the_running_service_seals_at_once_when_its_bell_rings(db_url: str
         assert seq == 1
     finally:
         await stop(service)
+
+
+async def test_a_long_read_on_sqlite_does_not_hold_writers_off(sqlite_url: str) -> None:
+    """audit verify and export read through store.engine.reader(): on SQLite their transactions
+    begin DEFERRED, so a writer (the running service) is not locked out while they read."""
+    import sqlite3
+
+    from casewatch.store.engine import reader
+
+    engine = make_engine(sqlite_url)
+    try:
+        async with make_sessionmaker(reader(engine))() as session:
+            await session.execute(select(AuditEntry.id))  # the read transaction is open
+            other = sqlite3.connect(sqlite_url.split("///", 1)[1], timeout=0.5, isolation_level=None)
+            try:
+                other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" after 0.5 s
+                other.execute("INSERT INTO audit_chain (id, head_seq, head_hash, base_seq, base_hash, "
+                              "base_signature) VALUES ('other', 0, '', 0, '', '')")
+                other.execute("COMMIT")
+            finally:
+                other.close()
+        async with make_sessionmaker(engine).begin() as session:  # a writer's session still IMMEDIATE
+            ids = set((await session.execute(text("SELECT id FROM audit_chain"))).scalars())
+        assert ids == {"main", "other"}
+    finally:
+        await engine.dispose()

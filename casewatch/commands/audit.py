@@ -17,7 +17,7 @@ from casewatch.clock import SystemClock
 from casewatch.commands._support import configure_logging, schema_problem
 from casewatch.config import load_config
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.engine import make_engine, make_sessionmaker, reader
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +47,7 @@ def _verify(args: argparse.Namespace) -> int:
                     print(f"\r{checked:,} entries checked", end="", file=sys.stderr, flush=True)
 
             try:
-                result = await verify(make_sessionmaker(engine), hasher, progress=progress)
+                result = await verify(make_sessionmaker(reader(engine)), hasher, progress=progress)
             except KeyMismatch as exc:
                 print(f"casewatch audit verify: cannot check: {exc}", file=sys.stderr)
                 return 2

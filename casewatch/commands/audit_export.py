@@ -31,7 +31,7 @@ from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.model.events import VISOR_REF_PATTERN
 from casewatch.model.text_rules import TextKind, text_problem
-from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.engine import make_engine, make_sessionmaker, reader
 
 ACTION = "audit.exported"
 PURPOSE = "disclosure export"
@@ -144,7 +144,7 @@ async def _export(settings: Settings, config_hint: str, f: ExportFilter, fmt: st
                 )
             await seal_audit(sessions, ctx)
             writer = CsvWriter(out) if fmt == "csv" else JsonWriter(out)
-            async with sessions() as session:
+            async with make_sessionmaker(reader(engine))() as session:
                 count = await _stream(session, f, writer, _progress())
             writer.close()
         except SQLAlchemyError as exc:

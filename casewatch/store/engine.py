@@ -61,8 +61,19 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # IMMEDIATE takes the write lock up front, so a transaction that reads and then writes
-        # cannot fail half-way with SQLITE_BUSY when another process wrote in between.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # cannot fail half-way with SQLITE_BUSY when another process wrote in between. A reader
+        # (reader() below) must not: a long read would hold every writer off.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "casewatch_read_only"
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (and pool) for long reads that write nothing (audit verify, export): on
+    SQLite their transactions begin DEFERRED, so they never take the write lock; in WAL mode the
+    service goes on writing beside them."""
+    return engine.execution_options(**{_READ_ONLY: True})
 
 
 # Set on a session whose transaction queued deliveries (routing.outbox), or wrote audit entries
