@@ -72,17 +72,17 @@ async def start_background(service: Service) -> None:
     configured."""
     from casewatch.api.common import METRICS_KEY
     from casewatch.audit.seal import start_sealer
-
-    # Stopped last (after the HTTP server too): it seals what the others audited on their way out.
-    service.cleanups.insert(0, start_sealer(service.sessions, service.ctx, service.audit_bell))
     from casewatch.delivery.runner import start_delivery
     from integrations.notifiers import build_notifiers
 
     metrics = service.app.get(METRICS_KEY)
+    registry = metrics.registry if metrics is not None else None
+    # Stopped last (after the HTTP server too): it seals what the others audited on their way out.
+    service.cleanups.insert(0, start_sealer(service.sessions, service.ctx, service.audit_bell, registry))
     service.cleanups.append(
         await start_delivery(
             service.sessions, service.ctx, build_notifiers(service.settings),
-            registry=metrics.registry if metrics is not None else None, bell=service.bell,
+            registry=registry, bell=service.bell,
         )
     )
     if service.settings.slack.mode == "socket":
@@ -94,9 +94,7 @@ async def start_background(service: Service) -> None:
 
         # Appended last, so stopped first: no job queues work for delivery workers already gone.
         service.cleanups.append(
-            await start_schedules(
-                service.sessions, service.ctx, registry=metrics.registry if metrics is not None else None
-            )
+            await start_schedules(service.sessions, service.ctx, registry=registry)
         )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text, update
 
+from casewatch.api.common import METRICS_KEY
 from casewatch.audit import record
 from casewatch.cli import main
 from casewatch.store.engine import make_engine, make_sessionmaker
@@ -143,6 +144,10 @@ async def test_the_running_service_seals_at_once_when_its_bell_rings(db_url: str
                 break
             await asyncio.sleep(0.025)
         assert seq == 1
+        metrics = service.app[METRICS_KEY].render().decode()
+        assert "casewatch_audit_sealed_total 1.0" in metrics
+        assert "casewatch_audit_seal_failures_total 0.0" in metrics
+        assert "casewatch_audit_seal_seconds_count" in metrics
     finally:
         await stop(service)
 

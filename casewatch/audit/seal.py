@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -123,22 +125,57 @@ async def check_key(sessions: async_sessionmaker[AsyncSession], ctx: Context) ->
         return key_problem(await head(session), hasher_for(ctx))
 
 
+class SealerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.sealed = Counter(
+            "casewatch_audit_sealed", "Audit entries sealed into the hash chain by this process",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "casewatch_audit_seal_failures",
+            "Sealing rounds that failed (database unreachable, or the [audit] key is not the chain's)",
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "casewatch_audit_seal_seconds",
+            "One sealing transaction: how long the chain's head row is locked",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=registry,
+        )
+
+
 def start_sealer(
-    sessions: async_sessionmaker[AsyncSession], ctx: Context, bell: Bell
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: Context,
+    bell: Bell,
+    registry: CollectorRegistry | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Seal in the background: whenever the bell rings (a commit wrote audit entries), at most
     every `audit.seal_interval_seconds`, and at that interval anyway (other processes' entries).
     Returns the stop function, which seals what is left before returning."""
     stop = asyncio.Event()
     interval = ctx.settings.audit.seal_interval_seconds
+    metrics = SealerMetrics(registry)
+
+    async def round_() -> None:
+        while True:
+            started = time.perf_counter()
+            count = await seal_once(sessions, ctx)
+            metrics.seconds.observe(time.perf_counter() - started)
+            metrics.sealed.inc(count)
+            if count < BATCH:
+                return
 
     async def loop() -> None:
         while not stop.is_set():
             try:
-                await seal_pending(sessions, ctx)
+                await round_()
             except AuditKeyMismatch as exc:
+                metrics.failures.inc()
                 log.error("audit: cannot seal: %s", exc)
             except Exception:  # a database hiccup: the entries wait for the next round
+                metrics.failures.inc()
                 log.exception("audit: sealing failed; will retry")
             await bell.wait(interval, stop)
             if not stop.is_set():
