@@ -21,6 +21,7 @@ from casewatch.lookup import (
     DEFAULT_CLEARED_ROLES,
     Found,
     NotFound,
+    ReasonRequired,
     Requester,
     Several,
     Unreadable,
@@ -46,7 +47,7 @@ class BotDeps:
     # How long a slash command may work before it acknowledges with a holding reply and sends the
     # answer to the response URL instead: Slack gives up on an acknowledgement after 3 seconds.
     answer_budget_seconds: float = 2.0
-    via: str = "slack"  # recorded in the audit purpose
+    via: str = "slack"  # recorded in the audit entries' details
 
     @property
     def zone(self) -> ZoneInfo:
@@ -56,7 +57,7 @@ class BotDeps:
 async def _refuse(session: AsyncSession, deps: BotDeps, slack_user_id: str, command: str) -> Message:
     await record(
         session, deps.ctx, actor=f"slack:{slack_user_id}"[:100], action="slack.refused",
-        subject=command, purpose="Slack user not in the officer directory",
+        subject=command, purpose="refused: the Slack user is not in the officer directory",
     )
     log.warning("refused %s from a Slack user not in the directory", command)
     return render.text_message(render.REFUSAL)
@@ -95,8 +96,10 @@ async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
             return render.not_found_message(outcome)
         if isinstance(outcome, Several):
             return render.candidates_message(outcome)
+        if isinstance(outcome, ReasonRequired):
+            return render.reason_required_message(outcome)
         assert isinstance(outcome, Found)
-        return render.flags_message(outcome.view, deps.zone)
+        return render.flags_message(outcome.view, deps.zone, outcome.reason)
 
     return await _as_officer(deps, slack_user_id, "/flags", work)
 

@@ -19,6 +19,7 @@ from casewatch.lookup import (
     FlagsView,
     NotFound,
     OfficerContact,
+    ReasonRequired,
     Several,
     TasksView,
 )
@@ -36,7 +37,16 @@ FLAGS_USAGE = (
     "*Usage:* `/flags &lt;ViSOR ref | PNC ID | surname [date of birth]&gt;`\n"
     "For example `/flags VS-0001234`, `/flags 98/123456X`, `/flags smith` or "
     "`/flags smith 14/03/1980`. A name is also looked for among known aliases. Case and "
-    "spacing do not matter. Only you see the answer."
+    "spacing do not matter. Only you see the answer.\n"
+    "A nominal managed by another team needs a reason (unless you are a supervisor, SPOC, control "
+    "room or admin): `/flags VS-0001234 reason: &lt;why you need it&gt;`. Every lookup and its reason "
+    "are recorded in the audit log."
+)
+REASON_REQUIRED = (
+    "The nominal found for *{typed}* is managed by another team, so its flags are shown only "
+    "when you say why you need them (need to know). Ask again with a reason:\n"
+    "`/flags {typed} reason: &lt;why you need it&gt;`\n"
+    "The lookup and its reason are recorded in the audit log."
 )
 ACK_USAGE = (
     "*Usage:* `/ack &lt;alert id&gt; [what was done]`, for example `/ack A-7K3Q9M` or "
@@ -240,7 +250,7 @@ def _packed(lines: list[str], max_blocks: int) -> list[dict[str, Any]]:
     return [_section(text) for text in texts]
 
 
-def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
+def flags_message(view: FlagsView, zone: ZoneInfo, reason: str | None = None) -> Message:
     """The /flags answer (ephemeral: only the requester sees it). The first lines answer "is this
     person wanted, dangerous or breaching a condition right now": the recall banner (unlawfully
     at large), the identity, risk and MAPPA, any open breach alert, the warning markers. Then
@@ -293,13 +303,31 @@ def flags_message(view: FlagsView, zone: ZoneInfo) -> Message:
             " Home address, licence conditions, exclusion zones and court orders are shown only to "
             "cleared roles."
         )
-    tail.append(_context(f"{note} This lookup is audited."))
+    tail.append(_context(f"{note} {recorded_note(reason)}"))
     if view.personal is not None:
         blocks += _packed(_personal_lines(view.personal), 50 - len(blocks) - len(tail))
     fallback = f"Flags for {esc(view.visor_ref)}"
     if view.licence.recalled:
         fallback = f"RECALLED / UNLAWFULLY AT LARGE: flags for {esc(view.visor_ref)}"
     return {"text": fallback, "blocks": [*blocks, *tail][:50]}
+
+
+def recorded_note(reason: str | None) -> str:
+    """Says that the lookup is in the audit log, with the requester's reason (escaped)."""
+    if reason is None:
+        return "This lookup is recorded in the audit log."
+    return f"This lookup is recorded in the audit log (reason: {esc(reason)})."
+
+
+def show_value(visor_ref: str, reason: str | None) -> str:
+    """A Show button's value: what /flags is asked when it is pressed, the reason carried along
+    so a pick from a search that gave one needs no second asking."""
+    return visor_ref if reason is None else f"{visor_ref} reason: {reason}"
+
+
+def reason_required_message(outcome: ReasonRequired) -> Message:
+    """Says how to ask with a reason, and nothing about the nominal but what was typed."""
+    return text_message(REASON_REQUIRED.format(typed=esc(_clip(outcome.query.text, 200))))
 
 
 def candidates_message(outcome: Several) -> Message:
@@ -309,12 +337,13 @@ def candidates_message(outcome: Several) -> Message:
     for c in outcome.candidates:
         blocks.append({
             **_section(_candidate_line(c)),
-            "accessory": _button("Show", SHOW_ACTION_ID, c.visor_ref),
+            "accessory": _button("Show", SHOW_ACTION_ID, show_value(c.visor_ref, outcome.query.reason)),
         })
     if outcome.total > shown:
         blocks.append(_context(
             f"{outcome.total - shown} more not listed: add a date of birth, or use the ViSOR reference."
         ))
+    blocks.append(_context(recorded_note(outcome.query.reason)))
     return {"text": f"{outcome.total} nominals match; pick one", "blocks": blocks}
 
 

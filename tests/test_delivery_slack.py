@@ -71,7 +71,10 @@ async def test_alert_posts_block_kit_message_with_ack_button_and_records_thread(
     sent = await audits(sessions, "delivery.sent")
     assert len(sent) == 2
     slack_audit = next(a for a in sent if a.details["channel"] == "slack")
-    assert slack_audit.subject == alert.id and slack_audit.purpose == "travel.unnotified"
+    assert slack_audit.subject == alert.id and slack_audit.nominals == [alert.visor_ref]
+    assert slack_audit.purpose == (
+        "delivered a new alert for the team's channel, so they act on it: travel.unnotified"
+    )
     assert slack_audit.details["receiver"] == "team:north"
     assert slack_audit.details["content_hash"] == rows[0].content_hash and len(rows[0].content_hash) == 64
     assert slack_audit.at == clock_of(ctx).now()

@@ -158,7 +158,8 @@ async def test_the_first_lines_say_wanted_dangerous_breaching(cr_bot: Bot) -> No
     order = [
         ADDRESS, ZONE_1, "`ORD-CR-1` *SHPO* \u00b7 made 01/06/2021 \u00b7 expires 01/06/2031", PROHIBITION,
         "`ORD-CR-2` *order* \u00b7 made 01/06/2021 \u00b7 until further order", PROHIBITION_2,
-        CONDITION_1, CONDITION_2, "*Offender manager*", "*Open alerts*", "This lookup is audited.",
+        CONDITION_1, CONDITION_2, "*Offender manager*", "*Open alerts*",
+        "This lookup is recorded in the audit log.",
     ]
     found = [text.find(render.esc(part)) if "*" not in part else text.find(part) for part in order]
     assert -1 not in found and found == sorted(found), dict(zip(order, found, strict=True))
@@ -182,7 +183,9 @@ async def test_the_first_lines_say_wanted_dangerous_breaching(cr_bot: Bot) -> No
     ids=["officer", "officer of another team", "supervisor", "control room"],
 )
 async def test_the_personal_part_only_for_cleared_roles(cr_bot: Bot, user: str, cleared: bool) -> None:
-    text = shown(await slash(cr_bot, "/flags", REF, user=user))
+    # An officer of another team says why (need to know: tests/test_flags_need_to_know.py).
+    typed = f"{REF} reason: fictional incident check" if user == PC_SOUTH else REF
+    text = shown(await slash(cr_bot, "/flags", typed, user=user))
     for personal in (ADDRESS, CONDITION_1, CONDITION_2, ZONE_1, PROHIBITION, PROHIBITION_2, "ORD-CR-1"):
         assert (render.esc(personal) in text) is cleared, personal
     assert ("*Home address*" in text) is cleared and ("*Court orders in force*" in text) is cleared
@@ -231,7 +234,8 @@ async def test_still_one_statement_for_a_cleared_lookup(cr_bot: Bot) -> None:
     assert isinstance(outcome, Found) and outcome.view.personal is not None
     assert [o.order_id for o in outcome.view.personal.orders] == ["ORD-CR-1", "ORD-CR-2"]
     assert outcome.view.personal.orders[0].prohibitions == (PROHIBITION,)
-    assert seen == ["SELECT", "INSERT"]  # everything in one statement, then the audit entry
+    # Everything in one statement, then the audit entry and its nominal index.
+    assert seen == ["SELECT", "INSERT", "INSERT"]
 
 
 @pytest.mark.parametrize("dialect", [sqlite.dialect, postgresql.dialect], ids=["sqlite", "postgresql"])

@@ -203,22 +203,23 @@ async def test_one_statement_to_read_and_one_to_audit(
         session.add(_nominal("VS-F0009", "Plainview"))  # registered, no custody on record
     with statements(engine) as by_reference:
         assert isinstance(await _flags(store, "VS-F0009", SPOC), Found)
-    assert by_reference == ["SELECT", "INSERT"]
+    # Then the audit entry and its nominal index (casewatch.audit.record).
+    assert by_reference == ["SELECT", "INSERT", "INSERT"]
     # Recall returns on record: the rest of the notification facts (custody, SOA 2003
     # s.85(4)(b)) are read too, so that /flags and the alerts agree; still only SELECTs.
     with statements(engine) as with_custody:
         assert isinstance(await _flags(store, "VS-F0001", SPOC), Found)
-    history = with_custody[1:-1]
-    assert len(history) > 1 and set(history) == {"SELECT"} and with_custody[-1] == "INSERT"
+    history = with_custody[1:-2]
+    assert len(history) > 1 and set(history) == {"SELECT"} and with_custody[-2:] == ["INSERT", "INSERT"]
     with statements(engine) as by_pnc:
         assert isinstance(await _flags(store, "01/4321k"), Found)
-    assert by_pnc == ["SELECT", "SELECT", *history, "INSERT"]  # the reference, then the PNC ID
+    assert by_pnc == ["SELECT", "SELECT", *history, "INSERT", "INSERT"]  # the reference, then the PNC ID
     with statements(engine) as by_surname:
         assert isinstance(await _flags(store, "viewson 02/04/1979"), Found)
-    assert by_surname == ["SELECT", "SELECT", *history, "INSERT"]  # candidates, then the one found
+    assert by_surname == ["SELECT", "SELECT", *history, "INSERT", "INSERT"]  # candidates, then the one found
     with statements(engine) as missing:
         assert isinstance(await _flags(store, "nobody"), NotFound)
-    assert missing == ["SELECT", "INSERT"]
+    assert missing == ["SELECT", "INSERT"]  # no nominal to index
 
 
 async def test_several_and_the_audit_rows(store: tuple[Context, Any]) -> None:
@@ -234,13 +235,16 @@ async def test_several_and_the_audit_rows(store: tuple[Context, Any]) -> None:
         stmt = select(AuditEntry).where(AuditEntry.action == "flags.lookup").order_by(AuditEntry.id)
         several, found = (await session.execute(stmt)).scalars()
     assert several.details == {
-        "roles": ["officer"], "query_kind": "surname", "outcome": "several", "total": 12,
+        "roles": ["officer"], "via": "slack", "query_kind": "surname", "outcome": "several", "total": 12,
         "visor_refs_shown": [f"VS-F01{i:02d}" for i in range(10)],
     }
-    assert found.actor == "SPOC01" and found.subject == "VS-F0001" and found.purpose == "slack /flags"
+    assert several.nominals == [f"VS-F01{i:02d}" for i in range(10)]
+    assert found.actor == "SPOC01" and found.subject == "VS-F0001" and found.nominals == ["VS-F0001"]
+    assert found.purpose == "lookup of a nominal the requester's own team manages"
     assert found.at == T0
     assert found.details == {
-        "roles": ["spoc"], "query_kind": "identifier", "outcome": "found", "visor_refs_shown": ["VS-F0001"],
+        "roles": ["spoc"], "via": "slack", "query_kind": "identifier", "outcome": "found",
+        "need_to_know": "own_case", "visor_refs_shown": ["VS-F0001"],
         "restricted_markers_shown": True, "restricted_markers_shown_count": 2, "markers_shown": 4,
         "alerts_shown": [held["alerts"]["high"], held["alerts"]["low"], held["alerts"]["acked"]],
         "unlawfully_at_large": True, "personal_data_shown": True,

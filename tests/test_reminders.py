@@ -143,7 +143,8 @@ async def test_an_acknowledged_overdue_action_reminds_its_owner_every_72_hours(d
         )
         assert first.payload["summary"].startswith(f"Action MAPP-151 overdue: {ACTION_REF}, due 2026-11-20")
         [entry] = await _reminded(service)
-        assert (entry.subject, entry.actor, entry.purpose) == (alert.id, "system", "action.overdue")
+        assert (entry.subject, entry.actor, entry.nominals) == (alert.id, "system", [alert.visor_ref])
+        assert entry.purpose.endswith("after 72 hours, so it is acted on: action.overdue")
         assert entry.details["state"] == "acknowledged" and entry.details["open_hours"] == 72
 
         # Idempotent: a re-run as of the same instant sends nothing new.

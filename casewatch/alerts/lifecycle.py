@@ -24,6 +24,7 @@ from casewatch.context import Context
 from casewatch.model.alerts import LIVE_STATES, SEVERITIES, SEVERITY_RANK, AlertSpec, live_key
 from casewatch.routing.escalation import chain_for
 from casewatch.routing.outbox import enqueue
+from casewatch.routing.purposes import alert_purpose, nominals_of
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Acknowledgement, Alert, Officer
 
@@ -196,7 +197,7 @@ async def open_alerts(
         await record_many(session, ctx, [
             Entry(
                 actor="system", action="alert.opened", subject=alert.id,
-                purpose=opened_purpose(alert.kind), nominals=[alert.visor_ref],
+                purpose=opened_purpose(alert.kind), nominals=nominals_of(alert.visor_ref),
                 details={"visor_ref": alert.visor_ref, "severity": alert.severity},
             )
             for alert in new
@@ -212,7 +213,7 @@ async def open_alerts(
 
 
 def opened_purpose(kind: str) -> str:
-    return f"alert opened, for its receivers to act: {kind}"
+    return alert_purpose("alert.opened", kind)
 
 
 def _draw_ids(n: int) -> list[str]:
@@ -253,7 +254,8 @@ async def resolve(session: AsyncSession, alert: Alert, reason: str, ctx: Context
     await enqueue(session, [alert], "resolved", ctx)
     await record(
         session, ctx, actor="system", action="alert.resolved", subject=alert.id,
-        purpose=alert.kind, details={"reason": reason[:200]},
+        purpose=alert_purpose("alert.resolved", alert.kind), details={"reason": reason[:200]},
+        nominals=nominals_of(alert.visor_ref),
     )
     return True
 
@@ -329,7 +331,8 @@ async def raise_severity(
     await enqueue(session, [alert], "raised", ctx, extra={alert.id: {"raised_from": was, **why}})
     await record(
         session, ctx, actor="system", action="alert.severity_raised", subject=alert.id,
-        purpose=alert.kind, details={"from": was, "to": severity, **why},
+        purpose=alert_purpose("alert.severity_raised", alert.kind),
+        details={"from": was, "to": severity, **why}, nominals=nominals_of(alert.visor_ref),
     )
     return alert
 
@@ -358,7 +361,8 @@ async def acknowledge(
     if not may_acknowledge(alert, await _acknowledger(session, officer_id), ctx.settings):
         await record(
             session, ctx, actor=officer_id, action="alert.ack_refused", subject=alert.id,
-            purpose="not the alert's team or owner, the control room or an admin", details={"via": via},
+            purpose="acknowledgement refused: not the alert's team or owner, the control room or an admin",
+            details={"via": via}, nominals=nominals_of(alert.visor_ref),
         )
         return AckOutcome("refused", None)
     now = ctx.clock.now()
@@ -383,7 +387,8 @@ async def acknowledge(
         details["outcome"] = outcome
     await record(
         session, ctx, actor=officer_id, action="alert.acknowledged", subject=alert.id,
-        purpose=alert.kind, details=details,
+        purpose=alert_purpose("alert.acknowledged", alert.kind), details=details,
+        nominals=nominals_of(alert.visor_ref),
     )
     return AckOutcome("acknowledged", alert)
 

@@ -141,7 +141,10 @@ async def _remind(
     await record_many(session, ctx, [
         Entry(
             actor="system", action=REMINDED, subject=a.id,
-            purpose=f"reminder: {a.kind} still {a.state} after {extra[a.id]['open_hours']} hours",
+            purpose=(
+                f"reminder to the alert's receivers, still {a.state} after {extra[a.id]['open_hours']} "
+                f"hours, so it is acted on: {a.kind}"
+            ),
             details={
                 "visor_ref": a.visor_ref, "severity": a.severity, "state": a.state,
                 "open_hours": extra[a.id]["open_hours"], "as_of": at.isoformat(),

@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.audit import record
 from casewatch.config import Settings
 from casewatch.context import Context
+from casewatch.routing.purposes import nominals_of, receiver_words
 from casewatch.routing.routing import allowed_emails, chat_enabled
-from casewatch.store.models import Delivery, DeliveryAttempt
+from casewatch.store.models import Alert, Delivery, DeliveryAttempt
 
 DEAD = "dead"
 REQUEUED = "delivery.requeued"
@@ -144,6 +145,7 @@ async def requeue(session: AsyncSession, ctx: Context, selector: Selector) -> Re
         reason = "no such delivery" if not selector.target else "no such delivery to that target"
         result.skipped.append(Skipped(missing, reason))
     now = ctx.clock.now()
+    refs = await _visor_refs(session, {d.alert_id for d in rows if d.alert_id})
     for d in rows:
         if d.state != DEAD:
             result.skipped.append(Skipped(d.id, f"is {d.state}, not dead"))
@@ -156,7 +158,9 @@ async def requeue(session: AsyncSession, ctx: Context, selector: Selector) -> Re
         d.claimed_by, d.claimed_until, d.last_error = None, None, None
         d.created_at = now
         await record(
-            session, ctx, actor="cli", action=REQUEUED, subject=str(d.id), purpose=d.purpose,
+            session, ctx, actor="cli", action=REQUEUED, subject=str(d.id),
+            purpose=f"requeued by an operator so {receiver_words(d.receiver)} is told: {d.purpose}",
+            nominals=nominals_of(refs.get(d.alert_id or "")),
             details={
                 "delivery": d.id, "alert": d.alert_id, "channel": d.channel, "target": d.target,
                 "receiver": d.receiver, "previous_error": previous_error[:500],
@@ -166,3 +170,11 @@ async def requeue(session: AsyncSession, ctx: Context, selector: Selector) -> Re
         result.requeued.append(d.id)
     result.skipped.sort(key=lambda s: s.delivery_id)
     return result
+
+
+async def _visor_refs(session: AsyncSession, alert_ids: set[str]) -> dict[str, str]:
+    """The nominal each alert is about, for the requeue audit entries."""
+    if not alert_ids:
+        return {}
+    rows = await session.execute(select(Alert.id, Alert.visor_ref).where(Alert.id.in_(sorted(alert_ids))))
+    return {alert_id: ref for alert_id, ref in rows}

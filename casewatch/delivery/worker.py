@@ -45,6 +45,7 @@ from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.transition import AlertBrief, DeliveryFacts, Policy, RowUpdate, next_step
 from casewatch.model.alerts import AlertSpec
 from casewatch.routing.outbox import enqueue_fallback
+from casewatch.routing.purposes import delivery_purpose, nominals_of
 from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,8 @@ class DeliveryWorker:
             ))
             await record(
                 session, self.ctx, actor="system", action=f"delivery.{kind}", subject=d.alert_id or "",
-                purpose=alert.kind if alert else d.purpose,
+                purpose=delivery_purpose(d.purpose, d.receiver, alert.kind if alert else None, kind),
+                nominals=nominals_of(alert.visor_ref if alert else None),
                 details={
                     "delivery": d.id, "receiver": d.receiver, "channel": d.channel, "target": d.target,
                     "change": d.purpose, "content_hash": d.content_hash, "attempt": d.attempts,
@@ -295,7 +297,8 @@ class DeliveryWorker:
         )
         await record(
             session, self.ctx, actor="system", action="delivery.fallback", subject=alert.id,
-            purpose=alert.kind,
+            purpose=f"chat delivery failing, so the alert goes by email instead to be acted on: {alert.kind}",
+            nominals=nominals_of(alert.visor_ref),
             details={"failed_delivery": d.id, "channel": d.channel, "target": d.target,
                      "error": error[:500], "fallback_to": fallback},
         )

@@ -18,6 +18,7 @@ from casewatch.digest import render
 from casewatch.digest.build import Digest, build_digest
 from casewatch.digest.query import load_digest_input
 from casewatch.routing.outbox import content_hash, enqueue_message
+from casewatch.routing.purposes import nominals_of
 from casewatch.routing.routing import Target, chat_enabled
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ async def queue_team_digest(
         actor="system",
         action="digest.queued",
         subject=team.id,
-        purpose="daily digest",
+        purpose="daily digest of the team's alerts, actions and recalls for its supervisors' oversight",
+        nominals=_refs_named(digest),
         details={
             "day": digest.local_day.isoformat(),
             "deliveries": [r.id for r in rows],
@@ -109,3 +111,13 @@ async def send_digests(
         async with sessions.begin() as session:
             queued.append(await queue_team_digest(session, ctx, team, at))
     return queued
+
+
+def _refs_named(digest: Digest) -> list[str]:
+    """The ViSOR references the digest names (its audit entry's nominals)."""
+    refs = {a.visor_ref for a, _ in digest.unacknowledged}
+    refs.update(a.visor_ref for _, rows in digest.overdue_by_owner for a, _ in rows)
+    refs.update(a.visor_ref for a in [*digest.missed_notifications, *digest.border_travel])
+    refs.update(d.visor_ref for d in digest.due_soon)
+    refs.update(r.visor_ref for r, _ in digest.recalls)
+    return sorted(ref for ref in refs if nominals_of(ref))

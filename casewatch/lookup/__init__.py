@@ -3,6 +3,7 @@ roles, audited. No Slack here: any front end can use them."""
 
 from casewatch.lookup.access import (
     DEFAULT_CLEARED_ROLES,
+    FORCE_WIDE_ROLES,
     Requester,
     requester_by_slack_user,
     requester_from,
@@ -11,6 +12,7 @@ from casewatch.lookup.flags import (
     FlagsOutcome,
     Found,
     NotFound,
+    ReasonRequired,
     Several,
     Unreadable,
     Usage,
@@ -31,6 +33,7 @@ from casewatch.lookup.views import (
 
 __all__ = [
     "DEFAULT_CLEARED_ROLES",
+    "FORCE_WIDE_ROLES",
     "ActionLine",
     "AlertLine",
     "Candidate",
@@ -43,6 +46,7 @@ __all__ = [
     "OfficerContact",
     "Query",
     "QueryError",
+    "ReasonRequired",
     "Requester",
     "Several",
     "TasksView",

@@ -15,6 +15,10 @@ from casewatch.store.models import Officer
 # supervisor, on need to know.
 DEFAULT_CLEARED_ROLES: frozenset[str] = frozenset({"supervisor", "spoc", "control_room", "admin"})
 
+# Roles that look up any team's nominals as part of the job (need to know is theirs by role): an
+# officer of another team must say why they need a nominal's flags (/flags ... reason: ...).
+FORCE_WIDE_ROLES: frozenset[str] = frozenset({"supervisor", "spoc", "control_room", "admin"})
+
 
 @dataclass(frozen=True)
 class Requester:
@@ -26,6 +30,19 @@ class Requester:
     @property
     def is_supervisor(self) -> bool:
         return "supervisor" in self.roles
+
+    @property
+    def force_wide(self) -> bool:
+        return not self.roles.isdisjoint(FORCE_WIDE_ROLES)
+
+    def owns_case(self, nominal_team: str, offender_manager: str | None) -> bool:
+        """The nominal is managed by the requester's team, or by the requester."""
+        return nominal_team == self.team or (bool(offender_manager) and offender_manager == self.officer_id)
+
+    def needs_reason_for(self, nominal_team: str, offender_manager: str | None) -> bool:
+        """Need to know: an officer without a force-wide role must give a reason to see the flags
+        of a nominal another team manages."""
+        return not self.force_wide and not self.owns_case(nominal_team, offender_manager)
 
     def cleared_for_restricted(self, cleared_roles: Collection[str] = DEFAULT_CLEARED_ROLES) -> bool:
         return not self.roles.isdisjoint(cleared_roles)

@@ -47,7 +47,7 @@ from casewatch.context import Context
 from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester
 from casewatch.lookup.due import next_notification_due
 from casewatch.lookup.json_sql import json_row, json_rows, sorts_in_sql, utc_from_json
-from casewatch.lookup.query import Query, QueryError, clean_text, parse_query, pnc_key
+from casewatch.lookup.query import Query, QueryError, clean_text, parse_query, pnc_key, split_reason
 from casewatch.lookup.views import (
     AlertLine,
     Candidate,
@@ -85,6 +85,15 @@ CANDIDATE_LIMIT = 10
 @dataclass(frozen=True)
 class Found:
     view: FlagsView
+    reason: str | None = None  # the requester's, as recorded in the audit log
+
+
+@dataclass(frozen=True)
+class ReasonRequired:
+    """Need to know: one nominal matched, another team's, and the requester (no force-wide role)
+    gave no reason. Nothing about the nominal is shown; the refusal is audited."""
+
+    query: Query
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,7 @@ class Usage:
     """Nothing was asked: show how to ask."""
 
 
-FlagsOutcome = Found | Several | NotFound | Unreadable | Usage
+FlagsOutcome = Found | Several | NotFound | ReasonRequired | Unreadable | Usage
 
 
 def _sql_string(value: str) -> Any:
@@ -425,11 +434,17 @@ async def look_up_flags(
     cleared_roles: Collection[str] = DEFAULT_CLEARED_ROLES,
     via: str = "slack",
 ) -> FlagsOutcome:
-    """Answer a /flags query for `requester` and audit it in the caller's transaction."""
+    """Answer a /flags query for `requester` and audit it in the caller's transaction. Another
+    team's nominal needs a reason (`reason: ...` in `text`) unless the requester has a force-wide
+    role (access.FORCE_WIDE_ROLES); without one the answer is ReasonRequired and shows nothing."""
+    audit = _Audit(session, ctx, requester, via)
     try:
         query = parse_query(text)
     except QueryError as exc:
-        await _audit(session, ctx, requester, clean_text(text), via, {"outcome": "unreadable"})
+        asked = clean_text(split_reason(text)[0])
+        await audit.write(asked, "lookup not run: the query or its reason could not be read", {
+            "outcome": "unreadable",
+        })
         return Unreadable(str(exc))
     if query is None:
         return Usage()
@@ -447,51 +462,94 @@ async def look_up_flags(
             matched_alias = nominals[0].matched_alias
             nominals = list(await conn.execute(_by_visor_ref(cleared), {"visor_ref": nominals[0].visor_ref}))
     details: dict[str, Any] = {"query_kind": query.kind if query.date_of_birth is None else "surname_dob"}
+    if query.reason is not None:
+        details["reason"] = query.reason
     if by_alias:
         # That an alias matched, and for whom; never the alias itself: the audit log holds no names.
         details["matched_by"] = "alias" if len(by_alias) == len(nominals) else "surname_and_alias"
         if total > 1:
             details["visor_refs_matched_by_alias"] = by_alias
-    outcome: FlagsOutcome
     if not nominals:
-        outcome = NotFound(query)
         details.update(outcome="not_found", visor_refs_shown=[])
-    elif total > 1:
-        outcome = Several(query, _candidates(nominals), total)
-        details.update(outcome="several", visor_refs_shown=[n.visor_ref for n in nominals], total=total)
-    else:
-        dialect = conn.dialect.name
-        row = nominals[0]
-        # The same facts as the notification and visit rules (custody, changes, returns), so that
-        # the next notification and visit shown and the alerts never disagree; read only when
-        # there are any.
-        history = (
-            await load.history(session, row.visor_ref, ZoneInfo(ctx.settings.service.timezone))
-            if row.more_facts and (row.registered or row.visit_every_days is not None)
-            else NotificationHistory(last_full_on=row.last_full_on)
+        await audit.write(query.text, query.reason or "lookup that found no nominal", details)
+        return NotFound(query)
+    if total > 1:
+        shown = [n.visor_ref for n in nominals]
+        details.update(outcome="several", visor_refs_shown=shown, total=total)
+        purpose = query.reason or "name search: candidates listed for the requester to pick one"
+        await audit.write(query.text, purpose, details, nominals=shown)
+        return Several(query, _candidates(nominals), total)
+    row = nominals[0]
+    if query.reason is None and requester.needs_reason_for(row.team, row.offender_manager):
+        details.update(outcome="reason_required", visor_refs_shown=[])
+        await audit.write(
+            query.text, "refused: another team's nominal and no reason given (need to know)", details,
+            nominals=[row.visor_ref], action="flags.reason_required",
         )
-        view = _view(
-            row, ctx, cleared=cleared, sorted_markers=sorts_in_sql(dialect),
-            matched_alias=matched_alias, history=history,
-        )
-        outcome = Found(view)
-        details.update(
-            outcome="found", visor_refs_shown=[view.visor_ref], restricted_markers_shown=cleared,
-            restricted_markers_shown_count=sum(m.restricted for m in view.markers),
-            markers_shown=len(view.markers), alerts_shown=[a.alert_id for a in view.open_alerts],
-            unlawfully_at_large=view.licence.unlawfully_at_large,
-            # That the address, conditions, zones and orders were shown; never what they say.
-            personal_data_shown=view.personal is not None,
-        )
-    await _audit(session, ctx, requester, query.text, via, details)
-    return outcome
-
-
-async def _audit(
-    session: AsyncSession, ctx: Context, requester: Requester, asked: str, via: str,
-    details: dict[str, Any],
-) -> None:
-    await record(
-        session, ctx, actor=requester.officer_id, action="flags.lookup",
-        subject=asked, purpose=f"{via} /flags", details={"roles": sorted(requester.roles), **details},
+        return ReasonRequired(query)
+    view = await _found_view(session, conn, row, ctx, cleared=cleared, matched_alias=matched_alias)
+    basis = _basis(requester, row, query)
+    details.update(
+        outcome="found", need_to_know=basis, visor_refs_shown=[view.visor_ref],
+        restricted_markers_shown=cleared,
+        restricted_markers_shown_count=sum(m.restricted for m in view.markers),
+        markers_shown=len(view.markers), alerts_shown=[a.alert_id for a in view.open_alerts],
+        unlawfully_at_large=view.licence.unlawfully_at_large,
+        # That the address, conditions, zones and orders were shown; never what they say.
+        personal_data_shown=view.personal is not None,
     )
+    await audit.write(query.text, query.reason or _BASIS_PURPOSE[basis], details, nominals=[view.visor_ref])
+    return Found(view, query.reason)
+
+
+async def _found_view(
+    session: AsyncSession, conn: AsyncConnection, row: Row[Any], ctx: Context, *, cleared: bool,
+    matched_alias: str | None,
+) -> FlagsView:
+    # The same facts as the notification and visit rules (custody, changes, returns), so that
+    # the next notification and visit shown and the alerts never disagree; read only when there
+    # are any.
+    history = (
+        await load.history(session, row.visor_ref, ZoneInfo(ctx.settings.service.timezone))
+        if row.more_facts and (row.registered or row.visit_every_days is not None)
+        else NotificationHistory(last_full_on=row.last_full_on)
+    )
+    return _view(
+        row, ctx, cleared=cleared, sorted_markers=sorts_in_sql(conn.dialect.name),
+        matched_alias=matched_alias, history=history,
+    )
+
+
+# Why a lookup without a stated reason was allowed, as the audit entry's purpose.
+_BASIS_PURPOSE = {
+    "own_case": "lookup of a nominal the requester's own team manages",
+    "force_wide_role": "lookup by a force-wide role (supervisor, SPOC, control room or admin)",
+}
+
+
+def _basis(requester: Requester, row: Row[Any], query: Query) -> str:
+    """On what need to know the flags were shown: own_case, force_wide_role or reason_given."""
+    if requester.owns_case(row.team, row.offender_manager):
+        return "own_case"
+    if requester.force_wide:
+        return "force_wide_role"
+    assert query.reason is not None  # look_up_flags refused it otherwise
+    return "reason_given"
+
+
+@dataclass(frozen=True)
+class _Audit:
+    session: AsyncSession
+    ctx: Context
+    requester: Requester
+    via: str
+
+    async def write(
+        self, asked: str, purpose: str, details: dict[str, Any], *, nominals: Sequence[str] = (),
+        action: str = "flags.lookup",
+    ) -> None:
+        await record(
+            self.session, self.ctx, actor=self.requester.officer_id, action=action, subject=asked,
+            purpose=purpose, nominals=nominals,
+            details={"roles": sorted(self.requester.roles), "via": self.via, **details},
+        )

@@ -120,18 +120,22 @@ async def load_home(
         more_actions=max(0, len(actions) - ACTION_LIMIT),
     )
     shown = [*view.alerts, *view.visits]
+    refs = sorted({a.visor_ref for a in shown}.union(a.visor_ref for a in view.actions))
+    whose = "their team's" if view.scope == "team" else "their own"
     await record(
         session,
         ctx,
         actor=requester.officer_id,
         action="home.viewed",
         subject=view.scope,
-        purpose=f"{via} App Home",
+        purpose=f"App Home: {whose} open alerts, visits and actions listed for the requester to act on",
         details={
             "team": requester.team,
+            "via": via,
             "alerts_shown": [a.alert_id for a in shown],
             "actions_shown": [a.action_id for a in view.actions],
-            "visor_refs_shown": sorted({a.visor_ref for a in shown}.union(a.visor_ref for a in view.actions)),
+            "visor_refs_shown": refs,
         },
+        nominals=refs,
     )
     return view

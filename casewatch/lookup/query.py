@@ -1,5 +1,6 @@
 """Reading what an officer typed after /flags: a ViSOR reference, a PNC ID, or a surname with an
-optional date of birth. Case, spacing, punctuation and accents in names are forgiven (the one
+optional date of birth, then optionally `reason: <why they need it>` (need to know: required to see
+another team's nominal). Case, spacing, punctuation and accents in names are forgiven (the one
 folding, casewatch.model.names)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import date
 from typing import Literal
 
 from casewatch.model.names import name_key
-from casewatch.model.text_rules import ascii_digits
+from casewatch.model.text_rules import TextKind, ascii_digits, text_problem
 
 QueryKind = Literal["identifier", "surname"]
 
@@ -33,6 +34,11 @@ _MONTHS = {
 _ISO = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})")
 _DMY = re.compile(r"([0-9]{1,2})[/.\-]([0-9]{1,2})[/.\-]([0-9]{2,4})")
 _PNC = re.compile(r"([0-9]{2}|[0-9]{4})/?0*([0-9]{1,7})([A-Z])")
+# The first `reason:` as a word of its own (any case): the query before it, the reason after it.
+_REASON = re.compile(r"(?<!\w)reason:", re.IGNORECASE)
+REASON_MIN_LENGTH = 3
+REASON_MAX_LENGTH = 200
+REASON_HOW = "/flags <query> reason: <why you need it>"
 
 
 class QueryError(ValueError):
@@ -46,6 +52,7 @@ class Query:
     identifier: str = ""  # upper-cased, no spaces (kind "identifier")
     name_key: str = ""  # see name_key() (kind "surname")
     date_of_birth: date | None = None
+    reason: str | None = None  # why the requester needs it (validated, whitespace tidied)
 
 
 def clean_text(raw: str) -> str:
@@ -53,6 +60,30 @@ def clean_text(raw: str) -> str:
     PostgreSQL refuses in text and which can disguise what is shown; white space tidied."""
     kept = "".join(ch if ch.isspace() or not unicodedata.category(ch).startswith("C") else "" for ch in raw)
     return " ".join(kept.split())
+
+
+def split_reason(raw: str) -> tuple[str, str | None]:
+    """(the query, the reason as typed or None): everything after the first `reason:` keyword."""
+    match = _REASON.search(raw)
+    if match is None:
+        return raw, None
+    return raw[: match.start()], raw[match.end() :]
+
+
+def clean_reason(raw: str) -> str:
+    """The reason as stored: runs of white space as one space. QueryError for one too short or too
+    long, or holding control or invisible format characters (which could disguise what a reviewer
+    reads); the message never repeats the reason."""
+    problem = text_problem(raw, TextKind.TEXT)
+    if problem is not None:
+        raise QueryError(f"the reason {problem[1]}; write it as plain text")
+    reason = " ".join(raw.split())
+    if not REASON_MIN_LENGTH <= len(reason) <= REASON_MAX_LENGTH:
+        raise QueryError(
+            f"give a reason of {REASON_MIN_LENGTH} to {REASON_MAX_LENGTH} characters after `reason:`"
+            f" ({REASON_HOW})"
+        )
+    return reason
 
 
 def pnc_key(text: str) -> str | None:
@@ -104,7 +135,17 @@ def _split_date_of_birth(tokens: list[str]) -> tuple[list[str], date | None]:
 
 
 def parse_query(raw: str) -> Query | None:
-    """None for an empty query (the caller shows usage help); QueryError for one it cannot read."""
+    """None for an empty query (the caller shows usage help); QueryError for one it cannot read,
+    or for a `reason:` whose reason is refused (clean_reason)."""
+    typed, typed_reason = split_reason(raw)
+    reason = clean_reason(typed_reason) if typed_reason is not None else None
+    query = _parse_lookup(typed)
+    if query is None or reason is None:
+        return query
+    return Query(query.kind, query.text, query.identifier, query.name_key, query.date_of_birth, reason)
+
+
+def _parse_lookup(raw: str) -> Query | None:
     text = clean_text(raw)
     if not text:
         return None

@@ -66,16 +66,17 @@ async def list_tasks(
         more_alerts=max(0, len(alerts) - limit),
         more_actions=max(0, len(actions) - limit),
     )
+    shown = sorted({a.visor_ref for a in view.alerts}.union(a.visor_ref for a in view.actions))
+    whose = "their team's" if view.scope == "team" else "their own"
     await record(
         session, ctx, actor=requester.officer_id, action="tasks.list", subject=view.scope,
-        purpose=f"{via} /tasks",
+        purpose=f"/tasks: {whose} open alerts and actions listed for the requester to act on",
         details={
-            "team": requester.team,
+            "team": requester.team, "via": via,
             "alerts_shown": [a.alert_id for a in view.alerts],
             "actions_shown": [a.action_id for a in view.actions],
-            "visor_refs_shown": sorted({a.visor_ref for a in view.alerts}.union(
-                a.visor_ref for a in view.actions
-            )),
+            "visor_refs_shown": shown,
         },
+        nominals=shown,
     )
     return view

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.audit import record
 from casewatch.context import Context
 from casewatch.routing.outbox import enqueue
+from casewatch.routing.purposes import alert_purpose, nominals_of
 from casewatch.store.models import Alert
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,9 @@ async def escalate_one(session: AsyncSession, alert_id: str, ctx: Context) -> bo
     await enqueue(session, [alert], "escalated", ctx)
     receivers = chain[step].get("receivers", [])
     await record(
-        session, ctx, actor="system", action="alert.escalated", subject=alert.id, purpose=alert.kind,
-        details={"step": reached, "receivers": receivers},
+        session, ctx, actor="system", action="alert.escalated", subject=alert.id,
+        purpose=alert_purpose("alert.escalated", alert.kind),
+        details={"step": reached, "receivers": receivers}, nominals=nominals_of(alert.visor_ref),
     )
     log.info("alert %s (%s) escalated to step %d: %s", alert.id, alert.kind, reached, ",".join(receivers))
     return True

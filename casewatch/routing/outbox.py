@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.audit import record
 from casewatch.config import Settings
 from casewatch.context import Context
+from casewatch.routing.purposes import alert_purpose, nominals_of
 from casewatch.routing.routing import (
     AlertFacts,
     Channel,
@@ -168,7 +169,8 @@ async def _write(
             log.error("alert %s (%s, team %s): no receiver for %s", alert.id, alert.kind, alert.team, change)
             await record(
                 session, ctx, actor="system", action="delivery.unroutable", subject=alert.id,
-                purpose=alert.kind, details={"change": change, "team": alert.team},
+                purpose=alert_purpose("delivery.unroutable", alert.kind),
+                details={"change": change, "team": alert.team}, nominals=nominals_of(alert.visor_ref),
             )
     return len(rows)
 
