@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import cases, loadgen
+from bench import audit, cases, loadgen
 from bench.dataset import Sizes, generate, make_settings
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("flags", "ingest", "e2e", "scan", "digest")
+BENCHMARKS = ("flags", "ingest", "e2e", "scan", "digest", "audit")
 
 # The targets (on PostgreSQL): label, getter over one database's results, limit, and
 # whether higher is better.
@@ -61,6 +61,7 @@ class Options:
     e2e_alerts: int = 0
     singles: int = 0
     batches: int = 0
+    audit_entries: int = 0
     quiet: bool = False
 
     def wants(self, name: str) -> bool:
@@ -127,6 +128,9 @@ async def run_one(kind: str, options: Options) -> dict[str, Any]:
             )),
             ("scan", lambda: cases.bench_scan(url, sizes)),
             ("digest", lambda: cases.bench_digest(url, sizes)),
+            ("audit", lambda: audit.bench_audit(
+                url, sizes, options.audit_entries or (2000 if options.quick else 20000)
+            )),
         ]
         for name, step in steps:
             if options.wants(name):
@@ -195,6 +199,7 @@ def table(results: dict[str, Any]) -> str:
         if dig:
             note = dig.get("skipped", f"{dig.get('teams_queued', 0)} teams queued, exit {dig['exit']}")
             rows.append((kind, "digest, all teams s", str(dig["seconds"]), note, ""))
+        rows += audit.table_rows(kind, r.get("audit", {}))
         mem = r.get("memory", {})
         rows.append((kind, "bench process peak MB", str(mem.get("bench_process_peak_rss_mb")), "", ""))
         for label, get, limit, higher in TARGETS:
