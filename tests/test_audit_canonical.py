@@ -15,7 +15,7 @@ from casewatch.audit.chain import SAFE_INTEGER, _safe_integers, canonical_json
 # Every kind of text JSON may carry: controls, quotes, backslashes, U+2028, the private use area
 # (U+E000-U+F8FF, where UTF-16 and code point orders part), astral characters; no lone surrogates
 # (a database cannot store them).
-TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 SCALARS = (
     st.none() | st.booleans() | TEXT
     | st.integers(min_value=-(2**60), max_value=2**60)
