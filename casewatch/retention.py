@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
 from casewatch.audit import hasher_for, record
-from casewatch.audit.chain import checkpoint_signature
+from casewatch.audit.chain import canonical_time, checkpoint_signature
 from casewatch.audit.seal import head as audit_head
 from casewatch.audit.seal import seal_pending
 from casewatch.context import Context
@@ -128,11 +128,13 @@ async def _purge_audit(
             await record(
                 session, ctx, actor="system", action="audit.checkpoint",
                 purpose="retention: audit entries before this point purged; the chain verifies from here",
-                details={"seq": cut, "chain_hash": chain.base_hash, "cut_at": cut_at.isoformat()},
+                details={"seq": cut, "chain_hash": chain.base_hash, "cut_at": canonical_time(cut_at)},
             )
         base = chain.base_seq
     # Also finishes a purge that was interrupted after its checkpoint.
-    return await _purge_simple(sessions, AuditEntry.id, AuditEntry.seq <= base, batch)
+    purged = await _purge_simple(sessions, AuditEntry.id, AuditEntry.seq <= base, batch)
+    await seal_pending(sessions, ctx)  # the checkpoint's own entry: verify looks for it in the chain
+    return purged
 
 
 async def _purge_alerts(

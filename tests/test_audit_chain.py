@@ -420,20 +420,171 @@ async def test_entries_from_before_the_chain_join_it_and_0009_is_reversible(
         assert not {"audit_chain", "audit_nominals"} & await conn.run_sync(tables)
     old = [
         {
-            "at": NOW - timedelta(days=3 - i), "actor": "system", "action": "delivery.sent",
+            "id": 10 * (i + 1), "at": NOW - timedelta(days=3 - i), "actor": "system",
+            "action": "delivery.sent",
             "subject": f"A-OLD00{i}", "purpose": "alert delivered", "details": {"channel": "email"},
         }
         for i in range(3)
     ]
     async with engine.begin() as conn:
         await conn.execute(insert_into("audit_log", old), old)
+    lookup = {
+        "id": 40, "at": NOW - timedelta(days=1), "actor": "PC0002", "action": "flags.lookup",
+        "subject": "smith", "purpose": "slack /flags",
+        "details": {"outcome": "several", "visor_refs_shown": ["VS-0000002", "VS-0000003"]},
+    }
+    opened = {
+        "id": 50, "at": NOW - timedelta(days=1), "actor": "system", "action": "alert.opened",
+        "subject": "A-OLD009",
+        "purpose": "travel.border_alert", "details": {"visor_ref": "VS-0000004", "severity": "high"},
+    }
+    async with engine.begin() as conn:
+        await conn.execute(insert_into("audit_log", [lookup, opened]), [lookup, opened])
     await upgrade(engine)
     sessions = make_sessionmaker(engine)
+    async with sessions() as s:  # the nominals the old entries recorded, indexed by the migration
+        by_subject = {r.subject: r.nominals for r in (await s.execute(select(AuditEntry))).scalars()}
+        index = set((await s.execute(select(AuditNominal.visor_ref, AuditNominal.audit_id))).all())
+    assert by_subject["smith"] == ["VS-0000002", "VS-0000003"]
+    assert by_subject["A-OLD009"] == ["VS-0000004"] and by_subject["A-OLD000"] == []
+    assert {ref for ref, _ in index} == {"VS-0000002", "VS-0000003", "VS-0000004"}
     ctx = _ctx()
     await _write(sessions, ctx, 2)
-    assert await seal_pending(sessions, ctx) == 5
+    before_seal = await _verify(sessions, ctx)  # old entries awaiting their first seal are not broken
+    assert before_seal.intact and before_seal.unsealed == 7
+    assert await seal_pending(sessions, ctx) == 7
     result = await _verify(sessions, ctx)
-    assert result.intact and result.checked == 5
+    assert result.intact and result.checked == 7
     async with sessions() as s:
-        first = (await s.execute(select(AuditEntry).where(AuditEntry.seq == 1))).scalar_one()
-    assert first.subject == "A-OLD000" and first.nominals == [] and len(first.content_hash) == 64
+        first = (await s.execute(select(AuditEntry).where(AuditEntry.subject == "A-OLD000"))).scalar_one()
+        chain = (await s.execute(select(AuditChain))).scalar_one()
+    assert first.nominals == [] and len(first.content_hash) == 64 and first.seq is not None
+    assert chain.legacy_through_id == 0  # from now on no entry without a hash is hashed for it
+    # An id below the old entries' (so below what legacy_through_id was), with no hash: reported.
+    forged = await _forge(sessions, id=15)
+    broken = (await _verify(sessions, ctx)).broken
+    assert broken is not None and broken.entry_id == forged and broken.seq is None
+
+
+# --- what the review found (issue 16): hashes left empty, checkpoints without a time, verify
+# beside a running sealer, rows no canonical form takes ---------------------------------------
+
+
+async def _forge(sessions: async_sessionmaker[AsyncSession], **values: Any) -> int:
+    """A row written by hand, as someone with database write access but not the key could."""
+    row = dict(
+        at=NOW, actor="PC0001", action="alert.acknowledged", subject="A-FORGED", purpose="forged",
+        details={"outcome": "done"}, nominals=[], content_hash="",
+    ) | values
+    async with sessions.begin() as s:
+        entry = AuditEntry(**row)
+        s.add(entry)
+        await s.flush()
+        return entry.id
+
+
+async def test_a_row_written_with_no_hash_is_reported_sealed_or_not(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    ctx = _ctx(key="the-key-0123456789")
+    await _write(sessions, ctx, 2)
+    forged = await _forge(sessions)
+    result = await _verify(sessions, ctx)
+    assert result.broken is not None and result.broken.entry_id == forged and result.broken.seq is None
+    await seal_pending(sessions, ctx)  # sealed as it is: its hash is not made up for it
+    result = await _verify(sessions, ctx)
+    assert result.broken is not None and result.broken.entry_id == forged and result.broken.seq == 3
+    assert "does not match its hash" in result.broken.why
+
+
+async def test_an_entry_edited_and_its_hash_blanked_before_sealing_is_reported(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    ctx = _ctx(key="the-key-0123456789")
+    await _write(sessions, ctx, 3)
+    target = (await _ids(sessions))[1]
+    async with sessions.begin() as s:
+        await s.execute(
+            update(AuditEntry).where(AuditEntry.id == target).values(purpose="edited", content_hash="")
+        )
+    result = await _verify(sessions, ctx)
+    assert result.broken is not None and result.broken.entry_id == target
+
+
+@pytest.mark.parametrize("value", [2**60, float("nan")])
+async def test_a_row_no_canonical_form_takes_neither_stalls_the_sealer_nor_crashes_verify(
+    sessions: async_sessionmaker[AsyncSession], value: Any
+) -> None:
+    if value != value and sessions.kw["bind"].dialect.name == "postgresql":
+        pytest.skip("PostgreSQL's json type refuses NaN: no such row can exist there")
+    ctx = _ctx()
+    forged = await _forge(sessions, details={"n": value})
+    await _write(sessions, ctx, 2)
+    assert await seal_pending(sessions, ctx) == 3  # the honest entries after it are sealed too
+    result = await _verify(sessions, ctx)
+    assert result.broken is not None and result.broken.entry_id == forged
+
+
+async def test_a_checkpoint_without_its_time_is_refused(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Moving the checkpoint forward (to hide the oldest entries) with its time cleared, so that
+    its signature would not be checked: refused."""
+    ctx = _ctx(key="the-key-0123456789")
+    await _write(sessions, ctx, 5)
+    await seal_pending(sessions, ctx)
+    async with sessions.begin() as s:
+        row = (await s.execute(select(AuditEntry).where(AuditEntry.seq == 2))).scalar_one()
+        chain = (await s.execute(select(AuditChain))).scalar_one()
+        chain.base_seq, chain.base_hash, chain.base_cut_at = 2, row.chain_hash or "", None
+        await s.execute(delete(AuditEntry).where(AuditEntry.seq <= 2))
+    result = await _verify(sessions, ctx)
+    assert result.broken is not None and "checkpoint's signature" in result.broken.why
+
+
+async def test_a_cleared_key_fingerprint_is_reported(sessions: async_sessionmaker[AsyncSession]) -> None:
+    ctx = _ctx(key="the-key-0123456789")
+    await _write(sessions, ctx, 2)
+    await seal_pending(sessions, ctx)
+    async with sessions.begin() as s:
+        await s.execute(update(AuditChain).values(key_id=None))
+    result = await _verify(sessions, ctx)
+    assert result.broken is not None and "fingerprint" in result.broken.why
+    with pytest.raises(AuditKeyMismatch):  # and no process binds its own key to the chain
+        await seal_once(sessions, _ctx())
+
+
+async def test_verify_is_intact_right_after_a_purge(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await _write(sessions, _ctx(at=NOW - timedelta(days=400)), 3)
+    new = _ctx(at=NOW, audit_retention_days=365)
+    await _write(sessions, new, 2, start=10)
+    await purge(sessions, new)
+    result = await _verify(sessions, new)  # no seal in between: purge sealed its checkpoint entry
+    assert result.intact, result.broken
+    assert result.unsealed == 1  # only the purge's own summary entry, written after it
+
+
+async def test_verify_beside_a_running_sealer_never_reports_an_honest_log_broken(db_url: str) -> None:
+    """Entries sealed while verify walks must not look like entries added outside the sealer."""
+    ctx = _ctx()
+    engines = [make_engine(db_url), make_engine(db_url)]
+    try:
+        writer, checker = (make_sessionmaker(e) for e in engines)
+        done = asyncio.Event()
+
+        async def write_and_seal() -> None:
+            i = 0
+            while not done.is_set():
+                await _write(writer, ctx, 3, start=i)
+                await seal_once(writer, ctx, batch=2)
+                i += 3
+
+        task = asyncio.create_task(write_and_seal())
+        try:
+            for _ in range(15):
+                result = await verify(checker, hasher_for(ctx), page=2)
+                assert result.intact, result.broken
+        finally:
+            done.set()
+            await task
+    finally:
+        for e in engines:
+            await e.dispose()

@@ -167,7 +167,7 @@ async def test_a_long_read_on_sqlite_does_not_hold_writers_off(sqlite_url: str) 
             try:
                 other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" after 0.5 s
                 other.execute("INSERT INTO audit_chain (id, head_seq, head_hash, base_seq, base_hash, "
-                              "base_signature) VALUES ('other', 0, '', 0, '', '')")
+                              "base_signature, legacy_through_id) VALUES ('other', 0, '', 0, '', '', 0)")
                 other.execute("COMMIT")
             finally:
                 other.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,8 +79,8 @@ def canonical_json(value: Any) -> bytes:
     integers, keys within the Basic Multilingual Plane) Python's own sorted, compact json.dumps
     gives exactly those bytes (same escapes, same key order) at a third of the pure-Python
     rfc8785's cost; anything else (floats, astral-plane keys, where RFC 8785 orders by UTF-16
-    code units) goes through rfc8785. An integer beyond the safe range, which rfc8785 refuses, is
-    hashed as its decimal text, so that an audited action never fails on its audit entry."""
+    code units) goes through rfc8785. An integer beyond the safe range or a NaN or infinity, which
+    rfc8785 refuses, is hashed as its text, so that an audited action never fails on its entry."""
     if _plain(value):
         return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
     return rfc8785.dumps(_safe_integers(value))
@@ -117,6 +118,8 @@ def _safe_integers(value: Any) -> Any:
         return value
     if isinstance(value, int) and not -SAFE_INTEGER <= value <= SAFE_INTEGER:
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, list | tuple):
         return [_safe_integers(item) for item in value]
     if isinstance(value, dict):
@@ -126,6 +129,15 @@ def _safe_integers(value: Any) -> Any:
 
 def content_hash(hasher: Hasher, **content: Any) -> str:
     return hasher.digest(content_bytes(**content))
+
+
+def content_hash_or_none(hasher: Hasher, **content: Any) -> str | None:
+    """content_hash(), or None for content that cannot be canonicalised (put into a row by hand:
+    a value no JSON writer of ours makes). Such an entry never verifies."""
+    try:
+        return content_hash(hasher, **content)
+    except (TypeError, ValueError):  # rfc8785's errors are ValueErrors
+        return None
 
 
 def link_hash(hasher: Hasher, previous: str, seq: int, entry_id: int, content: str) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.audit import hasher_for
-from casewatch.audit.chain import Hasher, content_hash, link_hash
+from casewatch.audit.chain import Hasher, content_hash_or_none, link_hash
 from casewatch.bell import Bell
 from casewatch.context import Context
 from casewatch.store.models import AuditChain, AuditEntry
@@ -39,6 +39,8 @@ class AuditKeyMismatch(RuntimeError):
 
 
 def key_problem(chain: AuditChain, hasher: Hasher) -> str | None:
+    if chain.key_id is None and chain.head_seq > 0:
+        return "the audit chain's key fingerprint (audit_chain.key_id) was cleared after entries were sealed"
     if chain.key_id is None or chain.key_id == hasher.key_id:
         return None
     if hasher.key_id == "none":
@@ -100,12 +102,18 @@ async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *,
         sealed = []
         for row in rows:
             seq += 1
-            # Entries written before the chain existed (migration 0009) have no content hash yet.
-            content = row.content_hash or content_hash(hasher, **_content(row))
+            content = row.content_hash
+            if not content and row.id <= chain.legacy_through_id:
+                # Written before the chain existed (migration 0009): hashed now, as it stands.
+                content = content_hash_or_none(hasher, **_content(row)) or ""
+            # Anything else is sealed as it is, even a row written by hand with no hash or a wrong
+            # one: its place in the chain is then fixed, and verify reports it there.
             previous = link_hash(hasher, previous, seq, row.id, content)
             sealed.append({"entry_id": row.id, "seq": seq, "chain_hash": previous, "content": content})
         await conn.execute(_SEAL, sealed)
         chain.head_seq, chain.head_hash = seq, previous
+        if chain.legacy_through_id and rows[-1].id >= chain.legacy_through_id:
+            chain.legacy_through_id = 0  # every entry from before the chain is in it now
         return len(sealed)
 
 

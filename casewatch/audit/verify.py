@@ -23,12 +23,20 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.audit.chain import GENESIS, Hasher, checkpoint_signature, content_hash, link_hash
+from casewatch.audit.chain import (
+    GENESIS,
+    Hasher,
+    canonical_time,
+    checkpoint_signature,
+    content_hash_or_none,
+    link_hash,
+)
 from casewatch.audit.seal import head, key_problem
-from casewatch.store.models import AuditEntry, AuditNominal
+from casewatch.store.models import AuditChain, AuditEntry, AuditNominal
 
 PAGE = 5000
 CHECKPOINT = "audit.checkpoint"
+CLEARED_KEY_ID = "the chain's key fingerprint (audit_chain.key_id) was cleared after entries were sealed"
 BAD_CHECKPOINT = "the retention checkpoint's signature does not match it"
 UNRECORDED_CHECKPOINT = "the retention checkpoint is not recorded in the log (no audit.checkpoint entry)"
 BAD_LINK = "its link does not follow from the entry before: an entry was inserted, moved or edited here"
@@ -95,7 +103,7 @@ async def _index_for(session: AsyncSession, ids: list[int]) -> dict[int, set[str
 
 
 def _entry_problem(hasher: Hasher, row: Any, index: set[str]) -> str | None:
-    if content_hash(hasher, **_content(row)) != row.content_hash:
+    if content_hash_or_none(hasher, **_content(row)) != row.content_hash:
         return "its content does not match its hash: the entry was edited"
     if set(row.nominals or []) != index:
         return "the nominal index (audit_nominals) does not match the entry: one of them was edited"
@@ -111,17 +119,26 @@ async def verify(
 ) -> Verification:
     result = Verification()
     async with sessions() as session:
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            # One snapshot for the whole walk: entries sealed or purged meanwhile by a running
+            # service are not half seen. (SQLite's read transaction is one snapshot already.)
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         chain = await head(session)
+        if chain.key_id is None and chain.head_seq > 0:
+            result.broken = Break(None, chain.head_seq, CLEARED_KEY_ID)
+            return result
         problem = key_problem(chain, hasher)
         if problem is not None:
             raise KeyMismatch(problem)
         result.base_seq, result.head_seq, result.head_hash = chain.base_seq, chain.head_seq, chain.head_hash
         seq, previous = chain.base_seq, chain.base_hash
-        if chain.base_seq and chain.base_cut_at is not None:
-            expected = checkpoint_signature(hasher, chain.base_seq, chain.base_hash, chain.base_cut_at)
-            if expected != chain.base_signature:
-                result.broken = Break(None, chain.base_seq, BAD_CHECKPOINT)
-                return result
+        if chain.base_seq and (
+            chain.base_cut_at is None
+            or checkpoint_signature(hasher, chain.base_seq, chain.base_hash, chain.base_cut_at)
+            != chain.base_signature
+        ):
+            result.broken = Break(None, chain.base_seq, BAD_CHECKPOINT)
+            return result
         checkpoint_recorded = chain.base_seq == 0
         while result.broken is None:
             rows = list(
@@ -144,7 +161,7 @@ async def verify(
                 if problem is not None:
                     result.broken = Break(row.id, row.seq, problem)
                     break
-                if row.action == CHECKPOINT and _records(row.details, chain.base_seq, chain.base_hash):
+                if row.action == CHECKPOINT and _records(row.details, chain):
                     checkpoint_recorded = True
                 seq, previous = row.seq, row.chain_hash
                 result.checked += 1
@@ -162,19 +179,29 @@ async def verify(
             )
             result.broken = Break(None, seq, why)
             return result
-        await _check_unsealed(session, hasher, result, page)
+        await _check_unsealed(session, hasher, result, page, chain.legacy_through_id)
         if result.broken is None and not checkpoint_recorded:
             result.broken = Break(None, chain.base_seq, UNRECORDED_CHECKPOINT)
     return result
 
 
-def _records(details: Any, seq: int, chain: str) -> bool:
-    return isinstance(details, dict) and details.get("seq") == seq and details.get("chain_hash") == chain
+def _records(details: Any, chain: AuditChain) -> bool:
+    """Whether an audit.checkpoint entry names the chain's checkpoint: place, link and time."""
+    return (
+        isinstance(details, dict)
+        and chain.base_cut_at is not None
+        and details.get("seq") == chain.base_seq
+        and details.get("chain_hash") == chain.base_hash
+        and details.get("cut_at") == canonical_time(chain.base_cut_at)
+    )
 
 
-async def _check_unsealed(session: AsyncSession, hasher: Hasher, result: Verification, page: int) -> None:
+async def _check_unsealed(
+    session: AsyncSession, hasher: Hasher, result: Verification, page: int, legacy_through_id: int
+) -> None:
     """Entries not yet sealed cannot break a link, but their content must still match its hash
-    (with a key, nobody without it can make an edit match)."""
+    (with a key, nobody without it can make an edit match). Only entries from before the chain
+    (up to legacy_through_id, until their first seal) may have no hash yet."""
     count, oldest = (
         await session.execute(select(func.count(), func.min(_ENTRIES.at)).where(_ENTRIES.seq.is_(None)))
     ).one()
@@ -193,8 +220,9 @@ async def _check_unsealed(session: AsyncSession, hasher: Hasher, result: Verific
             return
         index = await _index_for(session, [r.id for r in rows])
         for row in rows:
-            problem = _entry_problem(hasher, row, index.get(row.id, set()))
-            if problem is not None and row.content_hash:
+            legacy = not row.content_hash and row.id <= legacy_through_id
+            problem = None if legacy else _entry_problem(hasher, row, index.get(row.id, set()))
+            if problem is not None:
                 result.broken = Break(row.id, None, f"not yet sealed, and {problem}")
                 return
             last_id = row.id

@@ -73,6 +73,10 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
     """The same engine (and pool) for long reads that write nothing (audit verify, export): on
     SQLite their transactions begin DEFERRED, so they never take the write lock; in WAL mode the
     service goes on writing beside them."""
+    if engine.dialect.name == "postgresql":
+        # One snapshot for the whole read: a long export is not half before and half after a
+        # purge or a seal running beside it.
+        return engine.execution_options(**{_READ_ONLY: True}, isolation_level="REPEATABLE READ")
     return engine.execution_options(**{_READ_ONLY: True})
 
 

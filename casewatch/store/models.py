@@ -497,6 +497,10 @@ class AuditChain(Base):
     base_signature: Mapped[str] = mapped_column(String(64), default="")
     # "none", or the fingerprint of [audit].key; NULL until the first seal binds it.
     key_id: Mapped[str | None] = mapped_column(String(16))
+    # Entries up to this id were written before the chain existed (migration 0009) and have no
+    # content hash: the sealer computes theirs, then sets this to 0. Any other entry without a
+    # content hash is sealed as it is, and verify reports it.
+    legacy_through_id: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 # --- schedules ------------------------------------------------------------------------------

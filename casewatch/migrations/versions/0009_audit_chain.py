@@ -4,13 +4,18 @@
 audit_log gains nominals (the ViSOR references an entry is about), content_hash, seq and
 chain_hash, and an index on actor; audit_nominals indexes entries by nominal; audit_chain holds the
 chain's head and the last retention checkpoint. Entries written before this revision have an
-empty content_hash: the sealer computes it when it chains them, so they join the chain in id order.
+empty content_hash: the sealer computes it when it chains them (only for ids up to
+audit_chain.legacy_through_id, recorded here), so they join the chain in id order. Their
+nominals are filled in here from what they recorded (details.visor_refs_shown, details.visor_ref,
+or the alert their subject names), so that export --subject and chronology find them.
 
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-30 09:00:00.000000
 """
 from __future__ import annotations
+
+from typing import Any
 
 from alembic import op
 import sqlalchemy as sa
@@ -55,12 +60,60 @@ def upgrade() -> None:
     sa.Column('base_cut_at', casewatch.store.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('base_signature', sa.String(length=64), nullable=False),
     sa.Column('key_id', sa.String(length=16), nullable=True),
+    sa.Column('legacy_through_id', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_chain'))
     )
+    bind = op.get_bind()
+    legacy_through = bind.execute(sa.text('SELECT max(id) FROM audit_log')).scalar() or 0
     op.bulk_insert(chain, [{
         'id': 'main', 'head_seq': 0, 'head_hash': GENESIS, 'base_seq': 0, 'base_hash': GENESIS,
-        'base_cut_at': None, 'base_signature': '', 'key_id': None,
+        'base_cut_at': None, 'base_signature': '', 'key_id': None, 'legacy_through_id': legacy_through,
     }])
+    _index_legacy_entries(bind)
+
+
+def _refs_of(details: object, subject: str, alert_refs: dict[str, str]) -> list[str]:
+    refs: set[str] = set()
+    if isinstance(details, dict):
+        shown = details.get('visor_refs_shown')
+        if isinstance(shown, list):
+            refs.update(r for r in shown if isinstance(r, str))
+        if isinstance(details.get('visor_ref'), str):
+            refs.add(details['visor_ref'])
+    if subject in alert_refs:
+        refs.add(alert_refs[subject])
+    return sorted(r for r in refs if r and len(r) <= 32)
+
+
+def _index_legacy_entries(bind: sa.engine.Connection, batch: int = 2000) -> None:
+    log = sa.table(
+        'audit_log', sa.column('id', sa.BigInteger()), sa.column('subject', sa.String()),
+        sa.column('details', sa.JSON()), sa.column('nominals', sa.JSON()),
+    )
+    index = sa.table('audit_nominals', sa.column('visor_ref', sa.String()), sa.column('audit_id', sa.BigInteger()))
+    alerts = sa.table('alerts', sa.column('id', sa.String()), sa.column('visor_ref', sa.String()))
+    alert_refs = dict(bind.execute(sa.select(alerts.c.id, alerts.c.visor_ref)).all())
+    last = 0
+    while True:
+        rows = bind.execute(
+            sa.select(log.c.id, log.c.subject, log.c.details).where(log.c.id > last).order_by(log.c.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        updates: list[dict[str, Any]] = []
+        links: list[dict[str, Any]] = []
+        for row in rows:
+            refs = _refs_of(row.details, row.subject or '', alert_refs)
+            if refs:
+                updates.append({'entry_id': row.id, 'refs': refs})
+                links.extend({'visor_ref': ref, 'audit_id': row.id} for ref in refs)
+        if updates:
+            bind.execute(
+                log.update().where(log.c.id == sa.bindparam('entry_id')).values(nominals=sa.bindparam('refs')),
+                updates,
+            )
+            bind.execute(index.insert(), links)
+        last = rows[-1].id
 
 
 def downgrade() -> None:
