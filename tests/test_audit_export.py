@@ -105,9 +105,14 @@ def expected(indexes: list[int]) -> list[dict[str, Any]]:
         out.append({
             "id": i + 1, "seq": None, "at": _at(at).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             "actor": actor, "action": action, "subject": subject, "purpose": purpose, "nominals": nominals,
-            "details": details, "content_hash": _hash(i), "chain_hash": None,
+            "details": details, "content_hash": _hash(i), "chain_hash": None, "redacted": "",
         })
     return out
+
+
+def withheld_query(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as an export about one nominal shows a lookup typed as something else."""
+    return {**entry, "subject": "(withheld)", "redacted": "the query as typed"}
 
 
 async def _export(sessions: async_sessionmaker[AsyncSession], f: ExportFilter) -> list[dict[str, Any]]:
@@ -131,7 +136,7 @@ async def test_export_everything_in_time_order(sessions: async_sessionmaker[Asyn
         "id": 1, "seq": None, "at": "2026-06-14T22:59:59.000000Z", "actor": "PC0101",
         "action": "flags.lookup",
         "subject": "VS-0000016", "purpose": "slack /flags", "nominals": [], "details": {"outcome": "found"},
-        "content_hash": _hash(0), "chain_hash": None,
+        "content_hash": _hash(0), "chain_hash": None, "redacted": "",
     }
 
 
@@ -139,15 +144,42 @@ async def test_export_by_subject_takes_indexed_and_legacy_entries(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     await seed(sessions)
-    assert await _export(sessions, _filter(subject=REF)) == expected([0, 1, 2, 3, 4, 5])
+    # 5: looked up as typed ("@SUM(1)"): the query withheld. 7: written before the nominal index,
+    # about REF's alert still on record: found through the alert.
+    by_ref = expected([0, 1, 2, 3, 4, 5, 7])
+    by_ref[5] = withheld_query(by_ref[5])
+    assert await _export(sessions, _filter(subject=REF)) == by_ref
     assert await _export(sessions, _filter(subject=OTHER)) == expected([6])
     assert await _export(sessions, _filter(subject="VS-0000404")) == []
+
+
+async def test_export_about_one_nominal_withholds_the_others(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A subject-access request or a disclosure about REF: a surname search that showed REF
+    among others shows REF only, and not the name typed."""
+    details = {"outcome": "several", "visor_refs_shown": [OTHER, REF], "visor_refs_matched_by_alias": [OTHER],
+               "total": 2}
+    async with sessions.begin() as session:
+        await record(session, ctx_at(NOW), actor="PC0404", action="flags.lookup", subject="fictionalname",
+                     purpose="need to know: incident", details=details, nominals=[REF, OTHER])
+    [full] = await _export(sessions, ExportFilter())
+    assert (full["subject"], full["nominals"], full["details"], full["redacted"]) == (
+        "fictionalname", [REF, OTHER], details, ""
+    )
+    [about] = await _export(sessions, _filter(subject=REF))
+    assert about["subject"] == "(withheld)" and about["nominals"] == [REF]
+    assert about["details"] == {"outcome": "several", "visor_refs_shown": [REF],
+                                "visor_refs_matched_by_alias": [], "total": 2}
+    assert about["redacted"] == "other nominals' references; the query as typed"
+    assert about["content_hash"] == full["content_hash"]  # the stored hash, of the entry as chained
 
 
 async def test_export_by_actor(sessions: async_sessionmaker[AsyncSession]) -> None:
     await seed(sessions)
     assert await _export(sessions, _filter(actor="PC0101")) == expected([0, 3])
     assert await _export(sessions, _filter(actor="PC0101", subject=OTHER)) == []
+    assert await _export(sessions, _filter(actor="PC0202", subject=REF)) == [withheld_query(expected([5])[0])]
 
 
 async def test_export_dates_are_whole_days_in_london_bst_included(
@@ -244,16 +276,16 @@ def test_cli_csv_export_exactly(
     assert (code, err) == (0, "")
     h = _chain(8, EXPORT_ENTRY)
     assert out == (
-        "id,seq,at,actor,action,subject,purpose,nominals,details,content_hash,chain_hash\r\n"
+        "id,seq,at,actor,action,subject,purpose,nominals,details,content_hash,chain_hash,redacted\r\n"
         f'2,2,2026-06-14T23:30:00.000000Z,system,alert.opened,A-AAAAAA,alert opened: notification.missed,'
         f'"[""VS-0000016""]","{{""severity"": ""high"", ""visor_ref"": ""VS-0000016""}}",'
-        f'{h[1][0]},{h[1][1]}\r\n'
+        f'{h[1][0]},{h[1][1]},\r\n'
         f'3,3,2026-06-15T08:00:00.000000Z,system,delivery.sent,A-AAAAAA,notification.missed,'
         f'"[""VS-0000016""]","{{""attempt"": 1, ""change"": ""opened"", ""channel"": ""slack"", '
-        f'""delivery"": 1, ""receiver"": ""owner"", ""target"": ""U0FICT001""}}",{h[2][0]},{h[2][1]}\r\n'
+        f'""delivery"": 1, ""receiver"": ""owner"", ""target"": ""U0FICT001""}}",{h[2][0]},{h[2][1]},\r\n'
         f'4,4,2026-06-15T22:59:59.999999Z,PC0101,alert.acknowledged,A-AAAAAA,notification.missed,'
         f'"[""VS-0000016""]","{{""outcome"": ""=HYPERLINK(\\""http://evil.example\\"")"", '
-        f'""via"": ""slack_command""}}",{h[3][0]},{h[3][1]}\r\n'
+        f'""via"": ""slack_command""}}",{h[3][0]},{h[3][1]},\r\n'
     )
     # The export's own entry: after the day asked for, so not in it; sealed, chained after SEED.
     rows = asyncio.run(_rows(db_url))
@@ -300,7 +332,7 @@ def test_cli_json_export_exactly_and_lists_itself(
     second = {
         "id": 9, "seq": 9, "at": "2026-11-23T09:00:00.000000Z", "actor": "cli:reviewer",
         "action": "audit.exported", "subject": OTHER, "purpose": "disclosure export", "nominals": [OTHER],
-        "details": {"subject": OTHER}, "content_hash": h[8][0], "chain_hash": h[8][1],
+        "details": {"subject": OTHER}, "content_hash": h[8][0], "chain_hash": h[8][1], "redacted": "",
     }
     assert out == "[\n" + json.dumps(first) + ",\n" + json.dumps(second) + "\n]\n"
     assert json.loads(out) == [first, second]
@@ -367,5 +399,7 @@ async def test_a_large_export_streams_in_batches_with_bounded_memory(
         tracemalloc.stop()
         event.remove(engine.sync_engine, "before_cursor_execute", seen)
     assert count == BIG
-    assert statements and all(o.get("yield_per") == 1000 and o.get("stream_results") for o in statements)
+    # The read of the entries themselves (the last statement; the one before it finds the
+    # nominal's alerts) goes through a server-side cursor, a batch at a time.
+    assert statements and statements[-1].get("yield_per") == 1000 and statements[-1].get("stream_results")
     assert peak < 6 * 1024 * 1024, f"peak {peak:,} bytes"

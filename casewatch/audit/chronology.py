@@ -17,19 +17,16 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from casewatch.audit.export import iso_utc, matching
+from casewatch.audit.export import about_nominal, iso_utc, matching
 from casewatch.safe_text import printable
 from casewatch.store.models import Alert, AuditEntry, Event, Nominal
 
 __all__ = ["TimelineItem", "known", "render_json", "render_text", "timeline"]
 
 EVENT_RECEIVED = "event.received"
-# Audit actions whose subject is an alert id: entries written before the nominal index name
-# their nominal only through their alert.
-_ABOUT_AN_ALERT = ("alert.%", "delivery.%")
 
 
 @dataclass(frozen=True)
@@ -89,17 +86,7 @@ async def _live_alerts(session: AsyncSession, ref: str) -> dict[str, Alert]:
 async def _entries(
     session: AsyncSession, ref: str, since: datetime | None, alerts: Mapping[str, Alert]
 ) -> list[Any]:
-    about = matching(ref)
-    # The alerts of `ref` named by its indexed alert.opened entries, or still on record.
-    opened = select(AuditEntry.subject).where(AuditEntry.action == "alert.opened", matching(ref))
-    alert_ids = set((await session.scalars(opened)).all()) | set(alerts)
-    if alert_ids:
-        by_alert = and_(
-            AuditEntry.subject.in_(sorted(alert_ids)),
-            or_(*(AuditEntry.action.like(pattern) for pattern in _ABOUT_AN_ALERT)),
-        )
-        about = or_(about, by_alert)
-    stmt = select(AuditEntry).where(about)
+    stmt = select(AuditEntry).where(await about_nominal(session, ref))
     if since is not None:
         stmt = stmt.where(AuditEntry.at >= since)
     return list((await session.scalars(stmt.order_by(AuditEntry.at, AuditEntry.id))).all())
