@@ -43,7 +43,24 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
     )
 
 
-def _sqlite_pragmas(engine: AsyncEngine) -> None:
+def make_reader_engine(engine: AsyncEngine, *, pool_size: int = 4) -> AsyncEngine:
+    """An engine for answers that only read (lookups), beside `engine`, which writes.
+
+    On SQLite `engine` has one connection, so every transaction waits for the one before; here
+    `pool_size` connections more, read-only (PRAGMA query_only), their transactions DEFERRED: in
+    WAL mode they read beside the one writer and never wait for it. On PostgreSQL `engine`'s own
+    pool serves readers too: it is reader(engine)."""
+    if engine.dialect.name != "sqlite":
+        return reader(engine)
+    readers = create_async_engine(
+        engine.url, hide_parameters=True, pool_size=pool_size, max_overflow=0, pool_timeout=60,
+        connect_args={"timeout": 30},
+    )
+    _sqlite_pragmas(readers, read_only=True)
+    return readers
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -56,6 +73,8 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -63,7 +82,8 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         # IMMEDIATE takes the write lock up front, so a transaction that reads and then writes
         # cannot fail half-way with SQLITE_BUSY when another process wrote in between. A reader
         # (reader() below) must not: a long read would hold every writer off.
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+        deferred = read_only or conn.get_execution_options().get(_READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 _READ_ONLY = "casewatch_read_only"

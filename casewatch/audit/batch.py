@@ -1,0 +1,85 @@
+"""Group commit for the audit entries of read-only answers (lookups).
+
+A lookup reads, then must not answer before its audit entry is committed. Committed one by one,
+every answer pays a whole durable commit (an fsync on SQLite with synchronous=FULL), and on SQLite
+each one holds the single writer while it does. The batcher lets the entries of answers that
+arrive together share one commit: the first caller to find no commit under way writes every
+entry waiting, in one transaction; callers that arrive meanwhile wait for the next one. Each
+caller returns only once the transaction holding its entry has committed, and gets that
+transaction's error if it failed (its answer must then not go out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.audit import Entry, record_many
+from casewatch.context import Context
+
+# An upper bound on one commit's entries, so one transaction never grows without limit.
+MAX_BATCH = 500
+
+
+class AuditBatcher:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ctx: Context) -> None:
+        self._sessions = sessions
+        self._ctx = ctx
+        self._waiting: list[tuple[Entry, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(
+        self,
+        *,
+        actor: str,
+        action: str,
+        subject: str = "",
+        purpose: str = "",
+        details: Mapping[str, Any] | None = None,
+        nominals: Iterable[str] = (),
+    ) -> None:
+        """casewatch.audit.record(), committed in a shared transaction before it returns."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = Entry(actor, action, subject, purpose, dict(details or {}), tuple(nominals))
+        self._waiting.append((entry, done))
+        if self._writer is None:
+            # The writing is a task of its own: a caller that goes away (its client hung up)
+            # does not take the others' commit with it.
+            self._writer = asyncio.create_task(self._write(), name="audit-batcher")
+        await done
+
+    async def _write(self) -> None:
+        batch: list[tuple[Entry, asyncio.Future[None]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+                await self._commit(batch)
+        except BaseException:  # cancelled (shutdown): nobody may wait for a commit that won't come
+            for _, done in batch + self._waiting:
+                if not done.done():
+                    done.set_exception(RuntimeError("audit entry not committed: shutting down"))
+            self._waiting = []
+            raise
+        finally:
+            self._writer = None
+
+    async def _commit(self, batch: list[tuple[Entry, asyncio.Future[None]]]) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                await record_many(session, self._ctx, [entry for entry, _ in batch])
+        except Exception as exc:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, done in batch:
+            if not done.done():
+                done.set_result(None)
+
+    async def close(self) -> None:
+        """Wait for the commit under way (at shutdown)."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)

@@ -1,0 +1,115 @@
+"""Group commit for the audit entries of lookups (casewatch.audit.batch), and the read-only engine
+beside SQLite's one writer (store.engine.make_reader_engine): issue 17's "audit rows of
+concurrent answers can share one commit, each answer only after the commit that holds its row"."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from casewatch.audit.batch import AuditBatcher
+from casewatch.clock import FixedClock
+from casewatch.context import Context
+from casewatch.store.engine import make_engine, make_reader_engine, make_sessionmaker
+from casewatch.store.models import AuditEntry, AuditNominal
+from tests.support import T0, make_settings
+
+
+def _ctx() -> Context:
+    return Context(make_settings("sqlite+aiosqlite:///unused.db"), FixedClock(T0))
+
+
+async def _count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(AuditEntry))).scalar_one())
+
+
+async def test_concurrent_entries_share_commits_and_each_returns_after_its_own(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    commits: list[int] = []
+    event.listen(engine.sync_engine, "commit", lambda conn: commits.append(1))
+    batcher = AuditBatcher(make_sessionmaker(engine), _ctx())
+    observer = make_engine(db_url)  # another connection: sees only what is committed
+    try:
+        async def lookup(i: int) -> None:
+            await batcher.record(
+                actor=f"PC{i:04d}", action="flags.lookup", subject=f"VS-{i:07d}", purpose="test",
+                details={"i": i}, nominals=[f"VS-{i:07d}"],
+            )
+            async with observer.connect() as conn:  # committed before the answer may go out
+                seen = select(AuditEntry.id).where(AuditEntry.actor == f"PC{i:04d}")
+                assert (await conn.execute(seen)).scalar_one_or_none() is not None
+
+        await asyncio.gather(*(lookup(i) for i in range(40)))
+        assert await _count(engine) == 40
+        assert 1 <= len(commits) < 40  # shared: far fewer commits than entries
+        async with observer.connect() as conn:
+            index = (await conn.execute(select(func.count()).select_from(AuditNominal))).scalar_one()
+        assert index == 40
+    finally:
+        await observer.dispose()
+
+
+async def test_a_failed_commit_fails_every_answer_in_it(engine: AsyncEngine) -> None:
+    batcher = AuditBatcher(make_sessionmaker(engine), _ctx())
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP TABLE audit_nominals"))
+        await conn.execute(text("DROP TABLE audit_log"))
+    results = await asyncio.gather(
+        *(batcher.record(actor="PC0001", action="flags.lookup", purpose="test") for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, Exception) for r in results)
+
+
+async def test_a_caller_that_goes_away_does_not_take_the_others_commit(engine: AsyncEngine) -> None:
+    batcher = AuditBatcher(make_sessionmaker(engine), _ctx())
+    first = asyncio.create_task(batcher.record(actor="PC0001", action="flags.lookup", purpose="gone"))
+    others = [asyncio.create_task(batcher.record(actor=f"PC{i}", action="flags.lookup")) for i in range(2, 6)]
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.gather(*others)
+    await batcher.close()
+    assert await _count(engine) == 5  # the cancelled caller's entry too: the share was made
+
+
+async def test_sqlite_readers_read_beside_a_writer_and_cannot_write(sqlite_url: str) -> None:
+    writer = make_engine(sqlite_url)
+    readers = make_reader_engine(writer, pool_size=3)
+    try:
+        path = sqlite_url.split("///", 1)[1]
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # the writer's lock, held (another process)
+        try:
+            sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(readers)
+
+            async def read() -> int:
+                async with sessions() as s:
+                    return int((await s.execute(select(func.count()).select_from(AuditEntry))).scalar_one())
+
+            assert await asyncio.wait_for(asyncio.gather(*(read() for _ in range(6))), 5) == [0] * 6
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        with pytest.raises(OperationalError, match="readonly"):
+            async with make_sessionmaker(readers).begin() as s:
+                await s.execute(text("DELETE FROM audit_log"))
+    finally:
+        await readers.dispose()
+        await writer.dispose()
+
+
+@pytest.mark.postgres
+async def test_postgres_readers_are_the_writers_pool(pg_url: str) -> None:
+    writer = make_engine(pg_url)
+    try:
+        readers = make_reader_engine(writer)
+        assert readers.pool is writer.pool
+        assert readers.get_execution_options()["isolation_level"] == "REPEATABLE READ"
+    finally:
+        await writer.dispose()
