@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+
 import pytest
 from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import OperationalError
