@@ -7,18 +7,23 @@ from casewatch.delivery.notifier import Notifier
 from casewatch.routing.routing import allowed_emails
 from integrations.chat_log import ChatLogNotifier
 from integrations.slack_notifier import SlackNotifier
-from integrations.smtp_notifier import SmtpNotifier
+from integrations.smtp_notifier import MAX_IDLE, SmtpNotifier
 
 
-def build_notifiers(settings: Settings) -> dict[str, Notifier]:
-    """Email always; chat through Slack, or the chat log when Slack is off and a path is set."""
-    notifiers: dict[str, Notifier] = {"email": SmtpNotifier(settings.smtp, allowed_emails(settings))}
+def build_notifiers(settings: Settings, *, keep_alive: bool = True) -> dict[str, Notifier]:
+    """Email always; chat through Slack, or the chat log when Slack is off and a path is set.
+    With `keep_alive` (the service) HTTP and SMTP connections stay open between messages, and the
+    caller closes the notifiers (delivery.runner does) before its event loop ends."""
+    notifiers: dict[str, Notifier] = {
+        "email": SmtpNotifier(settings.smtp, allowed_emails(settings), max_idle=MAX_IDLE if keep_alive else 0)
+    }
     if settings.slack.mode != "off":
         notifiers["slack"] = SlackNotifier(
             token=settings.slack.bot_token.get_secret_value(),
             api_url=settings.slack.api_url,
             timeout_seconds=settings.delivery.send_timeout_seconds,
             thread_replies=settings.delivery.slack_thread_replies,
+            keep_alive=keep_alive,
         )
     elif settings.delivery.chat_log_path:
         notifiers["slack"] = ChatLogNotifier(settings.delivery.chat_log_path)

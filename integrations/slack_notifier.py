@@ -58,11 +58,19 @@ class SlackNotifier:
     channel = "slack"
 
     def __init__(
-        self, *, token: str, api_url: str, timeout_seconds: float = 15.0, thread_replies: bool = True
+        self,
+        *,
+        token: str,
+        api_url: str,
+        timeout_seconds: float = 15.0,
+        thread_replies: bool = True,
+        keep_alive: bool = False,
     ) -> None:
-        self._client = AsyncWebClient(
-            token=token, base_url=api_url, timeout=max(1, int(timeout_seconds)), retry_handlers=[]
-        )
+        """With `keep_alive` (the service's notifiers: integrations.notifiers) one HTTP session
+        serves every call; the owner then calls close() before its event loop ends."""
+        self._keep_alive_on = keep_alive
+        self._timeout = max(1, int(timeout_seconds))
+        self._client = AsyncWebClient(token=token, base_url=api_url, timeout=self._timeout, retry_handlers=[])
         self._thread_replies = thread_replies
         self._dm_channels: dict[str, str] = {}
 
@@ -71,6 +79,8 @@ class SlackNotifier:
             built = build(message.payload)
         except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it cannot be sent
             return unbuildable(exc)
+        if self._keep_alive_on:
+            self._keep_alive()
         try:
             if message.thread_ref:
                 return await self._update(message, built, message.thread_ref)
@@ -79,6 +89,16 @@ class SlackNotifier:
             return classify(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Retryable(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    def _keep_alive(self) -> None:
+        """One HTTP session for every call, so its connections are kept alive between messages
+        (without one, slack_sdk opens a session, and a TCP connection, per call). Made on first
+        use: an aiohttp session belongs to the running event loop."""
+        session = self._client.session
+        if session is None or session.closed:
+            self._client.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout), trust_env=False
+            )
 
     async def close(self) -> None:
         session = getattr(self._client, "session", None)

@@ -105,7 +105,7 @@ def make_worker(
     worker = DeliveryWorker(
         sessions,
         ctx,
-        notifiers if notifiers is not None else build_notifiers(ctx.settings),
+        notifiers if notifiers is not None else build_notifiers(ctx.settings, keep_alive=False),
         worker_id=worker_id,
         pacer=pacer,
         sleep=sleep,

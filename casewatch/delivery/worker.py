@@ -133,12 +133,15 @@ class DeliveryWorker:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            # A ring while this round was claiming (after its claim read the outbox) would not
+            # wake a wait begun afterwards: look again at once rather than at the next poll.
+            rings = self.bell.rings
             try:
                 handled = await self.run_once()
             except Exception:  # the database may be away for a while: keep going
                 log.exception("delivery worker %s: a round failed; retrying", self.worker_id)
                 handled = 0
-            if not handled:
+            if not handled and self.bell.rings == rings:
                 await self.bell.wait(self.config.poll_seconds, stop)
 
     async def _run_group(self, delivery_ids: list[int]) -> None:
