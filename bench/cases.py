@@ -389,6 +389,9 @@ async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -
         out[part].pop("per_s")
     out["missing"] = {"slack": count - len(slack_lat), "email": count - len(mail_lat)}
     out["p99_ms"] = max(out["slack"]["p99_ms"], out["email"]["p99_ms"])
+    from bench.alertmanager import bench_alertmanager  # the peer baseline, same count and rate
+
+    out["alertmanager"] = await bench_alertmanager(count, rate)
     return out
 
 

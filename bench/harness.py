@@ -190,6 +190,10 @@ def table(results: dict[str, Any]) -> str:
                 got = e2e[part]
                 rows.append((kind, f"end-to-end {part} p50/p99 ms", f"{got['p50_ms']}/{got['p99_ms']}",
                              f"missing {e2e['missing'][part]}", ""))
+            am = e2e.get("alertmanager", {})
+            rows.append((kind, "Alertmanager POST->webhook p50/p99 ms",
+                         am.get("skipped") or f"{am.get('p50_ms')}/{am.get('p99_ms')}",
+                         f"missing {am.get('missing', '-')}", "peer baseline"))
         scan = r.get("scan")
         if scan:
             for run in ("first", "second"):
