@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CHAIN_ID = "main"
 BATCH = 1000
+BURST_SECONDS = 0.2
 
 
 class AuditKeyMismatch(RuntimeError):
@@ -187,8 +188,9 @@ def start_sealer(
                 log.exception("audit: sealing failed; will retry")
             await bell.wait(interval, stop)
             if not stop.is_set():
-                # Let a burst of commits land before the next round, so one round seals them all.
-                await asyncio.sleep(min(interval, 0.05))
+                # Let a burst of commits land before the next round, so one round seals them all:
+                # each round is a write transaction, which on SQLite holds off every other writer.
+                await asyncio.sleep(min(interval, BURST_SECONDS))
 
     task = asyncio.create_task(loop(), name="audit-sealer")
 
