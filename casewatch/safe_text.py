@@ -41,6 +41,10 @@ def printable(value: object, *, keep_lines: bool = False) -> str:
     text = str(value)
     for brk in _LINE_BREAKS:
         text = text.replace(brk, "\n")
+    if text.replace("\n", "").isprintable():
+        # str.isprintable is False for tabs and every character of _HIDDEN (checked for every
+        # code point in tests/test_safe_text_fast.py): only the line breaks change, no loop.
+        return text if keep_lines else text.replace("\n", " ")
     out = []
     for ch in text:
         if ch == "\n":

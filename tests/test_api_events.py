@@ -15,7 +15,6 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-import casewatch.api.events as events_api
 from casewatch.api.auth import check, sign
 from casewatch.clock import FixedClock
 from casewatch.store.models import Alert, Event, Nominal, Visit
@@ -399,7 +398,7 @@ async def test_unexpected_error_is_a_logged_500_without_personal_data(
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("Testperson born 1980-02-29")
 
-    monkeypatch.setattr(events_api, "ingest", broken)
+    monkeypatch.setattr("casewatch.ingest.group.ingest", broken)  # a lone request's path
     with caplog.at_level(logging.DEBUG):
         resp = await signed_post(sqlite_api[1], PATH, envelope("nominal.upsert"))
     reply = await is_json_error(resp, 500)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from casewatch.api.common import (
     unauthorised,
     unavailable,
 )
-from casewatch.ingest.pipeline import ingest
+from casewatch.ingest.group import GroupCommit
 from casewatch.ingest.schema import FieldError, parse_envelopes
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,18 @@ SOURCE = "api"
 
 # The database is down or overloaded: the sender should retry, nothing was stored.
 UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, asyncio.TimeoutError)
+
+
+# One group committer per service (its sessionmaker): concurrent requests share commits.
+_GROUPS: weakref.WeakKeyDictionary[Any, GroupCommit] = weakref.WeakKeyDictionary()
+
+
+def group_commit(request: web.Request) -> GroupCommit:
+    sessions = request.app[SESSIONS_KEY]
+    found = _GROUPS.get(sessions)
+    if found is None:
+        found = _GROUPS[sessions] = GroupCommit(sessions, request.app[CONTEXT_KEY], source=SOURCE)
+    return found
 
 
 class InvalidJSON(ValueError):
@@ -90,7 +103,6 @@ def bad_request(errors: list[FieldError]) -> web.Response:
 
 
 async def post_events(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT_KEY]
     metrics = request.app[METRICS_KEY]
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _too_large()
@@ -116,7 +128,7 @@ async def post_events(request: web.Request) -> web.Response:
 
     started = time.perf_counter()
     try:
-        result = await ingest(request.app[SESSIONS_KEY], envelopes, ctx, source=SOURCE)
+        result = await group_commit(request).ingest(envelopes)
     except UNAVAILABLE as exc:
         log.warning("events API: database unavailable (%s); nothing stored", type(exc).__name__)
         return unavailable()

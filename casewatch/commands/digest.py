@@ -3,6 +3,7 @@ team (or of one) as of now or `--at`, queue it through the outbox (email to the 
 short version to the team channel), and deliver it: while it waits (at most
 schedules.digest_command_wait_seconds) this process runs the delivery workers like any
 `casewatch serve`, printing progress, so the digest goes out even when no service is running.
+With a wait of 0 it only builds and queues (no workers are started; a running service sends).
 The scheduled daily run is not affected (an on-demand digest does not use its run key).
 
 Exit 0 when every message was sent; 1 when some failed for good or were still waiting when time
@@ -66,8 +67,10 @@ async def _digest(settings: Settings, config_hint: str, team: str | None, at: da
         if not ids:
             print("nothing to deliver (no supervisor addresses or team channels configured)")
             return 0
-        await wiring.start_background(service)
-        return await _wait(service, ids, settings.schedules.digest_command_wait_seconds)
+        wait_seconds = settings.schedules.digest_command_wait_seconds
+        if wait_seconds > 0:  # with no time to deliver in, starting the workers only delays the exit
+            await wiring.start_background(service)
+        return await _wait(service, ids, wait_seconds)
     finally:
         await wiring.stop(service)
 

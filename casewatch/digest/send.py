@@ -16,7 +16,7 @@ from casewatch.config.sections import TeamSection
 from casewatch.context import Context
 from casewatch.digest import render
 from casewatch.digest.build import Digest, build_digest
-from casewatch.digest.query import load_digest_input
+from casewatch.digest.query import SharedReads, load_digest_input, load_shared
 from casewatch.routing.outbox import content_hash, enqueue_message
 from casewatch.routing.purposes import nominals_of
 from casewatch.routing.routing import Target, chat_enabled
@@ -33,20 +33,22 @@ class QueuedDigest:
     delivery_ids: list[int] = field(default_factory=list)
 
 
-async def build_team_digest(session: AsyncSession, ctx: Context, team: TeamSection, at: datetime) -> Digest:
+async def build_team_digest(
+    session: AsyncSession, ctx: Context, team: TeamSection, at: datetime, shared: SharedReads | None = None
+) -> Digest:
     config = ctx.settings.schedules
     tz = ZoneInfo(ctx.settings.service.timezone)
-    data = await load_digest_input(session, team.id, team.name, at, tz, config.digest_due_days)
+    data = await load_digest_input(session, team.id, team.name, at, tz, config.digest_due_days, shared)
     return build_digest(
         data, at, tz, guideline_percent=config.caseload_high_risk_percent, due_days=config.digest_due_days
     )
 
 
 async def queue_team_digest(
-    session: AsyncSession, ctx: Context, team: TeamSection, at: datetime
+    session: AsyncSession, ctx: Context, team: TeamSection, at: datetime, shared: SharedReads | None = None
 ) -> QueuedDigest:
     """Build the team's digest as of `at` and add its deliveries to the caller's transaction."""
-    digest = await build_team_digest(session, ctx, team, at)
+    digest = await build_team_digest(session, ctx, team, at, shared)
     limit = ctx.settings.schedules.digest_list_limit
     rows = []
     for address in team.supervisor_emails:
@@ -103,13 +105,21 @@ async def send_digests(
     at: datetime | None = None,
     team_ids: list[str] | None = None,
 ) -> list[QueuedDigest]:
-    """Queue the digest of each team (or of `team_ids`), each team in its own transaction."""
+    """Queue the digest of each team (or of `team_ids`), each team in its own transaction. What
+    every team reads from the same rows (actions, caseloads, names) is read once, first."""
     at = at if at is not None else ctx.clock.now()
     teams = [t for t in ctx.settings.teams if team_ids is None or t.id in team_ids]
+    if not teams:
+        return []
+    tz = ZoneInfo(ctx.settings.service.timezone)
+    async with sessions() as session:
+        shared = await load_shared(
+            session, [t.id for t in teams], at, tz, ctx.settings.schedules.digest_due_days
+        )
     queued = []
     for team in teams:
         async with sessions.begin() as session:
-            queued.append(await queue_team_digest(session, ctx, team, at))
+            queued.append(await queue_team_digest(session, ctx, team, at, shared))
     return queued
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar, assert_never
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
@@ -42,6 +42,7 @@ from casewatch.model.facts import FULL_NOTIFICATION_KINDS
 from casewatch.model.names import alias_keys, name_key
 from casewatch.store.models import (
     Action,
+    Base,
     BorderCheck,
     ChangeDetection,
     Detention,
@@ -99,6 +100,19 @@ class Batch:
         # Returns that closed no recall when they arrived: (returned_at, event id).
         self.unused_returns: dict[str, list[tuple[datetime, str]]] = {}
         self.pending: set[str] = set()  # stored in this transaction, not applied yet
+        # Rows of records nothing in the batch updates (visits, notifications, travel, ...),
+        # written as one Core executemany a table (write_records) rather than flushed object by
+        # object through the ORM's unit of work.
+        self.records: dict[type[Base], list[dict[str, Any]]] = {}
+
+    def record(self, model: type[Base], **values: Any) -> None:
+        self.records.setdefault(model, []).append(values)
+
+    async def write_records(self, session: AsyncSession) -> None:
+        """Insert the records buffered so far (before anything reads their tables)."""
+        records, self.records = self.records, {}
+        for model, rows in records.items():
+            await session.execute(insert(model.__table__), rows)  # type: ignore[arg-type]
 
     @classmethod
     async def load(cls, session: AsyncSession, envelopes: Sequence[Envelope]) -> Batch:
@@ -347,6 +361,7 @@ async def _new_nominal(a: _Apply, data: NominalUpsert) -> Nominal:
     level, level_as_of = data.mappa_level, a.at
     notified = None
     if a.ref in a.batch.with_history:
+        await a.batch.write_records(a.session)  # notifications earlier in this batch count
         newest_change = (
             await a.session.execute(
                 select(LevelChange)
@@ -474,11 +489,9 @@ async def _level_changed(a: _Apply, data: LevelChanged) -> Applied:
 
 async def _notification_received(a: _Apply, data: NotificationReceivedData) -> Applied:
     kind, notified_on = data.kind, data.notified_on
-    a.session.add(
-        NotificationReceived(
-            visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.event.id,
-            what=data.what, changed_on=data.changed_on,
-        )
+    a.batch.record(
+        NotificationReceived, visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.event.id,
+        what=data.what, changed_on=data.changed_on,
     )
     if kind in CLOCK_RESTARTING_KINDS:
         a.batch.with_history.add(a.ref)
@@ -489,36 +502,32 @@ async def _notification_received(a: _Apply, data: NotificationReceivedData) -> A
 
 
 async def _travel_notified(a: _Apply, data: TravelNotified) -> Applied:
-    a.session.add(
-        TravelNotification(
-            visor_ref=a.ref, departure_on=data.departure_on, return_on=data.return_on,
-            destination=data.destination, notified_at=data.notified_at or a.at, event_id=a.event.id,
-            departure_at=data.departure_at, trip_id=data.trip_id,
-        )
+    a.batch.record(
+        TravelNotification, visor_ref=a.ref, departure_on=data.departure_on, return_on=data.return_on,
+        destination=data.destination, notified_at=data.notified_at or a.at, event_id=a.event.id,
+        departure_at=data.departure_at, trip_id=data.trip_id,
     )
     return a.done()
 
 
 async def _travel_cancelled(a: _Apply, data: TravelCancelled) -> Applied:
     # Kept as a record: every notification of the trip (before or after) reads it.
-    a.session.add(
-        TravelCancellation(visor_ref=a.ref, trip_id=data.trip_id, cancelled_at=a.at, event_id=a.event.id)
+    a.batch.record(
+        TravelCancellation, visor_ref=a.ref, trip_id=data.trip_id, cancelled_at=a.at, event_id=a.event.id
     )
     return a.done()
 
 
 async def _border_alert(a: _Apply, data: BorderAlert) -> Applied:
-    a.session.add(
-        BorderCheck(
-            visor_ref=a.ref, port=data.port, direction=data.direction,
-            checked_at=data.checked_at, event_id=a.event.id,
-        )
+    a.batch.record(
+        BorderCheck, visor_ref=a.ref, port=data.port, direction=data.direction,
+        checked_at=data.checked_at, event_id=a.event.id,
     )
     return a.done()
 
 
 async def _visit_recorded(a: _Apply, data: VisitRecorded) -> Applied:
-    a.session.add(Visit(visor_ref=a.ref, visited_on=data.visited_on, event_id=a.event.id))
+    a.batch.record(Visit, visor_ref=a.ref, visited_on=data.visited_on, event_id=a.event.id)
     return a.done()
 
 
@@ -527,25 +536,23 @@ async def _visit_recorded(a: _Apply, data: VisitRecorded) -> Applied:
 
 async def _detention_started(a: _Apply, data: DetentionStarted) -> Applied:
     # Kept as records, in any order: rules.custody pairs starts and ends by date.
-    a.session.add(
-        Detention(visor_ref=a.ref, started=True, kind=data.kind, on_date=data.started_on, event_id=a.event.id)
+    a.batch.record(
+        Detention, visor_ref=a.ref, started=True, kind=data.kind, on_date=data.started_on, event_id=a.event.id
     )
     return a.done()
 
 
 async def _detention_ended(a: _Apply, data: DetentionEnded) -> Applied:
-    a.session.add(
-        Detention(visor_ref=a.ref, started=False, kind=None, on_date=data.ended_on, event_id=a.event.id)
+    a.batch.record(
+        Detention, visor_ref=a.ref, started=False, kind=None, on_date=data.ended_on, event_id=a.event.id
     )
     return a.done()
 
 
 async def _change_detected(a: _Apply, data: ChangeDetectedData) -> Applied:
-    a.session.add(
-        ChangeDetection(
-            visor_ref=a.ref, what=data.what, changed_on=data.changed_on, source=data.source,
-            event_id=a.event.id,
-        )
+    a.batch.record(
+        ChangeDetection, visor_ref=a.ref, what=data.what, changed_on=data.changed_on, source=data.source,
+        event_id=a.event.id,
     )
     return a.done()
 
@@ -642,7 +649,7 @@ async def _meeting_held(a: _Apply, data: MeetingHeld) -> Applied:
 
 
 async def _rmp_reviewed(a: _Apply, data: RmpReviewed) -> Applied:
-    a.session.add(RmpReview(visor_ref=a.ref, reviewed_on=data.reviewed_on, event_id=a.event.id))
+    a.batch.record(RmpReview, visor_ref=a.ref, reviewed_on=data.reviewed_on, event_id=a.event.id)
     return a.done()
 
 

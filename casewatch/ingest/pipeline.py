@@ -47,6 +47,7 @@ class IngestResult:
     duplicates: int = 0
     alerts: list[str] = field(default_factory=list)  # ids of alerts these events opened
     retries: int = 0  # transient conflicts (deadlock, serialization failure) retried
+    stored: set[str] = field(default_factory=set)  # ids of the events stored (not duplicates)
 
 
 async def ingest(
@@ -61,12 +62,35 @@ async def ingest(
     """Store the events (a duplicate id changes nothing, also under concurrent posts), apply each
     new one to the case state, run triggers.dispatch.on_applied, and commit before returning.
     A deadlock or serialization failure retries the whole transaction (at most _ATTEMPTS in all)."""
+    result, _ = await _ingest_with_retries(sessions, envelopes, ctx, source, sleep, rng, _no_refs)
+    return result
+
+
+async def _no_refs(session: AsyncSession, alert_ids: Sequence[str]) -> dict[str, str]:
+    return {}
+
+
+AlertRefs = Callable[[AsyncSession, Sequence[str]], Awaitable[dict[str, str]]]
+
+
+async def _ingest_with_retries(
+    sessions: async_sessionmaker[AsyncSession],
+    envelopes: Sequence[Envelope],
+    ctx: Context,
+    source: str,
+    sleep: Sleep,
+    rng: random.Random,
+    alert_refs: AlertRefs,
+) -> tuple[IngestResult, dict[str, str]]:
+    """One ingest transaction, retried on transient conflicts; also returns `alert_refs` of the
+    alerts it opened, read inside the transaction."""
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             async with sessions() as session, session.begin():
                 result = await _ingest_in(session, envelopes, ctx, source=source)
+                refs = await alert_refs(session, result.alerts) if result.alerts else {}
             result.retries = attempt - 1
-            return result
+            return result, refs
         except DBAPIError as exc:
             if attempt == _ATTEMPTS or not _retryable(exc):
                 raise
@@ -119,6 +143,7 @@ async def _ingest_in(
     stored = {row["id"]: Event(**row) for row in rows if row["id"] in inserted}
     result.duplicates += len(first_of_id) - len(stored)
     result.accepted = len(stored)
+    result.stored = set(stored)
     if not stored:
         return result
 
@@ -128,6 +153,7 @@ async def _ingest_in(
     for envelope in new:
         event = stored[envelope.id]
         applied.append(await apply_event(session, event, envelope, ctx, source=source, batch=batch))
+    await batch.write_records(session)
     await session.flush()
     result.alerts = list(await on_applied(session, applied, ctx))
     return result

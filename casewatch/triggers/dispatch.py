@@ -10,10 +10,10 @@ history never opens and resolves the same alert in one breath. Stale events are 
 Opens are deferred and made in batches (reconcile.Tally.flush): a batch of a thousand level
 changes opens its alerts in a few statements. Before live alerts of some kinds are read, the
 deferred opens of those kinds are flushed, so every rule sees what the events before it opened.
-The nominals and the live notification and action alerts the batch's events need are read up
-front, one query per table rather than one per event: rules run after every event of the batch
-is applied, so each nominal is read in its final state either way, and notification and action
-alerts only open on a scan (here they only resolve, and the cache drops what they resolve).
+The nominals and the live notification, visit and action alerts the batch's events need are
+read up front, one query per table rather than one per event: rules run after every event of the
+batch is applied, so each nominal is read in its final state either way, and notification, visit
+and action alerts only open on a scan (here they only resolve, and the cache drops what they resolve).
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class _Run(Tally):
     nominals: dict[str, NominalFacts | None] = field(default_factory=dict)
     notification_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by visor_ref
     action_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by action id
+    visit_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by visor_ref
     # Each nominal's history, read once: rules run after the batch's events are all applied.
     histories: dict[str, NotificationHistory] = field(default_factory=dict)
 
@@ -107,6 +108,11 @@ class _Run(Tally):
             self.notification_live = {ref: [] for ref in notified}
             for a in await load.live_alerts_of(session, notifications.KINDS, visor_refs=notified):
                 self.notification_live[a.visor_ref].append(a)
+        visited = [i.envelope.visor_ref for i in items if isinstance(i.envelope.data, VisitRecorded)]
+        if visited:
+            self.visit_live = {ref: [] for ref in visited}
+            for a in await load.live_alerts_of(session, visits.KINDS, visor_refs=visited):
+                self.visit_live[a.visor_ref].append(a)
         action_ids = [i.envelope.data.action_id for i in items if isinstance(i.envelope.data, ActionUpsert)]
         if action_ids:
             self.action_live = {action_id: [] for action_id in action_ids}
@@ -286,7 +292,10 @@ async def _notifications(session: AsyncSession, visor_ref: str, ctx: Context, ta
 async def _visits(session: AsyncSession, visor_ref: str, ctx: Context, tally: _Run) -> None:
     """A visit recorded: the live visit alerts it answers resolve (rules.visits; they open on a
     scan only)."""
-    live = await _live(session, ctx, tally, visits.KINDS, visor_ref=visor_ref)
+    if visor_ref in tally.visit_live:
+        live = tally.visit_live[visor_ref]
+    else:
+        live = await _live(session, ctx, tally, visits.KINDS, visor_ref=visor_ref)
     if not live:
         return
     last = (await load.last_visits(session, [visor_ref])).get(visor_ref)
@@ -295,6 +304,7 @@ async def _visits(session: AsyncSession, visor_ref: str, ctx: Context, tally: _R
         live, ctx.clock.now(), ctx.settings.triggers, _tz(ctx),
     )
     await apply(session, result, ctx, open_new=False, tally=tally, defer=True)
+    tally.visit_live[visor_ref] = _still_live(live, [r.alert for r in result.resolves])
 
 
 async def _late(session: AsyncSession, env: Envelope, ctx: Context, tally: _Run) -> None:

@@ -1,0 +1,149 @@
+"""Group commit for the events API: requests that arrive while an ingest transaction is running
+wait for it to end and are then stored together, in one transaction and one commit, instead of
+one after another. A lone request is stored at once, as before. Every request is answered only
+after the commit that holds its events, with what `ingest` would have answered it alone.
+
+Requests are grouped only when applying them together cannot change what either does: their
+ViSOR references, action ids and event ids are disjoint, so no event of one reads or writes the
+state (nominal, action, meetings, orders, recalls, live alerts) an event of another touches, and
+the rules of each see what they would have seen in their own transaction. Each alert opened is
+given back to the request whose reference it is about; one that cannot be placed so, or any
+failure of the group's transaction, rolls the group back and each request is then stored alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.context import Context
+from casewatch.ingest.pipeline import _RNG, IngestResult, _ingest_with_retries, ingest
+from casewatch.model.events import ActionUpsert, Envelope
+from casewatch.store.models import Alert
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP_EVENTS = 1000  # a group is never larger than one batch may be
+
+
+class _Unattributable(Exception):
+    """An alert opened by a group is about a reference none of its requests names."""
+
+
+@dataclass
+class _Waiting:
+    envelopes: Sequence[Envelope]
+    done: asyncio.Future[IngestResult]
+    keys: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, envelopes: Sequence[Envelope]) -> _Waiting:
+        keys: set[str] = set()
+        for e in envelopes:
+            keys.update((f"ref:{e.visor_ref}", f"id:{e.id}"))
+            if isinstance(e.data, ActionUpsert):
+                keys.add(f"action:{e.data.action_id}")
+        done: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        # A request cancelled while it waits leaves its outcome unread: not an error to report.
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return cls(envelopes, done, frozenset(keys))
+
+
+class GroupCommit:
+    """One per service (sessions and context): `ingest` here instead of pipeline.ingest."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ctx: Context, *, source: str) -> None:
+        self.sessions = sessions
+        self.ctx = ctx
+        self.source = source
+        self._queue: list[_Waiting] = []
+        self._runner: asyncio.Task[None] | None = None
+        self.groups = 0  # transactions that stored more than one request (for tests and bench)
+
+    async def ingest(self, envelopes: Sequence[Envelope]) -> IngestResult:
+        waiting = _Waiting.of(envelopes)
+        self._queue.append(waiting)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._drain())
+        return await asyncio.shield(waiting.done)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group = self._take()
+            if len(group) == 1:
+                await self._alone(group[0])
+            else:
+                await self._together(group)
+
+    def _take(self) -> list[_Waiting]:
+        """The longest run of waiting requests, in arrival order, that may be stored together."""
+        group = [self._queue.pop(0)]
+        keys = set(group[0].keys)
+        events = len(group[0].envelopes)
+        while self._queue:
+            nxt = self._queue[0]
+            if not keys.isdisjoint(nxt.keys) or events + len(nxt.envelopes) > MAX_GROUP_EVENTS:
+                break
+            group.append(self._queue.pop(0))
+            keys.update(nxt.keys)
+            events += len(nxt.envelopes)
+        return group
+
+    async def _alone(self, waiting: _Waiting) -> None:
+        try:
+            result = await ingest(self.sessions, waiting.envelopes, self.ctx, source=self.source)
+        except Exception as exc:  # noqa: BLE001 (handed to the request, which raises it)
+            _settle(waiting, exc)
+        else:
+            _settle(waiting, result)
+
+    async def _together(self, group: list[_Waiting]) -> None:
+        envelopes = [e for w in group for e in w.envelopes]
+        owner = {e.visor_ref: i for i, w in enumerate(group) for e in w.envelopes}
+
+        async def alert_refs(session: AsyncSession, alert_ids: Sequence[str]) -> dict[str, str]:
+            stmt = select(Alert.id, Alert.visor_ref).where(Alert.id.in_(alert_ids))
+            rows = (await session.execute(stmt)).all()
+            refs = {str(i): str(ref) for i, ref in rows}
+            if set(refs) != set(alert_ids) or not set(refs.values()) <= set(owner):
+                raise _Unattributable
+            return refs
+
+        try:
+            merged, refs = await _ingest_with_retries(
+                self.sessions, envelopes, self.ctx, self.source, asyncio.sleep, _RNG, alert_refs
+            )
+        except Exception as exc:  # noqa: BLE001 (rolled back: each request is stored alone)
+            log.info(
+                "ingest: a group of %d requests is stored one by one (%s)", len(group), type(exc).__name__
+            )
+            for waiting in group:
+                await self._alone(waiting)
+            return
+        self.groups += 1
+        for i, waiting in enumerate(group):
+            _settle(waiting, _share(waiting, merged, [a for a in merged.alerts if owner[refs[a]] == i]))
+
+
+def _share(waiting: _Waiting, merged: IngestResult, alerts: list[str]) -> IngestResult:
+    """One request's part of a group's result: its events stored, its duplicates (event ids are
+    disjoint across a group, so a duplicate is one stored before or repeated within itself)."""
+    stored = {e.id for e in waiting.envelopes} & merged.stored
+    return IngestResult(
+        accepted=len(stored), duplicates=len(waiting.envelopes) - len(stored), alerts=alerts,
+        retries=merged.retries, stored=stored,
+    )
+
+
+def _settle(waiting: _Waiting, outcome: IngestResult | BaseException) -> None:
+    if waiting.done.done():
+        return
+    if isinstance(outcome, BaseException):
+        waiting.done.set_exception(outcome)
+    else:
+        waiting.done.set_result(outcome)
