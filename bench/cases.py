@@ -22,11 +22,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import MetaData, Table, event, func, insert, select, text
 
 from bench.dataset import (
     BOT_TOKEN,
@@ -47,7 +47,7 @@ from bench.measure import peak_rss_mb, percentile, ratio, summary
 from casewatch.api.auth import sign_v2
 from casewatch.clock import SystemClock
 from casewatch.store.engine import make_engine
-from casewatch.store.models import Base, Delivery, Nominal
+from casewatch.store.models import AuditEntry, Base, Delivery, Nominal
 from casewatch.wiring import Service, create_service, start_background, stop
 from integrations.mail_sink import MailSink
 from tests.slack_standin import SlackStandIn
@@ -86,6 +86,52 @@ def baseline_app(db_url: str, pool_size: int = 20) -> tuple[web.Application, Any
         return web.json_response({"visor_ref": found[0], "surname": found[1], "team": found[2]})
 
     app.router.add_get("/row/{ref}", row)
+    return app, engine
+
+
+# The least-work floor's audit table: audit_log's columns (and its indexes on at and actor) under
+# another name, so that its rows never reach the service's chain and sealer.
+FLOOR_AUDIT = Table(
+    "bench_floor_audit", MetaData(),
+    *(column._copy() for column in AuditEntry.__table__.c if column.name not in ("seq", "chain_hash")),
+)
+
+
+async def least_work_app(db_url: str, pool_size: int) -> tuple[web.Application, Any]:
+    """The least work a /flags answer needs: a bare aiohttp endpoint that checks Slack's v0
+    signature (HMAC-SHA256 over "v0:<timestamp>:<body>", 5-minute window, as Bolt and bot.http),
+    reads one nominal row by key and commits one audit row, on an engine made as the service's
+    (casewatch.store.engine: SQLite WAL with synchronous=FULL, BEGIN IMMEDIATE; PostgreSQL as
+    configured), answering only after the commit."""
+    engine = make_engine(db_url, pool_size=pool_size)
+    async with engine.begin() as conn:
+        await conn.run_sync(FLOOR_AUDIT.metadata.create_all)
+    app = web.Application()
+    query = text("SELECT visor_ref, surname, team FROM nominals WHERE visor_ref = :ref")
+    audit_row = insert(FLOOR_AUDIT)
+    secret = SIGNING_SECRET.encode()
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.read()
+        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > 300:
+            return web.json_response({"error": "invalid request"}, status=401)
+        mac = hmac.new(secret, b"v0:" + stamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest("v0=" + mac, request.headers.get("X-Slack-Signature", "")):
+            return web.json_response({"error": "invalid request"}, status=401)
+        form = parse_qs(body.decode())
+        user, ref = form["user_id"][0], form["text"][0]
+        async with engine.begin() as conn:
+            found = (await conn.execute(query, {"ref": ref})).first()
+            await conn.execute(audit_row, {
+                "at": datetime.now(UTC), "actor": user, "action": "flags.lookup", "subject": ref,
+                "purpose": "lookup of a nominal", "details": {"outcome": "found" if found else "not_found"},
+                "nominals": [ref] if found else [], "content_hash": "",
+            })
+        text_ = f"{found[0]} {found[1]} ({found[2]})" if found else "not found"
+        return web.json_response({"response_type": "ephemeral", "text": text_})
+
+    app.router.add_post("/slack/events", answer)
     return app, engine
 
 
@@ -145,10 +191,12 @@ class ConnectCounter:
 
 async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any]:
     """/flags through the signed Slack endpoint (Bolt dispatch, role checks, audit), by ViSOR
-    reference and by surname, against the bare one-row endpoint, at 1, 8 and 32 requesters
-    (sent from a child process, so the requesters do not share the server's event loop). Each
-    level first sends warmup_size(level) other requests at that level, untimed, so the timed
-    ones measure the steady state rather than connection set-up."""
+    reference and by surname, against two floors: the least work an answer needs (signature, one
+    row by key, one audit row committed: least_work_app) and the bare one-row endpoint, at 1, 8
+    and 32 requesters (sent from a child process, so the requesters do not share the server's
+    event loop). Each level first sends warmup_size(level) other requests at that level, untimed,
+    so the timed ones measure the steady state rather than connection set-up. The server's CPU
+    time per answer is measured around each timed run (the bench process holds only servers)."""
     rng = random.Random(7)
     refs = [visor_ref(rng.randint(1, sizes.nominals)) for _ in range(requests)]
     users = [f"UB{rng.randint(1, sizes.officers):07d}" for _ in range(requests)]
@@ -171,23 +219,27 @@ async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any
         )
         service = await create_service(settings, SystemClock())
         base_app, base_engine = baseline_app(db_url, pool_size)
+        least_app, least_engine = await least_work_app(db_url, pool_size)
         service_connects, base_connects = ConnectCounter(service.engine), ConnectCounter(base_engine)
+        least_connects = ConnectCounter(least_engine)
         try:
             async with serve(service.app) as url, serve(base_app) as base_url, \
-                    aiohttp.ClientSession() as http:
+                    serve(least_app) as least_url, aiohttp.ClientSession() as http:
 
-                def flags_request(ref: str, user: str, i: int) -> Request:
+                def flags_request(ref: str, user: str, i: int, to: str = url) -> Request:
                     # One in five by surname (the other index path), the rest by reference.
-                    query = ref if i % 5 else surname_of(int(ref[4:])).lower()
+                    by_surname = not i % 5 and to == url
+                    query = surname_of(int(ref[4:])).lower() if by_surname else ref
                     body = flags_body(query, user)
-                    return Request("POST", f"{url}/slack/events", body, tuple(slack_signed(body).items()))
+                    return Request("POST", f"{to}/slack/events", body, tuple(slack_signed(body).items()),
+                                   tag="surname" if by_surname else "reference")
 
-                def flags_requests(for_refs: list[str], by_users: list[str]) -> list[Request]:
+                def flags_requests(for_refs: list[str], by_users: list[str], to: str = url) -> list[Request]:
                     pairs = enumerate(zip(for_refs, by_users, strict=True))
-                    return [flags_request(ref, user, i) for i, (ref, user) in pairs]
+                    return [flags_request(ref, user, i, to) for i, (ref, user) in pairs]
 
-                timed_flags = flags_requests(refs, users)
                 timed_rows = [Request("GET", f"{base_url}/row/{ref}") for ref in refs]
+                timed_flags = flags_requests(refs, users)
                 first = timed_flags[1 % len(timed_flags)]
                 async with http.post(first.url, data=first.body, headers=dict(first.headers)) as r:
                     answer = await r.json(content_type=None)
@@ -196,21 +248,45 @@ async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any
                 for level in CONCURRENCY:
                     n_warm = warmup_size(level)
                     # Signed now: Slack's signature is good for 5 minutes.
+                    timed_flags = flags_requests(refs, users)
                     warm_flags = flags_requests(warm_refs[:n_warm], warm_users[:n_warm])
+                    timed_least = flags_requests(refs, users, least_url)
+                    warm_least = flags_requests(warm_refs[:n_warm], warm_users[:n_warm], least_url)
                     warm_rows = [Request("GET", f"{base_url}/row/{ref}") for ref in warm_refs[:n_warm]]
+                    cpu = time.process_time()
                     measured = await closed_loop_remote(timed_flags, level, warmup=warm_flags)
+                    measured["server_cpu_ms_per_request"] = _cpu_per_request(cpu, len(warm_flags) + requests)
                     service_connects.note(measured)
+                    cpu = time.process_time()
+                    least = await closed_loop_remote(timed_least, level, warmup=warm_least)
+                    least["server_cpu_ms_per_request"] = _cpu_per_request(cpu, len(warm_least) + requests)
+                    least_connects.note(least)
                     floor = await closed_loop_remote(timed_rows, level, warmup=warm_rows)
                     base_connects.note(floor)
+                    tags = measured.get("by_tag", {})
                     out["levels"].append({
-                        "concurrency": level, "flags": measured, "baseline_row": floor,
+                        "concurrency": level, "flags": measured, "baseline_least_work": least,
+                        "baseline_row": floor,
                         "p99_ratio": ratio(measured["p99_ms"], floor["p99_ms"]),
                         "throughput_ratio": ratio(measured["per_s"], floor["per_s"]),
+                        "least_work_p50_ratio": ratio(measured["p50_ms"], least["p50_ms"]),
+                        "least_work_throughput_ratio": ratio(measured["per_s"], least["per_s"]),
+                        "surname_vs_reference_p50": ratio(
+                            tags.get("surname", {}).get("p50_ms", 0.0),
+                            tags.get("reference", {}).get("p50_ms", 0.0),
+                        ),
                     })
         finally:
             await stop(service)
             await base_engine.dispose()
+            await least_engine.dispose()
     return out
+
+
+def _cpu_per_request(since: float, answered: int) -> float:
+    """This process's CPU time since `since` per request answered, in ms (the server's work: the
+    requesters run in another process; the figure includes the warm-up requests)."""
+    return round((time.process_time() - since) * 1000 / max(1, answered), 2)
 
 
 # --- ingest -------------------------------------------------------------------------------------

@@ -174,6 +174,14 @@ def table(results: dict[str, Any]) -> str:
                          f"{b['p50_ms']}/{b['p99_ms']}", f"p99 x{lv['p99_ratio']}"))
             rows.append((kind, f"/flags c={lv['concurrency']} req/s", str(f["per_s"]), str(b["per_s"]),
                          f"x{lv['throughput_ratio']}"))
+            least = lv.get("baseline_least_work")
+            if least:
+                rows.append((kind, f"/flags c={lv['concurrency']} vs least work p50 ms, req/s",
+                             f"{f['p50_ms']}, {f['per_s']}", f"{least['p50_ms']}, {least['per_s']}",
+                             f"x{lv['least_work_throughput_ratio']} req/s"))
+                rows.append((kind, f"/flags c={lv['concurrency']} CPU ms/answer; surname/ref p50",
+                             f"{f.get('server_cpu_ms_per_request')}; x{lv['surname_vs_reference_p50']}",
+                             str(least.get("server_cpu_ms_per_request")), ""))
         ing = r.get("ingest")
         if ing:
             raw = str(ing["raw_insert_events_per_s"])

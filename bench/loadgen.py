@@ -22,6 +22,7 @@ class Request:
     url: str
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
+    tag: str = ""  # timed requests with a tag are also summarised by it ("by_tag")
 
 
 def _run(
@@ -40,6 +41,7 @@ async def _load(
     and the measured ones follow without a pause: the server's connections (HTTP and database
     pool) are opened and left open at this concurrency before anything is timed."""
     latencies: list[float] = []
+    tagged: dict[str, list[float]] = {}
     errors = 0
     warm_errors = 0
     total_warm = len(warmup)
@@ -61,7 +63,10 @@ async def _load(
                 if i < total_warm:
                     warm_errors += 0 if ok else 1
                     continue
-                latencies.append(time.perf_counter() - started)
+                took = time.perf_counter() - started
+                latencies.append(took)
+                if req.tag:
+                    tagged.setdefault(req.tag, []).append(took)
                 errors += 0 if ok else 1
 
         await asyncio.gather(*(requester() for _ in range(concurrency)))
@@ -69,6 +74,12 @@ async def _load(
     elapsed = ended - (measuring_since or ended)
     out = summary(latencies, elapsed, errors)
     out["concurrency"] = concurrency
+    if tagged:
+        # Latencies only: the tags share the one timed window, so no throughput of their own.
+        out["by_tag"] = {
+            tag: {k: v for k, v in summary(values, 0.0).items() if k != "per_s"}
+            for tag, values in tagged.items()
+        }
     if not total_warm:
         return out
     out["warmup"] = {"n": total_warm, "errors": warm_errors}

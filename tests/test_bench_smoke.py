@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
+from sqlalchemy import func, select
+
 from bench.audit import WRITERS, bench_audit, table_rows, warmup_count
-from bench.dataset import Sizes
+from bench.cases import FLOOR_AUDIT, flags_body, least_work_app, serve, slack_signed
+from bench.dataset import Sizes, generate, make_settings, visor_ref
 from bench.harness import Options, run_all, table
+from casewatch.store.engine import make_engine
 
 
 async def test_bench_harness_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> None:
@@ -20,6 +25,11 @@ async def test_bench_harness_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> N
     assert r["dataset"]["rows"]["nominals"] == 200 and r["dataset"]["rows"]["actions"] == 500
     assert [lv["concurrency"] for lv in r["flags"]["levels"]] == [1, 8, 32]
     assert all(lv["flags"]["errors"] == 0 and lv["flags"]["n"] == 10 for lv in r["flags"]["levels"])
+    for lv in r["flags"]["levels"]:
+        least, tags = lv["baseline_least_work"], lv["flags"]["by_tag"]
+        assert least["errors"] == 0 and least["n"] == 10 and least["server_cpu_ms_per_request"] > 0
+        assert (tags["reference"]["n"], tags["surname"]["n"]) == (8, 2) and tags["surname"]["errors"] == 0
+        assert lv["least_work_throughput_ratio"] is not None and lv["surname_vs_reference_p50"] is not None
     assert r["ingest"]["single"]["errors"] == 0 and r["ingest"]["batch"]["errors"] == 0
     assert r["ingest"]["raw_insert_events_per_s"] > 0 and r["ingest"]["batch_ratio"] is not None
     assert r["ingest"]["level_changes"]["status"] == 202 and r["ingest"]["level_changes"]["alerts_opened"] > 0
@@ -28,7 +38,31 @@ async def test_bench_harness_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> N
     assert r["scan"]["first"]["peak_rss_mb"] > 0
     assert "exit" in r["digest"]  # the digest command is being built in parallel (issue 6)
     rendered = table(results)
-    assert "/flags c=32" in rendered and "target:" in rendered
+    assert "/flags c=32" in rendered and "target:" in rendered and "vs least work" in rendered
+
+
+async def test_the_least_work_floor_checks_the_signature_and_commits_one_audit_row(db_url: str) -> None:
+    """The floor does what an answer must (bench.cases.least_work_app): a signed request reads
+    its nominal and commits one audit row before the answer; a forged one is refused, unaudited."""
+    sizes = Sizes.tiny()
+    engine = make_engine(db_url)
+    await generate(engine, sizes, make_settings(db_url, sizes))
+    app, floor_engine = await least_work_app(db_url, 2)
+    body = flags_body(visor_ref(3), "UB0000001")
+    forged = {**slack_signed(body), "X-Slack-Signature": "v0=" + "0" * 64}
+    try:
+        async with serve(app) as url, aiohttp.ClientSession() as http:
+            async with http.post(f"{url}/slack/events", data=body, headers=slack_signed(body)) as r:
+                assert r.status == 200 and visor_ref(3) in (await r.json())["text"]
+            async with http.post(f"{url}/slack/events", data=body, headers=forged) as r:
+                assert r.status == 401
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(FLOOR_AUDIT.c.subject, FLOOR_AUDIT.c.nominals))).all()
+            assert [tuple(row) for row in rows] == [(visor_ref(3), [visor_ref(3)])]
+            assert (await conn.execute(select(func.count()).select_from(FLOOR_AUDIT))).scalar_one() == 1
+    finally:
+        await floor_engine.dispose()
+        await engine.dispose()
 
 
 async def test_audit_bench_runs_at_a_tiny_size_and_leaves_an_intact_chain(db_url: str) -> None:
