@@ -4,9 +4,12 @@ Listeners are registered by `register(app, deps)`; nothing is built at import ti
 acknowledges within Slack's 3 seconds: a slash command's answer *is* its acknowledgement
 (ephemeral, so personal data never reaches a channel), and when the answer takes longer than
 `deps.answer_budget_seconds` the command acknowledges with a holding reply and sends the answer
-to the response URL instead. Buttons acknowledge at once and answer the clicker afterwards.
-The App Home tab is published (views.publish) each time someone opens it, and again after an
-Acknowledge button pressed on it.
+to the response URL from a background task instead. Buttons and the App Home event acknowledge
+at once and do their work in lazy listeners (Bolt runs those after the acknowledgement). So the
+listeners suit `process_before_response=True` (HTTP mode: Bolt returns the acknowledgement as the
+HTTP response as soon as the acknowledging function returns, instead of polling for it every
+10 ms) as well as False (Socket Mode). The App Home tab is published (views.publish) each time
+someone opens it, and again after an Acknowledge button pressed on it.
 """
 
 from __future__ import annotations
@@ -86,16 +89,33 @@ def build_bolt_app(settings: Settings, deps: BotDeps, *, process_before_response
     return app
 
 
+# Answers still being worked on after their command was acknowledged: held here so that the
+# tasks are not garbage-collected before they have answered.
+_LATE_ANSWERS: set[asyncio.Task[None]] = set()
+
+
 async def _answer(ack: AsyncAck, respond: AsyncRespond, work: asyncio.Task[Message], budget: float) -> None:
     """Acknowledge with the answer if it is ready within the budget, else acknowledge now and
-    send the answer to the response URL when it is."""
+    send the answer to the response URL when it is (in the background: with
+    process_before_response the acknowledgement goes out only when this returns)."""
     done, _ = await asyncio.wait({work}, timeout=budget)
     if work in done:
         await ack(response_type="ephemeral", **work.result())
         return
     await ack(response_type="ephemeral", text=render.STILL_WORKING)
+    late = asyncio.create_task(_answer_late(respond, work), name="slack-late-answer")
+    _LATE_ANSWERS.add(late)
+    late.add_done_callback(_LATE_ANSWERS.discard)
+
+
+async def _answer_late(respond: AsyncRespond, work: asyncio.Task[Message]) -> None:
     message = await work
     await _respond(respond, message, replace_original=True)
+
+
+async def _ack_now(ack: AsyncAck) -> None:
+    """The acknowledgement of a button or an event whose work runs in a lazy listener."""
+    await ack()
 
 
 async def _respond(respond: AsyncRespond, message: Message, *, replace_original: bool) -> None:
@@ -202,13 +222,11 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         await _answer(ack, respond, work, budget)
 
     async def on_ack_button(
-        ack: AsyncAck,
         body: dict[str, Any],
         action: dict[str, Any],
         respond: AsyncRespond,
         client: AsyncWebClient,
     ) -> None:
-        await ack()
         user = _user_id(body)
         message = await ack_reply(deps, user, str(action.get("value") or ""), "slack_button")
         if (body.get("view") or {}).get("type") == "home":
@@ -218,13 +236,11 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         await _tell_clicker(body, respond, client, message)
 
     async def on_show_button(
-        ack: AsyncAck,
         body: dict[str, Any],
         action: dict[str, Any],
         respond: AsyncRespond,
         client: AsyncWebClient,
     ) -> None:
-        await ack()
         message = await flags_reply(deps, _user_id(body), str(action.get("value") or ""))
         if body.get("response_url"):
             await _respond(respond, message, replace_original=True)
@@ -232,7 +248,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             await _tell_clicker(body, respond, client, message)
 
     async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
-        # Bolt acknowledges events by itself; the "messages" tab has nothing of ours.
+        # Acknowledged by _ack_now before this runs; the "messages" tab has nothing of ours.
         if event.get("tab") != "home" or not event.get("user"):
             return
         await publish_home(client, deps, str(event["user"]), _home_hash(event))
@@ -244,7 +260,9 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
     app.command("/flags")(on_flags)
     app.command("/tasks")(on_tasks)
     app.command("/ack")(on_ack)
-    app.action(render.ACK_ACTION_ID)(on_ack_button)
-    app.action(render.SHOW_ACTION_ID)(on_show_button)
-    app.event("app_home_opened")(on_home_opened)
+    # Buttons and the Home event: acknowledged at once, their work (database, Slack Web API calls,
+    # a rate-limit wait) in lazy listeners, after the acknowledgement has gone.
+    app.action(render.ACK_ACTION_ID)(ack=_ack_now, lazy=[on_ack_button])
+    app.action(render.SHOW_ACTION_ID)(ack=_ack_now, lazy=[on_show_button])
+    app.event("app_home_opened")(ack=_ack_now, lazy=[on_home_opened])
     app.error(on_error)

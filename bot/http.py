@@ -108,7 +108,9 @@ def mount_slack(
         log.warning("slack.mode is 'http' but slack.signing_secret is empty: /slack/events answers 503")
         app.router.add_post(SLACK_EVENTS_PATH, _not_configured)
         return None
-    bolt = build_bolt_app(ctx.settings, deps or BotDeps(ctx, sessions))
+    # process_before_response: the acknowledgement is the HTTP response as soon as the listener's
+    # acknowledging function returns (bot.app), not at Bolt's next 10 ms poll for it.
+    bolt = build_bolt_app(ctx.settings, deps or BotDeps(ctx, sessions), process_before_response=True)
     verifier = slack_verifier(secret, ctx.clock)
     # Bolt checks again behind us: with this verifier, so both read the same clock.
     for middleware in bolt._async_middleware_list:

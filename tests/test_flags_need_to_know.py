@@ -205,14 +205,18 @@ async def test_candidate_list_needs_no_reason_and_its_buttons_carry_one_given(bo
     with_reason = await slash(bot, "/flags", f"sampleton reason: {REASON}", user=PC_SOUTH)
     values = [value for _, value in buttons(with_reason)]
     assert values and all(v.endswith(f" reason: {REASON}") for v in values)
-    # Pressing Show with the carried reason shows the flags; without one, the refusal.
-    resp = await post_signed(bot.client, block_action_body(PC_SOUTH, "casewatch_flags_show", values[0]))
-    assert resp.status == 200
+    # Pressing Show with the carried reason shows the flags; without one, the refusal. The button
+    # is acknowledged first and answered through its response URL after (a lazy listener).
+    shown_url, refused_url = bot.slack.url + "response.shown", bot.slack.url + "response.refused"
+    body = block_action_body(PC_SOUTH, "casewatch_flags_show", values[0], response_url=shown_url)
+    assert (await post_signed(bot.client, body)).status == 200
+    await bot.slack.wait_for_calls("response.shown", 1)
     found = await bot.audit("flags.lookup")
     assert found[-1].details["outcome"] == "found" and found[-1].details["reason"] == REASON
     bare = values[0].split(" ", 1)[0]
-    resp = await post_signed(bot.client, block_action_body(PC_SOUTH, "casewatch_flags_show", bare))
-    assert resp.status == 200
+    body = block_action_body(PC_SOUTH, "casewatch_flags_show", bare, response_url=refused_url)
+    assert (await post_signed(bot.client, body)).status == 200
+    await bot.slack.wait_for_calls("response.refused", 1)
     [refusal] = await bot.audit("flags.reason_required")
     assert refusal.nominals == [bare]
 
