@@ -15,7 +15,7 @@ from bot import render
 from bot.render import Message
 from casewatch.alerts.authority import OutcomeError
 from casewatch.alerts.lifecycle import acknowledge
-from casewatch.audit import record
+from casewatch.audit import AuditSink, session_sink
 from casewatch.context import Context
 from casewatch.lookup import (
     DEFAULT_CLEARED_ROLES,
@@ -48,15 +48,20 @@ class BotDeps:
     # answer to the response URL instead: Slack gives up on an acknowledgement after 3 seconds.
     answer_budget_seconds: float = 2.0
     via: str = "slack"  # recorded in the audit entries' details
+    # For answers that only read (/flags): sessions that read beside the writer (on SQLite, the
+    # read-only connections of store.make_reader_engine) and the group commit their audit
+    # entries go through. Without them, /flags reads and audits in one `sessions` transaction.
+    readers: async_sessionmaker[AsyncSession] | None = None
+    audit: AuditSink | None = None
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.ctx.settings.service.timezone)
 
 
-async def _refuse(session: AsyncSession, deps: BotDeps, slack_user_id: str, command: str) -> Message:
-    await record(
-        session, deps.ctx, actor=f"slack:{slack_user_id}"[:100], action="slack.refused",
+async def _refuse(audit: AuditSink, slack_user_id: str, command: str) -> Message:
+    await audit(
+        actor=f"slack:{slack_user_id}"[:100], action="slack.refused",
         subject=command, purpose="refused: the Slack user is not in the officer directory",
     )
     log.warning("refused %s from a Slack user not in the directory", command)
@@ -67,26 +72,59 @@ async def _as_officer(
     deps: BotDeps,
     slack_user_id: str,
     command: str,
-    work: Callable[[AsyncSession, Requester], Awaitable[Message]],
+    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    *,
+    read_only: bool = False,
 ) -> Message:
     """Run `work` for the officer behind this Slack user, in one transaction; refuse strangers.
-    Failures become a plain apology: exception text can carry query parameters (names), so only
-    the exception's type is logged."""
+    `read_only` work reads through deps.readers and audits through deps.audit (when the service
+    gave them). Failures become a plain apology: exception text can carry query parameters
+    (names), so only the exception's type is logged."""
     try:
+        if read_only and deps.readers is not None and deps.audit is not None:
+            return await _read_then_audit(deps.readers, deps.audit, slack_user_id, command, work)
         async with deps.sessions() as session, session.begin():
+            audit = session_sink(session, deps.ctx)
             requester = await requester_by_slack_user(session, slack_user_id)
             if requester is None:
-                return await _refuse(session, deps, slack_user_id, command)
-            return await work(session, requester)
+                return await _refuse(audit, slack_user_id, command)
+            return await work(session, requester, audit)
     except Exception as exc:  # noqa: BLE001 - the user gets an answer whatever went wrong
         log.error("%s failed: %s", command, type(exc).__name__)
         return render.text_message(render.FAILURE)
 
 
+async def _read_then_audit(
+    readers: async_sessionmaker[AsyncSession],
+    audit: AuditSink,
+    slack_user_id: str,
+    command: str,
+    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+) -> Message:
+    """`work` in a read-only transaction; its audit entries held until that transaction has ended
+    (so no pooled connection is held while the group commit needs one), then committed through
+    `audit`; only then the answer."""
+    held: list[dict[str, Any]] = []
+
+    async def hold(**entry: Any) -> None:
+        held.append(entry)
+
+    async with readers() as session, session.begin():
+        requester = await requester_by_slack_user(session, slack_user_id)
+        if requester is None:
+            answer = await _refuse(hold, slack_user_id, command)
+        else:
+            answer = await work(session, requester, hold)
+    for entry in held:
+        await audit(**entry)
+    return answer
+
+
 async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
-    async def work(session: AsyncSession, requester: Requester) -> Message:
+    async def work(session: AsyncSession, requester: Requester, audit: AuditSink) -> Message:
         outcome = await look_up_flags(
-            session, requester, text, deps.ctx, cleared_roles=deps.cleared_roles, via=deps.via
+            session, requester, text, deps.ctx, cleared_roles=deps.cleared_roles, via=deps.via,
+            audit_sink=audit,
         )
         if isinstance(outcome, Usage):
             return render.text_message(render.FLAGS_USAGE)
@@ -101,11 +139,11 @@ async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
         assert isinstance(outcome, Found)
         return render.flags_message(outcome.view, deps.zone, outcome.reason)
 
-    return await _as_officer(deps, slack_user_id, "/flags", work)
+    return await _as_officer(deps, slack_user_id, "/flags", work, read_only=True)
 
 
 async def tasks_reply(deps: BotDeps, slack_user_id: str) -> Message:
-    async def work(session: AsyncSession, requester: Requester) -> Message:
+    async def work(session: AsyncSession, requester: Requester, _audit: AuditSink) -> Message:
         view = await list_tasks(session, requester, deps.ctx, via=deps.via)
         return render.tasks_message(view, deps.zone)
 
@@ -134,7 +172,7 @@ async def ack_reply(deps: BotDeps, slack_user_id: str, typed: str, via: str) -> 
     else:
         alert_id, outcome = clean_text(typed), None
 
-    async def work(session: AsyncSession, requester: Requester) -> Message:
+    async def work(session: AsyncSession, requester: Requester, _audit: AuditSink) -> Message:
         if not alert_id:
             return render.text_message(render.ACK_USAGE)
         try:
@@ -161,7 +199,7 @@ async def home_view(deps: BotDeps, slack_user_id: str) -> dict[str, Any]:
         async with deps.sessions() as session, session.begin():
             requester = await requester_by_slack_user(session, slack_user_id)
             if requester is None:
-                await _refuse(session, deps, slack_user_id, "app_home")
+                await _refuse(session_sink(session, deps.ctx), slack_user_id, "app_home")
                 return render.home_text_view(render.HOME_NOT_SET_UP)
             view = await load_home(session, requester, deps.ctx, via=deps.via)
             return render.home_view(view, deps.zone)

@@ -12,15 +12,20 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from casewatch.audit.batch import AuditBatcher
 from casewatch.bell import Bell, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.engine import make_engine, make_reader_engine, make_sessionmaker
+
+if TYPE_CHECKING:
+    from bot.commands import BotDeps
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,11 @@ class Service:
     bell: OutboxBell
     # Rung after each commit that wrote audit entries: wakes this process's audit sealer.
     audit_bell: Bell = field(default_factory=Bell)
+    # For answers that only read (/flags): read-only sessions beside the writer (SQLite: their own
+    # connections), and the group commit their audit entries share.
+    reader_engine: AsyncEngine | None = None
+    readers: async_sessionmaker[AsyncSession] | None = None
+    audit_batcher: AuditBatcher | None = None
     app: web.Application = field(default_factory=web.Application)
     # Background work started by start_background(); stopped in reverse order by stop().
     cleanups: list[Cleanup] = field(default_factory=list)
@@ -50,9 +60,24 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
     engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
     bell, audit_bell = OutboxBell(), Bell()
     sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring, after_audit_commit=audit_bell.ring)
-    service = Service(Context(settings, clock or SystemClock()), engine, sessions, bell, audit_bell)
+    ctx = Context(settings, clock or SystemClock())
+    reader_engine = make_reader_engine(engine, pool_size=settings.database.reader_pool_size)
+    service = Service(
+        ctx, engine, sessions, bell, audit_bell, reader_engine=reader_engine,
+        readers=make_sessionmaker(reader_engine), audit_batcher=AuditBatcher(sessions, ctx),
+    )
     service.app = build_app(service)
     return service
+
+
+def bot_deps(service: Service) -> BotDeps:
+    from bot.commands import BotDeps
+
+    batcher = service.audit_batcher
+    return BotDeps(
+        service.ctx, service.sessions, readers=service.readers,
+        audit=batcher.record if batcher is not None else None,
+    )
 
 
 def build_app(service: Service) -> web.Application:
@@ -63,7 +88,7 @@ def build_app(service: Service) -> web.Application:
     if service.settings.slack.mode == "http":
         from bot.http import mount_slack
 
-        mount_slack(app, service.ctx, service.sessions)
+        mount_slack(app, service.ctx, service.sessions, deps=bot_deps(service))
     return app
 
 
@@ -88,7 +113,8 @@ async def start_background(service: Service) -> None:
     if service.settings.slack.mode == "socket":
         from bot.socket import start_socket_mode
 
-        service.cleanups.append(await start_socket_mode(service.ctx, service.sessions))
+        socket = await start_socket_mode(service.ctx, service.sessions, deps=bot_deps(service))
+        service.cleanups.append(socket)
     if service.settings.schedules.enabled:
         from schedules.service import start_schedules
 
@@ -105,6 +131,11 @@ async def stop(service: Service) -> None:
         with contextlib.suppress(Exception):
             await cleanup()
     service.cleanups.clear()
+    if service.audit_batcher is not None:
+        with contextlib.suppress(Exception):
+            await service.audit_batcher.close()
+    if service.reader_engine is not None and service.reader_engine.pool is not service.engine.pool:
+        await service.reader_engine.dispose()
     # What a command built on a Service (digest, demo) audited, chained before it exits.
     if service.audit_bell.rings:
         with contextlib.suppress(Exception):

@@ -13,6 +13,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.audit.batch import AuditBatcher
+from casewatch.audit.chain import Hasher
+from casewatch.audit.seal import seal_pending
+from casewatch.audit.verify import verify
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.store.engine import make_engine, make_reader_engine, make_sessionmaker
@@ -52,6 +55,11 @@ async def test_concurrent_entries_share_commits_and_each_returns_after_its_own(
         async with observer.connect() as conn:
             index = (await conn.execute(select(func.count()).select_from(AuditNominal))).scalar_one()
         assert index == 40
+        # Each entry's nominal index row is its own (verify checks the index against every entry).
+        sessions = make_sessionmaker(engine)
+        await seal_pending(sessions, _ctx())
+        result = await verify(sessions, Hasher())
+        assert result.intact and result.checked == 40, result.broken
     finally:
         await observer.dispose()
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from casewatch.audit.chain import Hasher, content_hash
 from casewatch.context import Context
 from casewatch.store.engine import mark_audited
 from casewatch.store.models import AuditEntry, AuditNominal
 
-__all__ = ["Entry", "hasher_for", "record", "record_many"]
+__all__ = ["AuditSink", "Entry", "hasher_for", "record", "record_many", "session_sink"]
 
 
 def hasher_for(ctx: Context) -> Hasher:
@@ -100,10 +101,50 @@ async def record_many(session: AsyncSession, ctx: Context, entries: Sequence[Ent
         return
     rows = [_values(ctx, e.actor, e.action, e.subject, e.purpose, e.details, e.nominals) for e in entries]
     connection = await session.connection()
-    ids = list((await connection.execute(_INSERT_MANY_RETURNING_ID, rows)).scalars())
+    if connection.dialect.name == "sqlite":
+        ids = await _insert_many_sqlite(connection, rows)
+    else:
+        ids = list((await connection.execute(_INSERT_MANY_RETURNING_ID, rows)).scalars())
     index = [
         {"visor_ref": ref, "audit_id": i} for i, row in zip(ids, rows, strict=True) for ref in row["nominals"]
     ]
     if index:
         await connection.execute(_INSERT_NOMINALS, index)
     mark_audited(session)
+
+
+class AuditSink(Protocol):
+    """Where an answer's audit entry goes: into the caller's transaction (session_sink), or a
+    shared group commit (casewatch.audit.batch.AuditBatcher.record) for answers that only read.
+    Either way it is committed before the answer goes out."""
+
+    async def __call__(
+        self,
+        *,
+        actor: str,
+        action: str,
+        subject: str = "",
+        purpose: str = "",
+        details: Mapping[str, Any] | None = None,
+        nominals: Iterable[str] = (),
+    ) -> None: ...
+
+
+def session_sink(session: AsyncSession, ctx: Context) -> AuditSink:
+    """record() into `session`'s transaction."""
+    sink: AuditSink = partial(record, session, ctx)
+    return sink
+
+
+async def _insert_many_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    """The rows' ids, in order. SQLAlchemy can only return them in order from SQLite one INSERT a
+    row; instead: one multi-row INSERT, then the ids above the largest before it. Exact, because
+    this transaction holds SQLite's write lock (BEGIN IMMEDIATE) and an INTEGER PRIMARY KEY takes
+    the largest rowid plus one, row by row in VALUES order."""
+    before = (await connection.execute(select(func.max(_ENTRIES.c.id)))).scalar() or 0
+    await connection.execute(_INSERT, rows)
+    new = select(_ENTRIES.c.id).where(_ENTRIES.c.id > before).order_by(_ENTRIES.c.id)
+    ids = list((await connection.execute(new)).scalars())
+    if len(ids) != len(rows):
+        raise RuntimeError("audit entries' ids could not be matched to their rows")
+    return ids

@@ -50,6 +50,10 @@ class DatabaseSection(Section):
         description="SQLAlchemy URL: sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB",
     )
     pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+    reader_pool_size: int = Field(
+        4, ge=1, le=64,
+        description="SQLite: read-only connections per process beside the one writer, for lookups",
+    )
 
     @field_validator("url")
     @classmethod

@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from casewatch.audit import record
+from casewatch.audit import AuditSink, session_sink
 from casewatch.context import Context
 from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester
 from casewatch.lookup.due import next_notification_due
@@ -433,11 +433,13 @@ async def look_up_flags(
     *,
     cleared_roles: Collection[str] = DEFAULT_CLEARED_ROLES,
     via: str = "slack",
+    audit_sink: AuditSink | None = None,
 ) -> FlagsOutcome:
-    """Answer a /flags query for `requester` and audit it in the caller's transaction. Another
-    team's nominal needs a reason (`reason: ...` in `text`) unless the requester has a force-wide
-    role (access.FORCE_WIDE_ROLES); without one the answer is ReasonRequired and shows nothing."""
-    audit = _Audit(session, ctx, requester, via)
+    """Answer a /flags query for `requester` and audit it: in the caller's transaction, or through
+    `audit_sink` (a group commit, when `session` only reads). Another team's nominal needs a
+    reason (`reason: ...` in `text`) unless the requester has a force-wide role
+    (access.FORCE_WIDE_ROLES); without one the answer is ReasonRequired and shows nothing."""
+    audit = _Audit(audit_sink or session_sink(session, ctx), requester, via)
     try:
         query = parse_query(text)
     except QueryError as exc:
@@ -539,8 +541,7 @@ def _basis(requester: Requester, row: Row[Any], query: Query) -> str:
 
 @dataclass(frozen=True)
 class _Audit:
-    session: AsyncSession
-    ctx: Context
+    sink: AuditSink
     requester: Requester
     via: str
 
@@ -548,8 +549,8 @@ class _Audit:
         self, asked: str, purpose: str, details: dict[str, Any], *, nominals: Sequence[str] = (),
         action: str = "flags.lookup",
     ) -> None:
-        await record(
-            self.session, self.ctx, actor=self.requester.officer_id, action=action, subject=asked,
+        await self.sink(
+            actor=self.requester.officer_id, action=action, subject=asked,
             purpose=purpose, nominals=nominals,
             details={"roles": sorted(self.requester.roles), "via": self.via, **details},
         )

@@ -1,0 +1,59 @@
+"""/flags in the running service reads through the read-only sessions and commits its audit entry
+through the shared group commit (issue 17): concurrent answers share commits, every answer's
+entry is committed by the time its answer is sent, and a stranger's refusal is audited the same
+way. Signed requests through the real Bolt path, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from casewatch.store.models import AuditEntry
+from tests.test_bot import ALPHA, PC, SGT, STRANGER, Bot, running_bot, shown, slash
+
+
+@pytest.fixture
+async def bot(db_url: str) -> AsyncIterator[Bot]:
+    async with running_bot(db_url) as b:
+        yield b
+
+
+async def test_concurrent_lookups_share_commits_and_each_is_audited(bot: Bot) -> None:
+    assert bot.service.readers is not None and bot.service.audit_batcher is not None
+    batcher = bot.service.audit_batcher
+    batches: list[int] = []
+    commit = batcher._commit
+
+    async def counted(batch: list[Any]) -> None:
+        batches.append(len(batch))
+        await commit(batch)
+
+    batcher._commit = counted  # type: ignore[method-assign]
+    answers = await asyncio.gather(*(slash(bot, "/flags", ALPHA, user=SGT) for _ in range(12)))
+    assert all(ALPHA in shown(a) for a in answers)
+    lookups = await bot.audit("flags.lookup")
+    assert len(lookups) == 12 and all(e.nominals == [ALPHA] and e.actor == "SGT0001" for e in lookups)
+    assert sum(batches) == 12 and len(batches) < 12  # committed together, several to a transaction
+
+
+async def test_each_answer_goes_out_after_its_audit_entry_is_committed(bot: Bot) -> None:
+    """Seen from another connection as soon as the answer arrives: committed, not pending."""
+    for _ in range(3):
+        before = len(await bot.audit("flags.lookup"))
+        await slash(bot, "/flags", ALPHA, user=PC)
+        async with bot.service.sessions() as session:
+            count = len(list((await session.execute(
+                select(AuditEntry.id).where(AuditEntry.action == "flags.lookup")
+            )).scalars()))
+        assert count == before + 1
+
+
+async def test_a_strangers_refusal_is_audited_through_the_same_path(bot: Bot) -> None:
+    answer = await slash(bot, "/flags", ALPHA, user=STRANGER)
+    assert ALPHA not in shown(answer)
+    refused = await bot.audit("slack.refused")
+    assert [(e.actor, e.subject) for e in refused] == [(f"slack:{STRANGER}", "/flags")]
