@@ -22,7 +22,7 @@ from casewatch.bell import Bell, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_reader_engine, make_sessionmaker
+from casewatch.store.engine import is_sqlite, make_engine, make_reader_engine, make_sessionmaker
 
 if TYPE_CHECKING:
     from bot.commands import BotDeps
@@ -61,11 +61,14 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
     bell, audit_bell = OutboxBell(), Bell()
     sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring, after_audit_commit=audit_bell.ring)
     ctx = Context(settings, clock or SystemClock())
-    reader_engine = make_reader_engine(engine, pool_size=settings.database.reader_pool_size)
-    service = Service(
-        ctx, engine, sessions, bell, audit_bell, reader_engine=reader_engine,
-        readers=make_sessionmaker(reader_engine), audit_batcher=AuditBatcher(sessions, ctx),
-    )
+    service = Service(ctx, engine, sessions, bell, audit_bell)
+    if is_sqlite(settings.database.url):
+        # SQLite has one writer connection: lookups read beside it and share its commits. On
+        # PostgreSQL the pool already reads beside writers, and one transaction a lookup (read and
+        # audit) is fewer round trips than a read transaction and a shared commit (bench/README).
+        service.reader_engine = make_reader_engine(engine, pool_size=settings.database.reader_pool_size)
+        service.readers = make_sessionmaker(service.reader_engine)
+        service.audit_batcher = AuditBatcher(sessions, ctx)
     service.app = build_app(service)
     return service
 

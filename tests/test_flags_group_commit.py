@@ -1,7 +1,8 @@
-"""/flags in the running service reads through the read-only sessions and commits its audit entry
-through the shared group commit (issue 17): concurrent answers share commits, every answer's
-entry is committed by the time its answer is sent, and a stranger's refusal is audited the same
-way. Signed requests through the real Bolt path, on SQLite and PostgreSQL."""
+"""/flags in the running service on SQLite reads through the read-only connections and commits its
+audit entry through the shared group commit (issue 17): concurrent answers share commits, every
+answer's entry is committed by the time its answer is sent, and a stranger's refusal is audited
+the same way. On PostgreSQL a lookup reads and audits in one transaction, as before. Signed
+requests through the real Bolt path."""
 
 from __future__ import annotations
 
@@ -17,9 +18,18 @@ from tests.test_bot import ALPHA, PC, SGT, STRANGER, Bot, running_bot, shown, sl
 
 
 @pytest.fixture
-async def bot(db_url: str) -> AsyncIterator[Bot]:
-    async with running_bot(db_url) as b:
+async def bot(sqlite_url: str) -> AsyncIterator[Bot]:
+    async with running_bot(sqlite_url) as b:
         yield b
+
+
+@pytest.mark.postgres
+async def test_on_postgres_a_lookup_reads_and_audits_in_one_transaction(pg_url: str) -> None:
+    async with running_bot(pg_url) as pg:
+        assert pg.service.readers is None and pg.service.audit_batcher is None
+        answer = await slash(pg, "/flags", ALPHA, user=SGT)
+        assert ALPHA in shown(answer)
+        assert [e.nominals for e in await pg.audit("flags.lookup")] == [[ALPHA]]
 
 
 async def test_concurrent_lookups_share_commits_and_each_is_audited(bot: Bot) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.audit import Entry, record_many
+from casewatch.audit import Entry, record, record_many
 from casewatch.context import Context
 
 # An upper bound on one commit's entries, so one transaction never grows without limit.
@@ -69,7 +69,14 @@ class AuditBatcher:
     async def _commit(self, batch: list[tuple[Entry, asyncio.Future[None]]]) -> None:
         try:
             async with self._sessions.begin() as session:
-                await record_many(session, self._ctx, [entry for entry, _ in batch])
+                if len(batch) == 1:  # alone: the one-entry insert is the cheaper statement
+                    e = batch[0][0]
+                    await record(
+                        session, self._ctx, actor=e.actor, action=e.action, subject=e.subject,
+                        purpose=e.purpose, details=e.details, nominals=e.nominals,
+                    )
+                else:
+                    await record_many(session, self._ctx, [entry for entry, _ in batch])
         except Exception as exc:
             for _, done in batch:
                 if not done.done():
