@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import String, bindparam, func, insert, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from casewatch.audit.chain import Hasher, content_hash
@@ -48,6 +49,18 @@ _ENTRIES = AuditEntry.metadata.tables[AuditEntry.__tablename__]
 _INSERT = insert(_ENTRIES)
 _INSERT_RETURNING_ID = insert(_ENTRIES).returning(_ENTRIES.c.id)
 _INSERT_NOMINALS = insert(AuditNominal.metadata.tables[AuditNominal.__tablename__])
+_NOMINALS = AuditNominal.metadata.tables[AuditNominal.__tablename__]
+_SEALER_S = ("id", "seq", "chain_hash")  # given by the database and the sealer, not the writer
+_NEW = (
+    insert(_ENTRIES)
+    .values({c.name: bindparam(c.name, type_=c.type) for c in _ENTRIES.c if c.name not in _SEALER_S})
+    .returning(_ENTRIES.c.id)
+    .cte("new_entry")
+)
+_INSERT_WITH_INDEX_PG = insert(_NOMINALS).from_select(
+    ["visor_ref", "audit_id"],
+    select(func.unnest(bindparam("refs", type_=postgresql.ARRAY(String))), _NEW.c.id),
+)
 # Many rows in one statement, ids back in the order of the rows given.
 _INSERT_MANY_RETURNING_ID = insert(_ENTRIES).returning(_ENTRIES.c.id, sort_by_parameter_order=True)
 
@@ -72,7 +85,10 @@ async def record(
     flush on hot read paths (/flags), and the entry needs its id at once for its nominal index."""
     values = _values(ctx, actor, action, subject, purpose, details, nominals)
     connection = await session.connection()
-    if values["nominals"]:
+    if values["nominals"] and connection.dialect.name == "postgresql":
+        # The entry and its index in one statement: one round trip fewer on every audited action.
+        await connection.execute(_INSERT_WITH_INDEX_PG, {**values, "refs": values["nominals"]})
+    elif values["nominals"]:
         entry_id = (await connection.execute(_INSERT_RETURNING_ID, values)).scalar_one()
         await connection.execute(
             _INSERT_NOMINALS, [{"visor_ref": ref, "audit_id": entry_id} for ref in values["nominals"]]
