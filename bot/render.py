@@ -362,7 +362,7 @@ def _alias_note(alias: str) -> str:
 def not_found_message(outcome: NotFound) -> Message:
     return text_message(
         f"No nominal found for *{esc(outcome.query.text)}*. Check the spelling, or try the ViSOR "
-        "reference or PNC ID."
+        f"reference or PNC ID.\n{recorded_note(outcome.query.reason)}"
     )
 
 

@@ -359,6 +359,7 @@ async def test_flags_surname_and_date_of_birth_narrow_to_one(bot: Bot, typed: st
 async def test_flags_no_match_says_so_plainly(bot: Bot) -> None:
     text = shown(await slash(bot, "/flags", "Nobodyatall"))
     assert "No nominal found for *Nobodyatall*" in text
+    assert "This lookup is recorded in the audit log." in text  # not finding is a lookup too
     text = shown(await slash(bot, "/flags", "sampleton 01/01/2000"))
     assert "No nominal found" in text and "Charlie" not in text
     entries = await bot.audit("flags.lookup")
