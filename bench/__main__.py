@@ -25,7 +25,7 @@ def parse(argv: list[str] | None = None) -> Options:
     for name in ("nominals", "actions", "officers", "teams"):
         p.add_argument(f"--{name}", type=int, default=None, help=f"default {getattr(defaults, name)}")
     p.add_argument("--requests", type=int, default=None, help="/flags requests per concurrency level")
-    p.add_argument("--only", default="", help="comma-separated: flags,ingest,e2e,scan,digest,audit")
+    p.add_argument("--only", default="", help="comma-separated: flags,ingest,e2e,scan,digest,audit,multi")
     p.add_argument("--audit-entries", type=int, default=0, help="audit writes a level and mode (20000)")
     p.add_argument("--out", default=str(Path(__file__).parent / "out"), help="where the JSON goes")
     p.add_argument("--pg-url", default="", help="use this (empty) PostgreSQL database instead of pg-temp")

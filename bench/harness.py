@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import audit, cases, loadgen
+from bench import audit, cases, loadgen, multi
 from bench.dataset import Sizes, generate, make_settings
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("flags", "ingest", "e2e", "scan", "digest", "audit")
+BENCHMARKS = ("flags", "ingest", "e2e", "scan", "digest", "audit", "multi")
 
 # The targets (on PostgreSQL): label, getter over one database's results, limit, and
 # whether higher is better.
@@ -131,6 +131,7 @@ async def run_one(kind: str, options: Options) -> dict[str, Any]:
             ("audit", lambda: audit.bench_audit(
                 url, sizes, options.audit_entries or (2000 if options.quick else 20000)
             )),
+            ("multi", lambda: multi.bench_multi(url, sizes, options.requests)),
         ]
         for name, step in steps:
             if options.wants(name):
@@ -192,6 +193,13 @@ def table(results: dict[str, Any]) -> str:
             lc = ing["level_changes"]
             rows.append((kind, f"{lc['events']} level changes, 1 batch", f"{lc['seconds']} s",
                          f"{lc['alerts_opened']} alerts", ""))
+        multi = r.get("multi")
+        if multi and "p1" in multi:
+            p1, p2 = multi["p1"], multi["p2"]
+            rows.append((kind, f"serve x2 vs x1, c={multi['concurrency']} req/s", str(p2["per_s"]),
+                         str(p1["per_s"]), f"x{multi['scaling']}"))
+            rows.append((kind, "serve x2: exactly once, one scan a slot, one digest",
+                         str(multi["checks"]["ok"]), "", ""))
         e2e = r.get("e2e")
         if e2e:
             for part in ("slack", "email"):

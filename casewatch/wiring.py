@@ -153,7 +153,8 @@ async def start_http(service: Service) -> int:
 
     runner = ApiRunner(service.app, access_log=None)  # malformed requests answered in JSON
     await runner.setup()
-    site = web.TCPSite(runner, service.settings.http.host, service.settings.http.port)
+    http = service.settings.http
+    site = web.TCPSite(runner, http.host, http.port, reuse_port=http.reuse_port)
     await site.start()
     service.cleanups.insert(0, runner.cleanup)
     addresses = runner.addresses

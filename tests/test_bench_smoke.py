@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 from sqlalchemy import func, select
 
+from bench import loadgen
 from bench.audit import WRITERS, bench_audit, table_rows, warmup_count
 from bench.cases import FLOOR_AUDIT, flags_body, least_work_app, serve, slack_signed
 from bench.dataset import Sizes, generate, make_settings, visor_ref
 from bench.harness import Options, run_all, table
+from bench.multi import bench_multi
 from casewatch.store.engine import make_engine
 
 
@@ -79,3 +82,25 @@ async def test_audit_bench_runs_at_a_tiny_size_and_leaves_an_intact_chain(db_url
         assert r["two_processes"]["verify"]["intact"]
         assert r["two_processes"]["verify"]["checked"] == r["two_processes"]["verify"]["entries_in_log"]
     assert "audit verify" in "\n".join(" ".join(row) for row in table_rows("db", r))
+
+
+@pytest.mark.postgres
+async def test_two_serve_processes_on_one_port_deliver_once_and_scan_once(pg_url: str) -> None:
+    """bench.multi at a tiny size: 1 then 2 real `casewatch serve` processes on one port and one
+    PostgreSQL; every message arrived once, each scan slot ran once, one digest a team."""
+    sizes = Sizes.tiny()
+    engine = make_engine(pg_url)
+    try:
+        await generate(engine, sizes, make_settings(pg_url, sizes))
+    finally:
+        await engine.dispose()
+    try:
+        r = await bench_multi(pg_url, sizes, 20)
+    finally:
+        loadgen.shutdown()  # the requesters' process pool, before the loop closes
+    assert r["p1"]["errors"] == 0 and r["p2"]["errors"] == 0 and r["p2"]["n"] == 20
+    assert r["p1"]["exit_codes"] == [0] and r["p2"]["exit_codes"] == [0, 0]
+    assert sum(r["p2"]["leading"]) == 1
+    checks = r["checks"]
+    assert checks["ok"], checks
+    assert checks["alerts"] >= 20 and checks["digest_teams"] == sizes.teams

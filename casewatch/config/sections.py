@@ -66,6 +66,11 @@ class DatabaseSection(Section):
 class HttpSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    reuse_port: bool = Field(
+        False,
+        description="bind with SO_REUSEPORT, so several `casewatch serve` processes on one host share "
+        "the port (Linux spreads the connections among them); every one must set it",
+    )
 
 
 class IngestSection(Section):
