@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -143,9 +143,11 @@ async def seed(service: Service) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def running_bot(db_url: str) -> AsyncIterator[Bot]:
+async def running_bot(db_url: str, more_officers: Iterable[dict[str, Any]] = ()) -> AsyncIterator[Bot]:
     async with SlackStandIn(token=BOT_TOKEN) as slack:
-        service = await make_service(db_url, **bot_settings(slack))
+        settings = bot_settings(slack)
+        settings["officers"] = [*settings["officers"], *more_officers]
+        service = await make_service(db_url, **settings)
         try:
             ids = await seed(service)
             async with client_for(service) as client:

@@ -19,21 +19,16 @@ from sqlalchemy import select
 from casewatch.lookup import Requester, parse_query
 from casewatch.lookup.query import QueryError, split_reason
 from casewatch.store.models import AuditEntry, AuditNominal
-from casewatch.wiring import stop
-from tests.slack_standin import SlackStandIn
-from tests.support import client_for, make_service
 from tests.test_bot import (
     ALPHA,
-    BOT_TOKEN,
     PC,
     PC_SOUTH,
     SOUTH,
     Bot,
     block_action_body,
-    bot_settings,
     buttons,
     post_signed,
-    seed,
+    running_bot,
     shown,
     slash,
 )
@@ -53,16 +48,8 @@ REASON = "control-room incident at Testtown station (fictional)"
 
 @asynccontextmanager
 async def need_to_know_bot(db_url: str) -> AsyncIterator[Bot]:
-    async with SlackStandIn(token=BOT_TOKEN) as slack:
-        settings = bot_settings(slack)
-        settings["officers"] = [*settings["officers"], *FORCE_WIDE.values()]
-        service = await make_service(db_url, **settings)
-        try:
-            ids = await seed(service)
-            async with client_for(service) as client:
-                yield Bot(service, client, slack, ids)
-        finally:
-            await stop(service)
+    async with running_bot(db_url, FORCE_WIDE.values()) as running:
+        yield running
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -64,3 +66,20 @@ async def seal_audit(sessions: async_sessionmaker[AsyncSession], ctx: Context) -
         await seal_pending(sessions, ctx)
     except AuditKeyMismatch as exc:
         logging.getLogger("casewatch.audit").error("audit entries left unsealed: %s", exc)
+
+
+async def on_database(
+    settings: Settings, config_hint: str, command: str, body: Callable[[AsyncEngine], Awaitable[int]]
+) -> int:
+    """Run `body` on the configured database, or say why it cannot be used (exit 2); the engine
+    is disposed of either way."""
+    from casewatch.store.engine import make_engine
+
+    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+    try:
+        if problem := await schema_problem(engine, config_hint):
+            print(f"casewatch {command}: {problem}", file=sys.stderr)
+            return 2
+        return await body(engine)
+    finally:
+        await engine.dispose()

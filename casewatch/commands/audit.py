@@ -11,13 +11,15 @@ import argparse
 import asyncio
 import sys
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from casewatch.audit import hasher_for
 from casewatch.audit.verify import KeyMismatch, Verification, verify
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, schema_problem
+from casewatch.commands._support import configure_logging, on_database
 from casewatch.config import load_config
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_sessionmaker, reader
+from casewatch.store.engine import make_sessionmaker, reader
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,31 +35,24 @@ def _verify(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     configure_logging(settings)
 
-    async def go() -> int:
-        engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
-        try:
-            if problem := await schema_problem(engine, args.config or ""):
-                print(f"casewatch audit verify: {problem}", file=sys.stderr)
-                return 2
-            hasher = hasher_for(Context(settings, SystemClock()))
-            show = sys.stderr.isatty()
+    async def go(engine: AsyncEngine) -> int:
+        hasher = hasher_for(Context(settings, SystemClock()))
+        show = sys.stderr.isatty()
 
-            def progress(checked: int) -> None:
-                if show:
-                    print(f"\r{checked:,} entries checked", end="", file=sys.stderr, flush=True)
-
-            try:
-                result = await verify(make_sessionmaker(reader(engine)), hasher, progress=progress)
-            except KeyMismatch as exc:
-                print(f"casewatch audit verify: cannot check: {exc}", file=sys.stderr)
-                return 2
+        def progress(checked: int) -> None:
             if show:
-                print(file=sys.stderr)
-        finally:
-            await engine.dispose()
+                print(f"\r{checked:,} entries checked", end="", file=sys.stderr, flush=True)
+
+        try:
+            result = await verify(make_sessionmaker(reader(engine)), hasher, progress=progress)
+        except KeyMismatch as exc:
+            print(f"casewatch audit verify: cannot check: {exc}", file=sys.stderr)
+            return 2
+        if show:
+            print(file=sys.stderr)
         return _report(result)
 
-    return asyncio.run(go())
+    return asyncio.run(on_database(settings, args.config or "", "audit verify", go))
 
 
 def _report(result: Verification) -> int:

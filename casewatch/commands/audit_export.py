@@ -21,17 +21,17 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from casewatch.audit import record
 from casewatch.audit.export import COLUMNS, ExportFilter, day_end, day_start, entries
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, schema_problem, seal_audit
+from casewatch.commands._support import configure_logging, on_database, seal_audit
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.model.events import VISOR_REF_PATTERN
 from casewatch.model.text_rules import TextKind, text_problem
-from casewatch.store.engine import make_engine, make_sessionmaker, reader
+from casewatch.store.engine import make_sessionmaker, reader
 
 ACTION = "audit.exported"
 PURPOSE = "disclosure export"
@@ -129,11 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, config_hint: str, f: ExportFilter, fmt: str, out: TextIO) -> int:
-    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
-    try:
-        if problem := await schema_problem(engine, config_hint):
-            print(f"casewatch audit export: {problem}", file=sys.stderr)
-            return 2
+    async def export(engine: AsyncEngine) -> int:
         sessions = make_sessionmaker(engine)
         ctx = Context(settings, SystemClock())
         try:
@@ -154,8 +150,8 @@ async def _export(settings: Settings, config_hint: str, f: ExportFilter, fmt: st
         if sys.stderr.isatty():
             print(f"\r{count:,} entries exported", file=sys.stderr)
         return 0
-    finally:
-        await engine.dispose()
+
+    return await on_database(settings, config_hint, "audit export", export)
 
 
 def _progress() -> Callable[[int], None]:

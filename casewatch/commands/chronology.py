@@ -15,16 +15,17 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.audit import record
-from casewatch.audit.chronology import known, render_json, render_text, timeline
+from casewatch.audit.chronology import TimelineItem, known, render_json, render_text, timeline
 from casewatch.audit.export import day_start, iso_utc
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, schema_problem, seal_audit
+from casewatch.commands._support import configure_logging, on_database, seal_audit
 from casewatch.commands.audit_export import ArgumentProblem, checked_ref, cli_actor
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.engine import make_sessionmaker
 
 ACTION = "chronology.viewed"
 PURPOSE = "chronology for a case review"
@@ -46,18 +47,16 @@ async def _chronology(ctx: Context, args: argparse.Namespace, ref: str, out: Tex
     settings: Settings = ctx.settings
     tz = ZoneInfo(settings.service.timezone)
     since = day_start(args.since, tz) if args.since is not None else None
-    engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
-    try:
-        if problem := await schema_problem(engine, args.config or ""):
-            print(f"casewatch chronology: {problem}", file=sys.stderr)
-            return 2
+    items: list[TimelineItem] = []
+
+    async def read_and_audit(engine: AsyncEngine) -> int:
         sessions = make_sessionmaker(engine)
         try:
             async with sessions.begin() as session:
                 if not await known(session, ref):
                     print(f"casewatch chronology: nothing on record for {ref}", file=sys.stderr)
                     return 1
-                items = await timeline(session, ref, since)
+                items.extend(await timeline(session, ref, since))
                 details = {"items": len(items), "format": args.format}
                 if since is not None:
                     details["since"] = iso_utc(since)
@@ -69,8 +68,11 @@ async def _chronology(ctx: Context, args: argparse.Namespace, ref: str, out: Tex
         except SQLAlchemyError as exc:
             print(f"casewatch chronology: database failed ({type(exc).__name__})", file=sys.stderr)
             return 2
-    finally:
-        await engine.dispose()
+        return 0
+
+    code = await on_database(settings, args.config or "", "chronology", read_and_audit)
+    if code:
+        return code
     now = ctx.clock.now()
     out.write(render_text(ref, items, tz, now) if args.format == "text" else render_json(ref, items, now))
     return 0

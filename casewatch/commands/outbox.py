@@ -13,14 +13,14 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, schema_problem, seal_audit
+from casewatch.commands._support import configure_logging, on_database, seal_audit
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.delivery.dead_letters import DeadLetter, Selector, list_dead, requeue
-from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.engine import make_sessionmaker
 
 ERROR_WIDTH = 120
 
@@ -46,20 +46,13 @@ def _with_database(
     settings = load_config(args.config)
     configure_logging(settings)
 
-    async def go() -> int:
-        engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
-        try:
-            if problem := await schema_problem(engine, args.config or ""):
-                print(f"casewatch outbox {args.outbox_command}: {problem}", file=sys.stderr)
-                return 2
-            sessions = make_sessionmaker(engine)
-            code = await body(sessions, settings)
-            await seal_audit(sessions, Context(settings, SystemClock()))
-            return code
-        finally:
-            await engine.dispose()
+    async def go(engine: AsyncEngine) -> int:
+        sessions = make_sessionmaker(engine)
+        code = await body(sessions, settings)
+        await seal_audit(sessions, Context(settings, SystemClock()))
+        return code
 
-    return asyncio.run(go())
+    return asyncio.run(on_database(settings, args.config or "", f"outbox {args.outbox_command}", go))
 
 
 def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
