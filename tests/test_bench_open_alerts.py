@@ -4,7 +4,9 @@ transaction, and the outbox and audit rows written for each alert opened. Both d
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -66,3 +68,40 @@ async def test_an_id_collision_is_redrawn_without_aborting_the_transaction(
     assert all(a is not None and a.id != taken.id for a in opened)
     assert await _count(sessions, Alert) == 3
     assert await _count(sessions, Alert, id=taken.id, visor_ref="VS-C0") == 1
+
+
+async def test_the_stored_row_is_the_opened_record_on_both_databases(sessions: Sessions) -> None:
+    """PostgreSQL inserts a batch as one array a column (issue 17); the row read back through
+    the ORM is what open_alerts returned, JSON columns and instants included."""
+    ctx = make_ctx(make_settings())
+    await setup_directory(sessions, ctx.settings)
+    due = datetime(2026, 11, 25, 0, 0, tzinfo=timezone(timedelta(hours=1)))
+    specs = [
+        AlertSpec("action.overdue", "high", "VS-R1", "north", subject="ACT-1", summary="Overdue: ACT-1",
+                  details={"action_id": "ACT-1", "nested": {"n": [1, "two", None]}, "ü": "é"},
+                  owner="PC001", due_at=due),
+        spec("VS-R2"),
+    ]
+    async with sessions.begin() as session:
+        opened = await open_alerts(session, specs, ctx, ["ev-1", None])
+    assert all(o is not None for o in opened)
+    async with sessions() as session:
+        for record in opened:
+            assert record is not None
+            row = await session.get(Alert, record.id)
+            assert row is not None
+            for name in (f.name for f in dataclasses.fields(record)):
+                assert getattr(row, name) == getattr(record, name), name
+    assert opened[0] is not None and opened[0].details["nested"] == {"n": [1, "two", None]}
+    assert opened[0].due_at == due
+
+
+async def test_a_naive_due_time_is_refused_on_both_databases(sessions: Sessions) -> None:
+    ctx = make_ctx(make_settings())
+    await setup_directory(sessions, ctx.settings)
+    naive = AlertSpec(
+        "recall.issued", "critical", "VS-N1", "north", summary="x", due_at=datetime(2026, 11, 25)
+    )
+    with pytest.raises(Exception, match="naive datetime"):
+        async with sessions.begin() as session:
+            await open_alerts(session, [naive], ctx)

@@ -150,14 +150,6 @@ async def test_history_loads_custody_changes_returns_and_trips(db_url: str) -> N
             assert await load.histories(session, [REF, PLAIN, NOBODY], tz) == {
                 REF: EXPECTED, PLAIN: PLAIN_EXPECTED
             }
-            page = await load.histories_between(session, "VS-0000089", NOBODY, tz, [REF, PLAIN, NOBODY])
-            assert page == {REF: EXPECTED, PLAIN: PLAIN_EXPECTED}
-            # The other tables are read for the page's nominals only.
-            mine = await load.histories_between(session, "VS-0000089", NOBODY, tz, [PLAIN])
-            assert mine[REF] == NotificationHistory(
-                last_full_on=EXPECTED.last_full_on, changes=EXPECTED.changes,
-                returns_notified=EXPECTED.returns_notified,
-            )
 
 
 async def _counts(service: Any) -> tuple[int, int, int]:

@@ -221,21 +221,6 @@ async def histories(
     return {ref: gathered.history() for ref, gathered in found.items()}
 
 
-async def histories_between(
-    session: AsyncSession, after: str, last: str, tz: ZoneInfo, visor_refs: Sequence[str]
-) -> dict[str, NotificationHistory]:
-    """histories() for a scan reading nominals in pages by reference: the notifications of every
-    nominal with `after` < visor_ref <= `last` (a range over the index instead of a list of
-    keys), the other tables for the page's nominals `visor_refs` only."""
-    found: Gathered = {}
-    conn = await session.connection()
-    n = NotificationReceived
-    await _load_notifications(conn, (n.visor_ref > after) & (n.visor_ref <= last), found)
-    for part in chunked(session, visor_refs):
-        await _load_custody_and_travel(session, conn, part, found, tz)
-    return {ref: gathered.history() for ref, gathered in found.items()}
-
-
 def may_owe_notification(quiet_after: date) -> ColumnElement[bool]:
     """A registered nominal who may owe a notification now or soon (rules.notifications).
     A superset: the rule decides; this only leaves out nominals it would find nothing for.
