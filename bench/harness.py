@@ -44,7 +44,7 @@ TARGETS: list[tuple[str, Getter, float, bool]] = [
     ("/flags p99 at 32 requesters (ms)", _flags_p99_32, 50.0, False),
     ("end-to-end p99 (ms)", lambda r: r.get("e2e", {}).get("p99_ms"), 1000.0, False),
     ("ingest batched (events/s)", lambda r: _dig(r, "ingest", "batch", "events_per_s"), 2000.0, True),
-    ("scan, first run (s)", lambda r: _dig(r, "scan", "first", "seconds"), 10.0, False),
+    ("scan, first run (s)", lambda r: _dig(r, "scan", "first", "seconds"), 5.0, False),
     ("peak memory, scan process (MB)", lambda r: _dig(r, "scan", "first", "peak_rss_mb"), 300.0, False),
 ]
 
