@@ -1,6 +1,7 @@
 """Claiming outbox rows safely when several workers and processes run.
 
-One statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING id. On
+One statement: UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING the rows (and
+what rendering them needs, so a message costs no read transaction of its own). On
 PostgreSQL the row locks let concurrent claimers skip each other's rows; on SQLite the FOR UPDATE
 is not emitted and the engine's BEGIN IMMEDIATE serialises claimers instead. A claim is a lease:
 a row whose worker died mid-send becomes claimable again once `claimed_until` passes.
@@ -8,9 +9,11 @@ a row whose worker died mid-send becomes claimable again once `claimed_until` pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, case, literal, or_, select, update
+from sqlalchemy import Boolean, String, Update, and_, case, literal, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.store.models import Delivery
@@ -18,9 +21,56 @@ from casewatch.store.models import Delivery
 LEASE_EXPIRED = "lease expired mid-send (worker stopped?); sending again"
 
 
-async def claim(
+UNFINISHED = ("pending", "sending")  # as written in claim_rows' statement
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """What sending a claimed row needs, read by the claim's own statement."""
+
+    id: int
+    channel: str
+    target: str
+    alert_id: str | None
+    purpose: str
+    payload: Any
+    content_hash: str
+    last_error: str | None
+    claimed_until: datetime
+    thread_ref: str | None
+    # An earlier message of the same alert to the same destination was not finished when claimed
+    # (it may be in this very batch): such a row is read again once the earlier one is recorded.
+    after_earlier: bool
+
+
+async def claim_rows(
     session: AsyncSession, worker_id: str, now: datetime, lease_until: datetime, limit: int
-) -> list[int]:
+) -> list[ClaimedRow]:
+    """Claim up to `limit` due rows, and in the same statement read what sending each needs: its
+    message, its alert's thread at that destination and whether an earlier message there is
+    unfinished. Ordered by id."""
+    # Written out: SQLAlchemy renders columns in RETURNING unqualified, which would tie a
+    # subquery's columns to its own table instead of the row being claimed.
+    thread = literal_column(
+        "(SELECT t.external_ref FROM alert_threads AS t WHERE t.alert_id = deliveries.alert_id"
+        " AND t.channel = deliveries.channel AND t.target = deliveries.target)", String,
+    )
+    unfinished = literal_column(
+        "EXISTS (SELECT 1 FROM deliveries AS e WHERE e.alert_id = deliveries.alert_id"
+        " AND e.channel = deliveries.channel AND e.target = deliveries.target AND e.id < deliveries.id"
+        " AND e.state IN ('pending', 'sending'))", Boolean,
+    )
+    result = await session.execute(
+        _claim(worker_id, now, lease_until, limit).returning(
+            Delivery.id, Delivery.channel, Delivery.target, Delivery.alert_id, Delivery.purpose,
+            Delivery.payload, Delivery.content_hash, Delivery.last_error, Delivery.claimed_until,
+            thread, unfinished,
+        )
+    )
+    return sorted((ClaimedRow(*row) for row in result.all()), key=lambda r: r.id)
+
+
+def _claim(worker_id: str, now: datetime, lease_until: datetime, limit: int) -> Update:
     due = (
         select(Delivery.id)
         .where(
@@ -33,7 +83,7 @@ async def claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    result = await session.execute(
+    return (
         update(Delivery)
         .where(Delivery.id.in_(due.scalar_subquery()))
         .values(
@@ -41,10 +91,8 @@ async def claim(
             # SET sees the row as it was: a row still "sending" was taken over from a dead worker.
             last_error=case((Delivery.state == "sending", literal(LEASE_EXPIRED)), else_=Delivery.last_error),
         )
-        .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     )
-    return sorted(result.scalars().all())
 
 
 async def release(session: AsyncSession, delivery_id: int, worker_id: str, at: datetime) -> None:

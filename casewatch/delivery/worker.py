@@ -30,7 +30,7 @@ from casewatch.alerts.lifecycle import open_alert
 from casewatch.audit import record
 from casewatch.bell import OutboxBell
 from casewatch.context import Context
-from casewatch.delivery.claim import LEASE_EXPIRED, claim, release
+from casewatch.delivery.claim import LEASE_EXPIRED, UNFINISHED, ClaimedRow, claim_rows, release
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import (
     Notifier,
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 DELIVERY_FAILED = "system.delivery_failed"
 
 Sleep = Callable[[float], Awaitable[None]]
-UNFINISHED = ("pending", "sending")
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,91 @@ class Claimed:
     message: Outbound
     # The stored payload is not a message at all (not a JSON object): nothing can be built.
     broken: bool = False
+
+
+Result = tuple[Claimed, Outcome, int]  # what was sent, how it went, how long it took (ms)
+
+
+def _claimed(row: ClaimedRow) -> Claimed:
+    broken = not isinstance(row.payload, dict)
+    message = Outbound(
+        delivery_id=row.id, alert_id=row.alert_id or "", change=row.purpose, target=row.target,
+        payload={} if broken else dict(row.payload), content_hash=row.content_hash,
+        thread_ref=row.thread_ref if row.alert_id is not None else None,
+        maybe_sent=row.last_error == LEASE_EXPIRED,
+    )
+    return Claimed(row.id, row.channel, row.target, row.claimed_until, message, broken)
+
+
+class _Recorder:
+    """Group commit for one round's outcomes: a group's outcome waits for the transaction that
+    records it (its next message needs it: the thread, the order), and outcomes that arrive while
+    `parallel` transactions are being written share the next one. On SQLite, with its one writer,
+    `parallel` is 1; on PostgreSQL each group may write at once, as before. A failing shared
+    transaction is retried one outcome at a time, so one bad outcome spoils no other."""
+
+    def __init__(self, write: Callable[[list[Result]], Awaitable[None]], groups: int, parallel: int) -> None:
+        self.write = write
+        self.open = groups
+        self.parallel = parallel
+        self.writing = 0
+        self.queue: list[tuple[Result, asyncio.Future[None]]] = []
+        self.wake = asyncio.Event()
+
+    async def record(self, result: Result) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append((result, done))
+        self.wake.set()
+        await done
+
+    def finished(self) -> None:
+        self.open -= 1
+        self.wake.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as flushes:  # cancelled with the round: nothing outlives it
+            while self.open or self.queue:
+                if self.queue and self.writing < self.parallel:
+                    batch, self.queue = self.queue, []
+                    self.writing += 1
+                    flushes.create_task(self._flush(batch))
+                else:
+                    await self.wake.wait()
+                    self.wake.clear()
+
+    async def _flush(self, batch: list[tuple[Result, asyncio.Future[None]]]) -> None:
+        try:
+            await self._write(batch)
+        finally:
+            self.writing -= 1
+            self.wake.set()
+
+    async def _write(self, batch: list[tuple[Result, asyncio.Future[None]]]) -> None:
+        try:
+            await self.write([result for result, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            for result, done in batch:
+                try:
+                    await self.write([result])
+                except Exception as one:
+                    _settle(done, one)
+                else:
+                    _settle(done, None)
+        else:
+            for _, done in batch:
+                _settle(done, None)
+
+
+def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
+    if done.done():
+        return
+    if exc is None:
+        done.set_result(None)
+    else:
+        done.set_exception(exc)
 
 
 def new_worker_id(n: int = 0) -> str:
@@ -101,25 +185,23 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """Claim one batch of due deliveries and handle them; return how many were claimed.
-        Different destinations are served concurrently, one destination's messages in order."""
+        Different destinations are served concurrently, one destination's messages in order; the
+        outcomes of different destinations that land together are recorded in one transaction."""
         now = self.ctx.clock.now()
         async with self.sessions.begin() as session:
-            ids = await claim(
+            rows = await claim_rows(
                 session, self.worker_id, now, now + timedelta(seconds=self.config.lease_seconds),
                 self.config.batch_size,
             )
-            if not ids:
-                return 0
-            rows = (
-                await session.execute(
-                    select(Delivery.id, Delivery.channel, Delivery.target).where(Delivery.id.in_(ids))
-                )
-            ).all()
-        groups: dict[tuple[str, str], list[int]] = {}
-        for delivery_id, channel, target in sorted(rows):
-            groups.setdefault((channel, target), []).append(delivery_id)
-        await asyncio.gather(*(self._run_group(group) for group in groups.values()))
-        return len(ids)
+        if not rows:
+            return 0
+        groups: dict[tuple[str, str], list[ClaimedRow]] = {}
+        for row in rows:
+            groups.setdefault((row.channel, row.target), []).append(row)
+        one_writer = self.sessions.kw["bind"].dialect.name == "sqlite"
+        recorder = _Recorder(self._record_many, len(groups), 1 if one_writer else len(groups))
+        await asyncio.gather(recorder.run(), *(self._run_group(group, recorder) for group in groups.values()))
+        return len(rows)
 
     async def run_until_idle(self, max_rounds: int = 1000) -> int:
         """Handle batches until none is due now (tests, the demo, `casewatch digest`)."""
@@ -144,21 +226,27 @@ class DeliveryWorker:
             if not handled and self.bell.rings == rings:
                 await self.bell.wait(self.config.poll_seconds, stop)
 
-    async def _run_group(self, delivery_ids: list[int]) -> None:
-        for delivery_id in delivery_ids:
-            try:
-                await self._handle(delivery_id)
-            except Exception as exc:
-                # The claim lapses and the delivery is tried again: logged, never lost. The type
-                # only: a database error's text can quote the statement's parameters (the payload).
-                log.error("delivery %d: unexpected %s while handling it", delivery_id, type(exc).__name__)
+    async def _run_group(self, rows: list[ClaimedRow], recorder: _Recorder) -> None:
+        try:
+            for row in rows:
+                try:
+                    await self._handle(row, recorder)
+                except Exception as exc:
+                    # The claim lapses and the delivery is tried again: logged, never lost. The type
+                    # only: a database error's text can quote the statement's parameters (the payload).
+                    log.error("delivery %d: unexpected %s while handling it", row.id, type(exc).__name__)
+        finally:
+            recorder.finished()
 
     # --- one delivery ---------------------------------------------------------------------------
 
-    async def _handle(self, delivery_id: int) -> None:
-        claimed = await self._prepare(delivery_id)
+    async def _handle(self, row: ClaimedRow, recorder: _Recorder) -> None:
+        # The claim read the row; one whose alert has an earlier message unfinished at this
+        # destination is read again now, after that message's outcome (in this batch) is recorded.
+        claimed = await self._prepare(row.id) if row.after_earlier else _claimed(row)
         if claimed is None:
             return
+        delivery_id = claimed.delivery_id
         key = (claimed.channel, claimed.target)
         now = self.ctx.clock.now()
         if self.pacer.wait(key, now) > self.config.max_inline_wait_seconds:
@@ -180,7 +268,7 @@ class DeliveryWorker:
         duration_ms = int((time.monotonic() - started) * 1000)
         if isinstance(outcome, Retryable) and outcome.retry_after:
             self.pacer.block(key, self.ctx.clock.now() + timedelta(seconds=outcome.retry_after))
-        await self._record(claimed, outcome, duration_ms)
+        await recorder.record((claimed, outcome, duration_ms))
 
     async def _send(self, claimed: Claimed) -> Outcome:
         if claimed.broken:
@@ -242,62 +330,89 @@ class DeliveryWorker:
         async with self.sessions.begin() as session:
             await release(session, delivery_id, self.worker_id, at)
 
-    async def _record(self, claimed: Claimed, outcome: Outcome, duration_ms: int) -> None:
+    async def _record_many(self, results: list[Result]) -> None:
+        """Record outcomes in one transaction; nothing is reported (metrics, logs) before it commits."""
+        after: list[Callable[[], None]] = []
+        async with self.sessions.begin() as session:
+            for claimed, outcome, duration_ms in results:
+                await self._record(session, claimed, outcome, duration_ms, after)
+        for report in after:
+            report()
+
+    async def _record(
+        self, session: AsyncSession, claimed: Claimed, outcome: Outcome, duration_ms: int,
+        after: list[Callable[[], None]],
+    ) -> None:
         """Apply transition.next_step to the row, and write what it asks for."""
         now = self.ctx.clock.now()
-        async with self.sessions.begin() as session:
-            d = await session.get(Delivery, claimed.delivery_id)
-            assert d is not None
-            alert = await session.get(Alert, d.alert_id) if d.alert_id else None
-            facts = DeliveryFacts(
-                d.state, d.state == "sending" and d.claimed_by == self.worker_id, d.attempts, d.created_at,
-                d.channel, d.purpose, AlertBrief(alert.kind, alert.severity, alert.state) if alert else None,
-            )
-            step = next_step(facts, outcome, self.policy, now)
-            if step.update is not None:
-                _apply(d, step.update, outcome, now)
-                if isinstance(outcome, Sent) and d.alert_id is not None:
-                    await _save_thread(session, d, outcome.external_ref, now)
-            error, kind = step.error, step.outcome
-            session.add(DeliveryAttempt(
-                delivery_id=d.id, attempted_at=now, outcome=kind, error=error, duration_ms=duration_ms
-            ))
-            await record(
-                session, self.ctx, actor="system", action=f"delivery.{kind}", subject=d.alert_id or "",
-                purpose=delivery_purpose(d.purpose, d.receiver, alert.kind if alert else None, kind),
-                nominals=nominals_of(alert.visor_ref if alert else None),
-                details={
-                    "delivery": d.id, "receiver": d.receiver, "channel": d.channel, "target": d.target,
-                    "change": d.purpose, "content_hash": d.content_hash, "attempt": d.attempts,
-                    **({"error": error} if error else {}),
-                    **({"next_attempt_at": d.next_attempt_at.isoformat()} if kind == "retry" else {}),
-                },
-            )
-            self.metrics.attempts.labels(d.channel, kind).inc()
-            if step.dead_lettered:
-                self.metrics.dead.labels(d.channel).inc()
+        d = await session.get(Delivery, claimed.delivery_id)
+        assert d is not None
+        alert = await session.get(Alert, d.alert_id) if d.alert_id else None
+        facts = DeliveryFacts(
+            d.state, d.state == "sending" and d.claimed_by == self.worker_id, d.attempts, d.created_at,
+            d.channel, d.purpose, AlertBrief(alert.kind, alert.severity, alert.state) if alert else None,
+        )
+        step = next_step(facts, outcome, self.policy, now)
+        if step.update is not None:
+            _apply(d, step.update, outcome, now)
+            if isinstance(outcome, Sent) and d.alert_id is not None:
+                await _save_thread(session, d, outcome.external_ref, now)
+        error, kind = step.error, step.outcome
+        session.add(DeliveryAttempt(
+            delivery_id=d.id, attempted_at=now, outcome=kind, error=error, duration_ms=duration_ms
+        ))
+        await record(
+            session, self.ctx, actor="system", action=f"delivery.{kind}", subject=d.alert_id or "",
+            purpose=delivery_purpose(d.purpose, d.receiver, alert.kind if alert else None, kind),
+            nominals=nominals_of(alert.visor_ref if alert else None),
+            details={
+                "delivery": d.id, "receiver": d.receiver, "channel": d.channel, "target": d.target,
+                "change": d.purpose, "content_hash": d.content_hash, "attempt": d.attempts,
+                **({"error": error} if error else {}),
+                **({"next_attempt_at": d.next_attempt_at.isoformat()} if kind == "retry" else {}),
+            },
+        )
+        after.append(self._reporter(d, kind, error, dead=step.dead_lettered))
+        if alert is not None and step.fall_back:
+            await self._fall_back(session, d, alert, error or "", after)
+        if alert is not None and step.report_dead:
+            await _report_dead(session, d, alert, self.ctx, unbuildable=step.unbuildable)
+
+    def _reporter(self, d: Delivery, kind: str, error: str | None, *, dead: bool) -> Callable[[], None]:
+        # Read now: after the commit the row's attributes are expired (reading them is I/O).
+        delivery_id, channel, target, receiver, alert_id = d.id, d.channel, d.target, d.receiver, d.alert_id
+
+        def report() -> None:
+            self.metrics.attempts.labels(channel, kind).inc()
+            if dead:
+                self.metrics.dead.labels(channel).inc()
                 log.warning(
                     "delivery %d dead-lettered: %s to %s (%s) for alert %s: %s",
-                    d.id, d.channel, d.target, d.receiver, d.alert_id, error,
+                    delivery_id, channel, target, receiver, alert_id, error,
                 )
             elif kind == "retry":
-                log.info("delivery %d: %s to %s will be retried: %s", d.id, d.channel, d.target, error)
-            if alert is not None and step.fall_back:
-                await self._fall_back(session, d, alert, error or "")
-            if alert is not None and step.report_dead:
-                await _report_dead(session, d, alert, self.ctx, unbuildable=step.unbuildable)
+                log.info("delivery %d: %s to %s will be retried: %s", delivery_id, channel, target, error)
 
-    async def _fall_back(self, session: AsyncSession, d: Delivery, alert: Alert, error: str) -> None:
+        return report
+
+    async def _fall_back(
+        self, session: AsyncSession, d: Delivery, alert: Alert, error: str, after: list[Callable[[], None]]
+    ) -> None:
         if await _has_fallback(session, alert.id, d.target):
             return
         fallback = await enqueue_fallback(session, alert, d, error, self.ctx)
         if fallback is None:
             return
-        self.metrics.fallbacks.inc()
-        log.warning(
+        message = (
             "alert %s (%s): Slack delivery %d to %s failing (%s); emailing %s instead",
             alert.id, alert.severity, d.id, d.target, error, fallback,
         )
+
+        def report() -> None:
+            self.metrics.fallbacks.inc()
+            log.warning(*message)
+
+        after.append(report)
         await record(
             session, self.ctx, actor="system", action="delivery.fallback", subject=alert.id,
             purpose=f"chat delivery failing, so the alert goes by email instead to be acted on: {alert.kind}",
@@ -305,7 +420,6 @@ class DeliveryWorker:
             details={"failed_delivery": d.id, "channel": d.channel, "target": d.target,
                      "error": error[:500], "fallback_to": fallback},
         )
-
 
 def _apply(d: Delivery, update: RowUpdate, outcome: Outcome, now: datetime) -> None:
     d.state, d.attempts, d.last_error = update.state, update.attempts, update.last_error
