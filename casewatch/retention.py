@@ -95,7 +95,7 @@ async def purge(
             ctx,
             actor="system",
             action="retention.purged",
-            purpose="retention",
+            purpose="retention: records past their retention periods purged (counts only)",
             details=asdict(summary),
         )
     log.info("retention: purged %s", summary.line())
