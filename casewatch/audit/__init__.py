@@ -48,12 +48,12 @@ def _values(
 _ENTRIES = AuditEntry.metadata.tables[AuditEntry.__tablename__]
 _INSERT = insert(_ENTRIES)
 _INSERT_RETURNING_ID = insert(_ENTRIES).returning(_ENTRIES.c.id)
-_INSERT_NOMINALS = insert(AuditNominal.metadata.tables[AuditNominal.__tablename__])
 _NOMINALS = AuditNominal.metadata.tables[AuditNominal.__tablename__]
-_SEALER_S = ("id", "seq", "chain_hash")  # given by the database and the sealer, not the writer
+_INSERT_NOMINALS = insert(_NOMINALS)
+_NOT_THE_WRITERS = ("id", "seq", "chain_hash")  # given by the database and the sealer
 _NEW = (
     insert(_ENTRIES)
-    .values({c.name: bindparam(c.name, type_=c.type) for c in _ENTRIES.c if c.name not in _SEALER_S})
+    .values({c.name: bindparam(c.name, type_=c.type) for c in _ENTRIES.c if c.name not in _NOT_THE_WRITERS})
     .returning(_ENTRIES.c.id)
     .cte("new_entry")
 )
