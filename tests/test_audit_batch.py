@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select, text
@@ -19,6 +20,7 @@ from casewatch.audit.verify import verify
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.store.engine import make_engine, make_reader_engine, make_sessionmaker
+from casewatch.store.errors import is_unavailable
 from casewatch.store.models import AuditEntry, AuditNominal
 from tests.support import T0, make_settings
 
@@ -122,3 +124,37 @@ async def test_postgres_readers_are_the_writers_pool(pg_url: str) -> None:
         assert readers.get_execution_options()["isolation_level"] == "REPEATABLE READ"
     finally:
         await writer.dispose()
+
+
+async def test_one_entry_the_database_refuses_fails_only_its_own_answer(engine: AsyncEngine) -> None:
+    """(Review of issue 17.) A shared commit that fails is retried entry by entry."""
+    batcher = AuditBatcher(make_sessionmaker(engine), _ctx())
+    good = [batcher.record(actor=f"PC{i}", action="flags.lookup", purpose="ok") for i in range(4)]
+    bad = batcher.record(actor="PC9", action="flags.lookup", details={"unhashable": {1, 2}})
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert results[:4] == [None] * 4 and isinstance(results[4], Exception)  # rfc8785 refuses a set
+    assert await _count(engine) == 4
+
+
+async def test_an_unreachable_database_fails_every_answer_at_once() -> None:
+    # Nothing listens on port 1 of loopback: the connection is refused at once. (A SQLite file that
+    # cannot be opened would leave aiosqlite's thread behind the test's event loop.)
+    unreachable = make_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    try:
+        batcher = AuditBatcher(make_sessionmaker(unreachable), _ctx())
+        attempts: list[int] = []
+        insert = batcher._insert
+
+        async def counted(entries: list[Any]) -> None:
+            attempts.append(len(entries))
+            await insert(entries)
+
+        batcher._insert = counted  # type: ignore[method-assign]
+        results = await asyncio.gather(
+            *(batcher.record(actor=f"PC{i}", action="flags.lookup") for i in range(5)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, Exception) and is_unavailable(r) for r in results), results
+        assert sum(attempts) <= 5 and len(attempts) <= 2  # never retried one by one
+    finally:
+        await unreachable.dispose()

@@ -208,3 +208,27 @@ async def test_with_room_for_more_writers_an_outcome_does_not_wait_for_one_being
 
     await asyncio.gather(recorder.run(), first(), second(), unblock_later())
     assert started == [[1], [2]]
+
+
+async def test_a_round_whose_recorder_fails_ends_instead_of_waiting_for_ever(
+    sessions: Sessions, slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(Review of issue 17.) The groups wait on the recorder; if the recorder itself fails, the
+    round ends with the error (the rows stay claimed until their lease lapses, as after a
+    crash) instead of its groups waiting for ever."""
+    mail = MailSink().start()
+    try:
+        ctx = make_ctx(make_settings(slack_url=slack.url, smtp_port=mail.port))
+        await setup_directory(sessions, ctx.settings)
+        await open_test_alert(sessions, ctx, subject="s-fail")
+        worker, _ = make_worker(sessions, ctx)
+
+        async def broken(self: _Recorder) -> None:
+            raise RuntimeError("the recorder failed")
+
+        monkeypatch.setattr(_Recorder, "run", broken)
+        with pytest.raises(ExceptionGroup):
+            await asyncio.wait_for(worker.run_once(), 10)
+    finally:
+        mail.stop()
+    assert {d.state for d in await deliveries(sessions)} == {"sending"}

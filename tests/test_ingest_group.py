@@ -171,3 +171,36 @@ async def test_a_failing_group_is_stored_request_by_request(
         ids = set((await session.execute(select(Event.id))).scalars())
     assert {b["id"] for b in bodies} <= ids
     assert events_api._GROUPS[service.sessions].groups == 0
+
+
+async def test_an_unreachable_database_answers_every_grouped_request_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(Review of issue 17.) A group that fails because the database is away (or the connection
+    dropped, perhaps during the commit) is not stored again request by request: each request gets
+    the error at once (the API answers 503; the sender retries, idempotently)."""
+    from casewatch.clock import FixedClock
+    from casewatch.context import Context
+    from casewatch.store.engine import make_engine, make_sessionmaker
+    from casewatch.store.errors import is_unavailable
+    from tests.support import T0, make_settings
+
+    engine = make_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")  # nothing listens there
+    try:
+        ctx = Context(make_settings("sqlite+aiosqlite:///unused.db"), FixedClock(T0))
+        committer = GroupCommit(make_sessionmaker(engine), ctx, source="api")
+        alone: list[int] = []
+        real_alone = committer._alone
+
+        async def counted(waiting: _Waiting) -> None:
+            alone.append(1)
+            await real_alone(waiting)
+
+        monkeypatch.setattr(committer, "_alone", counted)
+        results = await asyncio.gather(
+            *(committer.ingest([_envelope(_ref(n), f"u{n}")]) for n in range(4)), return_exceptions=True
+        )
+    finally:
+        await engine.dispose()
+    assert all(isinstance(r, Exception) and is_unavailable(r) for r in results), results
+    assert len(alone) <= 1  # the first request, alone; the group of the others failed together

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -10,8 +9,7 @@ import weakref
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError
 
 from casewatch.api.common import (
     CONTEXT_KEY,
@@ -24,14 +22,12 @@ from casewatch.api.common import (
 )
 from casewatch.ingest.group import GroupCommit
 from casewatch.ingest.schema import FieldError, parse_envelopes
+from casewatch.store.errors import UNAVAILABLE  # the database is away: the sender should retry
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024  # 1 MiB (contract)
 SOURCE = "api"
-
-# The database is down or overloaded: the sender should retry, nothing was stored.
-UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, OSError, asyncio.TimeoutError)
 
 
 # One group committer per service (its sessionmaker): concurrent requests share commits.
@@ -130,12 +126,12 @@ async def post_events(request: web.Request) -> web.Response:
     try:
         result = await group_commit(request).ingest(envelopes)
     except UNAVAILABLE as exc:
-        log.warning("events API: database unavailable (%s); nothing stored", type(exc).__name__)
+        log.warning("events API: database unavailable (%s); answered 503", type(exc).__name__)
         return unavailable()
     except DBAPIError as exc:
         if not isinstance(exc.orig, OSError | ConnectionError):
             raise
-        log.warning("events API: database connection lost (%s); nothing stored", type(exc).__name__)
+        log.warning("events API: database connection lost (%s); answered 503", type(exc).__name__)
         return unavailable()
     metrics.ingest_seconds.observe(time.perf_counter() - started)
     metrics.count_events(accepted=result.accepted, duplicates=result.duplicates)

@@ -153,10 +153,11 @@ def session_sink(session: AsyncSession, ctx: Context) -> AuditSink:
 
 
 async def _insert_many_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
-    """The rows' ids, in order. SQLAlchemy can only return them in order from SQLite one INSERT a
-    row; instead: one multi-row INSERT, then the ids above the largest before it. Exact, because
-    this transaction holds SQLite's write lock (BEGIN IMMEDIATE) and an INTEGER PRIMARY KEY takes
-    the largest rowid plus one, row by row in VALUES order."""
+    """The rows' ids, in order. SQLAlchemy returns them in order from SQLite only by one INSERT ..
+    RETURNING a row; instead: the rows in one executemany (one statement, prepared once, one hop to
+    the driver's thread), then the ids above the largest before it. Exact, because this
+    transaction holds SQLite's write lock (BEGIN IMMEDIATE) and an INTEGER PRIMARY KEY takes the
+    largest rowid plus one, row by row in order."""
     before = (await connection.execute(select(func.max(_ENTRIES.c.id)))).scalar() or 0
     await connection.execute(_INSERT, rows)
     new = select(_ENTRIES.c.id).where(_ENTRIES.c.id > before).order_by(_ENTRIES.c.id)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.audit import Entry, record, record_many
 from casewatch.context import Context
+from casewatch.store.errors import is_unavailable
 
 # An upper bound on one commit's entries, so one transaction never grows without limit.
 MAX_BATCH = 500
@@ -67,17 +68,15 @@ class AuditBatcher:
             self._writer = None
 
     async def _commit(self, batch: list[tuple[Entry, asyncio.Future[None]]]) -> None:
+        """One transaction for the batch. If it fails and the database is there, each entry is
+        tried alone, so that one entry the database refuses fails only its own answer."""
         try:
-            async with self._sessions.begin() as session:
-                if len(batch) == 1:  # alone: the one-entry insert is the cheaper statement
-                    e = batch[0][0]
-                    await record(
-                        session, self._ctx, actor=e.actor, action=e.action, subject=e.subject,
-                        purpose=e.purpose, details=e.details, nominals=e.nominals,
-                    )
-                else:
-                    await record_many(session, self._ctx, [entry for entry, _ in batch])
-        except Exception as exc:
+            await self._insert([entry for entry, _ in batch])
+        except Exception as exc:  # noqa: BLE001 (handed to the waiting answers)
+            if len(batch) > 1 and not is_unavailable(exc):
+                for one in batch:
+                    await self._commit([one])
+                return
             for _, done in batch:
                 if not done.done():
                     done.set_exception(exc)
@@ -85,6 +84,17 @@ class AuditBatcher:
         for _, done in batch:
             if not done.done():
                 done.set_result(None)
+
+    async def _insert(self, entries: list[Entry]) -> None:
+        async with self._sessions.begin() as session:
+            if len(entries) == 1:  # alone: the one-entry insert is the cheaper statement
+                e = entries[0]
+                await record(
+                    session, self._ctx, actor=e.actor, action=e.action, subject=e.subject,
+                    purpose=e.purpose, details=e.details, nominals=e.nominals,
+                )
+            else:
+                await record_many(session, self._ctx, entries)
 
     async def close(self) -> None:
         """Wait for the commit under way (at shutdown)."""

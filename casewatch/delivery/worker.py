@@ -200,7 +200,12 @@ class DeliveryWorker:
             groups.setdefault((row.channel, row.target), []).append(row)
         one_writer = self.sessions.kw["bind"].dialect.name == "sqlite"
         recorder = _Recorder(self._record_many, len(groups), 1 if one_writer else len(groups))
-        await asyncio.gather(recorder.run(), *(self._run_group(group, recorder) for group in groups.values()))
+        # One task group: if recording fails, the groups waiting on it are cancelled (their rows
+        # stay claimed until the lease lapses, as after a crash) instead of waiting for ever.
+        async with asyncio.TaskGroup() as round_:
+            round_.create_task(recorder.run())
+            for group in groups.values():
+                round_.create_task(self._run_group(group, recorder))
         return len(rows)
 
     async def run_until_idle(self, max_rounds: int = 1000) -> int:

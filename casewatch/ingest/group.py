@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.context import Context
 from casewatch.ingest.pipeline import _RNG, IngestResult, _ingest_with_retries, ingest
 from casewatch.model.events import ActionUpsert, Envelope
+from casewatch.store.errors import is_unavailable
 from casewatch.store.models import Alert
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,14 @@ class GroupCommit:
             merged, refs = await _ingest_with_retries(
                 self.sessions, envelopes, self.ctx, self.source, asyncio.sleep, _RNG, alert_refs
             )
-        except Exception as exc:  # noqa: BLE001 (rolled back: each request is stored alone)
+        except Exception as exc:  # noqa: BLE001 (handed to the requests, or each stored alone)
+            if is_unavailable(exc):
+                # The database is away, or the connection dropped (perhaps during the commit, whose
+                # outcome is then unknown): every request answers 503 at once and its sender
+                # retries (idempotent), instead of each waiting out its own failure in turn.
+                for waiting in group:
+                    _settle(waiting, exc)
+                return
             log.info(
                 "ingest: a group of %d requests is stored one by one (%s)", len(group), type(exc).__name__
             )

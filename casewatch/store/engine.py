@@ -82,11 +82,10 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
         # IMMEDIATE takes the write lock up front, so a transaction that reads and then writes
         # cannot fail half-way with SQLITE_BUSY when another process wrote in between. A reader
         # (reader() below) must not: a long read would hold every writer off.
-        if read_only:
-            # Lookups: no transaction around their few reads, each SELECT its own snapshot (one
-            # thread hop fewer each way on aiosqlite; nothing they read must agree to the instant).
-            return
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+        # A lookup's reads (read_only) must agree with each other: one DEFERRED transaction, one
+        # snapshot, which never takes the write lock.
+        deferred = read_only or conn.get_execution_options().get(_READ_ONLY)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 _READ_ONLY = "casewatch_read_only"
