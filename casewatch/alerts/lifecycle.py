@@ -197,7 +197,7 @@ async def open_alerts(
         await record_many(session, ctx, [
             Entry(
                 actor="system", action="alert.opened", subject=alert.id,
-                purpose=opened_purpose(alert.kind), nominals=nominals_of(alert.visor_ref),
+                purpose=alert_purpose("alert.opened", alert.kind), nominals=nominals_of(alert.visor_ref),
                 details={"visor_ref": alert.visor_ref, "severity": alert.severity},
             )
             for alert in new
@@ -250,10 +250,6 @@ _PG_INSERT = text(
     f"AS rows ({', '.join(_PG_COLUMNS)}) "
     "ON CONFLICT DO NOTHING RETURNING id, live_key"
 )
-
-
-def opened_purpose(kind: str) -> str:
-    return alert_purpose("alert.opened", kind)
 
 
 def _draw_ids(n: int) -> list[str]:

@@ -9,7 +9,6 @@ import weakref
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError
 
 from casewatch.api.common import (
     CONTEXT_KEY,
@@ -22,7 +21,7 @@ from casewatch.api.common import (
 )
 from casewatch.ingest.group import GroupCommit
 from casewatch.ingest.schema import FieldError, parse_envelopes
-from casewatch.store.errors import UNAVAILABLE  # the database is away: the sender should retry
+from casewatch.store.errors import is_unavailable  # the database is away: the sender should retry
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +124,10 @@ async def post_events(request: web.Request) -> web.Response:
     started = time.perf_counter()
     try:
         result = await group_commit(request).ingest(envelopes)
-    except UNAVAILABLE as exc:
-        log.warning("events API: database unavailable (%s); answered 503", type(exc).__name__)
-        return unavailable()
-    except DBAPIError as exc:
-        if not isinstance(exc.orig, OSError | ConnectionError):
+    except Exception as exc:
+        if not is_unavailable(exc):
             raise
-        log.warning("events API: database connection lost (%s); answered 503", type(exc).__name__)
+        log.warning("events API: database unavailable (%s); answered 503", type(exc).__name__)
         return unavailable()
     metrics.ingest_seconds.observe(time.perf_counter() - started)
     metrics.count_events(accepted=result.accepted, duplicates=result.duplicates)

@@ -16,14 +16,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.audit import hasher_for
-from casewatch.audit.chain import Hasher, content_hash_or_none, link_hash
+from casewatch.audit.chain import Hasher, content_hash_or_none, content_of, link_hash
 from casewatch.bell import Bell
 from casewatch.context import Context
 from casewatch.store.models import AuditChain, AuditEntry
@@ -78,13 +77,6 @@ _SEAL = (
 )
 
 
-def _content(row: Any) -> dict[str, Any]:
-    return dict(
-        at=row.at, actor=row.actor, action=row.action, subject=row.subject, purpose=row.purpose,
-        details=row.details or {}, nominals=row.nominals or [],
-    )
-
-
 async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *, batch: int = BATCH) -> int:
     """Seal up to `batch` entries in one transaction; how many were sealed."""
     hasher = hasher_for(ctx)
@@ -106,7 +98,7 @@ async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *,
             content = row.content_hash
             if not content and row.id <= chain.legacy_through_id:
                 # Written before the chain existed (migration 0009): hashed now, as it stands.
-                content = content_hash_or_none(hasher, **_content(row)) or ""
+                content = content_hash_or_none(hasher, **content_of(row)) or ""
             # Anything else is sealed as it is, even a row written by hand with no hash or a wrong
             # one: its place in the chain is then fixed, and verify reports it there.
             previous = link_hash(hasher, previous, seq, row.id, content)

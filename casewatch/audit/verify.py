@@ -29,6 +29,7 @@ from casewatch.audit.chain import (
     canonical_time,
     checkpoint_signature,
     content_hash_or_none,
+    content_of,
     link_hash,
 )
 from casewatch.audit.seal import head, key_problem
@@ -83,14 +84,6 @@ _COLUMNS = (
 )
 
 
-def _content(row: Any) -> dict[str, Any]:
-    return dict(
-        at=row.at, actor=row.actor, action=row.action, subject=row.subject, purpose=row.purpose,
-        details=row.details if isinstance(row.details, dict) else {"": row.details},
-        nominals=row.nominals if isinstance(row.nominals, list) else [row.nominals],
-    )
-
-
 async def _index_for(session: AsyncSession, ids: list[int]) -> dict[int, set[str]]:
     found: dict[int, set[str]] = defaultdict(set)
     if ids:
@@ -103,7 +96,7 @@ async def _index_for(session: AsyncSession, ids: list[int]) -> dict[int, set[str
 
 
 def _entry_problem(hasher: Hasher, row: Any, index: set[str]) -> str | None:
-    if content_hash_or_none(hasher, **_content(row)) != row.content_hash:
+    if content_hash_or_none(hasher, **content_of(row)) != row.content_hash:
         return "its content does not match its hash: the entry was edited"
     if set(row.nominals or []) != index:
         return "the nominal index (audit_nominals) does not match the entry: one of them was edited"
