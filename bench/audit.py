@@ -33,7 +33,15 @@ from bench.measure import closed_loop, percentile, ratio
 from casewatch.audit import hasher_for, record
 from casewatch.audit import seal as sealing
 from casewatch.audit import verify as verifying
-from casewatch.audit.chain import GENESIS, VERSION, canonical_time, content_bytes, content_hash, link_hash
+from casewatch.audit.chain import (
+    GENESIS,
+    VERSION,
+    canonical_time,
+    content_bytes,
+    content_hash,
+    content_of,
+    link_hash,
+)
 from casewatch.context import Context
 from casewatch.store.engine import is_sqlite, make_sessionmaker
 from casewatch.store.models import AuditEntry, AuditNominal
@@ -250,7 +258,7 @@ def hash_in_memory(hasher: Any, rows: list[Any]) -> None:
     """The CPU floor: what verify computes for each entry, with no database."""
     previous = GENESIS
     for row in rows:
-        content_hash(hasher, **verifying._content(row))
+        content_hash(hasher, **content_of(row))
         previous = link_hash(hasher, previous, row.seq, row.id, row.content_hash)
 
 
@@ -263,7 +271,7 @@ def _timed(fn: Callable[[], object]) -> float:
 def canonicalisation(rows: list[Any]) -> dict[str, Any]:
     """rfc8785 alone, sha256 alone, and json.dumps(sort_keys) (not RFC 8785 in general: floats and
     keys beyond the BMP differ) on the same contents, and whether its bytes came out the same."""
-    contents = [verifying._content(row) for row in rows]
+    contents = [content_of(row) for row in rows]
     jcs = [content_bytes(**c) for c in contents]
     n = max(len(rows), 1)
 
