@@ -71,10 +71,52 @@ def build_parser() -> argparse.ArgumentParser:
     up = db_sub.add_parser("upgrade", help="apply database migrations (Alembic)")
     up.add_argument("--config", metavar="PATH", help="TOML configuration file")
 
-    imp = command("import", "ingest events from an NDJSON file (one envelope a line), or - for stdin")
-    imp.add_argument("path", metavar="PATH")
+    imp = command(
+        "import",
+        "ingest events from an NDJSON file (one envelope a line), or - for stdin; or, with "
+        "--snapshot, compare a case-system extract (CSV) with the stored state",
+    )
+    imp.add_argument("path", metavar="PATH", nargs="?", help="the NDJSON file, or - for stdin")
     imp.add_argument("--batch-size", type=int, default=500, help="events per transaction (default 500)")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.add_argument(
+        "--snapshot", metavar="PATH.csv", help="a nightly extract, one row a nominal (docs/feeds/snapshot.md)"
+    )
+    imp.add_argument("--mapping", metavar="PATH.toml", help="with --snapshot: the extract's column mapping")
+    extent = imp.add_mutually_exclusive_group()
+    extent.add_argument(
+        "--full", action="store_true",
+        help="with --snapshot: the extract lists every nominal of the teams it covers "
+        "(missing ones are reported)",
+    )
+    extent.add_argument(
+        "--partial", action="store_true", help="with --snapshot: only some nominals (none reported missing)"
+    )
+    imp.add_argument(
+        "--dry-run", action="store_true", help="with --snapshot: report what would change, write nothing"
+    )
+    imp.add_argument(
+        "--extracted-at", type=_iso, metavar="ISO8601",
+        help="with --snapshot: when the extract was taken (default: the file's modification time)",
+    )
+
+    mail = command("mail-ingest", "read border-alert emails (IMAP or LMTP, per [inbound_mail]) into events")
+    mail.add_argument("--once", action="store_true", help="IMAP: read what is waiting, then exit")
+
+    inbound = command("inbound", "items a feed kept because it could not read them", config=False)
+    inbound_sub = inbound.add_subparsers(dest="inbound_command", required=True, metavar="INBOUND_COMMAND")
+    listing = inbound_sub.add_parser("list", help="the kept items not yet dealt with (--all: every one)")
+    listing.add_argument("--all", action="store_true", help="also the items already dealt with")
+    listing.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    show = inbound_sub.add_parser("show", help="print one kept item as received (audited)")
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument(
+        "--raw", metavar="FILE", help="write the exact bytes to this new file instead (mode 0600)"
+    )
+    show.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    done = inbound_sub.add_parser("done", help="record that a kept item was dealt with (audited)")
+    done.add_argument("id", type=int, metavar="ID")
+    done.add_argument("--config", metavar="PATH", help="TOML configuration file")
 
     scan = command("scan", "evaluate every time-based trigger once, as of now or --at")
     scan.add_argument("--at", type=_iso, metavar="ISO8601", help="evaluate as of this instant")

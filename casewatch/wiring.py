@@ -6,6 +6,7 @@ build the same Service and drive it through its real HTTP app.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -88,6 +89,10 @@ def build_app(service: Service) -> web.Application:
 
     app = web.Application(client_max_size=2 * 1024 * 1024)
     add_api_routes(app, service)
+    if service.settings.probation.enabled:
+        from integrations.probation.http import add_probation_routes
+
+        add_probation_routes(app, service)
     if service.settings.slack.mode == "http":
         from bot.http import mount_slack
 
@@ -179,6 +184,20 @@ async def run_service(
         log.info("casewatch stopping")
     finally:
         await stop(service)
+
+
+def run_snapshot_import(args: argparse.Namespace) -> int:
+    """`casewatch import --snapshot`: the adapter lives in integrations/snapshot."""
+    from integrations.snapshot.command import run
+
+    return run(args)
+
+
+def run_mail_ingest(args: argparse.Namespace) -> int:
+    """`casewatch mail-ingest`: the adapter lives in integrations/mail_ingest."""
+    from integrations.mail_ingest.command import run
+
+    return run(args)
 
 
 def stop_on_signals(stop_event: asyncio.Event) -> None:

@@ -55,6 +55,7 @@ RULES = (
 def opened_kinds() -> set[str]:
     """Every kind the code opens, by the constants the openers use."""
     from casewatch.delivery.worker import DELIVERY_FAILED
+    from casewatch.ingest.inbound import NOMINAL_MISSING, UNREADABLE
     from schedules.jobs import STALE_KIND
 
     rules = {*actions.KINDS, *border_travel.KINDS, *mappa_level.KINDS, *notifications.KINDS, *recall.KINDS}
@@ -63,7 +64,8 @@ def opened_kinds() -> set[str]:
     rules.update(orders.KINDS)
     rules.update(visits.KINDS)
     rules.update(minutes.KINDS, rmp_review.KINDS)
-    return rules | {travel_notice.LATE_NOTICE, notifications.LATE, DELIVERY_FAILED, STALE_KIND}
+    feeds = {UNREADABLE, NOMINAL_MISSING}  # NOMINAL_MISSING: integrations/snapshot opens it
+    return rules | feeds | {travel_notice.LATE_NOTICE, notifications.LATE, DELIVERY_FAILED, STALE_KIND}
 
 
 def test_every_kind_the_code_opens_is_registered_and_nothing_else() -> None:
@@ -193,6 +195,7 @@ def test_rules_open_registered_kinds_at_registered_severities() -> None:
     seen = {(spec.kind, spec.severity) for spec in opens}
     for kind, severity in seen:
         assert severity in ALERT_KINDS[kind].severities, (kind, severity)
-    rule_kinds = opened_kinds() - {"system.job_stale", "system.delivery_failed"}
+    not_rules = {"system.job_stale", "system.delivery_failed", "feed.unreadable", "feed.nominal_missing"}
+    rule_kinds = opened_kinds() - not_rules
     assert {kind for kind, _ in seen} == rule_kinds, "the grid reaches every kind a rule opens"
     assert seen >= {(k.kind, s) for k in ALERT_KINDS.values() if k.kind in rule_kinds for s in k.severities}

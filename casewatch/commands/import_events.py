@@ -84,6 +84,23 @@ class Line:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "snapshot", None) is not None or getattr(args, "mapping", None) is not None:
+        if args.path is not None or not (args.snapshot and args.mapping):
+            print(
+                "casewatch import: give either PATH (NDJSON events) or --snapshot PATH.csv "
+                "--mapping PATH.toml (a case-system extract)", file=sys.stderr,
+            )
+            return 2
+        from casewatch.wiring import run_snapshot_import
+
+        return run_snapshot_import(args)
+    if args.path is None:
+        print("casewatch import: PATH is required (an NDJSON file, or - for stdin)", file=sys.stderr)
+        return 2
+    if args.full or args.partial or args.dry_run or args.extracted_at is not None:
+        print("casewatch import: --full, --partial, --dry-run and --extracted-at go with --snapshot",
+              file=sys.stderr)
+        return 2
     settings = load_config(args.config)
     configure_logging(settings)
     if refused := directory_problem(settings, "import"):

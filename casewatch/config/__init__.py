@@ -19,6 +19,8 @@ from pydantic_settings import (
 )
 
 from casewatch.config.delivery import DeliverySection
+from casewatch.config.inbound_mail import InboundMailSection
+from casewatch.config.probation import ProbationSection
 from casewatch.config.routing import RoutingSection
 from casewatch.config.schedules import ScheduleSection
 from casewatch.config.sections import (
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     routing: RoutingSection = RoutingSection()
     delivery: DeliverySection = DeliverySection()
     schedules: ScheduleSection = ScheduleSection()
+    inbound_mail: InboundMailSection = InboundMailSection()
+    probation: ProbationSection = ProbationSection()
     teams: list[TeamSection] = Field(default_factory=list)
     officers: list[OfficerSection] = Field(default_factory=list)
 
@@ -108,6 +112,11 @@ class Settings(BaseSettings):
                     f"officers[{index}].team: unknown team {officer.team!r} "
                     f"(known: {', '.join(sorted(known)) or 'none'})"
                 )
+        mail_team = self.inbound_mail.team
+        if mail_team and mail_team not in known:
+            problems.append(
+                f"inbound_mail.team: unknown team {mail_team!r} (known: {', '.join(sorted(known)) or 'none'})"
+            )
         unmatched = self.triggers.unmatched_team
         if unmatched and unmatched not in known:
             problems.append(

@@ -72,6 +72,7 @@ _NOMINAL_FIELDS = {
     "lead_agency", "team", "offender_manager", "area", "on_licence", "no_fixed_abode",
     "release_date", "licence_expiry", "relevant_date", "notification_ends_on",
     "home_address", "visit_every_days", "licence_conditions", "exclusion_zones", "description",
+    "crn", "noms_number",
 }
 
 # What a risk change records (rules.risk): a known nominal's risk level, MAPPA category, area.

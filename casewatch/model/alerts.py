@@ -297,6 +297,20 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         escalates=False,
     ),
     AlertKind(
+        "feed.unreadable", ("high",), ("spoc",),
+        "a feed received something it could not turn into events (a border-alert mail it cannot "
+        "read or match to one nominal, a snapshot's bad rows, a probation domain event with a bad "
+        "body): kept as received (`casewatch inbound show <item>`), never lost; to the SPOC of "
+        "the feed's team (`[inbound_mail] team`, else `triggers.unmatched_team`, else the first team)",
+        "`<source>:<item id>`", "acknowledged, once a person has dealt with the item",
+    ),
+    AlertKind(
+        "feed.nominal_missing", ("medium",), ("owner", "supervisors"),
+        "a full snapshot extract no longer lists a nominal of a team it covers (transferred out? "
+        "deleted at source?): reported for a person to decide; nothing is deleted",
+        "the extract's file name", "acknowledged",
+    ),
+    AlertKind(
         # The admins fix a stale job; the team's supervisors could not.
         "system.job_stale", ("high",), ("admins",),
         "a scheduled job has not succeeded for its period plus `schedules.stale_after_seconds`",

@@ -221,6 +221,22 @@ MAX_CONDITIONS = 50  # licence conditions, an order's prohibitions
 MAX_ZONES = 20
 
 
+_CRN = re.compile(r"[A-Z][0-9]{6}")
+_NOMS_NUMBER = re.compile(r"[A-Z][0-9]{4}[A-Z]{2}")
+
+
+def _crn(value: str) -> str:
+    if not _CRN.fullmatch(value):
+        raise _fail("crn", "must be a probation case reference number: a capital letter and 6 digits")
+    return value
+
+
+def _noms_number(value: str) -> str:
+    if not _NOMS_NUMBER.fullmatch(value):
+        raise _fail("noms_number", "must be a prison number: a capital letter, 4 digits, 2 capital letters")
+    return value
+
+
 def _visor_ref(value: str) -> str:
     if not _VISOR_REF.fullmatch(value):
         raise _fail(
@@ -241,6 +257,13 @@ IsoDateTime = Annotated[datetime, BeforeValidator(_parse_datetime), WithJsonSche
 Level = Annotated[int | None, BeforeValidator(_level), WithJsonSchema(ref("Level"))]
 VisorRef = Annotated[str, AfterValidator(_visor_ref), WithJsonSchema(ref("VisorRef"))]
 Country = Annotated[str, AfterValidator(_country), WithJsonSchema(ref("CountryCode"))]
+Crn = Annotated[
+    str, AfterValidator(_crn), WithJsonSchema({"type": "string", "pattern": "^[A-Z][0-9]{6}$"})
+]
+NomsNumber = Annotated[
+    str, AfterValidator(_noms_number),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Z][0-9]{4}[A-Z]{2}$"}),
+]
 MeetingLevel = Annotated[
     int, BeforeValidator(_meeting_level), WithJsonSchema({"type": "integer", "enum": [2, 3]})
 ]
@@ -293,6 +316,9 @@ class NominalUpsert(Data):
     licence_conditions: list[Condition] = Field(default_factory=list, max_length=MAX_CONDITIONS)
     exclusion_zones: list[Zone] = Field(default_factory=list, max_length=MAX_ZONES)
     description: Description | None = None  # appearance, for officers at an incident
+    # contract v2 (issue 18): how probation's domain events name the person.
+    crn: Crn | None = None  # probation case reference number
+    noms_number: NomsNumber | None = None  # prison number
 
 
 # What a change notification or a change.detected is about (SOA 2003 s.84(1), SI 2012/1876).

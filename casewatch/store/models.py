@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -101,6 +102,10 @@ class Nominal(Base):
     forenames: Mapped[str] = mapped_column(String(200))
     date_of_birth: Mapped[date]
     pnc_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The probation case reference (CRN) and the prison (NOMS) number: how the probation feed's
+    # domain events name a person (contract v2, issue 18).
+    crn: Mapped[str | None] = mapped_column(String(16), index=True)
+    noms_number: Mapped[str | None] = mapped_column(String(16), index=True)
     category: Mapped[str] = mapped_column(String(1))
     mappa_level: Mapped[int | None]
     registered: Mapped[bool] = mapped_column(Boolean)
@@ -504,6 +509,31 @@ class AuditChain(Base):
 
 
 # --- schedules ------------------------------------------------------------------------------
+
+
+class InboundItem(Base):
+    """Something a feed received but could not turn into events (a mail that cannot be read, a
+    snapshot's bad rows, a domain event with a bad body): kept as received, for a person, never
+    lost. One row per (source, external_id), so a redelivery is not kept twice."""
+
+    __tablename__ = "inbound_items"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))  # snapshot, mail, probation
+    external_id: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(String(300))  # why it could not be read; no personal data
+    media_type: Mapped[str] = mapped_column(String(100))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    team: Mapped[str] = mapped_column(String(64))  # whose SPOC was told
+    visor_ref: Mapped[str | None] = mapped_column(String(32))
+    alert_id: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(12), index=True)  # kept, reviewed
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
 
 
 class Lease(Base):

@@ -1,0 +1,1 @@
+"""Throughput of the real feeds (issue 18): `python -m bench.feeds [--only snapshot,mail,probation]`."""

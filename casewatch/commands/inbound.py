@@ -1,0 +1,101 @@
+"""`casewatch inbound list|show|done`: the items a feed kept because it could not read them.
+
+`show` prints an item for the person the feed.unreadable alert went to; the item is as received
+and hostile until read by a person, so it reaches the terminal through safe_text.printable (no
+control or escape sequence survives) unless `--raw FILE` writes the exact bytes to a new file.
+Every `show` and `done` is audited (the item may hold personal data).
+
+Exit codes: 0 done; 1 no such item; 2 could not run (or --raw names a file that exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from casewatch.audit import record
+from casewatch.clock import SystemClock
+from casewatch.commands._support import configure_logging, on_database, seal_audit
+from casewatch.commands.audit_export import cli_actor
+from casewatch.config import load_config
+from casewatch.context import Context
+from casewatch.routing.purposes import nominals_of
+from casewatch.safe_text import printable
+from casewatch.store.engine import make_sessionmaker
+from casewatch.store.models import InboundItem
+
+_TEXT_TYPES = ("text/", "message/", "application/json")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    configure_logging(settings)
+    ctx = Context(settings, SystemClock())
+    command = args.inbound_command
+
+    async def body(engine: AsyncEngine) -> int:
+        sessions = make_sessionmaker(engine)
+        async with sessions() as session, session.begin():
+            if command == "list":
+                stmt = select(
+                    InboundItem.id, InboundItem.source, InboundItem.received_at, InboundItem.reason,
+                    InboundItem.size, InboundItem.team, InboundItem.alert_id, InboundItem.state,
+                ).order_by(InboundItem.id)
+                if not args.all:
+                    stmt = stmt.where(InboundItem.state == "kept")
+                rows = (await session.execute(stmt)).all()
+                for r in rows:
+                    print(
+                        f"{r.id}\t{r.source}\t{r.received_at.isoformat(timespec='seconds')}\t{r.state}\t"
+                        f"{r.team or '-'}\t{r.alert_id or '-'}\t{r.size} B\t{printable(r.reason)}"
+                    )
+                print(f"{len(rows)} item(s)", file=sys.stderr)
+                return 0
+            item = await session.get(InboundItem, args.id)
+            if item is None:
+                print(f"casewatch inbound: no item {args.id}", file=sys.stderr)
+                return 1
+            actor = cli_actor()
+            if command == "show":
+                try:
+                    _show(item, getattr(args, "raw", None))
+                except OSError as exc:
+                    print(f"casewatch inbound: cannot write {args.raw}: {exc.strerror}", file=sys.stderr)
+                    return 2
+                action, purpose = "inbound.viewed", "a kept feed item read by the person dealing with it"
+            else:
+                item.state, item.reviewed_by, item.reviewed_at = "reviewed", actor, ctx.clock.now()
+                action, purpose = "inbound.reviewed", "a kept feed item recorded as dealt with"
+                print(f"item {item.id} recorded as dealt with")
+            await record(
+                session, ctx, actor=actor, action=action, subject=f"{item.source}:{item.id}",
+                purpose=purpose, details={"item": item.id}, nominals=nominals_of(item.visor_ref),
+            )
+        await seal_audit(sessions, ctx)
+        return 0
+
+    return asyncio.run(on_database(settings, args.config or "", "inbound", body))
+
+
+def _show(item: InboundItem, raw_path: str | None) -> None:
+    print(f"item {item.id} from {item.source}, received {item.received_at.isoformat(timespec='seconds')}")
+    print(f"why kept: {printable(item.reason)}")
+    print(f"type {printable(item.media_type)}, {item.size} bytes, sha256 {item.content_sha256}")
+    print(f"alert {item.alert_id or '-'}, state {item.state}")
+    if raw_path:
+        # O_EXCL: never overwrite a file; 0600: the item may hold personal data.
+        fd = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(item.content)
+        print(f"the exact bytes are in {raw_path}")
+        return
+    print("-" * 72)
+    if item.media_type.startswith(_TEXT_TYPES):
+        print(printable(item.content.decode("utf-8", errors="replace"), keep_lines=True))
+    else:
+        print(item.content.hex(" ", 16))

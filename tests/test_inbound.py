@@ -1,0 +1,170 @@
+"""What a feed could not read is kept, once, with a feed.unreadable alert to the SPOC of the feed's
+team and an audit entry (issue 18); `casewatch inbound list|show|done` lets that person read it
+safely (no terminal escape survives) and record that it was dealt with, audited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.alerts import SYSTEM_REF
+from casewatch.cli import main
+from casewatch.clock import FixedClock
+from casewatch.context import Context
+from casewatch.ingest.inbound import UNREADABLE, keep, keep_now
+from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.models import Alert, AuditEntry, Delivery, InboundItem
+from tests.support import make_settings
+
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+# A mail as a hostile sender might write it: a terminal escape (clear screen, retitle), a bidi
+# override and a NUL.
+HOSTILE = b"Subject: report\r\n\r\nVS-0001234 \x1b[2J\x1b]0;owned\x07 \xe2\x80\xae reversed \x00 end\r\n"
+
+
+def _ctx(db_url: str, **overrides: object) -> Context:
+    return Context(make_settings(db_url, **overrides), FixedClock(NOW))
+
+
+async def test_an_item_is_kept_once_with_one_alert_to_the_feed_teams_spoc(
+    sessions: async_sessionmaker[AsyncSession], db_url: str
+) -> None:
+    ctx = _ctx(db_url, inbound_mail={"team": "south"})
+    first = await keep_now(
+        sessions, ctx, source="mail", external_id="mid:abc", reason="no template field matched",
+        content=HOSTILE, media_type="message/rfc822", team=ctx.settings.inbound_mail.team,
+    )
+    again = await keep_now(
+        sessions, ctx, source="mail", external_id="mid:abc", reason="no template field matched",
+        content=HOSTILE, media_type="message/rfc822", team="south",
+    )
+    assert not first.duplicate and again.duplicate
+    assert again.item_id == first.item_id and again.alert_id == first.alert_id is not None
+    async with sessions() as session:
+        items = (await session.execute(select(InboundItem))).scalars().all()
+        assert len(items) == 1
+        item = items[0]
+        assert (item.source, item.content, item.team, item.state) == ("mail", HOSTILE, "south", "kept")
+        assert item.size == len(HOSTILE) and len(item.content_sha256) == 64
+        alert = await session.get(Alert, first.alert_id)
+        assert alert is not None
+        assert (alert.kind, alert.severity, alert.team, alert.visor_ref) == (
+            UNREADABLE, "high", "south", SYSTEM_REF
+        )
+        assert alert.subject == f"mail:{item.id}"
+        assert f"inbound show {item.id}" in alert.summary and "no template field matched" in alert.summary
+        receivers = (await session.execute(select(Delivery.receiver, Delivery.target))).all()
+        assert [(r.receiver, r.target) for r in receivers] == [("spoc:south", "south.spoc@force.example")]
+        kept = (await session.execute(select(AuditEntry).where(AuditEntry.action == "inbound.kept"))).scalars()
+        assert [e.subject for e in kept] == [f"mail:{item.id}"]
+
+
+async def test_the_reason_reaches_chat_on_one_printable_line(
+    sessions: async_sessionmaker[AsyncSession], db_url: str
+) -> None:
+    ctx = _ctx(db_url)
+    async with sessions() as session, session.begin():
+        kept = await keep(
+            session, ctx, source="probation", external_id="x", reason="bad\nbody \u202e <!channel>",
+            content=b"{}", media_type="application/json",
+        )
+    async with sessions() as session:
+        alert = await session.get(Alert, kept.alert_id)
+        assert alert is not None and "\n" not in alert.summary and "\u202e" not in alert.summary
+        assert alert.team == "north"  # no team given: triggers.unmatched_team, else the first team
+
+
+async def test_keep_refuses_an_unknown_source(sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+    with pytest.raises(ValueError, match="unknown feed source"):
+        await keep_now(sessions, _ctx(db_url), source="fax", external_id="1", reason="r", content=b"",
+                       media_type="text/plain")
+
+
+def _config(tmp_path: Path, url: str) -> str:
+    path = tmp_path / "casewatch.toml"
+    path.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
+    return str(path)
+
+
+def _kept(url: str) -> int:
+    async def go() -> int:
+        engine = make_engine(url)
+        try:
+            kept = await keep_now(
+                make_sessionmaker(engine), _ctx(url), source="mail", external_id="mid:1",
+                reason="unreadable", content=HOSTILE, media_type="message/rfc822",
+            )
+            return kept.item_id
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def _audit_actions(url: str) -> list[tuple[str, str, str]]:
+    async def go() -> list[tuple[str, str, str]]:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                rows = await session.execute(
+                    select(AuditEntry.actor, AuditEntry.action, AuditEntry.subject).order_by(AuditEntry.id)
+                )
+                return [(r.actor, r.action, r.subject) for r in rows]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def test_show_prints_no_escape_sequence_and_is_audited(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGNAME", "spoc1")
+    item_id = _kept(db_url)
+    config = _config(tmp_path, db_url)
+    assert main(["inbound", "list", "--config", config]) == 0
+    listed = capsys.readouterr().out
+    assert listed.startswith(f"{item_id}\tmail\t") and "\tkept\t" in listed
+    assert main(["inbound", "show", str(item_id), "--config", config]) == 0
+    shown = capsys.readouterr().out
+    assert "VS-0001234" in shown and "reversed" in shown and "end" in shown
+    for hidden in ("\x1b", "\x07", "\x00", "\u202e"):
+        assert hidden not in shown
+    assert ("cli:spoc1", "inbound.viewed", f"mail:{item_id}") in _audit_actions(db_url)
+
+
+def test_show_raw_writes_the_exact_bytes_to_a_new_private_file(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    item_id = _kept(db_url)
+    config = _config(tmp_path, db_url)
+    raw = tmp_path / "item.eml"
+    assert main(["inbound", "show", str(item_id), "--raw", str(raw), "--config", config]) == 0
+    assert raw.read_bytes() == HOSTILE
+    assert os.stat(raw).st_mode & 0o777 == 0o600
+    raw.write_bytes(b"mine")
+    assert main(["inbound", "show", str(item_id), "--raw", str(raw), "--config", config]) == 2
+    assert raw.read_bytes() == b"mine"  # never overwrites a file
+    assert "File exists" in capsys.readouterr().err
+
+
+def test_done_records_who_dealt_with_it_and_list_then_omits_it(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGNAME", "spoc1")
+    item_id = _kept(db_url)
+    config = _config(tmp_path, db_url)
+    assert main(["inbound", "done", str(item_id), "--config", config]) == 0
+    capsys.readouterr()
+    assert main(["inbound", "list", "--config", config]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["inbound", "list", "--all", "--config", config]) == 0
+    assert "\treviewed\t" in capsys.readouterr().out
+    assert ("cli:spoc1", "inbound.reviewed", f"mail:{item_id}") in _audit_actions(db_url)
+    assert main(["inbound", "show", "999999", "--config", config]) == 1
