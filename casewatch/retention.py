@@ -11,6 +11,8 @@
   goes, and the purge first leaves a signed checkpoint (the link at the cut) in the chain's head
   and an `audit.checkpoint` entry in the log: what remains still verifies.
 - Job run records older than `schedules.job_run_retention_days`.
+- Items a feed kept (`casewatch inbound`), `schedules.inbound_retention_days` after a person
+  recorded them as dealt with; an item nobody has dealt with is never purged.
 
 Deletes go in batches, each in its own transaction, so SQLite's single writer is never held for
 long. The purge itself is audited (counts only).
@@ -39,6 +41,7 @@ from casewatch.store.models import (
     AuditEntry,
     Delivery,
     DeliveryAttempt,
+    InboundItem,
     JobRun,
 )
 
@@ -57,6 +60,7 @@ class PurgeSummary:
     messages: int = 0
     audit_entries: int = 0
     job_runs: int = 0
+    inbound_items: int = 0
 
     def line(self) -> str:
         return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in asdict(self).items())
@@ -89,6 +93,14 @@ async def purge(
         & (JobRun.outcome != "running"),
         batch,
     )
+    inbound_cutoff = _cutoff(now, config.inbound_retention_days)
+    if inbound_cutoff is not None:
+        summary.inbound_items = await _purge_simple(
+            sessions,
+            InboundItem.id,
+            (InboundItem.state == "reviewed") & (InboundItem.reviewed_at < inbound_cutoff),
+            batch,
+        )
     async with sessions.begin() as session:
         await record(
             session,

@@ -19,6 +19,7 @@ from casewatch.store.models import (
     AuditEntry,
     Delivery,
     DeliveryAttempt,
+    InboundItem,
     JobRun,
 )
 from tests.digest_data import alert
@@ -169,3 +170,32 @@ async def test_zero_means_keep_for_ever(sqlite_url: str, sessions: async_session
     summary = await purge(sessions, Context(settings, FixedClock(NOW)))
     assert (summary.alerts, summary.messages, summary.audit_entries) == (0, 0, 0)
     assert await _count(sessions, Alert) == 1
+
+
+def _item(n: int, state: str, reviewed_at: datetime | None) -> InboundItem:
+    return InboundItem(
+        source="mail", external_id=f"mid:{n}", received_at=NOW - 400 * DAY, reason="unreadable",
+        media_type="message/rfc822", content=b"x", content_sha256="0" * 64, size=1, team="north",
+        state=state, reviewed_at=reviewed_at, reviewed_by="cli:spoc" if reviewed_at else None,
+    )
+
+
+async def test_kept_feed_items_go_only_after_a_person_dealt_with_them(
+    db_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Issue 18: an item nobody has dealt with is never purged, however old; one dealt with goes
+    `inbound_retention_days` later."""
+    settings = make_settings(db_url, schedules={"inbound_retention_days": 90})
+    async with sessions.begin() as session:
+        session.add_all([
+            _item(1, "kept", None),  # 400 days old, never dealt with: kept
+            _item(2, "reviewed", NOW - 91 * DAY),  # dealt with 91 days ago: purged
+            _item(3, "reviewed", NOW - 89 * DAY),  # dealt with 89 days ago: kept
+        ])
+    summary = await purge(sessions, Context(settings, FixedClock(NOW)))
+    assert summary.inbound_items == 1
+    async with sessions() as session:
+        left = sorted((await session.execute(select(InboundItem.external_id))).scalars())
+    assert left == ["mid:1", "mid:3"]
+    never = make_settings(db_url, schedules={"inbound_retention_days": 0})
+    assert (await purge(sessions, Context(never, FixedClock(NOW + 1000 * DAY)))).inbound_items == 0

@@ -100,6 +100,11 @@ class ScheduleSection(Section):
     job_run_retention_days: int = Field(
         30, ge=1, le=3650, description="job run records older than this are purged"
     )
+    inbound_retention_days: int = Field(
+        90, ge=0, le=36500,
+        description="items a feed kept (casewatch inbound) are purged this long after a person "
+        "recorded them as dealt with; never before; 0: never",
+    )
 
     @field_validator("retention_time")
     @classmethod
