@@ -1,0 +1,236 @@
+"""Reading border-alert mail from an IMAP mailbox (aioimaplib): every mail without the processed
+keyword is read, handled (integrations.mail_ingest.process) and only then marked with the
+keyword and \\Seen. Nothing is ever deleted or expunged: a kept (unreadable) mail stays in the
+mailbox too.
+
+Which mail is new is the server's state (UID SEARCH UNKEYWORD), not ours: a crash between the
+commit and the mark, or a mailbox rebuilt under a new UIDVALIDITY (keywords lost), means mail is
+read again, and its deterministic event or item id makes that a duplicate. Waits with IDLE
+(RFC 2177) when the server has it and [inbound_mail] idle is on, re-issued every poll_seconds
+(at most 29 minutes), else polls every poll_seconds. A lost connection, a refused command or a
+database that cannot be reached: reconnect after a backoff (1 s doubling to 60 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import ssl
+
+from aioimaplib import aioimaplib
+
+from casewatch.config.inbound_mail import InboundMailSection
+from casewatch.store.errors import is_unavailable
+from integrations.mail_ingest.process import MailProcessor, Outcome
+
+log = logging.getLogger(__name__)
+TIMEOUT_SECONDS = 30.0
+MAX_IDLE_SECONDS = 29 * 60.0
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
+_UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_PERMANENTFLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)\]")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_UID = re.compile(rb"UID (\d+)")
+
+
+class ImapProblem(Exception):
+    """The server refused something or answered what we cannot use; str() says what."""
+
+
+class ImapFatal(ImapProblem):
+    """A problem a reconnect cannot fix (the mailbox cannot hold keywords, or is read-only)."""
+
+
+def _ok(response: aioimaplib.Response, what: str) -> aioimaplib.Response:
+    if response.result != "OK":
+        raise ImapProblem(f"{what}: the server answered {response.result}")
+    return response
+
+
+async def _starttls(client: aioimaplib.IMAP4, host: str, context: ssl.SSLContext) -> None:
+    """aioimaplib has no STARTTLS: send it, then upgrade the connection in place (RFC 3501 6.2.1)."""
+    protocol = client.protocol
+    if "STARTTLS" not in protocol.capabilities:
+        raise ImapFatal("security = starttls, but the server does not offer STARTTLS")
+    response = await protocol.execute(aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop))
+    _ok(response, "STARTTLS")
+    loop = asyncio.get_running_loop()
+    transport = await loop.start_tls(protocol.transport, protocol, context, server_hostname=host)
+    if transport is None:
+        raise ImapProblem("STARTTLS: the TLS handshake did not complete")
+    protocol.transport = transport
+    await protocol.capability()  # RFC 3501: capabilities may change after STARTTLS
+
+
+class ImapReader:
+    def __init__(
+        self,
+        processor: MailProcessor,
+        config: InboundMailSection,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.processor = processor
+        self.config = config
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self.uidvalidity: int | None = None
+        self.handled: list[Outcome] = []  # this process's outcomes (tests, the once summary)
+        self.reconnects = 0
+        self._skipped: set[int] = set()  # failed by a fault of ours: left for the next session
+
+    async def connect(self) -> aioimaplib.IMAP4:
+        config = self.config
+        client: aioimaplib.IMAP4
+        if config.security == "tls":
+            client = aioimaplib.IMAP4_SSL(
+                host=config.host, port=config.port, timeout=TIMEOUT_SECONDS, ssl_context=self.ssl_context
+            )
+        else:
+            client = aioimaplib.IMAP4(host=config.host, port=config.port, timeout=TIMEOUT_SECONDS)
+        await client.wait_hello_from_server()
+        if config.security == "starttls":
+            await _starttls(client, config.host, self.ssl_context)
+        response = await client.login(config.username, config.password.get_secret_value())
+        if response.result != "OK":
+            raise ImapProblem("login refused (check username and password)")
+        return client
+
+    async def select(self, client: aioimaplib.IMAP4) -> None:
+        response = _ok(await client.select(self.config.mailbox), f"SELECT {self.config.mailbox}")
+        text = b"\n".join(bytes(line) for line in response.lines)
+        if b"[READ-ONLY]" in text:
+            raise ImapFatal(f"mailbox {self.config.mailbox} is read-only: processed mail could not be marked")
+        flags = _PERMANENTFLAGS.search(text)
+        keyword = self.config.processed_keyword.encode()
+        if flags is not None and b"\\*" not in flags.group(1).split() and keyword not in flags.group(1).split():
+            raise ImapFatal(f"mailbox {self.config.mailbox} does not keep the keyword {self.config.processed_keyword}")
+        found = _UIDVALIDITY.search(text)
+        validity = int(found.group(1)) if found else None
+        if self.uidvalidity is not None and validity != self.uidvalidity:
+            log.warning(
+                "mail-ingest: UIDVALIDITY of %s changed (%s -> %s): the mailbox was rebuilt; mail "
+                "without the keyword is read again and comes back as duplicates",
+                self.config.mailbox, self.uidvalidity, validity,
+            )
+            self._skipped.clear()
+        self.uidvalidity = validity
+
+    async def unprocessed(self, client: aioimaplib.IMAP4) -> list[int]:
+        response = _ok(
+            await client.uid_search("UNKEYWORD", self.config.processed_keyword, "UNDELETED", charset=None),
+            "UID SEARCH",
+        )
+        uids: list[int] = []
+        for line in response.lines[:-1]:
+            uids.extend(int(word) for word in bytes(line).split() if word.isdigit())
+        return sorted(set(uids) - self._skipped)
+
+    async def fetch(self, client: aioimaplib.IMAP4, uid: int) -> tuple[bytes, int] | None:
+        """The mail's first max_message_bytes bytes and its whole size; None if it is gone."""
+        limit = self.config.max_message_bytes
+        response = _ok(
+            await client.uid("fetch", str(uid), f"(RFC822.SIZE BODY.PEEK[]<0.{limit}>)"), "UID FETCH"
+        )
+        header = next((bytes(line) for line in response.lines if isinstance(line, bytes)), b"")
+        literal = next((bytes(line) for line in response.lines if isinstance(line, bytearray)), None)
+        uid_found, size_found = _UID.search(header), _SIZE.search(header)
+        if literal is None or uid_found is None or int(uid_found.group(1)) != uid:
+            return None
+        return literal, int(size_found.group(1)) if size_found else len(literal)
+
+    async def mark(self, client: aioimaplib.IMAP4, uid: int) -> None:
+        _ok(
+            await client.uid("store", str(uid), f"+FLAGS.SILENT (\\Seen {self.config.processed_keyword})"),
+            "UID STORE",
+        )
+
+    async def read_new(self, client: aioimaplib.IMAP4) -> int:
+        """Handle every unprocessed mail, oldest first; each is marked after its outcome committed."""
+        count = 0
+        for uid in await self.unprocessed(client):
+            fetched = await self.fetch(client, uid)
+            if fetched is None:
+                continue
+            raw, size = fetched
+            try:
+                outcome = await self.processor.handle(raw, size=size)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise  # not marked: read again once the database is back
+                log.exception("mail-ingest: mail uid %d could not be handled; left unmarked for a retry", uid)
+                self._skipped.add(uid)
+                continue
+            await self.mark(client, uid)
+            self.handled.append(outcome)
+            count += 1
+        return count
+
+    async def wait_for_mail(self, client: aioimaplib.IMAP4, stop: asyncio.Event) -> None:
+        """Until new mail may be there: an IDLE push (EXISTS), poll_seconds, or stop."""
+        wait = min(self.config.poll_seconds, MAX_IDLE_SECONDS)
+        if not (self.config.idle and client.has_capability("IDLE")):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            return
+        queue = client.protocol.idle_queue
+        while not queue.empty():  # pushes or a stop marker left from an earlier IDLE
+            queue.get_nowait()
+        idle = await client.idle_start(timeout=wait)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                push = asyncio.ensure_future(client.wait_server_push(timeout=wait + TIMEOUT_SECONDS))
+                done, _ = await asyncio.wait({push, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if push not in done:
+                    push.cancel()
+                    return
+                lines = push.result()  # raises TimeoutError if the server went quiet: reconnect
+                if lines == aioimaplib.STOP_WAIT_SERVER_PUSH or any(b"EXISTS" in bytes(x) for x in lines):
+                    return
+        finally:
+            stopping.cancel()
+            if client.has_pending_idle():
+                client.idle_done()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(idle, TIMEOUT_SECONDS)
+
+    async def session(self, stop: asyncio.Event, *, once: bool) -> None:
+        client = await self.connect()
+        try:
+            await self.select(client)
+            while not stop.is_set():
+                count = await self.read_new(client)
+                if count:
+                    log.info("mail-ingest: %d mail(s) handled from %s", count, self.config.mailbox)
+                if once:
+                    return
+                await self.wait_for_mail(client, stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.logout(), 5)
+
+    async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
+        """Read until `stop` is set (with `once`: one pass, and a failure raises)."""
+        delay = BACKOFF_FIRST
+        while not stop.is_set():
+            try:
+                await self.session(stop, once=once)
+                if once:
+                    return
+                delay = BACKOFF_FIRST
+            except ImapFatal:
+                raise
+            except (aioimaplib.AioImapException, ImapProblem, OSError, asyncio.TimeoutError) as exc:
+                if once:
+                    raise
+                log.warning("mail-ingest: IMAP %s (%s); reconnecting in %.0f s", type(exc).__name__, exc, delay)
+            except Exception as exc:
+                if once or not is_unavailable(exc):
+                    raise
+                log.warning("mail-ingest: database unavailable; reconnecting in %.0f s", delay)
+            self.reconnects += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, BACKOFF_MAX)
