@@ -122,6 +122,22 @@ def _audit_actions(url: str) -> list[tuple[str, str, str]]:
     return asyncio.run(go())
 
 
+def _alert_state(url: str, item_id: int) -> str:
+    async def go() -> str:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as session:
+                item = await session.get(InboundItem, item_id)
+                assert item is not None and item.alert_id is not None
+                alert = await session.get(Alert, item.alert_id)
+                assert alert is not None
+                return alert.state
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
 def test_show_prints_no_escape_sequence_and_is_audited(
     db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,7 +177,8 @@ def test_done_records_who_dealt_with_it_and_list_then_omits_it(
     item_id = _kept(db_url)
     config = _config(tmp_path, db_url)
     assert main(["inbound", "done", str(item_id), "--config", config]) == 0
-    capsys.readouterr()
+    assert "resolved" in capsys.readouterr().out
+    assert _alert_state(db_url, item_id) == "resolved"
     assert main(["inbound", "list", "--config", config]) == 0
     assert capsys.readouterr().out == ""
     assert main(["inbound", "list", "--all", "--config", config]) == 0

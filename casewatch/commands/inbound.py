@@ -18,6 +18,7 @@ import sys
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from casewatch.alerts.lifecycle import resolve
 from casewatch.audit import record
 from casewatch.clock import SystemClock
 from casewatch.commands._support import configure_logging, on_database, seal_audit
@@ -27,7 +28,7 @@ from casewatch.context import Context
 from casewatch.routing.purposes import nominals_of
 from casewatch.safe_text import printable
 from casewatch.store.engine import make_sessionmaker
-from casewatch.store.models import InboundItem
+from casewatch.store.models import Alert, InboundItem
 
 _TEXT_TYPES = ("text/", "message/", "application/json")
 
@@ -71,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
             else:
                 item.state, item.reviewed_by, item.reviewed_at = "reviewed", actor, ctx.clock.now()
                 action, purpose = "inbound.reviewed", "a kept feed item recorded as dealt with"
-                print(f"item {item.id} recorded as dealt with")
+                alert = await session.get(Alert, item.alert_id) if item.alert_id else None
+                if alert is not None and await resolve(session, alert, "the kept item was dealt with", ctx):
+                    print(f"item {item.id} recorded as dealt with; alert {alert.id} resolved")
+                else:
+                    print(f"item {item.id} recorded as dealt with")
             await record(
                 session, ctx, actor=actor, action=action, subject=f"{item.source}:{item.id}",
                 purpose=purpose, details={"item": item.id}, nominals=nominals_of(item.visor_ref),
