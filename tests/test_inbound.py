@@ -61,7 +61,8 @@ async def test_an_item_is_kept_once_with_one_alert_to_the_feed_teams_spoc(
         assert f"inbound show {item.id}" in alert.summary and "no template field matched" in alert.summary
         receivers = (await session.execute(select(Delivery.receiver, Delivery.target))).all()
         assert [(r.receiver, r.target) for r in receivers] == [("spoc:south", "south.spoc@force.example")]
-        kept = (await session.execute(select(AuditEntry).where(AuditEntry.action == "inbound.kept"))).scalars()
+        kept_entries = select(AuditEntry).where(AuditEntry.action == "inbound.kept")
+        kept = (await session.execute(kept_entries)).scalars()
         assert [e.subject for e in kept] == [f"mail:{item.id}"]
 
 
@@ -80,7 +81,9 @@ async def test_the_reason_reaches_chat_on_one_printable_line(
         assert alert.team == "north"  # no team given: triggers.unmatched_team, else the first team
 
 
-async def test_keep_refuses_an_unknown_source(sessions: async_sessionmaker[AsyncSession], db_url: str) -> None:
+async def test_keep_refuses_an_unknown_source(
+    sessions: async_sessionmaker[AsyncSession], db_url: str
+) -> None:
     with pytest.raises(ValueError, match="unknown feed source"):
         await keep_now(sessions, _ctx(db_url), source="fax", external_id="1", reason="r", content=b"",
                        media_type="text/plain")
