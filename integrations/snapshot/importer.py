@@ -1,0 +1,336 @@
+"""The snapshot import itself: stream the extract in chunks of rows, compare each chunk with the
+stored state (read in one transaction a chunk), validate what changed exactly as the events API
+does, ingest it through the pipeline (one transaction a chunk), then report the nominals a full
+extract no longer lists and keep the bad rows for a person.
+
+Nothing here prints: what a person should see goes to `say` (a bad row, by line and column) and
+into the Summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.alerts.lifecycle import open_alerts
+from casewatch.context import Context
+from casewatch.ingest.inbound import Kept, keep
+from casewatch.ingest.pipeline import ingest
+from casewatch.ingest.schema import FieldError, parse_envelopes
+from casewatch.model.alerts import AlertSpec
+from casewatch.model.events import Envelope
+from casewatch.safe_text import printable
+from casewatch.store.models import Event, Nominal
+from integrations.snapshot.convert import Converted, column_label, convert
+from integrations.snapshot.diff import Plan, Stored, load_stored, plan
+from integrations.snapshot.fields import FIELDS, VISOR_REF
+from integrations.snapshot.mapping import Mapping
+from integrations.snapshot.reader import Extract, Row
+
+SOURCE = "snapshot"
+NOMINAL_MISSING = "feed.nominal_missing"
+ROWS_PER_CHUNK = 500  # at most two events a row: at most 1000 a transaction (the API's batch)
+MAX_KEPT_BYTES = 16 * 1024 * 1024
+_SHOWN = 20
+_UNAVAILABLE = (OperationalError, InterfaceError, OSError)
+
+log = logging.getLogger(__name__)
+
+
+class ImportStopped(Exception):
+    """The database went away mid-way: the chunks reported as stored are stored, nothing after."""
+
+
+@dataclass(frozen=True)
+class Options:
+    name: str  # the extract's file name (the feed.nominal_missing alerts' subject)
+    full: bool
+    dry_run: bool
+    extracted_at: datetime
+    rows_per_chunk: int = ROWS_PER_CHUNK
+
+
+@dataclass
+class Summary:
+    rows: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    bad_lines: list[int] = field(default_factory=list)
+    events: int = 0  # events the changes became (in a dry run: would become)
+    accepted: int = 0
+    duplicates: int = 0
+    alerts: int = 0  # alerts the events opened
+    missing: list[str] = field(default_factory=list)  # references a full extract no longer lists
+    missing_alerts: int = 0
+    kept: Kept | None = None
+    kept_truncated: bool = False
+
+    def lines(self, options: Options) -> list[str]:
+        verb = "would be" if options.dry_run else "were"
+        out = [
+            f"snapshot {printable(options.name)}{' (dry run: nothing written)' if options.dry_run else ''}: "
+            f"{self.rows} row(s): {self.new} new, {self.changed} changed, {self.unchanged} unchanged, "
+            f"{len(self.bad_lines)} bad",
+        ]
+        if options.dry_run:
+            out.append(
+                f"events: {self.events} {verb} sent, {self.accepted} new, {self.duplicates} seen before"
+            )
+        else:
+            out.append(
+                f"events: {self.accepted} accepted, {self.duplicates} duplicate(s); "
+                f"{self.alerts} alert(s) opened"
+            )
+        if options.full:
+            shown = ", ".join(self.missing[:_SHOWN]) + (
+                f", and {len(self.missing) - _SHOWN} more" if len(self.missing) > _SHOWN else ""
+            )
+            out.append(
+                f"missing from the full extract: {len(self.missing)} nominal(s)"
+                + (f" ({shown})" if self.missing else "")
+                + ("" if options.dry_run else f"; {self.missing_alerts} feed.nominal_missing alert(s) opened")
+            )
+        if self.bad_lines:
+            shown = ", ".join(str(n) for n in self.bad_lines[:_SHOWN])
+            more = len(self.bad_lines) - _SHOWN
+            out.append(f"bad row(s) on line(s) {shown}{f', and {more} more' if more > 0 else ''}")
+        if self.kept is not None:
+            state = "kept before" if self.kept.duplicate else "kept"
+            out.append(
+                f"the bad rows are {state} as inbound item {self.kept.item_id} "
+                f"(casewatch inbound show {self.kept.item_id})"
+                + (f"; alert {self.kept.alert_id}" if self.kept.alert_id else "")
+                + ("; only the first 16 MiB of them" if self.kept_truncated else "")
+            )
+        return out
+
+
+Say = Callable[[str], None]
+Progress = Callable[[int], None]
+
+
+async def import_snapshot(
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: Context,
+    stream: IO[bytes],
+    mapping: Mapping,
+    options: Options,
+    *,
+    say: Say,
+    progress: Progress = lambda _: None,
+) -> Summary:
+    """Run the import on an open stream. Raises reader.ExtractError before anything is written when
+    the header does not fit the mapping, ImportStopped when the database goes away."""
+    extract = Extract(stream, mapping)
+    run = _Run(sessions, ctx, mapping, options, say)
+    chunk: list[Row] = []
+    done = extract.bytes_read
+    for row in extract.rows():
+        chunk.append(row)
+        if len(chunk) >= options.rows_per_chunk:
+            await run.chunk(chunk)
+            chunk = []
+            progress(extract.bytes_read - done)
+            done = extract.bytes_read
+    await run.chunk(chunk)
+    progress(extract.bytes_read - done)
+    if options.full:
+        await run.missing()
+    if run.bad_rows and not options.dry_run:
+        await run.keep_bad(extract.header_raw, extract.sha256())
+    return run.summary
+
+
+@dataclass
+class _Run:
+    sessions: async_sessionmaker[AsyncSession]
+    ctx: Context
+    mapping: Mapping
+    options: Options
+    say: Say
+    summary: Summary = field(default_factory=Summary)
+    seen: dict[str, int] = field(default_factory=dict)  # reference -> its line
+    teams: set[str] = field(default_factory=set)  # the teams the rows name (a full extract's cover)
+    bad_rows: list[bytes] = field(default_factory=list)
+
+    @property
+    def occurred_at(self) -> str:
+        return self.options.extracted_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    def bad(self, line: int, raw: bytes, problems: Sequence[str]) -> None:
+        self.summary.bad_lines.append(line)
+        self.bad_rows.append(raw)
+        for problem in problems:
+            self.say(f"line {line}: {printable(problem)}")
+
+    async def chunk(self, rows: Sequence[Row]) -> None:
+        good: list[tuple[Row, Converted]] = []
+        for row in rows:
+            self.summary.rows += 1
+            if row.problem is not None:
+                self.bad(row.line, row.raw, [row.problem])
+                continue
+            converted = convert(row, self.mapping)
+            if converted.visor_ref and converted.visor_ref in self.seen:
+                column = column_label(self.mapping, VISOR_REF)
+                self.bad(row.line, row.raw, [
+                    f"{column}: the same ViSOR reference as line {self.seen[converted.visor_ref]}"
+                ])
+                continue
+            if converted.visor_ref:
+                self.seen[converted.visor_ref] = row.line
+            if converted.problems:
+                self.bad(row.line, row.raw, converted.problems)
+                continue
+            good.append((row, converted))
+        if not good:
+            return
+        try:
+            async with self.sessions() as session:
+                stored = await load_stored(session, [c.visor_ref for _, c in good])
+        except _UNAVAILABLE as exc:
+            raise ImportStopped(f"the database is unavailable ({type(exc).__name__})") from None
+        ready: list[tuple[Row, list[Envelope]]] = []
+        for row, converted in good:
+            before = stored.get(converted.visor_ref)
+            self._note_team(converted, before)
+            planned = plan(converted, before, self.occurred_at)
+            if planned.outcome == "bad":
+                self.bad(row.line, row.raw, planned.problems)
+                continue
+            envelopes = self._validate(row, planned)
+            if envelopes is None:
+                continue
+            if planned.outcome == "unchanged":
+                self.summary.unchanged += 1
+                continue
+            setattr(self.summary, planned.outcome, getattr(self.summary, planned.outcome) + 1)
+            self.summary.events += len(envelopes)
+            ready.append((row, envelopes))
+        if self.options.dry_run:
+            await self._count_seen(ready)
+        else:
+            await self._ingest(ready)
+
+    def _note_team(self, converted: Converted, stored: Stored | None) -> None:
+        team = converted.values.get("team") or (stored.team if stored is not None else None)
+        if isinstance(team, str):
+            self.teams.add(team)
+
+    def _validate(self, row: Row, planned: Plan) -> list[Envelope] | None:
+        if not planned.envelopes:
+            return []
+        raw = planned.envelopes
+        envelopes, errors = parse_envelopes(raw if len(raw) > 1 else raw[0])
+        if errors:
+            self.bad(row.line, row.raw, [self._where(e) for e in errors])
+            return None
+        return envelopes
+
+    def _where(self, error: FieldError) -> str:
+        parts = error.field.split(".")
+        name = parts[1] if parts[0] == "data" and len(parts) > 1 else parts[0]
+        if name in ("from_level", "to_level"):
+            name = "mappa_level"
+        elif name == "rationale":
+            name = "mappa_rationale"
+        if name in FIELDS or name in (VISOR_REF, "mappa_rationale"):
+            where = column_label(self.mapping, name)
+            if name not in self.mapping.columns:
+                where += " (stored value)"
+        else:
+            where = f"field {error.field or '(event)'}"
+        return f"{where}: {error.message}"
+
+    async def _ingest(self, ready: Sequence[tuple[Row, list[Envelope]]]) -> None:
+        if not ready:
+            return
+        envelopes = [e for _, row_envelopes in ready for e in row_envelopes]
+        try:
+            result = await ingest(self.sessions, envelopes, self.ctx, source=SOURCE)
+        except _UNAVAILABLE as exc:
+            raise ImportStopped(f"the database is unavailable ({type(exc).__name__})") from None
+        except Exception as exc:
+            if len(ready) == 1:
+                # Only the type: a database error's message can quote the data.
+                row = ready[0][0]
+                self.bad(row.line, row.raw, [f"could not be stored ({type(exc).__name__})"])
+                return
+            for one in ready:  # find the row the chunk failed on; store the others
+                await self._ingest([one])
+            return
+        self.summary.accepted += result.accepted
+        self.summary.duplicates += result.duplicates
+        self.summary.alerts += len(result.alerts)
+
+    async def _count_seen(self, ready: Sequence[tuple[Row, list[Envelope]]]) -> None:
+        ids = [e.id for _, row_envelopes in ready for e in row_envelopes]
+        if not ids:
+            return
+        async with self.sessions() as session:
+            seen = set((await session.execute(select(Event.id).where(Event.id.in_(ids)))).scalars())
+        self.summary.duplicates += len(seen)
+        self.summary.accepted += len(ids) - len(seen)
+
+    async def missing(self) -> None:
+        """The stored nominals of the covered teams this full extract does not list: reported, one
+        feed.nominal_missing alert each (never deleted)."""
+        teams = sorted(self.mapping.teams or self.teams)
+        if not teams:
+            return
+        gone: list[tuple[str, str]] = []
+        async with self.sessions() as session:
+            listed = select(Nominal.visor_ref, Nominal.team).where(Nominal.team.in_(teams))
+            rows = await session.stream(listed.order_by(Nominal.visor_ref))
+            async for ref, team in rows:
+                if ref not in self.seen:
+                    gone.append((ref, team))
+        self.summary.missing = [ref for ref, _ in gone]
+        if self.options.dry_run or not gone:
+            return
+        subject = printable(self.options.name)[:200]
+        for start in range(0, len(gone), 500):
+            specs = [
+                AlertSpec(
+                    kind=NOMINAL_MISSING, severity="medium", visor_ref=ref, team=team, subject=subject,
+                    summary=f"Not in the full extract {subject}: {ref} (transferred out? deleted?)",
+                    details={"extract": subject, "extracted_at": self.occurred_at},
+                )
+                for ref, team in gone[start : start + 500]
+            ]
+            async with self.sessions() as session, session.begin():
+                opened = await open_alerts(session, specs, self.ctx)
+            self.summary.missing_alerts += sum(1 for alert in opened if alert is not None)
+
+    async def keep_bad(self, header: bytes, sha256: str) -> None:
+        parts, size = [header], len(header)
+        for raw in self.bad_rows:
+            raw = raw if raw.endswith(b"\n") else raw + b"\n"
+            if size + len(raw) > MAX_KEPT_BYTES:
+                self.summary.kept_truncated = True
+                break
+            parts.append(raw)
+            size += len(raw)
+        content = b"".join(parts)
+        lines = self.summary.bad_lines
+        shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
+        name = printable(self.options.name)[:80]
+        reason = f"{len(lines)} bad row(s) in snapshot extract {name} (line(s) {shown})"
+        async with self.sessions() as session, session.begin():
+            self.summary.kept = await keep(
+                session, self.ctx, source=SOURCE, external_id=f"sha256:{sha256}", reason=reason,
+                content=content, media_type="text/csv",
+            )
+
+
+def extract_name(path: str | Path) -> str:
+    return Path(path).name
