@@ -171,6 +171,9 @@ def build_demo(today: date, nominals: int = 200, seed: int = DEFAULT_SEED) -> De
             "last_notification_on": (today - timedelta(days=rng.randint(10, 300))).isoformat(),
             "markers": markers,
             "pnc_id": f"00/{100000 + n}X",
+            # How probation's domain events name the person (docs/feeds/probation.md).
+            "crn": f"X{n:06d}",
+            "noms_number": f"A{n % 10000:04d}DM",
         }
 
     def scenario(n: int, shows: str, **changes: Any) -> str:
