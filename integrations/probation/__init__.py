@@ -1,0 +1,1 @@
+"""HMPPS probation domain events in (issue 18): docs/feeds/probation.md."""

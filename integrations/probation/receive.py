@@ -218,6 +218,6 @@ async def _keep(
                 media_type=MEDIA_TYPE, team=team,
             )
             outcome.outcome, outcome.item = "kept", kept.item_id
-            if kept.alert_id is not None:
+            if kept.alert_id is not None and not kept.duplicate:
                 opened.append(kept.alert_id)
     return opened
