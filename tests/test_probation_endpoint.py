@@ -86,11 +86,13 @@ async def test_a_mappa_registration_changes_the_level_from_the_stored_one(api: A
     [item] = reply["items"]
     assert item["outcome"] == "accepted" and item["event_type"] == "probation-case.registration.added"
     async with service.sessions() as session:
-        change = (await session.execute(select(LevelChange).where(LevelChange.visor_ref == REF))).scalars().one()
+        found = await session.execute(select(LevelChange).where(LevelChange.visor_ref == REF))
+        change = found.scalars().one()
         event = await session.get(Event, item["events"][0])
     assert (change.from_level, change.to_level) == (1, 3)
     assert change.recorded_by == "probation"
-    assert "probation-case.registration.added" in change.rationale and "registration 1234567890" in change.rationale
+    assert "probation-case.registration.added" in change.rationale
+    assert "registration 1234567890" in change.rationale
     assert "category 2" in change.rationale and "casewatch has category 1" in change.rationale
     assert event is not None and event.source == "probation" and event.type == "mappa.level_changed"
     [alert] = await alerts_of(service, "mappa.level_changed")
@@ -99,7 +101,8 @@ async def test_a_mappa_registration_changes_the_level_from_the_stored_one(api: A
 
 async def test_an_sns_notification_is_unwrapped_and_its_message_id_is_the_event_id(api: Api) -> None:
     service, client = api
-    note = samples.sns_notification(registration("updated", level=2), message_id="1a2b3c4d-0000-4000-8000-0000000000aa")
+    message_id = "1a2b3c4d-0000-4000-8000-0000000000aa"
+    note = samples.sns_notification(registration("updated", level=2), message_id=message_id)
     reply = await post(client, note)
     assert reply["items"][0]["events"] == ["probation-sns-1a2b3c4d-0000-4000-8000-0000000000aa"]
     assert await count(service, LevelChange, LevelChange.to_level == 2) == 1
@@ -121,7 +124,8 @@ async def test_a_registration_of_another_register_is_ignored_and_counted(api: Ap
     event["additionalInformation"]["registerTypeCode"] = "RVHR"
     reply = await post(client, event)
     assert reply["items"][0] == {
-        "index": 0, "event_type": "probation-case.registration.added", "outcome": "ignored", "reason": "not_mappa",
+        "index": 0, "event_type": "probation-case.registration.added", "outcome": "ignored",
+        "reason": "not_mappa",
     }
     assert await count(service, LevelChange) == 0
     assert await metric(client, "ignored_not_mappa", "probation-case.registration.added") == 1.0
@@ -160,7 +164,8 @@ async def test_a_recall_opens_the_recall_alert_and_a_return_on_recall_closes_it(
 async def test_an_admission_that_is_not_a_recall_is_ignored(api: Api) -> None:
     service, client = api
     event = samples.prisoner_moved(
-        "prison-offender-events.prisoner.received", noms=NOMS, occurred_at=AT, reason="ADMISSION", movement="N"
+        "prison-offender-events.prisoner.received", noms=NOMS, occurred_at=AT, reason="ADMISSION",
+        movement="N",
     )
     reply = await post(client, event)
     assert reply["items"][0]["reason"] == "not_a_recall_return"
@@ -206,7 +211,8 @@ async def test_an_unknown_type_is_acknowledged_ignored_and_counted(api: Api) -> 
     service, client = api
     event = samples.domain_event("probation-case.address.created", occurred_at=AT, crn=CRN)
     reply = await post(client, samples.sns_notification(event))
-    assert reply["items"][0] == {"index": 0, "event_type": "other", "outcome": "ignored", "reason": "unknown_type"}
+    expected = {"index": 0, "event_type": "other", "outcome": "ignored", "reason": "unknown_type"}
+    assert reply["items"][0] == expected
     assert await count(service, Event, Event.source == "probation") == 0
     assert await count(service, InboundItem) == 0
     assert await metric(client, "ignored_unknown_type", "other") == 1.0
@@ -331,7 +337,8 @@ async def test_a_batch_in_order_chains_its_level_changes(api: Api) -> None:
     reply = await post(client, [ended, added])
     assert reply["accepted"] == 2
     async with service.sessions() as session:
-        changes = (await session.execute(select(LevelChange).order_by(LevelChange.changed_at))).scalars().all()
+        found = await session.execute(select(LevelChange).order_by(LevelChange.changed_at))
+        changes = found.scalars().all()
     assert [(c.from_level, c.to_level) for c in changes] == [(1, None), (None, 2)]
 
 
