@@ -100,7 +100,7 @@ class Summary:
                 + ("" if options.dry_run else f"; {self.missing_alerts} feed.nominal_missing alert(s) opened")
             )
         if self.bad_lines:
-            shown = ", ".join(str(n) for n in self.bad_lines[:_SHOWN])
+            shown = ", ".join(str(n) for n in sorted(self.bad_lines)[:_SHOWN])
             more = len(self.bad_lines) - _SHOWN
             out.append(f"bad row(s) on line(s) {shown}{f', and {more} more' if more > 0 else ''}")
         if self.kept is not None:
@@ -160,7 +160,8 @@ class _Run:
     summary: Summary = field(default_factory=Summary)
     seen: dict[str, int] = field(default_factory=dict)  # reference -> its line
     teams: set[str] = field(default_factory=set)  # the teams the rows name (a full extract's cover)
-    bad_rows: list[bytes] = field(default_factory=list)
+    bad_rows: list[tuple[int, bytes]] = field(default_factory=list)  # (line, bytes as in the file)
+    pending_reports: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def occurred_at(self) -> str:
@@ -168,11 +169,22 @@ class _Run:
 
     def bad(self, line: int, raw: bytes, problems: Sequence[str]) -> None:
         self.summary.bad_lines.append(line)
-        self.bad_rows.append(raw)
-        for problem in problems:
-            self.say(f"line {line}: {printable(problem)}")
+        self.bad_rows.append((line, raw))
+        self.pending_reports.extend((line, f"line {line}: {printable(problem)}") for problem in problems)
+
+    def report(self) -> None:
+        """Say this chunk's bad rows, in line order."""
+        for _, message in sorted(self.pending_reports, key=lambda pair: pair[0]):
+            self.say(message)
+        self.pending_reports.clear()
 
     async def chunk(self, rows: Sequence[Row]) -> None:
+        try:
+            await self._chunk(rows)
+        finally:
+            self.report()
+
+    async def _chunk(self, rows: Sequence[Row]) -> None:
         good: list[tuple[Row, Converted]] = []
         for row in rows:
             self.summary.rows += 1
@@ -287,14 +299,16 @@ class _Run:
         teams = sorted(self.mapping.teams or self.teams)
         if not teams:
             return
-        gone: list[tuple[str, str]] = []
+        gone: list[tuple[str, str, str]] = []
         async with self.sessions() as session:
-            listed = select(Nominal.visor_ref, Nominal.team).where(Nominal.team.in_(teams))
+            listed = select(Nominal.visor_ref, Nominal.team, Nominal.offender_manager).where(
+                Nominal.team.in_(teams)
+            )
             rows = await session.stream(listed.order_by(Nominal.visor_ref))
-            async for ref, team in rows:
+            async for ref, team, manager in rows:
                 if ref not in self.seen:
-                    gone.append((ref, team))
-        self.summary.missing = [ref for ref, _ in gone]
+                    gone.append((ref, team, manager))
+        self.summary.missing = [ref for ref, _, _ in gone]
         if self.options.dry_run or not gone:
             return
         subject = printable(self.options.name)[:200]
@@ -302,10 +316,11 @@ class _Run:
             specs = [
                 AlertSpec(
                     kind=NOMINAL_MISSING, severity="medium", visor_ref=ref, team=team, subject=subject,
+                    owner=manager or None,
                     summary=f"Not in the full extract {subject}: {ref} (transferred out? deleted?)",
                     details={"extract": subject, "extracted_at": self.occurred_at},
                 )
-                for ref, team in gone[start : start + 500]
+                for ref, team, manager in gone[start : start + 500]
             ]
             async with self.sessions() as session, session.begin():
                 opened = await open_alerts(session, specs, self.ctx)
@@ -313,7 +328,7 @@ class _Run:
 
     async def keep_bad(self, header: bytes, sha256: str) -> None:
         parts, size = [header], len(header)
-        for raw in self.bad_rows:
+        for _, raw in sorted(self.bad_rows):
             raw = raw if raw.endswith(b"\n") else raw + b"\n"
             if size + len(raw) > MAX_KEPT_BYTES:
                 self.summary.kept_truncated = True
@@ -321,7 +336,7 @@ class _Run:
             parts.append(raw)
             size += len(raw)
         content = b"".join(parts)
-        lines = self.summary.bad_lines
+        lines = sorted(self.summary.bad_lines)
         shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
         name = printable(self.options.name)[:80]
         reason = f"{len(lines)} bad row(s) in snapshot extract {name} (line(s) {shown})"
