@@ -246,7 +246,7 @@ async def test_upsert_level_change_recorded_first_upsert_is_not_a_change(
         "",
         "visor-sync",
     )
-    assert change.changed_at == at(2) and change.event_id == seen[-1].event.id
+    assert change.changed_at == at(2) and change.event_id == seen[-1].event_id
     state = await nominal(sessions)
     assert (state.mappa_level, state.level_as_of, state.surname_key) == (3, at(2), "vanderberg")
     assert await count(sessions, LevelChange) == 1

@@ -273,7 +273,7 @@ async def test_a_risk_change_is_recorded_on_a_known_nominals_upsert_only(
         RiskChangeFacts("rc-2", REF, "medium", "high", None, None, "N01", "N02", utc("2026-11-05T00:00:00Z")),
         RiskChangeFacts("rc-5", REF, None, None, "1", "3", None, None, utc("2026-11-07T00:00:00Z")),
     ]
-    carried = {item.event.id: item.risk_change for item in seen}
+    carried = {item.event_id: item.risk_change for item in seen}
     assert set(carried) == {"rc-1", "rc-2", "rc-3", "rc-4", "rc-5"}
     assert carried["rc-1"] is None and carried["rc-3"] is None and carried["rc-4"] is None
     assert [load.risk_change_facts(carried[e]) for e in ("rc-2", "rc-5")] == facts  # type: ignore[arg-type]

@@ -177,7 +177,7 @@ async def event(
         )
         session.add(level_change)
     await session.flush()
-    return Applied(event=row, envelope=env, stale=stale, level_change=level_change)
+    return Applied(envelope=env, stale=stale, level_change=level_change)
 
 
 async def alerts(session: AsyncSession) -> list[tuple[str, str, str, str]]:

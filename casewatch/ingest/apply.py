@@ -193,12 +193,12 @@ def _chunks(values: Sequence[str], size: int = 500) -> list[Sequence[str]]:
 
 
 async def apply_event(
-    session: AsyncSession, event: Event, envelope: Envelope, ctx: Context, *, source: str, batch: Batch
+    session: AsyncSession, envelope: Envelope, ctx: Context, *, source: str, batch: Batch
 ) -> Applied:
     """Apply one event that was just stored (never a duplicate) to the case state. `batch` was
     loaded for all the events of the transaction, this one included."""
-    batch.pending.discard(event.id)
-    a = _Apply(session, event, envelope, ctx, source, batch)
+    batch.pending.discard(envelope.id)
+    a = _Apply(session, envelope, ctx, source, batch)
     match envelope.data:
         case NominalUpsert() as data:
             return await _nominal_upsert(a, data)
@@ -241,7 +241,6 @@ class _Apply:
     """One event being applied: what every handler needs."""
 
     session: AsyncSession
-    event: Event
     envelope: Envelope
     ctx: Context
     source: str
@@ -264,7 +263,7 @@ class _Apply:
         risk_change: RiskChange | None = None,
     ) -> Applied:
         return Applied(
-            self.event, self.envelope, stale=stale, level_change=level_change,
+            self.envelope, stale=stale, level_change=level_change,
             rationale_for=rationale_for, risk_change=risk_change,
         )
 
@@ -331,7 +330,7 @@ async def _nominal_upsert(a: _Apply, data: NominalUpsert) -> Applied:
         if new_level != nominal.mappa_level:
             change = LevelChange(
                 visor_ref=a.ref, from_level=nominal.mappa_level, to_level=new_level, rationale="",
-                changed_at=a.at, recorded_at=now, recorded_by=a.source[:64], event_id=a.event.id,
+                changed_at=a.at, recorded_at=now, recorded_by=a.source[:64], event_id=a.envelope.id,
             )
             a.session.add(change)
             nominal.mappa_level = new_level
@@ -351,7 +350,7 @@ def _risk_change(a: _Apply, nominal: Nominal, data: NominalUpsert) -> RiskChange
             pairs[f"from_{short}"], pairs[f"to_{short}"] = old, new
     if not pairs:
         return None
-    change = RiskChange(visor_ref=a.ref, changed_at=a.at, event_id=a.event.id, **pairs)
+    change = RiskChange(visor_ref=a.ref, changed_at=a.at, event_id=a.envelope.id, **pairs)
     a.session.add(change)
     return change
 
@@ -469,7 +468,7 @@ async def _level_changed(a: _Apply, data: LevelChanged) -> Applied:
         changed_at=a.at,
         recorded_at=a.ctx.clock.now(),
         recorded_by=(data.recorded_by or a.source)[:64],
-        event_id=a.event.id,
+        event_id=a.envelope.id,
     )
     a.session.add(change)
     a.batch.with_history.add(a.ref)
@@ -491,7 +490,7 @@ async def _level_changed(a: _Apply, data: LevelChanged) -> Applied:
 async def _notification_received(a: _Apply, data: NotificationReceivedData) -> Applied:
     kind, notified_on = data.kind, data.notified_on
     a.batch.record(
-        NotificationReceived, visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.event.id,
+        NotificationReceived, visor_ref=a.ref, kind=kind, notified_on=notified_on, event_id=a.envelope.id,
         what=data.what, changed_on=data.changed_on,
     )
     if kind in CLOCK_RESTARTING_KINDS:
@@ -505,7 +504,7 @@ async def _notification_received(a: _Apply, data: NotificationReceivedData) -> A
 async def _travel_notified(a: _Apply, data: TravelNotified) -> Applied:
     a.batch.record(
         TravelNotification, visor_ref=a.ref, departure_on=data.departure_on, return_on=data.return_on,
-        destination=data.destination, notified_at=data.notified_at or a.at, event_id=a.event.id,
+        destination=data.destination, notified_at=data.notified_at or a.at, event_id=a.envelope.id,
         departure_at=data.departure_at, trip_id=data.trip_id,
     )
     return a.done()
@@ -514,7 +513,7 @@ async def _travel_notified(a: _Apply, data: TravelNotified) -> Applied:
 async def _travel_cancelled(a: _Apply, data: TravelCancelled) -> Applied:
     # Kept as a record: every notification of the trip (before or after) reads it.
     a.batch.record(
-        TravelCancellation, visor_ref=a.ref, trip_id=data.trip_id, cancelled_at=a.at, event_id=a.event.id
+        TravelCancellation, visor_ref=a.ref, trip_id=data.trip_id, cancelled_at=a.at, event_id=a.envelope.id
     )
     return a.done()
 
@@ -522,13 +521,13 @@ async def _travel_cancelled(a: _Apply, data: TravelCancelled) -> Applied:
 async def _border_alert(a: _Apply, data: BorderAlert) -> Applied:
     a.batch.record(
         BorderCheck, visor_ref=a.ref, port=data.port, direction=data.direction,
-        checked_at=data.checked_at, event_id=a.event.id,
+        checked_at=data.checked_at, event_id=a.envelope.id,
     )
     return a.done()
 
 
 async def _visit_recorded(a: _Apply, data: VisitRecorded) -> Applied:
-    a.batch.record(Visit, visor_ref=a.ref, visited_on=data.visited_on, event_id=a.event.id)
+    a.batch.record(Visit, visor_ref=a.ref, visited_on=data.visited_on, event_id=a.envelope.id)
     return a.done()
 
 
@@ -538,14 +537,15 @@ async def _visit_recorded(a: _Apply, data: VisitRecorded) -> Applied:
 async def _detention_started(a: _Apply, data: DetentionStarted) -> Applied:
     # Kept as records, in any order: rules.custody pairs starts and ends by date.
     a.batch.record(
-        Detention, visor_ref=a.ref, started=True, kind=data.kind, on_date=data.started_on, event_id=a.event.id
+        Detention, visor_ref=a.ref, started=True, kind=data.kind, on_date=data.started_on,
+        event_id=a.envelope.id,
     )
     return a.done()
 
 
 async def _detention_ended(a: _Apply, data: DetentionEnded) -> Applied:
     a.batch.record(
-        Detention, visor_ref=a.ref, started=False, kind=None, on_date=data.ended_on, event_id=a.event.id
+        Detention, visor_ref=a.ref, started=False, kind=None, on_date=data.ended_on, event_id=a.envelope.id
     )
     return a.done()
 
@@ -553,7 +553,7 @@ async def _detention_ended(a: _Apply, data: DetentionEnded) -> Applied:
 async def _change_detected(a: _Apply, data: ChangeDetectedData) -> Applied:
     a.batch.record(
         ChangeDetection, visor_ref=a.ref, what=data.what, changed_on=data.changed_on, source=data.source,
-        event_id=a.event.id,
+        event_id=a.envelope.id,
     )
     return a.done()
 
@@ -565,7 +565,7 @@ async def _recall_issued(a: _Apply, data: RecallIssued) -> Applied:
     issued_at = data.issued_at
     recall = Recall(
         visor_ref=a.ref, recall_type=data.recall_type, issued_at=issued_at, returned_at=None,
-        event_id=a.event.id, return_event_id=None,
+        event_id=a.envelope.id, return_event_id=None,
     )
     # A return that arrived before its recall (out of order) and closed nothing closes this one.
     unused = a.batch.unused_returns.setdefault(a.ref, [])
@@ -592,13 +592,13 @@ async def _recall_returned(a: _Apply, data: RecallReturned) -> Applied:
     closed = 0
     for recall in a.batch.open_recalls.get(a.ref, []):
         if recall.issued_at <= returned_at:
-            recall.returned_at, recall.return_event_id = returned_at, a.event.id
+            recall.returned_at, recall.return_event_id = returned_at, a.envelope.id
             closed += 1
         else:
             still_open.append(recall)
     a.batch.open_recalls[a.ref] = still_open
     if not closed:
-        a.batch.unused_returns.setdefault(a.ref, []).append((returned_at, a.event.id))
+        a.batch.unused_returns.setdefault(a.ref, []).append((returned_at, a.envelope.id))
     return a.done(stale=not closed)
 
 
@@ -645,12 +645,12 @@ async def _meeting_held(a: _Apply, data: MeetingHeld) -> Applied:
     meeting.level = data.level
     meeting.minutes_on_visor_on = data.minutes_on_visor_on
     meeting.state_as_of = a.at
-    meeting.event_id = a.event.id
+    meeting.event_id = a.envelope.id
     return a.done()
 
 
 async def _rmp_reviewed(a: _Apply, data: RmpReviewed) -> Applied:
-    a.batch.record(RmpReview, visor_ref=a.ref, reviewed_on=data.reviewed_on, event_id=a.event.id)
+    a.batch.record(RmpReview, visor_ref=a.ref, reviewed_on=data.reviewed_on, event_id=a.envelope.id)
     return a.done()
 
 
@@ -669,7 +669,7 @@ async def _order_upsert(a: _Apply, data: OrderUpsert) -> Applied:
     order.prohibitions = list(data.prohibitions)
     order.status = data.status
     order.state_as_of = a.at
-    order.event_id = a.event.id
+    order.event_id = a.envelope.id
     return a.done()
 
 

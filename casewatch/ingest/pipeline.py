@@ -138,12 +138,10 @@ async def _ingest_in(
     # INSERT ... VALUES ... ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues").
     stmt = _insert(session).on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
     inserted = set((await session.execute(stmt, rows)).scalars())
-    # What the rules get as Applied.event: the stored values, not attached to the session
-    # (the row was written by the INSERT above; adding this object would insert it twice).
-    stored = {row["id"]: Event(**row) for row in rows if row["id"] in inserted}
+    stored = {row["id"] for row in rows if row["id"] in inserted}
     result.duplicates += len(first_of_id) - len(stored)
     result.accepted = len(stored)
-    result.stored = set(stored)
+    result.stored = stored
     if not stored:
         return result
 
@@ -151,8 +149,7 @@ async def _ingest_in(
     batch = await Batch.load(session, new)
     applied: list[Applied] = []
     for envelope in new:
-        event = stored[envelope.id]
-        applied.append(await apply_event(session, event, envelope, ctx, source=source, batch=batch))
+        applied.append(await apply_event(session, envelope, ctx, source=source, batch=batch))
     await batch.write_records(session)
     await session.flush()
     result.alerts = list(await on_applied(session, applied, ctx))

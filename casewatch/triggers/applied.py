@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from casewatch.model.events import Envelope
-from casewatch.store.models import Event, LevelChange, RiskChange
+from casewatch.store.models import LevelChange, RiskChange
 
 
 @dataclass(frozen=True)
 class Applied:
-    event: Event
-    envelope: Envelope  # the validated event, with typed data
+    envelope: Envelope  # the validated event, with typed data (its id is the stored event's)
     # Older than the state already held (an out-of-order nominal.upsert): kept, changed nothing.
     stale: bool = False
     # A MAPPA level change this event caused (from mappa.level_changed or nominal.upsert).
@@ -23,3 +22,7 @@ class Applied:
     # A change of risk level, MAPPA category or area this nominal.upsert recorded (a known
     # nominal's, not its first upsert; rules.risk).
     risk_change: RiskChange | None = None
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.id
