@@ -151,9 +151,9 @@ def _leaf_parts(message: Message) -> list[Message]:
             raise Unreadable(f"MIME parts nested deeper than {MAX_DEPTH}")
         if part.is_multipart():
             children = part.get_payload()
-            if not isinstance(children, list):
+            if not isinstance(children, list) or not all(isinstance(c, Message) for c in children):
                 raise Unreadable("a malformed multipart")
-            stack.extend((child, depth + 1) for child in reversed(children))
+            stack.extend((child, depth + 1) for child in reversed(children) if isinstance(child, Message))
         else:
             leaves.append(part)
     return leaves
@@ -209,7 +209,7 @@ def parse_mail(raw: bytes) -> Mail:
         )
     except Unreadable:
         raise
-    except (ValueError, TypeError, LookupError, IndexError, AttributeError, UnicodeError, RecursionError) as exc:
+    except (ValueError, TypeError, LookupError, AttributeError, UnicodeError, RecursionError) as exc:
         # The header parser (policy.default) raises on headers it cannot make sense of.
         raise Unreadable(f"headers or MIME that do not parse ({type(exc).__name__})") from exc
 

@@ -78,6 +78,7 @@ class ImapReader:
         self.uidvalidity: int | None = None
         self.handled: list[Outcome] = []  # this process's outcomes (tests, the once summary)
         self.reconnects = 0
+        self.idling = asyncio.Event()  # set while an IDLE is under way (tests wait for it)
         self._skipped: set[int] = set()  # failed by a fault of ours: left for the next session
 
     async def connect(self) -> aioimaplib.IMAP4:
@@ -103,9 +104,10 @@ class ImapReader:
         if b"[READ-ONLY]" in text:
             raise ImapFatal(f"mailbox {self.config.mailbox} is read-only: processed mail could not be marked")
         flags = _PERMANENTFLAGS.search(text)
-        keyword = self.config.processed_keyword.encode()
-        if flags is not None and b"\\*" not in flags.group(1).split() and keyword not in flags.group(1).split():
-            raise ImapFatal(f"mailbox {self.config.mailbox} does not keep the keyword {self.config.processed_keyword}")
+        keyword = self.config.processed_keyword
+        permitted = flags.group(1).split() if flags is not None else None
+        if permitted is not None and b"\\*" not in permitted and keyword.encode() not in permitted:
+            raise ImapFatal(f"mailbox {self.config.mailbox} does not keep the keyword {keyword}")
         found = _UIDVALIDITY.search(text)
         validity = int(found.group(1)) if found else None
         if self.uidvalidity is not None and validity != self.uidvalidity:
@@ -179,6 +181,7 @@ class ImapReader:
             queue.get_nowait()
         idle = await client.idle_start(timeout=wait)
         stopping = asyncio.ensure_future(stop.wait())
+        self.idling.set()
         try:
             while True:
                 push = asyncio.ensure_future(client.wait_server_push(timeout=wait + TIMEOUT_SECONDS))
@@ -190,6 +193,7 @@ class ImapReader:
                 if lines == aioimaplib.STOP_WAIT_SERVER_PUSH or any(b"EXISTS" in bytes(x) for x in lines):
                     return
         finally:
+            self.idling.clear()
             stopping.cancel()
             if client.has_pending_idle():
                 client.idle_done()
@@ -222,10 +226,12 @@ class ImapReader:
                 delay = BACKOFF_FIRST
             except ImapFatal:
                 raise
-            except (aioimaplib.AioImapException, ImapProblem, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aioimaplib.AioImapException, ImapProblem, OSError) as exc:
                 if once:
                     raise
-                log.warning("mail-ingest: IMAP %s (%s); reconnecting in %.0f s", type(exc).__name__, exc, delay)
+                log.warning(
+                    "mail-ingest: IMAP %s (%s); reconnecting in %.0f s", type(exc).__name__, exc, delay
+                )
             except Exception as exc:
                 if once or not is_unavailable(exc):
                     raise

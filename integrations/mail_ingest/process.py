@@ -140,4 +140,5 @@ class MailProcessor:
             "mail-ingest: kept as inbound item %d%s: %s",
             kept.item_id, " (kept before)" if kept.duplicate else "", reason,
         )
-        return Outcome("kept", item_id=kept.item_id, reason=reason, alerts=[kept.alert_id] if kept.alert_id else [])
+        alerts = [kept.alert_id] if kept.alert_id else []
+        return Outcome("kept", item_id=kept.item_id, reason=reason, alerts=alerts)

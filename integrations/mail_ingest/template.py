@@ -47,7 +47,7 @@ outbound = ["departure", "departed", "departing", "outbound", "exit", "embarkati
 # not). A field with no pattern is not read.
 [fields.visor_ref]
 where = "body"
-pattern = '(?im)^[ \\t]*ViSOR[ \\t]+(?:reference|ref\\.?|number|no\\.?)[ \\t]*:[ \\t]*(?P<value>[A-Za-z0-9][A-Za-z0-9/-]{0,31})[ \\t]*$'
+pattern = '(?im)^[ \\t]*ViSOR[ \\t]+(?:reference|ref\\.?|number|no\\.?)[ \\t]*:[ \\t]*(?P<value>[^ \\t\\r\\n]{1,64})[ \\t]*$'
 
 [fields.port]
 where = "body"
@@ -76,7 +76,7 @@ pattern = '(?im)^[ \\t]*(?:date[ \\t]+of[ \\t]+birth|DOB)[ \\t]*:[ \\t]*(?P<valu
 [fields.passport_number]
 where = "body"
 pattern = '(?im)^[ \\t]*passport[ \\t]+(?:number|no\\.?)[ \\t]*:[ \\t]*(?P<value>[A-Za-z0-9]{5,20})[ \\t]*$'
-"""
+"""  # noqa: E501
 
 
 class TemplateError(ValueError):

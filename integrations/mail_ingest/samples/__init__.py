@@ -3,9 +3,9 @@ for the docs, the tests, the demo and the bench. Every person in it is fictional
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import UTC, datetime
 
 SAMPLE_SENDER = "warnings-index@borderforce.example"
 SAMPLE_TO = "north.spoc@force.example"

@@ -1,0 +1,104 @@
+"""A real Dovecot IMAP server on loopback for the mail tests (scripts/dovecot-temp), and an IMAP
+client to put mail in (APPEND) and look at what is there.
+
+Without Dovecot the tests that need it skip, unless CASEWATCH_REQUIRE_DOVECOT=1 (as in CI), when
+they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aioimaplib import aioimaplib
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "dovecot-temp"
+REQUIRE = os.environ.get("CASEWATCH_REQUIRE_DOVECOT") == "1"
+
+
+def dovecot_binary() -> str | None:
+    return shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
+
+
+def need_dovecot() -> None:
+    if dovecot_binary() is None:
+        if REQUIRE:
+            pytest.fail("CASEWATCH_REQUIRE_DOVECOT=1 but dovecot is not installed (dovecot-imapd)")
+        pytest.skip("no Dovecot (apt-get install dovecot-imapd, or run scripts/test as root)")
+
+
+@dataclass(frozen=True)
+class Dovecot:
+    directory: Path
+    port: int
+    username: str
+    password: str
+
+    def inbound_mail(self, **overrides: object) -> dict[str, object]:
+        """An [inbound_mail] section reading this server's INBOX."""
+        return {
+            "mode": "imap", "host": "127.0.0.1", "port": self.port, "security": "none",
+            "username": self.username, "password": self.password, "poll_seconds": 30.0, **overrides,
+        }
+
+
+@contextmanager
+def dovecot_server(directory: Path) -> Iterator[Dovecot]:
+    need_dovecot()
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    if started.returncode != 0:
+        pytest.fail(f"scripts/dovecot-temp start failed: {started.stderr}")
+    port, username, password = started.stdout.split()
+    try:
+        yield Dovecot(directory, int(port), username, password)
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(directory)], capture_output=True, timeout=60)
+
+
+@asynccontextmanager
+async def imap_client(server: Dovecot, mailbox: str = "INBOX") -> AsyncIterator[aioimaplib.IMAP4]:
+    client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
+    await client.wait_hello_from_server()
+    assert (await client.login(server.username, server.password)).result == "OK"
+    assert (await client.select(mailbox)).result == "OK"
+    try:
+        yield client
+    finally:
+        await client.logout()
+
+
+async def append(server: Dovecot, raw: bytes) -> None:
+    async with imap_client(server) as client:
+        response = await client.append(raw, mailbox="INBOX")
+        assert response.result == "OK", response
+
+
+async def mailbox_flags(server: Dovecot) -> dict[int, set[str]]:
+    """UID -> flags of every message in INBOX (so a test sees that nothing was deleted)."""
+    async with imap_client(server) as client:
+        response = await client.fetch("1:*", "(UID FLAGS)")
+    found: dict[int, set[str]] = {}
+    for line in response.lines:
+        match = re.search(rb"UID (\d+) FLAGS \(([^)]*)\)", bytes(line)) or re.search(
+            rb"FLAGS \(([^)]*)\) UID (\d+)", bytes(line)
+        )
+        if match is None:
+            continue
+        if match.re.pattern.startswith(rb"UID"):
+            uid, flags = match.group(1), match.group(2)
+        else:
+            flags, uid = match.group(1), match.group(2)
+        found[int(uid)] = set(flags.decode().split())
+    return found
