@@ -6,7 +6,7 @@ Nothing is lost: everything is answered and counted, and what cannot be read is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
 from casewatch.ingest.inbound import keep
-from casewatch.ingest.pipeline import ingest
+from casewatch.ingest.pipeline import IngestResult
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import Envelope
 from casewatch.store.models import Event
@@ -92,11 +92,22 @@ def event_id_of(item: Item) -> str:
     return f"probation-{item.external_id}"
 
 
+Store = Callable[[Sequence[Envelope]], Awaitable[IngestResult]]
+
+
 async def receive(
-    items: Sequence[Item], sessions: async_sessionmaker[AsyncSession], ctx: Context, counter: Counter
+    items: Sequence[Item],
+    readers: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession],
+    ctx: Context,
+    counter: Counter,
+    store: Store,
 ) -> dict[str, Any]:
     """Take the items (see the module's docstring) and say what happened, as the events API
-    does: accepted, duplicates, ignored, kept, the alerts opened, and each item's outcome."""
+    does: accepted, duplicates, ignored, kept, the alerts opened, and each item's outcome.
+    `readers` read what comes before (redeliveries, the nominals named); `store` ingests our
+    events (GroupCommit.ingest, or pipeline.ingest with source "probation"); `sessions` keep
+    what cannot be read."""
     settings = ctx.settings.probation
     known = known_types(settings)
     tz = ZoneInfo(ctx.settings.service.timezone)
@@ -124,9 +135,9 @@ async def receive(
                 planned.append(_Planned(item, outcome, intent, event_id_of(item)))
 
     alerts: list[str] = []
-    envelopes = await _map(planned, sessions, to_keep)
+    envelopes = await _map(planned, readers, to_keep)
     if envelopes:
-        result = await ingest(sessions, envelopes, ctx, source=SOURCE)
+        result = await store(envelopes)
         alerts.extend(result.alerts)
         for plan in planned:
             if plan.outcome.events:
