@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import socket
 
 import pytest
 
@@ -24,12 +23,13 @@ from tests.test_mail_support import (
     alert_kinds,
     border_events,
     count_events,
+    free_port,
     kept_items,
     mail_service,
 )
 
 
-def _send(port: int, raw: bytes, recipients: tuple[str, ...] = ("north.spoc@force.example",)) -> tuple[int, str]:
+def _send(port: int, raw: bytes, recipients: tuple[str, ...] = ("spoc@force.example",)) -> tuple[int, str]:
     """(code, text) of the LMTP reply to DATA."""
     with smtplib.LMTP("127.0.0.1", port, timeout=30) as client:
         try:
@@ -77,7 +77,9 @@ async def test_no_reference_matched_by_surname_and_date_of_birth(db_url: str) ->
         assert outcome.kind == "ingested"
         assert [ref for _, ref in await border_events(service)] == [REF]
         # No such person (another date of birth): kept for a person, nothing ingested.
-        other = border_alert_mail(None, checked=CHECKED, date_of_birth="02/02/1980", message_id="<b@x.example>")
+        other = border_alert_mail(
+            None, checked=CHECKED, date_of_birth="02/02/1980", message_id="<b@x.example>"
+        )
         kept = await processor.handle(other)
         assert kept.kind == "kept" and "match no single nominal" in (kept.reason or "")
         assert len(await border_events(service)) == 1
@@ -143,16 +145,10 @@ async def test_too_big_is_refused_by_size(db_url: str) -> None:
         assert outcome.kind == "kept" and "larger than max_message_bytes" in (outcome.reason or "")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_database_unavailable_answers_451_and_stores_nothing(db_url: str) -> None:
     async with mail_service(db_url) as (service, _):
         before = await count_events(service)
-        gone = make_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{_free_port()}/none")
+        gone = make_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
         processor = MailProcessor(
             make_sessionmaker(gone), service.ctx, InboundMailSection(), load_template(None)
         )

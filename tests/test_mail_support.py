@@ -3,6 +3,7 @@ it, and what the database holds afterwards."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -68,3 +69,9 @@ async def kept_items(service: Service) -> list[InboundItem]:
 async def count_events(service: Service) -> int:
     async with service.sessions() as session:
         return int((await session.execute(select(func.count()).select_from(Event))).scalar_one())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

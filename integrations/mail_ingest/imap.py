@@ -79,6 +79,7 @@ class ImapReader:
         self.handled: list[Outcome] = []  # this process's outcomes (tests, the once summary)
         self.reconnects = 0
         self.idling = asyncio.Event()  # set while an IDLE is under way (tests wait for it)
+        self._lost = asyncio.Event()  # set when the current connection is lost
         self._skipped: set[int] = set()  # failed by a fault of ours: left for the next session
 
     async def connect(self) -> aioimaplib.IMAP4:
@@ -90,6 +91,9 @@ class ImapReader:
             )
         else:
             client = aioimaplib.IMAP4(host=config.host, port=config.port, timeout=TIMEOUT_SECONDS)
+        lost = asyncio.Event()
+        client.protocol.conn_lost_cb = lambda exc: lost.set()
+        self._lost = lost
         await client.wait_hello_from_server()
         if config.security == "starttls":
             await _starttls(client, config.host, self.ssl_context)
@@ -181,21 +185,27 @@ class ImapReader:
             queue.get_nowait()
         idle = await client.idle_start(timeout=wait)
         stopping = asyncio.ensure_future(stop.wait())
+        lost = asyncio.ensure_future(self._lost.wait())
         self.idling.set()
         try:
             while True:
                 push = asyncio.ensure_future(client.wait_server_push(timeout=wait + TIMEOUT_SECONDS))
-                done, _ = await asyncio.wait({push, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({push, stopping, lost}, return_when=asyncio.FIRST_COMPLETED)
                 if push not in done:
                     push.cancel()
+                    if lost in done:
+                        raise ImapProblem("the server closed the connection")
                     return
                 lines = push.result()  # raises TimeoutError if the server went quiet: reconnect
+                if any(bytes(x).startswith(b"* BYE") or bytes(x).startswith(b"BYE") for x in lines):
+                    raise ImapProblem("the server ended the session (BYE)")
                 if lines == aioimaplib.STOP_WAIT_SERVER_PUSH or any(b"EXISTS" in bytes(x) for x in lines):
                     return
         finally:
             self.idling.clear()
             stopping.cancel()
-            if client.has_pending_idle():
+            lost.cancel()
+            if client.has_pending_idle() and not self._lost.is_set():
                 client.idle_done()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(idle, TIMEOUT_SECONDS)
@@ -212,8 +222,13 @@ class ImapReader:
                     return
                 await self.wait_for_mail(client, stop)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.logout(), 5)
+            if self._lost.is_set():
+                transport = client.protocol.transport
+                if transport is not None:
+                    transport.close()
+            else:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.logout(), 5)
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
         """Read until `stop` is set (with `once`: one pass, and a failure raises)."""

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -51,9 +52,11 @@ class Dovecot:
 
 
 @contextmanager
-def dovecot_server(directory: Path) -> Iterator[Dovecot]:
+def dovecot_server() -> Iterator[Dovecot]:
+    """A server in a fresh directory under the system temp dir (not pytest's: as root, Dovecot's
+    own users must reach its files, and pytest's directories are private), removed afterwards."""
     need_dovecot()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="casewatch-dovecot-"))
     directory.chmod(0o755)
     started = subprocess.run(
         ["bash", str(SCRIPT), "start", str(directory)], capture_output=True, text=True, timeout=60
@@ -65,15 +68,16 @@ def dovecot_server(directory: Path) -> Iterator[Dovecot]:
         yield Dovecot(directory, int(port), username, password)
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(directory)], capture_output=True, timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @asynccontextmanager
 async def imap_client(server: Dovecot, mailbox: str = "INBOX") -> AsyncIterator[aioimaplib.IMAP4]:
     client = aioimaplib.IMAP4(host="127.0.0.1", port=server.port, timeout=10)
-    await client.wait_hello_from_server()
-    assert (await client.login(server.username, server.password)).result == "OK"
-    assert (await client.select(mailbox)).result == "OK"
     try:
+        await client.wait_hello_from_server()
+        assert (await client.login(server.username, server.password)).result == "OK"
+        assert (await client.select(mailbox)).result == "OK"
         yield client
     finally:
         await client.logout()

@@ -1,0 +1,165 @@
+"""Border-alert mail from a real IMAP mailbox (Dovecot on loopback, scripts/dovecot-temp), on
+SQLite and PostgreSQL. Mail is put in by IMAP APPEND; the reader marks it with the processed
+keyword and \\Seen only after its outcome committed, and never deletes anything."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from casewatch.config.inbound_mail import InboundMailSection
+from casewatch.store.engine import make_engine, make_sessionmaker
+from integrations.mail_ingest.imap import ImapReader
+from integrations.mail_ingest.process import MailProcessor
+from integrations.mail_ingest.samples import border_alert_mail
+from integrations.mail_ingest.template import load_template
+from tests.support.dovecot import Dovecot, append, dovecot_server, mailbox_flags
+from tests.test_mail_support import (
+    CHECKED,
+    REF,
+    alert_kinds,
+    border_events,
+    free_port,
+    kept_items,
+    mail_service,
+)
+
+KEYWORD = "casewatch-processed"
+MARKED = {"\\Seen", KEYWORD}
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    with dovecot_server() as server:
+        yield server
+
+
+def reader_for(processor: MailProcessor, server: Dovecot, **overrides: object) -> ImapReader:
+    return ImapReader(processor, InboundMailSection.model_validate(server.inbound_mail(**overrides)))
+
+
+async def test_a_report_is_ingested_and_marked_never_deleted(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url, **dovecot.inbound_mail()) as (service, processor):
+        await append(dovecot, border_alert_mail(checked=CHECKED))
+        reader = reader_for(processor, dovecot)
+        await reader.run(asyncio.Event(), once=True)
+        assert [o.kind for o in reader.handled] == ["ingested"]
+        assert [ref for _, ref in await border_events(service)] == [REF]
+        assert await alert_kinds(service, REF) == ["travel.record_fta", "travel.unnotified"]
+        assert await mailbox_flags(dovecot) == {1: MARKED}
+
+        # Read again: nothing new to read. The same mail delivered twice: one event.
+        await append(dovecot, border_alert_mail(checked=CHECKED))
+        again = reader_for(processor, dovecot)
+        await again.run(asyncio.Event(), once=True)
+        assert [o.kind for o in again.handled] == ["duplicate"]
+        assert len(await border_events(service)) == 1
+        assert await mailbox_flags(dovecot) == {1: MARKED, 2: MARKED}
+
+
+class CrashBeforeMarking(ImapReader):
+    async def mark(self, client: object, uid: int) -> None:
+        raise RuntimeError("simulated crash between the commit and the mark")
+
+
+async def test_a_crash_before_marking_reads_it_again_as_a_duplicate(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url) as (service, processor):
+        await append(dovecot, border_alert_mail(checked=CHECKED))
+        config = InboundMailSection.model_validate(dovecot.inbound_mail())
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            await CrashBeforeMarking(processor, config).run(asyncio.Event(), once=True)
+        assert len(await border_events(service)) == 1  # committed
+        assert await mailbox_flags(dovecot) == {1: set()}  # not marked
+        reader = reader_for(processor, dovecot)
+        await reader.run(asyncio.Event(), once=True)
+        assert [o.kind for o in reader.handled] == ["duplicate"]
+        assert len(await border_events(service)) == 1
+        assert await mailbox_flags(dovecot) == {1: MARKED}
+
+
+async def test_unreadable_mail_is_kept_marked_and_stays_in_the_mailbox(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url) as (service, processor):
+        bad = border_alert_mail(checked=CHECKED, direction="Sideways")
+        await append(dovecot, bad)
+        reader = reader_for(processor, dovecot)
+        await reader.run(asyncio.Event(), once=True)
+        [item] = await kept_items(service)
+        assert item.content == bad and "direction" in item.reason
+        assert await alert_kinds(service) == ["feed.unreadable"]
+        assert await mailbox_flags(dovecot) == {1: MARKED}  # still there, marked
+
+
+async def test_too_big_keeps_the_first_bytes(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url, max_message_bytes=2048) as (service, processor):
+        big = border_alert_mail(checked=CHECKED) + b"x" * 5000
+        await append(dovecot, big)
+        reader = reader_for(processor, dovecot, max_message_bytes=2048)
+        await reader.run(asyncio.Event(), once=True)
+        [item] = await kept_items(service)
+        assert item.content == big[:2048] and f"{len(big)} bytes" in item.reason
+        assert await mailbox_flags(dovecot) == {1: MARKED}
+
+
+async def test_database_unavailable_marks_nothing(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url) as (service, _):
+        await append(dovecot, border_alert_mail(checked=CHECKED))
+        gone = make_engine(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
+        processor = MailProcessor(
+            make_sessionmaker(gone), service.ctx, InboundMailSection(), load_template(None)
+        )
+        try:
+            with pytest.raises(OSError):
+                await reader_for(processor, dovecot).run(asyncio.Event(), once=True)
+        finally:
+            await gone.dispose()
+        assert await mailbox_flags(dovecot) == {1: set()}
+        assert await border_events(service) == []
+
+
+async def test_idle_wakes_on_new_mail_without_waiting_for_the_poll(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url) as (service, processor):
+        reader = reader_for(processor, dovecot, poll_seconds=600.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(reader.run(stop))
+        try:
+            await asyncio.wait_for(reader.idling.wait(), 10)
+            started = asyncio.get_running_loop().time()
+            await append(dovecot, border_alert_mail(checked=CHECKED))
+            while not reader.handled:
+                assert asyncio.get_running_loop().time() - started < 10, "IDLE did not wake"
+                await asyncio.sleep(0.05)
+            assert [o.kind for o in reader.handled] == ["ingested"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert await mailbox_flags(dovecot) == {1: MARKED}
+
+
+async def test_a_lost_connection_reconnects(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url) as (service, processor):
+        reader = reader_for(processor, dovecot, poll_seconds=600.0)
+        stop = asyncio.Event()
+        task = asyncio.create_task(reader.run(stop))
+        try:
+            await asyncio.wait_for(reader.idling.wait(), 10)
+            subprocess_kill = await asyncio.create_subprocess_exec(
+                "doveadm", "-c", str(dovecot.directory / "dovecot.conf"), "kick", dovecot.username,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )
+            assert await subprocess_kill.wait() == 0
+            for _ in range(100):
+                if reader.reconnects:
+                    break
+                await asyncio.sleep(0.05)
+            assert reader.reconnects == 1
+            await append(dovecot, border_alert_mail(checked=CHECKED))
+            for _ in range(200):  # back after the 1 s backoff, then IDLE again
+                if reader.handled:
+                    break
+                await asyncio.sleep(0.05)
+            assert [o.kind for o in reader.handled] == ["ingested"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
