@@ -162,6 +162,14 @@ def test_officer_with_unknown_team(tmp_path: Path) -> None:
     assert "known: north" in message
 
 
+@pytest.mark.parametrize("section", ["inbound_mail", "probation"])
+def test_a_feed_team_must_be_a_known_team(tmp_path: Path, section: str) -> None:
+    """Issue 18: whose SPOC hears of what a feed cannot read is a configured team."""
+    path = write(tmp_path, TEAM + f'[{section}]\nteam = "nowhere"\n')
+    with pytest.raises(ConfigError, match=rf"{section}\.team: unknown team 'nowhere' \(known: north\)"):
+        load_config(path, environ={})
+
+
 def test_bad_team_field_is_located(tmp_path: Path) -> None:
     path = write(tmp_path, TEAM.replace("north.spoc@force.example", "not-an-address"))
     with pytest.raises(ConfigError, match=r"teams\.0\.spoc_email: 'not-an-address' is not an email address"):

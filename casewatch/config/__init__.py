@@ -112,11 +112,12 @@ class Settings(BaseSettings):
                     f"officers[{index}].team: unknown team {officer.team!r} "
                     f"(known: {', '.join(sorted(known)) or 'none'})"
                 )
-        mail_team = self.inbound_mail.team
-        if mail_team and mail_team not in known:
-            problems.append(
-                f"inbound_mail.team: unknown team {mail_team!r} (known: {', '.join(sorted(known)) or 'none'})"
-            )
+        feed_teams = (("inbound_mail.team", self.inbound_mail.team), ("probation.team", self.probation.team))
+        for key, feed_team in feed_teams:
+            if feed_team and feed_team not in known:
+                problems.append(
+                    f"{key}: unknown team {feed_team!r} (known: {', '.join(sorted(known)) or 'none'})"
+                )
         unmatched = self.triggers.unmatched_team
         if unmatched and unmatched not in known:
             problems.append(
