@@ -166,3 +166,14 @@ async def test_database_unavailable_answers_451_and_stores_nothing(db_url: str) 
 def test_the_listener_is_loopback_only() -> None:
     with pytest.raises(ValueError, match="loopback"):
         LmtpListener(None, "0.0.0.0", 0, 1024)  # type: ignore[arg-type]  # noqa: S104
+
+
+async def test_the_demo_sends_its_sample_through_lmtp(db_url: str) -> None:
+    from integrations.mail_ingest.demo import send_sample_border_alert
+
+    async with mail_service(db_url) as (service, _):
+        outcome = await send_sample_border_alert(service.sessions, service.ctx, REF)
+        assert outcome.kind == "ingested"
+        assert [ref for _, ref in await border_events(service)] == [REF]
+        again = await send_sample_border_alert(service.sessions, service.ctx, REF)
+        assert again.kind == "duplicate"  # the demo run again in the same folder
