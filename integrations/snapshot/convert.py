@@ -3,6 +3,7 @@ wrong, never the cell (it may be personal data)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from integrations.snapshot.fields import FIELDS, NULLABLE, RATIONALE, VISOR_REF,
 from integrations.snapshot.mapping import Mapping, cell_map
 from integrations.snapshot.reader import MAX_CELL, Row
 
-_SURROGATES = range(0xDC80, 0xDD00)  # bytes the encoding could not read (surrogateescape)
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not read (surrogateescape)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def convert(row: Row, mapping: Mapping) -> Converted:
     for column, cell in cells.items():
         if len(cell) > MAX_CELL:
             problems.append(f'column "{column}": longer than {MAX_CELL} characters')
-        elif any(ord(ch) in _SURROGATES for ch in cell):
+        elif _UNDECODED.search(cell):
             problems.append(f'column "{column}": not valid {mapping.encoding} text')
     if problems:
         return Converted(row.line, "", {}, None, tuple(problems))
