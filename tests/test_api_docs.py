@@ -20,6 +20,7 @@ from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import EVENT_TYPES, EnvelopeModel, MarkerData
+from integrations.probation.http import add_probation_routes
 from tests.support import T0, envelope, make_settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -29,11 +30,14 @@ class _Service:
     def __init__(self) -> None:
         self.ctx = Context(make_settings("sqlite+aiosqlite:///unused.db"), FixedClock(T0))
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker()  # never used
+        self.readers: async_sessionmaker[AsyncSession] | None = None
 
 
 def test_every_route_is_in_openapi() -> None:
+    """The events API's routes, and the probation feed's (mounted when [probation] enabled)."""
     app = web.Application()
     add_api_routes(app, _Service())
+    add_probation_routes(app, _Service())
     text = (DOCS / "openapi.yaml").read_text()
     paths = set(re.findall(r"^  (/\S*):$", text, flags=re.MULTILINE))
     routes = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
