@@ -29,7 +29,9 @@ class InboundMailSection(Section):
     )
     mailbox: str = Field("INBOX", min_length=1, max_length=200, description="the IMAP folder to read")
     idle: bool = Field(True, description="use IMAP IDLE when the server supports it (else poll)")
-    poll_seconds: float = Field(60.0, gt=0, le=3600, description="how often to look without IDLE")
+    poll_seconds: float = Field(
+        60.0, gt=0, le=3600, description="how often to look without IDLE (with IDLE: how often to renew it)"
+    )
     processed_keyword: str = Field(
         "casewatch-processed",
         description="IMAP keyword set on a mail once it is stored (mail is never deleted)",
@@ -45,12 +47,13 @@ class InboundMailSection(Section):
         "empty: triggers.unmatched_team, else the first team",
     )
     max_message_bytes: int = Field(
-        1024 * 1024, ge=1024, le=50 * 1024 * 1024, description="a larger mail is kept unread, for a person"
+        1024 * 1024, ge=1024, le=50 * 1024 * 1024,
+        description="a larger mail is kept unread, for a person (IMAP: its first bytes); LMTP refuses it",
     )
     allowed_senders: list[str] = Field(
         default_factory=list,
-        description="From addresses a report may come from; empty: any (a mail from another sender is "
-        "kept for a person, not read)",
+        description="From addresses a report may come from (a mail from another sender is kept for a "
+        "person, not read); empty: the template's senders; both empty: any sender",
     )
 
     @field_validator("processed_keyword")
