@@ -4,8 +4,11 @@ keyword and \\Seen only after its outcome committed, and never deletes anything.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +166,32 @@ async def test_a_lost_connection_reconnects(db_url: str, dovecot: Dovecot) -> No
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+def _config_file(path: Path, db_url: str, inbound_mail: dict[str, object]) -> Path:
+    lines = [f"[database]\nurl = {json.dumps(db_url)}\n", "[inbound_mail]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in inbound_mail.items()]
+    lines.append(
+        '\n[[teams]]\nid = "north"\nname = "North MOSOVO"\nchannel = "C0NORTH"\n'
+        'spoc_email = "north.spoc@force.example"\nsupervisor_emails = ["sgt.north@force.example"]\n'
+    )
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+async def test_the_command_reads_the_mailbox_once(
+    sqlite_url: str, dovecot: Dovecot, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from integrations.mail_ingest import command
+
+    await append(dovecot, border_alert_mail(checked=CHECKED))
+    unreadable = border_alert_mail(checked=CHECKED, direction="Sideways", message_id="<2@x.example>")
+    await append(dovecot, unreadable)
+    off = _config_file(tmp_path / "off.toml", sqlite_url, {"mode": "off"})
+    assert await asyncio.to_thread(command.run, argparse.Namespace(config=str(off), once=True)) == 2
+    assert '"off"' in capsys.readouterr().err
+    on = _config_file(tmp_path / "on.toml", sqlite_url, dovecot.inbound_mail())
+    assert await asyncio.to_thread(command.run, argparse.Namespace(config=str(on), once=True)) == 0
+    said = capsys.readouterr().err
+    assert "2 mail(s): 1 border alert(s) stored, 0 duplicate(s), 1 kept for a person" in said
+    assert await mailbox_flags(dovecot) == {1: MARKED, 2: MARKED}
