@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from integrations.snapshot.fields import FIELDS, NULLABLE, RATIONALE, VISOR_REF, Kind
-from integrations.snapshot.mapping import Mapping, cell_map
+from integrations.snapshot.mapping import Mapping
 from integrations.snapshot.reader import MAX_CELL, Row
 
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes the encoding could not read (surrogateescape)
@@ -41,10 +42,8 @@ def convert(row: Row, mapping: Mapping) -> Converted:
         return Converted(row.line, "", {}, None, tuple(problems))
     ref = cells[mapping.columns[VISOR_REF]]
     values: dict[str, Any] = {}
-    for name, column in mapping.columns.items():
-        if name in (VISOR_REF, RATIONALE):
-            continue
-        value, problem = _value(name, cells[column], mapping)
+    for name, column, known in mapping.readers:
+        value, problem = _value(name, cells[column], mapping, known)
         if problem is not None:
             problems.append(f'column "{column}": {problem}')
         else:
@@ -53,9 +52,16 @@ def convert(row: Row, mapping: Mapping) -> Converted:
     return Converted(row.line, ref, values, rationale, tuple(problems))
 
 
-def _value(name: str, cell: str, mapping: Mapping) -> tuple[Any, str | None]:
+@lru_cache(maxsize=65536)  # an extract repeats its dates (last notifications, releases) a lot
+def _date(cell: str, fmt: str) -> str | None:
+    try:
+        return datetime.strptime(cell, fmt).date().isoformat()
+    except ValueError:
+        return None
+
+
+def _value(name: str, cell: str, mapping: Mapping, known: dict[str, Any] | None) -> tuple[Any, str | None]:
     kind = FIELDS[name]
-    known = cell_map(mapping, name)
     if known is not None and cell in known:
         return known[cell], None
     if cell == "":
@@ -67,10 +73,8 @@ def _value(name: str, cell: str, mapping: Mapping) -> tuple[Any, str | None]:
     match kind:
         case Kind.DATE:
             fmt = mapping.date_formats[name]
-            try:
-                return datetime.strptime(cell, fmt).date().isoformat(), None
-            except ValueError:
-                return None, f"not a date in format {fmt}"
+            parsed = _date(cell, fmt)
+            return (parsed, None) if parsed is not None else (None, f"not a date in format {fmt}")
         case Kind.INT:
             if not cell.isascii() or not cell.isdigit() or len(cell) > 6:
                 return None, "not a whole number"

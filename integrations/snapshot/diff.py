@@ -36,6 +36,8 @@ _NOMINALS = Nominal.metadata.tables[Nominal.__tablename__]
 _MARKERS = Marker.metadata.tables[Marker.__tablename__]
 _AS_OF = ("visor_ref", "state_as_of", "level_as_of")
 _COLUMNS = [c for c in _NOMINALS.columns if c.key in FIELDS or c.key in _AS_OF]
+_STORED = [name for name in FIELDS if name in _NOMINALS.columns]  # markers are a table of their own
+_ABSENT = {name: None for name in FIELDS if name not in _NOMINALS.columns}
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ async def load_stored(session: AsyncSession, refs: Sequence[str]) -> dict[str, S
             markers.setdefault(ref, []).append({"code": code, "label": label, "restricted": bool(restricted)})
         nominals = await session.execute(select(*_COLUMNS).where(_NOMINALS.c.visor_ref.in_(chunk)))
         for row in nominals.mappings():
-            state = {name: _plain(row[name]) if name in row else None for name in FIELDS}
+            state = {name: _plain(row[name]) for name in _STORED}
+            state.update(_ABSENT)
             for name in ("aliases", "licence_conditions", "exclusion_zones"):
                 state[name] = list(state[name] or ())
             state["markers"] = markers.get(row["visor_ref"], [])

@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping as AnyMapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,13 @@ class Mapping:
     values: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> cell -> value
     markers: dict[str, MarkerData] = field(default_factory=dict)  # the extract's code -> marker
 
-    def column_of(self, name: str) -> str | None:
-        return self.columns.get(name)
+    @cached_property
+    def readers(self) -> list[tuple[str, str, dict[str, Any] | None]]:
+        """(field, column, the cells it reads or None) for each mapped upsert field."""
+        return [
+            (name, column, cell_map(self, name))
+            for name, column in self.columns.items() if name not in SPECIAL
+        ]
 
 
 def load_mapping(path: str | Path) -> Mapping:
