@@ -176,6 +176,13 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
         resolved = _signed_get(base.group(1) + "/api/v1/alerts?state=resolved", secret)["alerts"]
         assert any(a["kind"] == "recall.issued" and a["visor_ref"] == "VS-D000012" for a in resolved)
         assert "200 nominals" in banner and "0 already loaded" in banner
+        # Issue 18: the sample border-alert email went through the real LMTP listener and the
+        # domain events through the real probation endpoint, and their alerts are there.
+        assert "email about VS-D000033 through the LMTP listener: ingested, 2 alert(s)" in banner
+        assert re.search(r"VS-D000030: MAPPA registration .*: accepted, [1-9]", banner), banner
+        assert re.search(r"VS-D000031: recall .*: accepted, 1 alert", banner), banner
+        assert "not a nominal (acknowledged, ignored, counted): ignored" in banner
+        assert {"VS-D000030", "VS-D000031", "VS-D000033"} <= {a["visor_ref"] for a in alerts}
         _the_banner_curl_line_works(banner)
         for kind in EXPECTED_KINDS:
             assert kind in banner
@@ -207,6 +214,8 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
     assert again.returncode == 0, err
     assert re.search(r"\d+ events: 0 new, \d+ already loaded", out), out
     assert "alerts opened now: 0 by the events, 0 by the time-based scan" in out
+    assert "through the LMTP listener: duplicate, 0 alert(s)" in out
+    assert len(re.findall(r"probation  VS-D0000\d\d: .*: duplicate, 0 alert", out)) == 3, out
     assert (folder / "ingest-secret").read_text().strip() == secret
     # Everything the demo's real service audited (alerts opened, deliveries, lookups) was sealed
     # into one hash chain before it stopped, and the chain verifies.

@@ -8,6 +8,10 @@ What it sets up in its folder (default .casewatch-demo/):
   mail/*.eml           every email the service sends, caught by a local SMTP sink on loopback
   chat.log             every chat message (Slack is off in the demo)
 
+The real feeds run too (issue 18): a sample border-alert email through the LMTP listener of
+`casewatch mail-ingest`, and a few HMPPS probation domain events posted, signed, to the running
+service's /api/v1/probation/events, as a queue bridge would.
+
 Running it again in the same folder is safe: the demo events have fixed ids, so the second load
 finds them all duplicates; the time-based scan only opens what is not open already.
 """
@@ -20,7 +24,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,11 +43,16 @@ from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.migrate import upgrade
 from casewatch.store.models import Alert
 from casewatch.triggers.scan import run_scan
+from integrations.mail_ingest.demo import send_sample_border_alert
 from integrations.mail_sink import MailSink
+from integrations.probation.demo import post_demo_events
 
 log = logging.getLogger(__name__)
 
 BATCH = 250
+# Demo nominals the scenarios of casewatch.demo.data leave alone (they use 1 to 26; the probation
+# demo uses 30 to 32): the border-alert email is about this one.
+MAIL_NOMINAL = 33
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,13 @@ class LoadResult:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.opened_on_ingest += other.opened_on_ingest
+
+
+@dataclass
+class FeedLines:
+    """What each real feed did in this run, for the banner."""
+
+    lines: list[str] = field(default_factory=list)
 
 
 class DemoError(Exception):
@@ -93,6 +109,8 @@ def demo_config(options: DemoOptions, smtp_port: int, secret: str, data: DemoDat
         "slack": {"mode": "off"},
         "smtp": {"host": "127.0.0.1", "port": smtp_port, "sender": "casewatch-demo@force.example"},
         "routing": {"control_room_channel": "C0DEMOCONTROL"},
+        # The probation feed's endpoint, for the demo's domain events.
+        "probation": {"enabled": True},
         # A border check for an unknown reference still reaches a SPOC: North's, in the demo.
         "triggers": {"unmatched_team": "north"},
         # Chat goes to a file in the demo: no Slack rate limit to respect.
@@ -185,9 +203,32 @@ def prepare(options: DemoOptions) -> tuple[Settings, MailSink, DemoData]:
     return settings, sink, data
 
 
+async def mail_feed(service: wiring.Service, nominals: int, feeds: FeedLines) -> None:
+    """A sample border-alert report through the real LMTP listener of `casewatch mail-ingest`.
+    Its time is fixed for the day, so a second run the same day is a duplicate."""
+    visor_ref = f"VS-D{MAIL_NOMINAL:06d}"
+    tz = ZoneInfo(service.settings.service.timezone)
+    today = service.ctx.clock.now().astimezone(tz).date()
+    checked_at = datetime(today.year, today.month, today.day, 6, 30, tzinfo=tz)
+    outcome = await send_sample_border_alert(service.sessions, service.ctx, visor_ref, checked_at=checked_at)
+    known = "" if MAIL_NOMINAL <= nominals else " (not a demo nominal with --nominals this low)"
+    feeds.lines.append(
+        f"mail       a border-alert email about {visor_ref}{known} through the LMTP listener: "
+        f"{outcome.kind}, {len(outcome.alerts)} alert(s) opened"
+    )
+
+
+async def probation_feed(port: int, settings: Settings, now: datetime, feeds: FeedLines) -> None:
+    """The demo's domain events, posted signed to the running service as a queue bridge would."""
+    replies = await post_demo_events(port, settings.ingest.secret.get_secret_value(), now=now)
+    for shows, reply in replies:
+        outcome = reply["items"][0]["outcome"] if reply.get("items") else "?"
+        feeds.lines.append(f"probation  {shows}: {outcome}, {len(reply.get('alerts', []))} alert(s) opened")
+
+
 def banner(
     out: TextIO, options: DemoOptions, settings: Settings, port: int, data: DemoData,
-    loaded: LoadResult, counts: dict[tuple[str, str], int], sink_port: int,
+    loaded: LoadResult, counts: dict[tuple[str, str], int], sink_port: int, feeds: FeedLines,
 ) -> None:
     folder = options.folder
     base = f"http://127.0.0.1:{port}"
@@ -213,6 +254,10 @@ def banner(
     w(f"  config     {folder / 'casewatch.toml'}\n")
     w(f"  import     casewatch import --config {folder / 'casewatch.toml'} "
       f"{folder / 'demo-events.ndjson'}\n\n")
+    w("  the real feeds (docs/feeds/):\n")
+    for line in feeds.lines:
+        w(f"    {line}\n")
+    w(f"    kept for a person: casewatch inbound list --config {folder / 'casewatch.toml'}\n\n")
     w(f"  alerts not resolved, by kind ({resolved} resolved):\n")
     for kind in sorted(live):
         w(f"    {kind:<36} {live[kind]:>4}\n")
@@ -251,17 +296,32 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
             loaded.add(later)
             scanned = await run_scan(service.sessions, service.ctx)
             loaded.opened_by_scan = len(scanned.tally.opened_ids)
-            counts = await alert_counts(service.sessions)
+            feeds = FeedLines()
+            await mail_feed(service, options.nominals, feeds)
         except BaseException:
             await wiring.stop(service)
             raise
         stop_event = asyncio.Event()
         wiring.stop_on_signals(stop_event)
+        started: set[asyncio.Task[None]] = set()
+        failed: list[str] = []
 
-        def ready(port: int) -> None:
-            banner(out, options, settings, port, data, loaded, counts, sink.port)
+        async def after_start(port: int) -> None:
+            try:
+                await probation_feed(port, settings, service.ctx.clock.now(), feeds)
+                counts = await alert_counts(service.sessions)
+            except Exception as exc:
+                failed.append(f"the probation feed failed ({type(exc).__name__})")
+                stop_event.set()
+                return
+            banner(out, options, settings, port, data, loaded, counts, sink.port, feeds)
             if options.exit_after is not None:
                 asyncio.get_running_loop().call_later(options.exit_after, stop_event.set)
+
+        def ready(port: int) -> None:
+            task = asyncio.get_running_loop().create_task(after_start(port))
+            started.add(task)
+            task.add_done_callback(started.discard)
 
         try:
             await wiring.run_service(service, stop_event=stop_event, on_ready=ready)
@@ -270,6 +330,8 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
                 f"cannot listen on 127.0.0.1:{options.port}: {exc.strerror or exc}; "
                 "--port 0 picks any free port"
             ) from None
+        if failed:
+            raise DemoError("; ".join(failed))
         out.write(f"casewatch demo stopped; {len(sink.messages)} email(s) caught in this run.\n")
         out.flush()
         return 0
