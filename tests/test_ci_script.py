@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = [".ci/run", "scripts/test", "scripts/demo", "scripts/pg-temp"]
+SCRIPTS = [".ci/run", "scripts/test", "scripts/demo", "scripts/pg-temp", "scripts/dovecot-temp"]
 
 
 @pytest.mark.parametrize("name", [*SCRIPTS, "scripts/venv-setup"])
