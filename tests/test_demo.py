@@ -178,11 +178,18 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
         assert "200 nominals" in banner and "0 already loaded" in banner
         # Issue 18: the sample border-alert email went through the real LMTP listener and the
         # domain events through the real probation endpoint, and their alerts are there.
-        assert "email about VS-D000033 through the LMTP listener: ingested, 2 alert(s)" in banner
-        assert re.search(r"VS-D000030: MAPPA registration .*: accepted, [1-9]", banner), banner
-        assert re.search(r"VS-D000031: recall .*: accepted, 1 alert", banner), banner
+        assert "email about VS-D000044 through the LMTP listener: ingested, 2 alert(s)" in banner
+        assert re.search(r"VS-D000040: MAPPA registration .*: accepted, [1-9]", banner), banner
+        assert re.search(r"VS-D000041: recall .*: accepted, 1 alert", banner), banner
         assert "not a nominal (acknowledged, ignored, counted): ignored" in banner
-        assert {"VS-D000030", "VS-D000031", "VS-D000033"} <= {a["visor_ref"] for a in alerts}
+        assert re.search(r"snapshot-extract.csv .*: 66 rows, 1 new, 2 changed, 1 bad, 1 missing", banner)
+        fed = {(a["visor_ref"], a["kind"]) for a in alerts}
+        assert {
+            ("VS-D000027", "mappa.level_changed"), ("VS-D000030", "risk.changed"),
+            ("VS-D000033", "feed.nominal_missing"), ("SYSTEM", "feed.unreadable"),
+            ("VS-D000040", "mappa.level_changed"), ("VS-D000041", "recall.issued"),
+            ("VS-D000044", "travel.unnotified"),
+        } <= fed, fed
         _the_banner_curl_line_works(banner)
         for kind in EXPECTED_KINDS:
             assert kind in banner
@@ -216,6 +223,7 @@ def test_the_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
     assert "alerts opened now: 0 by the events, 0 by the time-based scan" in out
     assert "through the LMTP listener: duplicate, 0 alert(s)" in out
     assert len(re.findall(r"probation  VS-D0000\d\d: .*: duplicate, 0 alert", out)) == 3, out
+    assert re.search(r"snapshot-extract.csv .*: 66 rows, 0 new, 0 changed, 1 bad, 1 missing; 0 event", out)
     assert (folder / "ingest-secret").read_text().strip() == secret
     # Everything the demo's real service audited (alerts opened, deliveries, lookups) was sealed
     # into one hash chain before it stopped, and the chain verifies.

@@ -8,7 +8,9 @@ What it sets up in its folder (default .casewatch-demo/):
   mail/*.eml           every email the service sends, caught by a local SMTP sink on loopback
   chat.log             every chat message (Slack is off in the demo)
 
-The real feeds run too (issue 18): a sample border-alert email through the LMTP listener of
+The real feeds run too (issue 18): a nightly extract of the east team's nominals, with a few
+differences, through `casewatch import --snapshot` (snapshot-extract.csv, the sample mapping of
+integrations/snapshot/samples), a sample border-alert email through the LMTP listener of
 `casewatch mail-ingest`, and a few HMPPS probation domain events posted, signed, to the running
 service's /api/v1/probation/events, as a queue bridge would.
 
@@ -46,13 +48,15 @@ from casewatch.triggers.scan import run_scan
 from integrations.mail_ingest.demo import send_sample_border_alert
 from integrations.mail_sink import MailSink
 from integrations.probation.demo import post_demo_events
+from integrations.snapshot.demo import run_demo_snapshot
 
 log = logging.getLogger(__name__)
 
 BATCH = 250
-# Demo nominals the scenarios of casewatch.demo.data leave alone (they use 1 to 26; the probation
-# demo uses 30 to 32): the border-alert email is about this one.
-MAIL_NOMINAL = 33
+# A demo nominal nothing else in the demo uses (the scenarios of casewatch.demo.data use 1 to 26,
+# the snapshot demo east nominals from 27 (every third), the probation demo 40, 41 and 43): the
+# border-alert email is about this one.
+MAIL_NOMINAL = 44
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,27 @@ async def mail_feed(service: wiring.Service, nominals: int, feeds: FeedLines) ->
     )
 
 
+async def snapshot_feed(
+    service: wiring.Service, options: DemoOptions, data: DemoData, feeds: FeedLines
+) -> None:
+    """The east team's nominals as a case system's full nightly extract would list them, with a
+    few differences, through the real snapshot import."""
+    try:
+        snap = await run_demo_snapshot(service.sessions, service.ctx, options.folder, data)
+    except ValueError as exc:  # too few demo nominals for its scenarios
+        feeds.lines.append(f"snapshot   skipped: {exc}")
+        return
+    s = snap.summary
+    kept = f"; bad rows kept as inbound item {s.kept.item_id}" if s.kept is not None else ""
+    feeds.lines.append(
+        f"snapshot   {snap.extract.name} (full extract, east team) through casewatch import --snapshot: "
+        f"{s.rows} rows, {s.new} new, {s.changed} changed, {len(s.bad_lines)} bad, {len(s.missing)} "
+        f"missing; {s.accepted} event(s) accepted, {s.alerts + s.missing_alerts} alert(s) opened{kept}"
+    )
+    for scenario in snap.scenarios:
+        feeds.lines.append(f"           {scenario.visor_ref}  {scenario.shows}")
+
+
 async def probation_feed(port: int, settings: Settings, now: datetime, feeds: FeedLines) -> None:
     """The demo's domain events, posted signed to the running service as a queue bridge would."""
     replies = await post_demo_events(port, settings.ingest.secret.get_secret_value(), now=now)
@@ -294,9 +319,10 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
             loaded = await load_events(service.sessions, data.events, service.ctx)
             later = await load_events(service.sessions, data.follow_ups, service.ctx)
             loaded.add(later)
+            feeds = FeedLines()
+            await snapshot_feed(service, options, data, feeds)
             scanned = await run_scan(service.sessions, service.ctx)
             loaded.opened_by_scan = len(scanned.tally.opened_ids)
-            feeds = FeedLines()
             await mail_feed(service, options.nominals, feeds)
         except BaseException:
             await wiring.stop(service)

@@ -20,8 +20,9 @@ from casewatch.api import auth
 from integrations.probation import samples
 from integrations.probation.http import ROUTE
 
-# Demo nominals the scenarios of casewatch/demo/data.py leave alone (they use 1 to 26).
-LEVEL_UP, RECALLED, RELEASED = 30, 31, 32
+# Demo nominals nothing else in the demo uses (the scenarios of casewatch/demo/data.py use 1 to
+# 26, the snapshot demo the east team's from 27: east is every third, 27, 30, ...).
+LEVEL_UP, RECALLED, RELEASED = 40, 41, 43
 
 
 def demo_events(now: datetime) -> list[tuple[str, dict[str, Any]]]:
