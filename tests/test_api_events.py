@@ -425,3 +425,24 @@ async def test_unknown_route_and_method_are_json(sqlite_api: tuple[Service, Test
     await is_json_error(await client.get("/api/v1/nothing"), 404)
     reply = await is_json_error(await client.get(PATH), 405)
     assert reply["error"] == "method_not_allowed"
+
+
+# --- time: an event cannot have happened in the future ---------------------------------------------
+
+
+@pytest.mark.parametrize(("ahead", "status"), [(300, 202), (301, 400), (365 * 86400 * 73, 400)])
+async def test_an_event_stamped_ahead_of_the_clock_is_refused(
+    api: tuple[Service, TestClient[Any, Any]], ahead: int, status: int
+) -> None:
+    """Issue 18 review: an occurred_at in the future (a wrong clock, a mistyped year) would become
+    the nominal's newest state, and every real later change would then be kept as history and never
+    applied. Up to [ingest] max_clock_skew_seconds ahead is a clock's drift; beyond it, 400."""
+    service, client = api
+    raw = envelope("visit.recorded", occurred_at=T0 + timedelta(seconds=ahead))
+    resp = await signed_post(client, PATH, raw)
+    assert resp.status == status, await resp.text()
+    if status == 400:
+        body = await resp.json()
+        assert [(e["index"], e["field"]) for e in body["errors"]] == [(0, "occurred_at")]
+        assert "in the future" in body["errors"][0]["message"]
+        assert await stored(service) == 0

@@ -287,3 +287,20 @@ def test_a_hostile_unknown_key_is_not_echoed(
     err = capsys.readouterr().err
     assert err.splitlines() == ["line 1: data.(unknown key): is not a known field"]
     assert count(sqlite_url, Event) == 0
+
+
+def test_a_line_stamped_in_the_future_is_rejected_by_the_clock() -> None:
+    """Issue 18 review: as the events API, the import refuses an event said to have happened more
+    than [ingest] max_clock_skew_seconds after its clock; the lines around it still count."""
+    from casewatch.clock import FixedClock
+    from tests.support import T0, envelope
+
+    now_line = json.dumps(envelope("visit.recorded", occurred_at=T0)) + "\n"
+    future = json.dumps(envelope("visit.recorded", occurred_at="2099-01-01T00:00:00Z")) + "\n"
+    lines = list(import_events.read_lines(io.BytesIO((now_line + future).encode()), FixedClock(T0), 300))
+    assert lines[0].envelope is not None
+    assert lines[1].envelope is None
+    assert lines[1].problems == (
+        "occurred_at: is more than 300 seconds after the server's clock: an event cannot have happened "
+        "in the future (check the sender's clock and the year)",
+    )

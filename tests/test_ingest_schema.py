@@ -3,7 +3,7 @@ errors with index and dotted path, strict types, and never an exception on any J
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from casewatch.ingest.schema import MAX_BATCH, FieldError, parse_envelopes
 from casewatch.model.events import EVENT_CLASSES, EVENT_TYPES, EnvelopeBase
-from tests.support import SAMPLE_DATA, envelope, nominal_data
+from tests.support import SAMPLE_DATA, T0, envelope, nominal_data
 
 
 def errors_of(raw: Any) -> list[tuple[int, str]]:
@@ -318,3 +318,15 @@ def test_a_plain_unknown_key_is_named() -> None:
         "visor_ref": "VS-1", "data": {"visited_on": "2026-11-20", "visited_by": "PC1"},
     }
     assert [e.field for e in parse_envelopes(raw)[1]] == ["data.visited_by"]
+
+
+def test_with_the_clock_an_event_from_the_future_is_refused_and_the_batch_with_it() -> None:
+    """Issue 18 review: occurred_at more than max_ahead_seconds after `now` is refused (a batch is
+    all or nothing); without `now` (no clock to compare with) it is not checked."""
+    ok = envelope("visit.recorded", occurred_at=T0)
+    ahead = envelope("visit.recorded", occurred_at=T0 + timedelta(seconds=61))
+    envelopes, errors = parse_envelopes([ok, ahead], now=T0, max_ahead_seconds=60)
+    assert envelopes == [] and [(e.index, e.field) for e in errors] == [(1, "occurred_at")]
+    assert "60 seconds after the server's clock" in errors[0].message
+    assert len(parse_envelopes([ok, ahead], now=T0, max_ahead_seconds=61)[0]) == 2
+    assert len(parse_envelopes([ok, ahead])[0]) == 2

@@ -116,7 +116,10 @@ async def post_events(request: web.Request) -> web.Response:
     except InvalidJSON as exc:
         metrics.count_events(rejected=1)
         return bad_request([FieldError(0, "", str(exc))])
-    envelopes, errors = parse_envelopes(raw)
+    ctx = request.app[CONTEXT_KEY]
+    envelopes, errors = parse_envelopes(
+        raw, now=ctx.clock.now(), max_ahead_seconds=ctx.settings.ingest.max_clock_skew_seconds
+    )
     if errors:
         metrics.count_events(rejected=len(raw) if isinstance(raw, list) else 1)
         return bad_request(errors)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
-from casewatch.clock import SystemClock
+from casewatch.clock import Clock, SystemClock
 from casewatch.commands._support import configure_logging, directory_problem, schema_problem, seal_audit
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
@@ -146,7 +146,8 @@ async def _import(settings: Settings, stream: IO[bytes], args: argparse.Namespac
         ctx = Context(settings, SystemClock())
         batch: list[Line] = []
         try:
-            for line in read_lines(stream):
+            skew = settings.ingest.max_clock_skew_seconds
+            for line in read_lines(stream, ctx.clock, skew):
                 progress.update(line.size)
                 if line.blank:
                     continue
@@ -175,8 +176,9 @@ async def _import(settings: Settings, stream: IO[bytes], args: argparse.Namespac
     return 1 if tally.rejected_lines else 0
 
 
-def read_lines(stream: IO[bytes]) -> Iterator[Line]:
-    """Parse and validate the stream line by line, holding at most one line in memory."""
+def read_lines(stream: IO[bytes], clock: Clock | None = None, max_ahead_seconds: int = 300) -> Iterator[Line]:
+    """Parse and validate the stream line by line, holding at most one line in memory. With a
+    `clock`, an event stamped more than `max_ahead_seconds` after it is refused."""
     number = 0
     while True:
         raw = _readline(stream, MAX_LINE_BYTES + 1)
@@ -190,7 +192,7 @@ def read_lines(stream: IO[bytes]) -> Iterator[Line]:
                 size += len(raw)
             yield Line(number, size, problems=(f"line is longer than {MAX_LINE_BYTES} bytes",))
             continue
-        yield parse_line(number, raw, size)
+        yield parse_line(number, raw, size, clock, max_ahead_seconds)
 
 
 def _readline(stream: IO[bytes], limit: int) -> bytes:
@@ -200,7 +202,9 @@ def _readline(stream: IO[bytes], limit: int) -> bytes:
         raise InputUnreadable(f"cannot read the input ({exc.strerror or type(exc).__name__})") from None
 
 
-def parse_line(number: int, raw: bytes, size: int | None = None) -> Line:
+def parse_line(
+    number: int, raw: bytes, size: int | None = None, clock: Clock | None = None, max_ahead_seconds: int = 300
+) -> Line:
     size = len(raw) if size is None else size
     if not raw.strip():
         return Line(number, size, blank=True)
@@ -216,7 +220,8 @@ def parse_line(number: int, raw: bytes, size: int | None = None) -> Line:
         return Line(number, size, problems=("not valid JSON: nested too deeply",))
     if not isinstance(value, dict):
         return Line(number, size, problems=("expected one JSON object (an event envelope) per line",))
-    envelopes, errors = parse_envelopes(value)
+    now = clock.now() if clock is not None else None
+    envelopes, errors = parse_envelopes(value, now=now, max_ahead_seconds=max_ahead_seconds)
     if errors:
         return Line(number, size, problems=tuple(f"{e.field or '(envelope)'}: {e.message}" for e in errors))
     return Line(number, size, envelope=envelopes[0])

@@ -164,7 +164,7 @@ async def load_events(
     """Ingest the demo events through the real pipeline (validation included), in batches."""
     result = LoadResult()
     for start in range(0, len(events), BATCH):
-        envelopes, errors = parse_envelopes(list(events[start : start + BATCH]))
+        envelopes, errors = parse_envelopes(list(events[start : start + BATCH]), now=ctx.clock.now())
         if errors:
             where = "; ".join(f"event {start + e.index} {e.field}: {e.message}" for e in errors[:5])
             raise DemoError(f"the demo data does not validate (a bug in casewatch.demo.data): {where}")

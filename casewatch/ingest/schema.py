@@ -2,7 +2,10 @@
 with every problem as a FieldError: its index in the batch, its dotted field path, a message
 that never echoes the value.
 
-`parse_envelopes` never raises on any JSON value. A batch is all or nothing.
+`parse_envelopes` never raises on any JSON value. A batch is all or nothing. Given the server's
+clock (`now`), it also refuses an event said to have happened in the future: one stamped ahead
+(a wrong clock, a mistyped year) would otherwise be the nominal's newest state, and every real
+later change, being older, would be kept as history and never applied.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -88,9 +92,13 @@ def _parse_one(raw: Any, index: int) -> tuple[Envelope | None, list[FieldError]]
     raise AssertionError("an envelope the union refused for its type has a known type")
 
 
-def parse_envelopes(raw: Any) -> tuple[list[Envelope], list[FieldError]]:
+def parse_envelopes(
+    raw: Any, *, now: datetime | None = None, max_ahead_seconds: int = 300
+) -> tuple[list[Envelope], list[FieldError]]:
     """Validate one envelope (a dict) or a batch (a list of up to 1000). Either every envelope is
-    valid (errors empty) or the errors list each problem with its index and field."""
+    valid (errors empty) or the errors list each problem with its index and field. With `now`,
+    an `occurred_at` more than `max_ahead_seconds` after it is refused too (the events API's and
+    every feed's callers pass the clock and `[ingest] max_clock_skew_seconds`)."""
     if isinstance(raw, dict):
         items: list[Any] = [raw]
     elif isinstance(raw, list):
@@ -108,7 +116,18 @@ def parse_envelopes(raw: Any) -> tuple[list[Envelope], list[FieldError]]:
             envelope, problems = _parse_one(item, index)
         except RecursionError:  # absurdly nested input inside a field
             envelope, problems = None, [FieldError(index, "", "nested too deeply")]
+        if envelope is not None and now is not None and envelope.occurred_at > now + timedelta(
+            seconds=max_ahead_seconds
+        ):
+            envelope, problems = None, [FieldError(index, "occurred_at", _future(max_ahead_seconds))]
         errors.extend(problems)
         if envelope is not None:
             envelopes.append(envelope)
     return (envelopes, []) if not errors else ([], errors)
+
+
+def _future(max_ahead_seconds: int) -> str:
+    return (
+        f"is more than {max_ahead_seconds} seconds after the server's clock: an event cannot have "
+        "happened in the future (check the sender's clock and the year)"
+    )
