@@ -5,6 +5,7 @@ safely (no terminal escape survives) and record that it was dealt with, audited.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,3 +189,41 @@ def test_done_records_who_dealt_with_it_and_list_then_omits_it(
     assert "\treviewed\t" in capsys.readouterr().out
     assert ("cli:spoc1", "inbound.reviewed", f"mail:{item_id}") in _audit_actions(db_url)
     assert main(["inbound", "show", "999999", "--config", config]) == 1
+    capsys.readouterr()
+    # A second `done` changes nothing: the first reviewer and time (retention's start) stand.
+    monkeypatch.setenv("LOGNAME", "spoc2")
+    assert main(["inbound", "done", str(item_id), "--config", config]) == 0
+    assert "already recorded as dealt with by cli:spoc1" in capsys.readouterr().out
+    assert [a for a in _audit_actions(db_url) if a[1] == "inbound.reviewed"] == [
+        ("cli:spoc1", "inbound.reviewed", f"mail:{item_id}")
+    ]
+
+
+def test_show_decodes_a_kept_email_for_the_person_reading_it(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An encoded-word subject and a base64 body are shown decoded (and still made safe)."""
+    raw = (
+        b"From: reports@borderforce.example\r\nSubject: =?utf-8?b?Qm9yZGVyIGFsZXJ0IOKAkyBWUy0wMDAxMjM0?=\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode("ViSOR reference: VS-0001234\nPort: Testport \u202e\n".encode()) + b"\r\n"
+    )
+
+    async def go() -> int:
+        engine = make_engine(db_url)
+        try:
+            kept = await keep_now(
+                make_sessionmaker(engine), _ctx(db_url), source="mail", external_id="mid:b64",
+                reason="unreadable", content=raw, media_type="message/rfc822",
+            )
+            return kept.item_id
+        finally:
+            await engine.dispose()
+
+    item_id = asyncio.run(go())
+    assert main(["inbound", "show", str(item_id), "--config", _config(tmp_path, db_url)]) == 0
+    shown = capsys.readouterr().out
+    assert "Subject: Border alert \u2013 VS-0001234" in shown
+    assert "ViSOR reference: VS-0001234" in shown and "Port: Testport" in shown
+    assert "\u202e" not in shown

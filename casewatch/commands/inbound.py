@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import os
 import sys
+from email import policy
+from email.parser import BytesParser
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +33,7 @@ from casewatch.store.engine import make_sessionmaker
 from casewatch.store.models import Alert, InboundItem
 
 _TEXT_TYPES = ("text/", "message/", "application/json")
+_MAIL_HEADERS = ("From", "To", "Date", "Subject", "Message-ID")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
                     print(f"casewatch inbound: cannot write {args.raw}: {exc.strerror}", file=sys.stderr)
                     return 2
                 action, purpose = "inbound.viewed", "a kept feed item read by the person dealing with it"
+            elif item.state == "reviewed":
+                # The first record stands: who dealt with it, and when its retention began.
+                when = item.reviewed_at.isoformat(timespec="seconds") if item.reviewed_at else "?"
+                print(f"item {item.id} was already recorded as dealt with by {item.reviewed_by} at {when}")
+                return 0
             else:
                 item.state, item.reviewed_by, item.reviewed_at = "reviewed", actor, ctx.clock.now()
                 action, purpose = "inbound.reviewed", "a kept feed item recorded as dealt with"
@@ -100,7 +108,27 @@ def _show(item: InboundItem, raw_path: str | None) -> None:
         print(f"the exact bytes are in {raw_path}")
         return
     print("-" * 72)
-    if item.media_type.startswith(_TEXT_TYPES):
+    if item.media_type == "message/rfc822":
+        print(_mail_text(item.content))
+    elif item.media_type.startswith(_TEXT_TYPES):
         print(printable(item.content.decode("utf-8", errors="replace"), keep_lines=True))
     else:
         print(item.content.hex(" ", 16))
+
+
+def _mail_text(raw: bytes) -> str:
+    """A kept email as a person reads it: the main headers with encoded words decoded, then each
+    text part decoded (base64, quoted-printable, its charset), all through printable; the raw
+    message if it cannot be parsed."""
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+        lines = [f"{name}: {printable(message.get(name, ''))}" for name in _MAIL_HEADERS if name in message]
+        for number, part in enumerate(message.walk(), start=1):
+            if part.is_multipart() or part.get_content_maintype() != "text":
+                continue
+            text = part.get_content()
+            lines += ["", f"[part {number}: {printable(part.get_content_type())}]",
+                      printable(text if isinstance(text, str) else "", keep_lines=True)]
+        return "\n".join(lines)
+    except Exception:  # noqa: BLE001 (a message the parser cannot take is shown as received)
+        return printable(raw.decode("utf-8", errors="replace"), keep_lines=True)
