@@ -15,9 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts import SYSTEM_REF
+from casewatch.alerts.lifecycle import resolve
 from casewatch.cli import main
 from casewatch.clock import FixedClock
 from casewatch.context import Context
+from casewatch.ingest import inbound
 from casewatch.ingest.inbound import UNREADABLE, keep, keep_now
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Alert, AuditEntry, Delivery, InboundItem
@@ -227,3 +229,33 @@ def test_show_decodes_a_kept_email_for_the_person_reading_it(
     assert "Subject: Border alert \u2013 VS-0001234" in shown
     assert "ViSOR reference: VS-0001234" in shown and "Port: Testport" in shown
     assert "\u202e" not in shown
+
+
+async def test_a_flood_keeps_every_item_but_opens_a_bounded_number_of_alerts(
+    sessions: async_sessionmaker[AsyncSession], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender gone wrong (a bridge posting garbage) must not bury the SPOC in alerts: every
+    item is kept, at most MAX_LIVE_ALERTS of one source are live, the last one says so, and once
+    people deal with them the next item opens an alert again."""
+    monkeypatch.setattr(inbound, "MAX_LIVE_ALERTS", 3)
+    ctx = _ctx(db_url)
+    kept = [
+        await keep_now(sessions, ctx, source="probation", external_id=f"x{n}", reason="bad body",
+                       content=b"{", media_type="application/json")
+        for n in range(5)
+    ]
+    other = await keep_now(sessions, ctx, source="mail", external_id="m", reason="r", content=b"",
+                           media_type="message/rfc822")
+    assert [k.alert_id is not None for k in kept] == [True, True, True, False, False]
+    assert other.alert_id is not None  # the cap is a source's own
+    async with sessions() as session:
+        assert len((await session.execute(select(InboundItem))).scalars().all()) == 6
+        last = await session.get(Alert, kept[2].alert_id)
+        assert last is not None and "later items are kept without an alert" in last.summary
+    async with sessions() as session, session.begin():
+        first = await session.get(Alert, kept[0].alert_id)
+        assert first is not None
+        assert await resolve(session, first, "dealt with", ctx)
+    again = await keep_now(sessions, ctx, source="probation", external_id="x9", reason="bad body",
+                           content=b"{", media_type="application/json")
+    assert again.alert_id is not None

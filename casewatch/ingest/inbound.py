@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,15 +20,19 @@ from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import open_alerts
 from casewatch.audit import record
 from casewatch.context import Context
-from casewatch.model.alerts import AlertSpec
+from casewatch.model.alerts import LIVE_STATES, AlertSpec
 from casewatch.routing.purposes import nominals_of
 from casewatch.safe_text import printable
-from casewatch.store.models import InboundItem
+from casewatch.store.models import Alert, InboundItem
 
 UNREADABLE = "feed.unreadable"
 NOMINAL_MISSING = "feed.nominal_missing"  # opened by the snapshot import
 SOURCES = ("snapshot", "mail", "probation")
 MAX_REASON = 300
+# Live feed.unreadable alerts one source may have at once. A sender gone wrong (a bridge posting
+# garbage, a mailbox filling with bounces) keeps every item, but tells people this many times,
+# not once an item: the last alert says more may be waiting in `casewatch inbound list`.
+MAX_LIVE_ALERTS = 20
 _ITEMS = InboundItem.metadata.tables[InboundItem.__tablename__]
 
 
@@ -92,6 +96,14 @@ async def keep(
             )
         ).one()
         return Kept(existing.id, existing.alert_id, duplicate=True)
+    live = await _live_alerts(session, source)
+    if live >= MAX_LIVE_ALERTS:
+        await _audit_kept(session, ctx, source, item_id, len(content), None, visor_ref)
+        return Kept(item_id, None, duplicate=False)
+    more = (
+        f" {MAX_LIVE_ALERTS} such alerts are now live: later items are kept without an alert of their "
+        "own, see `casewatch inbound list`" if live == MAX_LIVE_ALERTS - 1 else ""
+    )
     [opened] = await open_alerts(session, [AlertSpec(
         kind=UNREADABLE,
         severity="high",
@@ -100,19 +112,33 @@ async def keep(
         subject=f"{source}:{item_id}",
         summary=(
             f"A {source} item could not be read ({reason}). Kept as inbound item {item_id}: "
-            f"`casewatch inbound show {item_id}`, then `casewatch inbound done {item_id}`"
+            f"`casewatch inbound show {item_id}`, then `casewatch inbound done {item_id}`.{more}"
         ),
         details={"item": item_id, "source": source},
     )], ctx)
     alert_id = opened.id if opened is not None else None
     await session.execute(_ITEMS.update().where(_ITEMS.c.id == item_id).values(alert_id=alert_id))
+    await _audit_kept(session, ctx, source, item_id, len(content), alert_id, visor_ref)
+    return Kept(item_id, alert_id, duplicate=False)
+
+
+async def _live_alerts(session: AsyncSession, source: str) -> int:
+    stmt = select(func.count()).select_from(Alert).where(
+        Alert.kind == UNREADABLE, Alert.state.in_(LIVE_STATES), Alert.subject.startswith(f"{source}:")
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def _audit_kept(
+    session: AsyncSession, ctx: Context, source: str, item_id: int, size: int, alert_id: str | None,
+    visor_ref: str | None,
+) -> None:
     await record(
         session, ctx, actor="system", action="inbound.kept", subject=f"{source}:{item_id}",
         purpose=f"kept what the {source} feed could not read, for a person to deal with",
-        details={"item": item_id, "source": source, "size": len(content), "alert": alert_id},
+        details={"item": item_id, "source": source, "size": size, "alert": alert_id},
         nominals=nominals_of(visor_ref),
     )
-    return Kept(item_id, alert_id, duplicate=False)
 
 
 async def keep_now(

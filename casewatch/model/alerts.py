@@ -301,7 +301,8 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "a feed received something it could not turn into events (a border-alert mail it cannot "
         "read or match to one nominal, a snapshot's bad rows, a probation domain event with a bad "
         "body): kept as received (`casewatch inbound show <item>`), never lost; to the SPOC of "
-        "the feed's team (`[inbound_mail] team`, else `triggers.unmatched_team`, else the first team)",
+        "the feed's team (`[inbound_mail] team`, else `triggers.unmatched_team`, else the first "
+        "team); at most 20 live a feed (a sender gone wrong: later items are kept, listed by `casewatch inbound list`)",
         "`<source>:<item id>`", "`casewatch inbound done <item>` (a person dealt with it), or acknowledged",
     ),
     AlertKind(
