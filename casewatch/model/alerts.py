@@ -302,7 +302,8 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "read or match to one nominal, a snapshot's bad rows, a probation domain event with a bad "
         "body): kept as received (`casewatch inbound show <item>`), never lost; to the SPOC of "
         "the feed's team (`[inbound_mail] team`, else `triggers.unmatched_team`, else the first "
-        "team); at most 20 live a feed (a sender gone wrong: later items are kept, listed by `casewatch inbound list`)",
+        "team); at most 20 live a feed (a sender gone wrong: later items are kept, listed by "
+        "`casewatch inbound list`)",
         "`<source>:<item id>`", "`casewatch inbound done <item>` (a person dealt with it), or acknowledged",
     ),
     AlertKind(
