@@ -10,7 +10,7 @@ casewatch.ingest.schema.parse_envelopes), or says there is nothing to change.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -121,19 +121,21 @@ class NominalView:
     visor_ref: str
     mappa_level: int | None
     category: str
+    level_as_of: datetime | None = None  # when the stored level was last said (nominals.level_as_of)
 
 
 def to_envelopes(
     intent: Intent, event: DomainEvent, nominal: NominalView, event_id: str
 ) -> list[dict[str, Any]] | Ignored:
     """Our event envelopes for this intent about this nominal (ids from `event_id`, derived from
-    the domain event, so a redelivery is a duplicate), or Ignored("no_change")."""
+    the domain event, so a redelivery is a duplicate), or why there is nothing to record."""
     occurred_at = event.occurred_at.isoformat().replace("+00:00", "Z")
     base = {"id": event_id, "occurred_at": occurred_at, "visor_ref": nominal.visor_ref}
     match intent:
         case LevelIntent() as level:
-            if level.to_level == nominal.mappa_level:
-                return Ignored("no_change")
+            nothing = _nothing_to_record(level, event, nominal)
+            if nothing is not None:
+                return nothing
             data = {
                 "from_level": nominal.mappa_level,
                 "to_level": level.to_level,
@@ -148,6 +150,17 @@ def to_envelopes(
             return [{**base, "type": "detention.ended", "data": {"ended_on": release.ended_on.isoformat()}}]
         case ReturnIntent():
             return [{**base, "type": "recall.returned", "data": {"returned_at": occurred_at}}]
+
+
+def _nothing_to_record(level: LevelIntent, event: DomainEvent, nominal: NominalView) -> Ignored | None:
+    """Why this registration event changes no level, or None. An event older than the stored
+    level would be recorded as a change from a level the nominal did not have then (the queue
+    reorders): it is not a change we can state."""
+    if nominal.level_as_of is not None and event.occurred_at < nominal.level_as_of:
+        return Ignored("older_than_stored")
+    if level.to_level == nominal.mappa_level:
+        return Ignored("no_change")
+    return None
 
 
 def _rationale(event: DomainEvent, level: LevelIntent, nominal: NominalView) -> str:

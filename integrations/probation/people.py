@@ -42,13 +42,13 @@ class Directory:
             return cls([])
         rows = await session.execute(
             select(
-                Nominal.visor_ref, Nominal.mappa_level, Nominal.category,
+                Nominal.visor_ref, Nominal.mappa_level, Nominal.category, Nominal.level_as_of,
                 Nominal.crn, Nominal.noms_number, Nominal.pnc_id,
             ).where(or_(*clauses))
         )
         return cls(
-            (NominalView(ref, level, category), {"CRN": crn, "NOMS": noms, "PNC": pnc})
-            for ref, level, category, crn, noms, pnc in rows
+            (NominalView(ref, level, category, level_as_of), {"CRN": crn, "NOMS": noms, "PNC": pnc})
+            for ref, level, category, level_as_of, crn, noms, pnc in rows
         )
 
     def match(self, identifiers: Mapping[str, str]) -> Match:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,6 +40,7 @@ OTHER = "other"
 # The outcome label's values: a fixed set whatever arrives.
 IGNORED_REASONS = (
     "unknown_type", "unknown_person", "not_mappa", "not_a_release", "not_a_recall_return", "no_change",
+    "older_than_stored",
 )
 RESULTS = ("accepted", "duplicate", "ignored", "kept")
 OUTCOMES = ("accepted", "duplicate", "kept", *(f"ignored_{reason}" for reason in IGNORED_REASONS))
@@ -176,7 +177,8 @@ async def _map(
         seen = set((await session.execute(select(Event.id).where(Event.id.in_(ids)))).scalars())
         fresh = [p for p in planned if p.event_id not in seen]
         directory = await Directory.load(session, [p.item.event.identifiers for p in fresh if p.item.event])
-    levels: dict[str, int | None] = {}  # level changes earlier in this request, by visor_ref
+    # The nominals as level changes earlier in this request left them, by visor_ref.
+    changed: dict[str, NominalView] = {}
     envelopes: list[Envelope] = []
     for plan in planned:
         event, outcome = plan.item.event, plan.outcome
@@ -192,9 +194,7 @@ async def _map(
         if match.nominal is None:
             outcome.reason = "unknown_person"
             continue
-        nominal = match.nominal
-        if nominal.visor_ref in levels:
-            nominal = NominalView(nominal.visor_ref, levels[nominal.visor_ref], nominal.category)
+        nominal = changed.get(match.nominal.visor_ref, match.nominal)
         mapped = to_envelopes(plan.intent, event, nominal, plan.event_id)
         if isinstance(mapped, Ignored):
             outcome.reason = mapped.reason
@@ -208,7 +208,9 @@ async def _map(
             continue
         for raw in mapped:
             if raw["type"] == "mappa.level_changed":
-                levels[nominal.visor_ref] = raw["data"]["to_level"]
+                changed[nominal.visor_ref] = replace(
+                    nominal, mappa_level=raw["data"]["to_level"], level_as_of=event.occurred_at
+                )
         outcome.events = [raw["id"] for raw in mapped]
         outcome.reason = None
         envelopes.extend(valid)

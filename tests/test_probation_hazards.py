@@ -1,0 +1,73 @@
+"""The probation feed against what a queue really does and what a sender gets wrong: SQS standard
+queues reorder and redeliver, a clock can be years out, identifiers can disagree with the nominal
+they match, one request can carry one MessageId twice, a re-publication can change its free text.
+Through the real app on SQLite and PostgreSQL; all data is fictional."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from casewatch.store.models import LevelChange, Nominal
+from casewatch.wiring import Service
+from integrations.probation import samples
+from tests.support import T0, envelope, nominal_data, service_client, signed_post
+from tests.test_probation_endpoint import AT, CRN, NOMS, REF, metric, post, registration
+
+Api = tuple[Service, TestClient[Any, Any]]
+ADDED = "probation-case.registration.added"
+UPDATED = "probation-case.registration.updated"
+DEREGISTERED = "probation-case.registration.deregistered"
+
+
+@pytest.fixture
+async def api(db_url: str) -> AsyncIterator[Api]:
+    """The service, and a nominal at MAPPA level 1, category 1 (from ViSOR, 30 days ago)."""
+    async with service_client(db_url, probation={"enabled": True}) as pair:
+        service, client = pair
+        upsert = envelope(
+            "nominal.upsert", nominal_data(crn=CRN, noms_number=NOMS, pnc_id="2004/0012345X", mappa_level=1,
+                                           category="1"),
+            visor_ref=REF, occurred_at=T0 - timedelta(days=30),
+        )
+        resp = await signed_post(client, "/api/v1/events", upsert)
+        assert resp.status == 202, await resp.text()
+        yield pair
+
+
+async def stored_level(service: Service) -> int | None:
+    async with service.sessions() as session:
+        nominal = await session.get(Nominal, REF)
+    assert nominal is not None
+    return nominal.mappa_level
+
+
+async def level_changes(service: Service) -> list[tuple[int | None, int | None]]:
+    async with service.sessions() as session:
+        found = await session.execute(select(LevelChange).order_by(LevelChange.changed_at, LevelChange.id))
+        return [(c.from_level, c.to_level) for c in found.scalars()]
+
+
+# --- 3: an event older than the stored level ----------------------------------------------------------
+
+
+async def test_a_registration_event_older_than_the_stored_level_records_nothing(api: Api) -> None:
+    service, client = api
+    assert (await post(client, registration("added", level=2, registration_id="222")))["accepted"] == 1
+    late = samples.mappa_registration(UPDATED, crn=CRN, occurred_at=AT - timedelta(minutes=30), level=3,
+                                      registration_id="222")
+    reply = await post(client, late)
+    assert reply["items"][0]["outcome"] == "ignored" and reply["items"][0]["reason"] == "older_than_stored"
+    late_end = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT - timedelta(minutes=1),
+                                          level=None, registration_id="222")
+    reply = await post(client, late_end)
+    assert reply["items"][0]["reason"] == "older_than_stored"
+    assert await stored_level(service) == 2
+    assert await level_changes(service) == [(1, 2)]  # no false history row ("2 -> 3", "2 -> none")
+    assert await metric(client, "ignored_older_than_stored", UPDATED) == 1.0
+    assert await metric(client, "ignored_older_than_stored", DEREGISTERED) == 1.0
