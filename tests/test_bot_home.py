@@ -363,6 +363,7 @@ ACK_CLOSED = {
     "area.moved_out",
     "area.moved_in",
     "system.delivery_failed",
+    "feed.nominal_missing",
 }
 
 
