@@ -304,8 +304,8 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "the feed's team (`[inbound_mail] team`, else `triggers.unmatched_team`, else the first "
         "team); at most 20 live a feed (a sender gone wrong: later items are kept, listed by "
         "`casewatch inbound list`)",
-        "`<source>:<item id>`", "`casewatch inbound done <item>`: a person dealt with the item (taking the alert on is "
-        "not enough)",
+        "`<source>:<item id>`",
+        "`casewatch inbound done <item>`: a person dealt with the item (taking the alert on is not enough)",
     ),
     AlertKind(
         "feed.nominal_missing", ("medium",), ("owner", "supervisors"),
