@@ -17,7 +17,7 @@ from casewatch.store.models import LevelChange, Nominal
 from casewatch.wiring import Service
 from integrations.probation import samples
 from tests.support import T0, envelope, nominal_data, service_client, signed_post
-from tests.test_probation_endpoint import AT, CRN, NOMS, REF, metric, post, registration
+from tests.test_probation_endpoint import AT, CRN, NOMS, REF, alerts_of, metric, post, registration
 
 Api = tuple[Service, TestClient[Any, Any]]
 ADDED = "probation-case.registration.added"
@@ -31,8 +31,8 @@ async def api(db_url: str) -> AsyncIterator[Api]:
     async with service_client(db_url, probation={"enabled": True}) as pair:
         service, client = pair
         upsert = envelope(
-            "nominal.upsert", nominal_data(crn=CRN, noms_number=NOMS, pnc_id="2004/0012345X", mappa_level=1,
-                                           category="1"),
+            "nominal.upsert",
+            nominal_data(crn=CRN, noms_number=NOMS, pnc_id="2004/0012345X", mappa_level=1, category="1"),
             visor_ref=REF, occurred_at=T0 - timedelta(days=30),
         )
         resp = await signed_post(client, "/api/v1/events", upsert)
@@ -51,6 +51,56 @@ async def level_changes(service: Service) -> list[tuple[int | None, int | None]]
     async with service.sessions() as session:
         found = await session.execute(select(LevelChange).order_by(LevelChange.changed_at, LevelChange.id))
         return [(c.from_level, c.to_level) for c in found.scalars()]
+
+
+# --- 1: a deregistration ends only the registration the level came from -----------------------------
+
+
+async def test_deregistering_an_old_registration_leaves_the_newer_level(api: Api) -> None:
+    """nDelius changes a level by deregistering the old registration and adding a new one; the
+    queue delivered them the other way round."""
+    service, client = api
+    added = registration("added", level=2, registration_id="222")
+    old_ended = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT + timedelta(minutes=1),
+                                           level=1, registration_id="111")
+    assert (await post(client, added))["accepted"] == 1
+    reply = await post(client, old_ended)
+    assert reply["items"][0]["outcome"] == "ignored"
+    assert reply["items"][0]["reason"] == "not_current_registration"
+    assert reply["alerts"] == []
+    assert await stored_level(service) == 2
+    assert await level_changes(service) == [(1, 2)]
+    assert not [a for a in await alerts_of(service, "mappa.level_changed") if "none" in a.summary]
+    assert await metric(client, "ignored_not_current_registration", DEREGISTERED) == 1.0
+
+    current_ended = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT + timedelta(minutes=2),
+                                               level=2, registration_id="222")
+    assert (await post(client, current_ended))["accepted"] == 1
+    assert await stored_level(service) is None
+
+
+async def test_a_deregistration_of_another_level_than_visors_is_not_the_current_one(api: Api) -> None:
+    """The level came from ViSOR (no registration id known): the deregistered registration's level
+    must be the stored one."""
+    service, client = api
+    other = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT, level=3, registration_id="333")
+    reply = await post(client, other)
+    assert reply["items"][0]["reason"] == "not_current_registration"
+    assert await stored_level(service) == 1 and await level_changes(service) == []
+    same = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT, level=1, registration_id="111")
+    assert (await post(client, same))["accepted"] == 1
+    assert await stored_level(service) is None
+
+
+async def test_in_one_request_a_deregistration_is_checked_against_a_new_registration(api: Api) -> None:
+    service, client = api
+    added = registration("added", level=2, registration_id="222")
+    old_ended = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT + timedelta(seconds=1),
+                                           level=1, registration_id="111")
+    reply = await post(client, [added, old_ended])
+    assert [i["outcome"] for i in reply["items"]] == ["accepted", "ignored"]
+    assert reply["items"][1]["reason"] == "not_current_registration"
+    assert await stored_level(service) == 2
 
 
 # --- 3: an event older than the stored level ----------------------------------------------------------

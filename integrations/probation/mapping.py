@@ -9,6 +9,7 @@ casewatch.ingest.schema.parse_envelopes), or says there is nothing to change.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -43,6 +44,9 @@ class LevelIntent:
     to_level: int | None  # None: no longer managed under MAPPA
     category: str | None  # "1".."4" when the event says
     registration_id: str | None
+    # On a deregistration or deletion: the level of the registration that ended, when its
+    # registrationLevelCode is a configured one (how it is matched to the stored level).
+    ended_level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,9 @@ def _registration(event: DomainEvent, settings: ProbationSection) -> LevelIntent
     category_code = event.code("registrationCategoryCode")
     category = settings.category_codes.get(category_code) if category_code else None
     if event.event_type in REGISTRATION_ENDS:
-        return LevelIntent(None, category, registration_id)
+        ended_code = event.info.get("registrationLevelCode")
+        ended_level = settings.level_codes.get(ended_code) if ended_code else None
+        return LevelIntent(None, category, registration_id, ended_level)
     level_code = _required(event, "registrationLevelCode")
     if level_code not in settings.level_codes:
         raise Unreadable("additionalInformation.registrationLevelCode is not a configured MAPPA level code")
@@ -122,6 +128,9 @@ class NominalView:
     mappa_level: int | None
     category: str
     level_as_of: datetime | None = None  # when the stored level was last said (nominals.level_as_of)
+    # The registrationId of the probation registration the stored level came from, when it came
+    # from one (read back from its level change's rationale); None: from ViSOR or not known.
+    level_registration: str | None = None
 
 
 def to_envelopes(
@@ -160,7 +169,36 @@ def _nothing_to_record(level: LevelIntent, event: DomainEvent, nominal: NominalV
         return Ignored("older_than_stored")
     if level.to_level == nominal.mappa_level:
         return Ignored("no_change")
+    if level.to_level is None and not _ends_the_current_registration(level, nominal):
+        return Ignored("not_current_registration")
     return None
+
+
+def _ends_the_current_registration(level: LevelIntent, nominal: NominalView) -> bool:
+    """Whether the registration this deregistration (or deletion) ends is the one the stored
+    level came from. nDelius changes a level by ending one registration and adding another, and
+    the queue may deliver the end of the old one after the new one: that must not end MAPPA
+    management. By registration id when both are known, else by the ended registration's level;
+    with neither (nothing to tell them apart) it is taken as the current one."""
+    if level.registration_id is not None and nominal.level_registration is not None:
+        return level.registration_id == nominal.level_registration
+    if level.ended_level is not None:
+        return level.ended_level == nominal.mappa_level
+    return True
+
+
+# What _rationale writes, up to the registration id: how a level's registration is read back.
+_RATIONALE_REGISTRATION = re.compile(
+    r"Probation \(HMPPS domain event [A-Za-z0-9._-]{1,100}, registration ([A-Za-z0-9_-]{1,40})\): "
+)
+
+
+def registration_in(rationale: str, recorded_by: str) -> str | None:
+    """The registrationId a level change this feed recorded names, else None."""
+    if recorded_by != SOURCE:
+        return None
+    found = _RATIONALE_REGISTRATION.match(rationale)
+    return found.group(1) if found else None
 
 
 def _rationale(event: DomainEvent, level: LevelIntent, nominal: NominalView) -> str:

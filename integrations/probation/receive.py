@@ -26,6 +26,7 @@ from integrations.probation.mapping import (
     SOURCE,
     Ignored,
     Intent,
+    LevelIntent,
     NominalView,
     interpret,
     known_types,
@@ -40,7 +41,7 @@ OTHER = "other"
 # The outcome label's values: a fixed set whatever arrives.
 IGNORED_REASONS = (
     "unknown_type", "unknown_person", "not_mappa", "not_a_release", "not_a_recall_return", "no_change",
-    "older_than_stored",
+    "older_than_stored", "not_current_registration",
 )
 RESULTS = ("accepted", "duplicate", "ignored", "kept")
 OUTCOMES = ("accepted", "duplicate", "kept", *(f"ignored_{reason}" for reason in IGNORED_REASONS))
@@ -177,6 +178,7 @@ async def _map(
         seen = set((await session.execute(select(Event.id).where(Event.id.in_(ids)))).scalars())
         fresh = [p for p in planned if p.event_id not in seen]
         directory = await Directory.load(session, [p.item.event.identifiers for p in fresh if p.item.event])
+        await directory.load_level_registrations(session, _ended_by(fresh, directory))
     # The nominals as level changes earlier in this request left them, by visor_ref.
     changed: dict[str, NominalView] = {}
     envelopes: list[Envelope] = []
@@ -206,15 +208,26 @@ async def _map(
             outcome.reason = f"it maps to an event casewatch refuses ({where}: {first.message})"
             to_keep.append((plan.item, outcome))
             continue
-        for raw in mapped:
-            if raw["type"] == "mappa.level_changed":
-                changed[nominal.visor_ref] = replace(
-                    nominal, mappa_level=raw["data"]["to_level"], level_as_of=event.occurred_at
-                )
+        if isinstance(plan.intent, LevelIntent):
+            changed[nominal.visor_ref] = replace(
+                nominal, mappa_level=plan.intent.to_level, level_as_of=event.occurred_at,
+                level_registration=plan.intent.registration_id,
+            )
         outcome.events = [raw["id"] for raw in mapped]
         outcome.reason = None
         envelopes.extend(valid)
     return envelopes
+
+
+def _ended_by(planned: list[_Planned], directory: Directory) -> set[str]:
+    """The nominals a deregistration or deletion among these items names."""
+    refs = set()
+    for plan in planned:
+        if isinstance(plan.intent, LevelIntent) and plan.intent.to_level is None and plan.item.event:
+            nominal = directory.match(plan.item.event.identifiers).nominal
+            if nominal is not None:
+                refs.add(nominal.visor_ref)
+    return refs
 
 
 async def _keep(
