@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from casewatch.store.models import LevelChange, Nominal
+from casewatch.store.models import InboundItem, LevelChange, Nominal
 from casewatch.wiring import Service
 from integrations.probation import samples
 from tests.support import T0, envelope, nominal_data, service_client, signed_post
-from tests.test_probation_endpoint import AT, CRN, NOMS, REF, alerts_of, metric, post, registration
+from tests.test_probation_endpoint import AT, CRN, NOMS, REF, alerts_of, count, metric, post, registration
 
 Api = tuple[Service, TestClient[Any, Any]]
 ADDED = "probation-case.registration.added"
@@ -121,3 +121,17 @@ async def test_a_registration_event_older_than_the_stored_level_records_nothing(
     assert await level_changes(service) == [(1, 2)]  # no false history row ("2 -> 3", "2 -> none")
     assert await metric(client, "ignored_older_than_stored", UPDATED) == 1.0
     assert await metric(client, "ignored_older_than_stored", DEREGISTERED) == 1.0
+
+
+# --- 7: a change of category only --------------------------------------------------------------------------
+
+
+async def test_a_category_only_change_is_ignored_as_such_and_keeps_nothing(api: Api) -> None:
+    service, client = api
+    reply = await post(client, registration("updated", level=1, category=3))
+    expected = {"index": 0, "event_type": UPDATED, "outcome": "ignored", "reason": "category_only"}
+    assert reply["items"][0] == expected
+    assert await count(service, InboundItem) == 0 and await level_changes(service) == []
+    assert await metric(client, "ignored_category_only", UPDATED) == 1.0
+    same = await post(client, registration("updated", level=1, category=1, registration_id="5"))
+    assert same["items"][0]["reason"] == "no_change"

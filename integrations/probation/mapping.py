@@ -168,6 +168,9 @@ def _nothing_to_record(level: LevelIntent, event: DomainEvent, nominal: NominalV
     if nominal.level_as_of is not None and event.occurred_at < nominal.level_as_of:
         return Ignored("older_than_stored")
     if level.to_level == nominal.mappa_level:
+        if level.to_level is not None and level.category not in (None, nominal.category):
+            # The category is ViSOR's (nominal.upsert): named on a level change, not recorded alone.
+            return Ignored("category_only")
         return Ignored("no_change")
     if level.to_level is None and not _ends_the_current_registration(level, nominal):
         return Ignored("not_current_registration")

@@ -41,7 +41,7 @@ OTHER = "other"
 # The outcome label's values: a fixed set whatever arrives.
 IGNORED_REASONS = (
     "unknown_type", "unknown_person", "not_mappa", "not_a_release", "not_a_recall_return", "no_change",
-    "older_than_stored", "not_current_registration",
+    "older_than_stored", "not_current_registration", "category_only",
 )
 RESULTS = ("accepted", "duplicate", "ignored", "kept")
 OUTCOMES = ("accepted", "duplicate", "kept", *(f"ignored_{reason}" for reason in IGNORED_REASONS))
