@@ -135,3 +135,28 @@ async def test_a_category_only_change_is_ignored_as_such_and_keeps_nothing(api: 
     assert await metric(client, "ignored_category_only", UPDATED) == 1.0
     same = await post(client, registration("updated", level=1, category=1, registration_id="5"))
     assert same["items"][0]["reason"] == "no_change"
+
+
+# --- 2: a time in the future --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("year", [2099, 9000])
+async def test_an_event_in_the_future_is_kept_and_does_not_freeze_the_nominal(api: Api, year: int) -> None:
+    service, client = api
+    future = registration("updated", level=2)
+    future["occurredAt"] = f"{year}-01-01T00:00:00Z"
+    reply = await post(client, future)
+    [item] = reply["items"]
+    assert item["outcome"] == "kept" and item["reason"] == "occurredAt is in the future"
+    assert len(await alerts_of(service, "feed.unreadable")) == 1
+    assert await count(service, InboundItem) == 1
+    later = samples.mappa_registration(UPDATED, crn=CRN, occurred_at=AT + timedelta(minutes=5), level=3)
+    assert (await post(client, later))["accepted"] == 1
+    assert await stored_level(service) == 3 and await level_changes(service) == [(1, 3)]
+
+
+async def test_an_event_within_the_clock_skew_is_taken(api: Api) -> None:
+    service, client = api
+    ahead = samples.mappa_registration(UPDATED, crn=CRN, occurred_at=T0 + timedelta(seconds=200), level=2)
+    assert (await post(client, ahead))["accepted"] == 1
+    assert await stored_level(service) == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -137,7 +138,8 @@ async def receive(
                 planned.append(_Planned(item, outcome, intent, event_id_of(item)))
 
     alerts: list[str] = []
-    envelopes = await _map(planned, readers, to_keep)
+    latest = ctx.clock.now() + timedelta(seconds=ctx.settings.ingest.max_clock_skew_seconds)
+    envelopes = await _map(planned, readers, to_keep, latest)
     if envelopes:
         result = await store(envelopes)
         alerts.extend(result.alerts)
@@ -166,11 +168,16 @@ async def receive(
 
 
 async def _map(
-    planned: list[_Planned], sessions: async_sessionmaker[AsyncSession], to_keep: list[tuple[Item, Outcome]]
+    planned: list[_Planned],
+    sessions: async_sessionmaker[AsyncSession],
+    to_keep: list[tuple[Item, Outcome]],
+    latest: datetime,
 ) -> list[Envelope]:
     """The validated envelopes of the planned items, in order; a redelivery (its event stored
     before) is a duplicate before anything is read of the nominal, whose level may have changed
-    since. Fills in each item's outcome."""
+    since. An event about a nominal said to happen after `latest` (now and the allowed clock
+    skew) is kept: stored, it would be the nominal's newest state and every real change after
+    it would be stale. Fills in each item's outcome."""
     if not planned:
         return []
     async with sessions() as session:
@@ -195,6 +202,10 @@ async def _map(
             continue
         if match.nominal is None:
             outcome.reason = "unknown_person"
+            continue
+        if event.occurred_at > latest:
+            outcome.reason = "occurredAt is in the future"
+            to_keep.append((plan.item, outcome))
             continue
         nominal = changed.get(match.nominal.visor_ref, match.nominal)
         mapped = to_envelopes(plan.intent, event, nominal, plan.event_id)
