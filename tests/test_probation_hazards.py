@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from casewatch.store.models import InboundItem, LevelChange, Nominal
+from casewatch.store.models import Detention, InboundItem, LevelChange, Nominal
 from casewatch.wiring import Service
 from integrations.probation import samples
 from tests.support import T0, envelope, nominal_data, service_client, signed_post
@@ -160,3 +160,41 @@ async def test_an_event_within_the_clock_skew_is_taken(api: Api) -> None:
     ahead = samples.mappa_registration(UPDATED, crn=CRN, occurred_at=T0 + timedelta(seconds=200), level=2)
     assert (await post(client, ahead))["accepted"] == 1
     assert await stored_level(service) == 2
+
+
+# --- 4: identifiers that disagree with the nominal they match -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "identifiers",
+    [
+        [{"type": "CRN", "value": CRN}, {"type": "NOMS", "value": "A9999ZZ"}],
+        [{"type": "NOMS", "value": NOMS}, {"type": "CRN", "value": "X999999"}],
+        [{"type": "CRN", "value": CRN}, {"type": "PNC", "value": "2004/0099999Z"}],
+    ],
+    ids=["other-noms", "other-crn", "other-pnc"],
+)
+async def test_an_identifier_that_differs_from_the_nominals_is_kept(
+    api: Api, identifiers: list[dict[str, str]]
+) -> None:
+    service, client = api
+    released = samples.prisoner_moved(
+        "prison-offender-events.prisoner.released", noms=NOMS, occurred_at=AT, reason="RELEASED"
+    )
+    released["personReference"]["identifiers"] = identifiers
+    reply = await post(client, released)
+    [item] = reply["items"]
+    assert item["outcome"] == "kept" and "differs from the nominal" in item["reason"]
+    assert await count(service, Detention) == 0
+    [alert] = await alerts_of(service, "feed.unreadable")
+    assert "A9999ZZ" not in alert.summary and "X999999" not in alert.summary
+
+
+async def test_a_pnc_written_another_way_is_the_same_pnc(api: Api) -> None:
+    service, client = api
+    released = samples.prisoner_moved(
+        "prison-offender-events.prisoner.released", noms=NOMS, occurred_at=AT, reason="RELEASED"
+    )
+    released["personReference"]["identifiers"].append({"type": "PNC", "value": "04/12345X"})
+    assert (await post(client, released))["accepted"] == 1
+    assert await count(service, Detention) == 1

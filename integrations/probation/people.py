@@ -3,6 +3,7 @@ nominals.noms_number, PNC -> nominals.pnc_id, read for a whole request in one st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -15,10 +16,28 @@ from integrations.probation.mapping import NominalView, registration_in
 _COLUMNS = {"CRN": Nominal.crn, "NOMS": Nominal.noms_number, "PNC": Nominal.pnc_id}
 
 
+_PNC = re.compile(r"([0-9]{2}|[0-9]{4})/([0-9]{1,7})([A-Z])")
+
+
 @dataclass(frozen=True)
 class Match:
     nominal: NominalView | None  # None: no nominal (the normal case on a national topic)
-    conflict: bool = False  # the identifiers name different nominals: for a person to look at
+    # Why the identifiers cannot be trusted to name one nominal (fixed words): for a person.
+    conflict: str | None = None
+
+
+def _same(kind: str, stored: str, sent: str) -> bool:
+    """Whether two values of one identifier type are the same; a PNC ID is written with a 2 or
+    4 digit year and with or without the serial's leading zeros."""
+    if stored == sent:
+        return True
+    if kind == "PNC":
+        ours, theirs = _PNC.fullmatch(stored), _PNC.fullmatch(sent)
+        if ours and theirs:
+            year, serial, letter = ours.groups()
+            other_year, other_serial, other_letter = theirs.groups()
+            return (year[-2:], int(serial), letter) == (other_year[-2:], int(other_serial), other_letter)
+    return False
 
 
 class Directory:
@@ -26,9 +45,11 @@ class Directory:
 
     def __init__(self, rows: Iterable[tuple[NominalView, Mapping[str, str | None]]]) -> None:
         self._views: dict[str, NominalView] = {}
+        self._keys: dict[str, Mapping[str, str | None]] = {}
         self._by: dict[tuple[str, str], list[str]] = {}
         for view, keys in rows:
             self._views[view.visor_ref] = view
+            self._keys[view.visor_ref] = keys
             for kind, value in keys.items():
                 if value is not None:
                     self._by.setdefault((kind, value), []).append(view.visor_ref)
@@ -72,7 +93,17 @@ class Directory:
                 self._views[ref] = replace(view, level_registration=registration)
 
     def match(self, identifiers: Mapping[str, str]) -> Match:
+        """The one nominal the identifiers name. Identifiers that name two nominals, or one the
+        nominal holds another value for (a CRN of ours with someone else's prison number), are
+        a conflict: acting on either half could be about the wrong person."""
         found = {ref for kind, value in identifiers.items() for ref in self._by.get((kind, value), [])}
         if len(found) > 1:
-            return Match(None, conflict=True)
-        return Match(self._views[found.pop()] if found else None)
+            return Match(None, conflict="the identifiers name different nominals")
+        if not found:
+            return Match(None)
+        ref = found.pop()
+        for kind, value in identifiers.items():
+            stored = self._keys[ref].get(kind)
+            if stored is not None and not _same(kind, stored, value):
+                return Match(None, conflict=f"the {kind} differs from the nominal's {kind} in casewatch")
+        return Match(self._views[ref])

@@ -196,8 +196,8 @@ async def _map(
             outcome.outcome, outcome.events = "duplicate", [plan.event_id]
             continue
         match = directory.match(event.identifiers)
-        if match.conflict:
-            outcome.reason = "the identifiers name different nominals"
+        if match.conflict is not None:
+            outcome.reason = match.conflict
             to_keep.append((plan.item, outcome))
             continue
         if match.nominal is None:
