@@ -198,3 +198,27 @@ async def test_a_pnc_written_another_way_is_the_same_pnc(api: Api) -> None:
     released["personReference"]["identifiers"].append({"type": "PNC", "value": "04/12345X"})
     assert (await post(client, released))["accepted"] == 1
     assert await count(service, Detention) == 1
+
+
+# --- 5: one MessageId twice in a request ----------------------------------------------------------------
+
+
+async def test_the_same_message_id_twice_in_a_batch(api: Api) -> None:
+    service, client = api
+    message_id = "11111111-aaaa-4000-8000-000000000001"
+    first = samples.sns_notification(registration("updated", level=2), message_id=message_id)
+    same = dict(first)
+    other = samples.sns_notification(
+        samples.mappa_registration(UPDATED, crn=CRN, occurred_at=AT + timedelta(minutes=2), level=3),
+        message_id=message_id,
+    )
+    reply = await post(client, [first, same, other])
+    outcomes = [(i["outcome"], i.get("reason")) for i in reply["items"]]
+    assert outcomes[0] == ("accepted", None)
+    assert outcomes[1] == ("duplicate", None)
+    assert outcomes[2][0] == "kept" and "MessageId" in str(outcomes[2][1])
+    assert reply["accepted"] == 1 and reply["duplicates"] == 1 and reply["kept"] == 1
+    assert await level_changes(service) == [(1, 2)]
+    async with service.sessions() as session:
+        kept = (await session.execute(select(InboundItem))).scalars().one()
+    assert kept.external_id != f"sns-{message_id}"  # its own id: the first one's is taken

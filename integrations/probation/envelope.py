@@ -82,7 +82,7 @@ def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def _digest(data: bytes) -> str:
+def digest(data: bytes) -> str:
     return "sha256-" + hashlib.sha256(data).hexdigest()
 
 
@@ -92,10 +92,10 @@ def read_body(body: bytes, *, max_batch: int) -> list[Item]:
     try:
         value = loads_strict(body)
     except InvalidJSON:
-        return [Item(_digest(body), body, None, problem="the body is not valid JSON")]
+        return [Item(digest(body), body, None, problem="the body is not valid JSON")]
     if isinstance(value, list):
         if not value or len(value) > max_batch:
-            return [Item(_digest(body), body, None, problem=f"a batch must hold 1 to {max_batch} events")]
+            return [Item(digest(body), body, None, problem=f"a batch must hold 1 to {max_batch} events")]
         return [_read_item(entry, None) for entry in value]
     return [_read_item(value, body)]
 
@@ -117,12 +117,12 @@ def _read_notification(value: dict[str, Any], content: bytes) -> Item:
     hint = _attribute_type(value.get("MessageAttributes"))
     message = value.get("Message")
     if not isinstance(message, str):
-        external = f"sns-{message_id}" if message_id else _digest(content)
+        external = f"sns-{message_id}" if message_id else digest(content)
         return Item(external, content, hint, problem="the notification's Message is not a string")
     try:
         inner = loads_strict(message.encode("utf-8"))
     except (InvalidJSON, UnicodeEncodeError):
-        external = f"sns-{message_id}" if message_id else _digest(content)
+        external = f"sns-{message_id}" if message_id else digest(content)
         return Item(external, content, hint, problem="the notification's Message is not valid JSON")
     return _read_event(inner, content, message_id=message_id, type_hint=hint)
 
@@ -138,9 +138,9 @@ def _attribute_type(attributes: Any) -> str | None:
 
 def _read_event(value: Any, content: bytes, *, message_id: str | None, type_hint: str | None) -> Item:
     try:
-        external = f"sns-{message_id}" if message_id else _digest(_canonical(value))
+        external = f"sns-{message_id}" if message_id else digest(_canonical(value))
     except (RecursionError, ValueError):
-        external = _digest(content)
+        external = digest(content)
     if not isinstance(value, dict):
         return Item(external, content, type_hint, problem="a domain event must be a JSON object")
     event_type = value.get("eventType")

@@ -22,7 +22,7 @@ from casewatch.ingest.pipeline import IngestResult
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import Envelope
 from casewatch.store.models import Event
-from integrations.probation.envelope import Item, Unreadable
+from integrations.probation.envelope import Item, Unreadable, digest
 from integrations.probation.mapping import (
     SOURCE,
     Ignored,
@@ -117,11 +117,20 @@ async def receive(
     outcomes: list[Outcome] = []
     planned: list[_Planned] = []
     to_keep: list[tuple[Item, Outcome]] = []
+    first_with: dict[str, Item] = {}  # the first item of this request with each id
     for index, item in enumerate(items):
         outcome = Outcome(index, item.event_type if item.event_type in known else OTHER)
         outcomes.append(outcome)
+        earlier = first_with.setdefault(item.external_id, item)
         if item.event_type is not None and item.event_type not in known:
             outcome.reason = "unknown_type"  # not ours, whether or not the rest could be read
+        elif earlier is not item and earlier.content == item.content:
+            outcome.outcome = "duplicate"  # SQS delivered it twice in one receive
+        elif earlier is not item:
+            # One MessageId on two different events: a bridge's or a forger's mistake; the id is
+            # the first one's, so this one is kept under the hash of what it is.
+            outcome.reason = "another event in this request has the same MessageId"
+            to_keep.append((replace(item, external_id=digest(item.content)), outcome))
         elif item.event is None:
             outcome.reason = item.problem
             to_keep.append((item, outcome))
