@@ -103,40 +103,6 @@ async def test_in_one_request_a_deregistration_is_checked_against_a_new_registra
     assert await stored_level(service) == 2
 
 
-# --- 3: an event older than the stored level ----------------------------------------------------------
-
-
-async def test_a_registration_event_older_than_the_stored_level_records_nothing(api: Api) -> None:
-    service, client = api
-    assert (await post(client, registration("added", level=2, registration_id="222")))["accepted"] == 1
-    late = samples.mappa_registration(UPDATED, crn=CRN, occurred_at=AT - timedelta(minutes=30), level=3,
-                                      registration_id="222")
-    reply = await post(client, late)
-    assert reply["items"][0]["outcome"] == "ignored" and reply["items"][0]["reason"] == "older_than_stored"
-    late_end = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT - timedelta(minutes=1),
-                                          level=None, registration_id="222")
-    reply = await post(client, late_end)
-    assert reply["items"][0]["reason"] == "older_than_stored"
-    assert await stored_level(service) == 2
-    assert await level_changes(service) == [(1, 2)]  # no false history row ("2 -> 3", "2 -> none")
-    assert await metric(client, "ignored_older_than_stored", UPDATED) == 1.0
-    assert await metric(client, "ignored_older_than_stored", DEREGISTERED) == 1.0
-
-
-# --- 7: a change of category only --------------------------------------------------------------------------
-
-
-async def test_a_category_only_change_is_ignored_as_such_and_keeps_nothing(api: Api) -> None:
-    service, client = api
-    reply = await post(client, registration("updated", level=1, category=3))
-    expected = {"index": 0, "event_type": UPDATED, "outcome": "ignored", "reason": "category_only"}
-    assert reply["items"][0] == expected
-    assert await count(service, InboundItem) == 0 and await level_changes(service) == []
-    assert await metric(client, "ignored_category_only", UPDATED) == 1.0
-    same = await post(client, registration("updated", level=1, category=1, registration_id="5"))
-    assert same["items"][0]["reason"] == "no_change"
-
-
 # --- 2: a time in the future --------------------------------------------------------------------
 
 
@@ -160,6 +126,26 @@ async def test_an_event_within_the_clock_skew_is_taken(api: Api) -> None:
     ahead = samples.mappa_registration(UPDATED, crn=CRN, occurred_at=T0 + timedelta(seconds=200), level=2)
     assert (await post(client, ahead))["accepted"] == 1
     assert await stored_level(service) == 2
+
+
+# --- 3: an event older than the stored level ----------------------------------------------------------
+
+
+async def test_a_registration_event_older_than_the_stored_level_records_nothing(api: Api) -> None:
+    service, client = api
+    assert (await post(client, registration("added", level=2, registration_id="222")))["accepted"] == 1
+    late = samples.mappa_registration(UPDATED, crn=CRN, occurred_at=AT - timedelta(minutes=30), level=3,
+                                      registration_id="222")
+    reply = await post(client, late)
+    assert reply["items"][0]["outcome"] == "ignored" and reply["items"][0]["reason"] == "older_than_stored"
+    late_end = samples.mappa_registration(DEREGISTERED, crn=CRN, occurred_at=AT - timedelta(minutes=1),
+                                          level=None, registration_id="222")
+    reply = await post(client, late_end)
+    assert reply["items"][0]["reason"] == "older_than_stored"
+    assert await stored_level(service) == 2
+    assert await level_changes(service) == [(1, 2)]  # no false history row ("2 -> 3", "2 -> none")
+    assert await metric(client, "ignored_older_than_stored", UPDATED) == 1.0
+    assert await metric(client, "ignored_older_than_stored", DEREGISTERED) == 1.0
 
 
 # --- 4: identifiers that disagree with the nominal they match -----------------------------------------
@@ -222,3 +208,41 @@ async def test_the_same_message_id_twice_in_a_batch(api: Api) -> None:
     async with service.sessions() as session:
         kept = (await session.execute(select(InboundItem))).scalars().one()
     assert kept.external_id != f"sns-{message_id}"  # its own id: the first one's is taken
+
+
+# --- 6: a bare event's id ignores its free text ----------------------------------------------------------
+
+
+async def test_a_republished_bare_event_with_another_description_is_a_duplicate(api: Api) -> None:
+    service, client = api
+    recall = samples.recall_added(crn=CRN, occurred_at=AT)
+    first = await post(client, recall)
+    reworded = dict(recall, description="A recall has been recorded", detailUrl="https://x.invalid/1")
+    again = await post(client, reworded)
+    assert first["accepted"] == 1
+    assert again["duplicates"] == 1 and again["items"][0]["events"] == first["items"][0]["events"]
+    assert len(await alerts_of(service, "recall.issued")) == 1
+    changed = dict(recall, additionalInformation={"eventNumber": "2"})
+    assert (await post(client, changed))["accepted"] == 1  # another recall: another event
+
+
+async def test_a_reworded_bare_event_in_the_same_request_is_a_duplicate(api: Api) -> None:
+    service, client = api
+    recall = samples.recall_added(crn=CRN, occurred_at=AT)
+    reply = await post(client, [recall, dict(recall, description="Reworded")])
+    assert [i["outcome"] for i in reply["items"]] == ["accepted", "duplicate"]
+    assert len(await alerts_of(service, "recall.issued")) == 1
+
+
+# --- 7: a change of category only --------------------------------------------------------------------------
+
+
+async def test_a_category_only_change_is_ignored_as_such_and_keeps_nothing(api: Api) -> None:
+    service, client = api
+    reply = await post(client, registration("updated", level=1, category=3))
+    expected = {"index": 0, "event_type": UPDATED, "outcome": "ignored", "reason": "category_only"}
+    assert reply["items"][0] == expected
+    assert await count(service, InboundItem) == 0 and await level_changes(service) == []
+    assert await metric(client, "ignored_category_only", UPDATED) == 1.0
+    same = await post(client, registration("updated", level=1, category=1, registration_id="5"))
+    assert same["items"][0]["reason"] == "no_change"

@@ -67,7 +67,7 @@ class Item:
     """One domain event as it arrived: what a redelivery is recognised by, what is kept if it
     cannot be read, and either the event or why it cannot be read."""
 
-    external_id: str  # "sns-<MessageId>" or "sha256-<hex of the canonical event>"
+    external_id: str  # "sns-<MessageId>", else "sha256-<hex>" of what identifies the event (_identity)
     content: bytes  # the item as received (the whole body for a single event)
     event_type: str | None  # the type, when it could be read (still the sender's word)
     event: DomainEvent | None = None
@@ -136,9 +136,25 @@ def _attribute_type(attributes: Any) -> str | None:
     return value if isinstance(value, str) and _EVENT_TYPE.fullmatch(value) else None
 
 
+def _identity(value: Any) -> Any:
+    """What identifies a bare domain event, for its hash: its type, time, person and
+    additionalInformation. Not the free text (description, detailUrl, version): a re-publication
+    that rewords the description is the same event, not a second recall."""
+    if not isinstance(value, dict):
+        return value
+    reference = value.get("personReference")
+    person = reference.get("identifiers") if isinstance(reference, dict) else reference
+    return {
+        "eventType": value.get("eventType"),
+        "occurredAt": value.get("occurredAt"),
+        "personReference.identifiers": person,
+        "additionalInformation": value.get("additionalInformation"),
+    }
+
+
 def _read_event(value: Any, content: bytes, *, message_id: str | None, type_hint: str | None) -> Item:
     try:
-        external = f"sns-{message_id}" if message_id else digest(_canonical(value))
+        external = f"sns-{message_id}" if message_id else digest(_canonical(_identity(value)))
     except (RecursionError, ValueError):
         external = digest(content)
     if not isinstance(value, dict):

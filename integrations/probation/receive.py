@@ -122,10 +122,12 @@ async def receive(
         outcome = Outcome(index, item.event_type if item.event_type in known else OTHER)
         outcomes.append(outcome)
         earlier = first_with.setdefault(item.external_id, item)
+        # A hashed id is the same event (perhaps reworded); one MessageId the same message.
+        same = earlier.content == item.content or not item.external_id.startswith("sns-")
         if item.event_type is not None and item.event_type not in known:
             outcome.reason = "unknown_type"  # not ours, whether or not the rest could be read
-        elif earlier is not item and earlier.content == item.content:
-            outcome.outcome = "duplicate"  # SQS delivered it twice in one receive
+        elif earlier is not item and same:
+            outcome.outcome = "duplicate"  # e.g. SQS delivered it twice in one receive
         elif earlier is not item:
             # One MessageId on two different events: a bridge's or a forger's mistake; the id is
             # the first one's, so this one is kept under the hash of what it is.
