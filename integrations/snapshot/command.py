@@ -5,6 +5,9 @@ Exit codes: 0 every row read (changed, new or unchanged); 1 some rows were bad (
 by line and column, kept as one inbound item with a feed.unreadable alert; the good rows are in);
 2 it could not run (configuration, mapping, unreadable file or header, database not ready or lost
 mid-way: the chunks reported as stored are stored, nothing after).
+
+A closed stdout or stderr (`... | head -2`) ends no import and prints no traceback: what is left
+to say is dropped, and the exit code is the import's.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import os
 import stat
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -98,7 +102,7 @@ async def _run(
         ctx = Context(settings, SystemClock())
 
         def say(message: str) -> None:
-            progress.write(message, file=sys.stderr)
+            _quietly(lambda: progress.write(message, file=sys.stderr), sys.stderr)
 
         try:
             summary = await import_snapshot(
@@ -124,5 +128,18 @@ async def _run(
 
 
 def _print(summary: Summary, options: Options) -> None:
-    for line in summary.lines(options):
-        print(line)
+    _quietly(lambda: print("\n".join(summary.lines(options)), flush=True), sys.stdout)
+
+
+def _quietly(write: Callable[[], None], stream: IO[str]) -> None:
+    """Write, unless the reader has gone (a pipe closed): then drop this and all later output to
+    that stream, so neither this write nor the flush at exit raises."""
+    try:
+        write()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # not a file descriptor (a test's capture): nothing to keep open
+            pass
