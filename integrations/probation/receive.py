@@ -149,8 +149,8 @@ async def receive(
                 planned.append(_Planned(item, outcome, intent, event_id_of(item)))
 
     alerts: list[str] = []
-    latest = ctx.clock.now() + timedelta(seconds=ctx.settings.ingest.max_clock_skew_seconds)
-    envelopes = await _map(planned, readers, to_keep, latest)
+    skew = ctx.settings.ingest.max_clock_skew_seconds
+    envelopes = await _map(planned, readers, to_keep, ctx.clock.now(), skew)
     if envelopes:
         result = await store(envelopes)
         alerts.extend(result.alerts)
@@ -182,13 +182,14 @@ async def _map(
     planned: list[_Planned],
     sessions: async_sessionmaker[AsyncSession],
     to_keep: list[tuple[Item, Outcome]],
-    latest: datetime,
+    now: datetime,
+    skew_seconds: int,
 ) -> list[Envelope]:
     """The validated envelopes of the planned items, in order; a redelivery (its event stored
     before) is a duplicate before anything is read of the nominal, whose level may have changed
-    since. An event about a nominal said to happen after `latest` (now and the allowed clock
-    skew) is kept: stored, it would be the nominal's newest state and every real change after
-    it would be stale. Fills in each item's outcome."""
+    since. An event about a nominal said to happen more than `skew_seconds` after `now` is kept:
+    stored, it would be the nominal's newest state and every real change after it would be stale
+    (the core refuses it too, parse_envelopes). Fills in each item's outcome."""
     if not planned:
         return []
     async with sessions() as session:
@@ -199,6 +200,7 @@ async def _map(
         await directory.load_level_registrations(session, _ended_by(fresh, directory))
     # The nominals as level changes earlier in this request left them, by visor_ref.
     changed: dict[str, NominalView] = {}
+    latest = now + timedelta(seconds=skew_seconds)
     envelopes: list[Envelope] = []
     for plan in planned:
         event, outcome = plan.item.event, plan.outcome
@@ -223,7 +225,7 @@ async def _map(
         if isinstance(mapped, Ignored):
             outcome.reason = mapped.reason
             continue
-        valid, errors = parse_envelopes(mapped)
+        valid, errors = parse_envelopes(mapped, now=now, max_ahead_seconds=skew_seconds)
         if errors:
             first = errors[0]
             where = first.field or "event"
