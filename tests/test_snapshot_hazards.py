@@ -4,14 +4,18 @@ held without bound, a closed stdout. Through the real command on SQLite and Post
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
-from casewatch.store.models import InboundItem, Nominal
+from casewatch.store.models import Event, InboundItem, Nominal
+from integrations.snapshot import command
 from tests.test_snapshot_import import (
     MAPPING,
     NIGHT,
@@ -20,10 +24,46 @@ from tests.test_snapshot_import import (
     nominal,
     person,
     query,
+    snapshot,
     write_extract,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- the extract's time --------------------------------------------------------------------------
+
+
+def test_an_extract_time_in_the_future_is_refused_and_writes_nothing(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, db_url)
+    extract = write_extract(tmp_path / "extract.csv", [person(1)])
+    assert snapshot(config, extract, at="2099-01-01T00:00:00Z") == 2
+    err = capsys.readouterr().err
+    assert "2099-01-01T00:00:00Z (from --extracted-at)" in err
+    assert "[ingest] max_clock_skew_seconds" in err and "Give --extracted-at" in err
+    assert count(db_url, Event) == 0
+    # Within the allowed skew (a clock a minute fast): taken.
+    soon = (datetime.now(UTC) + timedelta(seconds=60)).isoformat()
+    assert snapshot(config, extract, at=soon) == 0
+    assert count(db_url, Event) == 1
+
+
+def test_a_file_time_in_the_future_is_refused_naming_the_file_time(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extract = write_extract(tmp_path / "extract.csv", [person(1)])
+    ahead = datetime(2099, 1, 1, tzinfo=UTC).timestamp()
+    os.utime(extract, (ahead, ahead))
+    args = argparse.Namespace(
+        config=str(config_for(tmp_path, sqlite_url)), snapshot=str(extract), mapping=str(MAPPING),
+        full=False, partial=False, dry_run=False, no_progress=True, extracted_at=None,
+    )
+    assert command.run(args) == 2
+    err = capsys.readouterr().err
+    assert "(from the file's modification time)" in err and "Give --extracted-at" in err
+    assert count(sqlite_url, Event) == 0
 
 
 # --- a closed stdout ------------------------------------------------------------------------------------

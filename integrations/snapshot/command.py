@@ -3,8 +3,9 @@
 
 Exit codes: 0 every row read (changed, new or unchanged); 1 some rows were bad (reported on stderr
 by line and column, kept as one inbound item with a feed.unreadable alert; the good rows are in);
-2 it could not run (configuration, mapping, unreadable file or header, database not ready or lost
-mid-way: the chunks reported as stored are stored, nothing after).
+2 it could not run (configuration, mapping, unreadable file or header, the extract's time more than
+[ingest] max_clock_skew_seconds in the future, database not ready or lost mid-way: the chunks
+reported as stored are stored, nothing after).
 
 A closed stdout or stderr (`... | head -2`) ends no import and prints no traceback: what is left
 to say is dropped, and the exit code is the import's.
@@ -58,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         info = os.fstat(stream.fileno())
+        given = getattr(args, "extracted_at", None)
         options = Options(
             name=extract_name(args.snapshot),
             full=_full(args, mapping),
             dry_run=bool(getattr(args, "dry_run", False)),
-            extracted_at=_extracted_at(getattr(args, "extracted_at", None), info.st_mtime),
+            extracted_at=_extracted_at(given, info.st_mtime),
+            extracted_at_from="--extracted-at" if given else "the file's modification time",
         )
         progress = tqdm(
             total=info.st_size if stat.S_ISREG(info.st_mode) else None, unit="B", unit_scale=True,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -33,7 +33,7 @@ from integrations.snapshot.convert import Converted, column_label, convert
 from integrations.snapshot.diff import Plan, Stored, load_stored, plan
 from integrations.snapshot.fields import FIELDS, VISOR_REF
 from integrations.snapshot.mapping import Mapping
-from integrations.snapshot.reader import Extract, Row
+from integrations.snapshot.reader import Extract, ExtractError, Row
 
 SOURCE = "snapshot"
 NOMINAL_MISSING = "feed.nominal_missing"
@@ -57,6 +57,7 @@ class Options:
     dry_run: bool
     extracted_at: datetime
     rows_per_chunk: int = ROWS_PER_CHUNK
+    extracted_at_from: str = "--extracted-at"  # where extracted_at came from (for a refusal)
 
 
 @dataclass
@@ -115,6 +116,25 @@ class Summary:
         return out
 
 
+def _instant(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def future_problem(options: Options, now: datetime, max_ahead_seconds: int) -> str | None:
+    """Why the extract's time cannot be used: more than the allowed clock skew after now. Every
+    event would carry it, and the ingest keeps the newest state: each later night's changes would
+    be older than it and never applied."""
+    if options.extracted_at <= now + timedelta(seconds=max_ahead_seconds):
+        return None
+    return (
+        f"the extract's time {_instant(options.extracted_at)} (from {options.extracted_at_from}) is "
+        f"more than {max_ahead_seconds} seconds after this machine's clock ({_instant(now)}; "
+        "[ingest] max_clock_skew_seconds): its events would hold every later night's changes back. "
+        "Give --extracted-at with when the extract was taken (ISO 8601 with an offset, e.g. "
+        f"{_instant(now.replace(microsecond=0))})"
+    )
+
+
 Say = Callable[[str], None]
 Progress = Callable[[int], None]
 
@@ -130,7 +150,10 @@ async def import_snapshot(
     progress: Progress = lambda _: None,
 ) -> Summary:
     """Run the import on an open stream. Raises reader.ExtractError before anything is written when
-    the header does not fit the mapping, ImportStopped when the database goes away."""
+    the header does not fit the mapping or the extract's time is in the future, ImportStopped when
+    the database goes away."""
+    if problem := future_problem(options, ctx.clock.now(), ctx.settings.ingest.max_clock_skew_seconds):
+        raise ExtractError(problem)
     extract = Extract(stream, mapping)
     run = _Run(sessions, ctx, mapping, options, say)
     chunk: list[Row] = []
@@ -253,7 +276,10 @@ class _Run:
         if not planned.envelopes:
             return []
         raw = planned.envelopes
-        envelopes, errors = parse_envelopes(raw if len(raw) > 1 else raw[0])
+        envelopes, errors = parse_envelopes(
+            raw if len(raw) > 1 else raw[0], now=self.ctx.clock.now(),
+            max_ahead_seconds=self.ctx.settings.ingest.max_clock_skew_seconds,
+        )
         if errors:
             self.bad(row.line, row.raw, [self._where(e) for e in errors])
             return None
