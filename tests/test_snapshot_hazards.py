@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from casewatch.store.models import Event, InboundItem, Nominal
+from casewatch.store.models import Event, InboundItem, LevelChange, Nominal
 from integrations.snapshot import command
 from tests.test_snapshot_import import (
     MAPPING,
@@ -64,6 +64,56 @@ def test_a_file_time_in_the_future_is_refused_naming_the_file_time(
     err = capsys.readouterr().err
     assert "(from the file's modification time)" in err and "Give --extracted-at" in err
     assert count(sqlite_url, Event) == 0
+
+
+# --- an extract older than the stored state -------------------------------------------------------
+
+
+def test_an_extract_older_than_the_stored_level_sends_no_level_change_and_a_rerun_changes_nothing(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, db_url)
+    extract = write_extract(tmp_path / "extract.csv", [person(1), person(2)])
+    assert snapshot(config, extract, at=NIGHT[1]) == 0  # level 2, as of NIGHT[1]
+    capsys.readouterr()
+    write_extract(extract, [person(1, **{"MAPPA Level": "L1", "Risk": "High"}), person(2)])
+    for _ in range(2):  # the old extract, and a re-run of it
+        assert snapshot(config, extract, at="2026-01-01T00:00:00Z") == 0
+        out = capsys.readouterr().out
+        assert "2 row(s): 0 new, 0 changed, 1 unchanged, 0 bad" in out
+        assert "events: 0 accepted, 0 duplicate(s)" in out
+        assert (
+            "1 row(s) not applied: casewatch holds a newer state than the extract "
+            "(taken 2026-01-01T00:00:00Z) (VS-T000001)"
+        ) in out
+    assert query(db_url, select(LevelChange.from_level, LevelChange.to_level)) == []
+    one = nominal(db_url, "VS-T000001")
+    assert (one.mappa_level, one.risk_level) == (2, "medium")
+    assert count(db_url, Event) == 2
+    # A newer extract with the same rows is applied.
+    assert snapshot(config, extract, at=NIGHT[2]) == 0
+    assert "0 new, 1 changed, 1 unchanged" in capsys.readouterr().out
+    assert query(db_url, select(LevelChange.from_level, LevelChange.to_level)) == [(2, 1)]
+
+
+def test_a_level_set_after_the_extract_holds_while_the_extracts_other_changes_go_in(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, db_url)
+    extract = write_extract(tmp_path / "extract.csv", [person(1)])
+    assert snapshot(config, extract) == 0  # level 2 as of NIGHT[0]
+    # The MAPP meeting raised the level after the next extract was taken (NIGHT[1]).
+    level_rationale = "Raised at the MAPP meeting (fictional)"
+    write_extract(extract, [person(1, **{"MAPPA Level": "L3", "Level Change Rationale": level_rationale})])
+    assert snapshot(config, extract, at=NIGHT[2]) == 0
+    write_extract(extract, [person(1, Risk="High")])  # still level 2 in it, a newer risk
+    capsys.readouterr()
+    assert snapshot(config, extract, at=NIGHT[1]) == 0
+    out = capsys.readouterr().out
+    assert "1 row(s): 0 new, 1 changed, 0 unchanged, 0 bad" in out and "1 accepted" in out
+    one = nominal(db_url, "VS-T000001")
+    assert (one.mappa_level, one.risk_level) == (3, "high")
+    assert query(db_url, select(LevelChange.from_level, LevelChange.to_level)) == [(2, 3)]
 
 
 # --- a closed stdout ------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ What a person would have sent:
 Event ids are derived from the row's new state AND the stored state it was compared with
 (including when that state was last set), so a re-run of the same file finds nothing to change,
 while a value that goes A -> B -> A -> B over four nights is a new event each time.
+
+An extract older than what casewatch holds (the stored state, or level, was set by an event that
+occurred after the extract was taken) sends nothing for what it is older than: the ingest would
+keep the newer state anyway, but a level change would still be kept as history (a change that
+never happened) and every re-run would send it again. Such a row's outcome is "older".
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ _ABSENT = {name: None for name in FIELDS if name not in _NOMINALS.columns}
 class Stored:
     state: dict[str, Any]  # every field, as an upsert carries it
     as_of: str  # when the stored state and level were last set (part of the event ids)
+    state_as_of: datetime  # occurred_at of the upsert the stored state reflects
+    level_as_of: datetime | None  # occurred_at of the event the stored level reflects
 
     @property
     def team(self) -> str:
@@ -72,7 +79,7 @@ async def load_stored(session: AsyncSession, refs: Sequence[str]) -> dict[str, S
                 state[name] = list(state[name] or ())
             state["markers"] = markers.get(row["visor_ref"], [])
             as_of = f"{_plain(row['state_as_of'])}|{_plain(row['level_as_of'])}"
-            found[row["visor_ref"]] = Stored(state, as_of)
+            found[row["visor_ref"]] = Stored(state, as_of, row["state_as_of"], row["level_as_of"])
     return found
 
 
@@ -84,7 +91,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-Outcome = Literal["new", "changed", "unchanged", "bad"]
+Outcome = Literal["new", "changed", "unchanged", "older", "bad"]
 
 
 @dataclass
@@ -94,8 +101,9 @@ class Plan:
     problems: tuple[str, ...] = ()
 
 
-def plan(row: Converted, stored: Stored | None, occurred_at: str) -> Plan:
-    """The events that bring the stored nominal to the row's state (none if it is there)."""
+def plan(row: Converted, stored: Stored | None, taken: datetime, occurred_at: str) -> Plan:
+    """The events that bring the stored nominal to the row's state (none if it is there), for an
+    extract taken at `taken` (`occurred_at`, as the events carry it)."""
     if stored is None:
         missing = [name for name in REQUIRED if name not in row.values]
         if missing:
@@ -116,8 +124,14 @@ def plan(row: Converted, stored: Stored | None, occurred_at: str) -> Plan:
         _comparable(name, state[name]) != _comparable(name, stored.state[name])
         for name in FIELDS if name != "mappa_level"
     )
+    held = False  # a difference not sent: casewatch holds a newer state than the extract
+    if level_changed and stored.level_as_of is not None and stored.level_as_of > taken:
+        state["mappa_level"] = stored.state["mappa_level"]
+        level_changed, held = False, True
+    if others_changed and stored.state_as_of > taken:
+        others_changed, held = False, True
     if not level_changed and not others_changed:
-        return Plan("unchanged")
+        return Plan("older" if held else "unchanged")
     digest = _digest(row, state, stored)
     envelopes: list[dict[str, Any]] = []
     if level_changed:

@@ -66,6 +66,8 @@ class Summary:
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    older: int = 0  # rows not applied: casewatch holds a newer state of their nominal
+    older_refs: list[str] = field(default_factory=list)  # the first _SHOWN of them
     bad_lines: list[int] = field(default_factory=list)
     events: int = 0  # events the changes became (in a dry run: would become)
     accepted: int = 0
@@ -92,10 +94,13 @@ class Summary:
                 f"events: {self.accepted} accepted, {self.duplicates} duplicate(s); "
                 f"{self.alerts} alert(s) opened"
             )
-        if options.full:
-            shown = ", ".join(self.missing[:_SHOWN]) + (
-                f", and {len(self.missing) - _SHOWN} more" if len(self.missing) > _SHOWN else ""
+        if self.older:
+            out.append(
+                f"{self.older} row(s) not applied: casewatch holds a newer state than the extract "
+                f"(taken {_instant(options.extracted_at)}) ({_listed(self.older_refs, self.older)})"
             )
+        if options.full:
+            shown = _listed(self.missing)
             out.append(
                 f"missing from the full extract: {len(self.missing)} nominal(s)"
                 + (f" ({shown})" if self.missing else "")
@@ -114,6 +119,11 @@ class Summary:
                 + ("; only the first 16 MiB of them" if self.kept_truncated else "")
             )
         return out
+
+
+def _listed(refs: Sequence[str], total: int | None = None) -> str:
+    more = (len(refs) if total is None else total) - _SHOWN
+    return ", ".join(refs[:_SHOWN]) + (f", and {more} more" if more > 0 else "")
 
 
 def _instant(at: datetime) -> str:
@@ -239,9 +249,14 @@ class _Run:
         for row, converted in good:
             before = stored.get(converted.visor_ref)
             self._note_team(converted, before)
-            planned = plan(converted, before, self.occurred_at)
+            planned = plan(converted, before, self.options.extracted_at, self.occurred_at)
             if planned.outcome == "bad":
                 self.bad(row.line, row.raw, planned.problems)
+                continue
+            if planned.outcome == "older":
+                self.summary.older += 1
+                if len(self.summary.older_refs) < _SHOWN:
+                    self.summary.older_refs.append(converted.visor_ref)
                 continue
             envelopes = self._validate(row, planned)
             if envelopes is None:
