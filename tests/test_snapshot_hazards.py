@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from casewatch.store.models import Event, InboundItem, LevelChange, Nominal
-from integrations.snapshot import command
+from integrations.snapshot import command, importer
 from tests.test_snapshot_import import (
     MAPPING,
     NIGHT,
@@ -114,6 +114,35 @@ def test_a_level_set_after_the_extract_holds_while_the_extracts_other_changes_go
     one = nominal(db_url, "VS-T000001")
     assert (one.mappa_level, one.risk_level) == (3, "high")
     assert query(db_url, select(LevelChange.from_level, LevelChange.to_level)) == [(2, 3)]
+
+
+# --- bad rows in memory ------------------------------------------------------------------------------
+
+
+def test_bad_rows_beyond_the_kept_cap_are_reported_but_not_held(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cap = 4096
+    monkeypatch.setattr(importer, "MAX_KEPT_BYTES", cap)
+    held: list[int] = []
+    keep_bad = importer._Run.keep_bad
+
+    async def spy(self: importer._Run, header: bytes, sha256: str) -> None:
+        held.append(sum(len(raw) for _, raw in self.bad_rows))
+        await keep_bad(self, header, sha256)
+
+    monkeypatch.setattr(importer._Run, "keep_bad", spy)
+    rows = [person(n, DOB="not a date") for n in range(1, 201)] + [person(201)]
+    extract = write_extract(tmp_path / "extract.csv", rows)
+    assert snapshot(config_for(tmp_path, sqlite_url), extract, "--partial") == 1
+    out, err = capsys.readouterr()
+    assert err.count('column "DOB": not a date') == 200 and "line 201:" in err
+    assert "1 new, 0 changed, 0 unchanged, 200 bad" in out
+    assert held and held[0] <= cap
+    assert "only the first 4096 bytes of them" in out
+    [(content,)] = query(sqlite_url, select(InboundItem.content))
+    lines = content.decode("utf-8").splitlines()
+    assert len(content) <= cap + 1000 and lines[1].startswith("VS-T000001,")  # the first bad rows
 
 
 # --- a closed stdout ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ into the Summary.
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -68,7 +69,7 @@ class Summary:
     unchanged: int = 0
     older: int = 0  # rows not applied: casewatch holds a newer state of their nominal
     older_refs: list[str] = field(default_factory=list)  # the first _SHOWN of them
-    bad_lines: list[int] = field(default_factory=list)
+    bad_lines: array[int] = field(default_factory=lambda: array("q"))  # each bad row's first line
     events: int = 0  # events the changes became (in a dry run: would become)
     accepted: int = 0
     duplicates: int = 0
@@ -116,7 +117,7 @@ class Summary:
                 f"the bad rows are {state} as inbound item {self.kept.item_id} "
                 f"(casewatch inbound show {self.kept.item_id})"
                 + (f"; alert {self.kept.alert_id}" if self.kept.alert_id else "")
-                + ("; only the first 16 MiB of them" if self.kept_truncated else "")
+                + (f"; only the first {_size(MAX_KEPT_BYTES)} of them" if self.kept_truncated else "")
             )
         return out
 
@@ -124,6 +125,10 @@ class Summary:
 def _listed(refs: Sequence[str], total: int | None = None) -> str:
     more = (len(refs) if total is None else total) - _SHOWN
     return ", ".join(refs[:_SHOWN]) + (f", and {more} more" if more > 0 else "")
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n} bytes"
 
 
 def _instant(at: datetime) -> str:
@@ -195,6 +200,8 @@ class _Run:
     seen: dict[str, int] = field(default_factory=dict)  # reference -> its line
     teams: set[str] = field(default_factory=set)  # the teams the rows name (a full extract's cover)
     bad_rows: list[tuple[int, bytes]] = field(default_factory=list)  # (line, bytes as in the file)
+    kept_size: int = 0  # of bad_rows: at most MAX_KEPT_BYTES are held
+    chunk_bad: list[tuple[int, bytes]] = field(default_factory=list)  # this chunk's, not yet held
     pending_reports: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -203,14 +210,23 @@ class _Run:
 
     def bad(self, line: int, raw: bytes, problems: Sequence[str]) -> None:
         self.summary.bad_lines.append(line)
-        self.bad_rows.append((line, raw))
+        self.chunk_bad.append((line, raw))
         self.pending_reports.extend((line, f"line {line}: {printable(problem)}") for problem in problems)
 
     def report(self) -> None:
-        """Say this chunk's bad rows, in line order."""
+        """Say this chunk's bad rows, in line order, and hold their bytes while under the cap."""
         for _, message in sorted(self.pending_reports, key=lambda pair: pair[0]):
             self.say(message)
         self.pending_reports.clear()
+        for line, raw in sorted(self.chunk_bad, key=lambda pair: pair[0]):
+            size = len(raw) + (not raw.endswith(b"\n"))
+            if self.summary.kept_truncated or self.kept_size + size > MAX_KEPT_BYTES:
+                self.summary.kept_truncated = True  # the rest are reported, not kept
+                break
+            self.bad_rows.append((line, raw))
+            self.kept_size += size
+        self.chunk_bad.clear()
+
 
     async def chunk(self, rows: Sequence[Row]) -> None:
         try:
@@ -379,14 +395,9 @@ class _Run:
             self.summary.missing_alerts += sum(1 for alert in opened if alert is not None)
 
     async def keep_bad(self, header: bytes, sha256: str) -> None:
-        parts, size = [header], len(header)
+        parts = [header]
         for _, raw in sorted(self.bad_rows):
-            raw = raw if raw.endswith(b"\n") else raw + b"\n"
-            if size + len(raw) > MAX_KEPT_BYTES:
-                self.summary.kept_truncated = True
-                break
-            parts.append(raw)
-            size += len(raw)
+            parts.append(raw if raw.endswith(b"\n") else raw + b"\n")
         content = b"".join(parts)
         lines = sorted(self.summary.bad_lines)
         shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
