@@ -17,8 +17,10 @@ from sqlalchemy import select
 from casewatch.store.models import Event, InboundItem, LevelChange, Nominal
 from integrations.snapshot import command, importer
 from tests.test_snapshot_import import (
+    HEADER,
     MAPPING,
     NIGHT,
+    alerts,
     config_for,
     count,
     nominal,
@@ -29,6 +31,131 @@ from tests.test_snapshot_import import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def with_stray_quote(path: Path, n: int) -> None:
+    """Person n's surname cell opens a quote it never closes (`"Test`), as a hand edit might."""
+    data = path.read_bytes()
+    cell = f",Testperson,Number {n},".encode()
+    assert data.count(cell) == 1
+    path.write_bytes(data.replace(cell, f',"Test,Number {n},'.encode()))
+
+
+# --- a stray quote ---------------------------------------------------------------------------------
+
+
+def test_a_stray_quote_near_the_end_swallows_no_row_and_reports_no_nominal_missing(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, db_url)
+    extract = write_extract(tmp_path / "extract.csv", [person(n) for n in range(1, 9)])
+    assert snapshot(config, extract) == 0
+    capsys.readouterr()
+    with_stray_quote(extract, 4)  # line 5; no quote after it: the csv module reads to the end
+    assert snapshot(config, extract, at=NIGHT[1]) == 1
+    out, err = capsys.readouterr()
+    assert (
+        "lines 5-9: not CSV: a quoted cell is not closed by the end of the file (a stray quote?); "
+        "the lines after line 5 are read again as rows"
+    ) in err
+    assert "8 row(s): 0 new, 0 changed, 7 unchanged, 1 bad" in out
+    assert "missing-nominal check skipped: 1 line(s) could not be read as rows" in out
+    assert "missing from the full extract" not in out
+    assert alerts(db_url, "feed.nominal_missing") == []
+    # Only the record's first line is kept: the lines after it were read again as rows.
+    [(content,)] = query(db_url, select(InboundItem.content))
+    kept = content.decode("utf-8").splitlines()
+    assert len(kept) == 2 and kept[1].startswith('VS-T000004,"Test,')
+
+
+def test_a_stray_quote_in_a_long_extract_costs_one_row_and_the_next_night_reports_missing_again(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, db_url)
+    extract = write_extract(tmp_path / "extract.csv", [person(n) for n in range(1, 31)])
+    assert snapshot(config, extract) == 0
+    capsys.readouterr()
+    write_extract(extract, [person(n, Area="N02") for n in range(1, 31)])
+    with_stray_quote(extract, 3)  # line 4
+    assert snapshot(config, extract, at=NIGHT[1]) == 1
+    out, err = capsys.readouterr()
+    assert "lines 4-14: a quoted cell is still open after 10 lines (a stray quote?)" in err
+    assert "30 row(s): 0 new, 29 changed, 0 unchanged, 1 bad" in out
+    assert "missing-nominal check skipped: 1 line(s) could not be read as rows" in out
+    assert [n.area for n in [nominal(db_url, f"VS-T{i:06d}") for i in (2, 4, 5, 14, 15, 30)]] == ["N02"] * 6
+    assert alerts(db_url, "feed.nominal_missing") == []
+    # A clean full extract the next night checks again: a nominal it lacks is reported.
+    write_extract(extract, [person(n, Area="N02") for n in range(1, 30)])
+    assert snapshot(config, extract, at=NIGHT[2]) == 0
+    assert "missing from the full extract: 1 nominal(s) (VS-T000030)" in capsys.readouterr().out
+    assert [a.visor_ref for a in alerts(db_url, "feed.nominal_missing")] == ["VS-T000030"]
+
+
+def test_a_stray_quote_closed_by_a_later_quoted_cell_is_resynced(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [person(n) for n in range(1, 7)]
+    rows[4]["Forenames"] = "Number 5, Junior"  # line 6: written quoted, "Number 5, Junior"
+    extract = write_extract(tmp_path / "extract.csv", rows)
+    with_stray_quote(extract, 2)  # line 3: its quote pairs with line 6's opening quote
+    assert snapshot(config_for(tmp_path, sqlite_url), extract) == 1
+    out, err = capsys.readouterr()
+    assert "lines 3-6: not CSV: ',' expected after '\"' (a stray quote?)" in err
+    assert "6 row(s): 5 new, 0 changed, 0 unchanged, 1 bad" in out
+    assert nominal(sqlite_url, "VS-T000005").forenames == "Number 5, Junior"
+
+
+def test_a_stray_quote_before_long_lines_stops_at_the_record_size_not_the_csv_field_limit(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 40 KB lines (an unmapped notes column): a stray quote made the csv module swallow rows up to
+    # its 131,072-character field limit, then all of them were "missing" from the full extract.
+    header = [*HEADER, "Notes"]
+    rows = [person(n, Notes="n" * 40_000) for n in range(1, 11)]
+    config = config_for(tmp_path, db_url)
+    extract = write_extract(tmp_path / "extract.csv", rows, header=header)
+    assert snapshot(config, extract) == 0
+    capsys.readouterr()
+    with_stray_quote(extract, 2)  # line 3
+    assert snapshot(config, extract, at=NIGHT[1]) == 1
+    out, err = capsys.readouterr()
+    assert "lines 3-6: a row across lines (a quoted cell) is longer than 131072 bytes (a stray quote?)" in err
+    assert "field limit" not in err
+    assert "10 row(s): 0 new, 0 changed, 9 unchanged, 1 bad" in out
+    assert alerts(db_url, "feed.nominal_missing") == []
+
+
+def test_unreadable_bytes_skip_the_missing_nominal_check(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_for(tmp_path, sqlite_url)
+    extract = write_extract(tmp_path / "extract.csv", [person(1), person(2), person(3)])
+    assert snapshot(config, extract) == 0
+    capsys.readouterr()
+    extract.write_bytes(extract.read_bytes().replace(b"Number 2", b"Num\xff 2"))
+    assert snapshot(config, extract, at=NIGHT[1]) == 1
+    out, err = capsys.readouterr()
+    assert 'line 3: column "Forenames": not valid utf-8 text' in err
+    assert "missing-nominal check skipped: 1 line(s) could not be read as rows" in out
+    assert alerts(sqlite_url, "feed.nominal_missing") == []
+
+
+def test_the_limits_that_fire_are_the_documented_ones(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extract = write_extract(tmp_path / "extract.csv", [
+        person(1, Forenames="x" * 32_769),  # line 2: a cell over 32,768 characters
+        person(2, Forenames="y" * 140_000),  # line 3: over the csv field limit; a line over 131,072 bytes
+        person(3, Forenames="z" * 32_768),  # line 4: at the cell limit (then the field's own length rule)
+        person(4),  # line 5
+    ])
+    assert snapshot(config_for(tmp_path, sqlite_url), extract) == 1
+    out, err = capsys.readouterr()
+    assert 'line 2: column "Forenames": longer than 32768 characters' in err
+    assert "line 3: a line is longer than 131072 bytes" in err
+    assert "line 4" in err and "longer than 32768" not in err.split("line 4")[1]
+    assert "field limit" not in err
+    assert "1 new, 0 changed, 0 unchanged, 3 bad" in out
 
 
 # --- the extract's time --------------------------------------------------------------------------

@@ -70,6 +70,7 @@ class Summary:
     older: int = 0  # rows not applied: casewatch holds a newer state of their nominal
     older_refs: list[str] = field(default_factory=list)  # the first _SHOWN of them
     bad_lines: array[int] = field(default_factory=lambda: array("q"))  # each bad row's first line
+    unreadable: int = 0  # rows that could not be read as rows (no cells, or no reference)
     events: int = 0  # events the changes became (in a dry run: would become)
     accepted: int = 0
     duplicates: int = 0
@@ -100,7 +101,10 @@ class Summary:
                 f"{self.older} row(s) not applied: casewatch holds a newer state than the extract "
                 f"(taken {_instant(options.extracted_at)}) ({_listed(self.older_refs, self.older)})"
             )
-        if options.full:
+        if options.full and self.unreadable:
+            # A row that could not be read may list a nominal: reporting it missing would be false.
+            out.append(f"missing-nominal check skipped: {self.unreadable} line(s) could not be read as rows")
+        elif options.full:
             shown = _listed(self.missing)
             out.append(
                 f"missing from the full extract: {len(self.missing)} nominal(s)"
@@ -182,7 +186,7 @@ async def import_snapshot(
             done = extract.bytes_read
     await run.chunk(chunk)
     progress(extract.bytes_read - done)
-    if options.full:
+    if options.full and not run.summary.unreadable:
         await run.missing()
     if run.bad_rows and not options.dry_run:
         await run.keep_bad(extract.header_raw, extract.sha256())
@@ -208,10 +212,10 @@ class _Run:
     def occurred_at(self) -> str:
         return self.options.extracted_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
-    def bad(self, line: int, raw: bytes, problems: Sequence[str]) -> None:
-        self.summary.bad_lines.append(line)
-        self.chunk_bad.append((line, raw))
-        self.pending_reports.extend((line, f"line {line}: {printable(problem)}") for problem in problems)
+    def bad(self, row: Row, problems: Sequence[str]) -> None:
+        self.summary.bad_lines.append(row.line)
+        self.chunk_bad.append((row.line, row.raw))
+        self.pending_reports.extend((row.line, f"{row.where}: {printable(problem)}") for problem in problems)
 
     def report(self) -> None:
         """Say this chunk's bad rows, in line order, and hold their bytes while under the cap."""
@@ -227,7 +231,6 @@ class _Run:
             self.kept_size += size
         self.chunk_bad.clear()
 
-
     async def chunk(self, rows: Sequence[Row]) -> None:
         try:
             await self._chunk(rows)
@@ -239,19 +242,22 @@ class _Run:
         for row in rows:
             self.summary.rows += 1
             if row.problem is not None:
-                self.bad(row.line, row.raw, [row.problem])
+                self.summary.unreadable += 1
+                self.bad(row, [row.problem])
                 continue
             converted = convert(row, self.mapping)
+            if not converted.visor_ref:
+                self.summary.unreadable += 1  # whose row it is cannot be told
             if converted.visor_ref and converted.visor_ref in self.seen:
                 column = column_label(self.mapping, VISOR_REF)
-                self.bad(row.line, row.raw, [
+                self.bad(row, [
                     f"{column}: the same ViSOR reference as line {self.seen[converted.visor_ref]}"
                 ])
                 continue
             if converted.visor_ref:
                 self.seen[converted.visor_ref] = row.line
             if converted.problems:
-                self.bad(row.line, row.raw, converted.problems)
+                self.bad(row, converted.problems)
                 continue
             good.append((row, converted))
         if not good:
@@ -267,7 +273,7 @@ class _Run:
             self._note_team(converted, before)
             planned = plan(converted, before, self.options.extracted_at, self.occurred_at)
             if planned.outcome == "bad":
-                self.bad(row.line, row.raw, planned.problems)
+                self.bad(row, planned.problems)
                 continue
             if planned.outcome == "older":
                 self.summary.older += 1
@@ -312,7 +318,7 @@ class _Run:
             max_ahead_seconds=self.ctx.settings.ingest.max_clock_skew_seconds,
         )
         if errors:
-            self.bad(row.line, row.raw, [self._where(e) for e in errors])
+            self.bad(row, [self._where(e) for e in errors])
             return None
         return envelopes
 
@@ -342,8 +348,7 @@ class _Run:
         except Exception as exc:
             if len(ready) == 1:
                 # Only the type: a database error's message can quote the data.
-                row = ready[0][0]
-                self.bad(row.line, row.raw, [f"could not be stored ({type(exc).__name__})"])
+                self.bad(ready[0][0], [f"could not be stored ({type(exc).__name__})"])
                 return
             for one in ready:  # find the row the chunk failed on; store the others
                 await self._ingest([one])

@@ -1,23 +1,32 @@
-"""Reading an extract: a CSV stream, one row at a time, each row with its line number and its bytes
+"""Reading an extract: a CSV stream, one row at a time, each row with its line numbers and its bytes
 as they are in the file (so a bad row can be kept as received).
 
 The file is read in binary, line by line, and hashed on the way (the kept bad rows are named by
-the file's sha256). A physical line longer than MAX_LINE_BYTES is skipped to its end (its row is
-bad); a cell longer than MAX_CELL characters makes its row bad. Text that does not decode in the
-mapping's encoding is kept as surrogate escapes and reported by column.
+the file's sha256). A record (a row) is one physical line, or a few when a quoted cell holds line
+breaks: at most MAX_RECORD_LINES lines and MAX_RECORD_BYTES bytes. A record that goes past either,
+or spans lines and still cannot be split into the header's number of cells, is most likely a stray
+quote (`"Test` with no closing quote) swallowing the rows after it: it is reported as bad with the
+lines it covered, and reading starts again at the line after its first line, so the rows it
+swallowed are read as rows. A single line longer than MAX_RECORD_BYTES is skipped to its end (its
+row is bad). A record's cells are then at most MAX_RECORD_BYTES characters, below the csv module's
+field limit (131,072), so that limit never fires; a cell longer than MAX_CELL characters makes its
+row bad (convert). Text that does not decode in the mapping's encoding is kept as surrogate
+escapes and reported by column.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
 from integrations.snapshot.mapping import Mapping
 
-MAX_LINE_BYTES = 256 * 1024
+MAX_RECORD_BYTES = 128 * 1024  # a row's bytes (all its lines); <= csv.field_size_limit()'s default
+MAX_RECORD_LINES = 10  # physical lines one row may span (quoted cells holding line breaks)
 MAX_CELL = 32 * 1024  # characters; the longest field (licence conditions) is 50 x 500
 BOM = "\ufeff"
 
@@ -30,49 +39,87 @@ class ExtractError(Exception):
 class Row:
     line: int  # the row's first line in the file (the header is line 1)
     cells: dict[str, str]  # mapped column header -> cell (spaces around it removed); {} if problem
-    raw: bytes  # the row's bytes as in the file
+    raw: bytes  # the row's bytes as in the file (of a resynced record: its first line only)
     problem: str | None = None  # why the row could not be split into cells
+    last_line: int = 0  # the row's last line, when it spans several
+
+    @property
+    def where(self) -> str:
+        return f"lines {self.line}-{self.last_line}" if self.last_line > self.line else f"line {self.line}"
+
+
+class _Overrun(Exception):
+    """A record went past MAX_RECORD_LINES lines or MAX_RECORD_BYTES bytes."""
+
+
+@dataclass(slots=True)
+class _Line:
+    raw: bytes  # as in the file; of an oversized line, its start only
+    size: int  # its length in the file
+    oversized: bool = False
 
 
 class _Lines:
-    """The file's physical lines as text for csv.reader, remembering the bytes each row took."""
+    """The file's physical lines as text for csv.reader, remembering the lines the current record
+    took, and able to hand lines out again after a resync."""
 
     def __init__(self, stream: IO[bytes], encoding: str) -> None:
         self.stream = stream
         self.encoding = encoding
         self.sha256 = hashlib.sha256()
         self.bytes_read = 0
-        self.lines_read = 0
-        self.pending: list[bytes] = []
-        self.oversized = False
+        self.line = 0  # the number of the last line handed out
+        self.pending: list[_Line] = []  # the current record's lines
+        self.pending_bytes = 0
+        self.again: deque[_Line] = deque()  # lines to hand out again (after a resync)
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        raw = self.stream.readline(MAX_LINE_BYTES + 1)
-        if not raw:
+        line = self.again.popleft() if self.again else self._read()
+        if line is None:
             raise StopIteration
-        self._count(raw)
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            self.oversized = True
-            self.pending.append(raw[:MAX_LINE_BYTES])  # kept: the start of the line only
-            while raw and not raw.endswith(b"\n"):
-                raw = self.stream.readline(MAX_LINE_BYTES)
-                self._count(raw, line=False)
-            return "\n"
-        self.pending.append(raw)
-        return raw.decode(self.encoding, errors="surrogateescape")
+        self.line += 1
+        self.pending.append(line)
+        self.pending_bytes += line.size
+        if len(self.pending) > 1:
+            if len(self.pending) > MAX_RECORD_LINES:
+                raise _Overrun(f"a quoted cell is still open after {MAX_RECORD_LINES} lines")
+            if self.pending_bytes > MAX_RECORD_BYTES:
+                raise _Overrun(f"a row across lines (a quoted cell) is longer than {MAX_RECORD_BYTES} bytes")
+        if line.oversized:
+            return "\n"  # its row is bad (the caller sees `oversized`); nothing of it is parsed
+        return line.raw.decode(self.encoding, errors="surrogateescape")
 
-    def _count(self, raw: bytes, *, line: bool = True) -> None:
+    def _read(self) -> _Line | None:
+        raw = self.stream.readline(MAX_RECORD_BYTES + 1)
+        if not raw:
+            return None
+        self._count(raw)
+        if len(raw) <= MAX_RECORD_BYTES or raw.endswith(b"\n"):
+            return _Line(raw, len(raw))
+        size = len(raw)
+        rest = raw
+        while rest and not rest.endswith(b"\n"):
+            rest = self.stream.readline(MAX_RECORD_BYTES)
+            self._count(rest)
+            size += len(rest)
+        return _Line(raw[:MAX_RECORD_BYTES], size, oversized=True)  # kept: the start of the line only
+
+    def _count(self, raw: bytes) -> None:
         self.sha256.update(raw)
         self.bytes_read += len(raw)
-        self.lines_read += line
 
-    def take(self) -> tuple[bytes, bool]:
-        raw, oversized = b"".join(self.pending), self.oversized
-        self.pending, self.oversized = [], False
-        return raw, oversized
+    def take(self) -> list[_Line]:
+        lines = self.pending
+        self.pending, self.pending_bytes = [], 0
+        return lines
+
+    def resync(self, lines: list[_Line], first: int) -> None:
+        """Read again from the line after `first`, the first line of the record `lines`."""
+        self.again.extendleft(reversed(lines[1:]))
+        self.line = first
 
 
 class Extract:
@@ -99,12 +146,15 @@ class Extract:
         try:
             header = next(self._reader, None)
         except csv.Error as exc:
-            raise ExtractError(f"line 1 (the header): not CSV ({exc})") from None
-        self.header_raw, oversized = self._lines.take()
+            raise ExtractError(f"line 1 (the header): not CSV ({_csv_problem(exc)})") from None
+        except _Overrun as exc:
+            raise ExtractError(f"line 1 (the header): {exc} (a stray quote?)") from None
+        lines = self._lines.take()
+        self.header_raw = b"".join(line.raw for line in lines)
         if header is None or not any(cell.strip() for cell in header):
             raise ExtractError("the file is empty or its first line (the header) is blank")
-        if oversized:
-            raise ExtractError(f"line 1 (the header): longer than {MAX_LINE_BYTES} bytes")
+        if any(line.oversized for line in lines):
+            raise ExtractError(f"line 1 (the header): longer than {MAX_RECORD_BYTES} bytes")
         header[0] = header[0].removeprefix(BOM)
         names = [cell.strip() for cell in header]
         problems: list[str] = []
@@ -127,28 +177,48 @@ class Extract:
 
     def rows(self) -> Iterator[Row]:
         while True:
-            first = self._lines.lines_read + 1
+            first = self._lines.line + 1
+            problem: str | None = None
+            cells: list[str] = []
             try:
                 cells = next(self._reader)
             except StopIteration:
                 return
+            except _Overrun as exc:
+                problem = str(exc)
             except csv.Error as exc:
-                raw, _ = self._lines.take()
-                yield Row(first, {}, raw, problem=f"not CSV: {_csv_problem(exc)}")
+                problem = f"not CSV: {_csv_problem(exc)}"
+            lines = self._lines.take()
+            last = first + len(lines) - 1
+            if len(lines) > 1 and (problem is not None or len(cells) != self.width):
+                # Most likely a stray quote: this record swallowed the lines after its first.
+                problem = problem or f"has {len(cells)} cells, the header has {self.width}"
+                self._lines.resync(lines, first)
+                yield Row(first, {}, lines[0].raw, problem=(
+                    f"{problem} (a stray quote?); the lines after line {first} are read again as rows"
+                ), last_line=last)
                 continue
-            raw, oversized = self._lines.take()
-            if oversized:
-                yield Row(first, {}, raw, problem=f"a line is longer than {MAX_LINE_BYTES} bytes")
+            raw = b"".join(line.raw for line in lines)
+            if problem is not None:
+                yield Row(first, {}, raw, problem=problem, last_line=last)
+                continue
+            if lines and lines[0].oversized:
+                yield Row(first, {}, raw, problem=f"a line is longer than {MAX_RECORD_BYTES} bytes")
                 continue
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # a blank line
             if len(cells) != self.width:
                 yield Row(first, {}, raw, problem=f"has {len(cells)} cells, the header has {self.width}")
                 continue
-            yield Row(first, {column: cells[i].strip(" ") for column, i in self.positions.items()}, raw)
+            yield Row(
+                first, {column: cells[i].strip(" ") for column, i in self.positions.items()}, raw,
+                last_line=last,
+            )
 
 
 def _csv_problem(exc: csv.Error) -> str:
     # csv's messages name the problem, never the cell's content.
     text = str(exc)
+    if text == "unexpected end of data":
+        return "a quoted cell is not closed by the end of the file"
     return text if len(text) < 120 else text[:117] + "..."
