@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from integrations.mail_ingest.extract import MAX_DEPTH, Unreadable, extract, parse_mail
+from integrations.mail_ingest.extract import (
+    MAX_DEPTH,
+    NotAllowed,
+    Unreadable,
+    check_sender,
+    extract,
+    html_to_text,
+    parse_mail,
+)
 from integrations.mail_ingest.samples import border_alert_mail
 from integrations.mail_ingest.template import DEFAULT_TEMPLATE, TemplateError, load_template, parse_template
 
@@ -185,3 +193,64 @@ def test_templates_are_checked(tmp_path: Path) -> None:
     report = extract(parse_mail(raw), template)
     assert (report.visor_ref, report.port) == ("VS-0000042", "Manchester Airport")
     assert report.direction == "inbound"
+
+
+HEADERS = b"From: warnings-index@borderforce.example\r\nSubject: x\r\nMessage-ID: <h@borderforce.example>\r\n"
+
+
+def test_html_the_parser_asserts_on_is_unreadable_not_a_crash() -> None:
+    # html.parser raises AssertionError on a marked section it does not know (reviewer's fuzz).
+    raw = HEADERS + b"Content-Type: text/html\r\n\r\n<p>hi</p><![bogus[ x ]]>\r\n"
+    with pytest.raises(Unreadable, match="HTML that does not parse"):
+        parse_mail(raw)
+
+
+@pytest.mark.parametrize(
+    ("checked", "reason"),
+    [
+        ("0001-01-01T00:00:00+0100", "not a plausible time"),  # astimezone: OverflowError
+        ("9999-12-31T23:59:00-0100", "not a plausible time"),
+        ("01/01/1900 10:00", "before 1990"),
+        ("1850-01-01T00:00:00+0000", "before 1990"),
+    ],
+)
+def test_implausible_check_times_are_unreadable(checked: str, reason: str) -> None:
+    with pytest.raises(Unreadable, match=reason):
+        read(border_alert_mail(checked=checked))
+
+
+def test_the_check_time_is_read_as_utc() -> None:
+    report = extract(parse_mail(border_alert_mail(checked="2026-11-24T19:05:00+0100")), TEMPLATE)
+    assert report.checked_at == datetime(2026, 11, 24, 18, 5, tzinfo=UTC)
+    assert report.checked_at.tzinfo is UTC
+
+
+def test_html_entities_are_decoded_once() -> None:
+    # "&amp;amp;" is the text "&amp;" in HTML: decoding it twice would make it "&".
+    assert html_to_text("<p>Port: A &amp;amp; B &amp;lt;x&amp;gt;</p>") == "Port: A &amp; B &lt;x&gt;"
+    raw = border_alert_mail(html=True, port="Dover &amp;lt;East&amp;gt;")
+    assert extract(parse_mail(raw), TEMPLATE).port == "Dover &lt;East&gt;"
+
+
+def test_the_sender_is_checked_before_the_body_is_read() -> None:
+    allowed = frozenset({"warnings-index@borderforce.example"})
+    poison = b"Content-Type: text/html\r\n\r\n<![bogus[ x ]]>\r\n"
+    check_sender(HEADERS + poison, allowed)  # allowed: its body is for parse_mail
+    for other in (
+        b"From: colleague@force.example\r\n",
+        b"From: =?utf-8?q?warnings-index=40borderforce=2Eexample?=\r\n",
+        b"From: warnings-index@borderforce.example, colleague@force.example\r\n",
+        b"From: <<<\x00\r\n",
+        b"",
+    ):
+        with pytest.raises(NotAllowed):
+            check_sender(other + b"Subject: x\r\n" + poison, allowed)
+    check_sender(b"From: anyone@else.example\r\n\r\nx", frozenset())  # no list: anyone
+
+
+def test_the_passport_number_is_never_read() -> None:
+    assert "passport" not in DEFAULT_TEMPLATE.lower()
+    report = extract(parse_mail(border_alert_mail()), TEMPLATE)
+    assert "000000000" not in repr(report)
+    with pytest.raises(TemplateError, match="passport number is not used"):
+        parse_template(DEFAULT_TEMPLATE + "\n[fields.passport_number]\npattern = '(?P<value>x)'\n")

@@ -10,13 +10,13 @@ decoded), never rendered. Reasons name what is wrong, never what the mail says: 
 from __future__ import annotations
 
 import hashlib
-import html
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
 from html.parser import HTMLParser
 
 from casewatch.model.events import VISOR_REF_PATTERN
@@ -25,6 +25,7 @@ from integrations.mail_ingest.template import Template
 MAX_PARTS = 50
 MAX_DEPTH = 5
 MAX_TEXT_CHARS = 200_000  # the text searched by the template's patterns
+EARLIEST_CHECK = datetime(1990, 1, 1, tzinfo=UTC)  # an earlier check time is a typo or a forgery
 _VISOR_REF = re.compile(VISOR_REF_PATTERN)
 _MESSAGE_ID = re.compile(r"<?([\x21-\x3b\x3d\x3f-\x7e]{1,250})>?")
 _SPACES = re.compile(r"[ \t\u00a0]+")
@@ -32,6 +33,10 @@ _SPACES = re.compile(r"[ \t\u00a0]+")
 
 class Unreadable(Exception):
     """The mail cannot be turned into a report; str() is a short reason with no personal data."""
+
+
+class NotAllowed(Exception):
+    """The mail is not from an allowed sender: it is not ours to read (nothing of it is kept)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,6 @@ class Report:
     surname: str | None = None
     forenames: str | None = None
     date_of_birth: date | None = None
-    passport_number: str | None = None
 
 
 def body_sha256(raw: bytes) -> str:
@@ -130,10 +134,15 @@ class _HtmlText(HTMLParser):
 
 
 def html_to_text(markup: str) -> str:
+    """The text of `markup`, entities decoded once (by the parser: convert_charrefs)."""
     parser = _HtmlText()
-    parser.feed(markup[:MAX_TEXT_CHARS * 2])
-    parser.close()
-    lines = (_SPACES.sub(" ", html.unescape(line)).strip() for line in "".join(parser.parts).split("\n"))
+    try:
+        parser.feed(markup[:MAX_TEXT_CHARS * 2])
+        parser.close()
+    except (AssertionError, ValueError, IndexError) as exc:
+        # html.parser asserts on some markup (`<![bogus[ x ]]>`) rather than skipping it.
+        raise Unreadable(f"HTML that does not parse ({type(exc).__name__})") from exc
+    lines = (_SPACES.sub(" ", line).strip() for line in "".join(parser.parts).split("\n"))
     return "\n".join(line for line in lines if line)
 
 
@@ -190,6 +199,19 @@ def _body_text(message: Message) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_TEXT_CHARS]
 
 
+def check_sender(raw: bytes, allowed_senders: frozenset[str]) -> None:
+    """NotAllowed unless the mail's single From address is one of `allowed_senders` (empty: anyone).
+    Only the header block is parsed: a mail that is not ours has its body neither decoded nor kept."""
+    if not allowed_senders:
+        return
+    try:
+        sender = _sender(BytesHeaderParser(policy=policy.default).parsebytes(raw))
+    except Exception as exc:  # a From header the parser cannot read is not an allowed sender
+        raise NotAllowed("the sender cannot be read") from exc
+    if sender not in allowed_senders:
+        raise NotAllowed("not from an allowed sender")
+
+
 def parse_mail(raw: bytes) -> Mail:
     """Parse and check the headers this adapter relies on; the body as text."""
     try:
@@ -241,6 +263,12 @@ def extract(mail: Mail, template: Template) -> Report:
     checked_at = template.parse_datetime(str(found["checked_at"]))
     if checked_at is None:
         raise Unreadable("checked_at does not match the template's datetime_formats")
+    try:
+        checked_at = checked_at.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 with an offset
+        raise Unreadable("checked_at is not a plausible time") from exc
+    if checked_at < EARLIEST_CHECK:
+        raise Unreadable(f"checked_at is before {EARLIEST_CHECK.year}")
     dob_text = found.get("date_of_birth")
     dob = template.parse_date(dob_text) if dob_text else None
     if visor_ref is None and (not found.get("surname") or dob is None):
@@ -253,5 +281,4 @@ def extract(mail: Mail, template: Template) -> Report:
         surname=found.get("surname"),
         forenames=found.get("forenames"),
         date_of_birth=dob.date() if dob is not None else None,
-        passport_number=found.get("passport_number"),
     )

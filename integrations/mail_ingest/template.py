@@ -19,8 +19,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 FIELDS = (
     "visor_ref", "port", "direction", "checked_at",
     # Only to find the nominal when the report has no ViSOR reference; never stored or logged.
-    "surname", "forenames", "date_of_birth", "passport_number",
+    "surname", "forenames", "date_of_birth",
 )
+# Fields a report may carry that casewatch never reads (data minimisation): a template naming one
+# is refused rather than silently ignored.
+NOT_READ = {"passport_number": "the passport number is not used to match, so it is not read"}
 REQUIRED = ("port", "direction", "checked_at")
 MAX_PATTERN = 1000
 
@@ -72,10 +75,6 @@ pattern = '(?im)^[ \\t]*(?:forenames?|given[ \\t]+names?)[ \\t]*:[ \\t]*(?P<valu
 [fields.date_of_birth]
 where = "body"
 pattern = '(?im)^[ \\t]*(?:date[ \\t]+of[ \\t]+birth|DOB)[ \\t]*:[ \\t]*(?P<value>[0-9][0-9/-]{7,9})[ \\t]*$'
-
-[fields.passport_number]
-where = "body"
-pattern = '(?im)^[ \\t]*passport[ \\t]+(?:number|no\\.?)[ \\t]*:[ \\t]*(?P<value>[A-Za-z0-9]{5,20})[ \\t]*$'
 """  # noqa: E501
 
 
@@ -140,6 +139,8 @@ def parse_template(text: str, origin: str = "template") -> Template:
         raise TemplateError(f"{origin}: fields: must be a table")
     rules: dict[str, FieldRule] = {}
     for name, spec in raw_fields.items():
+        if name in NOT_READ:
+            raise TemplateError(f"{origin}: fields.{name}: {NOT_READ[name]}; remove it")
         if name not in FIELDS:
             raise TemplateError(f"{origin}: fields.{name}: unknown field (known: {', '.join(FIELDS)})")
         if not isinstance(spec, dict) or set(spec) - {"where", "pattern"}:
