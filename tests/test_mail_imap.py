@@ -18,10 +18,11 @@ from integrations.mail_ingest.imap import ImapReader
 from integrations.mail_ingest.process import MailProcessor
 from integrations.mail_ingest.samples import border_alert_mail
 from integrations.mail_ingest.template import load_template
-from tests.support.dovecot import Dovecot, append, dovecot_server, mailbox_flags
+from tests.support.dovecot import Dovecot, append, create_mailbox, dovecot_server, mailbox_flags
 from tests.test_mail_support import (
     CHECKED,
     REF,
+    SENDER,
     alert_kinds,
     border_events,
     free_port,
@@ -31,6 +32,15 @@ from tests.test_mail_support import (
 
 KEYWORD = "casewatch-processed"
 MARKED = {"\\Seen", KEYWORD}
+IGNORED = {"casewatch-ignored"}  # and not \Seen: the mail is its addressee's, unread
+COLLEAGUE = (
+    b"From: colleague@force.example\r\nSubject: Re: case conference\r\nMessage-ID: <o1@force.example>\r\n\r\n"
+    b"Minutes of the case conference about Jo Example (DOB 01/01/1970), 1 Fake Street.\r\n"
+)
+HTML_POISON = (
+    b"From: warnings-index@borderforce.example\r\nSubject: x\r\nMessage-ID: <p1@borderforce.example>\r\n"
+    b"Content-Type: text/html\r\n\r\n<p>hi</p><![bogus[ x ]]>\r\n"
+)
 
 
 @pytest.fixture
@@ -195,3 +205,94 @@ async def test_the_command_reads_the_mailbox_once(
     said = capsys.readouterr().err
     assert "2 mail(s): 1 border alert(s) stored, 0 duplicate(s), 1 kept for a person" in said
     assert await mailbox_flags(dovecot) == {1: MARKED, 2: MARKED}
+
+
+async def test_mail_not_from_an_allowed_sender_is_left_unread_and_not_copied(
+    db_url: str, dovecot: Dovecot
+) -> None:
+    async with mail_service(db_url) as (service, processor):
+        await append(dovecot, COLLEAGUE)
+        await append(dovecot, border_alert_mail(checked=CHECKED))
+        reader = reader_for(processor, dovecot)
+        await reader.run(asyncio.Event(), once=True)
+        assert [o.kind for o in reader.handled] == ["ignored", "ingested"]
+        assert await kept_items(service) == []
+        assert "feed.unreadable" not in await alert_kinds(service)
+        assert await mailbox_flags(dovecot) == {1: IGNORED, 2: MARKED}
+        assert "1 not from an allowed sender" in reader.handled.summary()
+        # Not looked at again on the next pass.
+        again = reader_for(processor, dovecot)
+        await again.run(asyncio.Event(), once=True)
+        assert list(again.handled) == []
+
+
+async def test_hostile_mail_from_the_sender_is_kept_and_marked(db_url: str, dovecot: Dovecot) -> None:
+    async with mail_service(db_url) as (service, processor):
+        await append(dovecot, HTML_POISON)
+        reader = reader_for(processor, dovecot)
+        await reader.run(asyncio.Event(), once=True)
+        [item] = await kept_items(service)
+        assert item.content == HTML_POISON
+        assert await alert_kinds(service) == ["feed.unreadable"]
+        assert await mailbox_flags(dovecot) == {1: MARKED}
+
+
+class Failing(MailProcessor):
+    async def handle(self, raw: bytes, *, size: int | None = None) -> object:  # type: ignore[override]
+        raise RuntimeError("Surname: TESTPERSON")
+
+
+async def test_a_mail_that_cannot_be_handled_is_left_unmarked_and_counted(
+    db_url: str, dovecot: Dovecot, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with mail_service(db_url) as (service, processor):
+        await append(dovecot, border_alert_mail(checked=CHECKED))
+        failing = Failing(processor.sessions, processor.ctx, processor.config, processor.template)
+        reader = reader_for(failing, dovecot)
+        await reader.run(asyncio.Event(), once=True)
+        assert reader.handled.unhandled == 1 and reader.handled.any_failed
+        assert "1 could not be handled" in reader.handled.summary()
+        assert await mailbox_flags(dovecot) == {1: set()}
+        assert "TESTPERSON" not in caplog.text and "RuntimeError" in caplog.text
+
+
+@pytest.mark.parametrize("folder", ["Border alerts", "Grenzmeldungen Ü & Co"])
+async def test_a_folder_name_with_spaces_or_non_ascii(db_url: str, dovecot: Dovecot, folder: str) -> None:
+    async with mail_service(db_url) as (service, processor):
+        await create_mailbox(dovecot, folder)
+        await append(dovecot, border_alert_mail(checked=CHECKED), mailbox=folder)
+        reader = reader_for(processor, dovecot, mailbox=folder)
+        await reader.run(asyncio.Event(), once=True)
+        assert [o.kind for o in reader.handled] == ["ingested"]
+        assert await mailbox_flags(dovecot, folder) == {1: MARKED}
+
+
+async def test_the_command_exits_1_when_reading_a_mail_failed(
+    sqlite_url: str, dovecot: Dovecot, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from integrations.mail_ingest import command
+
+    await append(dovecot, HTML_POISON)  # kept with a reason: not a failure
+    await append(dovecot, COLLEAGUE)
+    config = _config_file(
+        tmp_path / "on.toml", sqlite_url, dovecot.inbound_mail(allowed_senders=[SENDER])
+    )
+    assert await asyncio.to_thread(command.run, argparse.Namespace(config=str(config), once=True)) == 0
+    said = capsys.readouterr().err
+    assert "1 kept for a person, 1 not from an allowed sender" in said
+    # A bug in the reader (forced here): kept with the fixed reason, and --once says so by exit 1.
+    await append(dovecot, border_alert_mail(checked=CHECKED))
+    original = command.MailProcessor
+
+    class Broken(original):  # type: ignore[misc,valid-type]
+        async def _read(self, raw: bytes, mail: object) -> object:
+            raise OverflowError("date value out of range")
+
+    command.MailProcessor = Broken  # type: ignore[misc]
+    try:
+        assert await asyncio.to_thread(command.run, argparse.Namespace(config=str(config), once=True)) == 1
+    finally:
+        command.MailProcessor = original  # type: ignore[misc]
+    said = capsys.readouterr().err
+    assert "1 kept for a person" in said and "reading 1 failed (kept)" in said
+    assert await mailbox_flags(dovecot) == {1: MARKED, 2: IGNORED, 3: MARKED}

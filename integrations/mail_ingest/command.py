@@ -1,8 +1,9 @@
 """`casewatch mail-ingest [--config PATH] [--once]`: border-alert mail into events, per
 [inbound_mail] mode: "imap" reads the mailbox (with --once: what is there now, then exits);
 "lmtp" listens for a forwarding rule until SIGINT/SIGTERM. Exit 0; 1: --once met an IMAP or
-database problem (nothing unprocessed was marked); 2: could not start (configuration, template,
-database not migrated)."""
+database problem (nothing unprocessed was marked), or reading a mail failed (a fault of ours: the
+mail was kept for a person, or left unmarked for a retry); 2: could not start (configuration,
+template, database not migrated)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import contextlib
 import logging
 import signal
 import sys
-from collections import Counter
 
 from aioimaplib import aioimaplib
 
@@ -25,7 +25,7 @@ from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.errors import is_unavailable
 from integrations.mail_ingest.imap import ImapProblem, ImapReader
 from integrations.mail_ingest.lmtp import LmtpListener
-from integrations.mail_ingest.process import MailProcessor, Outcome
+from integrations.mail_ingest.process import MailProcessor
 from integrations.mail_ingest.template import Template, TemplateError, load_template
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,8 @@ def _say(text: str) -> None:
     print(f"casewatch mail-ingest: {text}", file=sys.stderr)
 
 
-def summary(outcomes: list[Outcome]) -> str:
-    counts = Counter(o.kind for o in outcomes)
-    return (
-        f"{len(outcomes)} mail(s): {counts['ingested']} border alert(s) stored, "
-        f"{counts['duplicate']} duplicate(s), {counts['kept']} kept for a person"
-    )
+# Their INFO lines would log each SMTP command (addresses) or IMAP exchange.
+QUIET_LOGGERS = ("mail.log", "aioimaplib", "aioimaplib.aioimaplib")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         _say(str(exc))
         return 2
     configure_logging(settings)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     config = settings.inbound_mail
     once = bool(getattr(args, "once", False))
     if config.mode == "off":
@@ -104,15 +102,15 @@ async def _imap(processor: MailProcessor, settings: Settings, stop: asyncio.Even
     try:
         await reader.run(stop, once=once)
     except (TimeoutError, aioimaplib.AioImapException, ImapProblem, OSError) as exc:
-        _say(f"IMAP: {type(exc).__name__}: {exc} ({summary(reader.handled)} before)")
+        _say(f"IMAP: {type(exc).__name__}: {exc} ({reader.handled.summary()} before)")
         return 1
     except Exception as exc:
         if not is_unavailable(exc):
             raise
-        _say(f"database unavailable ({summary(reader.handled)} before; the rest stays unmarked)")
+        _say(f"database unavailable ({reader.handled.summary()} before; the rest stays unmarked)")
         return 1
-    _say(summary(reader.handled))
-    return 0
+    _say(reader.handled.summary())
+    return 1 if reader.handled.any_failed else 0
 
 
 async def _lmtp(processor: MailProcessor, settings: Settings, stop: asyncio.Event) -> int:
@@ -129,5 +127,5 @@ async def _lmtp(processor: MailProcessor, settings: Settings, stop: asyncio.Even
         await stop.wait()
     finally:
         await listener.stop()
-    _say(summary(listener.handler.outcomes))
+    _say(listener.handler.outcomes.summary())
     return 0

@@ -14,6 +14,7 @@ database that cannot be reached: reconnect after a backoff (1 s doubling to 60 s
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
@@ -23,7 +24,7 @@ from aioimaplib import aioimaplib
 
 from casewatch.config.inbound_mail import InboundMailSection
 from casewatch.store.errors import is_unavailable
-from integrations.mail_ingest.process import MailProcessor, Outcome
+from integrations.mail_ingest.process import MailProcessor, Tally
 
 log = logging.getLogger(__name__)
 TIMEOUT_SECONDS = 30.0
@@ -41,6 +42,28 @@ class ImapProblem(Exception):
 
 class ImapFatal(ImapProblem):
     """A problem a reconnect cannot fix (the mailbox cannot hold keywords, or is read-only)."""
+
+
+def mailbox_argument(name: str) -> str:
+    """`name` as an IMAP mailbox argument: modified UTF-7 (RFC 3501 5.1.3), as a quoted string."""
+    encoded: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            utf16 = "".join(pending).encode("utf-16-be")
+            encoded.append("&" + base64.b64encode(utf16).decode().rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in name:
+        if " " <= ch <= "~":
+            flush()
+            encoded.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    quoted = "".join(encoded).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}"'
 
 
 def _ok(response: aioimaplib.Response, what: str) -> aioimaplib.Response:
@@ -76,7 +99,7 @@ class ImapReader:
         self.config = config
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.uidvalidity: int | None = None
-        self.handled: list[Outcome] = []  # this process's outcomes (tests, the once summary)
+        self.handled = Tally()  # this process's outcomes (the summary; the last few for tests)
         self.reconnects = 0
         self.idling = asyncio.Event()  # set while an IDLE is under way (tests wait for it)
         self._lost = asyncio.Event()  # set when the current connection is lost
@@ -103,15 +126,15 @@ class ImapReader:
         return client
 
     async def select(self, client: aioimaplib.IMAP4) -> None:
-        response = _ok(await client.select(self.config.mailbox), f"SELECT {self.config.mailbox}")
+        response = _ok(await client.select(mailbox_argument(self.config.mailbox)), "SELECT")
         text = b"\n".join(bytes(line) for line in response.lines)
         if b"[READ-ONLY]" in text:
             raise ImapFatal(f"mailbox {self.config.mailbox} is read-only: processed mail could not be marked")
         flags = _PERMANENTFLAGS.search(text)
-        keyword = self.config.processed_keyword
         permitted = flags.group(1).split() if flags is not None else None
-        if permitted is not None and b"\\*" not in permitted and keyword.encode() not in permitted:
-            raise ImapFatal(f"mailbox {self.config.mailbox} does not keep the keyword {keyword}")
+        for keyword in (self.config.processed_keyword, self.config.ignored_keyword):
+            if permitted is not None and b"\\*" not in permitted and keyword.encode() not in permitted:
+                raise ImapFatal(f"mailbox {self.config.mailbox} does not keep the keyword {keyword}")
         found = _UIDVALIDITY.search(text)
         validity = int(found.group(1)) if found else None
         if self.uidvalidity is not None and validity != self.uidvalidity:
@@ -125,7 +148,10 @@ class ImapReader:
 
     async def unprocessed(self, client: aioimaplib.IMAP4) -> list[int]:
         response = _ok(
-            await client.uid_search("UNKEYWORD", self.config.processed_keyword, "UNDELETED", charset=None),
+            await client.uid_search(
+                "UNKEYWORD", self.config.processed_keyword, "UNKEYWORD", self.config.ignored_keyword,
+                "UNDELETED", charset=None,
+            ),
             "UID SEARCH",
         )
         uids: list[int] = []
@@ -152,6 +178,12 @@ class ImapReader:
             "UID STORE",
         )
 
+    async def mark_ignored(self, client: aioimaplib.IMAP4, uid: int) -> None:
+        """Not from an allowed sender: only the ignored keyword, so it is not looked at again and
+        stays unseen for the person whose mail it is."""
+        keyword = self.config.ignored_keyword
+        _ok(await client.uid("store", str(uid), f"+FLAGS.SILENT ({keyword})"), "UID STORE")
+
     async def read_new(self, client: aioimaplib.IMAP4) -> int:
         """Handle every unprocessed mail, oldest first; each is marked after its outcome committed."""
         count = 0
@@ -165,11 +197,19 @@ class ImapReader:
             except Exception as exc:
                 if is_unavailable(exc):
                     raise  # not marked: read again once the database is back
-                log.exception("mail-ingest: mail uid %d could not be handled; left unmarked for a retry", uid)
+                # The type only: the exception's text may quote the mail.
+                log.error(
+                    "mail-ingest: mail uid %d could not be handled (%s); left unmarked for a retry",
+                    uid, type(exc).__name__,
+                )
                 self._skipped.add(uid)
+                self.handled.unhandled += 1
                 continue
-            await self.mark(client, uid)
-            self.handled.append(outcome)
+            if outcome.kind == "ignored":
+                await self.mark_ignored(client, uid)
+            else:
+                await self.mark(client, uid)
+            self.handled.add(outcome)
             count += 1
         return count
 

@@ -1,12 +1,18 @@
 """An LMTP listener (aiosmtpd, RFC 2033) for a forwarding rule: the SPOC mailbox's server (or an
 MTA) delivers a copy of each border-alert report to it.
 
-The reply to DATA is the durable outcome: 250 only after the mail's event (or its kept item)
-committed; 451 (temporary: the sender keeps the mail and retries) when the database cannot be
-reached or anything else went wrong. A mail larger than max_message_bytes is refused by aiosmtpd
-with 552 (SIZE is advertised, so a well-behaved sender does not even try); the forwarding rule's
-original stays in the SPOC's mailbox. LMTP wants one reply per accepted recipient: each gets
-the same one, as the mail is handled once.
+The reply to DATA is the durable outcome, one reply per accepted recipient (RFC 2033 4.2: the
+client waits for as many): 250 only after the mail's event (or its kept item) committed, or when
+it is not from an allowed sender (not read, not kept; the original stays in the SPOC's mailbox);
+451 (temporary: the sender keeps the mail and retries) when the database cannot be reached or the
+kept item could not be written. The mail is handled once, and every recipient gets that reply.
+
+aiosmtpd's own DATA reading throws away a mail larger than its data size limit, or with a line
+longer than its stream limit, and answers one 552/500 whatever the number of recipients: a
+client then waits for the missing replies. So DATA is read here instead: the first
+max_message_bytes are kept (a longer mail is kept unread for a person, with a feed.unreadable
+alert, as over IMAP), the rest is read and dropped, lines of any length. No SIZE is advertised,
+so a sender never gives up on a large mail before DATA.
 
 Runs in the caller's event loop (the database engine's), on loopback only.
 """
@@ -20,45 +26,100 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 
 from casewatch.store.errors import is_unavailable
-from integrations.mail_ingest.process import MailProcessor, Outcome
+from integrations.mail_ingest.process import MailProcessor, Tally
 
 log = logging.getLogger(__name__)
 STORED = "250 2.0.0 OK: stored"
+KEPT = "250 2.0.0 OK: kept for a person"
+NOT_READ = "250 2.0.0 OK: not from an allowed sender, not read"
 UNAVAILABLE = "451 4.3.0 Database unavailable: try again later"
 FAILED = "451 4.3.0 Could not be processed: try again later"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-class _Lmtp(LMTP):
-    # RFC 5321 lines are at most 1000 octets, but generated reports break that; what is read is
-    # still bounded by the data size limit (max_message_bytes).
-    line_length_limit = 64 * 1024
+READ_CHUNK = 64 * 1024  # how much of a line is read at a time (lines may be longer)
 
 
 class BorderAlertHandler:
-    """aiosmtpd's handler: every recipient accepted (the listener is the forwarding rule's own)."""
+    """Handles each mail the listener received (every recipient is accepted: the listener is the
+    forwarding rule's own)."""
 
     def __init__(self, processor: MailProcessor) -> None:
         self.processor = processor
-        self.outcomes: list[Outcome] = []
+        self.outcomes = Tally()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        raw = envelope.original_content or envelope.content or b""
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "surrogateescape")
+    async def deliver(self, content: bytes, size: int) -> str:
+        """The reply for a mail of `size` bytes of which `content` (the first ones) was kept."""
         try:
-            outcome = await self.processor.handle(bytes(raw))
+            outcome = await self.processor.handle(content, size=size)
         except Exception as exc:
+            self.outcomes.unhandled += 1
             if is_unavailable(exc):
                 log.warning("mail-ingest: database unavailable; LMTP answered 451 (the sender retries)")
-                reply = UNAVAILABLE
-            else:
-                log.exception("mail-ingest: a mail could not be handled; LMTP answered 451")
-                reply = FAILED
-        else:
-            self.outcomes.append(outcome)
-            reply = STORED
-        return "\r\n".join([reply] * max(1, len(envelope.rcpt_tos)))
+                return UNAVAILABLE
+            # The type only: the exception's text may quote the mail.
+            log.error("mail-ingest: a mail could not be handled (%s); LMTP answered 451", type(exc).__name__)
+            return FAILED
+        self.outcomes.add(outcome)
+        return {"kept": KEPT, "ignored": NOT_READ}.get(outcome.kind, STORED)
+
+
+class _Lmtp(LMTP):
+    line_length_limit = READ_CHUNK  # the stream reader's limit; longer lines are read in pieces
+
+    def __init__(self, handler: BorderAlertHandler, max_message_bytes: int, **kwargs: Any) -> None:
+        # data_size_limit=None: no SIZE advertised and no refusal at MAIL FROM; smtp_DATA below
+        # bounds what it keeps by max_message_bytes itself.
+        super().__init__(handler, data_size_limit=None, **kwargs)
+        self.border_alerts = handler
+        self.max_message_bytes = max_message_bytes
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        read = await self._read_data()
+        if read is None:
+            return  # the connection was lost
+        content, size = read
+        self.envelope.original_content = self.envelope.content = content
+        reply = await self.border_alerts.deliver(content, size)
+        recipients = len(self.envelope.rcpt_tos)
+        self._set_post_data_state()  # type: ignore[no-untyped-call]  # aiosmtpd's, untyped
+        await self.push("\r\n".join([reply] * recipients))
+
+    async def _read_data(self) -> tuple[bytes, int] | None:
+        """(the first max_message_bytes of the mail, its whole size), dot-unstuffed (RFC 5321
+        4.5.2), up to the lone dot; None if the connection went away first."""
+        kept = bytearray()
+        size = 0
+        at_line_start = True
+        while self.transport is not None:
+            try:
+                piece = await self._reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:  # a line longer than READ_CHUNK: this much of it
+                piece = await self._reader.read(exc.consumed)
+            except asyncio.IncompleteReadError:
+                return None
+            if at_line_start:
+                if piece == b".\r\n":
+                    return bytes(kept), size
+                if piece.startswith(b"."):
+                    piece = piece[1:]
+            at_line_start = piece.endswith(b"\r\n")
+            size += len(piece)
+            room = self.max_message_bytes - len(kept)
+            if room > 0:
+                kept += piece[:room]
+        return None
 
 
 class LmtpListener:
@@ -82,7 +143,7 @@ class LmtpListener:
 
         def protocol() -> _Lmtp:
             return _Lmtp(
-                self.handler, data_size_limit=self.max_message_bytes, enable_SMTPUTF8=True,
+                self.handler, self.max_message_bytes, enable_SMTPUTF8=True,
                 hostname="casewatch", ident="casewatch mail-ingest", loop=loop,
             )
 

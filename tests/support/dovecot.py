@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from aioimaplib import aioimaplib
 
+from integrations.mail_ingest.imap import mailbox_argument
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "dovecot-temp"
 REQUIRE = os.environ.get("CASEWATCH_REQUIRE_DOVECOT") == "1"
@@ -83,15 +85,21 @@ async def imap_client(server: Dovecot, mailbox: str = "INBOX") -> AsyncIterator[
         await client.logout()
 
 
-async def append(server: Dovecot, raw: bytes) -> None:
+async def create_mailbox(server: Dovecot, mailbox: str) -> None:
     async with imap_client(server) as client:
-        response = await client.append(raw, mailbox="INBOX")
+        response = await client.create(mailbox_argument(mailbox))
         assert response.result == "OK", response
 
 
-async def mailbox_flags(server: Dovecot) -> dict[int, set[str]]:
-    """UID -> flags of every message in INBOX (so a test sees that nothing was deleted)."""
+async def append(server: Dovecot, raw: bytes, mailbox: str = "INBOX") -> None:
     async with imap_client(server) as client:
+        response = await client.append(raw, mailbox=mailbox_argument(mailbox))
+        assert response.result == "OK", response
+
+
+async def mailbox_flags(server: Dovecot, mailbox: str = "INBOX") -> dict[int, set[str]]:
+    """UID -> flags of every message in `mailbox` (so a test sees that nothing was deleted)."""
+    async with imap_client(server, mailbox_argument(mailbox)) as client:
         response = await client.fetch("1:*", "(UID FLAGS)")
     found: dict[int, set[str]] = {}
     for line in response.lines:
