@@ -226,7 +226,7 @@ class MailProcessor:
             "visor_ref": visor_ref,
             "data": {"port": report.port, "direction": report.direction, "checked_at": checked_at},
         }
-        envelopes, errors = parse_envelopes(envelope)
+        envelopes, errors = parse_envelopes(envelope, now=now, max_ahead_seconds=skew)
         if errors:
             fields = ", ".join(sorted({e.field or "(envelope)" for e in errors}))
             return await self._keep(
