@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,6 +281,8 @@ async def test_the_command_exits_1_when_reading_a_mail_failed(
     assert await asyncio.to_thread(command.run, argparse.Namespace(config=str(config), once=True)) == 0
     said = capsys.readouterr().err
     assert "1 kept for a person, 1 not from an allowed sender" in said
+    # aiosmtpd's and aioimaplib's INFO lines (addresses, IMAP exchanges) are not logged.
+    assert all(logging.getLogger(name).level == logging.WARNING for name in command.QUIET_LOGGERS)
     # A bug in the reader (forced here): kept with the fixed reason, and --once says so by exit 1.
     await append(dovecot, border_alert_mail(checked=CHECKED))
     original = command.MailProcessor
