@@ -238,3 +238,22 @@ async def _verify_demo_chain(path: Path) -> Verification:
         return await verify(make_sessionmaker(engine), Hasher())
     finally:
         await engine.dispose()
+
+
+async def test_the_demo_mail_is_never_checked_in_the_future(sqlite_url: str) -> None:
+    """Run before 06:30 local time, the demo's border-alert mail is yesterday's 06:30 check, not a
+    check in the future (which the mail feed would keep for a person instead of storing)."""
+    from datetime import UTC, datetime
+
+    from casewatch.clock import FixedClock
+    from casewatch.demo.runner import FeedLines, mail_feed
+    from casewatch.wiring import stop
+    from tests.support import make_service
+
+    service = await make_service(sqlite_url, FixedClock(datetime(2026, 11, 23, 5, 0, tzinfo=UTC)))
+    try:
+        feeds = FeedLines()
+        await mail_feed(service, 200, feeds)
+    finally:
+        await stop(service)
+    assert "through the LMTP listener: ingested" in feeds.lines[0], feeds.lines

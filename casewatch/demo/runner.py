@@ -27,7 +27,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -209,11 +209,13 @@ def prepare(options: DemoOptions) -> tuple[Settings, MailSink, DemoData]:
 
 async def mail_feed(service: wiring.Service, nominals: int, feeds: FeedLines) -> None:
     """A sample border-alert report through the real LMTP listener of `casewatch mail-ingest`.
-    Its time is fixed for the day, so a second run the same day is a duplicate."""
+    Its time is the last 06:30 (local), so a second run the same day is a duplicate."""
     visor_ref = f"VS-D{MAIL_NOMINAL:06d}"
     tz = ZoneInfo(service.settings.service.timezone)
-    today = service.ctx.clock.now().astimezone(tz).date()
-    checked_at = datetime(today.year, today.month, today.day, 6, 30, tzinfo=tz)
+    now = service.ctx.clock.now().astimezone(tz)
+    checked_at = now.replace(hour=6, minute=30, second=0, microsecond=0)
+    if checked_at > now:  # before 06:30: yesterday's (a check cannot be in the future)
+        checked_at = (now - timedelta(days=1)).replace(hour=6, minute=30, second=0, microsecond=0)
     outcome = await send_sample_border_alert(service.sessions, service.ctx, visor_ref, checked_at=checked_at)
     known = "" if MAIL_NOMINAL <= nominals else " (not a demo nominal with --nominals this low)"
     feeds.lines.append(
