@@ -31,10 +31,9 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from bench import harness
+from bench.feeds.common import add_nominals, bench_settings
 from casewatch.clock import SystemClock
-from casewatch.config import Settings, load_config
-from casewatch.ingest.pipeline import ingest
-from casewatch.ingest.schema import parse_envelopes
+from casewatch.config import Settings
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import upgrade
 from casewatch.wiring import Service, create_service, stop
@@ -49,39 +48,13 @@ NOMINALS = 100
 
 
 def _settings(url: str, **inbound_mail: Any) -> Settings:
-    team = {
-        "id": "north", "name": "North MOSOVO (bench)", "channel": "C0BENCH",
-        "spoc_email": "spoc@force.example", "supervisor_emails": ["sgt@force.example"],
-    }
-    officer = {
-        "id": "PC0001", "name": "PC Benchmark", "email": "pc0001@force.example",
-        "slack_user_id": "U0BENCH", "team": "north", "roles": ["officer"],
-    }
-    return load_config("/dev/null", environ={}, overrides={
-        "database": {"url": url}, "slack": {"mode": "off"}, "teams": [team], "officers": [officer],
-        "inbound_mail": {"allowed_senders": [SAMPLE_SENDER], "team": "north", **inbound_mail},
-    })
+    return bench_settings(
+        url, inbound_mail={"allowed_senders": [SAMPLE_SENDER], "team": "north", **inbound_mail}
+    )
 
 
 async def _nominals(service: Service) -> None:
-    at = datetime.now(UTC) - timedelta(days=30)
-    raw = [
-        {
-            "id": f"bench-mail-nominal-{n}", "type": "nominal.upsert",
-            "occurred_at": at.isoformat().replace("+00:00", "Z"), "visor_ref": f"VS-M{n:06d}",
-            "data": {
-                "surname": "Testperson", "forenames": "Bench", "date_of_birth": "1980-01-01",
-                "category": "1", "mappa_level": 1, "registered": True, "risk_level": "medium",
-                "lead_agency": "police", "team": "north", "offender_manager": "PC0001", "area": "N01",
-                "on_licence": False, "no_fixed_abode": False, "last_notification_on": "2026-01-01",
-                "markers": [],
-            },
-        }
-        for n in range(NOMINALS)
-    ]
-    envelopes, errors = parse_envelopes(raw)
-    assert not errors, errors
-    await ingest(service.sessions, envelopes, service.ctx, source="bench")
+    await add_nominals(service, [f"VS-M{n:06d}" for n in range(NOMINALS)])
 
 
 _RUNS = ("lmtp", "imap", "baseline")

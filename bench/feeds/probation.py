@@ -29,12 +29,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench import harness
+from bench.feeds.common import add_nominals, bench_settings
 from bench.measure import closed_loop, ratio
 from casewatch.api import auth
 from casewatch.clock import SystemClock
-from casewatch.config import Settings, load_config
-from casewatch.ingest.pipeline import ingest
-from casewatch.ingest.schema import parse_envelopes
+from casewatch.config import Settings
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import upgrade
 from casewatch.wiring import Service, create_service, start_http, stop
@@ -48,19 +47,9 @@ Call = Callable[[int], Awaitable[bool]]
 
 
 def _settings(url: str) -> Settings:
-    team = {
-        "id": "north", "name": "North MOSOVO (bench)", "channel": "C0BENCH",
-        "spoc_email": "spoc@force.example", "supervisor_emails": ["sgt@force.example"],
-    }
-    officer = {
-        "id": "PC0001", "name": "PC Benchmark", "email": "pc0001@force.example",
-        "slack_user_id": "U0BENCH", "team": "north", "roles": ["officer"],
-    }
-    return load_config("/dev/null", environ={}, overrides={
-        "database": {"url": url}, "ingest": {"secret": SECRET}, "slack": {"mode": "off"},
-        "http": {"host": "127.0.0.1", "port": 0}, "probation": {"enabled": True},
-        "teams": [team], "officers": [officer],
-    })
+    return bench_settings(
+        url, ingest={"secret": SECRET}, http={"host": "127.0.0.1", "port": 0}, probation={"enabled": True}
+    )
 
 
 def crn_of(n: int) -> str:
@@ -68,24 +57,8 @@ def crn_of(n: int) -> str:
 
 
 async def _nominals(service: Service, count: int, prefix: str = "B") -> None:
-    at = datetime.now(UTC) - timedelta(days=30)
-    raw = [
-        {
-            "id": f"bench-probation-nominal-{prefix}{n}", "type": "nominal.upsert",
-            "occurred_at": at.isoformat().replace("+00:00", "Z"), "visor_ref": f"VS-{prefix}{n:06d}",
-            "data": {
-                "surname": "Testperson", "forenames": "Bench", "date_of_birth": "1980-01-01",
-                "category": "1", "mappa_level": 1, "registered": True, "risk_level": "medium",
-                "lead_agency": "police", "team": "north", "offender_manager": "PC0001", "area": "N01",
-                "on_licence": False, "no_fixed_abode": False, "last_notification_on": "2026-01-01",
-                "markers": [], **({"crn": crn_of(n)} if prefix == "B" else {}),
-            },
-        }
-        for n in range(count)
-    ]
-    envelopes, errors = parse_envelopes(raw)
-    assert not errors, errors
-    await ingest(service.sessions, envelopes, service.ctx, source="bench")
+    refs = [f"VS-{prefix}{n:06d}" for n in range(count)]
+    await add_nominals(service, refs, [crn_of(n) if prefix == "B" else None for n in range(count)])
 
 
 def _event_bodies(kind: str, total: int, start: int) -> list[bytes]:
