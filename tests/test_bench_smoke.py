@@ -13,6 +13,8 @@ from bench import loadgen
 from bench.audit import WRITERS, bench_audit, table_rows, warmup_count
 from bench.cases import FLOOR_AUDIT, flags_body, least_work_app, serve, slack_signed
 from bench.dataset import Sizes, generate, make_settings, visor_ref
+from bench.feeds.__main__ import FeedOptions
+from bench.feeds.__main__ import run_all as run_feeds
 from bench.harness import Options, run_all, table
 from bench.multi import bench_multi
 from casewatch.store.engine import make_engine
@@ -104,3 +106,17 @@ async def test_two_serve_processes_on_one_port_deliver_once_and_scan_once(pg_url
     checks = r["checks"]
     assert checks["ok"], checks
     assert checks["alerts"] >= 20 and checks["digest_teams"] == sizes.teams
+
+
+async def test_the_feed_benches_run_at_a_tiny_size(tmp_path: Path) -> None:
+    """Issue 18: each feed's bench runs its real adapter and its least-work baseline, on SQLite."""
+    options = FeedOptions(databases=["sqlite"], quick=True, work_dir=tmp_path, rows=30)
+    results = await run_feeds(options, ["snapshot", "mail", "probation"])
+    snap = results["snapshot"]["sqlite"]
+    assert snap["first"]["new"] == 30 and snap["rerun"]["events"] == 0
+    assert snap["first"]["baseline_rows_per_s"] > 0
+    mail = results["mail"]["sqlite"]
+    assert mail["lmtp"]["ingested"] == mail["lmtp"]["mails"] > 0 and mail["baseline"]["per_s"] > 0
+    probation = results["probation"]["sqlite"]
+    for senders in ("senders_1", "senders_8"):
+        assert all(probation[senders][case]["errors"] == 0 for case in ("mapped", "ignored", "baseline"))
