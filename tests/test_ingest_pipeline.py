@@ -252,6 +252,26 @@ async def test_upsert_level_change_recorded_first_upsert_is_not_a_change(
     assert await count(sessions, LevelChange) == 1
 
 
+async def test_an_upsert_restating_the_level_does_not_hide_an_earlier_change_that_arrives_later(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, seen: list[Applied]
+) -> None:
+    """Issue 18 review: an extract that does not carry levels restates the stored one at 02:00;
+    a probation level change made at 01:00 arrives after it (delayed in its queue). The restatement
+    is not a change, so the change is newer than the last change and is applied, with its alert."""
+    await run(sessions, ctx, envelope("nominal.upsert", nominal_data(mappa_level=1), visor_ref=REF,
+                                      occurred_at=at(0)))
+    await run(sessions, ctx, envelope("nominal.upsert", nominal_data(mappa_level=1, area="N02"),
+                                      visor_ref=REF, occurred_at=at(2)))
+    assert (await nominal(sessions)).level_as_of == at(0)
+    await run(sessions, ctx, envelope(
+        "mappa.level_changed", {"from_level": 1, "to_level": 2, "rationale": "registration 222"},
+        visor_ref=REF, occurred_at=at(1),
+    ))
+    state = await nominal(sessions)
+    assert (state.mappa_level, state.level_as_of) == (2, at(1))
+    assert seen[-1].level_change is not None and not seen[-1].stale
+
+
 async def test_markers_are_replaced_by_a_newer_upsert(
     sessions: async_sessionmaker[AsyncSession], ctx: Context
 ) -> None:

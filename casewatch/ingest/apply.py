@@ -325,15 +325,18 @@ async def _nominal_upsert(a: _Apply, data: NominalUpsert) -> Applied:
     nominal.updated_at = now
     change: LevelChange | None = None
     new_level = data.mappa_level
+    # level_as_of is the time of the newest level CHANGE: an upsert that restates the level it
+    # already has (an extract that does not carry levels restates the stored one) does not move
+    # it, or a real change that happened before the restatement but arrived after it (a probation
+    # registration delayed in its queue) would be taken for stale and lost.
     level_is_newer = nominal.level_as_of is None or a.at >= nominal.level_as_of
-    if level_is_newer:
-        if new_level != nominal.mappa_level:
-            change = LevelChange(
-                visor_ref=a.ref, from_level=nominal.mappa_level, to_level=new_level, rationale="",
-                changed_at=a.at, recorded_at=now, recorded_by=a.source[:64], event_id=a.envelope.id,
-            )
-            a.session.add(change)
-            nominal.mappa_level = new_level
+    if level_is_newer and new_level != nominal.mappa_level:
+        change = LevelChange(
+            visor_ref=a.ref, from_level=nominal.mappa_level, to_level=new_level, rationale="",
+            changed_at=a.at, recorded_at=now, recorded_by=a.source[:64], event_id=a.envelope.id,
+        )
+        a.session.add(change)
+        nominal.mappa_level = new_level
         nominal.level_as_of = a.at
     await _replace_markers(a, data)
     await _replace_aliases(a, data)
