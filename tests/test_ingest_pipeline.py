@@ -695,3 +695,30 @@ async def test_retries_are_bounded_and_other_errors_are_not_retried(pg_url: str)
     finally:
         await engine.dispose()
 
+
+
+async def test_the_same_border_check_reported_twice_is_one_check_with_one_set_of_alerts(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context
+) -> None:
+    """Issue 18 review: the Border Force email and the events API (or two emails spelling the port
+    differently) report one passport check under different event ids. Same nominal, direction and
+    time within SAME_CHECK_WITHIN: one check, one set of alerts; both events are kept as received.
+    A check the other way, or hours later, is another check."""
+    await run(sessions, ctx, envelope("nominal.upsert", nominal_data(registered=True), visor_ref=REF,
+                                      occurred_at=at(-100)))
+    check = {"port": "Dover", "direction": "inbound", "checked_at": "2026-11-20T09:30:27Z"}
+    first = await run(sessions, ctx, envelope("travel.border_alert", check, visor_ref=REF, id="api-check"))
+    again = await run(sessions, ctx,
+        envelope("travel.border_alert", {**check, "port": "Dover Eastern Docks",
+                                         "checked_at": "2026-11-20T09:30:00Z"}, visor_ref=REF, id="mail-1"),
+        envelope("travel.border_alert", {**check, "checked_at": "2026-11-20T09:31:00Z"}, visor_ref=REF,
+                 id="mail-2"),
+    )
+    assert first.alerts and (again.accepted, again.alerts) == (2, [])
+    assert await count(sessions, BorderCheck) == 1 and await count(sessions, Event) == 4
+    other_way = await run(sessions, ctx, envelope(
+        "travel.border_alert", {**check, "direction": "outbound"}, visor_ref=REF, id="out"))
+    later = await run(sessions, ctx, envelope(
+        "travel.border_alert", {**check, "checked_at": "2026-11-20T12:00:00Z"}, visor_ref=REF, id="later"))
+    assert (other_way.accepted, later.accepted) == (1, 1)
+    assert await count(sessions, BorderCheck) == 3

@@ -521,12 +521,36 @@ async def _travel_cancelled(a: _Apply, data: TravelCancelled) -> Applied:
     return a.done()
 
 
+# The same passport check reported twice (the Border Force email and a ViSOR export, or two emails
+# spelling the port differently) has the same nominal, direction and time; nobody crosses the
+# border the same way twice within this span (they would have to cross back in between).
+SAME_CHECK_WITHIN = timedelta(minutes=10)
+
+
 async def _border_alert(a: _Apply, data: BorderAlert) -> Applied:
+    if await _same_check_held(a, data):
+        return a.done(stale=True)  # stored as an event; no second check, no second set of alerts
     a.batch.record(
         BorderCheck, visor_ref=a.ref, port=data.port, direction=data.direction,
         checked_at=data.checked_at, event_id=a.envelope.id,
     )
     return a.done()
+
+
+async def _same_check_held(a: _Apply, data: BorderAlert) -> bool:
+    earliest, latest = data.checked_at - SAME_CHECK_WITHIN, data.checked_at + SAME_CHECK_WITHIN
+    for pending in a.batch.records.get(BorderCheck, []):  # earlier in this transaction
+        if pending["visor_ref"] == a.ref and pending["direction"] == data.direction and (
+            earliest <= pending["checked_at"] <= latest
+        ):
+            return True
+    found = await a.session.execute(
+        select(BorderCheck.id).where(
+            BorderCheck.visor_ref == a.ref, BorderCheck.direction == data.direction,
+            BorderCheck.checked_at.between(earliest, latest),
+        ).limit(1)
+    )
+    return found.first() is not None
 
 
 async def _visit_recorded(a: _Apply, data: VisitRecorded) -> Applied:
