@@ -12,10 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 
+from casewatch.model.events import LevelChanged, NominalUpsert
 from casewatch.store.models import Event, InboundItem, LevelChange, Nominal
 from integrations.snapshot import command, importer
+from integrations.snapshot.fields import FIELDS, MULTILINE, RATIONALE, Kind
 from tests.test_snapshot_import import (
     HEADER,
     MAPPING,
@@ -103,6 +106,123 @@ def test_a_stray_quote_closed_by_a_later_quoted_cell_is_resynced(
     assert "lines 3-6: not CSV: ',' expected after '\"' (a stray quote?)" in err
     assert "6 row(s): 5 new, 0 changed, 0 unchanged, 1 bad" in out
     assert nominal(sqlite_url, "VS-T000005").forenames == "Number 5, Junior"
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_a_stray_quote_closed_by_a_quote_before_a_delimiter_in_the_next_row_merges_no_rows(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], newline: bytes
+) -> None:
+    # The second review's s2.csv: line 2's rationale `"Oops` opens a quote that line 3's
+    # `Described as 5'10"` closes; the record across lines 2-3 happened to have 24 cells, so
+    # VS-T000001 took VS-T000002's risk, agency, manager, area, licence and release date.
+    config = config_for(tmp_path, db_url)
+    second = {
+        "Risk": "High", "Lead Agency": "Probation", "Offender Manager": "PC0002", "Area": "N02",
+        "On Licence": "Y", "Release Date": "01/09/2025", "Licence Expiry": "01/09/2027",
+    }
+    rows = [person(1, **{"MAPPA Level": "L1"}), person(2, **second), person(3, Team="STH", Area="S01")]
+    extract = write_extract(tmp_path / "extract.csv", rows)
+    assert snapshot(config, extract) == 0
+    capsys.readouterr()
+    events = count(db_url, Event)
+    rows[0]["Level Change Rationale"] = "STRAY"
+    rows[1]["Level Change Rationale"] = "INCHES"
+    write_extract(extract, rows)
+    data = extract.read_bytes().replace(b"STRAY", b'"Oops').replace(b"INCHES", b"Described as 5'10\"")
+    extract.write_bytes(data.replace(b"\r\n", newline))
+    assert snapshot(config, extract, at=NIGHT[1]) == 1
+    out, err = capsys.readouterr()
+    assert (
+        "lines 2-3: line 3 is a whole row by itself (a stray quote?); the lines after line 2 are read "
+        "again as rows"
+    ) in err
+    assert "3 row(s): 0 new, 0 changed, 2 unchanged, 1 bad" in out
+    assert "missing-nominal check skipped: 1 line(s) could not be read as rows" in out
+    assert count(db_url, Event) == events
+    for kind in ("risk.changed", "area.moved_out", "area.moved_in", "feed.nominal_missing"):
+        assert alerts(db_url, kind) == [], kind
+    one, two = nominal(db_url, "VS-T000001"), nominal(db_url, "VS-T000002")
+    assert (one.risk_level, one.lead_agency, one.offender_manager, one.area, one.on_licence) == (
+        "medium", "police", "PC0001", "N01", False
+    )
+    assert (two.risk_level, two.area, two.release_date.isoformat()) == ("high", "N02", "2025-09-01")
+    [(content,)] = query(db_url, select(InboundItem.content))
+    kept = content.splitlines()
+    assert len(kept) == 2 and kept[1].startswith(b'VS-T000001,') and b"Oops" in kept[1]
+
+
+def test_a_line_break_in_a_column_that_cannot_hold_one_is_read_again_as_a_stray_quote(
+    sqlite_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Line 3's `VS-T000002"` closes line 2's stray quote, and line 3 alone is no whole row (it lacks
+    # a cell): the record across lines 2-3 has 24 cells, a line break in its surname.
+    rows = [person(1), person(2, Forenames="INCHES"), person(3)]
+    config = config_for(tmp_path, sqlite_url)
+    extract = write_extract(tmp_path / "extract.csv", rows)
+    assert snapshot(config, extract) == 0
+    capsys.readouterr()
+    data = extract.read_bytes()
+    data = data.replace(b",Testperson,Number 1,", b',"Testperson,Number 1,', 1)
+    data = data.replace(b"VS-T000002,Testperson,INCHES,", b'VS-T000002",Testperson,')
+    extract.write_bytes(data)
+    assert snapshot(config, extract, at=NIGHT[1]) == 1
+    out, err = capsys.readouterr()
+    assert (
+        'lines 2-3: a line break in column "Surname", which cannot hold one (a stray quote?); the lines '
+        "after line 2 are read again as rows"
+    ) in err
+    assert "line 3: has 23 cells, the header has 24" in err
+    assert "3 row(s): 0 new, 0 changed, 1 unchanged, 2 bad" in out
+    assert "missing-nominal check skipped" in out
+    assert alerts(sqlite_url, "feed.nominal_missing") == []
+    assert nominal(sqlite_url, "VS-T000001").forenames == "Number 1"
+
+
+def test_a_plausible_row_across_lines_and_a_quoted_delimiter_are_read_as_one_row(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A rationale across lines (a field that may hold a line break), an unmapped notes column across
+    # lines, and a quoted cell holding the delimiter on one line.
+    header = [*HEADER, "Notes"]
+    config = config_for(tmp_path, db_url)
+    extract = write_extract(tmp_path / "extract.csv", [person(1), person(2)], header=header)
+    assert snapshot(config, extract) == 0
+    capsys.readouterr()
+    rationale = "Raised at the MAPP meeting.\nSee the minutes (fictional)."
+    write_extract(extract, [
+        person(1, **{"MAPPA Level": "L3", "Level Change Rationale": rationale, "Notes": "a\nb\nc"}),
+        person(2, Forenames="Number 2, Junior"),
+    ], header=header)
+    assert b'"Number 2, Junior"' in extract.read_bytes()
+    assert snapshot(config, extract, at=NIGHT[1]) == 0
+    out, err = capsys.readouterr()
+    assert "2 row(s): 0 new, 2 changed, 0 unchanged, 0 bad" in out, err
+    assert "missing from the full extract: 0 nominal(s)" in out
+    assert query(db_url, select(LevelChange.from_level, LevelChange.to_level, LevelChange.rationale)) == [
+        (2, 3, rationale)
+    ]
+    assert nominal(db_url, "VS-T000002").forenames == "Number 2, Junior"
+
+
+def test_the_fields_that_may_hold_a_line_break_are_those_the_events_validation_lets_hold_one() -> None:
+    base = {
+        "surname": "Testperson", "forenames": "Alpha", "date_of_birth": "1970-02-01", "category": "1",
+        "mappa_level": 2, "registered": True, "risk_level": "low", "lead_agency": "police",
+        "team": "north", "offender_manager": "PC0001", "area": "N01", "on_licence": False,
+        "no_fixed_abode": False, "last_notification_on": None, "markers": [],
+    }
+    NominalUpsert.model_validate(base)
+    accepting: set[str] = set()
+    for name, kind in FIELDS.items():
+        if kind not in (Kind.TEXT, Kind.LIST):
+            continue  # dates, codes, numbers, markers: never text with a line break
+        try:
+            NominalUpsert.model_validate({**base, name: ["a\nb"] if kind is Kind.LIST else "a\nb"})
+        except ValidationError:
+            continue
+        accepting.add(name)
+    LevelChanged.model_validate({"from_level": 1, "to_level": 2, "rationale": "a\nb"})
+    assert accepting | {RATIONALE} == MULTILINE
 
 
 def test_a_stray_quote_before_long_lines_stops_at_the_record_size_not_the_csv_field_limit(

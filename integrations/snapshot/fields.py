@@ -85,3 +85,9 @@ NO_LEVEL = "none"
 VISOR_REF = "visor_ref"
 RATIONALE = "mappa_rationale"  # the reason for a level change (mappa.level_changed rationale)
 SPECIAL = (VISOR_REF, RATIONALE)
+
+# The columns whose cells may hold a line break (a quoted cell across lines): those whose events
+# field is free text that accepts "\n" (casewatch.model.events: Address, Description, Condition,
+# Zone, Rationale). A line break in any other mapped column is refused by the events validation, so
+# a row across lines that puts one there is most likely a stray quote (integrations.snapshot.reader).
+MULTILINE = frozenset({"home_address", "description", "licence_conditions", "exclusion_zones", RATIONALE})

@@ -3,14 +3,17 @@ as they are in the file (so a bad row can be kept as received).
 
 The file is read in binary, line by line, and hashed on the way (the kept bad rows are named by
 the file's sha256). A record (a row) is one physical line, or a few when a quoted cell holds line
-breaks: at most MAX_RECORD_LINES lines and MAX_RECORD_BYTES bytes. A record that goes past either,
-or spans lines and still cannot be split into the header's number of cells, is most likely a stray
-quote (`"Test` with no closing quote) swallowing the rows after it: it is reported as bad with the
-lines it covered, and reading starts again at the line after its first line, so the rows it
-swallowed are read as rows. A single line longer than MAX_RECORD_BYTES is skipped to its end (its
-row is bad). A record's cells are then at most MAX_RECORD_BYTES characters, below the csv module's
-field limit (131,072), so that limit never fires; a cell longer than MAX_CELL characters makes its
-row bad (convert). Text that does not decode in the mapping's encoding is kept as surrogate
+breaks: at most MAX_RECORD_LINES lines and MAX_RECORD_BYTES bytes. A record across lines is most
+likely a stray quote (`"Test` whose quote no cell closes, or one a later `5'10"` closes) swallowing
+the rows after it, and is taken only when it is plausible: within those limits, split into the
+header's number of cells, its line breaks only in unmapped columns or those whose field may hold
+one (fields.MULTILINE), and none of its lines after the first a whole row by itself (the header's
+number of cells and a well-formed ViSOR reference: a row it swallowed). Otherwise it is reported as
+bad with the lines it covered, and reading starts again at the line after its first line, so the
+rows it swallowed are read as rows. A single line longer than MAX_RECORD_BYTES is skipped to its
+end (its row is bad). A record's cells are then at most MAX_RECORD_BYTES characters, below the csv
+module's field limit (131,072), so that limit never fires; a cell longer than MAX_CELL characters
+makes its row bad (convert). Text that does not decode in the mapping's encoding is kept as surrogate
 escapes and reported by column.
 """
 
@@ -18,17 +21,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from casewatch.model.events import VISOR_REF_PATTERN
+from integrations.snapshot.fields import MULTILINE, VISOR_REF
 from integrations.snapshot.mapping import Mapping
 
 MAX_RECORD_BYTES = 128 * 1024  # a row's bytes (all its lines); <= csv.field_size_limit()'s default
 MAX_RECORD_LINES = 10  # physical lines one row may span (quoted cells holding line breaks)
 MAX_CELL = 32 * 1024  # characters; the longest field (licence conditions) is 50 x 500
 BOM = "\ufeff"
+_VISOR_REF = re.compile(VISOR_REF_PATTERN)
 
 
 class ExtractError(Exception):
@@ -132,6 +139,8 @@ class Extract:
         self.header_raw = b""
         self.positions: dict[str, int] = {}  # mapped column header -> its index
         self.width = 0
+        self._ref_index = 0
+        self._single_line: dict[int, str] = {}  # index -> header of a mapped column without line breaks
         self._read_header()
 
     @property
@@ -174,6 +183,11 @@ class Extract:
                 )
             raise ExtractError("; ".join(problems))
         self.width = len(names)
+        self._ref_index = self.positions[self.mapping.columns[VISOR_REF]]
+        self._single_line = {
+            self.positions[column]: column
+            for name, column in self.mapping.columns.items() if name not in MULTILINE
+        }
 
     def rows(self) -> Iterator[Row]:
         while True:
@@ -190,9 +204,8 @@ class Extract:
                 problem = f"not CSV: {_csv_problem(exc)}"
             lines = self._lines.take()
             last = first + len(lines) - 1
-            if len(lines) > 1 and (problem is not None or len(cells) != self.width):
+            if len(lines) > 1 and (problem := problem or self._implausible(cells, lines, first)):
                 # Most likely a stray quote: this record swallowed the lines after its first.
-                problem = problem or f"has {len(cells)} cells, the header has {self.width}"
                 self._lines.resync(lines, first)
                 yield Row(first, {}, lines[0].raw, problem=(
                     f"{problem} (a stray quote?); the lines after line {first} are read again as rows"
@@ -214,6 +227,32 @@ class Extract:
                 first, {column: cells[i].strip(" ") for column, i in self.positions.items()}, raw,
                 last_line=last,
             )
+
+    def _implausible(self, cells: list[str], lines: list[_Line], first: int) -> str | None:
+        """Why a record across lines is not taken as one row (a stray quote?), or None."""
+        if len(cells) != self.width:
+            return f"has {len(cells)} cells, the header has {self.width}"
+        for offset, line in enumerate(lines[1:], start=1):
+            if self._whole_row(line):
+                return f"line {first + offset} is a whole row by itself"
+        for index, column in self._single_line.items():
+            if "\n" in cells[index] or "\r" in cells[index]:
+                return f'a line break in column "{column}", which cannot hold one'
+        return None
+
+    def _whole_row(self, line: _Line) -> bool:
+        """The line alone splits into the header's number of cells with a ViSOR reference in its
+        place: a row a stray quote swallowed, not the rest of a quoted cell."""
+        if line.oversized:
+            return False
+        text = line.raw.decode(self.mapping.encoding, errors="surrogateescape")
+        try:
+            cells = next(csv.reader([text], delimiter=self.mapping.delimiter, strict=True), [])
+        except csv.Error:
+            return False
+        if len(cells) != self.width:
+            return False
+        return _VISOR_REF.fullmatch(cells[self._ref_index].strip(" ")) is not None
 
 
 def _csv_problem(exc: csv.Error) -> str:
