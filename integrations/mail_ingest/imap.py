@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 import re
 import ssl
+from dataclasses import dataclass
 
 from aioimaplib import aioimaplib
 
@@ -32,8 +34,62 @@ MAX_IDLE_SECONDS = 29 * 60.0
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _PERMANENTFLAGS = re.compile(rb"\[PERMANENTFLAGS \(([^)]*)\)\]")
-_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
-_UID = re.compile(rb"UID (\d+)")
+_FETCH_START = re.compile(rb"\d+ FETCH \(")
+_LITERAL = b"\x00"  # stands for a literal's place in a FETCH response's text (no server sends NUL)
+_SIZE = re.compile(rb"[( ]RFC822\.SIZE (\d+)[ )]")
+_UID = re.compile(rb"[( ]UID (\d+)[ )]")
+# The body: a literal ({n} then its place), a quoted string or NIL (RFC 3501 7.4.2, 9: nstring).
+_BODY = re.compile(rb'[( ]BODY\[\](?:<\d+>)? (?:\{\d+\}\x00|"((?:[^"\\]|\\.)*)"|NIL)', re.IGNORECASE)
+_QUOTED_ESCAPE = re.compile(rb'\\(["\\])')
+EMPTY_REASON = "empty message"
+
+
+@dataclass(frozen=True)
+class Fetched:
+    content: bytes  # the mail's first max_message_bytes bytes (b"": an empty message)
+    size: int  # its whole size, as the server says (RFC822.SIZE)
+
+
+def parse_fetch(lines: list[bytes], uid: int, limit: int) -> Fetched | None:
+    """The FETCH response for `uid` among aioimaplib's response lines (text lines as bytes, literals
+    as bytearray, the tagged status last): its body and RFC822.SIZE wherever they come in it (a
+    server may put them in any order, before or after the literal). None: no FETCH for `uid` (the
+    mail is gone), or one without its body. A response without RFC822.SIZE whose body fills
+    `limit` counts as larger than `limit` (it may have been cut)."""
+    for text, literals in _fetch_responses(lines[:-1]):
+        uid_found = _UID.search(text)
+        body = _BODY.search(text)
+        if uid_found is None or int(uid_found.group(1)) != uid or body is None:
+            continue
+        if body.group(0).endswith(_LITERAL):
+            content = literals[text[: body.end()].count(_LITERAL) - 1]
+        elif body.group(1) is not None:
+            content = _QUOTED_ESCAPE.sub(rb"\1", body.group(1))
+        else:
+            content = b""  # NIL
+        size_found = _SIZE.search(text)
+        if size_found is not None:
+            size = int(size_found.group(1))
+        else:
+            size = len(content) + 1 if len(content) >= limit else len(content)
+        return Fetched(content, max(size, len(content)))
+    return None
+
+
+def _fetch_responses(lines: list[bytes]) -> list[tuple[bytes, list[bytes]]]:
+    """Each FETCH response: its text (a literal's place marked by _LITERAL) and its literals."""
+    responses: list[tuple[bytes, list[bytes]]] = []
+    for line in lines:
+        if isinstance(line, bytearray):
+            if responses:
+                text, literals = responses[-1]
+                responses[-1] = (text + _LITERAL, [*literals, bytes(line)])
+        elif _FETCH_START.match(line):
+            responses.append((bytes(line), []))
+        elif responses:
+            text, literals = responses[-1]
+            responses[-1] = (text + bytes(line), literals)
+    return responses
 
 
 class ImapProblem(Exception):
@@ -159,18 +215,18 @@ class ImapReader:
             uids.extend(int(word) for word in bytes(line).split() if word.isdigit())
         return sorted(set(uids) - self._skipped)
 
-    async def fetch(self, client: aioimaplib.IMAP4, uid: int) -> tuple[bytes, int] | None:
+    async def fetch(self, client: aioimaplib.IMAP4, uid: int) -> Fetched | None:
         """The mail's first max_message_bytes bytes and its whole size; None if it is gone."""
         limit = self.config.max_message_bytes
         response = _ok(
             await client.uid("fetch", str(uid), f"(RFC822.SIZE BODY.PEEK[]<0.{limit}>)"), "UID FETCH"
         )
-        header = next((bytes(line) for line in response.lines if isinstance(line, bytes)), b"")
-        literal = next((bytes(line) for line in response.lines if isinstance(line, bytearray)), None)
-        uid_found, size_found = _UID.search(header), _SIZE.search(header)
-        if literal is None or uid_found is None or int(uid_found.group(1)) != uid:
-            return None
-        return literal, int(size_found.group(1)) if size_found else len(literal)
+        return parse_fetch(list(response.lines), uid, limit)
+
+    def empty_id(self, uid: int) -> str:
+        """The kept item's id for the empty message `uid` (the same message: the same id)."""
+        mailbox = hashlib.sha256(self.config.mailbox.encode()).hexdigest()[:12]
+        return f"empty-imap-{mailbox}-{self.uidvalidity}-{uid}"
 
     async def mark(self, client: aioimaplib.IMAP4, uid: int) -> None:
         _ok(
@@ -191,9 +247,11 @@ class ImapReader:
             fetched = await self.fetch(client, uid)
             if fetched is None:
                 continue
-            raw, size = fetched
             try:
-                outcome = await self.processor.handle(raw, size=size)
+                if fetched.content:
+                    outcome = await self.processor.handle(fetched.content, size=fetched.size)
+                else:  # nothing to read, or to check the sender of: kept (marked, not fetched again)
+                    outcome = await self.processor.keep_as_is(b"", self.empty_id(uid), EMPTY_REASON)
             except Exception as exc:
                 if is_unavailable(exc):
                     raise  # not marked: read again once the database is back

@@ -198,6 +198,10 @@ class MailProcessor:
             log.error("mail-ingest: reading a mail failed (%s); kept for a person", type(exc).__name__)
             return await self._keep(raw, kept_id_for(raw, mail), FAILED_REASON, failed=True)
 
+    async def keep_as_is(self, raw: bytes, external_id: str, reason: str) -> Outcome:
+        """Keep `raw` for a person, unread, for a reason the caller found (an empty message)."""
+        return await self._keep(raw, external_id, reason)
+
     async def _read(self, raw: bytes, mail: Mail) -> Outcome:
         report = extract(mail, self.template)
         kept_id = kept_id_for(raw, mail)
