@@ -31,7 +31,8 @@ BIG = _report(1) + b"x" * 5000
 # What the server answers to UID FETCH, per UID ({tag} is not part of it: the OK follows).
 ANSWERS: dict[int, Callable[[int], bytes]] = {
     # Oversize, RFC822.SIZE after the literal: the first LIMIT bytes, the whole size after them.
-    1: lambda uid: b"* 1 FETCH (UID 1 BODY[]<0> {%d}\r\n%s RFC822.SIZE %d)\r\n" % (LIMIT, BIG[:LIMIT], len(BIG)),
+    1: lambda uid: b"* 1 FETCH (UID 1 BODY[]<0> {%d}\r\n%s RFC822.SIZE %d)\r\n"
+    % (LIMIT, BIG[:LIMIT], len(BIG)),
     2: lambda uid: b'* 2 FETCH (UID 2 RFC822.SIZE 0 BODY[]<0> "")\r\n',
     3: lambda uid: b"* 3 FETCH (BODY[]<0> NIL UID 3 RFC822.SIZE 0)\r\n",
     # UID and size after the literal.
@@ -133,8 +134,9 @@ def test_parse_fetch_reads_the_size_wherever_it_is() -> None:
     assert parse_fetch([b"1 FETCH (UID 4 RFC822.SIZE 99 BODY[]<0> {10}", body, b")", b"done"], 3, 10) is None
     assert parse_fetch([b"1 FETCH (UID 3 FLAGS (\\Seen))", b"done"], 3, 10) is None
     # No RFC822.SIZE: a body that fills the limit may have been cut, so it counts as larger.
-    assert parse_fetch([b"1 FETCH (UID 3 BODY[]<0> {10}", body, b")", b"done"], 3, 10) == Fetched(b"x" * 10, 11)
-    assert parse_fetch([b"1 FETCH (UID 3 BODY[]<0> {10}", body, b")", b"done"], 3, 20) == Fetched(b"x" * 10, 10)
+    no_size = [b"1 FETCH (UID 3 BODY[]<0> {10}", body, b")", b"done"]
+    assert parse_fetch(no_size, 3, 10) == Fetched(b"x" * 10, 11)
+    assert parse_fetch(no_size, 3, 20) == Fetched(b"x" * 10, 10)
     # A quoted body, escapes undone; a size smaller than what came is not believed.
     quoted = [b'1 FETCH (UID 3 RFC822.SIZE 2 BODY[]<0> "a\\"b\\\\c")', b"done"]
     assert parse_fetch(quoted, 3, 10) == Fetched(b'a"b\\c', 5)
