@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from casewatch.api.auth import sign_v2
 from casewatch.api.spec import text_format
+from casewatch.ingest.schema import future_message
 from casewatch.model.text_rules import TextKind, is_forbidden
 from casewatch.wiring import Service, start_http, stop
 from tests.support import SECRET, T0, make_service
@@ -75,7 +76,11 @@ UNSIGNED = {"/healthz", "/readyz", "/metrics"}
 # probation.md: a 4xx would make a queue bridge retry or dead-letter it where nobody sees it).
 KEEPS_WHAT_IT_CANNOT_READ = {"/api/v1/probation/events"}
 # A rule JSON Schema cannot state (one field compared with another); the spec says it in words.
-CROSS_FIELD_RULES = {"data.return_on": "must not be before departure_on"}
+CROSS_FIELD_RULES = {
+    "data.return_on": "must not be before departure_on",
+    # Relative to the server's clock, which no schema can state (docs/events.md, occurred_at).
+    "occurred_at": future_message(300),
+}
 
 
 class SignV2(requests.auth.AuthBase):

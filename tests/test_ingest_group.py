@@ -42,7 +42,7 @@ def _traffic(first: int, tag: str) -> list[Any]:
     for n in range(first, first + 10):
         bodies.append(envelope(
             "nominal.upsert", nominal_data(mappa_level=2), id=f"{tag}-up-{n}", visor_ref=_ref(n),
-            occurred_at="2026-11-20T10:00:00Z",
+            occurred_at="2026-11-20T09:32:00Z",  # after the seed (T0 09:30), not ahead of the clock
         ))
         bodies.append(envelope("visit.recorded", id=f"{tag}-visit-{n}", visor_ref=_ref(n + 100)))
     bodies.append(

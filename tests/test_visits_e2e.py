@@ -39,7 +39,7 @@ def _upsert(ref: str, **data: Any) -> dict[str, Any]:
 
 def _visit(ref: str, on: str) -> dict[str, Any]:
     return envelope("visit.recorded", {"visited_on": on}, id=f"visit-{ref}-{on}", visor_ref=ref,
-                    occurred_at=f"{on}T12:00:00Z")
+                    occurred_at=f"{on}T08:00:00Z")  # before NOW on NOW's day: not in the future
 
 
 def _case_data() -> list[dict[str, Any]]:

@@ -119,14 +119,14 @@ def parse_envelopes(
         if envelope is not None and now is not None and envelope.occurred_at > now + timedelta(
             seconds=max_ahead_seconds
         ):
-            envelope, problems = None, [FieldError(index, "occurred_at", _future(max_ahead_seconds))]
+            envelope, problems = None, [FieldError(index, "occurred_at", future_message(max_ahead_seconds))]
         errors.extend(problems)
         if envelope is not None:
             envelopes.append(envelope)
     return (envelopes, []) if not errors else ([], errors)
 
 
-def _future(max_ahead_seconds: int) -> str:
+def future_message(max_ahead_seconds: int) -> str:
     return (
         f"is more than {max_ahead_seconds} seconds after the server's clock: an event cannot have "
         "happened in the future (check the sender's clock and the year)"
