@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.lazy_listener.async_internals import to_runnable_function
+from slack_bolt.lazy_listener.asyncio_runner import AsyncioLazyListenerRunner
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -84,9 +88,44 @@ def build_bolt_app(settings: Settings, deps: BotDeps, *, process_before_response
         request_verification_enabled=True,
         process_before_response=process_before_response,
     )
+    # Bolt starts lazy listeners as tasks it keeps no hold of: ours are kept, so that stopping
+    # the service lets the work already acknowledged finish (finish_background) before the
+    # database goes.
+    app._async_listener_runner.lazy_listener_runner = _TrackedLazyListeners(logger)
     register(app, deps)
     _filter_slack_loggers()  # the loggers Bolt has just made for its middlewares
     return app
+
+
+class _TrackedLazyListeners(AsyncioLazyListenerRunner):
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(logger)
+        self.running: set[asyncio.Task[Any]] = set()
+
+    def start(self, function: Callable[..., Awaitable[None]], request: AsyncBoltRequest) -> None:
+        task = asyncio.ensure_future(
+            to_runnable_function(internal_func=function, logger=self.logger, request=request)
+        )
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+
+async def finish_background(app: AsyncApp, within_seconds: float = 10.0) -> None:
+    """Wait (at most `within_seconds`) for the work this app acknowledged and still runs: lazy
+    listeners (buttons, App Home) and late answers to slash commands. Call it on the way out,
+    before the database is closed; what is still running then is cancelled."""
+    runner = app._async_listener_runner.lazy_listener_runner
+    tasks = set(_LATE_ANSWERS)
+    if isinstance(runner, _TrackedLazyListeners):
+        tasks |= runner.running
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=within_seconds)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+        log.warning("slack: %d background task(s) still running at shutdown were cancelled", len(pending))
 
 
 # Answers still being worked on after their command was acknowledged: held here so that the

@@ -18,7 +18,7 @@ from slack_sdk.signature import Clock as SlackClock
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import build_bolt_app
+from bot.app import build_bolt_app, finish_background
 from bot.commands import BotDeps
 from casewatch.clock import Clock
 from casewatch.context import Context
@@ -117,4 +117,9 @@ def mount_slack(
         if isinstance(middleware, RequestVerification):
             middleware._verifier = verifier
     app.router.add_post(SLACK_EVENTS_PATH, slack_events_handler(bolt, verifier))
+
+    async def finish(_: web.Application) -> None:
+        await finish_background(bolt)
+
+    app.on_shutdown.append(finish)  # before the service closes the database (wiring.stop)
     return bolt

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import build_bolt_app, quiet_slack_logging
+from bot.app import build_bolt_app, finish_background, quiet_slack_logging
 from bot.commands import BotDeps
 from casewatch.context import Context
 
@@ -43,6 +43,7 @@ async def start_socket_mode(
 
     async def stop() -> None:
         await handler.close_async()  # type: ignore[no-untyped-call]
+        await finish_background(bolt)
         connecting.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await connecting

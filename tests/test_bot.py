@@ -7,6 +7,7 @@ All names, dates and references are fictional.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -24,6 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
+from bot import app as bot_app
 from bot.commands import BotDeps
 from bot.http import mount_slack, slack_signature_problem, slack_verifier
 from casewatch.alerts.lifecycle import open_alert, resolve
@@ -32,6 +34,7 @@ from casewatch.directory import sync_directory
 from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.alerts import AlertSpec
+from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Acknowledgement, Alert, AuditEntry
 from casewatch.wiring import Service, stop
 from tests.slack_standin import SlackStandIn
@@ -769,3 +772,30 @@ async def test_bolts_check_behind_ours_reads_the_same_clock(sqlite_bot: Bot) -> 
     assert abs(time.time() - NOW_TS) > 3600
     resp = await post_signed(sqlite_bot.client, command_body("/flags", ALPHA, PC))
     assert resp.status == 200
+
+
+async def test_stopping_lets_an_acknowledged_button_finish_its_work(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A button is acknowledged at once and its work runs after (a lazy listener). Stopping the
+    service right after the click must let that work finish before the database closes, not cut
+    it off (the acknowledgement would be lost, and its connection left open)."""
+    slow = bot_app.ack_reply
+
+    async def slow_ack_reply(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await slow(*args, **kwargs)
+
+    monkeypatch.setattr(bot_app, "ack_reply", slow_ack_reply)
+    async with running_bot(sqlite_url) as bot:
+        alert_id = bot.alerts["pc_high"]
+        body = block_action_body(SGT, "casewatch_ack", alert_id, response_url=bot.slack.url + "response.x")
+        assert (await post_signed(bot.client, body)).status == 200
+    # The service is stopped: read the store afresh.
+    engine = make_engine(sqlite_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            alert = await session.get(Alert, alert_id)
+    finally:
+        await engine.dispose()
+    assert alert is not None and (alert.state, alert.acknowledged_by) == ("acknowledged", "SGT0001")
