@@ -7,11 +7,14 @@ they fail instead.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -69,8 +72,10 @@ def dovecot_server() -> Iterator[Dovecot]:
     try:
         yield Dovecot(directory, int(port), username, password)
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(directory)], capture_output=True, timeout=60)
-        shutil.rmtree(directory, ignore_errors=True)
+        # Not waited for: its master takes ~2 s to wind down, and each test has its own server on
+        # its own port. The directory goes once it is down (or is left in the temp dir).
+        subprocess.run(["bash", str(SCRIPT), "kill", str(directory)], capture_output=True, timeout=60)
+        _remove_when_down(directory)
 
 
 @asynccontextmanager
@@ -114,3 +119,30 @@ async def mailbox_flags(server: Dovecot, mailbox: str = "INBOX") -> dict[int, se
             flags, uid = match.group(1), match.group(2)
         found[int(uid)] = set(flags.decode().split())
     return found
+
+
+def _remove_when_down(directory: Path) -> None:
+    """Remove the server's directory in the background, once its master has exited."""
+    pid_file = directory / "run" / "master.pid"
+
+    def remove() -> None:
+        for _ in range(100):
+            try:
+                os.kill(int(pid_file.read_text().strip()), 0)
+            except (OSError, ValueError):
+                break
+            time.sleep(0.1)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    thread = threading.Thread(target=remove, name="dovecot-cleanup", daemon=True)
+    thread.start()
+    _CLEANUPS.append(thread)
+
+
+_CLEANUPS: list[threading.Thread] = []
+
+
+@atexit.register
+def _finish_cleanups() -> None:
+    for thread in _CLEANUPS:
+        thread.join(timeout=5)
