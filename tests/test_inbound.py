@@ -98,13 +98,16 @@ def _config(tmp_path: Path, url: str) -> str:
     return str(path)
 
 
-def _kept(url: str) -> int:
+def _kept(url: str, content: bytes = HOSTILE, external_id: str = "mid:1") -> int:
+    """A mail kept in its own run of the event loop, as a feed would (the commands under test run
+    their own)."""
+
     async def go() -> int:
         engine = make_engine(url)
         try:
             kept = await keep_now(
-                make_sessionmaker(engine), _ctx(url), source="mail", external_id="mid:1",
-                reason="unreadable", content=HOSTILE, media_type="message/rfc822",
+                make_sessionmaker(engine), _ctx(url), source="mail", external_id=external_id,
+                reason="unreadable", content=content, media_type="message/rfc822",
             )
             return kept.item_id
         finally:
@@ -212,18 +215,7 @@ def test_show_decodes_a_kept_email_for_the_person_reading_it(
         + base64.b64encode("ViSOR reference: VS-0001234\nPort: Testport \u202e\n".encode()) + b"\r\n"
     )
 
-    async def go() -> int:
-        engine = make_engine(db_url)
-        try:
-            kept = await keep_now(
-                make_sessionmaker(engine), _ctx(db_url), source="mail", external_id="mid:b64",
-                reason="unreadable", content=raw, media_type="message/rfc822",
-            )
-            return kept.item_id
-        finally:
-            await engine.dispose()
-
-    item_id = asyncio.run(go())
+    item_id = _kept(db_url, raw, "mid:b64")
     assert main(["inbound", "show", str(item_id), "--config", _config(tmp_path, db_url)]) == 0
     shown = capsys.readouterr().out
     assert "Subject: Border alert \u2013 VS-0001234" in shown
