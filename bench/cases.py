@@ -44,7 +44,7 @@ from bench.dataset import (
 )
 from bench.loadgen import Request, closed_loop_remote
 from bench.measure import peak_rss_mb, percentile, ratio, summary
-from casewatch.api.auth import sign_v2
+from casewatch.api.auth import signed_post_headers
 from casewatch.clock import SystemClock
 from casewatch.store.engine import make_engine
 from casewatch.store.models import AuditEntry, Base, Delivery, Nominal
@@ -156,12 +156,7 @@ def flags_body(query: str, user: str) -> bytes:
 
 def events_signed(body: bytes) -> dict[str, str]:
     """Headers for POST /api/v1/events carrying `body`, signed v2 (method, path and body)."""
-    stamp = str(int(time.time()))
-    return {
-        "Content-Type": "application/json",
-        "X-Casewatch-Timestamp": stamp,
-        "X-Casewatch-Signature": sign_v2(INGEST_SECRET, stamp, "POST", "/api/v1/events", body),
-    }
+    return signed_post_headers(INGEST_SECRET, "/api/v1/events", body)
 
 
 # --- /flags -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 from yarl import URL
 
-from casewatch.api.auth import check, sign, sign_v2
+from casewatch.api.auth import check, sign, sign_v2, signed_post_headers
 from casewatch.store.models import Alert, Event
 from casewatch.wiring import Service
 from tests.support import (
@@ -68,6 +68,18 @@ def test_sign_v2_is_the_documented_construction() -> None:
     expected = hmac.new(SECRET.encode(), f"v2:{NOW}:POST:/api/v1/events:".encode() + body,
                         hashlib.sha256).hexdigest()
     assert sign_v2(SECRET, str(NOW), "POST", EVENTS, body) == f"v2={expected}"
+
+
+def test_a_senders_post_headers_verify_now() -> None:
+    """signed_post_headers (the demo's, the bench's and a bridge's): JSON, stamped now, signed v2."""
+    body = b'{"a":1}'
+    headers = signed_post_headers(SECRET, EVENTS, body)
+    assert headers["Content-Type"] == "application/json"
+    problem = check(
+        SECRET, headers["X-Casewatch-Timestamp"], headers["X-Casewatch-Signature"], body,
+        now=datetime.now(UTC), max_skew_seconds=300, method="POST", target=EVENTS,
+    )
+    assert problem is None
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,12 +98,7 @@ def _level_changes(total: int, start: int) -> list[bytes]:
 def _poster(session: aiohttp.ClientSession, url: str, path: str, bodies: list[bytes]) -> Call:
     async def call(i: int) -> bool:
         body = bodies[i]
-        stamp = str(int(time.time()))
-        headers = {
-            "Content-Type": "application/json",
-            auth.TIMESTAMP_HEADER: stamp,
-            auth.SIGNATURE_HEADER: auth.sign_v2(SECRET, stamp, "POST", path, body),
-        }
+        headers = auth.signed_post_headers(SECRET, path, body)
         async with session.post(url, data=body, headers=headers) as resp:
             await resp.read()
             return resp.status == 202

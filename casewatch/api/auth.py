@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 from datetime import datetime
 
 SCHEME = "v1"
@@ -56,6 +57,17 @@ def sign_v2(secret: str | bytes, timestamp: str | int, method: str, target: str,
     capitals), the request target exactly as sent ("/api/v1/alerts?state=open") and the raw body."""
     head = _utf8(f"{SCHEME_V2}:{timestamp}:{method.upper()}:{target}:")
     return f"{SCHEME_V2}=" + _hmac(secret, head + body)
+
+
+def signed_post_headers(secret: str | bytes, target: str, body: bytes) -> dict[str, str]:
+    """What a sender puts on a JSON POST of `body` to `target` (a bridge, the demo, the bench):
+    the content type, the current timestamp and the v2 signature over them."""
+    stamp = str(int(time.time()))
+    return {
+        "Content-Type": "application/json",
+        TIMESTAMP_HEADER: stamp,
+        SIGNATURE_HEADER: sign_v2(secret, stamp, "POST", target, body),
+    }
 
 
 def _timestamp_problem(timestamp: str, now: datetime, max_skew_seconds: int) -> str | None:

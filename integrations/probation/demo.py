@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,12 +79,7 @@ async def post_demo_events(
     async with aiohttp.ClientSession() as session:
         for shows, notification in demo_events(now):
             body = json.dumps(notification).encode()
-            stamp = str(int(time.time()))
-            headers = {
-                "Content-Type": "application/json",
-                auth.TIMESTAMP_HEADER: stamp,
-                auth.SIGNATURE_HEADER: auth.sign_v2(secret, stamp, "POST", ROUTE, body),
-            }
+            headers = auth.signed_post_headers(secret, ROUTE, body)
             async with session.post(url, data=body, headers=headers) as resp:
                 reply = await resp.json()
                 if resp.status != 202:
