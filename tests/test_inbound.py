@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import resolve
 from casewatch.cli import main
 from casewatch.clock import FixedClock
+from casewatch.commands import inbound as inbound_command
 from casewatch.context import Context
 from casewatch.ingest import inbound
 from casewatch.ingest.inbound import UNREADABLE, keep, keep_now
@@ -251,3 +253,26 @@ async def test_a_flood_keeps_every_item_but_opens_a_bounded_number_of_alerts(
     again = await keep_now(sessions, ctx, source="probation", external_id="x9", reason="bad body",
                            content=b"{", media_type="application/json")
     assert again.alert_id is not None
+
+
+def test_show_prints_only_after_its_audit_entry_is_committed(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the chronology: the item may hold personal data, so nothing is shown unless the view is
+    on record first."""
+    monkeypatch.setenv("LOGNAME", "spoc1")
+    item_id = _kept(db_url)
+    on_record_when_shown: list[bool] = []
+    show = inbound_command._show
+
+    def checking_show(item: InboundItem, raw_path: str | None) -> None:
+        viewed = ("cli:spoc1", "inbound.viewed", f"mail:{item_id}")
+        # Read by another connection, on a loop of its own (this runs inside the command's loop).
+        with ThreadPoolExecutor(1) as pool:
+            on_record_when_shown.append(viewed in pool.submit(_audit_actions, db_url).result())
+        show(item, raw_path)
+
+    monkeypatch.setattr(inbound_command, "_show", checking_show)
+    assert main(["inbound", "show", str(item_id), "--config", _config(tmp_path, db_url)]) == 0
+    assert on_record_when_shown == [True]
+    assert "VS-0001234" in capsys.readouterr().out

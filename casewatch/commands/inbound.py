@@ -3,7 +3,8 @@
 `show` prints an item for the person the feed.unreadable alert went to; the item is as received
 and hostile until read by a person, so it reaches the terminal through safe_text.printable (no
 control or escape sequence survives) unless `--raw FILE` writes the exact bytes to a new file.
-Every `show` and `done` is audited (the item may hold personal data).
+Every `show` and `done` is audited (the item may hold personal data); `show` prints only once its
+audit entry is committed.
 
 Exit codes: 0 done; 1 no such item; 2 could not run (or --raw names a file that exists).
 """
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def body(engine: AsyncEngine) -> int:
         sessions = make_sessionmaker(engine)
+        shown: InboundItem | None = None
         async with sessions() as session, session.begin():
             if command == "list":
                 stmt = select(
@@ -66,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 return 1
             actor = cli_actor()
             if command == "show":
-                try:
-                    _show(item, getattr(args, "raw", None))
-                except OSError as exc:
-                    print(f"casewatch inbound: cannot write {args.raw}: {exc.strerror}", file=sys.stderr)
-                    return 2
+                shown = item  # shown once the view is audited and committed, as the chronology is
                 action, purpose = "inbound.viewed", "a kept feed item read by the person dealing with it"
             elif item.state == "reviewed":
                 # The first record stands: who dealt with it, and when its retention began.
@@ -90,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
                 purpose=purpose, details={"item": item.id}, nominals=nominals_of(item.visor_ref),
             )
         await seal_audit(sessions, ctx)
+        if shown is not None:
+            try:
+                _show(shown, getattr(args, "raw", None))
+            except OSError as exc:
+                print(f"casewatch inbound: cannot write {args.raw}: {exc.strerror}", file=sys.stderr)
+                return 2
         return 0
 
     return asyncio.run(on_database(settings, args.config or "", "inbound", body))
