@@ -235,28 +235,36 @@ async def checks(
     )
     per_team_day = Counter((subject, details.get("day")) for subject, details in digests)
     digest_rows = Counter((r.receiver, r.target) for r in rows if r.purpose == "digest")
-    result = {
-        "deliveries": {"rows": len(rows), "states": dict(Counter(r.state for r in rows))},
+    states = Counter(r.state for r in rows)
+    slack_refs = {r.external_ref for r in slack_sent}
+    mail_refs_in_sink = {r.external_ref for r in mail_sent} & set(mail_ids)
+    alert_messages_more_than_once = sum(1 for n in per_alert.values() if n > 1)
+    scan_slots_run_twice = sum(1 for n in scan_done.values() if n > 1)
+    scan_runs_logged = sum(scan_done.values())
+    digests_more_than_once_a_day = sum(n > 1 for n in per_team_day.values())
+    digest_receivers_more_than_once = sum(n > 1 for n in digest_rows.values())
+    ok = (
+        len(slack_sent) == len(posted) == len(slack_refs)
+        and len(mail_sent) == len(mail_ids) == len(set(mail_ids)) == len(mail_refs_in_sink)
+        and not alert_messages_more_than_once
+        and not scan_slots_run_twice and len(scans) == scan_runs_logged > 0
+        and not digests_more_than_once_a_day and not digest_receivers_more_than_once
+        and len(per_team_day) > 0
+        and not {"pending", "sending", "dead"} & set(states)
+    )
+    return {
+        "deliveries": {"rows": len(rows), "states": dict(states)},
         "slack": {"sent_rows": len(slack_sent), "stand_in_posts": len(posted),
-                  "distinct_refs": len({r.external_ref for r in slack_sent})},
+                  "distinct_refs": len(slack_refs)},
         "email": {"sent_rows": len(mail_sent), "sink_messages": len(mail_ids),
                   "distinct_message_ids": len(set(mail_ids)),
-                  "rows_matching_sink": len({r.external_ref for r in mail_sent} & set(mail_ids))},
+                  "rows_matching_sink": len(mail_refs_in_sink)},
         "alerts": len({r.alert_id for r in sent if r.alert_id}),
-        "alert_messages_more_than_once": sum(1 for n in per_alert.values() if n > 1),
-        "scan_runs": len(scans), "scan_slots_run_twice": sum(1 for n in scan_done.values() if n > 1),
-        "scan_runs_logged": sum(scan_done.values()),
+        "alert_messages_more_than_once": alert_messages_more_than_once,
+        "scan_runs": len(scans), "scan_slots_run_twice": scan_slots_run_twice,
+        "scan_runs_logged": scan_runs_logged,
         "digest_teams": len(per_team_day),
-        "digests_more_than_once_a_day": sum(n > 1 for n in per_team_day.values()),
-        "digest_receivers_more_than_once": sum(n > 1 for n in digest_rows.values()),
+        "digests_more_than_once_a_day": digests_more_than_once_a_day,
+        "digest_receivers_more_than_once": digest_receivers_more_than_once,
+        "ok": ok,
     }
-    result["ok"] = (
-        result["slack"]["sent_rows"] == len(posted) == result["slack"]["distinct_refs"]
-        and len(mail_sent) == len(mail_ids) == len(set(mail_ids)) == result["email"]["rows_matching_sink"]
-        and not result["alert_messages_more_than_once"]
-        and not result["scan_slots_run_twice"] and result["scan_runs"] == result["scan_runs_logged"] > 0
-        and not result["digests_more_than_once_a_day"] and not result["digest_receivers_more_than_once"]
-        and result["digest_teams"] > 0
-        and not {"pending", "sending", "dead"} & set(result["deliveries"]["states"])
-    )
-    return result
