@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlencode
 import aiohttp
 from aiohttp import web
 from sqlalchemy import MetaData, Table, event, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bench.dataset import (
     BOT_TOKEN,
@@ -44,10 +45,11 @@ from bench.dataset import (
 )
 from bench.loadgen import Request, closed_loop_remote
 from bench.measure import peak_rss_mb, percentile, ratio, summary
+from casewatch.api import auth
 from casewatch.api.auth import signed_post_headers
 from casewatch.clock import SystemClock
 from casewatch.store.engine import make_engine
-from casewatch.store.models import AuditEntry, Base, Delivery, Nominal
+from casewatch.store.models import AuditEntry, Base, Delivery, Event, Nominal
 from casewatch.wiring import Service, create_service, start_background, stop
 from integrations.mail_sink import MailSink
 from tests.slack_standin import SlackStandIn
@@ -133,6 +135,113 @@ async def least_work_app(db_url: str, pool_size: int) -> tuple[web.Application, 
 
     app.router.add_post("/slack/events", answer)
     return app, engine
+
+
+# The least-work ingest floor's table: the events table's columns (and its index on visor_ref)
+# under another name, so that the same events can go to casewatch and to the floors in one run.
+FLOOR_EVENTS = Table(
+    "bench_floor_events", MetaData(), *(column._copy() for column in Event.__table__.c),
+)
+_ENVELOPE_FIELDS = {"id": str, "type": str, "occurred_at": str, "visor_ref": str, "data": dict}
+
+
+def floor_event_row(raw: Any, received_at: datetime) -> dict[str, Any] | None:
+    """The cheapest honest check of one event envelope: an object with the five required fields,
+    each of its JSON type, and an ISO 8601 `occurred_at` with a time zone; None when it is not."""
+    if not isinstance(raw, dict) or any(not isinstance(raw.get(k), t) for k, t in _ENVELOPE_FIELDS.items()):
+        return None
+    try:
+        occurred_at = datetime.fromisoformat(raw["occurred_at"])
+    except ValueError:
+        return None
+    if occurred_at.tzinfo is None:
+        return None
+    return {
+        "id": raw["id"], "type": raw["type"], "visor_ref": raw["visor_ref"], "occurred_at": occurred_at,
+        "received_at": received_at, "source": "bench", "data": raw["data"],
+    }
+
+
+class FloorGroupCommit:
+    """The least-work group commit: requests waiting while a transaction runs are inserted
+    together, one executemany and one commit, and each is answered after that commit."""
+
+    def __init__(self, engine: Any, stmt: Any) -> None:
+        self.engine, self.stmt = engine, stmt
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self.groups = 0  # transactions that held more than one request
+
+    async def store(self, row: dict[str, Any]) -> bool:
+        """Whether the event was new (False: its id was stored before)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, done))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._drain())
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[:1000], self._queue[1000:]
+            try:
+                async with self.engine.begin() as conn:
+                    inserted = set((await conn.execute(self.stmt, [row for row, _ in group])).scalars())
+            except Exception as exc:  # noqa: BLE001 (handed to the requests)
+                for _, done in group:
+                    done.set_exception(exc)
+                continue
+            self.groups += len(group) > 1
+            for row, done in group:
+                new = row["id"] in inserted
+                inserted.discard(row["id"])  # a repeated id in one group: the first is the new one
+                done.set_result(new)
+
+
+async def least_work_ingest_app(
+    db_url: str, pool_size: int, *, group_commit: bool
+) -> tuple[web.Application, Any, FloorGroupCommit | None]:
+    """The least work POST /api/v1/events needs for one event a request: a bare aiohttp endpoint
+    that checks the v2 signature (casewatch.api.auth.check), parses the JSON and checks the
+    envelope's required fields (floor_event_row), inserts one events row (ON CONFLICT (id) DO
+    NOTHING: the sender's id is its idempotency key) and commits before answering 202, on an
+    engine made as the service's (SQLite WAL, synchronous=FULL, BEGIN IMMEDIATE, one connection;
+    PostgreSQL with the same pool). With `group_commit`, requests that arrive while a transaction
+    runs share the next one (FloorGroupCommit), as casewatch.ingest.group does."""
+    engine = make_engine(db_url, pool_size=pool_size)
+    async with engine.begin() as conn:
+        await conn.run_sync(FLOOR_EVENTS.metadata.create_all)
+    dialect_insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(FLOOR_EVENTS).on_conflict_do_nothing(index_elements=["id"]).returning(
+        FLOOR_EVENTS.c.id
+    )
+    grouped = FloorGroupCommit(engine, stmt) if group_commit else None
+
+    async def post(request: web.Request) -> web.Response:
+        body = await request.read()
+        problem = auth.check(
+            INGEST_SECRET, request.headers.get(auth.TIMESTAMP_HEADER),
+            request.headers.get(auth.SIGNATURE_HEADER), body, now=datetime.now(UTC), max_skew_seconds=300,
+            method=request.method, target=request.raw_path,
+        )
+        if problem is not None:
+            return web.json_response({"error": "unauthorized", "message": problem}, status=401)
+        try:
+            raw = json.loads(body)
+        except ValueError:
+            return web.json_response({"error": "bad_request"}, status=400)
+        row = floor_event_row(raw, datetime.now(UTC))
+        if row is None:
+            return web.json_response({"error": "bad_request"}, status=400)
+        if grouped is not None:
+            new = await grouped.store(row)
+        else:
+            async with engine.begin() as conn:
+                new = (await conn.execute(stmt, row)).first() is not None
+        return web.json_response({"accepted": int(new), "duplicates": int(not new), "alerts": []}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/events", post)
+    return app, engine, grouped
 
 
 def slack_signed(body: bytes) -> dict[str, str]:
@@ -310,21 +419,55 @@ def mixed_event(i: int, sizes: Sizes, rng: random.Random) -> dict[str, Any]:
 
 
 async def bench_ingest(db_url: str, sizes: Sizes, singles: int, batches: int) -> dict[str, Any]:
-    """Events API throughput: single events at 8 requesters (from a child process), and
-    1000-event batches one after another; the baseline is raw multi-row inserts of the same
-    rows into the events table."""
+    """Events API throughput: single events at 8 requesters (from a child process) against the
+    least work one signed event a request needs, measured in the same run with the same events
+    (least_work_ingest_app: a commit a request, and a commit shared by the requests waiting), and
+    1000-event batches one after another against raw multi-row inserts of the same rows. Each
+    single-event run first sends warmup_size(8) other events, untimed; the server's CPU time per
+    event is measured around it (this process holds only the servers)."""
     rng = random.Random(11)
     settings = make_settings(db_url, sizes)
     service = await create_service(settings, SystemClock())
+    pool_size = settings.database.pool_size
+    floor_app, floor_engine, _ = await least_work_ingest_app(db_url, pool_size, group_commit=False)
+    group_app, group_engine, floor_group = await least_work_ingest_app(db_url, pool_size, group_commit=True)
     out: dict[str, Any] = {}
     try:
-        async with serve(service.app) as url, aiohttp.ClientSession() as http:
+        async with serve(service.app) as url, serve(floor_app) as floor_url, serve(group_app) as group_url, \
+                aiohttp.ClientSession() as http:
             single_bodies = [json.dumps(mixed_event(i, sizes, rng)).encode() for i in range(singles)]
-            out["single"] = await closed_loop_remote(
-                [Request("POST", f"{url}/api/v1/events", body, tuple(events_signed(body).items()))
-                 for body in single_bodies],
-                8, ok_statuses=(202,),
-            )
+            warm_bodies = [json.dumps(mixed_event(i, sizes, rng)).encode() for i in range(warmup_size(8))]
+
+            async def singles_to(base: str, engine: Any) -> dict[str, Any]:
+                # The same events to each server (each has its own table); signed just before.
+                def requests(bodies: list[bytes]) -> list[Request]:
+                    return [Request("POST", f"{base}/api/v1/events", body, tuple(events_signed(body).items()))
+                            for body in bodies]
+
+                connects = ConnectCounter(engine)
+                cpu = time.process_time()
+                measured = await closed_loop_remote(
+                    requests(single_bodies), 8, ok_statuses=(202,), warmup=requests(warm_bodies)
+                )
+                measured["server_cpu_ms_per_request"] = _cpu_per_request(cpu, len(warm_bodies) + singles)
+                connects.note(measured)
+                return measured
+
+            groups_before = group_commit_count(service)
+            out["single"] = await singles_to(url, service.engine)
+            out["single"]["groups"] = group_commit_count(service) - groups_before
+            out["single_least_work"] = await singles_to(floor_url, floor_engine)
+            assert floor_group is not None
+            out["single_least_work_group"] = await singles_to(group_url, group_engine)
+            out["single_least_work_group"]["groups"] = floor_group.groups
+            for name in ("least_work", "least_work_group"):
+                floor = out[f"single_{name}"]
+                out[f"single_vs_{name}"] = {
+                    "throughput_ratio": ratio(out["single"]["per_s"], floor["per_s"]),
+                    "p50_ratio": ratio(out["single"]["p50_ms"], floor["p50_ms"]),
+                    "cpu_ratio": ratio(out["single"]["server_cpu_ms_per_request"],
+                                       floor["server_cpu_ms_per_request"]),
+                }
 
             batch_events = [[mixed_event(i, sizes, rng) for i in range(1000)] for _ in range(batches)]
             started = time.perf_counter()
@@ -346,7 +489,17 @@ async def bench_ingest(db_url: str, sizes: Sizes, singles: int, batches: int) ->
         out["single_ratio"] = ratio(out["single"]["per_s"], out["raw_insert_events_per_s"])
     finally:
         await stop(service)
+        await floor_engine.dispose()
+        await group_engine.dispose()
     return out
+
+
+def group_commit_count(service: Service) -> int:
+    """Transactions of the service's events API that stored more than one request so far."""
+    from casewatch.api.events import _GROUPS
+
+    found = _GROUPS.get(service.sessions)
+    return found.groups if found is not None else 0
 
 
 async def _level_change_batch(
