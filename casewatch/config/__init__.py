@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -97,13 +99,11 @@ class Settings(BaseSettings):
     def _directory_consistent(self) -> Settings:
         problems: list[str] = []
         team_ids = [t.id for t in self.teams]
-        for dup in sorted({t for t in team_ids if team_ids.count(t) > 1}):
+        for dup in _repeated(team_ids):
             problems.append(f"teams: team id {dup!r} is defined more than once")
-        officer_ids = [o.id for o in self.officers]
-        for dup in sorted({o for o in officer_ids if officer_ids.count(o) > 1}):
+        for dup in _repeated(o.id for o in self.officers):
             problems.append(f"officers: officer id {dup!r} is defined more than once")
-        slack_ids = [o.slack_user_id for o in self.officers if o.slack_user_id]
-        for dup in sorted({s for s in slack_ids if slack_ids.count(s) > 1}):
+        for dup in _repeated(o.slack_user_id for o in self.officers if o.slack_user_id):
             problems.append(f"officers: slack_user_id {dup!r} belongs to more than one officer")
         known = set(team_ids)
         for index, officer in enumerate(self.officers):
@@ -185,6 +185,12 @@ def _describe(error: Any) -> str:
         if isinstance(value, (str, int, float, bool)) and len(repr(value)) <= 60:
             shown = f" (got {value!r})"
     return f"{location}: {message}{shown}"
+
+
+def _repeated(values: Iterable[str]) -> list[str]:
+    """The values that occur more than once, sorted (a directory of 2,000 officers is read at
+    every command's start: list.count for each was quadratic)."""
+    return sorted(value for value, count in Counter(values).items() if count > 1)
 
 
 def load_config(

@@ -95,10 +95,13 @@ def character_class(ch: str, kind: TextKind = TextKind.IDENTIFIER) -> tuple[str,
 
 def text_problem(value: str, kind: TextKind) -> tuple[str, str] | None:
     """Why `value` is refused for a field of `kind`, as (error type, message), or None."""
-    extra = _EXTRA[kind]
-    for ch in value:
-        if ch not in extra and is_forbidden(ch):
-            return character_class(ch, kind)
+    # Nearly every value is printable ASCII, which holds no refused character (the table's ASCII
+    # entries are the controls, which str.isprintable refuses): checked in C, not per character.
+    if not (value.isascii() and value.isprintable()):
+        extra = _EXTRA[kind]
+        for ch in value:
+            if ch not in extra and is_forbidden(ch):
+                return character_class(ch, kind)
     if kind is TextKind.IDENTIFIER and value != value.strip(" "):
         return "edge_spaces", "must not begin or end with a space"
     return None
