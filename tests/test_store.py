@@ -6,9 +6,11 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from casewatch.commands._support import schema_problem
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import current_revision, head_revision, upgrade
 from casewatch.store.models import Base, Nominal
+from casewatch.store.revision import HEAD, stored_revision
 from tests.conftest import _need_postgres, _pg_admin, pg_database_url
 
 
@@ -21,8 +23,18 @@ async def _migrate_from_empty(url: str) -> None:
     engine = make_engine(url)
     try:
         assert await current_revision(engine) is None
+        assert await stored_revision(engine) is None
+        await upgrade(engine, "0003")
+        assert await stored_revision(engine) == await current_revision(engine) == "0003"
+        assert await schema_problem(engine) == (
+            f"database: at revision 0003, this version needs {HEAD}. Run `casewatch db upgrade` first"
+        )
         await upgrade(engine)
         assert await current_revision(engine) == head_revision()
+        # The start-up check reads the revision without Alembic; its head is Alembic's head.
+        assert HEAD == head_revision()
+        assert await stored_revision(engine) == HEAD
+        assert await schema_problem(engine) is None
         assert set(Base.metadata.tables) <= await _tables(engine)
         await upgrade(engine)  # a second run is a no-op
         assert await current_revision(engine) == head_revision()

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.config import Settings
 from casewatch.context import Context
+from casewatch.store.revision import HEAD, stored_revision
 
 # Chatter that says nothing to a person running a command (alembic announces its plugins
 # and its migration context).
@@ -42,13 +43,13 @@ async def schema_problem(engine: AsyncEngine, config_hint: str = "") -> str | No
     """Why the database cannot be used yet (unreachable, or not migrated to the head revision),
     or None when it can. The message says what to run; it never shows the URL (a password may
     be in it)."""
-    from casewatch.store.migrate import current_revision, head_revision  # imports alembic: slow
-
     try:
-        current = await current_revision(engine)
+        current = await stored_revision(engine)
     except (SQLAlchemyError, OSError) as exc:
         return f"database: cannot connect ({type(exc).__name__}); check database.url"
-    head = head_revision()
+    except ValueError as exc:
+        return f"database: {exc}"
+    head = HEAD
     if current == head:
         return None
     upgrade = "casewatch db upgrade" + (f" --config {config_hint}" if config_hint else "")
