@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar, assert_never
+from typing import Any, ClassVar, TypeVar, assert_never
 
 from sqlalchemy import func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
+from casewatch.ingest.bulk import FreshNominals, Row
 from casewatch.model.events import (
     ActionUpsert,
     BorderAlert,
@@ -89,6 +90,10 @@ class Batch:
     be raced; SQLite's BEGIN IMMEDIATE serialises anyway), and which references already have
     records a first nominal.upsert must take into account."""
 
+    # Whether first upserts that need nothing from the database go through `fresh` (Core
+    # executemany) rather than ORM objects; off only where a test compares the two paths.
+    bulk_first_upserts: ClassVar[bool] = True
+
     def __init__(self) -> None:
         self.nominals: dict[str, Nominal | None] = {}
         self.markers: dict[str, list[Marker]] = {}
@@ -105,6 +110,23 @@ class Batch:
         # written as one Core executemany a table (write_records) rather than flushed object by
         # object through the ORM's unit of work.
         self.records: dict[type[Base], list[dict[str, Any]]] = {}
+        # First upserts of new nominals, as rows (casewatch.ingest.bulk), written by `finish`.
+        self.fresh = FreshNominals()
+
+    def nominal(self, session: AsyncSession, visor_ref: str) -> Nominal | None:
+        """The nominal as this batch has it so far; a buffered first upsert becomes the pending
+        ORM objects the plain path would have added, for the caller to change."""
+        if visor_ref in self.fresh:
+            promoted = self.fresh.promote(session, visor_ref)
+            self.nominals[visor_ref] = promoted.nominal
+            self.markers[visor_ref] = promoted.markers
+            self.aliases[visor_ref] = promoted.aliases
+        return self.nominals.get(visor_ref)
+
+    async def finish(self, session: AsyncSession) -> None:
+        """Write what the batch buffered, once every event is applied and before the rules run."""
+        await self.write_records(session)
+        await self.fresh.write(session)
 
     def record(self, model: type[Base], **values: Any) -> None:
         self.records.setdefault(model, []).append(values)
@@ -268,7 +290,7 @@ class _Apply:
         )
 
     def nominal(self) -> Nominal | None:
-        return self.batch.nominals.get(self.ref)
+        return self.batch.nominal(self.session, self.ref)
 
 
 # --- nominals and MAPPA levels ------------------------------------------------------------------
@@ -307,6 +329,11 @@ async def _nominal_upsert(a: _Apply, data: NominalUpsert) -> Applied:
     nominal = a.nominal()
     now = a.ctx.clock.now()
     if nominal is None:
+        if a.batch.bulk_first_upserts and a.ref not in a.batch.with_history:
+            # What _new_nominal and _replace_* would add, as rows for one executemany a table.
+            values = _first_values(a, data, level=data.mappa_level, level_as_of=a.at, notified=None)
+            a.batch.fresh.add(values, _marker_rows(a.ref, data), list(_alias_rows(a.ref, data).values()))
+            return a.done()
         nominal = await _new_nominal(a, data)
         a.session.add(nominal)
         a.batch.nominals[a.ref] = nominal
@@ -383,17 +410,24 @@ async def _new_nominal(a: _Apply, data: NominalUpsert) -> Nominal:
                 )
             )
         ).scalar_one_or_none()
-    return Nominal(
-        visor_ref=a.ref,
-        surname_key=name_key(data.surname),
-        mappa_level=level,
-        last_notification_on=_latest(data.last_notification_on, notified),
-        aliases=list(data.aliases),
-        state_as_of=a.at,
-        level_as_of=level_as_of,
-        updated_at=a.ctx.clock.now(),
+    return Nominal(**_first_values(a, data, level=level, level_as_of=level_as_of, notified=notified))
+
+
+def _first_values(
+    a: _Apply, data: NominalUpsert, *, level: int | None, level_as_of: datetime, notified: date | None
+) -> Row:
+    """Every column of a nominal made by its first upsert (the ORM object's or the bulk row's)."""
+    return {
+        "visor_ref": a.ref,
+        "surname_key": name_key(data.surname),
+        "mappa_level": level,
+        "last_notification_on": _latest(data.last_notification_on, notified),
+        "aliases": list(data.aliases),
+        "state_as_of": a.at,
+        "level_as_of": level_as_of,
+        "updated_at": a.ctx.clock.now(),
         **data.model_dump(include=_NOMINAL_FIELDS),
-    )
+    }
 
 
 # A ViSOR export often carries a level change twice: in the nominal's new mappa_level, and as a
@@ -438,23 +472,34 @@ async def _drop(a: _Apply, rows: Sequence[M]) -> None:
 
 async def _replace_markers(a: _Apply, data: NominalUpsert) -> None:
     await _drop(a, a.batch.markers.get(a.ref, []))
-    markers = [
-        Marker(visor_ref=a.ref, code=m.code, label=m.label, restricted=m.restricted) for m in data.markers
-    ]
+    markers = [Marker(**row) for row in _marker_rows(a.ref, data)]
     a.session.add_all(markers)
     a.batch.markers[a.ref] = markers
+
+
+def _marker_rows(visor_ref: str, data: NominalUpsert) -> list[Row]:
+    return [
+        {"visor_ref": visor_ref, "code": m.code, "label": m.label, "restricted": m.restricted}
+        for m in data.markers
+    ]
 
 
 async def _replace_aliases(a: _Apply, data: NominalUpsert) -> None:
     """The nominal's alias rows (what /flags searches) become this upsert's aliases, one per
     distinct key, in the ingest transaction."""
     await _drop(a, a.batch.aliases.get(a.ref, []))
-    rows: dict[str, NominalAlias] = {}
+    aliases = [NominalAlias(**row) for row in _alias_rows(a.ref, data).values()]
+    a.session.add_all(aliases)
+    a.batch.aliases[a.ref] = aliases
+
+
+def _alias_rows(visor_ref: str, data: NominalUpsert) -> dict[str, Row]:
+    """One row per distinct alias key, the first alias that gives it."""
+    rows: dict[str, Row] = {}
     for alias in data.aliases:
         for key in alias_keys(alias):
-            rows.setdefault(key, NominalAlias(visor_ref=a.ref, alias=alias, alias_key=key))
-    a.session.add_all(rows.values())
-    a.batch.aliases[a.ref] = list(rows.values())
+            rows.setdefault(key, {"visor_ref": visor_ref, "alias": alias, "alias_key": key})
+    return rows
 
 
 async def _level_changed(a: _Apply, data: LevelChanged) -> Applied:

@@ -150,7 +150,7 @@ async def _ingest_in(
     applied: list[Applied] = []
     for envelope in new:
         applied.append(await apply_event(session, envelope, ctx, source=source, batch=batch))
-    await batch.write_records(session)
+    await batch.finish(session)
     await session.flush()
     result.alerts = list(await on_applied(session, applied, ctx))
     return result
