@@ -52,7 +52,9 @@ def ref(n: int) -> str:
     return f"VS-BULK{n:04d}"
 
 
-def ev(type_: str, n: int, hours: float = 0, data: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+def ev(
+    type_: str, n: int, hours: float = 0, data: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
     return envelope(type_, data, visor_ref=ref(n), occurred_at=T0 + timedelta(hours=hours), **fields)
 
 
@@ -76,7 +78,8 @@ def first_batch() -> list[dict[str, Any]]:
         ev("nominal.upsert", 5, data=full(5)),
         ev("notification.received", 5, hours=0.5, kind="periodic", notified_on="2026-11-19"),
         ev("mappa.level_changed", 5, hours=1, from_level=1, to_level=3, rationale="Fictional MAPP decision"),
-        ev("travel.notified", 5, hours=1, departure_on="2026-12-01", return_on="2026-12-08", destination="FR"),
+        ev("travel.notified", 5, hours=1, departure_on="2026-12-01", return_on="2026-12-08",
+           destination="FR"),
         ev("travel.border_alert", 5, hours=1, port="Dover", direction="outbound",
            checked_at="2026-11-25T08:00:00Z"),
         ev("action.upsert", 5, hours=1, action_id=f"ACT-{uuid.uuid4().hex[:8]}"),
