@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tqdm import tqdm
 
@@ -35,14 +34,12 @@ from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import Envelope
 from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.errors import is_unavailable
 
 MAX_LINE_BYTES = 1024 * 1024  # the events API's body limit: one envelope can be no larger
 MAX_BATCH = 1000  # the events API's batch limit
 SOURCE = "import"
 _SHOWN_LINE_NUMBERS = 20
-
-# Errors that mean the database went away: stop rather than report every later line as bad.
-_UNAVAILABLE = (OperationalError, InterfaceError, OSError)
 
 
 class ImportAborted(Exception):
@@ -52,6 +49,11 @@ class ImportAborted(Exception):
 
 class InputUnreadable(ImportAborted):
     """Reading the input failed part-way: the lines read before are still stored."""
+
+
+def _database_away(exc: Exception) -> ImportAborted:
+    # Stop rather than take every later line for a bad one (store.errors.is_unavailable decides).
+    return ImportAborted(f"the database is unavailable ({type(exc).__name__})")
 
 
 @dataclass
@@ -163,7 +165,12 @@ async def _import(settings: Settings, stream: IO[bytes], args: argparse.Namespac
             await _flush(sessions, batch, ctx, tally, progress)  # the lines read before it count
             raise
         await _flush(sessions, batch, ctx, tally, progress)
-        await seal_audit(sessions, ctx)
+        try:
+            await seal_audit(sessions, ctx)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            raise _database_away(exc) from None  # every batch is stored; the service seals the rest
     except ImportAborted as exc:
         progress.close()
         print(tally.summary())
@@ -241,9 +248,9 @@ async def _flush(
     envelopes = [line.envelope for line in batch if line.envelope is not None]
     try:
         result = await ingest(sessions, envelopes, ctx, source=SOURCE)
-    except _UNAVAILABLE as exc:
-        raise ImportAborted(f"the database is unavailable ({type(exc).__name__})") from None
     except Exception as exc:
+        if is_unavailable(exc):
+            raise _database_away(exc) from None
         if len(batch) == 1:
             # Only the type: the message of a database error can quote the data.
             _reject(tally, batch[0].number, (f"could not be stored ({type(exc).__name__})",), progress)

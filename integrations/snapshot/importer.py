@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
 from sqlalchemy import select
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts.lifecycle import open_alerts
@@ -29,6 +29,7 @@ from casewatch.ingest.schema import FieldError, parse_envelopes
 from casewatch.model.alerts import AlertSpec
 from casewatch.model.events import Envelope
 from casewatch.safe_text import printable
+from casewatch.store.errors import is_unavailable
 from casewatch.store.models import Event, Nominal
 from integrations.snapshot.convert import Converted, column_label, convert
 from integrations.snapshot.diff import Plan, Stored, load_stored, plan
@@ -42,7 +43,6 @@ ROWS_PER_CHUNK = 1000  # compared with the stored state in one read
 MAX_ENVELOPES = 1000  # a transaction's events at most (the events API's batch limit)
 MAX_KEPT_BYTES = 16 * 1024 * 1024
 _SHOWN = 20
-_UNAVAILABLE = (OperationalError, InterfaceError, OSError)
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +187,11 @@ async def import_snapshot(
     await run.chunk(chunk)
     progress(extract.bytes_read - done)
     if options.full and not run.summary.unreadable:
-        await run.missing()
+        with run.on_database():
+            await run.missing()
     if run.bad_rows and not options.dry_run:
-        await run.keep_bad(extract.header_raw, extract.sha256())
+        with run.on_database():
+            await run.keep_bad(extract.header_raw, extract.sha256())
     return run.summary
 
 
@@ -231,6 +233,23 @@ class _Run:
             self.kept_size += size
         self.chunk_bad.clear()
 
+    @contextmanager
+    def on_database(self) -> Iterator[None]:
+        """A database that is away (store.errors.is_unavailable) stops the import at once, saying
+        what was stored before: taking the rows it was given for bad ones would lose them."""
+        try:
+            yield
+        except ImportStopped:
+            raise
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            raise ImportStopped(
+                f"the database is unavailable ({type(exc).__name__}); before it: "
+                f"{self.summary.accepted} event(s) stored, {self.summary.duplicates} seen before. "
+                "Run the import again to finish: what is stored counts as unchanged"
+            ) from None
+
     async def chunk(self, rows: Sequence[Row]) -> None:
         try:
             await self._chunk(rows)
@@ -262,11 +281,9 @@ class _Run:
             good.append((row, converted))
         if not good:
             return
-        try:
+        with self.on_database():
             async with self.sessions() as session:
                 stored = await load_stored(session, [c.visor_ref for _, c in good])
-        except _UNAVAILABLE as exc:
-            raise ImportStopped(f"the database is unavailable ({type(exc).__name__})") from None
         ready: list[tuple[Row, list[Envelope]]] = []
         for row, converted in good:
             before = stored.get(converted.visor_ref)
@@ -290,7 +307,8 @@ class _Run:
             self.summary.events += len(envelopes)
             ready.append((row, envelopes))
         if self.options.dry_run:
-            await self._count_seen(ready)
+            with self.on_database():
+                await self._count_seen(ready)
             return
         # Storing one chunk while the next is read was measured: no faster (the work is CPU-bound
         # in one process), so chunks go in turn.
@@ -342,9 +360,10 @@ class _Run:
             return
         envelopes = [e for _, row_envelopes in ready for e in row_envelopes]
         try:
-            result = await ingest(self.sessions, envelopes, self.ctx, source=SOURCE)
-        except _UNAVAILABLE as exc:
-            raise ImportStopped(f"the database is unavailable ({type(exc).__name__})") from None
+            with self.on_database():
+                result = await ingest(self.sessions, envelopes, self.ctx, source=SOURCE)
+        except ImportStopped:
+            raise
         except Exception as exc:
             if len(ready) == 1:
                 # Only the type: a database error's message can quote the data.
