@@ -257,6 +257,27 @@ def test_the_events_import_stops_when_the_database_shuts_down_and_a_rerun_comple
     assert len(_state(clean)["events"]) == 6
 
 
+@pytest.mark.slow
+def test_the_events_import_stops_when_the_database_shuts_down_as_it_seals_the_audit(
+    own_pg: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = demo_events(4)
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(line(e) for e in events), encoding="utf-8")
+    config = events_config(tmp_path, own_pg.url)
+
+    with shutdown_at(own_pg, "SELECT audit_chain.", nth=1):  # every batch is in: the seal is last
+        assert _events_import(config, path) == 2
+    out, err = capsys.readouterr()
+    assert "import: 4 accepted, 0 duplicate(s), 0 rejected, 0 alert(s) opened" in out.splitlines()
+    assert "casewatch import: stopped: the database is unavailable (DBAPIError)" in err
+    assert "Traceback" not in err
+    assert len(_state(own_pg.url)["events"]) == 4
+
+    assert _events_import(config, path) == 0  # and this run seals what the first left
+    assert "import: 0 accepted, 4 duplicate(s), 0 rejected" in capsys.readouterr().out
+
+
 class _Progress:
     def __init__(self) -> None:
         self.written: list[str] = []
@@ -321,6 +342,23 @@ def test_the_snapshot_import_stops_when_the_database_shuts_down_and_a_rerun_comp
     assert _snapshot_import(snapshot_config(tmp_path, clean), extract) == 0
     assert _state(own_pg.url) == _state(clean)
     assert len(_state(clean)["nominals"]) == 6
+
+
+@pytest.mark.slow
+def test_the_snapshot_import_stops_when_the_database_shuts_down_at_the_missing_nominal_check(
+    own_pg: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extract = write_extract(tmp_path / "extract.csv", [person(n) for n in range(1, 4)])
+    config = snapshot_config(tmp_path, own_pg.url)
+    listed = "SELECT nominals.visor_ref, nominals.team, nominals.offender_manager \nFROM nominals"
+
+    with shutdown_at(own_pg, listed, nth=1):  # every row is in; the full extract's check is last
+        assert _snapshot_import(config, extract) == 2
+    err = capsys.readouterr().err
+    assert "stopped: the database is unavailable (DBAPIError); before it: 3 event(s) stored" in err
+    assert "Traceback" not in err
+    assert _snapshot_import(config, extract) == 0
+    assert "3 row(s): 0 new, 0 changed, 3 unchanged, 0 bad" in capsys.readouterr().out
 
 
 async def test_a_pool_that_times_out_stops_the_snapshot_import_keeping_no_row(
