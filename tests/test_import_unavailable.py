@@ -21,7 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -224,6 +224,20 @@ def _state(url: str) -> dict[str, list[tuple[Any, ...]]]:
     return asyncio.run(_state_of(url))
 
 
+def _as_one_clean_import(server: Server, run: Callable[[str], int], table: str, rows: int) -> None:
+    """The database after the outage and the re-run is the one an uninterrupted import (`run` on a
+    new database's URL) leaves."""
+    clean = server.create_database("clean")
+    assert run(clean) == 0
+    assert _state(server.url) == _state(clean)
+    assert len(_state(clean)[table]) == rows
+
+
+def _ndjson(tmp_path: Path, events: list[dict[str, Any]]) -> Path:
+    path = _ndjson(tmp_path, events)
+    return path
+
+
 # --- casewatch import PATH ----------------------------------------------------------------------------
 
 
@@ -236,8 +250,7 @@ def test_the_events_import_stops_when_the_database_shuts_down_and_a_rerun_comple
     own_pg: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     events = demo_events(6)
-    path = tmp_path / "events.ndjson"
-    path.write_text("".join(line(e) for e in events), encoding="utf-8")
+    path = _ndjson(tmp_path, events)
     config = events_config(tmp_path, own_pg.url)
 
     with shutdown_at(own_pg, "INSERT INTO nominals", nth=2):  # in the second batch's transaction
@@ -251,10 +264,9 @@ def test_the_events_import_stops_when_the_database_shuts_down_and_a_rerun_comple
     assert _events_import(config, path) == 0
     out, err = capsys.readouterr()
     assert "import: 4 accepted, 2 duplicate(s), 0 rejected, 0 alert(s) opened" in out.splitlines()
-    clean = own_pg.create_database("clean")
-    assert _events_import(events_config(tmp_path, clean), path) == 0
-    assert _state(own_pg.url) == _state(clean)
-    assert len(_state(clean)["events"]) == 6
+    _as_one_clean_import(
+        own_pg, lambda clean: _events_import(events_config(tmp_path, clean), path), "events", 6
+    )
 
 
 @pytest.mark.slow
@@ -262,8 +274,7 @@ def test_the_events_import_stops_when_the_database_shuts_down_as_it_seals_the_au
     own_pg: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     events = demo_events(4)
-    path = tmp_path / "events.ndjson"
-    path.write_text("".join(line(e) for e in events), encoding="utf-8")
+    path = _ndjson(tmp_path, events)
     config = events_config(tmp_path, own_pg.url)
 
     with shutdown_at(own_pg, "SELECT audit_chain.", nth=1):  # every batch is in: the seal is last
@@ -338,10 +349,9 @@ def test_the_snapshot_import_stops_when_the_database_shuts_down_and_a_rerun_comp
     assert _snapshot_import(config, extract) == 0
     out, err = capsys.readouterr()
     assert "6 row(s): 4 new, 0 changed, 2 unchanged, 0 bad" in out
-    clean = own_pg.create_database("clean")
-    assert _snapshot_import(snapshot_config(tmp_path, clean), extract) == 0
-    assert _state(own_pg.url) == _state(clean)
-    assert len(_state(clean)["nominals"]) == 6
+    _as_one_clean_import(
+        own_pg, lambda clean: _snapshot_import(snapshot_config(tmp_path, clean), extract), "nominals", 6
+    )
 
 
 @pytest.mark.slow
