@@ -234,7 +234,8 @@ def _as_one_clean_import(server: Server, run: Callable[[str], int], table: str, 
 
 
 def _ndjson(tmp_path: Path, events: list[dict[str, Any]]) -> Path:
-    path = _ndjson(tmp_path, events)
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(line(e) for e in events), encoding="utf-8")
     return path
 
 
