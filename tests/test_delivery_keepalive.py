@@ -106,18 +106,18 @@ async def test_a_ring_during_a_round_that_found_nothing_is_not_lost() -> None:
     from tests.test_delivery_support import make_ctx, make_settings
 
     ctx = make_ctx(make_settings(delivery={"chat_log_path": "unused.log", "poll_seconds": 60}))
-    worker = DeliveryWorker(None, ctx, {})  # type: ignore[arg-type] (run_once is replaced below)
+    worker = DeliveryWorker(None, ctx, {})  # type: ignore[arg-type] (_claim is replaced below)
     stop = asyncio.Event()
     rounds: list[float] = []
 
-    async def run_once() -> int:
+    async def claim() -> list[object]:
         rounds.append(asyncio.get_running_loop().time())
         if len(rounds) == 1:
-            worker.bell.ring()  # a commit lands while this round's claim is finishing
+            worker.bell.ring()  # a commit lands while this claim is finishing
         else:
             stop.set()
-        return 0
+        return []
 
-    worker.run_once = run_once  # type: ignore[method-assign]
+    worker._claim = claim  # type: ignore[method-assign,assignment]
     await asyncio.wait_for(worker.run_forever(stop), timeout=5)
     assert len(rounds) == 2 and rounds[1] - rounds[0] < 1

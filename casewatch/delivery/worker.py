@@ -10,13 +10,14 @@ that expires, and the message is sent again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +42,7 @@ from casewatch.delivery.notifier import (
     Sent,
     unbuildable,
 )
-from casewatch.delivery.pacing import Pacer
+from casewatch.delivery.pacing import Pacer, Turn
 from casewatch.delivery.transition import AlertBrief, DeliveryFacts, Policy, RowUpdate, next_step
 from casewatch.model.alerts import AlertSpec
 from casewatch.routing.outbox import enqueue_fallback
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 DELIVERY_FAILED = "system.delivery_failed"
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# Rounds one worker's `run_forever` may have sending at once: with `delivery.batch_size` rows each,
+# at most this many batches are claimed (leased) and not yet recorded.
+ROUNDS_IN_FLIGHT = 4
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,25 @@ class _Recorder:
                 _settle(done, None)
 
 
+def _exception_types(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return ", ".join(sorted({_exception_types(inner) for inner in exc.exceptions}))
+    return type(exc).__name__
+
+
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Until the first of `waits` ends; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
     if done.done():
         return
@@ -180,6 +204,7 @@ class DeliveryWorker:
         self.config = ctx.settings.delivery
         self.metrics = metrics or DeliveryMetrics()
         self.policy = Policy.of(self.config, self.rng)
+        self._stop: asyncio.Event | None = None  # run_forever's: once set, unstarted rows go back
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -187,25 +212,9 @@ class DeliveryWorker:
         """Claim one batch of due deliveries and handle them; return how many were claimed.
         Different destinations are served concurrently, one destination's messages in order; the
         outcomes of different destinations that land together are recorded in one transaction."""
-        now = self.ctx.clock.now()
-        async with self.sessions.begin() as session:
-            rows = await claim_rows(
-                session, self.worker_id, now, now + timedelta(seconds=self.config.lease_seconds),
-                self.config.batch_size,
-            )
-        if not rows:
-            return 0
-        groups: dict[tuple[str, str], list[ClaimedRow]] = {}
-        for row in rows:
-            groups.setdefault((row.channel, row.target), []).append(row)
-        one_writer = self.sessions.kw["bind"].dialect.name == "sqlite"
-        recorder = _Recorder(self._record_many, len(groups), 1 if one_writer else len(groups))
-        # One task group: if recording fails, the groups waiting on it are cancelled (their rows
-        # stay claimed until the lease lapses, as after a crash) instead of waiting for ever.
-        async with asyncio.TaskGroup() as round_:
-            round_.create_task(recorder.run())
-            for group in groups.values():
-                round_.create_task(self._run_group(group, recorder))
+        rows = await self._claim()
+        if rows:
+            await self._run_round(rows)
         return len(rows)
 
     async def run_until_idle(self, max_rounds: int = 1000) -> int:
@@ -219,28 +228,95 @@ class DeliveryWorker:
         return total
 
     async def run_forever(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            # A ring while this round was claiming (after its claim read the outbox) would not
-            # wake a wait begun afterwards: look again at once rather than at the next poll.
-            rings = self.bell.rings
-            try:
-                handled = await self.run_once()
-            except Exception:  # the database may be away for a while: keep going
-                log.exception("delivery worker %s: a round failed; retrying", self.worker_id)
-                handled = 0
-            if not handled and self.bell.rings == rings:
-                await self.bell.wait(self.config.poll_seconds, stop)
+        """The service's loop. Unlike `run_once`, it claims again while earlier rounds are still
+        sending (up to ROUNDS_IN_FLIGHT of them), so a destination that must wait (pacing) holds
+        up only its own messages: it claims when a full batch was claimed, when the bell rang
+        since its last claim began, when a round ends, or at the poll. Once `stop` is set, a row
+        not yet started is given back (its turn ends at once) and the rounds in flight are
+        awaited; cancelling this cancels them."""
+        in_flight: set[asyncio.Task[None]] = set()
+        round_ended = asyncio.Event()
 
-    async def _run_group(self, rows: list[ClaimedRow], recorder: _Recorder) -> None:
+        def ended(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            round_ended.set()
+
+        self._stop = stop
+        async with asyncio.TaskGroup() as rounds:
+            while not stop.is_set():
+                if len(in_flight) >= ROUNDS_IN_FLIGHT:
+                    round_ended.clear()
+                    await _first_of(round_ended.wait(), stop.wait())
+                    continue
+                round_ended.clear()
+                # A ring while this claim runs (after it read the outbox) would not wake a wait
+                # begun afterwards: look again at once rather than at the next poll.
+                rings = self.bell.rings
+                try:
+                    rows = await self._claim()
+                except Exception as exc:  # the database may be away for a while: keep going
+                    log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
+                              type(exc).__name__)
+                    rows = []
+                if rows:
+                    task = rounds.create_task(self._guarded_round(rows))
+                    in_flight.add(task)
+                    task.add_done_callback(ended)
+                more_due = len(rows) == self.config.batch_size
+                if not more_due and self.bell.rings == rings and not round_ended.is_set():
+                    await _first_of(self.bell.wait(self.config.poll_seconds, stop), round_ended.wait())
+
+    async def _claim(self) -> list[ClaimedRow]:
+        now = self.ctx.clock.now()
+        async with self.sessions.begin() as session:
+            return await claim_rows(
+                session, self.worker_id, now, now + timedelta(seconds=self.config.lease_seconds),
+                self.config.batch_size,
+            )
+
+    async def _guarded_round(self, rows: list[ClaimedRow]) -> None:
         try:
+            await self._run_round(rows)
+        except Exception as exc:  # never the worker's end; the rows' leases lapse, as after a crash
+            # The types only: a database error's text can quote the statement's parameters.
+            kinds = _exception_types(exc)
+            log.error("delivery worker %s: a round of %d failed (%s)", self.worker_id, len(rows), kinds)
+
+    async def _run_round(self, rows: list[ClaimedRow]) -> None:
+        groups: dict[tuple[str, str], list[ClaimedRow]] = {}
+        for row in rows:
+            groups.setdefault((row.channel, row.target), []).append(row)
+        # Taken now, before any await: a destination's groups run one at a time, in claim order,
+        # across this worker's rounds and the other workers sharing the pacer.
+        turns = {key: self.pacer.turns.take(key) for key in groups}
+        one_writer = self.sessions.kw["bind"].dialect.name == "sqlite"
+        recorder = _Recorder(self._record_many, len(groups), 1 if one_writer else len(groups))
+        try:
+            # One task group: if recording fails, the groups waiting on it are cancelled (their
+            # rows stay claimed until the lease lapses, as after a crash) instead of waiting for ever.
+            async with asyncio.TaskGroup() as round_:
+                round_.create_task(recorder.run())
+                for key, group in groups.items():
+                    round_.create_task(self._run_group(group, recorder, turns[key]))
+        finally:
+            for turn in turns.values():  # a group cancelled before it started never ended its own
+                turn.end()
+
+    async def _run_group(self, rows: list[ClaimedRow], recorder: _Recorder, turn: Turn) -> None:
+        try:
+            await turn.wait()
             for row in rows:
                 try:
-                    await self._handle(row, recorder)
+                    if self._stop is not None and self._stop.is_set():
+                        await self._release(row.id, self.ctx.clock.now())  # stopping: not started
+                    else:
+                        await self._handle(row, recorder)
                 except Exception as exc:
                     # The claim lapses and the delivery is tried again: logged, never lost. The type
                     # only: a database error's text can quote the statement's parameters (the payload).
                     log.error("delivery %d: unexpected %s while handling it", row.id, type(exc).__name__)
         finally:
+            turn.end()
             recorder.finished()
 
     # --- one delivery ---------------------------------------------------------------------------
