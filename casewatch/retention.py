@@ -24,8 +24,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Delete, delete, func, select
+from sqlalchemy import ColumnElement, Delete, and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -46,6 +47,7 @@ from casewatch.store.models import (
 )
 
 log = logging.getLogger(__name__)
+_Id = TypeVar("_Id", int, str)
 
 BATCH = 500
 
@@ -154,16 +156,8 @@ async def _purge_alerts(
 ) -> None:
     while True:
         async with sessions.begin() as session:
-            ids = list(
-                (
-                    await session.execute(
-                        select(Alert.id)
-                        .where(Alert.state == "resolved", Alert.resolved_at < cutoff)
-                        .order_by(Alert.id)
-                        .limit(batch)
-                    )
-                ).scalars()
-            )
+            resolved_before = and_(Alert.state == "resolved", Alert.resolved_at < cutoff)
+            ids = await _next_ids(session, Alert.id, resolved_before, batch)
             if not ids:
                 return
             delivery_ids = list(
@@ -185,20 +179,12 @@ async def _purge_messages(
 ) -> None:
     while True:
         async with sessions.begin() as session:
-            ids = list(
-                (
-                    await session.execute(
-                        select(Delivery.id)
-                        .where(
-                            Delivery.alert_id.is_(None),
-                            Delivery.state.in_(("sent", "dead")),
-                            Delivery.created_at < cutoff,
-                        )
-                        .order_by(Delivery.id)
-                        .limit(batch)
-                    )
-                ).scalars()
+            unlinked = and_(
+                Delivery.alert_id.is_(None),
+                Delivery.state.in_(("sent", "dead")),
+                Delivery.created_at < cutoff,
             )
+            ids = await _next_ids(session, Delivery.id, unlinked, batch)
             if not ids:
                 return
             summary.attempts += await _delete_attempts(session, ids)
@@ -215,14 +201,18 @@ async def _purge_simple(
     total = 0
     while True:
         async with sessions.begin() as session:
-            ids = list(
-                (
-                    await session.execute(select(id_column).where(condition).order_by(id_column).limit(batch))
-                ).scalars()
-            )
+            ids = await _next_ids(session, id_column, condition, batch)
             if not ids:
                 return total
             total += await _count(session, delete(table).where(id_column.in_(ids)))
+
+
+async def _next_ids(
+    session: AsyncSession, id_column: InstrumentedAttribute[_Id], condition: ColumnElement[bool], batch: int
+) -> list[_Id]:
+    """The first `batch` ids that match, in id order: each purge deletes in bounded transactions."""
+    stmt = select(id_column).where(condition).order_by(id_column).limit(batch)
+    return list((await session.execute(stmt)).scalars())
 
 
 async def _delete_attempts(session: AsyncSession, delivery_ids: Sequence[int]) -> int:
