@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.context import Context
 from casewatch.ingest.apply import Batch, apply_event
+from casewatch.ingest.plans import plan_for_these_keys
 from casewatch.model.events import Envelope
 from casewatch.store.models import Event
 from casewatch.triggers.applied import Applied
@@ -146,6 +147,8 @@ async def _ingest_in(
         return result
 
     new = [e for e in first_of_id.values() if e.id in stored]
+    if len(new) > 1:  # a single event's keyed reads are left to the plan cache
+        await plan_for_these_keys(session)
     batch = await Batch.load(session, new)
     applied: list[Applied] = []
     for envelope in new:

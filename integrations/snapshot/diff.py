@@ -32,6 +32,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from casewatch.ingest.plans import plan_for_these_keys
 from casewatch.store.models import Marker, Nominal
 from integrations.snapshot.convert import Converted
 from integrations.snapshot.fields import FIELDS, OPTIONAL, REQUIRED
@@ -61,6 +62,7 @@ async def load_stored(session: AsyncSession, refs: Sequence[str]) -> dict[str, S
     """The stored state of these nominals, a few queries a CHUNK of references."""
     found: dict[str, Stored] = {}
     wanted = sorted(set(refs))
+    await plan_for_these_keys(session)  # the IN lists below, on tables a first import is filling
     for start in range(0, len(wanted), CHUNK):
         chunk = wanted[start : start + CHUNK]
         markers: dict[str, list[dict[str, Any]]] = {}
