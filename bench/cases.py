@@ -171,6 +171,7 @@ class FloorGroupCommit:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[bool]]] = []
         self._runner: asyncio.Task[None] | None = None
         self.groups = 0  # transactions that held more than one request
+        self.transactions = 0
 
     async def store(self, row: dict[str, Any]) -> bool:
         """Whether the event was new (False: its id was stored before)."""
@@ -191,6 +192,7 @@ class FloorGroupCommit:
                     done.set_exception(exc)
                 continue
             self.groups += len(group) > 1
+            self.transactions += 1
             for row, done in group:
                 new = row["id"] in inserted
                 inserted.discard(row["id"])  # a repeated id in one group: the first is the new one
@@ -453,13 +455,16 @@ async def bench_ingest(db_url: str, sizes: Sizes, singles: int, batches: int) ->
                 connects.note(measured)
                 return measured
 
-            groups_before = group_commit_count(service)
+            before = group_commit_counts(service)
             out["single"] = await singles_to(url, service.engine)
-            out["single"]["groups"] = group_commit_count(service) - groups_before
+            sent = len(warm_bodies) + singles
+            out["single"].update(_per_transaction(group_commit_counts(service), before, sent))
             out["single_least_work"] = await singles_to(floor_url, floor_engine)
             assert floor_group is not None
             out["single_least_work_group"] = await singles_to(group_url, group_engine)
-            out["single_least_work_group"]["groups"] = floor_group.groups
+            out["single_least_work_group"].update(_per_transaction(
+                (floor_group.groups, floor_group.transactions), (0, 0), sent
+            ))
             for name in ("least_work", "least_work_group"):
                 floor = out[f"single_{name}"]
                 out[f"single_vs_{name}"] = {
@@ -494,12 +499,22 @@ async def bench_ingest(db_url: str, sizes: Sizes, singles: int, batches: int) ->
     return out
 
 
-def group_commit_count(service: Service) -> int:
-    """Transactions of the service's events API that stored more than one request so far."""
+def group_commit_counts(service: Service) -> tuple[int, int]:
+    """The service's events API so far: transactions that stored more than one request, and
+    transactions in all."""
     from casewatch.api.events import _GROUPS
 
     found = _GROUPS.get(service.sessions)
-    return found.groups if found is not None else 0
+    return (found.groups, found.transactions) if found is not None else (0, 0)
+
+
+def _per_transaction(after: tuple[int, int], before: tuple[int, int], requests: int) -> dict[str, Any]:
+    """How the run's requests (warm-up included) shared transactions."""
+    groups, transactions = after[0] - before[0], after[1] - before[1]
+    return {
+        "groups": groups, "transactions": transactions,
+        "requests_per_transaction": round(requests / transactions, 2) if transactions else None,
+    }
 
 
 async def _level_change_batch(
