@@ -372,6 +372,24 @@ def test_the_snapshot_import_stops_when_the_database_shuts_down_at_the_missing_n
     assert "3 row(s): 0 new, 0 changed, 3 unchanged, 0 bad" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_the_snapshot_import_stops_when_the_database_shuts_down_as_it_seals_the_audit(
+    own_pg: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extract = write_extract(tmp_path / "extract.csv", [person(n) for n in range(1, 4)])
+    config = snapshot_config(tmp_path, own_pg.url)
+
+    with shutdown_at(own_pg, "SELECT audit_chain.", nth=1):  # every row is in: the seal is last
+        assert _snapshot_import(config, extract) == 2
+    out, err = capsys.readouterr()
+    assert "3 row(s): 3 new, 0 changed, 0 unchanged, 0 bad" in out
+    assert "stopped: the database is unavailable (DBAPIError) while sealing the audit" in err
+    assert "Traceback" not in err
+    assert len(_state(own_pg.url)["nominals"]) == 3
+    assert _snapshot_import(config, extract) == 0  # and this run seals what the first left
+    assert "3 row(s): 0 new, 0 changed, 3 unchanged, 0 bad" in capsys.readouterr().out
+
+
 async def test_a_pool_that_times_out_stops_the_snapshot_import_keeping_no_row(
     db_url: str, tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ from casewatch.commands._support import configure_logging, directory_problem, sc
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.errors import is_unavailable
 from integrations.snapshot.importer import ImportStopped, Options, Summary, extract_name, import_snapshot
 from integrations.snapshot.mapping import Mapping, MappingError, load_mapping
 from integrations.snapshot.reader import ExtractError
@@ -122,7 +123,19 @@ async def _run(
             print(f"{PROG}: cannot read {options.name}: {why}", file=sys.stderr)
             return 2
         if not options.dry_run:
-            await seal_audit(sessions, ctx)
+            try:
+                await seal_audit(sessions, ctx)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                # Every row is stored: the summary stands; the service (or the next run) seals.
+                _print(summary, options)
+                print(
+                    f"{PROG}: stopped: the database is unavailable ({type(exc).__name__}) while "
+                    "sealing the audit; every row above is stored. Run the import again to seal it",
+                    file=sys.stderr,
+                )
+                return 2
     finally:
         await engine.dispose()
     progress.close()
