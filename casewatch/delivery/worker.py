@@ -230,10 +230,12 @@ class DeliveryWorker:
     async def run_forever(self, stop: asyncio.Event) -> None:
         """The service's loop. Unlike `run_once`, it claims again while earlier rounds are still
         sending (up to ROUNDS_IN_FLIGHT of them), so a destination that must wait (pacing) holds
-        up only its own messages: it claims when a full batch was claimed, when the bell rang
-        since its last claim began, when a round ends, or at the poll. Once `stop` is set, a row
-        not yet started is given back (its turn ends at once) and the rounds in flight are
-        awaited; cancelling this cancels them."""
+        up only its own messages. It claims again at once when its claim was a full batch or the
+        bell rang since the claim began, when a round ends if it was held at ROUNDS_IN_FLIGHT,
+        and otherwise at the bell or the poll. (A round's end makes nothing due in this process:
+        retries, deferred updates and paced rows are put back for later; an empty claim costs a
+        write transaction.) Once `stop` is set, a row not yet started is given back and the
+        rounds in flight are awaited; cancelling this cancels them."""
         in_flight: set[asyncio.Task[None]] = set()
         round_ended = asyncio.Event()
 
@@ -244,11 +246,10 @@ class DeliveryWorker:
         self._stop = stop
         async with asyncio.TaskGroup() as rounds:
             while not stop.is_set():
-                if len(in_flight) >= ROUNDS_IN_FLIGHT:
+                if len(in_flight) >= ROUNDS_IN_FLIGHT:  # claims nothing until a round ends
                     round_ended.clear()
                     await _first_of(round_ended.wait(), stop.wait())
                     continue
-                round_ended.clear()
                 # A ring while this claim runs (after it read the outbox) would not wake a wait
                 # begun afterwards: look again at once rather than at the next poll.
                 rings = self.bell.rings
@@ -262,9 +263,8 @@ class DeliveryWorker:
                     task = rounds.create_task(self._guarded_round(rows))
                     in_flight.add(task)
                     task.add_done_callback(ended)
-                more_due = len(rows) == self.config.batch_size
-                if not more_due and self.bell.rings == rings and not round_ended.is_set():
-                    await _first_of(self.bell.wait(self.config.poll_seconds, stop), round_ended.wait())
+                if len(rows) < self.config.batch_size and self.bell.rings == rings:
+                    await self.bell.wait(self.config.poll_seconds, stop)
 
     async def _claim(self) -> list[ClaimedRow]:
         now = self.ctx.clock.now()
