@@ -166,3 +166,17 @@ async def test_the_wait_ends_after_gather_seconds_when_the_others_do_not_come() 
     await committer.ingest(_one(11))
     assert time.monotonic() - started < 0.04
     assert committer.held[2:] == [["e11"]]
+
+
+async def test_no_wait_when_a_conflict_already_ends_the_next_group() -> None:
+    """Requests about one nominal cannot share a transaction: when the waiting ones already
+    conflict, the next group is what it is, and it goes at once."""
+    committer = _Recording(gather_seconds=0.5)
+    await asyncio.gather(*(committer.ingest(_one(n)) for n in range(4)))
+    started = time.monotonic()
+    first = asyncio.ensure_future(committer.ingest([_envelope(_ref(7), "same-1")]))
+    second = asyncio.ensure_future(committer.ingest([_envelope(_ref(7), "same-2")]))
+    await first
+    assert time.monotonic() - started < 0.4
+    await second
+    assert committer.held[1:] == [["same-1"], ["same-2"]]

@@ -110,6 +110,8 @@ class GroupCommit:
         A lone requester never waits; after a burst, the first request alone waits once."""
         if self.gather_seconds <= 0 or len(self._queue) >= self._circulating:
             return
+        if self._run_length() < len(self._queue):
+            return  # a conflict (or the size cap) already ends the next group: no arrival joins it
         self._wanted = self._circulating
         self._enough.clear()
         try:
@@ -122,17 +124,20 @@ class GroupCommit:
 
     def _take(self) -> list[_Waiting]:
         """The longest run of waiting requests, in arrival order, that may be stored together."""
-        group = [self._queue.pop(0)]
-        keys = set(group[0].keys)
-        events = len(group[0].envelopes)
-        while self._queue:
-            nxt = self._queue[0]
+        group = self._queue[: self._run_length()]
+        del self._queue[: len(group)]
+        return group
+
+    def _run_length(self) -> int:
+        """How many waiting requests, from the first, may be stored together (at least one)."""
+        keys = set(self._queue[0].keys)
+        events = len(self._queue[0].envelopes)
+        for length, nxt in enumerate(self._queue[1:], start=1):
             if not keys.isdisjoint(nxt.keys) or events + len(nxt.envelopes) > MAX_GROUP_EVENTS:
-                break
-            group.append(self._queue.pop(0))
+                return length
             keys.update(nxt.keys)
             events += len(nxt.envelopes)
-        return group
+        return len(self._queue)
 
     async def _alone(self, waiting: _Waiting) -> None:
         try:
