@@ -1,5 +1,5 @@
-"""A batch's keyed reads are planned for their own keys on PostgreSQL (casewatch.ingest.plans):
-the setting holds inside the ingest transaction of a batch, and only there."""
+"""A large batch's keyed reads are planned for their own keys on PostgreSQL
+(casewatch.ingest.plans): the setting holds inside that ingest transaction, and only there."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.ingest.apply import Batch
-from casewatch.ingest.pipeline import ingest
+from casewatch.ingest.pipeline import PLANNED_FOR_THEIR_KEYS_FROM, ingest
 from casewatch.ingest.plans import plan_for_these_keys
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import Envelope
@@ -53,8 +53,15 @@ async def test_nothing_is_sent_to_sqlite(sqlite_url: str) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize(("events", "expected"), [(1, "auto"), (3, "force_custom_plan")])
-async def test_a_batch_loads_with_plans_for_its_keys_and_a_single_event_with_the_cache(
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        (1, "auto"),
+        (PLANNED_FOR_THEIR_KEYS_FROM - 1, "auto"),
+        (PLANNED_FOR_THEIR_KEYS_FROM, "force_custom_plan"),
+    ],
+)
+async def test_a_large_batch_loads_with_plans_for_its_keys_and_a_small_one_with_the_cache(
     pg_url: str, monkeypatch: pytest.MonkeyPatch, events: int, expected: str
 ) -> None:
     seen: list[str] = []

@@ -41,6 +41,12 @@ _RNG = random.Random()
 
 Sleep = Callable[[float], Awaitable[None]]
 
+# Batches of this many new events or more plan their reads for their own keys (ingest.plans): an
+# import's chunks and large API batches, whose IN lists run to hundreds of keys. A request's or a
+# group commit's few events are left to the plan cache: one round trip more is a visible share of
+# those short transactions.
+PLANNED_FOR_THEIR_KEYS_FROM = 100
+
 
 @dataclass
 class IngestResult:
@@ -147,7 +153,7 @@ async def _ingest_in(
         return result
 
     new = [e for e in first_of_id.values() if e.id in stored]
-    if len(new) > 1:  # a single event's keyed reads are left to the plan cache
+    if len(new) >= PLANNED_FOR_THEIR_KEYS_FROM:
         await plan_for_these_keys(session)
     batch = await Batch.load(session, new)
     applied: list[Applied] = []
