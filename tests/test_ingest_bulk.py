@@ -1,7 +1,8 @@
-"""The bulk path for first upserts (casewatch.ingest.bulk) stores exactly what the plain ORM path
-stores: the same mixed batches go through each into its own fresh database, on SQLite and on
-PostgreSQL, and every row of every table is compared (ids and hashes that differ by nature
-aside; both runs use one fixed clock, so every timestamp must match)."""
+"""The bulk path for first upserts (casewatch.ingest.bulk), with large batches planned for their
+keys (casewatch.ingest.plans), stores exactly what the plain ORM path stores: the same mixed
+batches go through each into its own fresh database, on SQLite and on PostgreSQL, and every row
+of every table is compared (ids and hashes that differ by nature aside; both runs use one fixed
+clock, so every timestamp must match)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.ingest.apply import Batch
 from casewatch.ingest.bulk import FreshNominals
-from casewatch.ingest.pipeline import IngestResult, ingest
+from casewatch.ingest.pipeline import PLANNED_FOR_THEIR_KEYS_FROM, IngestResult, ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Alert, Base
@@ -103,6 +104,9 @@ def first_batch() -> list[dict[str, Any]]:
     ]
 
 
+NEW_IN_SECOND = 110  # a chunk large enough to be planned for its keys (PLANNED_FOR_THEIR_KEYS_FROM)
+
+
 def second_batch(repeat: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         # a nominal the first batch wrote in bulk: its stored markers and aliases are replaced
@@ -116,7 +120,7 @@ def second_batch(repeat: dict[str, Any]) -> list[dict[str, Any]]:
                 team=("north", "south")[n % 2], markers=MARKERS[: n % 3], aliases=[f"Alias{n}"] * (n % 2),
                 last_notification_on=date(2026, 1 + n % 12, 1).isoformat(),
             ))
-            for n in range(20, 60)
+            for n in range(20, 20 + NEW_IN_SECOND)
         ),
         ev("mappa.level_changed", 21, hours=2, from_level=2, to_level=1, rationale="Fictional review"),
     ]
@@ -229,15 +233,19 @@ async def test_the_bulk_path_stores_what_the_plain_path_stores(
     first = first_batch()
     batches = [first, second_batch(first[0]), first]  # the last: every event a duplicate
 
+    assert NEW_IN_SECOND >= PLANNED_FOR_THEIR_KEYS_FROM
+    # The plain path: ORM objects for first upserts, every read left to the plan cache.
     monkeypatch.setattr(Batch, "bulk_first_upserts", False)
+    monkeypatch.setattr("casewatch.ingest.pipeline.PLANNED_FOR_THEIR_KEYS_FROM", 10**9)
     plain_results = await _run(plain_url, batches)
     assert bulk_rows == [0, 0]  # (the last batch stores nothing: no apply at all)
     monkeypatch.setattr(Batch, "bulk_first_upserts", True)
+    monkeypatch.setattr("casewatch.ingest.pipeline.PLANNED_FOR_THEIR_KEYS_FROM", PLANNED_FOR_THEIR_KEYS_FROM)
     bulk_results = await _run(bulk_url, batches)
     # Through Core: 1, 2 and 10 of the first batch (3, 4 and 8 were promoted by their second
-    # upsert, 5 by its periodic notification; 6 and 7 had history); 39 of the 40 new of the
-    # second (21 was promoted by its level change; 9 had history).
-    assert bulk_rows == [0, 0, 3, 39]
+    # upsert, 5 by its periodic notification; 6 and 7 had history); all but one of the new
+    # nominals of the second (21 was promoted by its level change; 9 had history).
+    assert bulk_rows == [0, 0, 3, NEW_IN_SECOND - 1]
 
     for plain, bulk in zip(plain_results, bulk_results, strict=True):
         assert (plain.accepted, plain.duplicates, plain.stored, len(plain.alerts)) == (
@@ -250,7 +258,8 @@ async def test_the_bulk_path_stores_what_the_plain_path_stores(
         assert plain_rows[table] == bulk_rows_dumped[table], table
     # The comparison covered what it claims to: every kind of row the batches make is there.
     expected_min = {
-        "nominals": 50, "markers": 40, "nominal_aliases": 20, "events": len(first) + 42,
+        "nominals": 10 + NEW_IN_SECOND, "markers": 40, "nominal_aliases": 20,
+        "events": len(first) + NEW_IN_SECOND + 3,
         "level_changes": 5, "risk_changes": 2, "notifications": 3, "alerts": 3, "deliveries": 3,
         "audit_log": 3, "audit_nominals": 3, "travel_notifications": 1, "border_checks": 1,
         "actions": 1, "visits": 1, "recalls": 1,
