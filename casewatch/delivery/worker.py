@@ -244,27 +244,30 @@ class DeliveryWorker:
             round_ended.set()
 
         self._stop = stop
-        async with asyncio.TaskGroup() as rounds:
-            while not stop.is_set():
-                if len(in_flight) >= ROUNDS_IN_FLIGHT:  # claims nothing until a round ends
-                    round_ended.clear()
-                    await _first_of(round_ended.wait(), stop.wait())
-                    continue
-                # A ring while this claim runs (after it read the outbox) would not wake a wait
-                # begun afterwards: look again at once rather than at the next poll.
-                rings = self.bell.rings
-                try:
-                    rows = await self._claim()
-                except Exception as exc:  # the database may be away for a while: keep going
-                    log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
-                              type(exc).__name__)
-                    rows = []
-                if rows:
-                    task = rounds.create_task(self._guarded_round(rows))
-                    in_flight.add(task)
-                    task.add_done_callback(ended)
-                if len(rows) < self.config.batch_size and self.bell.rings == rings:
-                    await self.bell.wait(self.config.poll_seconds, stop)
+        try:
+            async with asyncio.TaskGroup() as rounds:
+                while not stop.is_set():
+                    if len(in_flight) >= ROUNDS_IN_FLIGHT:  # claims nothing until a round ends
+                        round_ended.clear()
+                        await _first_of(round_ended.wait(), stop.wait())
+                        continue
+                    # A ring while this claim runs (after it read the outbox) would not wake a wait
+                    # begun afterwards: look again at once rather than at the next poll.
+                    rings = self.bell.rings
+                    try:
+                        rows = await self._claim()
+                    except Exception as exc:  # the database may be away for a while: keep going
+                        log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
+                                  type(exc).__name__)
+                        rows = []
+                    if rows:
+                        task = rounds.create_task(self._guarded_round(rows))
+                        in_flight.add(task)
+                        task.add_done_callback(ended)
+                    if len(rows) < self.config.batch_size and self.bell.rings == rings:
+                        await self.bell.wait(self.config.poll_seconds, stop)
+        finally:
+            self._stop = None  # a later run_once (tests, tools) sends again
 
     async def _claim(self) -> list[ClaimedRow]:
         now = self.ctx.clock.now()
