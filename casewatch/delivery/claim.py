@@ -9,6 +9,7 @@ a row whose worker died mid-send becomes claimable again once `claimed_until` pa
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,11 +45,13 @@ class ClaimedRow:
 
 
 async def claim_rows(
-    session: AsyncSession, worker_id: str, now: datetime, lease_until: datetime, limit: int
+    session: AsyncSession, worker_id: str, now: datetime, lease_until: datetime, limit: int,
+    exclude: Collection[int] = (),
 ) -> list[ClaimedRow]:
     """Claim up to `limit` due rows, and in the same statement read what sending each needs: its
     message, its alert's thread at that destination and whether an earlier message there is
-    unfinished. Ordered by id."""
+    unfinished. Ordered by id. Rows in `exclude` (the worker's own, still in flight: their lease
+    may have lapsed while they waited their turn, or under a clock step) are left alone."""
     # Written out: SQLAlchemy renders columns in RETURNING unqualified, which would tie a
     # subquery's columns to its own table instead of the row being claimed.
     thread = literal_column(
@@ -61,7 +64,7 @@ async def claim_rows(
         " AND e.state IN ('pending', 'sending'))", Boolean,
     )
     result = await session.execute(
-        _claim(worker_id, now, lease_until, limit).returning(
+        _claim(worker_id, now, lease_until, limit, exclude).returning(
             Delivery.id, Delivery.channel, Delivery.target, Delivery.alert_id, Delivery.purpose,
             Delivery.payload, Delivery.content_hash, Delivery.last_error, Delivery.claimed_until,
             thread, unfinished,
@@ -70,14 +73,17 @@ async def claim_rows(
     return sorted((ClaimedRow(*row) for row in result.all()), key=lambda r: r.id)
 
 
-def _claim(worker_id: str, now: datetime, lease_until: datetime, limit: int) -> Update:
+def _claim(
+    worker_id: str, now: datetime, lease_until: datetime, limit: int, exclude: Collection[int]
+) -> Update:
     due = (
         select(Delivery.id)
         .where(
             or_(
                 and_(Delivery.state == "pending", Delivery.next_attempt_at <= now),
                 and_(Delivery.state == "sending", Delivery.claimed_until < now),
-            )
+            ),
+            *([Delivery.id.not_in(sorted(exclude))] if exclude else []),
         )
         .order_by(Delivery.next_attempt_at, Delivery.id)
         .limit(limit)
@@ -95,11 +101,22 @@ def _claim(worker_id: str, now: datetime, lease_until: datetime, limit: int) -> 
     )
 
 
-async def release(session: AsyncSession, delivery_id: int, worker_id: str, at: datetime) -> None:
-    """Give a claimed row back, to be tried at `at` (not an attempt: nothing was sent)."""
+def holds(worker_id: str, claimed_until: datetime) -> Any:
+    """The row is still under this claim: a claim is its worker *and* its lease, since one worker
+    with rounds in flight may claim a row again after its lease lapsed while it waited its turn."""
+    return and_(
+        Delivery.state == "sending", Delivery.claimed_by == worker_id, Delivery.claimed_until == claimed_until
+    )
+
+
+async def release(
+    session: AsyncSession, delivery_id: int, worker_id: str, claimed_until: datetime, at: datetime
+) -> None:
+    """Give a claimed row back, to be tried at `at` (not an attempt: nothing was sent), if it is
+    still under that claim."""
     await session.execute(
         update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.state == "sending", Delivery.claimed_by == worker_id)
+        .where(Delivery.id == delivery_id, holds(worker_id, claimed_until))
         .values(state="pending", next_attempt_at=at, claimed_by=None, claimed_until=None)
         .execution_options(synchronize_session=False)
     )

@@ -17,7 +17,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -175,6 +175,11 @@ def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
         done.set_exception(exc)
 
 
+def _holds(d: Delivery, worker_id: str, claimed_until: datetime) -> bool:
+    """As claim.holds, for a loaded row: still under this worker's claim with this lease."""
+    return d.state == "sending" and d.claimed_by == worker_id and d.claimed_until == claimed_until
+
+
 def new_worker_id(n: int = 0) -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{n}:{uuid.uuid4().hex[:6]}"
 
@@ -205,6 +210,8 @@ class DeliveryWorker:
         self.metrics = metrics or DeliveryMetrics()
         self.policy = Policy.of(self.config, self.rng)
         self._stop: asyncio.Event | None = None  # run_forever's: once set, unstarted rows go back
+        # Rows of run_forever's rounds in flight: never claimed again by this worker meanwhile.
+        self._in_flight: set[int] = set()
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -255,12 +262,13 @@ class DeliveryWorker:
                     # begun afterwards: look again at once rather than at the next poll.
                     rings = self.bell.rings
                     try:
-                        rows = await self._claim()
+                        rows = await self._claim(exclude=self._in_flight)
                     except Exception as exc:  # the database may be away for a while: keep going
                         log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
                                   type(exc).__name__)
                         rows = []
                     if rows:
+                        self._in_flight.update(row.id for row in rows)
                         task = rounds.create_task(self._guarded_round(rows))
                         in_flight.add(task)
                         task.add_done_callback(ended)
@@ -269,12 +277,12 @@ class DeliveryWorker:
         finally:
             self._stop = None  # a later run_once (tests, tools) sends again
 
-    async def _claim(self) -> list[ClaimedRow]:
+    async def _claim(self, exclude: Collection[int] = ()) -> list[ClaimedRow]:
         now = self.ctx.clock.now()
         async with self.sessions.begin() as session:
             return await claim_rows(
                 session, self.worker_id, now, now + timedelta(seconds=self.config.lease_seconds),
-                self.config.batch_size,
+                self.config.batch_size, exclude,
             )
 
     async def _guarded_round(self, rows: list[ClaimedRow]) -> None:
@@ -284,6 +292,8 @@ class DeliveryWorker:
             # The types only: a database error's text can quote the statement's parameters.
             kinds = _exception_types(exc)
             log.error("delivery worker %s: a round of %d failed (%s)", self.worker_id, len(rows), kinds)
+        finally:
+            self._in_flight.difference_update(row.id for row in rows)
 
     async def _run_round(self, rows: list[ClaimedRow]) -> None:
         groups: dict[tuple[str, str], list[ClaimedRow]] = {}
@@ -311,7 +321,7 @@ class DeliveryWorker:
             for row in rows:
                 try:
                     if self._stop is not None and self._stop.is_set():
-                        await self._release(row.id, self.ctx.clock.now())  # stopping: not started
+                        await self._release(row.id, row.claimed_until, self.ctx.clock.now())  # not started
                     else:
                         await self._handle(row, recorder)
                 except Exception as exc:
@@ -327,14 +337,17 @@ class DeliveryWorker:
     async def _handle(self, row: ClaimedRow, recorder: _Recorder) -> None:
         # The claim read the row; one whose alert has an earlier message unfinished at this
         # destination is read again now, after that message's outcome (in this batch) is recorded.
-        claimed = await self._prepare(row.id) if row.after_earlier else _claimed(row)
+        claimed = await self._prepare(row) if row.after_earlier else _claimed(row)
         if claimed is None:
             return
-        delivery_id = claimed.delivery_id
         key = (claimed.channel, claimed.target)
         now = self.ctx.clock.now()
-        if self.pacer.wait(key, now) > self.config.max_inline_wait_seconds:
-            await self._release(delivery_id, now + timedelta(seconds=self.pacer.wait(key, now)))
+        pace = self.pacer.wait(key, now)
+        if pace > self.config.max_inline_wait_seconds:
+            await self._release(claimed.delivery_id, claimed.claimed_until, now + timedelta(seconds=pace))
+            return
+        if self._lease_too_short(claimed, now, pace):  # before taking a pacing slot it cannot use
+            await self._release(claimed.delivery_id, claimed.claimed_until, now)
             return
         interval = (
             self.config.chat_interval_seconds if claimed.channel == "slack"
@@ -344,8 +357,8 @@ class DeliveryWorker:
         if wait > 0:
             await self.sleep(wait)
         now = self.ctx.clock.now()
-        if (claimed.claimed_until - now).total_seconds() < self.config.send_timeout_seconds:
-            await self._release(delivery_id, now)  # too little lease left to send safely
+        if self._lease_too_short(claimed, now, 0.0):
+            await self._release(claimed.delivery_id, claimed.claimed_until, now)
             return
         started = time.monotonic()
         outcome = await self._send(claimed)
@@ -374,11 +387,15 @@ class DeliveryWorker:
             )
             return Retryable(f"notifier raised {type(exc).__name__}")
 
-    async def _prepare(self, delivery_id: int) -> Claimed | None:
+    def _lease_too_short(self, claimed: Claimed, now: datetime, wait: float) -> bool:
+        """Too little of the claim's lease left to wait `wait` and then send safely."""
+        return (claimed.claimed_until - now).total_seconds() - wait < self.config.send_timeout_seconds
+
+    async def _prepare(self, row: ClaimedRow) -> Claimed | None:
         now = self.ctx.clock.now()
         async with self.sessions.begin() as session:
-            d = await session.get(Delivery, delivery_id)
-            if d is None or d.state != "sending" or d.claimed_by != self.worker_id:
+            d = await session.get(Delivery, row.id)
+            if d is None or not _holds(d, self.worker_id, row.claimed_until):
                 return None
             assert d.claimed_until is not None
             thread_ref = None
@@ -410,9 +427,11 @@ class DeliveryWorker:
         ).scalar_one()
         return bool(count)
 
-    async def _release(self, delivery_id: int, at: datetime) -> None:
+    async def _release(self, delivery_id: int, claimed_until: datetime, at: datetime) -> None:
         async with self.sessions.begin() as session:
-            await release(session, delivery_id, self.worker_id, at)
+            await release(session, delivery_id, self.worker_id, claimed_until, at)
+        if at <= self.ctx.clock.now():
+            self.bell.ring()  # due now: claimed again at once, not at the next poll
 
     async def _record_many(self, results: list[Result]) -> None:
         """Record outcomes in one transaction; nothing is reported (metrics, logs) before it commits."""
@@ -433,7 +452,7 @@ class DeliveryWorker:
         assert d is not None
         alert = await session.get(Alert, d.alert_id) if d.alert_id else None
         facts = DeliveryFacts(
-            d.state, d.state == "sending" and d.claimed_by == self.worker_id, d.attempts, d.created_at,
+            d.state, _holds(d, self.worker_id, claimed.claimed_until), d.attempts, d.created_at,
             d.channel, d.purpose, AlertBrief(alert.kind, alert.severity, alert.state) if alert else None,
         )
         step = next_step(facts, outcome, self.policy, now)
