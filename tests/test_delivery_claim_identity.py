@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Collection
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.bell import OutboxBell
 from casewatch.context import Context
+from casewatch.delivery.claim import ClaimedRow
 from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.worker import DeliveryWorker
 from casewatch.store.engine import make_sessionmaker
@@ -141,3 +143,47 @@ async def test_a_row_whose_lease_lapsed_while_it_waited_its_turn_is_sent_once(
         stop.set()
         await asyncio.wait_for(running, 20)
     await _sent_once_each(sessions, slack)
+
+
+async def test_a_lease_too_short_for_the_pace_is_given_back_until_the_destination_is_free(
+    engine: AsyncEngine, slack: SlackStandIn
+) -> None:
+    """A short lease (10 s, sends up to 5 s) and a long pace (6 s between two messages to one
+    channel): the second message cannot wait its pace and still send inside its lease, so it goes
+    back due when the channel is free, not due now (claimed and given back in a loop)."""
+    delivery = {
+        **DELIVERY, "lease_seconds": 10, "chat_interval_seconds": 6, "max_inline_wait_seconds": 6,
+        "poll_seconds": 0.2,
+    }
+    settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery=delivery)
+    ctx = make_ctx(settings)  # a fixed clock: the pace never passes in this test
+    bell = OutboxBell()
+    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
+    await setup_directory(sessions, settings)
+    await open_test_alert(sessions, ctx, visor_ref="VS-0000001")
+    await open_test_alert(sessions, ctx, visor_ref="VS-0000002")
+    notifiers = build_notifiers(settings, keep_alive=False)
+    worker = DeliveryWorker(sessions, ctx, notifiers, worker_id="w1", bell=bell)
+    claims = 0
+    claim = worker._claim
+
+    async def counted(exclude: Collection[int] = ()) -> list[ClaimedRow]:
+        nonlocal claims
+        claims += 1
+        return await claim(exclude)
+
+    worker._claim = counted  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run_forever(stop))
+    try:
+        await slack.wait_for_calls("chat.postMessage", 1, within=10)
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 20)
+    first, second = await deliveries(sessions)
+    assert first.state == "sent"
+    now = clock_of(ctx).now()
+    assert (second.state, second.attempts) == ("pending", 0)
+    assert second.next_attempt_at == now + timedelta(seconds=6)
+    assert claims < 15, claims  # a poll every 0.2 s finds nothing due; a loop claims it again and again

@@ -347,7 +347,9 @@ class DeliveryWorker:
             await self._release(claimed.delivery_id, claimed.claimed_until, now + timedelta(seconds=pace))
             return
         if self._lease_too_short(claimed, now, pace):  # before taking a pacing slot it cannot use
-            await self._release(claimed.delivery_id, claimed.claimed_until, now)
+            # Due when the destination is free again: a fresh claim then has its whole lease (due
+            # now, a short lease and a long pace would be claimed and given back in a loop).
+            await self._release(claimed.delivery_id, claimed.claimed_until, now + timedelta(seconds=pace))
             return
         interval = (
             self.config.chat_interval_seconds if claimed.channel == "slack"
