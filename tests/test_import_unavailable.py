@@ -412,3 +412,21 @@ async def test_a_pool_that_times_out_stops_the_snapshot_import_keeping_no_row(
     finally:
         await engine.dispose()
     assert len((await _state_of(db_url))["nominals"]) == 3
+
+
+@pytest.mark.postgres
+def test_a_database_that_takes_no_writes_now_stops_the_events_import(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A PostgreSQL that is up but read-only (a standby after a failover, maintenance with
+    default_transaction_read_only): SQLSTATE 25006 is "away" (exit 2), not a bad line each."""
+    from tests.conftest import _pg_admin
+
+    database = make_url(pg_url).database
+    asyncio.run(_pg_admin(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'))
+    path = _ndjson(tmp_path, demo_events(4))
+    assert _events_import(events_config(tmp_path, pg_url), path) == 2
+    out, err = capsys.readouterr()
+    assert "casewatch import: stopped: the database is unavailable (DBAPIError)" in err
+    assert "could not be stored" not in err and "Traceback" not in err
+    assert "import: 0 accepted, 0 duplicate(s), 0 rejected" in out
