@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Collection
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.bell import OutboxBell
+from casewatch.config.delivery import DeliverySection
 from casewatch.context import Context
-from casewatch.delivery.claim import ClaimedRow
 from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.worker import DeliveryWorker
 from casewatch.store.engine import make_sessionmaker
@@ -145,45 +145,75 @@ async def test_a_row_whose_lease_lapsed_while_it_waited_its_turn_is_sent_once(
     await _sent_once_each(sessions, slack)
 
 
-async def test_a_lease_too_short_for_the_pace_is_given_back_until_the_destination_is_free(
+async def test_a_lease_too_short_for_the_pace_is_given_back_due_when_the_destination_is_free(
     engine: AsyncEngine, slack: SlackStandIn
 ) -> None:
-    """A short lease (10 s, sends up to 5 s) and a long pace (6 s between two messages to one
-    channel): the second message cannot wait its pace and still send inside its lease, so it goes
-    back due when the channel is free, not due now (claimed and given back in a loop)."""
-    delivery = {
-        **DELIVERY, "lease_seconds": 10, "chat_interval_seconds": 6, "max_inline_wait_seconds": 6,
-        "poll_seconds": 0.2,
-    }
+    """A row whose lease ran down (it waited its turn; here the clock moves 8 s) and whose channel
+    is paced 8 s more cannot wait and still send inside its lease (5 s sends): it goes back due
+    when the channel is free (a fresh claim then has its whole lease), not due now, to be claimed
+    and given back again and again, and it takes no pacing slot."""
+    delivery = {**DELIVERY, "lease_seconds": 20, "max_inline_wait_seconds": 10}
     settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery=delivery)
-    ctx = make_ctx(settings)  # a fixed clock: the pace never passes in this test
+    ctx = make_ctx(settings)
+    clock = clock_of(ctx)
+    sessions = make_sessionmaker(engine)
+    await setup_directory(sessions, settings)
+    await open_test_alert(sessions, ctx, visor_ref="VS-0000001")
+    pacer = Pacer()
+    worker = DeliveryWorker(
+        sessions, ctx, build_notifiers(settings, keep_alive=False), worker_id="w1", pacer=pacer
+    )
+    rows = await worker._claim()
+    clock.advance(timedelta(seconds=8))  # 12 s of the lease left
+    free_at = clock.now() + timedelta(seconds=8)
+    pacer.block((rows[0].channel, rows[0].target), free_at)
+    await worker._run_round(rows)
+    (row,) = await deliveries(sessions)
+    assert (row.state, row.attempts, row.claimed_by, row.next_attempt_at) == ("pending", 0, None, free_at)
+    assert slack.calls_to("chat.postMessage") == []
+    assert pacer.wait((rows[0].channel, rows[0].target), clock.now()) == 8.0  # no slot taken
+
+
+async def test_two_workers_of_one_process_and_a_clock_step_mid_send_send_once(
+    engine: AsyncEngine, slack: SlackStandIn
+) -> None:
+    """The service's shape: `delivery.workers` workers in one process share the pacer, and with it
+    the rows in flight. A clock step past the lease while w1 posts must not let w2 claim the row
+    and post it again after its turn."""
+    settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery={**DELIVERY, "lease_seconds": 60})
+    ctx = make_ctx(settings)
     bell = OutboxBell()
     sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
     await setup_directory(sessions, settings)
+    slack.fail_next("conversations.history", error="missing_scope", times=10)
+    slack.delay_next("chat.postMessage", 1.5)
     await open_test_alert(sessions, ctx, visor_ref="VS-0000001")
-    await open_test_alert(sessions, ctx, visor_ref="VS-0000002")
+    pacer = Pacer()
     notifiers = build_notifiers(settings, keep_alive=False)
-    worker = DeliveryWorker(sessions, ctx, notifiers, worker_id="w1", bell=bell)
-    claims = 0
-    claim = worker._claim
-
-    async def counted(exclude: Collection[int] = ()) -> list[ClaimedRow]:
-        nonlocal claims
-        claims += 1
-        return await claim(exclude)
-
-    worker._claim = counted  # type: ignore[method-assign]
+    w1 = DeliveryWorker(sessions, ctx, notifiers, worker_id="w1", bell=bell, pacer=pacer)
+    w2 = DeliveryWorker(sessions, ctx, notifiers, worker_id="w2", bell=bell, pacer=pacer)
     stop = asyncio.Event()
-    running = asyncio.create_task(worker.run_forever(stop))
+    first = asyncio.create_task(w1.run_forever(stop))
+    second: asyncio.Task[None] | None = None
     try:
         await slack.wait_for_calls("chat.postMessage", 1, within=10)
-        await asyncio.sleep(1.0)
+        second = asyncio.create_task(w2.run_forever(stop))
+        clock_of(ctx).advance(timedelta(seconds=61))
+        await _settled(sessions)
+        await asyncio.sleep(1.5)  # time for a second post, if one were coming
     finally:
         stop.set()
-        await asyncio.wait_for(running, 20)
-    first, second = await deliveries(sessions)
-    assert first.state == "sent"
-    now = clock_of(ctx).now()
-    assert (second.state, second.attempts) == ("pending", 0)
-    assert second.next_attempt_at == now + timedelta(seconds=6)
-    assert claims < 15, claims  # a poll every 0.2 s finds nothing due; a loop claims it again and again
+        await asyncio.wait_for(first, 20)
+        if second is not None:
+            await asyncio.wait_for(second, 20)
+    assert len(slack.calls_to("chat.postMessage")) == 1
+    async with sessions() as session:
+        attempts = (await session.execute(select(DeliveryAttempt.outcome))).scalars().all()
+    assert attempts == ["sent"]
+    assert pacer.in_flight == set()
+
+
+def test_a_lease_that_cannot_hold_a_paced_send_is_refused() -> None:
+    with pytest.raises(ValidationError, match="send_timeout_seconds \\+ max_inline_wait_seconds"):
+        DeliverySection(lease_seconds=10, send_timeout_seconds=5, max_inline_wait_seconds=6)
+    assert DeliverySection(lease_seconds=11, send_timeout_seconds=5, max_inline_wait_seconds=6)

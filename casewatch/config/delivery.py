@@ -81,4 +81,9 @@ class DeliverySection(Section):
     def _lease_covers_send(self) -> DeliverySection:
         if self.lease_seconds < 2 * self.send_timeout_seconds:
             raise ValueError("lease_seconds must be at least twice send_timeout_seconds")
+        if self.lease_seconds < self.send_timeout_seconds + self.max_inline_wait_seconds:
+            # Else a message that must wait its pace could never be sent inside a fresh claim.
+            raise ValueError(
+                "lease_seconds must be at least send_timeout_seconds + max_inline_wait_seconds"
+            )
         return self

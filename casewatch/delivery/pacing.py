@@ -66,6 +66,10 @@ class Pacer:
     def __init__(self) -> None:
         self._next: dict[Destination, datetime] = {}
         self.turns = Turns()
+        # Rows the workers of this process have in flight (claimed, not yet recorded or given
+        # back): none of them claims such a row again, even after its lease lapsed (it waited its
+        # turn, or the clock stepped) while it is still to be sent or being sent here.
+        self.in_flight: set[int] = set()
 
     def wait(self, key: Destination, now: datetime) -> float:
         """Seconds until the destination may take another message."""

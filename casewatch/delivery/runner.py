@@ -56,7 +56,10 @@ async def start_delivery(
 
     async def cleanup() -> None:
         stop.set()
-        _, pending = await asyncio.wait(tasks, timeout=config.send_timeout_seconds + 5)
+        # Long enough for a send under way, and for a pacing wait that stop cuts short to give
+        # its row back.
+        grace = config.send_timeout_seconds + config.max_inline_wait_seconds + 5
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
         for task in pending:

@@ -17,7 +17,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -153,7 +153,7 @@ def _exception_types(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+async def _first_of(*waits: Awaitable[Any]) -> None:
     """Until the first of `waits` ends; the others are cancelled."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
@@ -210,8 +210,9 @@ class DeliveryWorker:
         self.metrics = metrics or DeliveryMetrics()
         self.policy = Policy.of(self.config, self.rng)
         self._stop: asyncio.Event | None = None  # run_forever's: once set, unstarted rows go back
-        # Rows of run_forever's rounds in flight: never claimed again by this worker meanwhile.
-        self._in_flight: set[int] = set()
+        # Rows this worker gave back due now while their round was in flight (and so excluded
+        # from its claims): the bell rings again when that round ends.
+        self._due_again: set[int] = set()
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -262,13 +263,13 @@ class DeliveryWorker:
                     # begun afterwards: look again at once rather than at the next poll.
                     rings = self.bell.rings
                     try:
-                        rows = await self._claim(exclude=self._in_flight)
+                        rows = await self._claim(exclude=self.pacer.in_flight)
                     except Exception as exc:  # the database may be away for a while: keep going
                         log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
                                   type(exc).__name__)
                         rows = []
                     if rows:
-                        self._in_flight.update(row.id for row in rows)
+                        self.pacer.in_flight.update(row.id for row in rows)
                         task = rounds.create_task(self._guarded_round(rows))
                         in_flight.add(task)
                         task.add_done_callback(ended)
@@ -293,7 +294,11 @@ class DeliveryWorker:
             kinds = _exception_types(exc)
             log.error("delivery worker %s: a round of %d failed (%s)", self.worker_id, len(rows), kinds)
         finally:
-            self._in_flight.difference_update(row.id for row in rows)
+            ids = {row.id for row in rows}
+            self.pacer.in_flight.difference_update(ids)
+            if self._due_again & ids:  # claimable again only now: claimed at once, not at the poll
+                self._due_again.difference_update(ids)
+                self.bell.ring()
 
     async def _run_round(self, rows: list[ClaimedRow]) -> None:
         groups: dict[tuple[str, str], list[ClaimedRow]] = {}
@@ -357,8 +362,11 @@ class DeliveryWorker:
         )
         wait = self.pacer.reserve(key, now, interval)
         if wait > 0:
-            await self.sleep(wait)
+            await self._paced(wait)
         now = self.ctx.clock.now()
+        if self._stop is not None and self._stop.is_set():  # stopping: given back, not sent late
+            await self._release(claimed.delivery_id, claimed.claimed_until, now)
+            return
         if self._lease_too_short(claimed, now, 0.0):
             await self._release(claimed.delivery_id, claimed.claimed_until, now)
             return
@@ -388,6 +396,13 @@ class DeliveryWorker:
                 type(exc).__name__,
             )
             return Retryable(f"notifier raised {type(exc).__name__}")
+
+    async def _paced(self, seconds: float) -> None:
+        """The pacing wait; run_forever's stop ends it early."""
+        if self._stop is None:
+            await self.sleep(seconds)
+        else:
+            await _first_of(self.sleep(seconds), self._stop.wait())
 
     def _lease_too_short(self, claimed: Claimed, now: datetime, wait: float) -> bool:
         """Too little of the claim's lease left to wait `wait` and then send safely."""
@@ -432,8 +447,8 @@ class DeliveryWorker:
     async def _release(self, delivery_id: int, claimed_until: datetime, at: datetime) -> None:
         async with self.sessions.begin() as session:
             await release(session, delivery_id, self.worker_id, claimed_until, at)
-        if at <= self.ctx.clock.now():
-            self.bell.ring()  # due now: claimed again at once, not at the next poll
+        if at <= self.ctx.clock.now() and delivery_id in self.pacer.in_flight:
+            self._due_again.add(delivery_id)  # the bell rings when its round ends (_guarded_round)
 
     async def _record_many(self, results: list[Result]) -> None:
         """Record outcomes in one transaction; nothing is reported (metrics, logs) before it commits."""
