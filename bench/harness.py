@@ -28,9 +28,9 @@ BENCHMARKS = ("flags", "ingest", "e2e", "scan", "digest", "audit", "multi")
 Getter = Callable[[dict[str, Any]], float | None]
 
 
-def _flags_p99_32(r: dict[str, Any]) -> float | None:
+def _flags_level(r: dict[str, Any], concurrency: int) -> dict[str, Any]:
     levels = r.get("flags", {}).get("levels", [])
-    return next((lv["flags"]["p99_ms"] for lv in levels if lv["concurrency"] == 32), None)
+    return next((lv for lv in levels if lv["concurrency"] == concurrency), {})
 
 
 def _dig(r: dict[str, Any], *keys: str) -> float | None:
@@ -40,10 +40,17 @@ def _dig(r: dict[str, Any], *keys: str) -> float | None:
     return value if isinstance(value, int | float) else None
 
 
+# Issue 17's targets (bench/README.md, "Issue 17: where each target stands").
 TARGETS: list[tuple[str, Getter, float, bool]] = [
-    ("/flags p99 at 32 requesters (ms)", _flags_p99_32, 50.0, False),
-    ("end-to-end p99 (ms)", lambda r: r.get("e2e", {}).get("p99_ms"), 1000.0, False),
-    ("ingest batched (events/s)", lambda r: _dig(r, "ingest", "batch", "events_per_s"), 2000.0, True),
+    ("/flags median at 1 requester (ms)", lambda r: _dig(_flags_level(r, 1), "flags", "p50_ms"), 3.0, False),
+    ("/flags at 32: throughput / least work",
+     lambda r: _dig(_flags_level(r, 32), "least_work_throughput_ratio"), 0.5, True),
+    ("/flags surname / reference p50",
+     lambda r: _dig(_flags_level(r, 1), "surname_vs_reference_p50"), 1.5, False),
+    ("end-to-end p99 (ms)", lambda r: r.get("e2e", {}).get("p99_ms"), 25.0, False),
+    ("ingest batched (events/s)", lambda r: _dig(r, "ingest", "batch", "events_per_s"), 5000.0, True),
+    ("ingest single, 8 requesters (events/s)", lambda r: _dig(r, "ingest", "single", "per_s"), 1000.0, True),
+    ("digest, all teams (s)", lambda r: _dig(r, "digest", "seconds"), 5.0, False),
     ("scan, first run (s)", lambda r: _dig(r, "scan", "first", "seconds"), 5.0, False),
     ("peak memory, scan process (MB)", lambda r: _dig(r, "scan", "first", "peak_rss_mb"), 300.0, False),
 ]
