@@ -210,7 +210,7 @@ async def test_two_workers_of_one_process_and_a_clock_step_mid_send_send_once(
     async with sessions() as session:
         attempts = (await session.execute(select(DeliveryAttempt.outcome))).scalars().all()
     assert attempts == ["sent"]
-    assert pacer.in_flight == set()
+    assert pacer.in_flight == {}
 
 
 def test_a_lease_that_cannot_hold_a_paced_send_is_refused() -> None:

@@ -110,7 +110,7 @@ async def test_a_ring_during_a_round_that_found_nothing_is_not_lost() -> None:
     stop = asyncio.Event()
     rounds: list[float] = []
 
-    async def claim(exclude: object = ()) -> list[object]:
+    async def claim(spare_in_flight: bool = False) -> list[object]:
         rounds.append(asyncio.get_running_loop().time())
         if len(rounds) == 1:
             worker.bell.ring()  # a commit lands while this claim is finishing

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -197,5 +197,62 @@ async def test_a_run_that_ends_leaves_nothing_behind(
         with pytest.raises(asyncio.CancelledError):
             await running
     assert len(pacer.turns) == 0
-    assert pacer.in_flight == set()
+    assert pacer.in_flight == {}
     assert worker._stop is None
+
+
+async def test_a_row_given_back_due_now_is_claimable_at_once_not_when_its_round_ends(
+    engine: AsyncEngine, slack: SlackStandIn
+) -> None:
+    """Row 3 (north) is given back due now ~1 s in (the clock steps 20 s during its pace wait)
+    while its round waits 9 s for row 2 (south, slow). Its old round never touches it again, so
+    the process's other worker may claim it at once (a third review: it was held to the round's end)."""
+    delivery = {
+        "send_timeout_seconds": 12, "lease_seconds": 30, "poll_seconds": 0.5, "batch_size": 3,
+        "chat_interval_seconds": 1, "max_inline_wait_seconds": 2,
+    }
+    settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery=delivery, teams=TEAMS)
+    ctx = make_ctx(settings)
+    clock = clock_of(ctx)
+    bell = OutboxBell()
+    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
+    await setup_directory(sessions, settings)
+    await _open(sessions, ctx, "north", 1)
+    await _open(sessions, ctx, "south", 2)
+    await _open(sessions, ctx, "north", 3)
+
+    async def stepping_sleep(seconds: float) -> None:  # the wall clock steps 20 s during the wait
+        clock.advance(timedelta(seconds=20))
+
+    notifiers: dict[str, Any] = dict(build_notifiers(settings, keep_alive=False))
+    notifiers["slack"] = _SlowTo(notifiers["slack"], "C0SOUTH", 9.0)
+    pacer = Pacer()
+    w1 = DeliveryWorker(
+        sessions, ctx, notifiers, worker_id="w1", bell=bell, pacer=pacer, sleep=stepping_sleep
+    )
+    stop = asyncio.Event()
+    first = asyncio.create_task(w1.run_forever(stop))
+    await slack.wait_for_calls("chat.postMessage", 1, within=10)  # north row 1; w1 holds all 3 rows
+    w2 = DeliveryWorker(sessions, ctx, notifiers, worker_id="w2", bell=bell, pacer=pacer)
+    second = asyncio.create_task(w2.run_forever(stop))
+    try:
+        await slack.wait_for_calls("chat.postMessage", 3, within=20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 30)
+    rows = await deliveries(sessions)
+    assert [(r.state, r.attempts) for r in rows] == [("sent", 1), ("sent", 1), ("sent", 1)]
+    north = [c.at for c in slack.calls_to("chat.postMessage") if c.args.get("channel") == "C0NORTH"]
+    assert north[1] - north[0] < 3.0, north[1] - north[0]
+
+
+def test_a_claim_spares_only_the_rows_in_flight_whose_lease_has_lapsed() -> None:
+    """A live lease keeps a row out of every claim already: only lapsed ones are named to the
+    claim (a third review: every row in flight went as one bind parameter, up to the driver's
+    limit of 32,767 on PostgreSQL, and each claim grew slower with them)."""
+    pacer = Pacer()
+    now = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    pacer.in_flight.update({n: now + timedelta(seconds=60) for n in range(40_000)})
+    pacer.in_flight[7] = now - timedelta(seconds=1)
+    pacer.in_flight[8] = now
+    assert sorted(pacer.lapsed_in_flight(now)) == [7, 8]

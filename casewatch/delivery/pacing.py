@@ -67,9 +67,15 @@ class Pacer:
         self._next: dict[Destination, datetime] = {}
         self.turns = Turns()
         # Rows the workers of this process have in flight (claimed, not yet recorded or given
-        # back): none of them claims such a row again, even after its lease lapsed (it waited its
-        # turn, or the clock stepped) while it is still to be sent or being sent here.
-        self.in_flight: set[int] = set()
+        # back), with their lease: none of them claims such a row again, even after its lease
+        # lapsed (it waited its turn, or the clock stepped) while it is still to be sent or being
+        # sent here.
+        self.in_flight: dict[int, datetime] = {}
+
+    def lapsed_in_flight(self, now: datetime) -> list[int]:
+        """The rows in flight whose lease has lapsed: the only ones a claim could take (a live
+        lease keeps a row out of every claim already), so the only ones it must be told of."""
+        return [delivery_id for delivery_id, until in self.in_flight.items() if until <= now]
 
     def wait(self, key: Destination, now: datetime) -> float:
         """Seconds until the destination may take another message."""

@@ -17,7 +17,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -210,9 +210,6 @@ class DeliveryWorker:
         self.metrics = metrics or DeliveryMetrics()
         self.policy = Policy.of(self.config, self.rng)
         self._stop: asyncio.Event | None = None  # run_forever's: once set, unstarted rows go back
-        # Rows this worker gave back due now while their round was in flight (and so excluded
-        # from its claims): the bell rings again when that round ends.
-        self._due_again: set[int] = set()
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -263,13 +260,13 @@ class DeliveryWorker:
                     # begun afterwards: look again at once rather than at the next poll.
                     rings = self.bell.rings
                     try:
-                        rows = await self._claim(exclude=self.pacer.in_flight)
+                        rows = await self._claim(spare_in_flight=True)
                     except Exception as exc:  # the database may be away for a while: keep going
                         log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
                                   type(exc).__name__)
                         rows = []
                     if rows:
-                        self.pacer.in_flight.update(row.id for row in rows)
+                        self.pacer.in_flight.update((row.id, row.claimed_until) for row in rows)
                         task = rounds.create_task(self._guarded_round(rows))
                         in_flight.add(task)
                         task.add_done_callback(ended)
@@ -278,8 +275,11 @@ class DeliveryWorker:
         finally:
             self._stop = None  # a later run_once (tests, tools) sends again
 
-    async def _claim(self, exclude: Collection[int] = ()) -> list[ClaimedRow]:
+    async def _claim(self, *, spare_in_flight: bool = False) -> list[ClaimedRow]:
+        """Claim a batch; with `spare_in_flight`, none of the rows this process has in flight."""
         now = self.ctx.clock.now()
+        # The same instant as the claim's: a lease lapsing in between is either spared or live.
+        exclude = self.pacer.lapsed_in_flight(now) if spare_in_flight else ()
         async with self.sessions.begin() as session:
             return await claim_rows(
                 session, self.worker_id, now, now + timedelta(seconds=self.config.lease_seconds),
@@ -294,11 +294,8 @@ class DeliveryWorker:
             kinds = _exception_types(exc)
             log.error("delivery worker %s: a round of %d failed (%s)", self.worker_id, len(rows), kinds)
         finally:
-            ids = {row.id for row in rows}
-            self.pacer.in_flight.difference_update(ids)
-            if self._due_again & ids:  # claimable again only now: claimed at once, not at the poll
-                self._due_again.difference_update(ids)
-                self.bell.ring()
+            for row in rows:  # those the round never reached (it failed or was cancelled)
+                self.pacer.in_flight.pop(row.id, None)
 
     async def _run_round(self, rows: list[ClaimedRow]) -> None:
         groups: dict[tuple[str, str], list[ClaimedRow]] = {}
@@ -333,6 +330,10 @@ class DeliveryWorker:
                     # The claim lapses and the delivery is tried again: logged, never lost. The type
                     # only: a database error's text can quote the statement's parameters (the payload).
                     log.error("delivery %d: unexpected %s while handling it", row.id, type(exc).__name__)
+                finally:
+                    # Recorded or given back (or failed, its lease to lapse): this round is done
+                    # with it, so the process's other claims may take it when it is due.
+                    self.pacer.in_flight.pop(row.id, None)
         finally:
             turn.end()
             recorder.finished()
@@ -447,8 +448,10 @@ class DeliveryWorker:
     async def _release(self, delivery_id: int, claimed_until: datetime, at: datetime) -> None:
         async with self.sessions.begin() as session:
             await release(session, delivery_id, self.worker_id, claimed_until, at)
-        if at <= self.ctx.clock.now() and delivery_id in self.pacer.in_flight:
-            self._due_again.add(delivery_id)  # the bell rings when its round ends (_guarded_round)
+        if delivery_id in self.pacer.in_flight:
+            del self.pacer.in_flight[delivery_id]  # given back: the process's claims may take it
+            if at <= self.ctx.clock.now():
+                self.bell.ring()  # due now: claimed at once, not at the next poll
 
     async def _record_many(self, results: list[Result]) -> None:
         """Record outcomes in one transaction; nothing is reported (metrics, logs) before it commits."""
