@@ -299,3 +299,45 @@ async def test_the_command_exits_1_when_reading_a_mail_failed(
     said = capsys.readouterr().err
     assert "1 kept for a person" in said and "reading 1 failed (kept)" in said
     assert await mailbox_flags(dovecot) == {1: MARKED, 2: IGNORED, 3: MARKED}
+
+
+async def test_a_refused_login_and_a_stuck_logout_leave_no_connection_open(
+    sqlite_url: str, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection the reader opens is closed, whatever happens: a login refused (it used to
+    be left to the garbage collector, an unclosed-transport warning in a later test) and a LOGOUT
+    that fails (a stuck server)."""
+    import gc
+
+    import aioimaplib
+
+    opened: list[aioimaplib.IMAP4] = []
+    real = ImapReader.connect
+
+    async def recorded_connect(self: ImapReader) -> aioimaplib.IMAP4:
+        client = await real(self)
+        opened.append(client)
+        return client
+
+    async with mail_service(sqlite_url, **dovecot.inbound_mail()) as (_service, processor):
+        refused = reader_for(processor, dovecot, password="not-the-password")
+        clients: list[aioimaplib.IMAP4] = []
+        real_init = aioimaplib.IMAP4.__init__
+
+        def keep(client: aioimaplib.IMAP4, *args: object, **kwargs: object) -> None:
+            real_init(client, *args, **kwargs)  # type: ignore[arg-type]
+            clients.append(client)
+
+        monkeypatch.setattr(aioimaplib.IMAP4, "__init__", keep)
+        with pytest.raises(Exception, match="login refused"):
+            await refused.run(asyncio.Event(), once=True)
+        assert len(clients) == 1 and clients[0].protocol.transport.is_closing()
+
+        async def stuck_logout(self: aioimaplib.IMAP4) -> None:
+            raise TimeoutError
+
+        monkeypatch.setattr(aioimaplib.IMAP4, "logout", stuck_logout)
+        monkeypatch.setattr(ImapReader, "connect", recorded_connect)
+        await reader_for(processor, dovecot).run(asyncio.Event(), once=True)
+        assert len(opened) == 1 and opened[0].protocol.transport.is_closing()
+    gc.collect()  # an unclosed transport would warn here, and warnings are errors

@@ -128,6 +128,12 @@ def _ok(response: aioimaplib.Response, what: str) -> aioimaplib.Response:
     return response
 
 
+def _close(client: aioimaplib.IMAP4) -> None:
+    transport = client.protocol.transport
+    if transport is not None:
+        transport.close()
+
+
 async def _starttls(client: aioimaplib.IMAP4, host: str, context: ssl.SSLContext) -> None:
     """aioimaplib has no STARTTLS: send it, then upgrade the connection in place (RFC 3501 6.2.1)."""
     protocol = client.protocol
@@ -173,12 +179,16 @@ class ImapReader:
         lost = asyncio.Event()
         client.protocol.conn_lost_cb = lambda exc: lost.set()
         self._lost = lost
-        await client.wait_hello_from_server()
-        if config.security == "starttls":
-            await _starttls(client, config.host, self.ssl_context)
-        response = await client.login(config.username, config.password.get_secret_value())
-        if response.result != "OK":
-            raise ImapProblem("login refused (check username and password)")
+        try:
+            await client.wait_hello_from_server()
+            if config.security == "starttls":
+                await _starttls(client, config.host, self.ssl_context)
+            response = await client.login(config.username, config.password.get_secret_value())
+            if response.result != "OK":
+                raise ImapProblem("login refused (check username and password)")
+        except BaseException:
+            _close(client)  # a connection that never became a session is not left to the collector
+            raise
         return client
 
     async def select(self, client: aioimaplib.IMAP4) -> None:
@@ -320,13 +330,10 @@ class ImapReader:
                     return
                 await self.wait_for_mail(client, stop)
         finally:
-            if self._lost.is_set():
-                transport = client.protocol.transport
-                if transport is not None:
-                    transport.close()
-            else:
+            if not self._lost.is_set():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(client.logout(), 5)
+            _close(client)  # also when the LOGOUT failed or timed out (a slow or stuck server)
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
         """Read until `stop` is set (with `once`: one pass, and a failure raises)."""
