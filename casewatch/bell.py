@@ -6,6 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
+from typing import Any
+
+
+async def first_of(*waits: Awaitable[Any], within: float | None = None) -> None:
+    """Until the first of `waits` ends (or `within` seconds pass); the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class Bell:
@@ -21,15 +36,7 @@ class Bell:
 
     async def wait(self, seconds: float, stop: asyncio.Event) -> None:
         """Until the bell rings, `stop` is set, or `seconds` pass."""
-        rung = asyncio.ensure_future(self._rung.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait((rung, stopped), timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (rung, stopped):
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await waiter
+        await first_of(self._rung.wait(), stop.wait(), within=seconds)
 
 
 # The outbox's bell: rung after a commit that queued deliveries (delivery.poll_seconds is the poll).

@@ -10,7 +10,6 @@ that expires, and the message is sent again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -29,9 +28,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import open_alert
 from casewatch.audit import record
-from casewatch.bell import OutboxBell
+from casewatch.bell import OutboxBell, first_of
 from casewatch.context import Context
-from casewatch.delivery.claim import LEASE_EXPIRED, UNFINISHED, ClaimedRow, claim_rows, release
+from casewatch.delivery.claim import LEASE_EXPIRED, UNFINISHED, ClaimedRow, claim_rows, holds_row, release
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import (
     Notifier,
@@ -153,19 +152,6 @@ def _exception_types(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-async def _first_of(*waits: Awaitable[Any]) -> None:
-    """Until the first of `waits` ends; the others are cancelled."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
     if done.done():
         return
@@ -173,11 +159,6 @@ def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
         done.set_result(None)
     else:
         done.set_exception(exc)
-
-
-def _holds(d: Delivery, worker_id: str, claimed_until: datetime) -> bool:
-    """As claim.holds, for a loaded row: still under this worker's claim with this lease."""
-    return d.state == "sending" and d.claimed_by == worker_id and d.claimed_until == claimed_until
 
 
 def new_worker_id(n: int = 0) -> str:
@@ -254,7 +235,7 @@ class DeliveryWorker:
                 while not stop.is_set():
                     if len(in_flight) >= ROUNDS_IN_FLIGHT:  # claims nothing until a round ends
                         round_ended.clear()
-                        await _first_of(round_ended.wait(), stop.wait())
+                        await first_of(round_ended.wait(), stop.wait())
                         continue
                     # A ring while this claim runs (after it read the outbox) would not wake a wait
                     # begun afterwards: look again at once rather than at the next poll.
@@ -349,12 +330,11 @@ class DeliveryWorker:
         key = (claimed.channel, claimed.target)
         now = self.ctx.clock.now()
         pace = self.pacer.wait(key, now)
-        if pace > self.config.max_inline_wait_seconds:
-            await self._release(claimed.delivery_id, claimed.claimed_until, now + timedelta(seconds=pace))
-            return
-        if self._lease_too_short(claimed, now, pace):  # before taking a pacing slot it cannot use
-            # Due when the destination is free again: a fresh claim then has its whole lease (due
-            # now, a short lease and a long pace would be claimed and given back in a loop).
+        # Too long a pace to wait inline, or too little lease left to wait it and still send (checked
+        # before taking a slot it cannot use): given back, due when the destination is free again. A
+        # fresh claim then has its whole lease (due now, a short lease and a long pace would be
+        # claimed and given back in a loop).
+        if pace > self.config.max_inline_wait_seconds or self._lease_too_short(claimed, now, pace):
             await self._release(claimed.delivery_id, claimed.claimed_until, now + timedelta(seconds=pace))
             return
         interval = (
@@ -403,7 +383,7 @@ class DeliveryWorker:
         if self._stop is None:
             await self.sleep(seconds)
         else:
-            await _first_of(self.sleep(seconds), self._stop.wait())
+            await first_of(self.sleep(seconds), self._stop.wait())
 
     def _lease_too_short(self, claimed: Claimed, now: datetime, wait: float) -> bool:
         """Too little of the claim's lease left to wait `wait` and then send safely."""
@@ -413,7 +393,7 @@ class DeliveryWorker:
         now = self.ctx.clock.now()
         async with self.sessions.begin() as session:
             d = await session.get(Delivery, row.id)
-            if d is None or not _holds(d, self.worker_id, row.claimed_until):
+            if d is None or not holds_row(d, self.worker_id, row.claimed_until):
                 return None
             assert d.claimed_until is not None
             thread_ref = None
@@ -472,7 +452,7 @@ class DeliveryWorker:
         assert d is not None
         alert = await session.get(Alert, d.alert_id) if d.alert_id else None
         facts = DeliveryFacts(
-            d.state, _holds(d, self.worker_id, claimed.claimed_until), d.attempts, d.created_at,
+            d.state, holds_row(d, self.worker_id, claimed.claimed_until), d.attempts, d.created_at,
             d.channel, d.purpose, AlertBrief(alert.kind, alert.severity, alert.state) if alert else None,
         )
         step = next_step(facts, outcome, self.policy, now)
