@@ -50,8 +50,8 @@ async def claim_rows(
 ) -> list[ClaimedRow]:
     """Claim up to `limit` due rows, and in the same statement read what sending each needs: its
     message, its alert's thread at that destination and whether an earlier message there is
-    unfinished. Ordered by id. Rows in `exclude` (the worker's own, still in flight: their lease
-    may have lapsed while they waited their turn, or under a clock step) are left alone."""
+    unfinished. Ordered by id. Rows in `exclude` (this process's, still in flight, whose lease
+    lapsed while they waited their turn or under a clock step) are left alone."""
     # Written out: SQLAlchemy renders columns in RETURNING unqualified, which would tie a
     # subquery's columns to its own table instead of the row being claimed.
     thread = literal_column(
@@ -102,11 +102,16 @@ def _claim(
 
 
 def holds(worker_id: str, claimed_until: datetime) -> Any:
-    """The row is still under this claim: a claim is its worker *and* its lease, since one worker
-    with rounds in flight may claim a row again after its lease lapsed while it waited its turn."""
+    """The row is still under this claim: a claim is its worker *and* its lease, since a row in
+    flight may be claimed again after its lease lapsed while it waited its turn."""
     return and_(
         Delivery.state == "sending", Delivery.claimed_by == worker_id, Delivery.claimed_until == claimed_until
     )
+
+
+def holds_row(d: Delivery, worker_id: str, claimed_until: datetime) -> bool:
+    """`holds`, for a row already loaded."""
+    return d.state == "sending" and d.claimed_by == worker_id and d.claimed_until == claimed_until
 
 
 async def release(
