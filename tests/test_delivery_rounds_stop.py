@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +64,39 @@ class _SlowTo:
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+@dataclass
+class _NorthSouthNorth:
+    sessions: async_sessionmaker[AsyncSession]
+    ctx: Context
+    bell: OutboxBell
+    notifiers: dict[str, Any]
+    sleep: Callable[[float], Awaitable[None]]
+
+
+async def _north_south_north(
+    engine: AsyncEngine, slack: SlackStandIn, delivery: dict[str, Any], *, step: float, south_takes: float
+) -> _NorthSouthNorth:
+    """Three alerts: row 1 to C0NORTH, row 2 to C0SOUTH (its sends take `south_takes` seconds
+    longer), row 3 to C0NORTH again (paced behind row 1); the pacing wait steps the wall clock
+    `step` seconds."""
+    settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery=delivery, teams=TEAMS)
+    ctx = make_ctx(settings)
+    clock = clock_of(ctx)
+    bell = OutboxBell()
+    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
+    await setup_directory(sessions, settings)
+    await _open(sessions, ctx, "north", 1)
+    await _open(sessions, ctx, "south", 2)
+    await _open(sessions, ctx, "north", 3)
+
+    async def stepping_sleep(seconds: float) -> None:
+        clock.advance(timedelta(seconds=step))
+
+    notifiers: dict[str, Any] = dict(build_notifiers(settings, keep_alive=False))
+    notifiers["slack"] = _SlowTo(notifiers["slack"], "C0SOUTH", south_takes)
+    return _NorthSouthNorth(sessions, ctx, bell, notifiers, stepping_sleep)
 
 
 async def test_stop_cuts_a_pacing_wait_short_and_gives_the_row_back(
@@ -134,22 +169,11 @@ async def test_a_row_given_back_due_now_mid_round_is_claimed_when_the_round_ends
         "send_timeout_seconds": 4, "lease_seconds": 10, "poll_seconds": poll, "batch_size": 3,
         "chat_interval_seconds": 1, "max_inline_wait_seconds": 2,
     }
-    settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery=delivery, teams=TEAMS)
-    ctx = make_ctx(settings)
-    clock = clock_of(ctx)
-    bell = OutboxBell()
-    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
-    await setup_directory(sessions, settings)
-    await _open(sessions, ctx, "north", 1)
-    await _open(sessions, ctx, "south", 2)
-    await _open(sessions, ctx, "north", 3)
-
-    async def stepping_sleep(seconds: float) -> None:  # the wall clock steps 7 s during the wait
-        clock.advance(timedelta(seconds=7))
-
-    notifiers: dict[str, Any] = dict(build_notifiers(settings, keep_alive=False))
-    notifiers["slack"] = _SlowTo(notifiers["slack"], "C0SOUTH", 3.0)
-    worker = DeliveryWorker(sessions, ctx, notifiers, worker_id="w1", bell=bell, sleep=stepping_sleep)
+    case = await _north_south_north(engine, slack, delivery, step=7, south_takes=3.0)
+    sessions = case.sessions
+    worker = DeliveryWorker(
+        sessions, case.ctx, case.notifiers, worker_id="w1", bell=case.bell, sleep=case.sleep
+    )
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run_forever(stop))
     try:
@@ -211,29 +235,16 @@ async def test_a_row_given_back_due_now_is_claimable_at_once_not_when_its_round_
         "send_timeout_seconds": 12, "lease_seconds": 30, "poll_seconds": 0.5, "batch_size": 3,
         "chat_interval_seconds": 1, "max_inline_wait_seconds": 2,
     }
-    settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery=delivery, teams=TEAMS)
-    ctx = make_ctx(settings)
-    clock = clock_of(ctx)
-    bell = OutboxBell()
-    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring)
-    await setup_directory(sessions, settings)
-    await _open(sessions, ctx, "north", 1)
-    await _open(sessions, ctx, "south", 2)
-    await _open(sessions, ctx, "north", 3)
-
-    async def stepping_sleep(seconds: float) -> None:  # the wall clock steps 20 s during the wait
-        clock.advance(timedelta(seconds=20))
-
-    notifiers: dict[str, Any] = dict(build_notifiers(settings, keep_alive=False))
-    notifiers["slack"] = _SlowTo(notifiers["slack"], "C0SOUTH", 4.0)
+    case = await _north_south_north(engine, slack, delivery, step=20, south_takes=4.0)
+    sessions = case.sessions
     pacer = Pacer()
     w1 = DeliveryWorker(
-        sessions, ctx, notifiers, worker_id="w1", bell=bell, pacer=pacer, sleep=stepping_sleep
+        sessions, case.ctx, case.notifiers, worker_id="w1", bell=case.bell, pacer=pacer, sleep=case.sleep
     )
     stop = asyncio.Event()
     first = asyncio.create_task(w1.run_forever(stop))
     await slack.wait_for_calls("chat.postMessage", 1, within=10)  # north row 1; w1 holds all 3 rows
-    w2 = DeliveryWorker(sessions, ctx, notifiers, worker_id="w2", bell=bell, pacer=pacer)
+    w2 = DeliveryWorker(sessions, case.ctx, case.notifiers, worker_id="w2", bell=case.bell, pacer=pacer)
     second = asyncio.create_task(w2.run_forever(stop))
     try:
         await slack.wait_for_calls("chat.postMessage", 3, within=20)
