@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -34,10 +35,68 @@ class Bell:
         rung, self._rung = self._rung, asyncio.Event()
         rung.set()
 
-    async def wait(self, seconds: float, stop: asyncio.Event) -> None:
-        """Until the bell rings, `stop` is set, or `seconds` pass."""
-        await first_of(self._rung.wait(), stop.wait(), within=seconds)
+    async def wait(self, seconds: float, stop: asyncio.Event, *also: Awaitable[Any]) -> None:
+        """Until the bell rings, `stop` is set, any of `also` ends, or `seconds` pass."""
+        await first_of(self._rung.wait(), stop.wait(), *also, within=seconds)
 
 
 # The outbox's bell: rung after a commit that queued deliveries (delivery.poll_seconds is the poll).
 OutboxBell = Bell
+
+
+@dataclass(frozen=True)
+class Claimer:
+    """Who new outbox rows are written claimed by: a delivery worker of this process, and its
+    lease."""
+
+    worker_id: str
+    lease_seconds: float
+
+
+class Handoff:
+    """New outbox rows written already claimed by this process's delivery worker (`owner`) and,
+    once their transaction has committed, handed to it in memory: no claim transaction, no bell.
+    Only while that worker runs and has room (`room` is None otherwise: rows are queued
+    unclaimed, as by the CLI). A row handed to no one (the process died, the worker stopped) is
+    still a claim with a lease: when it lapses, any worker claims it, as after a crash mid-send.
+    The rows are whatever the writer hands (delivery.claim.ClaimedRow); this only carries them."""
+
+    def __init__(self, limit: int = 20) -> None:
+        self.owner: Claimer | None = None
+        self.accepting = False  # the owner has room for more rounds
+        self.limit = limit  # at most this many rows waiting to be taken, and a commit's rows
+        self._rows: list[Any] = []  # handed to the owner, in commit order
+        self.late: list[tuple[str, Any]] = []  # (worker id, row): committed after their worker left
+        self.ready = asyncio.Event()  # set while rows wait to be taken
+
+    def attach(self, owner: Claimer) -> None:
+        self.owner, self.accepting = owner, True
+
+    def detach(self) -> list[Any]:
+        """No more rows for the owner; return those it never took (to be given back)."""
+        self.owner, self.accepting = None, False
+        rows, self._rows = self._rows, []
+        self.ready.clear()
+        return rows
+
+    def room(self, rows: int) -> Claimer | None:
+        """The claimer for `rows` more rows, or None: no worker, it has no room, or too many wait."""
+        if self.owner is None or not self.accepting or len(self._rows) + rows > self.limit:
+            return None
+        return self.owner
+
+    def hand(self, worker_id: str, rows: list[Any]) -> None:
+        """After the commit that wrote `rows` claimed by `worker_id`."""
+        if self.owner is None or self.owner.worker_id != worker_id:
+            self.late.extend((worker_id, row) for row in rows)
+            return
+        self._rows.extend(rows)
+        if self._rows:
+            self.ready.set()
+
+    def take(self, limit: int) -> list[Any]:
+        """Up to `limit` of the rows handed to the owner, oldest first."""
+        taken, self._rows = self._rows[:limit], self._rows[limit:]
+        if not self._rows:
+            self.ready.clear()
+        return taken

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Session
 
+from casewatch.bell import Claimer, Handoff
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
@@ -106,6 +108,10 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
 # (casewatch.audit); read after it commits.
 _OUTBOX_QUEUED = "casewatch.outbox_queued"
 _AUDITED = "casewatch.audited"
+# The process's Handoff (every session of make_sessionmaker's), and the rows a transaction wrote
+# claimed for its owner: (worker id, rows), handed over after the commit.
+_HANDOFF = "casewatch.handoff"
+_HANDED = "casewatch.handed"
 
 
 def mark_outbox_queued(session: AsyncSession) -> None:
@@ -116,20 +122,41 @@ def mark_audited(session: AsyncSession) -> None:
     session.info[_AUDITED] = True
 
 
+def outbox_claimer(session: AsyncSession, rows: int) -> Claimer | None:
+    """Who `rows` new outbox rows of this transaction may be written claimed by (this process's
+    running delivery worker, with room for them), or None: write them unclaimed."""
+    handoff = session.info.get(_HANDOFF)
+    if not isinstance(handoff, Handoff):
+        return None
+    _, already = session.info.get(_HANDED, ("", []))
+    return handoff.room(len(already) + rows)
+
+
+def mark_handed(session: AsyncSession, worker_id: str, rows: list[Any]) -> None:
+    """`rows` were written claimed by `worker_id`: hand them to it once this transaction commits."""
+    _, handed = session.info.setdefault(_HANDED, (worker_id, []))
+    handed.extend(rows)
+
+
 def make_sessionmaker(
     engine: AsyncEngine,
     *,
     after_outbox_commit: Callable[[], None] | None = None,
     after_audit_commit: Callable[[], None] | None = None,
+    handoff: Handoff | None = None,
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions for `engine`. `after_outbox_commit` is called after each commit that queued
     deliveries (and never for one rolled back), so this process's delivery workers can start at
     once instead of at their next poll; `after_audit_commit` likewise after each commit that wrote
-    audit entries, for the sealer."""
+    audit entries, for the sealer. With `handoff`, new alerts' deliveries may be written claimed by
+    its owner (a delivery worker of this process) and are handed to it after the commit."""
     session_class = type("CasewatchSession", (Session,), {})
 
     @event.listens_for(session_class, "after_commit")
     def _committed(session: Session) -> None:
+        handed = session.info.pop(_HANDED, None)
+        if handed is not None and handoff is not None:
+            handoff.hand(*handed)
         if session.info.pop(_OUTBOX_QUEUED, False) and after_outbox_commit is not None:
             after_outbox_commit()
         if session.info.pop(_AUDITED, False) and after_audit_commit is not None:
@@ -139,5 +166,9 @@ def make_sessionmaker(
     def _rolled_back(session: Session) -> None:
         session.info.pop(_OUTBOX_QUEUED, None)
         session.info.pop(_AUDITED, None)
+        session.info.pop(_HANDED, None)
 
-    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=session_class)
+    return async_sessionmaker(
+        engine, expire_on_commit=False, sync_session_class=session_class,
+        info={_HANDOFF: handoff} if handoff is not None else None,
+    )
