@@ -2,7 +2,8 @@
 keys (casewatch.ingest.plans), stores exactly what the plain ORM path stores: the same mixed
 batches go through each into its own fresh database, on SQLite and on PostgreSQL, and every row
 of every table is compared (ids and hashes that differ by nature aside; both runs use one fixed
-clock, so every timestamp must match)."""
+clock, so every timestamp must match). And nominals first written in bulk behave afterwards as
+nominals made the plain way: the events that follow them, and the scan, store and alert the same."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from casewatch.ingest.pipeline import PLANNED_FOR_THEIR_KEYS_FROM, IngestResult,
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Alert, Base
+from casewatch.triggers.scan import run_scan
 from tests.conftest import _pg_admin, pg_database_url
 from tests.support import T0, envelope, make_settings, nominal_data
 
@@ -266,3 +268,106 @@ async def test_the_bulk_path_stores_what_the_plain_path_stores(
     }
     short = {t: len(plain_rows[t]) for t, least in expected_min.items() if len(plain_rows[t]) < least}
     assert short == {}, {t: len(r) for t, r in plain_rows.items()}
+
+
+# --- what follows a bulk first upsert -----------------------------------------------------------
+# The nominals a batch wrote through Core must then behave exactly as nominals made through the
+# ORM: the supervision, custody, recall and travel events that follow them (in the same batch,
+# in a later batch, or one event a request) store the same rows, open the same alerts with the
+# same outbox and audit rows, and the time-based scan afterwards finds the same.
+
+FOLLOWED = range(300, 312)  # new nominals, written in bulk by the first batch
+FOLLOWED_IN_SAME_BATCH = range(312, 316)  # new nominals whose follow-ups share their first batch
+
+
+def follow_ups(n: int, hours: float) -> list[dict[str, Any]]:
+    """Every kind of event the brief names, for nominal n, from `hours` after T0 on."""
+    at = T0 + timedelta(hours=hours)
+    expires = (at + timedelta(days=20)).date().isoformat()
+    return [
+        ev("order.upsert", n, hours, order_id=f"ORD-{n}", expires_on=expires),
+        ev("order.upsert", n, hours + 1, order_id=f"ORD-{n}", status="discharged" if n % 2 else "active",
+           expires_on=expires),
+        ev("meeting.held", n, hours, meeting_id=f"MAPP-{n}", held_on=at.date().isoformat(), level=2 + n % 2),
+        ev("rmp.reviewed", n, hours, reviewed_on=(at - timedelta(days=n % 3 * 60)).date().isoformat()),
+        ev("detention.started", n, hours, kind="remand", started_on=at.date().isoformat()),
+        ev("detention.ended", n, hours + 2, ended_on=(at + timedelta(days=1)).date().isoformat()),
+        ev("recall.issued", n, hours, recall_type="standard",
+           issued_at=(at - timedelta(hours=1)).isoformat()),
+        # every other recall comes back; the rest stay open for the scan
+        *([ev("recall.returned", n, hours + 1, returned_at=at.isoformat())] if n % 2 == 0 else []),
+        ev("travel.notified", n, hours, departure_on=(at + timedelta(days=2 + n % 9)).date().isoformat(),
+           return_on=(at + timedelta(days=20)).date().isoformat(), destination="FR", trip_id=f"TRIP-{n}"),
+        *([ev("travel.cancelled", n, hours + 1, trip_id=f"TRIP-{n}")] if n % 3 == 0 else []),
+    ]
+
+
+def followed_batches() -> list[list[dict[str, Any]]]:
+    """The first batch (new nominals, four with their follow-ups after them), a later batch of
+    follow-ups for half the rest, and the other half's follow-ups one event a batch."""
+    first = [
+        ev("nominal.upsert", n, data=full(
+            n, mappa_level=1 + n % 3, risk_level=("low", "medium", "high")[n % 3],
+            team=("north", "south")[n % 2], on_licence=n % 2 == 0, markers=MARKERS[: n % 3],
+        ))
+        for n in (*FOLLOWED, *FOLLOWED_IN_SAME_BATCH)
+    ]
+    first += [event for n in FOLLOWED_IN_SAME_BATCH for event in follow_ups(n, hours=1)]
+    half = len(FOLLOWED) // 2
+    later = [event for n in FOLLOWED[:half] for event in follow_ups(n, hours=5)]
+    singles = [[event] for n in FOLLOWED[half:] for event in follow_ups(n, hours=8)]
+    return [first, later, *singles]
+
+
+async def _run_and_scan(url: str, batches: Sequence[list[dict[str, Any]]]) -> list[IngestResult]:
+    results = await _run(url, batches)
+    engine = make_engine(url)
+    try:
+        sessions = make_sessionmaker(engine)
+        ctx = Context(make_settings(url), FixedClock(T0 + timedelta(days=2)))
+        for days in (2, 30, 140):  # soon after, when orders near expiry, when reviews fall due
+            await run_scan(sessions, ctx, T0 + timedelta(days=days))
+    finally:
+        await engine.dispose()
+    return results
+
+
+async def test_events_after_a_bulk_first_upsert_behave_as_after_a_plain_one(
+    two_stores: list[str], bulk_rows: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain_url, bulk_url = two_stores
+    batches = followed_batches()
+    followed = len(FOLLOWED) + len(FOLLOWED_IN_SAME_BATCH)
+
+    monkeypatch.setattr(Batch, "bulk_first_upserts", False)
+    plain_results = await _run_and_scan(plain_url, batches)
+    assert set(bulk_rows) == {0}
+    bulk_rows.clear()
+    monkeypatch.setattr(Batch, "bulk_first_upserts", True)
+    bulk_results = await _run_and_scan(bulk_url, batches)
+    # Every new nominal of the first batch went through Core: none of the follow-ups in its own
+    # batch touches the nominal row (nothing promotes it); the later batches make no nominal.
+    assert bulk_rows[0] == followed
+    assert set(bulk_rows[1:]) <= {0}
+
+    for plain, bulk in zip(plain_results, bulk_results, strict=True):
+        assert (plain.accepted, plain.duplicates, plain.stored, len(plain.alerts)) == (
+            bulk.accepted, bulk.duplicates, bulk.stored, len(bulk.alerts)
+        )
+    assert sum(r.accepted for r in plain_results) == sum(len(b) for b in batches)
+
+    plain_rows, bulk_rows_dumped = await dump(plain_url), await dump(bulk_url)
+    assert plain_rows.keys() == bulk_rows_dumped.keys()
+    for table in plain_rows:
+        assert plain_rows[table] == bulk_rows_dumped[table], table
+    # The follow-ups were stored and acted on, so the comparison covered them.
+    expected_min = {
+        "nominals": followed, "orders": followed, "meetings": followed, "rmp_reviews": followed,
+        "detentions": 2 * followed, "recalls": followed, "travel_notifications": followed,
+        "travel_cancellations": followed // 3, "alerts": followed, "deliveries": followed,
+        "audit_log": followed, "audit_nominals": followed,
+    }
+    short = {t: len(plain_rows[t]) for t, least in expected_min.items() if len(plain_rows[t]) < least}
+    assert short == {}, {t: len(r) for t, r in plain_rows.items()}
+    returned = [line for line in plain_rows["recalls"] if '"returned_at": null' not in line]
+    assert len(returned) == followed // 2
