@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from casewatch.bell import Claimer, Handoff
+from casewatch.store import sqlite_driver
 
 
 def is_sqlite(url: str) -> bool:
@@ -36,6 +37,7 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
             max_overflow=0,
             pool_timeout=60,
             connect_args={"timeout": 30},
+            **_sqlite_driver(url),
         )
         _sqlite_pragmas(engine)
         return engine
@@ -56,10 +58,17 @@ def make_reader_engine(engine: AsyncEngine, *, pool_size: int = 4) -> AsyncEngin
         return reader(engine)
     readers = create_async_engine(
         engine.url, hide_parameters=True, pool_size=pool_size, max_overflow=0, pool_timeout=60,
-        connect_args={"timeout": 30},
+        connect_args={"timeout": 30}, **_sqlite_driver(engine.url),
     )
     _sqlite_pragmas(readers, read_only=True)
     return readers
+
+
+def _sqlite_driver(url: str | URL) -> dict[str, Any]:
+    """aiosqlite with one trip to its thread a statement (store.sqlite_driver)."""
+    if make_url(url).get_driver_name() != "aiosqlite":
+        return {}
+    return {"module": sqlite_driver.dbapi()}
 
 
 def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
@@ -87,7 +96,13 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
         # A lookup's reads (read_only) must agree with each other: one DEFERRED transaction, one
         # snapshot, which never takes the write lock.
         deferred = read_only or conn.get_execution_options().get(_READ_ONLY)
-        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+        begin = "BEGIN" if deferred else "BEGIN IMMEDIATE"
+        dbapi_connection = conn.connection.dbapi_connection
+        if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
+            # Sent with the transaction's first statement, in its trip to the driver's thread.
+            dbapi_connection.begin_on_next_statement(begin)
+        else:
+            conn.exec_driver_sql(begin)
 
 
 _READ_ONLY = "casewatch_read_only"

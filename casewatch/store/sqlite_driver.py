@@ -1,0 +1,189 @@
+"""SQLAlchemy's aiosqlite adapter, with each statement one trip to the driver's thread.
+
+aiosqlite runs every sqlite3 call on a thread of its own per connection; each call is a trip
+there and back (a queue put, a thread wake-up, the GIL handed over twice, the event loop woken).
+SQLAlchemy's adapter (sqlalchemy.dialects.sqlite.aiosqlite, through
+sqlalchemy.connectors.asyncio.AsyncAdapt_dbapi_cursor) makes four for one statement: aiosqlite's
+cursor(), execute(), fetchall() and close(). On a /flags answer those trips were about half the
+CPU. Here the cursor makes one: a function run on the driver's thread creates the sqlite3 cursor,
+executes, fetches every row, notes description, rowcount and lastrowid, and closes it.
+
+Everything else is SQLAlchemy's own: the exceptions are sqlite3's, raised from the same await and
+handed to the same `_handle_exception` (so IntegrityError, OperationalError "database is locked"
+and the rest reach SQLAlchemy and casewatch.store.errors exactly as before); commit, rollback,
+close and server-side cursors are the parent classes'.
+
+A transaction's BEGIN also rides along: `begin_on_next_statement` (called by store.engine's
+"begin" listener instead of running BEGIN as a statement of its own) makes the next statement's
+trip run BEGIN first. A transaction that runs no statement then never begins, and its commit or
+rollback needs no trip.
+
+Hooks used (SQLAlchemy 2.1, aiosqlite 0.22, both pinned in constraints.txt): the adapter classes
+above, aiosqlite's `Connection._execute(fn, *args)` (runs fn on the connection's thread and awaits
+its result; SQLAlchemy itself puts work on that queue for isolation_level) and
+`Connection._conn` (the sqlite3 connection, read on the loop, as aiosqlite's own cursor() does).
+tests/test_sqlite_driver.py checks they are there.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
+
+_Outcome = tuple[list[Any] | None, Any, int, int | None]
+
+
+def _run(
+    conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool,
+) -> _Outcome:
+    """On the driver's thread: BEGIN if asked, then the statement, its rows and what the DB-API
+    cursor says about it, read before the cursor closes."""
+    if begin is not None:
+        conn.execute(begin).close()
+    cursor = conn.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else None
+        return rows, description, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    __slots__ = ("_description", "_rowcount", "_lastrowid", "_arraysize")
+
+    def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
+        # No aiosqlite cursor is made (that was a trip of its own): _run makes one per statement.
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> Any:
+        return self._lastrowid
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _async_soft_close(self) -> None:
+        """Nothing to close: the sqlite3 cursor closed on the driver's thread."""
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        try:
+            return await_(self._trip(operation, parameters, many=False))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        try:
+            return await_(self._trip(operation, seq_of_parameters, many=True))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+
+    async def _trip(self, operation: Any, parameters: Any, *, many: bool) -> None:
+        adapt = self._adapt_connection
+        assert isinstance(adapt, OneTripConnection)
+        async with adapt._execute_mutex:
+            # Taken before the trip, whatever comes of it: if BEGIN or the statement fails, the
+            # rollback that follows is then a real one (a no-op in sqlite3 when BEGIN itself failed).
+            begin, adapt._pending_begin = adapt._pending_begin, None
+            driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            rows, self._description, self._rowcount, self._lastrowid = await driver._execute(
+                _run, driver._conn, begin, operation, parameters, many,
+            )  # type: ignore[no-untyped-call]
+            self._rows = collections.deque(rows or ())
+
+    def nextset(self) -> None:
+        raise NotImplementedError("sqlite3 has one result set a statement")
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ("_pending_begin",)
+
+    _cursor_cls = OneTripCursor
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._pending_begin: str | None = None
+
+    def begin_on_next_statement(self, begin: str) -> None:
+        """Run `begin` (BEGIN, BEGIN IMMEDIATE) in the same trip as the next statement."""
+        self._pending_begin = begin
+
+    def commit(self) -> None:
+        if self._pending_begin is not None:  # no statement ran: no transaction began
+            self._pending_begin = None
+            return
+        super().commit()
+
+    def rollback(self) -> None:
+        if self._pending_begin is not None:
+            self._pending_begin = None
+            return
+        super().rollback()
+
+    def close(self) -> None:
+        self._pending_begin = None
+        super().close()
+
+
+class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        # AsyncAdapt_aiosqlite_dbapi.connect, returning this module's connection class.
+        creator_fn = kw.pop("async_creator_fn", None)
+        if creator_fn:
+            connection = creator_fn(*arg, **kw)
+        else:
+            connection = self.aiosqlite.connect(*arg, **kw)
+            connection._thread.daemon = True  # aiosqlite >= 0.22: the connection holds a thread
+        return OneTripConnection(self, await_(connection))
+
+
+def dbapi() -> OneTripDBAPI:
+    """The DB-API module to give create_async_engine(module=...) for a sqlite+aiosqlite URL."""
+    return _DBAPI
+
+
+_DBAPI = OneTripDBAPI(aiosqlite, sqlite3)
+
