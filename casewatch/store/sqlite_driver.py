@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
@@ -41,14 +42,14 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
-_Outcome = tuple[list[Any] | None, Any, int, int | None]
+_Outcome = tuple[list[Any] | None, Any, int, int | None, bool]
 
 
 def _run(
     conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool,
 ) -> _Outcome:
     """On the driver's thread: BEGIN if asked, then the statement, its rows and what the DB-API
-    cursor says about it, read before the cursor closes."""
+    cursor says about it, read before the cursor closes, and whether a transaction is now open."""
     if begin is not None:
         conn.execute(begin).close()
     cursor = conn.cursor()
@@ -61,7 +62,7 @@ def _run(
             cursor.execute(operation, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else None
-        return rows, description, cursor.rowcount, cursor.lastrowid
+        return rows, description, cursor.rowcount, cursor.lastrowid, conn.in_transaction
     finally:
         cursor.close()
 
@@ -125,10 +126,11 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             # Taken before the trip, whatever comes of it: if BEGIN or the statement fails, the
             # rollback that follows is then a real one (a no-op in sqlite3 when BEGIN itself failed).
             begin, adapt._pending_begin = adapt._pending_begin, None
+            adapt._in_transaction = True  # unknown until the trip says
             driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-            rows, self._description, self._rowcount, self._lastrowid = await driver._execute(
-                _run, driver._conn, begin, operation, parameters, many,
-            )  # type: ignore[no-untyped-call]
+            rows, self._description, self._rowcount, self._lastrowid, adapt._in_transaction = (
+                await driver._execute(_run, driver._conn, begin, operation, parameters, many)  # type: ignore[no-untyped-call]
+            )
             self._rows = collections.deque(rows or ())
 
     def nextset(self) -> None:
@@ -139,29 +141,39 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_pending_begin",)
+    __slots__ = ("_pending_begin", "_in_transaction")
 
     _cursor_cls = OneTripCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._pending_begin: str | None = None
+        # Whether sqlite3 has a transaction open, as the last trip found it (True when unknown).
+        # sqlite3's commit() and rollback() do nothing without one, so then they need no trip:
+        # SQLAlchemy's pool rolls back every connection it gets back, even one just committed.
+        self._in_transaction = True
 
     def begin_on_next_statement(self, begin: str) -> None:
         """Run `begin` (BEGIN, BEGIN IMMEDIATE) in the same trip as the next statement."""
         self._pending_begin = begin
 
+    def cursor(self, server_side: bool = False) -> Any:
+        if server_side:  # the parent's cursor: its statements do not report back
+            self._in_transaction = True
+        return super().cursor(server_side)
+
     def commit(self) -> None:
-        if self._pending_begin is not None:  # no statement ran: no transaction began
-            self._pending_begin = None
-            return
-        super().commit()
+        self._end(super().commit)
 
     def rollback(self) -> None:
-        if self._pending_begin is not None:
-            self._pending_begin = None
+        self._end(super().rollback)
+
+    def _end(self, end: Callable[[], None]) -> None:
+        pending, self._pending_begin = self._pending_begin, None
+        if pending is not None or not self._in_transaction:  # nothing began: nothing to end
             return
-        super().rollback()
+        end()
+        self._in_transaction = False
 
     def close(self) -> None:
         self._pending_begin = None
