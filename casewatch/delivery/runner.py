@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from casewatch.bell import OutboxBell
+from casewatch.bell import Handoff, OutboxBell
 from casewatch.context import Context
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import Notifier
@@ -31,17 +31,21 @@ async def start_delivery(
     *,
     registry: CollectorRegistry | None = None,
     bell: OutboxBell | None = None,
+    handoff: Handoff | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Start `delivery.workers` worker tasks sharing one pacer and one set of counters (on
     `registry`, the service's /metrics registry), and the escalation tick unless
-    `delivery.escalation_tick_seconds` is 0; return the coroutine function that stops them."""
+    `delivery.escalation_tick_seconds` is 0; return the coroutine function that stops them.
+    The first worker owns `handoff` (the sessions' own: make_sessionmaker): new alerts'
+    deliveries are written claimed by it and handed over after their commit."""
     config = ctx.settings.delivery
     stop = asyncio.Event()
     pacer = Pacer()
     metrics = DeliveryMetrics(registry)
     workers = [
         DeliveryWorker(
-            sessions, ctx, notifiers, worker_id=new_worker_id(n), pacer=pacer, metrics=metrics, bell=bell
+            sessions, ctx, notifiers, worker_id=new_worker_id(n), pacer=pacer, metrics=metrics, bell=bell,
+            handoff=handoff if n == 0 else None,
         )
         for n in range(config.workers)
     ]

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import open_alert
 from casewatch.audit import record
-from casewatch.bell import OutboxBell, first_of
+from casewatch.bell import Claimer, Handoff, OutboxBell, first_of
 from casewatch.context import Context
 from casewatch.delivery.claim import LEASE_EXPIRED, UNFINISHED, ClaimedRow, claim_rows, holds_row, release
 from casewatch.delivery.metrics import DeliveryMetrics
@@ -178,9 +178,11 @@ class DeliveryWorker:
         rng: random.Random | None = None,
         metrics: DeliveryMetrics | None = None,
         bell: OutboxBell | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.sessions = sessions
         self.bell = bell or OutboxBell()
+        self.handoff = handoff
         self.ctx = ctx
         self.notifiers = notifiers
         self.worker_id = worker_id or new_worker_id()
@@ -220,16 +222,36 @@ class DeliveryWorker:
         bell rang since the claim began, when a round ends if it was held at ROUNDS_IN_FLIGHT,
         and otherwise at the bell or the poll. (A round's end makes nothing due in this process:
         retries, deferred updates and paced rows are put back for later; an empty claim costs a
-        write transaction.) Once `stop` is set, a row not yet started is given back and the
-        rounds in flight are awaited; cancelling this cancels them."""
+        write transaction.) With a `handoff`, this worker is its owner while it runs: rows
+        written claimed by it start a round as soon as they are handed over, without a claim
+        (the poll still claims on time). Once `stop` is set, a row not yet started is given back
+        and the rounds in flight are awaited; cancelling this cancels them."""
         in_flight: set[asyncio.Task[None]] = set()
         round_ended = asyncio.Event()
+        handoff = self.handoff
+        waits_also = (handoff.ready.wait,) if handoff is not None else ()
+
+        def room() -> None:  # new rows are written claimed by this worker only while it has room
+            if handoff is not None and handoff.owner is not None:
+                handoff.accepting = len(in_flight) < ROUNDS_IN_FLIGHT and not stop.is_set()
 
         def ended(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
             round_ended.set()
+            room()
+
+        def start(rows: list[ClaimedRow]) -> None:
+            self.pacer.in_flight.update((row.id, row.claimed_until) for row in rows)
+            task = rounds.create_task(self._guarded_round(rows))
+            in_flight.add(task)
+            task.add_done_callback(ended)
+            room()
 
         self._stop = stop
+        if handoff is not None:
+            handoff.attach(Claimer(self.worker_id, self.config.lease_seconds))
+        left: list[ClaimedRow] = []
+        claim_at = 0.0  # when to claim (monotonic): at once, or the poll after an empty claim
         try:
             async with asyncio.TaskGroup() as rounds:
                 while not stop.is_set():
@@ -237,24 +259,38 @@ class DeliveryWorker:
                         round_ended.clear()
                         await first_of(round_ended.wait(), stop.wait())
                         continue
+                    if handoff is not None and (handed := handoff.take(self.config.batch_size)):
+                        start(handed)
+                        continue
                     # A ring while this claim runs (after it read the outbox) would not wake a wait
                     # begun afterwards: look again at once rather than at the next poll.
                     rings = self.bell.rings
-                    try:
-                        rows = await self._claim(spare_in_flight=True)
-                    except Exception as exc:  # the database may be away for a while: keep going
-                        log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
-                                  type(exc).__name__)
-                        rows = []
-                    if rows:
-                        self.pacer.in_flight.update((row.id, row.claimed_until) for row in rows)
-                        task = rounds.create_task(self._guarded_round(rows))
-                        in_flight.add(task)
-                        task.add_done_callback(ended)
-                    if len(rows) < self.config.batch_size and self.bell.rings == rings:
-                        await self.bell.wait(self.config.poll_seconds, stop)
+                    if time.monotonic() >= claim_at:
+                        try:
+                            rows = await self._claim(spare_in_flight=True)
+                        except Exception as exc:  # the database may be away for a while: keep going
+                            log.error("delivery worker %s: a claim failed (%s); retrying", self.worker_id,
+                                      type(exc).__name__)
+                            rows = []
+                        if rows:
+                            start(rows)
+                        if len(rows) >= self.config.batch_size or self.bell.rings != rings:
+                            continue
+                        claim_at = time.monotonic() + self.config.poll_seconds
+                    await self.bell.wait(
+                        claim_at - time.monotonic(), stop, *(wait() for wait in waits_also)
+                    )
+                    if self.bell.rings != rings:
+                        claim_at = 0.0
+                if handoff is not None:
+                    handoff.accepting = False  # stopping: new rows are queued unclaimed
         finally:
             self._stop = None  # a later run_once (tests, tools) sends again
+            if handoff is not None:
+                left = handoff.detach()
+        now = self.ctx.clock.now()
+        for row in left:  # handed over but never started: given back (not when cancelled)
+            await self._release(row.id, row.claimed_until, now)
 
     async def _claim(self, *, spare_in_flight: bool = False) -> list[ClaimedRow]:
         """Claim a batch; with `spare_in_flight`, none of the rows this process has in flight."""

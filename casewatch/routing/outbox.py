@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
@@ -21,8 +21,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.audit import record
+from casewatch.bell import Claimer
 from casewatch.config import Settings
 from casewatch.context import Context
+from casewatch.delivery.claim import ClaimedRow
 from casewatch.routing.purposes import alert_purpose, nominals_of
 from casewatch.routing.routing import (
     AlertFacts,
@@ -34,7 +36,7 @@ from casewatch.routing.routing import (
     needs_nominal,
     targets_for,
 )
-from casewatch.store.engine import mark_outbox_queued
+from casewatch.store.engine import mark_handed, mark_outbox_queued, outbox_claimer
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Alert, Delivery, Marker, Nominal
 
@@ -162,8 +164,14 @@ async def _write(
                 claimed_until=None, last_error=None, external_ref=None, sent_at=None,
             ))
     if rows:
-        await session.execute(insert(Delivery.metadata.tables[Delivery.__tablename__]), rows)
-        mark_outbox_queued(session)
+        # A new alert's rows (no earlier message, no thread: its id was just drawn) may go to this
+        # process's delivery worker already claimed, skipping its claim transaction and the bell.
+        claimer = outbox_claimer(session, len(rows)) if change == "opened" else None
+        if claimer is None:
+            await session.execute(insert(Delivery.metadata.tables[Delivery.__tablename__]), rows)
+            mark_outbox_queued(session)
+        else:
+            await _write_claimed(session, rows, claimer, now)
     for alert, targets, _ in planned:
         if not targets:
             log.error("alert %s (%s, team %s): no receiver for %s", alert.id, alert.kind, alert.team, change)
@@ -173,6 +181,31 @@ async def _write(
                 details={"change": change, "team": alert.team}, nominals=nominals_of(alert.visor_ref),
             )
     return len(rows)
+
+
+async def _write_claimed(
+    session: AsyncSession, rows: list[dict[str, Any]], claimer: Claimer, now: datetime
+) -> None:
+    """Insert `rows` as claim_rows would leave them ("sending", the worker and its lease) and hand
+    the worker, after the commit, what the claim's RETURNING would have read."""
+    lease_until = (now + timedelta(seconds=claimer.lease_seconds)).astimezone(UTC)
+    for row in rows:
+        row.update(state="sending", claimed_by=claimer.worker_id, claimed_until=lease_until)
+    table = Delivery.metadata.tables[Delivery.__tablename__]
+    ids = (
+        await session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    ).scalars().all()
+    mark_handed(session, claimer.worker_id, [
+        ClaimedRow(
+            id=delivery_id, channel=row["channel"], target=row["target"], alert_id=row["alert_id"],
+            purpose=row["purpose"],
+            # As the claim would read it back: through JSON.
+            payload=json.loads(json.dumps(row["payload"])),
+            content_hash=row["content_hash"], last_error=None, claimed_until=lease_until,
+            thread_ref=None, after_earlier=False,
+        )
+        for delivery_id, row in zip(ids, rows, strict=True)
+    ])
 
 
 def build_payload(
