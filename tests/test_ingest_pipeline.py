@@ -49,9 +49,11 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[Applied]:
     outcomes: list[Applied] = []
     real = dispatch.on_applied
 
-    async def spy(session: AsyncSession, applied: Sequence[Applied], ctx: Context) -> list[str]:
+    async def spy(
+        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None
+    ) -> list[str]:
         outcomes.extend(applied)
-        return await real(session, applied, ctx)
+        return await real(session, applied, ctx, held)
 
     monkeypatch.setattr("casewatch.ingest.pipeline.on_applied", spy)
     return outcomes

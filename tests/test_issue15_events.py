@@ -253,9 +253,11 @@ async def test_a_risk_change_is_recorded_on_a_known_nominals_upsert_only(
     (category unchanged: its pair stays empty) and hands it to the rules; an unchanged or a stale
     upsert records nothing."""
     seen: list[Applied] = []
-    async def on_applied(session: AsyncSession, applied: Sequence[Applied], ctx: Context) -> list[str]:
+    async def on_applied(
+        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None
+    ) -> list[str]:
         seen.extend(applied)
-        return await original(session, applied, ctx)
+        return await original(session, applied, ctx, held)
 
     monkeypatch.setattr("casewatch.ingest.pipeline.on_applied", on_applied)
     async with service_client(db_url, clock=CLOCK) as (service, client):

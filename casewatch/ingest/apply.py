@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, assert_never
 
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import bindparam, func, insert, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
@@ -299,13 +299,26 @@ class _Apply:
 async def _locked(session: AsyncSession, key: Any, keys: Sequence[str]) -> dict[str, Any]:
     """The rows of `key`'s table with these keys, by key, locked FOR UPDATE on PostgreSQL in key
     order (so two ingests sharing rows take turns rather than deadlock)."""
-    model = key.class_
     found: dict[str, Any] = {}
     for chunk in _chunks(keys):
-        rows = await session.execute(select(model).where(key.in_(chunk)).order_by(key).with_for_update())
+        rows = await session.execute(_locking_read(key), {"keys": list(chunk)})
         for row in rows.scalars():
             found[getattr(row, key.key)] = row
     return found
+
+
+_LOCKING_READS: dict[Any, Any] = {}
+
+
+def _locking_read(key: Any) -> Any:
+    """SELECT key's rows WHERE key IN (:keys) ORDER BY key FOR UPDATE, built once a key: a
+    statement built anew for each transaction costs more Python than its round trip."""
+    if key not in _LOCKING_READS:
+        model = key.class_
+        _LOCKING_READS[key] = (
+            select(model).where(key.in_(bindparam("keys", expanding=True))).order_by(key).with_for_update()
+        )
+    return _LOCKING_READS[key]
 
 
 async def _locked_per_nominal(

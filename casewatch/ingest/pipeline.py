@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import ReturningInsert
 
 from casewatch.context import Context
 from casewatch.ingest.apply import Batch, apply_event
@@ -143,8 +144,7 @@ async def _ingest_in(
     ]
     # One cached statement run as executemany: SQLAlchemy batches it into multi-row
     # INSERT ... VALUES ... ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues").
-    stmt = _insert(session).on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
-    inserted = set((await session.execute(stmt, rows)).scalars())
+    inserted = set((await session.execute(_insert_events(session), rows)).scalars())
     stored = {row["id"] for row in rows if row["id"] in inserted}
     result.duplicates += len(first_of_id) - len(stored)
     result.accepted = len(stored)
@@ -161,17 +161,22 @@ async def _ingest_in(
         applied.append(await apply_event(session, envelope, ctx, source=source, batch=batch))
     await batch.finish(session)
     await session.flush()
-    result.alerts = list(await on_applied(session, applied, ctx))
+    result.alerts = list(await on_applied(session, applied, ctx, batch.nominals))
     return result
 
 
-def _insert(session: AsyncSession) -> postgresql.Insert | sqlite.Insert:
-    # The Core table, not the mapped class: a plain executemany, not an ORM bulk insert.
-    table = Event.metadata.tables[Event.__tablename__]
+_EVENT_INSERTS: dict[str, ReturningInsert[str]] = {}
+
+
+def _insert_events(session: AsyncSession) -> ReturningInsert[str]:
+    """INSERT INTO events ... ON CONFLICT (id) DO NOTHING RETURNING id, built once a dialect."""
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    if dialect not in _EVENT_INSERTS:
+        # The Core table, not the mapped class: a plain executemany, not an ORM bulk insert.
+        table = Event.metadata.tables[Event.__tablename__]
+        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        _EVENT_INSERTS[dialect] = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
+    return _EVENT_INSERTS[dialect]
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -18,16 +18,18 @@ and action alerts only open on a scan (here they only resolve, and the cache dro
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import assert_never
+from typing import Any, ClassVar, assert_never
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, and_, any_, bindparam, inspect, or_, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
+from casewatch.model.alerts import LIVE_STATES
 from casewatch.model.events import (
     ActionUpsert,
     BorderAlert,
@@ -56,7 +58,8 @@ from casewatch.model.facts import (
     TravelFacts,
 )
 from casewatch.model.results import LiveAlert
-from casewatch.store.models import LevelChange, Recall
+from casewatch.store.lists import is_postgres
+from casewatch.store.models import Alert, LevelChange, Nominal, Recall
 from casewatch.triggers import load
 from casewatch.triggers.applied import Applied
 from casewatch.triggers.reconcile import Tally, apply
@@ -94,28 +97,45 @@ class _Run(Tally):
     visit_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by visor_ref
     # Each nominal's history, read once: rules run after the batch's events are all applied.
     histories: dict[str, NotificationHistory] = field(default_factory=dict)
+    # Whether prefetch takes the nominals the ingest holds and reads the three kinds of live
+    # alerts in one statement; off only where a test compares with the plain reads.
+    reuse_reads: ClassVar[bool] = True
 
-    async def prefetch(self, session: AsyncSession, items: Sequence[Applied]) -> None:
+    async def prefetch(
+        self, session: AsyncSession, items: Sequence[Applied], held: Mapping[str, Nominal | None]
+    ) -> None:
         refs = sorted({i.envelope.visor_ref for i in items})
-        found = await load.nominals(session, refs)
-        self.nominals = {ref: found.get(ref) for ref in refs}
+        self.nominals = _held_facts(held, refs) if self.reuse_reads else {}
+        unread = [ref for ref in refs if ref not in self.nominals]
+        if unread:
+            found = await load.nominals(session, unread)
+            self.nominals.update({ref: found.get(ref) for ref in unread})
         notified = [
             i.envelope.visor_ref
             for i in items
             if isinstance(i.envelope.data, _NOTIFICATION_INPUTS)
         ]
+        visited = [i.envelope.visor_ref for i in items if isinstance(i.envelope.data, VisitRecorded)]
+        action_ids = [i.envelope.data.action_id for i in items if isinstance(i.envelope.data, ActionUpsert)]
+        self.notification_live = {ref: [] for ref in notified}
+        self.visit_live = {ref: [] for ref in visited}
+        self.action_live = {action_id: [] for action_id in action_ids}
+        if self.reuse_reads and len(notified) + len(visited) + len(action_ids) <= _ONE_READ_KEYS:
+            for a in await _live_of_three(session, notified, visited, action_ids):
+                if a.kind in notifications.KINDS and a.visor_ref in self.notification_live:
+                    self.notification_live[a.visor_ref].append(a)
+                elif a.kind in visits.KINDS and a.visor_ref in self.visit_live:
+                    self.visit_live[a.visor_ref].append(a)
+                elif a.kind in actions.KINDS and a.subject in self.action_live:
+                    self.action_live[a.subject].append(a)
+            return
         if notified:
-            self.notification_live = {ref: [] for ref in notified}
             for a in await load.live_alerts_of(session, notifications.KINDS, visor_refs=notified):
                 self.notification_live[a.visor_ref].append(a)
-        visited = [i.envelope.visor_ref for i in items if isinstance(i.envelope.data, VisitRecorded)]
         if visited:
-            self.visit_live = {ref: [] for ref in visited}
             for a in await load.live_alerts_of(session, visits.KINDS, visor_refs=visited):
                 self.visit_live[a.visor_ref].append(a)
-        action_ids = [i.envelope.data.action_id for i in items if isinstance(i.envelope.data, ActionUpsert)]
         if action_ids:
-            self.action_live = {action_id: [] for action_id in action_ids}
             for a in await load.live_alerts_of(session, actions.KINDS, subjects=action_ids):
                 self.action_live.setdefault(a.subject, []).append(a)
 
@@ -130,15 +150,92 @@ class _Run(Tally):
         return self.histories[visor_ref]
 
 
+def _held_facts(held: Mapping[str, Nominal | None], refs: Sequence[str]) -> dict[str, NominalFacts | None]:
+    """The rule facts of the nominals among `refs` that the caller holds with every fact column
+    loaded and flushed, as load.nominals would read them. A reference held as None (no nominal
+    when the batch was loaded) is read all the same: its first upsert may have been written in
+    bulk since, beside the session."""
+    found: dict[str, NominalFacts | None] = {}
+    for ref in refs:
+        nominal = held.get(ref)
+        if nominal is None:
+            continue
+        state = inspect(nominal)
+        if not state.persistent or state.modified or not _FACT_KEYS.isdisjoint(state.unloaded):
+            continue
+        found[ref] = load.nominal_from_columns(tuple(getattr(nominal, key) for key in _FACT_ORDER))
+    return found
+
+
+_FACT_ORDER = tuple(column.key for column in load.NOMINAL_COLUMNS)
+_FACT_KEYS = frozenset(_FACT_ORDER)
+
+# Up to this many keys, prefetch reads the live notification, visit and action alerts in one
+# statement (a request's or a group commit's few events); a large batch reads them kind by kind,
+# in chunks (load.live_alerts_of).
+_ONE_READ_KEYS = 500
+_LIVE_COLUMNS = (Alert.kind, Alert.visor_ref, Alert.subject, Alert.severity)
+_LIVE_READS: dict[tuple[bool, bool, bool, bool], Select[str, str, str, str]] = {}
+
+
+def _live_read(postgres: bool, notified: bool, visited: bool, acted: bool) -> Select[str, str, str, str]:
+    """The statement reading the live alerts of the kinds prefetch needs, built once a shape:
+    (kind IN notification kinds AND visor_ref IN :notified) OR (visit kinds, :visited) OR
+    (action kinds, subject IN :actions). Keys are one array parameter on PostgreSQL
+    (store.lists.one_of), an expanding IN list on SQLite."""
+    shape = (postgres, notified, visited, acted)
+    if shape not in _LIVE_READS:
+
+        def among(column: Any, name: str) -> ColumnElement[bool]:
+            if postgres:
+                return column == any_(bindparam(name, type_=ARRAY(column.type)))  # type: ignore[no-any-return]
+            return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
+
+        wanted = [
+            and_(Alert.kind.in_(kinds), among(column, name))
+            for kinds, column, name, asked in (
+                (notifications.KINDS, Alert.visor_ref, "notified", notified),
+                (visits.KINDS, Alert.visor_ref, "visited", visited),
+                (actions.KINDS, Alert.subject, "actions", acted),
+            )
+            if asked
+        ]
+        _LIVE_READS[shape] = select(*_LIVE_COLUMNS).where(Alert.state.in_(LIVE_STATES), or_(*wanted))
+    return _LIVE_READS[shape]
+
+
+async def _live_of_three(
+    session: AsyncSession, notified: Sequence[str], visited: Sequence[str], action_ids: Sequence[str]
+) -> list[LiveAlert]:
+    """What load.live_alerts_of gives for notification kinds by `notified`, visit kinds by
+    `visited` and action kinds by `action_ids` (subjects), in one statement."""
+    if not (notified or visited or action_ids):
+        return []
+    stmt = _live_read(is_postgres(session), bool(notified), bool(visited), bool(action_ids))
+    params = {
+        name: sorted(set(values))
+        for name, values in (("notified", notified), ("visited", visited), ("actions", action_ids))
+        if values
+    }
+    return [LiveAlert(k, v, s, sev) for k, v, s, sev in await session.execute(stmt, params)]
+
+
 def _still_live(live: list[LiveAlert], resolved: Sequence[LiveAlert]) -> list[LiveAlert]:
     return [a for a in live if a not in resolved]
 
 
-async def on_applied(session: AsyncSession, applied: Sequence[Applied], ctx: Context) -> list[str]:
-    """Run the event-driven rules for events just applied; return the ids of alerts opened."""
+async def on_applied(
+    session: AsyncSession,
+    applied: Sequence[Applied],
+    ctx: Context,
+    held: Mapping[str, Nominal | None] | None = None,
+) -> list[str]:
+    """Run the event-driven rules for events just applied; return the ids of alerts opened.
+    `held`: nominals the caller holds in this session, flushed (the ingest's Batch.nominals);
+    their rule facts are taken from them instead of read again."""
     tally = _Run()
     fresh = [item for item in applied if not item.stale]
-    await tally.prefetch(session, fresh)
+    await tally.prefetch(session, fresh, held or {})
     for item in fresh:
         await _dispatch(session, item, ctx, tally)
     await tally.flush(session, ctx)
