@@ -19,7 +19,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.audit.batch import AuditBatcher
-from casewatch.bell import Bell, OutboxBell
+from casewatch.bell import Bell, Handoff, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
@@ -42,6 +42,8 @@ class Service:
     bell: OutboxBell
     # Rung after each commit that wrote audit entries: wakes this process's audit sealer.
     audit_bell: Bell = field(default_factory=Bell)
+    # New alerts' deliveries, written claimed by this process's first delivery worker while it runs.
+    handoff: Handoff | None = None
     # For answers that only read (/flags): read-only sessions beside the writer (SQLite: their own
     # connections), and the group commit their audit entries share.
     reader_engine: AsyncEngine | None = None
@@ -60,9 +62,13 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
     """Connect to the database and build the HTTP app (nothing runs in the background yet)."""
     engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
     bell, audit_bell = OutboxBell(), Bell()
-    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring, after_audit_commit=audit_bell.ring)
+    # Owned by a delivery worker once start_background runs; until then rows are queued unclaimed.
+    handoff = Handoff(limit=settings.delivery.batch_size)
+    sessions = make_sessionmaker(
+        engine, after_outbox_commit=bell.ring, after_audit_commit=audit_bell.ring, handoff=handoff
+    )
     ctx = Context(settings, clock or SystemClock())
-    service = Service(ctx, engine, sessions, bell, audit_bell)
+    service = Service(ctx, engine, sessions, bell, audit_bell, handoff=handoff)
     if is_sqlite(settings.database.url):
         # SQLite has one writer connection: lookups read beside it and share its commits. On
         # PostgreSQL the pool already reads beside writers, and one transaction a lookup (read and
@@ -106,18 +112,27 @@ async def start_background(service: Service) -> None:
     from casewatch.api.common import METRICS_KEY
     from casewatch.audit.seal import start_sealer
     from casewatch.delivery.runner import start_delivery
-    from integrations.notifiers import build_notifiers
+    from integrations.notifiers import build_notifiers, warm_up
 
     metrics = service.app.get(METRICS_KEY)
     registry = metrics.registry if metrics is not None else None
     # Stopped last (after the HTTP server too): it seals what the others audited on their way out.
     service.cleanups.insert(0, start_sealer(service.sessions, service.ctx, service.audit_bell, registry))
-    service.cleanups.append(
-        await start_delivery(
-            service.sessions, service.ctx, build_notifiers(service.settings),
-            registry=registry, bell=service.bell,
-        )
+    notifiers = build_notifiers(service.settings)
+    stop_delivery = await start_delivery(
+        service.sessions, service.ctx, notifiers, registry=registry, bell=service.bell,
+        handoff=service.handoff,
     )
+    # The first alert would otherwise open the Slack session and the SMTP connection itself.
+    warming = asyncio.create_task(warm_up(notifiers), name="casewatch-warm-up")
+
+    async def stop_warming_and_delivery() -> None:
+        warming.cancel()  # before the notifiers are closed
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await warming
+        await stop_delivery()
+
+    service.cleanups.append(stop_warming_and_delivery)
     if service.settings.slack.mode == "socket":
         from bot.socket import start_socket_mode
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Mapping
+
 from casewatch.config import Settings
 from casewatch.delivery.notifier import Notifier
 from casewatch.routing.routing import allowed_emails
 from integrations.chat_log import ChatLogNotifier
 from integrations.slack_notifier import SlackNotifier
 from integrations.smtp_notifier import MAX_IDLE, SmtpNotifier
+
+log = logging.getLogger(__name__)
+WARM_SECONDS = 5.0
 
 
 def build_notifiers(settings: Settings, *, keep_alive: bool = True) -> dict[str, Notifier]:
@@ -28,3 +35,15 @@ def build_notifiers(settings: Settings, *, keep_alive: bool = True) -> dict[str,
     elif settings.delivery.chat_log_path:
         notifiers["slack"] = ChatLogNotifier(settings.delivery.chat_log_path)
     return notifiers
+
+
+async def warm_up(notifiers: Mapping[str, Notifier]) -> None:
+    """Open the keep-alive notifiers' first connections before the first alert needs them (the
+    service's start-up: they are not in its path). Sends no message; a failure is the first
+    send's to meet and report, as without this."""
+    warm = [n.warm() for n in notifiers.values() if isinstance(n, SlackNotifier | SmtpNotifier)]
+    try:
+        async with asyncio.timeout(WARM_SECONDS):
+            await asyncio.gather(*warm)
+    except TimeoutError:
+        log.info("notifiers: warming up took over %gs; the first messages connect themselves", WARM_SECONDS)

@@ -100,6 +100,18 @@ class SlackNotifier:
                 timeout=aiohttp.ClientTimeout(total=self._timeout), trust_env=False
             )
 
+    async def warm(self) -> None:
+        """With `keep_alive`: open the HTTP session and its first connection with auth.test (it
+        posts nothing; Bolt makes the same call at start-up), so the first alert pays for neither.
+        A failure is left to that alert, which connects (and is retried) as usual."""
+        if not self._keep_alive_on:
+            return
+        self._keep_alive()
+        try:
+            await self._client.auth_test()
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError):
+            return
+
     async def close(self) -> None:
         session = getattr(self._client, "session", None)
         if session is not None and not session.closed:

@@ -140,6 +140,19 @@ class SmtpNotifier:
             raise
         return client
 
+    async def warm(self) -> None:
+        """Open one connection (connect, EHLO, STARTTLS, login: no mail) and keep it idle for the
+        first message, which then pays for none of it. Only with `max_idle`; a failure is left to
+        that message, which connects (and fails, and is retried) as usual."""
+        if self._max_idle <= 0 or self._idle:
+            return
+        try:
+            client = await self._connection()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            return
+        if not self._keep(client):
+            await _close(client)
+
     def _keep(self, client: aiosmtplib.SMTP) -> bool:
         if len(self._idle) >= self._max_idle or not client.is_connected:
             return False
