@@ -630,6 +630,8 @@ async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -
         out[part].pop("per_s")
         # The run's first events pay for first connections and statements: they set p99 on short runs.
         out[part]["first_ms"] = [round(x * 1000, 1) for x in latencies[:5]]
+        worst = sorted(range(len(latencies)), key=lambda i: latencies[i], reverse=True)[:3]
+        out[part]["worst"] = [{"event": i, "ms": round(latencies[i] * 1000, 1)} for i in worst]
     out["missing"] = {"slack": count - len(slack_lat), "email": count - len(mail_lat)}
     out["p99_ms"] = max(out["slack"]["p99_ms"], out["email"]["p99_ms"])
     from bench.alertmanager import bench_alertmanager  # the peer baseline, same count and rate
