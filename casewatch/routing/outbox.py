@@ -192,9 +192,13 @@ async def _write_claimed(
     for row in rows:
         row.update(state="sending", claimed_by=claimer.worker_id, claimed_until=lease_until)
     table = Delivery.metadata.tables[Delivery.__tablename__]
-    ids = (
-        await session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
-    ).scalars().all()
+    # One statement for all rows (RETURNING in parameter order would be one a row on SQLite): each
+    # id is matched to its row by alert and destination, one row each in a write (_unique).
+    returned = await session.execute(
+        insert(table).returning(table.c.id, table.c.alert_id, table.c.channel, table.c.target), rows
+    )
+    id_of = {(alert_id, channel, target): delivery_id for delivery_id, alert_id, channel, target in returned}
+    ids = [id_of[(row["alert_id"], row["channel"], row["target"])] for row in rows]
     mark_handed(session, claimer.worker_id, [
         ClaimedRow(
             id=delivery_id, channel=row["channel"], target=row["target"], alert_id=row["alert_id"],
