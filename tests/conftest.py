@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.migrate import upgrade
+from tests.support.pg_pool import PgPool
 
 PG_URL = os.environ.get("TEST_PG_URL", "")
 REQUIRE_PG = os.environ.get("CASEWATCH_REQUIRE_POSTGRES") == "1"
@@ -84,13 +84,34 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{target}"
 
 
+_POOLS: list[PgPool] = []
+
+
+@pytest.fixture(scope="session")
+def pg_pool(pg_template: str) -> Iterator[PgPool]:
+    # CASEWATCH_TEST_PG_FRESH=1: a new copy for every test, none reused (to rule the pool out).
+    reuse = os.environ.get("CASEWATCH_TEST_PG_FRESH") != "1"
+    pool = PgPool(pg_template, _pg_admin, pg_database_url, reuse=reuse)
+    _POOLS.append(pool)
+    yield pool
+    asyncio.run(pool.drop_all())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for pool in _POOLS:
+        terminalreporter.write_line(
+            f"PostgreSQL test databases: {pool.created} copied from the template, {pool.reused} reused "
+            f"after a reset, {pool.dropped} dropped as not resettable"
+        )
+
+
 @pytest.fixture
-async def pg_url(pg_template: str) -> AsyncIterator[str]:
-    """A fresh, migrated PostgreSQL database (copied from a migrated template)."""
-    name = f"cw_{uuid.uuid4().hex[:12]}"
-    await _pg_admin(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+async def pg_url(pg_pool: PgPool) -> AsyncIterator[str]:
+    """A fresh, migrated PostgreSQL database: a copy of the migrated template, or one such copy an
+    earlier test used and that was put back exactly as the template is (tests.support.pg_pool)."""
+    name = await pg_pool.take()
     yield pg_database_url(name)
-    await _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await pg_pool.give_back(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
