@@ -124,6 +124,11 @@ class SlackStandIn:
         for _ in range(times):
             self._scripts.setdefault(method, deque()).append(Script(delay=seconds, handle_first=handle_first))
 
+    def cut_delays_short(self) -> None:
+        """Slow replies waiting now, and any later, answer at once (as when the stand-in stops),
+        for a test that is done with its slow reply and must not leave a client waiting on it."""
+        self._stopping.set()
+
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 

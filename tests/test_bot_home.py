@@ -54,6 +54,9 @@ async def bot(db_url: str) -> AsyncIterator[Bot]:
     """The bot of tests/test_bot.py, on SQLite and on PostgreSQL."""
     async with running_bot(db_url) as running:
         yield running
+        # A publish a test left waiting on a slow Slack is answered before the bot stops, which
+        # would otherwise wait its full 10 s for that listener's work.
+        running.slack.cut_delays_short()
 
 
 @pytest.fixture
@@ -61,6 +64,7 @@ async def sqlite_bot(sqlite_url: str) -> AsyncIterator[Bot]:
     """On SQLite only: for what does not rest on the store's queries."""
     async with running_bot(sqlite_url) as running:
         yield running
+        running.slack.cut_delays_short()
 
 
 def home_event_body(user: str, *, tab: str = "home", view_hash: str | None = None) -> bytes:
