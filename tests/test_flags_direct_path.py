@@ -15,10 +15,10 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from slack_bolt.async_app import AsyncApp
 from slack_bolt.middleware.request_verification import RequestVerification
 from sqlalchemy import select
 
-from bot import http as bot_http
 from bot.app import build_bolt_app, slash_commands
 from bot.commands import BotDeps
 from bot.http import direct_command, slack_events_handler, slack_verifier
@@ -104,13 +104,13 @@ async def _answer(client: TestClient[Any, Any], body: bytes) -> tuple[int, str |
 def dispatches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The requests bot.http handed to Bolt's dispatch (their command field)."""
     seen: list[str] = []
-    original = bot_http.AsyncApp.async_dispatch
+    original = AsyncApp.async_dispatch
 
     async def counted(self: Any, req: Any) -> Any:
         seen.append(str(req.body.get("command", "")))
         return await original(self, req)
 
-    monkeypatch.setattr(bot_http.AsyncApp, "async_dispatch", counted)
+    monkeypatch.setattr(AsyncApp, "async_dispatch", counted)
     return seen
 
 

@@ -40,7 +40,7 @@ def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     async def counted(self: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         seen.append(getattr(fn, "__name__", type(fn).__name__))
-        return await original(self, fn, *args, **kwargs)
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
     return seen
@@ -62,7 +62,8 @@ def test_the_hooks_it_relies_on_are_there() -> None:
     connection = aiosqlite.connect(":memory:")
     assert hasattr(connection, "_thread") and hasattr(connection, "_connection")
     assert isinstance(sqlite_driver.dbapi(), sqlite_driver.OneTripDBAPI)
-    assert sqlite_driver.dbapi().IntegrityError is sqlite3.IntegrityError
+    integrity: object = sqlite_driver.dbapi().IntegrityError
+    assert integrity is sqlite3.IntegrityError
 
 
 async def test_make_engine_uses_it_for_aiosqlite_only(tmp_path: Path) -> None:
