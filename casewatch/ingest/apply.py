@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, TypeVar, assert_never
 
-from sqlalchemy import bindparam, func, insert, inspect, select
+from sqlalchemy import bindparam, func, insert, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from casewatch.context import Context
 from casewatch.ingest.bulk import FreshNominals, Row
@@ -93,6 +94,9 @@ class Batch:
     # Whether first upserts that need nothing from the database go through `fresh` (Core
     # executemany) rather than ORM objects; off only where a test compares the two paths.
     bulk_first_upserts: ClassVar[bool] = True
+    # Whether new actions and the notification dates of known nominals are written by `finish`
+    # as Core statements rather than by the ORM's flush; off only where a test compares the two.
+    core_writes: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.nominals: dict[str, Nominal | None] = {}
@@ -112,6 +116,12 @@ class Batch:
         self.records: dict[type[Base], list[dict[str, Any]]] = {}
         # First upserts of new nominals, as rows (casewatch.ingest.bulk), written by `finish`.
         self.fresh = FreshNominals()
+        # Actions first seen in this batch (core_writes): objects outside the session, changed in
+        # place by later upserts, inserted by `finish` (nothing reads the table before then).
+        self.new_actions: dict[str, Action] = {}
+        # Known nominals whose last_notification_on a notification moved (core_writes): the ORM
+        # holds the value as stored, `finish` stores it.
+        self.notified: dict[str, Nominal] = {}
 
     def nominal(self, session: AsyncSession, visor_ref: str) -> Nominal | None:
         """The nominal as this batch has it so far; a buffered first upsert becomes the pending
@@ -127,6 +137,17 @@ class Batch:
         """Write what the batch buffered, once every event is applied and before the rules run."""
         await self.write_records(session)
         await self.fresh.write(session)
+        await self._write_actions_and_notified(session)
+
+    async def _write_actions_and_notified(self, session: AsyncSession) -> None:
+        if self.new_actions:
+            rows = [{key: getattr(a, key) for key in _ACTION_KEYS} for a in self.new_actions.values()]
+            await session.execute(_INSERT_ACTIONS, rows)
+        if self.notified:
+            # The value each nominal holds now: a later upsert in the batch may have moved it again.
+            dates = [{"ref": ref, "on": n.last_notification_on} for ref, n in self.notified.items()]
+            await session.execute(_SET_NOTIFIED, dates)
+        self.new_actions, self.notified = {}, {}
 
     def record(self, model: type[Base], **values: Any) -> None:
         self.records.setdefault(model, []).append(values)
@@ -208,6 +229,17 @@ async def _rows_of(session: AsyncSession, model: type[M], refs: Sequence[str]) -
         for row in rows.scalars():
             found[row.visor_ref].append(row)
     return found
+
+
+_ACTIONS = Action.metadata.tables[Action.__tablename__]
+_ACTION_KEYS = tuple(column.key for column in _ACTIONS.columns)
+_INSERT_ACTIONS = insert(_ACTIONS)
+_NOMINALS = Nominal.metadata.tables[Nominal.__tablename__]
+_SET_NOTIFIED = (
+    update(_NOMINALS)
+    .where(_NOMINALS.c.visor_ref == bindparam("ref"))
+    .values(last_notification_on=bindparam("on"))
+)
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> list[Sequence[str]]:
@@ -558,7 +590,12 @@ async def _notification_received(a: _Apply, data: NotificationReceivedData) -> A
         a.batch.with_history.add(a.ref)
         nominal = a.nominal()
         if nominal is not None:
-            nominal.last_notification_on = _latest(nominal.last_notification_on, notified_on)
+            latest = _latest(nominal.last_notification_on, notified_on)
+            if not (a.batch.core_writes and inspect(nominal).persistent):
+                nominal.last_notification_on = latest
+            elif latest != nominal.last_notification_on:
+                set_committed_value(nominal, "last_notification_on", latest)
+                a.batch.notified[a.ref] = nominal
     return a.done()
 
 
@@ -697,7 +734,10 @@ async def _action_upsert(a: _Apply, data: ActionUpsert) -> Applied:
     status = data.status
     if action is None:
         action = Action(action_id=data.action_id, done_at=None)
-        a.session.add(action)
+        if a.batch.core_writes:
+            a.batch.new_actions[action.action_id] = action
+        else:
+            a.session.add(action)
         a.batch.actions[action.action_id] = action
     was_done = action.status == "done"
     action.visor_ref = a.ref

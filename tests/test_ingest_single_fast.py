@@ -1,9 +1,11 @@
-"""The rules' up-front reads in an ingest transaction (casewatch.triggers.dispatch._Run.prefetch):
-the nominals' facts are taken from the rows the ingest holds (Batch.nominals, flushed) instead of
-read again, and the live notification, visit and action alerts come in one statement instead of
-three. Same traffic, the plain reads against these, on SQLite and PostgreSQL: the same answers,
-alerts (kind, state, severity, subject), audit rows and nominal state, row by row; and the facts
-taken from the held rows equal those read from the database."""
+"""The short ways of an ingest transaction, each against the plain way it replaces, with the same
+traffic on SQLite and PostgreSQL: the rules' up-front reads (casewatch.triggers.dispatch
+_Run.prefetch: the nominals' facts taken from the rows the ingest holds, Batch.nominals, flushed,
+instead of read again; the live notification, visit and action alerts in one statement instead of
+three) and its writes (Batch.core_writes: new actions and the notification dates of known
+nominals as Core statements instead of the ORM's flush). The same answers, alerts (kind, state,
+severity, subject), audit rows, nominal and action rows, row by row; and the facts taken from the
+held rows equal those read from the database."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from casewatch.ingest.apply import Batch, apply_event
 from casewatch.ingest.pipeline import IngestResult, ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import Envelope
-from casewatch.store.models import Alert, AuditEntry, Nominal
+from casewatch.store.models import Action, Alert, AuditEntry, Nominal
 from casewatch.triggers import dispatch, load
 from casewatch.triggers.scan import run_scan
 from casewatch.wiring import Service, stop
@@ -77,6 +79,10 @@ def _traffic(base: int, tag: str) -> list[dict[str, Any]]:
         event("visit.recorded", "visit"),
         event("notification.received", "notified"),
         event("action.upsert", "action", action_id=f"A-{tag}", due_on="2026-11-01", status="done"),
+        event("action.upsert", "quiet", 2, action_id=f"B-{tag}"),  # new, then done in the same batch
+        event("action.upsert", "quiet", 3, action_id=f"B-{tag}", status="done"),
+        event("action.upsert", "unknown", 1, action_id=f"C-{tag}"),
+        event("notification.received", "rise"),  # then the upsert below moves the date again
         envelope("nominal.upsert", nominal_data(mappa_level=2, risk_level="high"), id=f"{tag}-rise",
                  visor_ref=_ref(base, "rise"), occurred_at=EVENTS_AT),
         # A first upsert (written in bulk, then changed by the notification after it).
@@ -96,13 +102,13 @@ def _parsed(raws: list[dict[str, Any]]) -> list[Envelope]:
 
 
 @contextmanager
-def _reads(reuse: bool) -> Iterator[None]:
-    before = dispatch._Run.reuse_reads
-    dispatch._Run.reuse_reads = reuse
+def _short_ways(on: bool) -> Iterator[None]:
+    before = dispatch._Run.reuse_reads, Batch.core_writes
+    dispatch._Run.reuse_reads = Batch.core_writes = on
     try:
         yield
     finally:
-        dispatch._Run.reuse_reads = before
+        dispatch._Run.reuse_reads, Batch.core_writes = before
 
 
 async def _state(service: Service, base: int, tag: str) -> dict[str, Any]:
@@ -125,9 +131,16 @@ async def _state(service: Service, base: int, tag: str) -> dict[str, Any]:
         audit = (await session.execute(
             select(AuditEntry.action, AuditEntry.subject).where(AuditEntry.subject.in_(by_id))
         )).all()
-        nominals = (await session.execute(
-            select(*load.NOMINAL_COLUMNS).where(Nominal.visor_ref.in_(refs))
-        )).all()
+        nominals = (await session.execute(select(Nominal).where(Nominal.visor_ref.in_(refs)))).scalars()
+        actions = (await session.execute(select(Action).where(Action.visor_ref.in_(refs)))).scalars()
+
+        def row(obj: Any) -> tuple[Any, ...]:
+            values = {c.key: getattr(obj, c.key) for c in obj.__table__.columns}
+            values["visor_ref"] = refs[values["visor_ref"]]
+            return tuple(sorted((k, neutral(v) if isinstance(v, str) else v) for k, v in values.items()))
+
+        nominal_rows = sorted(row(n) for n in nominals)
+        action_rows = sorted(row(a) for a in actions)
     return {
         "alerts": sorted(
             (a.kind, refs[a.visor_ref], neutral(a.subject), a.state, a.severity, neutral(a.opened_by_event),
@@ -136,7 +149,8 @@ async def _state(service: Service, base: int, tag: str) -> dict[str, Any]:
         ),
         "audit": Counter((action, by_id[subject].kind, refs[by_id[subject].visor_ref])
                          for action, subject in audit),
-        "nominals": sorted((refs[row[0]], *row[1:]) for row in nominals),
+        "nominals": nominal_rows,
+        "actions": action_rows,
     }
 
 
@@ -148,11 +162,11 @@ async def _run(service: Service, base: int, tag: str, *, reuse: bool) -> tuple[i
     ctx = service.ctx
     await ingest(service.sessions, _parsed(_setup(base, tag)), ctx, source="test")
     await run_scan(service.sessions, ctx, utc(NOW))
-    with _reads(reuse):
+    with _short_ways(reuse):
         return _answer(await ingest(service.sessions, _parsed(_traffic(base, tag)), ctx, source="test"))
 
 
-async def test_held_facts_and_one_live_read_store_what_the_plain_reads_store(service: Service) -> None:
+async def test_the_short_ways_store_what_the_plain_ways_store(service: Service) -> None:
     plain = await _run(service, 1000, "plain", reuse=False)
     held = await _run(service, 2000, "held", reuse=True)
     assert held == plain
@@ -164,6 +178,7 @@ async def test_held_facts_and_one_live_read_store_what_the_plain_reads_store(ser
     assert any(kind.startswith("notification.") for kind in resolved)
     assert any(kind.startswith("mappa.") for kind, *_ in plain_state["alerts"])
     assert plain_state["audit"]
+    assert len(plain_state["actions"]) == 3 and len(plain_state["nominals"]) == 6
 
 
 async def test_facts_of_the_held_nominals_equal_a_read_after_the_flush(service: Service) -> None:
