@@ -19,7 +19,14 @@ from integrations.mail_ingest.imap import ImapReader
 from integrations.mail_ingest.process import MailProcessor
 from integrations.mail_ingest.samples import border_alert_mail
 from integrations.mail_ingest.template import load_template
-from tests.support.dovecot import Dovecot, append, create_mailbox, dovecot_server, mailbox_flags
+from tests.support.dovecot import (
+    Dovecot,
+    SharedDovecot,
+    append,
+    create_mailbox,
+    dovecot_server,
+    mailbox_flags,
+)
 from tests.test_mail_support import (
     CHECKED,
     REF,
@@ -44,8 +51,22 @@ HTML_POISON = (
 )
 
 
+@pytest.fixture(scope="module")
+def dovecot_shared() -> Iterator[SharedDovecot]:
+    with dovecot_server() as server:
+        yield SharedDovecot(server, users=40)
+
+
 @pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
+def dovecot(dovecot_shared: SharedDovecot) -> Dovecot:
+    """A user of its own, with empty mailboxes, on the module's server."""
+    return dovecot_shared.user()
+
+
+@pytest.fixture
+def lone_dovecot() -> Iterator[Dovecot]:
+    """A server of its own: for a refused login, which Dovecot penalises for the address it came
+    from (every later login from 127.0.0.1 would wait)."""
     with dovecot_server() as server:
         yield server
 
@@ -302,13 +323,14 @@ async def test_the_command_exits_1_when_reading_a_mail_failed(
 
 
 async def test_a_refused_login_and_a_stuck_logout_leave_no_connection_open(
-    sqlite_url: str, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, lone_dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every connection the reader opens is closed, whatever happens: a login refused (it used to
     be left to the garbage collector, an unclosed-transport warning in a later test) and a LOGOUT
     that fails (a stuck server)."""
     import gc
 
+    dovecot = lone_dovecot
     import aioimaplib
 
     opened: list[aioimaplib.IMAP4] = []
