@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +41,32 @@ class Bell:
         await first_of(self._rung.wait(), stop.wait(), *also, within=seconds)
 
 
-# The outbox's bell: rung after a commit that queued deliveries (delivery.poll_seconds is the poll).
-OutboxBell = Bell
+class OutboxBell(Bell):
+    """The outbox's bell: rung after a commit that queued deliveries (delivery.poll_seconds is the
+    poll). A ring wakes one waiting worker, the one waiting longest: one claim takes a commit's
+    rows, and a second worker woken with it would claim nothing (an empty write transaction).
+    A worker whose claim came back full rings again, so a backlog still wakes them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def ring(self) -> None:
+        self.rings += 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def wait(self, seconds: float, stop: asyncio.Event, *also: Awaitable[Any]) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await first_of(waiter, stop.wait(), *also, within=seconds)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
 
 
 @dataclass(frozen=True)

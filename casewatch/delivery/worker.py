@@ -274,7 +274,10 @@ class DeliveryWorker:
                             rows = []
                         if rows:
                             start(rows)
-                        if len(rows) >= self.config.batch_size or self.bell.rings != rings:
+                        if len(rows) >= self.config.batch_size:
+                            self.bell.ring()  # maybe more: another waiting worker claims beside this one
+                            continue
+                        if self.bell.rings != rings:
                             continue
                         claim_at = time.monotonic() + self.config.poll_seconds
                     await self.bell.wait(
