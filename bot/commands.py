@@ -16,6 +16,7 @@ from bot.render import Message
 from casewatch.alerts.authority import OutcomeError
 from casewatch.alerts.lifecycle import acknowledge
 from casewatch.audit import AuditSink, session_sink
+from casewatch.audit.batch import AuditBatcher
 from casewatch.context import Context
 from casewatch.lookup import (
     DEFAULT_CLEARED_ROLES,
@@ -82,16 +83,31 @@ async def _as_officer(
     (names), so only the exception's type is logged."""
     try:
         if read_only and deps.readers is not None and deps.audit is not None:
-            return await _read_then_audit(deps.readers, deps.audit, slack_user_id, command, work)
-        async with deps.sessions() as session, session.begin():
-            audit = session_sink(session, deps.ctx)
-            requester = await requester_by_slack_user(session, slack_user_id)
-            if requester is None:
-                return await _refuse(audit, slack_user_id, command)
-            return await work(session, requester, audit)
+            batcher = getattr(deps.audit, "__self__", None)
+            if not isinstance(batcher, AuditBatcher):
+                return await _read_then_audit(deps.readers, deps.audit, slack_user_id, command, work)
+            with batcher.alone() as alone:
+                if not alone:
+                    return await _read_then_audit(deps.readers, deps.audit, slack_user_id, command, work)
+                return await _in_one_transaction(deps, slack_user_id, command, work)
+        return await _in_one_transaction(deps, slack_user_id, command, work)
     except Exception as exc:  # noqa: BLE001 - the user gets an answer whatever went wrong
         log.error("%s failed: %s", command, type(exc).__name__)
         return render.text_message(render.FAILURE)
+
+
+async def _in_one_transaction(
+    deps: BotDeps,
+    slack_user_id: str,
+    command: str,
+    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+) -> Message:
+    async with deps.sessions() as session, session.begin():
+        audit = session_sink(session, deps.ctx)
+        requester = await requester_by_slack_user(session, slack_user_id)
+        if requester is None:
+            return await _refuse(audit, slack_user_id, command)
+        return await work(session, requester, audit)
 
 
 async def _read_then_audit(

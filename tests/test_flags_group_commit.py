@@ -1,5 +1,6 @@
 """/flags in the running service on SQLite reads through the read-only connections and commits its
-audit entry through the shared group commit (issue 17): concurrent answers share commits, every
+audit entry through the shared group commit (issue 17; a lookup that finds the writer idle has it
+to itself instead: tests/test_flags_alone.py): concurrent answers share commits, every
 answer's entry is committed by the time its answer is sent, and a stranger's refusal is audited
 the same way. On PostgreSQL a lookup reads and audits in one transaction, as before. Signed
 requests through the real Bolt path."""
@@ -7,7 +8,8 @@ requests through the real Bolt path."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -43,11 +45,23 @@ async def test_concurrent_lookups_share_commits_and_each_is_audited(bot: Bot) ->
         await commit(batch)
 
     batcher._commit = counted  # type: ignore[method-assign]
+    alone: list[bool] = []  # a lookup that finds the writer idle has it to itself (batcher.alone)
+    take_writer = batcher.alone
+
+    @contextmanager
+    def noted() -> Iterator[bool]:
+        with take_writer() as free:
+            alone.append(free)
+            yield free
+
+    batcher.alone = noted  # type: ignore[method-assign]
     answers = await asyncio.gather(*(slash(bot, "/flags", ALPHA, user=SGT) for _ in range(12)))
     assert all(ALPHA in shown(a) for a in answers)
     lookups = await bot.audit("flags.lookup")
     assert len(lookups) == 12 and all(e.nominals == [ALPHA] and e.actor == "SGT0001" for e in lookups)
-    assert sum(batches) == 12 and len(batches) < 12  # committed together, several to a transaction
+    # The first had the idle writer to itself; the rest were committed together, several to a
+    # transaction.
+    assert alone[0] and sum(batches) == alone.count(False) and len(batches) < sum(batches)
 
 
 async def test_each_answer_goes_out_after_its_audit_entry_is_committed(bot: Bot) -> None:

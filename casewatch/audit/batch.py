@@ -12,7 +12,8 @@ transaction's error if it failed (its answer must then not go out).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +32,23 @@ class AuditBatcher:
         self._ctx = ctx
         self._waiting: list[tuple[Entry, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._alone = 0  # answers holding the writer for a transaction of their own (alone())
+
+    @contextmanager
+    def alone(self) -> Iterator[bool]:
+        """Whether the caller may have the writer to itself for one transaction (its reads and its
+        audit entry, committed together) instead of reading beside it and sharing a commit: yes
+        when nothing is being committed, waiting, or already holding it that way, i.e. when a
+        shared commit would have nobody to share with. One such answer at a time: those that
+        arrive meanwhile read beside it and share commits as before."""
+        free = self._writer is None and not self._waiting and not self._alone
+        if free:
+            self._alone += 1
+        try:
+            yield free
+        finally:
+            if free:
+                self._alone -= 1
 
     async def record(
         self,
