@@ -46,7 +46,9 @@ class GatedChat:
     "defect: a ring while the handoff's worker is held at ROUNDS_IN_FLIGHT wakes nobody, and the "
     "worker (woken before by the handoff, its poll deadline kept) sleeps until the poll"
 ))
-async def test_a_ring_while_the_handoff_worker_is_held_is_not_lost(engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_a_ring_while_the_handoff_worker_is_held_is_not_lost(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
     settings = make_settings(slack={"mode": "off"}, routing=ROUTING, delivery={
         "chat_log_path": str(tmp_path / "chat.log"),
         "poll_seconds": 60, "chat_interval_seconds": 0, "send_timeout_seconds": 30, "lease_seconds": 120,
