@@ -32,6 +32,8 @@ SERIAL: dict[str, frozenset[str] | None] = {
     "test_delivery_rounds_stop.py": None,
     "test_robustness_db_restart.py": None,
     "test_robustness_kill.py": None,
+    # Twelve lookups gathered at once must overlap for all but the first to share commits.
+    "test_flags_group_commit.py": frozenset({"test_concurrent_lookups_share_commits_and_each_is_audited"}),
     "test_leader.py": frozenset({
         "test_two_schedulers_on_postgresql_leader_killed", "test_two_serve_processes_leader_sigkilled",
     }),
