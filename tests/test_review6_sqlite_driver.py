@@ -2,10 +2,10 @@
 where its tests do not look: server-side cursors (`stream`), savepoints, a task cancelled mid-trip.
 
 The one-trip connection sends a transaction's BEGIN with the next statement of its own cursor; a
-server-side cursor is the parent's, and never sends it. So a transaction whose first statement is
-streamed runs that statement outside any transaction: no write lock is taken up front (BEGIN
-IMMEDIATE), and a streamed write is committed at once, kept even when the transaction rolls back.
-Real SQLite files; each scenario runs on both drivers and the outcomes are compared."""
+server-side cursor is the parent's, so the BEGIN must go before it (it did not at first: a streamed
+first statement took no write lock, and a streamed write was committed at once, kept when its
+transaction rolled back). Real SQLite files; each scenario runs on both drivers and the outcomes
+are compared."""
 
 from __future__ import annotations
 
@@ -62,10 +62,6 @@ async def _names(engine: AsyncEngine) -> list[str]:
         return [str(r[0]) for r in (await conn.exec_driver_sql("SELECT name FROM t ORDER BY name")).all()]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a streamed first statement (server-side cursor) is sent without the pending BEGIN "
-    "IMMEDIATE: the transaction holds no write lock, another process writes in between"
-))
 async def test_a_streamed_first_statement_takes_the_write_lock_as_plain(
     both: dict[str, AsyncEngine], tmp_path: Path
 ) -> None:
@@ -79,10 +75,6 @@ async def test_a_streamed_first_statement_takes_the_write_lock_as_plain(
     assert seen["one_trip"] == seen["plain"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a streamed write as a transaction's first statement runs outside the transaction "
-    "(autocommit) and is kept when the transaction rolls back; the rollback is skipped"
-))
 async def test_a_streamed_write_is_undone_by_the_rollback_as_plain(both: dict[str, AsyncEngine]) -> None:
     kept = {}
     for driver, engine in both.items():

@@ -45,13 +45,17 @@ from sqlalchemy.util.concurrency import await_
 _Outcome = tuple[list[Any] | None, Any, int, int | None, bool]
 
 
+def _begin(conn: sqlite3.Connection, begin: str) -> None:
+    conn.execute(begin).close()
+
+
 def _run(
     conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool,
 ) -> _Outcome:
     """On the driver's thread: BEGIN if asked, then the statement, its rows and what the DB-API
     cursor says about it, read before the cursor closes, and whether a transaction is now open."""
     if begin is not None:
-        conn.execute(begin).close()
+        _begin(conn, begin)
     cursor = conn.cursor()
     try:
         if many:
@@ -158,8 +162,18 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._pending_begin = begin
 
     def cursor(self, server_side: bool = False) -> Any:
-        if server_side:  # the parent's cursor: its statements do not report back
+        if server_side:
+            # The parent's cursor (its rows are fetched a page at a time): its statements neither
+            # carry a pending BEGIN nor report back, so the BEGIN goes now, a trip of its own, and
+            # the transaction counts as open.
             self._in_transaction = True
+            begin, self._pending_begin = self._pending_begin, None
+            if begin is not None:
+                driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+                try:
+                    await_(driver._execute(_begin, driver._conn, begin))  # type: ignore[no-untyped-call]
+                except Exception as error:
+                    self._handle_exception(error)
         return super().cursor(server_side)
 
     def commit(self) -> None:
