@@ -3,7 +3,7 @@ scheduler's periodic job).
 
 Built for volume (a million actions, 100k nominals): rows are read in keyset-paged batches,
 the obvious date filters are pushed into SQL (open actions due by today +
-action_reminder_days; nominals who may owe a notification, load.may_owe_notification, a
+action_reminder_days; nominals who may owe a notification, load.notification_candidates, a
 superset of those the rule alerts on), each batch's snapshots are loaded with one query per
 table (no N+1), and the alerts already live are read once up front so that a re-run skips them
 without a query. Each batch commits on its own, so a long scan never holds SQLite's single
@@ -113,38 +113,29 @@ async def _scan_notifications(
 ) -> None:
     settings, tz = ctx.settings.triggers, ZoneInfo(ctx.settings.service.timezone)
     live = await _live_by(sessions, notifications.KINDS, "visor_ref")
-    # Only nominals who may owe something are read; the live alerts of the others are still
-    # evaluated (and resolved) below, with the leftovers.
-    may_owe = load.may_owe_notification(notifications.quiet_after(local_date(at, tz), settings))
+    # Only nominals who may owe something are read (their references first, in one statement);
+    # the live alerts of the others are still evaluated (and resolved) below, with the leftovers.
+    quiet_after = notifications.quiet_after(local_date(at, tz), settings)
+    async with sessions() as session:
+        candidates = await load.notification_candidates(session, quiet_after)
 
     async def pages() -> AsyncGenerator[Page, None]:
-        after = ""
-        while True:
+        for refs in load.chunks(candidates, size):
             async with sessions() as session:
-                # Core rows, not ORM ones: plain tuples are what the rules' snapshots take.
-                rows = (await (await session.connection()).execute(
-                    select(*load.NOMINAL_COLUMNS)
-                    .where(Nominal.registered.is_(True), Nominal.visor_ref > after, may_owe)
-                    .order_by(Nominal.visor_ref)
-                    .limit(size)
-                )).all()
-                if not rows:
-                    return
-                batch = [load.nominal_from_columns(tuple(r)) for r in rows]
-                last = batch[-1].visor_ref
-                # By key, not by the range after..last: the candidates are ~1 in 20 of the
-                # nominals, so a range read ~20x the rows (and built their histories).
-                found = await load.histories(session, [n.visor_ref for n in batch], tz)
+                # By key: the candidates are ~1 in 20 of the nominals, so a range of references
+                # would read ~20x the rows (and build their histories).
+                known = await load.nominals(session, refs)
+                found = await load.histories(session, refs, tz)
             page: Page = []
-            for nominal in batch:
-                mine = live.pop(nominal.visor_ref, [])
-                result = notifications.evaluate(
-                    nominal, found.get(nominal.visor_ref, NO_HISTORY), mine, at, settings, tz,
-                )
+            for ref in refs:
+                nominal = known.get(ref)
+                if nominal is None:  # gone since: its live alerts are leftovers
+                    continue
+                mine = live.pop(ref, [])
+                result = notifications.evaluate(nominal, found.get(ref, NO_HISTORY), mine, at, settings, tz)
                 if result.opens or result.resolves:  # most nominals owe nothing yet
                     page.append((result, mine))
             yield page
-            after = last
 
     await _write_pages(sessions, ctx, tally, pages())
     # Live alerts of nominals not read above (no longer registered or known, or owing nothing
@@ -195,6 +186,8 @@ async def _scan_actions(
                 if result.opens or result.resolves:
                     page.append((result, mine))
             yield page
+            if len(rows) < size:  # the last page: no need to ask for the next
+                return
             last = load.action_from_columns(tuple(rows[-1]))
             after = (last.due_on, last.action_id)
 
@@ -271,6 +264,8 @@ async def _scan_nominals(
                 batch = {n.visor_ref: n for n in (load.nominal_from_columns(tuple(r)) for r in rows)}
                 page = await evaluate(session, list(batch), batch)
             yield page
+            if len(rows) < size:
+                return
             after = rows[-1][0]
 
     await _write_pages(sessions, ctx, tally, pages())
@@ -387,6 +382,8 @@ async def _scan_recalls(
                 if result.opens or result.resolves:
                     page.append((result, mine))
             yield page
+            if len(rows) < size:
+                return
             after = rows[-1].id
 
     await _write_pages(sessions, ctx, tally, pages())
@@ -441,6 +438,8 @@ async def _scan_orders(
                 if result.opens or result.resolves:
                     page.append((result, mine))
             yield page
+            if len(rows) < size:
+                return
             after = rows[-1].id
 
     await _write_pages(sessions, ctx, tally, pages())
@@ -498,6 +497,8 @@ async def _scan_minutes(
                 if result.opens or result.resolves:
                     page.append((result, mine))
             yield page
+            if len(rows) < size:
+                return
             after = rows[-1].id
 
     await _write_pages(sessions, ctx, tally, pages())
