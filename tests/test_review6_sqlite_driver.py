@@ -140,3 +140,76 @@ async def test_a_task_cancelled_mid_statement_leaves_nothing_behind(
             await session.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": f"next {cancel_after}"})
     assert await _names(engine) == ["next 0.0", "next 0.05"]
     assert _another_process_may_write(tmp_path / "one_trip.db")
+
+
+_OTHER_PROCESS_WRITER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("PRAGMA busy_timeout=30000")
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+n = 0
+while time.monotonic() < end:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t (name) VALUES (?)", (f"other {sys.argv[3]} {n}",))
+    conn.execute("COMMIT")
+    n += 1
+    time.sleep(0.001)
+print(n, flush=True)
+"""
+
+
+async def _read_then_write_beside_another_process(
+    engine: AsyncEngine, path: Path, *, read_only_option: bool
+) -> tuple[int, int, int]:
+    """Transactions that read, then write, while another process writes in a loop: (committed,
+    refused as locked, the other's commits)."""
+    import sys
+
+    from sqlalchemy.exc import OperationalError
+
+    from casewatch.store.engine import _READ_ONLY
+
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OTHER_PROCESS_WRITER, str(path), "1.5", str(read_only_option),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert other.stdout is not None
+    assert (await other.stdout.readline()).strip() == b"ready"
+    bound = engine.execution_options(**{_READ_ONLY: True}) if read_only_option else engine
+    committed = refused = 0
+    n = 0
+    while other.returncode is None and n < 400:
+        n += 1
+        try:
+            async with bound.begin() as conn:
+                seen = (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one()
+                await asyncio.sleep(0.002)  # the other process commits meanwhile, if it may
+                mine = f"mine {read_only_option} {n} after {seen}"
+                await conn.execute(text("INSERT INTO t (name) VALUES (:n)"), {"n": mine})
+            committed += 1
+        except OperationalError as exc:
+            assert "locked" in str(exc.orig)
+            refused += 1
+        await asyncio.sleep(0)
+    out, _ = await other.communicate()
+    assert other.returncode == 0
+    return committed, refused, int(out.split()[-1])
+
+
+async def test_a_read_then_write_never_fails_half_way_beside_another_process(
+    both: dict[str, AsyncEngine], tmp_path: Path
+) -> None:
+    """casewatch import beside a running service: the transaction's first statement takes the write
+    lock (BEGIN IMMEDIATE rides with it), so a read-then-write waits for the other process instead
+    of failing at its write. The control: the same transactions begun DEFERRED (as a reader's)
+    are refused half way, so the scenario does make the other process write in between."""
+    engine = both["one_trip"]
+    committed, refused, others = await _read_then_write_beside_another_process(
+        engine, tmp_path / "one_trip.db", read_only_option=False
+    )
+    assert refused == 0 and committed > 20 and others > 20
+    committed, refused, others = await _read_then_write_beside_another_process(
+        engine, tmp_path / "one_trip.db", read_only_option=True
+    )
+    assert refused > 0
