@@ -6,15 +6,26 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from casewatch.bell import OutboxBell
+from casewatch.bell import Handoff, OutboxBell
+from casewatch.delivery import worker as worker_module
 from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.worker import DeliveryWorker
 from casewatch.store.engine import make_sessionmaker
 from integrations.chat_log import ChatLogNotifier
+from integrations.notifiers import build_notifiers
+from tests.slack_standin import SlackStandIn
 from tests.test_delivery_handoff import REFS, _count_claims, _until
-from tests.test_delivery_support import deliveries, make_ctx, make_settings, open_test_alert, setup_directory
+from tests.test_delivery_support import (
+    deliveries,
+    make_ctx,
+    make_settings,
+    open_test_alert,
+    setup_directory,
+    slack_fixture,  # noqa: F401
+)
 
 ROUTING = {"routes": {"travel.unnotified": ["team_channel"]}}
 
@@ -70,3 +81,43 @@ async def test_each_commit_is_claimed_by_one_worker_and_none_claims_in_vain(
         await asyncio.wait_for(asyncio.gather(*running), 10)
     after_start = [rows for c in claims for rows in c[1:]]
     assert [len(rows) for rows in after_start] == [1, 1, 1]  # one claim a commit, none empty
+
+
+async def test_a_ring_while_held_at_the_round_bound_is_claimed_when_a_round_ends(
+    engine: AsyncEngine, slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One round in flight at most: the first alert is handed to the worker (no claim), its send
+    slow (1 s), so the worker waits for that round, not for the bell; the second alert, queued
+    unclaimed meanwhile (no room), rings then. It is claimed when the round ends, not at the next
+    poll (60 s)."""
+    monkeypatch.setattr(worker_module, "ROUNDS_IN_FLIGHT", 1)
+    settings = make_settings(slack_url=slack.url, routing=ROUTING, delivery={
+        "poll_seconds": 60, "chat_interval_seconds": 0, "send_timeout_seconds": 5,
+    })
+    ctx = make_ctx(settings)
+    bell, handoff = OutboxBell(), Handoff(limit=20)
+    sessions = make_sessionmaker(engine, after_outbox_commit=bell.ring, handoff=handoff)
+    await setup_directory(sessions, settings)
+    notifiers = build_notifiers(settings, keep_alive=False)
+    worker = DeliveryWorker(sessions, ctx, notifiers, worker_id="w0", bell=bell, handoff=handoff)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run_forever(stop))
+    try:
+        await asyncio.sleep(0.2)
+        slack.delay_next("chat.postMessage", 1.0)
+        await open_test_alert(sessions, ctx, visor_ref=REFS[0])
+        await slack.wait_for_calls("chat.postMessage", 1, within=5)  # the slow send has begun
+        rings = bell.rings
+        await open_test_alert(sessions, ctx, visor_ref=REFS[1])  # rings: the worker is held
+        assert bell.rings == rings + 1
+        started = asyncio.get_running_loop().time()
+
+        async def both_sent() -> bool:
+            rows = await deliveries(sessions)
+            return len(rows) == 2 and all(r.state == "sent" for r in rows)
+
+        await _until(both_sent, within=10)
+        assert asyncio.get_running_loop().time() - started < 5
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 10)

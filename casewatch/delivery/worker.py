@@ -252,6 +252,7 @@ class DeliveryWorker:
             handoff.attach(Claimer(self.worker_id, self.config.lease_seconds))
         left: list[ClaimedRow] = []
         claim_at = 0.0  # when to claim (monotonic): at once, or the poll after an empty claim
+        claimed_rings = -1  # the bell's count when the last claim began
         try:
             async with asyncio.TaskGroup() as rounds:
                 while not stop.is_set():
@@ -262,10 +263,12 @@ class DeliveryWorker:
                     if handoff is not None and (handed := handoff.take(self.config.batch_size)):
                         start(handed)
                         continue
-                    # A ring while this claim runs (after it read the outbox) would not wake a wait
-                    # begun afterwards: look again at once rather than at the next poll.
-                    rings = self.bell.rings
+                    # Rung since the last claim began (while it ran, after it read the outbox, or while
+                    # this worker was held at ROUNDS_IN_FLIGHT): look again at once, not at the poll.
+                    if self.bell.rings != claimed_rings:
+                        claim_at = 0.0
                     if time.monotonic() >= claim_at:
+                        claimed_rings = self.bell.rings
                         try:
                             rows = await self._claim(spare_in_flight=True)
                         except Exception as exc:  # the database may be away for a while: keep going
@@ -277,14 +280,12 @@ class DeliveryWorker:
                         if len(rows) >= self.config.batch_size:
                             self.bell.ring()  # maybe more: another waiting worker claims beside this one
                             continue
-                        if self.bell.rings != rings:
+                        if self.bell.rings != claimed_rings:
                             continue
                         claim_at = time.monotonic() + self.config.poll_seconds
                     await self.bell.wait(
                         claim_at - time.monotonic(), stop, *(wait() for wait in waits_also)
                     )
-                    if self.bell.rings != rings:
-                        claim_at = 0.0
                 if handoff is not None:
                     handoff.accepting = False  # stopping: new rows are queued unclaimed
         finally:
