@@ -168,6 +168,26 @@ async def test_the_wait_ends_after_gather_seconds_when_the_others_do_not_come() 
     assert committer.held[2:] == [["e11"]]
 
 
+async def test_the_wait_goes_on_while_requests_keep_coming() -> None:
+    """(Sixth session.) The returning requests arrive one after another (each read, checked and
+    parsed in turn, on a busy machine some milliseconds apart): the group waits while none is
+    more than gather_seconds behind the one before, past gather_seconds in all."""
+    committer = _Recording(gather_seconds=0.3)
+    await asyncio.gather(*(committer.ingest(_one(n)) for n in range(5)))
+    started = time.monotonic()
+
+    async def trickle() -> None:
+        for n in range(11, 15):
+            await asyncio.sleep(0.1)
+            asyncio.ensure_future(committer.ingest(_one(n)))
+
+    first = asyncio.ensure_future(committer.ingest(_one(10)))
+    await asyncio.gather(first, trickle())
+    await first
+    assert time.monotonic() - started >= 0.35  # longer than gather_seconds
+    assert committer.held[1:] == [["e10", "e11", "e12", "e13", "e14"]]
+
+
 async def test_no_wait_when_a_conflict_already_ends_the_next_group() -> None:
     """Requests about one nominal cannot share a transaction: when the waiting ones already
     conflict, the next group is what it is, and it goes at once."""

@@ -32,9 +32,11 @@ from casewatch.store.models import Alert
 log = logging.getLogger(__name__)
 
 MAX_GROUP_EVENTS = 1000  # a group is never larger than one batch may be
-# How long a group may wait for the requests the one before it answered, when fewer are waiting
-# than it held (see GroupCommit._gather).
+# When fewer requests are waiting than the last group held, a group waits for the others while
+# they keep coming: until none has arrived for GATHER_SECONDS, and GATHER_SECONDS *
+# GATHER_ROUNDS at most (see GroupCommit._gather).
 GATHER_SECONDS = 0.002
+GATHER_ROUNDS = 4
 
 
 class _Unattributable(Exception):
@@ -76,16 +78,14 @@ class GroupCommit:
         # Requests in the last transaction and those waiting when it ended: how many requests
         # the senders keep going under the present load.
         self._circulating = 0
-        self._wanted = 0  # while _gather waits: how many waiting requests end the wait
-        self._enough = asyncio.Event()
+        self._arrived = asyncio.Event()  # set by each request queued; _gather waits on it
         self.groups = 0  # transactions that stored more than one request (for tests and bench)
         self.transactions = 0  # transactions run, alone or grouped (for tests and bench)
 
     async def ingest(self, envelopes: Sequence[Envelope]) -> IngestResult:
         waiting = _Waiting.of(envelopes)
         self._queue.append(waiting)
-        if self._wanted and len(self._queue) >= self._wanted:
-            self._enough.set()
+        self._arrived.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._drain())
         return await asyncio.shield(waiting.done)
@@ -103,24 +103,29 @@ class GroupCommit:
 
     async def _gather(self) -> None:
         """Before a transaction, when fewer requests wait than the last transaction held plus
-        those that waited at its end, wait up to gather_seconds for as many (a commit delay, as
+        those that waited at its end, wait for as many while they keep coming: until none has
+        arrived for gather_seconds, gather_seconds * GATHER_ROUNDS at most (a commit delay, as
         PostgreSQL's commit_delay). Under steady load the requests the last group answered are on
-        their way back; without the wait an early one takes a transaction of its own (its fixed
-        reads and commit) and the rest the next: at 8 requesters the groups alternated 1 and 7.
-        A lone requester never waits; after a burst, the first request alone waits once."""
-        if self.gather_seconds <= 0 or len(self._queue) >= self._circulating:
+        their way back, one after another (each is read, checked and parsed in turn); without the
+        wait an early one takes a transaction of its own (its fixed reads and commit) and the
+        rest the next: at 8 requesters the groups alternated 1 and 7. A lone requester never
+        waits; after a burst, the first request alone waits once."""
+        if self.gather_seconds <= 0:
             return
-        if self._run_length() < len(self._queue):
-            return  # a conflict (or the size cap) already ends the next group: no arrival joins it
-        self._wanted = self._circulating
-        self._enough.clear()
-        try:
-            async with asyncio.timeout(self.gather_seconds):
-                await self._enough.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._wanted = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gather_seconds * GATHER_ROUNDS
+        while len(self._queue) < self._circulating:
+            if self._run_length() < len(self._queue):
+                return  # a conflict (or the size cap) already ends the next group: no arrival joins it
+            wait = min(self.gather_seconds, deadline - loop.time())
+            if wait <= 0:
+                return
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return
 
     def _take(self) -> list[_Waiting]:
         """The longest run of waiting requests, in arrival order, that may be stored together."""
