@@ -640,6 +640,9 @@ async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -
                     }
                     sent, answered = await send(timed)
                     slack_lat, mail_lat = await _wait_for_arrivals(slack, sink, sent, within=60)
+                    answer_of = dict(zip(sent, answered, strict=True))
+                    slack_after = _past_answer(slack, sink, sent, answer_of, "slack")
+                    mail_after = _past_answer(slack, sink, sent, answer_of, "email")
             finally:
                 await stop(service)
     finally:
@@ -653,6 +656,10 @@ async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -
         out[part]["first_ms"] = [round(x * 1000, 1) for x in latencies[:5]]
         worst = sorted(range(len(latencies)), key=lambda i: latencies[i], reverse=True)[:3]
         out[part]["worst"] = [{"event": i, "ms": round(latencies[i] * 1000, 1)} for i in worst]
+    # Past the event's answer (its durable commit): what delivery adds, apart from the ingest.
+    for part, arrivals in (("slack", slack_after), ("email", mail_after)):
+        out[part]["after_answer"] = summary(arrivals, 1.0)
+        out[part]["after_answer"].pop("per_s")
     out["missing"] = {"slack": count - len(slack_lat), "email": count - len(mail_lat)}
     out["p99_ms"] = max(out["slack"]["p99_ms"], out["email"]["p99_ms"])
     from bench.alertmanager import bench_alertmanager  # the peer baseline, same count and rate
@@ -672,6 +679,25 @@ async def _registered_refs(service: Service, count: int) -> list[str]:
             .order_by(Nominal.visor_ref).limit(count)
         )).scalars().all()
     return list(refs)
+
+
+def _past_answer(
+    slack: SlackStandIn, sink: TimedMailSink, sent: dict[str, float], answer_of: dict[str, float], part: str
+) -> list[float]:
+    """Each event's first arrival (Slack or mail) less its POST's answer time, in the order sent."""
+    first: dict[str, float] = {}
+    if part == "slack":
+        for call in slack.calls_to("chat.postMessage"):
+            blob = json.dumps(call.args)
+            for ref in sent:
+                if ref in blob and ref not in first:
+                    first[ref] = call.at
+    else:
+        for subject, at in list(sink.accepted_at):
+            for ref in sent:
+                if ref in subject and ref not in first:
+                    first[ref] = at
+    return [first[r] - sent[r] - answer_of[r] for r in sent if r in first]
 
 
 async def _wait_for_arrivals(
