@@ -3,15 +3,14 @@
 A worker woken by the handoff (not by a ring) keeps its poll deadline. If it then starts rounds
 up to ROUNDS_IN_FLIGHT, it waits for a round to end and is no bell waiter: a ring then (a commit
 whose rows could not be handed, as the handoff takes none from a worker without room) wakes
-nobody, and the worker, its poll deadline still ahead, sleeps while the committed rows wait.
-Real SQLite and PostgreSQL."""
+nobody, and the worker, its poll deadline still ahead, slept while the committed rows waited
+(fixed in 6895e51: the ring count is compared with the last claim's). Real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.bell import Handoff, OutboxBell
@@ -42,10 +41,6 @@ class GatedChat:
         return None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a ring while the handoff's worker is held at ROUNDS_IN_FLIGHT wakes nobody, and the "
-    "worker (woken before by the handoff, its poll deadline kept) sleeps until the poll"
-))
 async def test_a_ring_while_the_handoff_worker_is_held_is_not_lost(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
