@@ -2,7 +2,8 @@
 (tests.support.pg_pool). Its promise: a database given back is put back exactly as a new copy of
 the template, or dropped; "a test gets a database it cannot tell from a new copy".
 
-Holes found (each a strict xfail until fixed):
+Holes found (strict xfails until fixed; now fixed: the fingerprint reads rules, trigger
+enablement, types and more, and a database given back is renamed before its reset):
 - the fingerprint reads tables, columns, indexes, constraints, non-internal triggers, functions,
   sequences, views, schemas, extensions and settings, but not rules (pg_rewrite), whether
   triggers are enabled (a DISABLE TRIGGER ALL turns the foreign keys' internal triggers off), nor
@@ -84,10 +85,6 @@ CHANGES: list[tuple[str, Callable[[str], Awaitable[bool]]]] = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: the reset's fingerprint does not read rules, trigger enablement or types: the change "
-    "survives into the next test's database"
-))
 @pytest.mark.parametrize(("change", "as_new"), CHANGES, ids=["rule", "triggers-disabled", "type"])
 async def test_a_change_the_reset_cannot_see_does_not_reach_the_next_test(
     pool: PgPool, change: str, as_new: Callable[[str], Awaitable[bool]]
@@ -111,10 +108,6 @@ async def test_the_probes_tell_a_new_copy_from_a_changed_one(pool: PgPool) -> No
         await pool._drop(name)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a write by the previous test's leftover after the database was given back lands in "
-    "the next test's database (a dropped copy refused it)"
-))
 async def test_a_leftover_writer_after_give_back_cannot_reach_the_next_test(pool: PgPool) -> None:
     name = await pool.take()
     leftover = make_engine(pg_database_url(name))  # pool_pre_ping: it reconnects by itself

@@ -4,7 +4,8 @@ Copying the migrated template (CREATE DATABASE ... TEMPLATE) costs 0.4-1 s on th
 machine, whatever the template holds: it copies the whole catalog. A test's database is instead
 put back as the template is after the test, and the next test takes it:
 
-- every other session on it is ended (the test's leftovers, a killed process's);
+- every other session on it is ended (the test's leftovers, a killed process's) and it is renamed,
+  so a leftover that would reconnect finds no database by that name (as when it was dropped);
 - its state is compared with the template's: the schema (tables, columns, indexes, constraints,
   triggers, functions, sequences, views, schemas, extensions), the database's settings (ALTER
   DATABASE ... SET), alembic_version, and no planner statistics (an ANALYZE, by a test or by
@@ -76,6 +77,61 @@ SELECT md5(string_agg(item, E'\\n' ORDER BY item)) FROM (
   UNION ALL
   SELECT 'db ' || datallowconn || ' ' || datconnlimit || ' ' || datistemplate
     FROM pg_database WHERE datname = current_database()
+  -- What else a test could change that a reset does not undo (format() keeps a NULL visible).
+  UNION ALL
+  SELECT format('relx %s %s %s %s %s %s %s', c.oid::regclass, c.relacl, c.reloptions, c.relowner::regrole,
+                c.relrowsecurity, c.relforcerowsecurity, c.relreplident)
+    FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('colx %s.%s %s %s %s %s %s %s', a.attrelid::regclass, a.attname, a.attstattarget,
+                a.attoptions, a.attacl, a.attidentity, a.attgenerated, a.attcollation)
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT format('trgon %s %s %s %s', tgrelid::regclass, tgenabled, tgisinternal, count(*))
+    FROM pg_trigger GROUP BY tgrelid, tgenabled, tgisinternal
+  UNION ALL
+  SELECT format('rule %s.%s %s %s', schemaname, tablename, rulename, md5(definition)) FROM pg_rules
+  UNION ALL
+  SELECT format('type %s %s', t.oid::regtype, t.typtype)
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+      AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'
+  UNION ALL
+  SELECT format('enum %s %s %s', enumtypid::regtype, enumsortorder, enumlabel) FROM pg_enum
+  UNION ALL
+  SELECT format('pol %s %s %s %s %s', polrelid::regclass, polname, polcmd,
+                pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid)) FROM pg_policy
+  UNION ALL
+  SELECT format('evt %s %s %s', evtname, evtevent, evtenabled) FROM pg_event_trigger
+  UNION ALL
+  SELECT format('stx %s', stxname) FROM pg_statistic_ext
+  UNION ALL
+  SELECT format('desc %s %s %s %s', classoid, objoid, objsubid, md5(description)) FROM pg_description
+    WHERE objoid >= 16384
+  UNION ALL
+  SELECT format('lo %s', count(*)) FROM pg_largeobject_metadata
+  UNION ALL
+  SELECT format('pub %s', pubname) FROM pg_publication
+  UNION ALL
+  SELECT format('opr %s', oid::regoperator) FROM pg_operator WHERE oprnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('coll %s', collname) FROM pg_collation WHERE collnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('cast %s %s', castsource::regtype, casttarget::regtype) FROM pg_cast WHERE oid >= 16384
+  UNION ALL
+  SELECT format('opc %s', opcname) FROM pg_opclass WHERE opcnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('tsc %s', cfgname) FROM pg_ts_config WHERE cfgnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('defacl %s %s %s', defaclrole::regrole, defaclobjtype, defaclacl) FROM pg_default_acl
+  UNION ALL
+  SELECT format('nspx %s %s %s', nspname, nspowner::regrole, nspacl) FROM pg_namespace
+    WHERE nspname NOT LIKE 'pg_temp_%' AND nspname NOT LIKE 'pg_toast_temp_%'
+  UNION ALL
+  SELECT format('funx %s %s %s %s %s', p.oid::regprocedure, p.proconfig, p.prosecdef, p.provolatile, p.proacl)
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
 ) AS items(item)
 """
 
@@ -217,15 +273,32 @@ class PgPool:
             await self._drop(name)
             return
         try:
-            clean = await self._reset(name)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the database is not known clean
-            log.debug("pg pool: %s not reset (%s)", name, type(exc).__name__)
-            clean = False
-        if clean:
-            self.free.append(name)
-        else:
+            # Renamed first, with every session on it ended: whatever of the test is left (an
+            # engine that reconnects, a child process not yet stopped) finds no database by the
+            # old name, as when it was dropped, and cannot write into the next test's.
+            await self.admin(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+            renamed = f"cw_{uuid.uuid4().hex[:12]}"
+            await self.admin(f"ALTER DATABASE {name} RENAME TO {renamed}")
+        except Exception as exc:  # noqa: BLE001 - a session came back: drop it as before
+            log.debug("pg pool: %s not renamed (%s)", name, type(exc).__name__)
             self.dropped += 1
             await self._drop(name)
+            return
+        self.made.discard(name)
+        self.made.add(renamed)
+        try:
+            clean = await self._reset(renamed)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the database is not known clean
+            log.debug("pg pool: %s not reset (%s)", renamed, type(exc).__name__)
+            clean = False
+        if clean:
+            self.free.append(renamed)
+        else:
+            self.dropped += 1
+            await self._drop(renamed)
 
     async def drop_all(self) -> None:
         for name in list(self.made):
