@@ -179,7 +179,7 @@ async def _read_then_write_beside_another_process(
     bound = engine.execution_options(**{_READ_ONLY: True}) if read_only_option else engine
     committed = refused = 0
     n = 0
-    while other.returncode is None and n < 400:
+    while other.returncode is None and n < 5000:  # until the other ends: its commits fall among ours
         n += 1
         try:
             async with bound.begin() as conn:
@@ -208,7 +208,7 @@ async def test_a_read_then_write_never_fails_half_way_beside_another_process(
     committed, refused, others = await _read_then_write_beside_another_process(
         engine, tmp_path / "one_trip.db", read_only_option=False
     )
-    assert refused == 0 and committed > 20 and others > 20
+    assert refused == 0 and committed > 20 and others > 0  # the other got the lock in between, too
     committed, refused, others = await _read_then_write_beside_another_process(
         engine, tmp_path / "one_trip.db", read_only_option=True
     )
