@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -24,6 +24,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.lazy_listener.async_internals import to_runnable_function
 from slack_bolt.lazy_listener.asyncio_runner import AsyncioLazyListenerRunner
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -243,22 +244,58 @@ def _user_id(body: dict[str, Any]) -> str:
     return str(body.get("user_id") or "")
 
 
+# What a slash command does with its payload (Bolt's `command`: the form fields Slack sent).
+SlashWork = Callable[[dict[str, Any]], Coroutine[Any, Any, Message]]
+
+
+def slash_commands(deps: BotDeps) -> dict[str, SlashWork]:
+    """Each slash command's work, by command: the same whether the command came through Bolt's
+    dispatch (register) or bot.http's direct path (answer_slash_command)."""
+
+    def flags(command: dict[str, Any]) -> Coroutine[Any, Any, Message]:
+        return flags_reply(deps, command.get("user_id", ""), command.get("text") or "")
+
+    def tasks(command: dict[str, Any]) -> Coroutine[Any, Any, Message]:
+        return tasks_reply(deps, command.get("user_id", ""))
+
+    def ack(command: dict[str, Any]) -> Coroutine[Any, Any, Message]:
+        return ack_reply(deps, command.get("user_id", ""), command.get("text") or "", "slack_command")
+
+    return {"/flags": flags, "/tasks": tasks, "/ack": ack}
+
+
+async def answer_slash_command(
+    work: SlashWork, command: dict[str, Any], budget: float, respond: AsyncRespond
+) -> BoltResponse:
+    """The response Bolt's dispatch gives a slash command whose listener is _slash_listener(work)
+    (with process_before_response): the acknowledgement, built by Bolt's own AsyncAck; a 500 with
+    an empty body, and the error logged as on_error logs it, if the listener fails."""
+    ack = AsyncAck()  # type: ignore[no-untyped-call]
+    try:
+        await _answer(ack, respond, asyncio.create_task(work(command)), budget)
+    except Exception as error:  # noqa: BLE001 - as Bolt's listener runner: a 500, the error logged
+        await _on_error(error)
+        return BoltResponse(status=500)
+    if ack.response is None:  # _answer always acknowledges; Bolt would find no listener answered
+        return BoltResponse(status=404, body={"error": "unhandled request"})
+    return ack.response
+
+
+async def _on_error(error: Exception) -> None:
+    # Bolt's default handler logs the traceback, whose frames can hold personal data.
+    log.error("Slack request failed: %s", type(error).__name__)
+
+
+def _slash_listener(work: SlashWork, budget: float) -> Callable[..., Awaitable[None]]:
+    async def on_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        await _answer(ack, respond, asyncio.create_task(work(command)), budget)
+
+    return on_command
+
+
 def register(app: AsyncApp, deps: BotDeps) -> None:
     """Register the casewatch listeners on `app`."""
     budget = deps.answer_budget_seconds
-
-    async def on_flags(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        work = asyncio.create_task(flags_reply(deps, command.get("user_id", ""), command.get("text") or ""))
-        await _answer(ack, respond, work, budget)
-
-    async def on_tasks(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        work = asyncio.create_task(tasks_reply(deps, command.get("user_id", "")))
-        await _answer(ack, respond, work, budget)
-
-    async def on_ack(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        typed = command.get("text") or ""
-        work = asyncio.create_task(ack_reply(deps, command.get("user_id", ""), typed, "slack_command"))
-        await _answer(ack, respond, work, budget)
 
     async def on_ack_button(
         body: dict[str, Any],
@@ -292,16 +329,11 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             return
         await publish_home(client, deps, str(event["user"]), _home_hash(event))
 
-    async def on_error(error: Exception) -> None:
-        # Bolt's default handler logs the traceback, whose frames can hold personal data.
-        log.error("Slack request failed: %s", type(error).__name__)
-
-    app.command("/flags")(on_flags)
-    app.command("/tasks")(on_tasks)
-    app.command("/ack")(on_ack)
+    for name, work in slash_commands(deps).items():
+        app.command(name)(_slash_listener(work, budget))
     # Buttons and the Home event: acknowledged at once, their work (database, Slack Web API calls,
     # a rate-limit wait) in lazy listeners, after the acknowledgement has gone.
     app.action(render.ACK_ACTION_ID)(ack=_ack_now, lazy=[on_ack_button])
     app.action(render.SHOW_ACTION_ID)(ack=_ack_now, lazy=[on_show_button])
     app.event("app_home_opened")(ack=_ack_now, lazy=[on_home_opened])
-    app.error(on_error)
+    app.error(_on_error)
