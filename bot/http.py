@@ -64,20 +64,26 @@ def slack_signature_problem(body: str, headers: Mapping[str, str], verifier: Sig
     return None
 
 
+# Fields that make a form something other than a plain slash command (see direct_command).
+_PLAIN_COMMAND = frozenset({"payload", "ssl_check", "type"})
+
+
 def direct_command(
     body: str, headers: Mapping[str, str], commands: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """The payload of a slash command in `commands`, if Bolt's dispatch would take this (verified)
-    body to that command's listener and nowhere else; else None (Bolt dispatches it). Bolt's
-    request parsing (slack_bolt.request.internals.parse_body) reads a body as JSON when it starts
-    with "{" or is sent as application/json, and as a `payload` field when "payload" is anywhere in
-    it; only the other bodies, its plain form, are taken here, and parsed as it parses them. Its
-    middleware answers an `ssl_check` itself and a `type` marks an event or an interaction."""
+    """The payload of a slash command in `commands`, if this (verified) body is one of ours; else
+    None, and Bolt dispatches it. As Bolt's request parsing (slack_bolt.request.internals.parse_body)
+    a body is JSON when it starts with "{" or is sent as application/json, and an interaction when
+    its form has a `payload` field; Bolt's middleware answers an `ssl_check` itself and a `type`
+    marks an event or an interaction. One deliberate difference: Bolt takes any form with the text
+    "payload" *anywhere* in it for an interaction, so a slash command whose text holds the word
+    (`/flags payloadperson`) found no listener there and got a 404, no answer at all; here it is
+    answered as any other."""
     as_json = headers.get("content-type", "").split(";")[0] == "application/json"
-    if not body or body.startswith("{") or "payload" in body or as_json:
+    if not body or body.startswith("{") or as_json:
         return None
     payload = dict(parse_qsl(body, keep_blank_values=True))
-    if payload.get("command") not in commands or "ssl_check" in payload or "type" in payload:
+    if payload.get("command") not in commands or not _PLAIN_COMMAND.isdisjoint(payload):
         return None
     return payload
 
