@@ -9,9 +9,14 @@ checks two scanned clones row by row: alerts, their deliveries and their audit e
 ids are random: each is replaced by its live key before comparing).
 
     python -m bench.scan_clones build --pg-url URL --sqlite /tmp/x/base.db [--nominals N --actions N]
-    python -m bench.scan_clones run --pg-url URL [--tree DIR] [--keep NAME]
-    python -m bench.scan_clones run --sqlite /tmp/x/base.db [--tree DIR] [--keep PATH]
+    python -m bench.scan_clones run --pg-url URL [--pg-data DIR] [--tree DIR] [--keep NAME] [--spy F]
+    python -m bench.scan_clones run --sqlite /tmp/x/base.db [--tree DIR] [--keep PATH] [--spy F]
     python -m bench.scan_clones compare URL_A URL_B
+
+`--base NAME` keeps several PostgreSQL base sets (default scan_base); the sizes given to `run`
+must be those given to `build` (the officers and teams go into the scan's configuration).
+`--pg-data` (pg-temp's data directory) adds the server's CPU for each run; `--spy` records the
+first run with py-spy (collapsed stacks). Run it under the bench lock, like `python -m bench`.
 """
 
 from __future__ import annotations
