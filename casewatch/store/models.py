@@ -382,7 +382,12 @@ class Alert(Base):
     next_escalation_at: Mapped[datetime | None] = mapped_column(index=True)
     version: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (Index("ix_alerts_kind_state", "kind", "state"),)
+    __table_args__ = (
+        Index("ix_alerts_kind_state", "kind", "state"),
+        # An action's (or a meeting's, an event's) live alerts are found by subject, without the
+        # nominal's reference: without it every live alert of those kinds was read (migration 0011).
+        Index("ix_alerts_subject_kind", "subject", "kind"),
+    )
 
 
 class Acknowledgement(Base):
