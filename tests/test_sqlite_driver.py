@@ -6,6 +6,7 @@ transactions, closing). Each scenario runs on both drivers and the outcomes are 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,22 @@ async def test_a_connection_closed_mid_transaction_is_rolled_back(
     assert trips == ["_run", "rollback"]
     async with engine.connect() as conn:
         assert (await conn.exec_driver_sql("SELECT count(*) FROM t")).scalar_one() == 0
+
+
+async def test_a_connection_that_fails_to_open_leaves_no_thread_running(tmp_path: Path) -> None:
+    """aiosqlite stops the thread of a connection that failed to open without waiting for it; if
+    the event loop closed before that thread's last step, the step raised "Event loop is closed"
+    in the thread (seen as a flaky error in the test after test_api_events' unreachable database).
+    The driver waits for it: when the error reaches the caller, no connection thread of it runs."""
+    before = set(threading.enumerate())
+    engine = store_engine.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    try:
+        for _ in range(5):
+            with pytest.raises(OperationalError) as refused:
+                async with engine.connect():
+                    pass
+            assert is_unavailable(refused.value)
+            new = set(threading.enumerate()) - before
+            assert [t for t in new if "_connection_worker_thread" in t.name] == []
+    finally:
+        await engine.dispose()

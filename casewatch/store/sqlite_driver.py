@@ -27,6 +27,7 @@ tests/test_sqlite_driver.py checks they are there.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
 from collections.abc import Callable
@@ -203,7 +204,20 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
         else:
             connection = self.aiosqlite.connect(*arg, **kw)
             connection._thread.daemon = True  # aiosqlite >= 0.22: the connection holds a thread
-        return OneTripConnection(self, await_(connection))
+        try:
+            return OneTripConnection(self, await_(connection))
+        except Exception:
+            # A connection that failed to open (the database unreachable) has its thread told to
+            # stop, but nobody waits for it: if the event loop closes first (a command giving up,
+            # a test ending), the thread's last call_soon_threadsafe raises "Event loop is closed"
+            # in that thread. Waiting here, on the failure path only, ends it with the loop alive.
+            thread = getattr(connection, "_thread", None)
+            if thread is not None and thread.is_alive():
+                await_(asyncio.to_thread(thread.join, _STOP_WAIT_SECONDS))
+            raise
+
+
+_STOP_WAIT_SECONDS = 5.0
 
 
 def dbapi() -> OneTripDBAPI:
