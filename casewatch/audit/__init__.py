@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import String, bindparam, func, insert, select
+from sqlalchemy import String, bindparam, func, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -63,6 +63,12 @@ _INSERT_WITH_INDEX_PG = insert(_NOMINALS).from_select(
 )
 # Many rows in one statement, ids back in the order of the rows given.
 _INSERT_MANY_RETURNING_ID = insert(_ENTRIES).returning(_ENTRIES.c.id, sort_by_parameter_order=True)
+# PostgreSQL: a batch's nominal index as two arrays, unnested: one execution, where an executemany
+# ran one a row (~0.37 s of server time in the bench's first scan).
+_INSERT_NOMINALS_PG = text(
+    f"INSERT INTO {_NOMINALS.name} (visor_ref, audit_id) "  # noqa: S608 (constants only)
+    "SELECT * FROM unnest(CAST(:refs AS varchar[]), CAST(:ids AS bigint[]))"
+)
 
 
 async def record(
@@ -125,8 +131,16 @@ async def record_many(session: AsyncSession, ctx: Context, entries: Sequence[Ent
         {"visor_ref": ref, "audit_id": i} for i, row in zip(ids, rows, strict=True) for ref in row["nominals"]
     ]
     if index:
-        await connection.execute(_INSERT_NOMINALS, index)
+        await _insert_index(connection, index)
     mark_audited(session)
+
+
+async def _insert_index(connection: AsyncConnection, index: list[dict[str, Any]]) -> None:
+    if connection.dialect.name == "postgresql":
+        refs, ids = [row["visor_ref"] for row in index], [row["audit_id"] for row in index]
+        await connection.execute(_INSERT_NOMINALS_PG, {"refs": refs, "ids": ids})
+    else:
+        await connection.execute(_INSERT_NOMINALS, index)
 
 
 class AuditSink(Protocol):

@@ -16,10 +16,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from casewatch.audit import hasher_for
 from casewatch.audit.chain import Hasher, content_hash_or_none, content_of, link_hash
@@ -76,6 +77,26 @@ _SEAL = (
     .values(seq=bindparam("seq"), chain_hash=bindparam("chain_hash"), content_hash=bindparam("content"))
 )
 
+# PostgreSQL: the batch's seals as arrays, unnested: one execution, where an executemany of _SEAL ran
+# one a row (~0.33 s of server time in the bench's first scan).
+_SEAL_PG = text(
+    f"UPDATE {AuditEntry.__tablename__} SET seq = v.seq, chain_hash = v.chain_hash, "  # noqa: S608
+    "content_hash = v.content "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), CAST(:chain_hashes AS varchar[]), "
+    "CAST(:contents AS varchar[])) AS v(id, seq, chain_hash, content) "
+    f"WHERE {AuditEntry.__tablename__}.id = v.id"
+)
+
+
+async def _write_seals(conn: AsyncConnection, sealed: list[dict[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_SEAL_PG, {
+            "ids": [s["entry_id"] for s in sealed], "seqs": [s["seq"] for s in sealed],
+            "chain_hashes": [s["chain_hash"] for s in sealed], "contents": [s["content"] for s in sealed],
+        })
+    else:
+        await conn.execute(_SEAL, sealed)
+
 
 async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *, batch: int = BATCH) -> int:
     """Seal up to `batch` entries in one transaction; how many were sealed."""
@@ -103,7 +124,7 @@ async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *,
             # one: its place in the chain is then fixed, and verify reports it there.
             previous = link_hash(hasher, previous, seq, row.id, content)
             sealed.append({"entry_id": row.id, "seq": seq, "chain_hash": previous, "content": content})
-        await conn.execute(_SEAL, sealed)
+        await _write_seals(conn, sealed)
         chain.head_seq, chain.head_hash = seq, previous
         if chain.legacy_through_id and rows[-1].id >= chain.legacy_through_id:
             chain.legacy_through_id = 0  # every entry from before the chain is in it now
