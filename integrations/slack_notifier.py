@@ -11,6 +11,8 @@ This notifier only classifies failures; retry, backoff and pacing are the delive
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from casewatch.delivery import render
 from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent, unbuildable
 from casewatch.safe_text import clip, mrkdwn
+
+log = logging.getLogger(__name__)
+_SLACK_ERROR_CODE = re.compile(r"[a-z_]{1,64}")  # what Slack's `error` field holds, when it is one
 
 # Slack errors worth trying again; any other error body is permanent (retrying cannot fix a missing
 # channel, a revoked token or a malformed message).
@@ -109,7 +114,14 @@ class SlackNotifier:
         self._keep_alive()
         try:
             await self._client.auth_test()
-        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError):
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # Said at start-up (a revoked token, Slack away), not first at the first alert. Slack's
+            # error code only when it is one (letters and underscores), never its other text.
+            error = _error(exc) if isinstance(exc, SlackApiError) else ""
+            log.warning(
+                "Slack warm-up at start-up failed (%s%s): Slack is tried again with the first message",
+                type(exc).__name__, f" {error}" if _SLACK_ERROR_CODE.fullmatch(error) else "",
+            )
             return
 
     async def close(self) -> None:

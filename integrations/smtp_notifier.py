@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 import time
 from email.message import EmailMessage
@@ -25,6 +26,8 @@ import aiosmtplib
 from casewatch.config.sections import SmtpSection
 from casewatch.delivery import render
 from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable, Sent, unbuildable
+
+log = logging.getLogger(__name__)
 
 _RELAY_FAULTS = frozenset({530, 535})
 # Long header lines unfolded (RFC 5322 allows 998): a folded Subject would read back with a
@@ -148,7 +151,15 @@ class SmtpNotifier:
             return
         try:
             client = await self._connection()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # Start-up is the moment to say the mail settings are wrong (a refused login, a server
+            # away), not the first alert hours later. The type and reply code only: never the
+            # server's text, the host or the credentials.
+            code = getattr(exc, "code", None)
+            log.warning(
+                "SMTP warm-up at start-up failed (%s%s): mail is tried again with the first message",
+                type(exc).__name__, f" {code}" if isinstance(code, int) else "",
+            )
             return
         if not self._keep(client):
             await _close(client)

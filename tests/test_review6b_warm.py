@@ -65,8 +65,6 @@ async def test_review_a_refused_login_at_warm_up_sends_nothing_keeps_nothing_log
 
 
 @needs_openssl
-@pytest.mark.xfail(strict=True, reason="defect (minor): a refused SMTP login found by warm_up is swallowed "
-                   "without a log line (integrations/smtp_notifier.py SmtpNotifier.warm)")
 async def test_review_a_refused_login_found_at_start_up_is_told(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
