@@ -28,6 +28,7 @@ from tests.support.pg_pool import PgPool
 # against their bounds. By file: None for every test of the file, else the test names.
 SERIAL: dict[str, frozenset[str] | None] = {
     "test_ingest_single_gather.py": None,
+    "test_review6b_gather.py": None,  # the group commit's waits, timed within 0.1 s
     "test_delivery_rounds.py": None,
     "test_delivery_rounds_stop.py": None,
     "test_robustness_db_restart.py": None,
