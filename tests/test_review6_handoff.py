@@ -5,14 +5,14 @@ transaction, handed once.
 
 Holds: a rolled-back transaction hands nothing; a session's second transaction hands only its own
 rows; a commit that fails hands nothing; a rolled-back savepoint's rows are not handed.
-Defect (strict xfail): a rolled-back savepoint drops every row the transaction wrote claimed so
-far, not only its own (store.engine's after_rollback listener fires for the savepoint and pops the
-whole list): the rows written before it are committed, claimed by the worker, and never handed;
-they wait for their lease to lapse and are then sent as after a crash ("lease expired mid-send").
-The same listener drops the outbox and audit marks, so that commit rings neither bell (older code).
-Nothing in casewatch uses savepoints today. Fix: keep the handed rows per transaction (the
-nested SessionTransaction when there is one) and drop only a rolled-back savepoint's own
-(after_transaction_end, or after_soft_rollback with previous_transaction.nested).
+Fixed (was a strict xfail): a rolled-back savepoint dropped every row the transaction wrote
+claimed so far, and the outbox and audit marks, not only its own (store.engine's after_rollback
+listener fires for a savepoint too): those rows were committed claimed by the worker and never
+handed (sent only after their lease, as "lease expired"). store.engine now snapshots the pending
+rows and marks when a savepoint begins and goes back to it when that savepoint rolls back
+(after_soft_rollback with previous_transaction.nested); released savepoints keep theirs; the
+outer rollback or end drops all. Tests below: the rows before the savepoint are handed, the
+marks still ring, a released savepoint's rows are handed, an outer rollback hands nothing.
 Real SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -116,10 +116,6 @@ async def test_rows_of_a_rolled_back_savepoint_are_not_handed(engine: AsyncEngin
     assert {r.alert_id for r in handed} == {kept.id}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a rolled-back savepoint drops every handed row of the transaction (after_rollback "
-    "fires for it): rows committed claimed by the worker are never handed, sent after the lease"
-))
 async def test_rows_written_before_a_rolled_back_savepoint_are_still_handed(engine: AsyncEngine) -> None:
     ctx = make_ctx(make_settings(delivery=DELIVERY))
     handoff = Handoff(limit=20)
@@ -136,3 +132,55 @@ async def test_rows_written_before_a_rolled_back_savepoint_are_still_handed(engi
     rows = await deliveries(sessions)
     assert len(rows) == 2 and {r.alert_id for r in rows} == {kept.id}
     assert sorted(r.id for r in handed) == sorted(r.id for r in rows)
+
+
+async def test_a_commit_after_a_rolled_back_savepoint_still_rings_both_bells(engine: AsyncEngine) -> None:
+    """The outbox and audit marks of work written before a savepoint survive its rollback."""
+    ctx = make_ctx(make_settings(delivery=DELIVERY))
+    rings = {"outbox": 0, "audit": 0}
+    sessions = make_sessionmaker(
+        engine,
+        after_outbox_commit=lambda: rings.__setitem__("outbox", rings["outbox"] + 1),
+        after_audit_commit=lambda: rings.__setitem__("audit", rings["audit"] + 1),
+    )
+    await setup_directory(sessions, ctx.settings)
+    rings.update(outbox=0, audit=0)
+    async with sessions() as session:
+        async with session.begin():
+            await _open(session, ctx, "VS-0000001")
+            nested = await session.begin_nested()
+            await _open(session, ctx, "VS-0000002")
+            await nested.rollback()
+    assert rings == {"outbox": 1, "audit": 1}
+
+
+async def test_a_savepoint_released_keeps_its_rows_and_the_outer_rollback_drops_all(
+    engine: AsyncEngine,
+) -> None:
+    ctx = make_ctx(make_settings(delivery=DELIVERY))
+    handoff = Handoff(limit=20)
+    rings = {"audit": 0}
+    sessions = make_sessionmaker(
+        engine, handoff=handoff,
+        after_audit_commit=lambda: rings.__setitem__("audit", rings["audit"] + 1),
+    )
+    await setup_directory(sessions, ctx.settings)
+    rings.update(audit=0)
+    handoff.attach(Claimer("w0", 60))
+    async with sessions() as session:
+        async with session.begin():
+            nested = await session.begin_nested()
+            released = await _open(session, ctx, "VS-0000003")
+            await nested.commit()
+    handed = handoff.take(100)
+    assert handed and {r.alert_id for r in handed} == {released.id}
+    assert rings == {"audit": 1}  # handed rows ring no outbox bell; the audit mark stayed
+    async with sessions() as session:
+        transaction = await session.begin()
+        await session.begin_nested()
+        await _open(session, ctx, "VS-0000004")
+        await transaction.rollback()
+    async with sessions() as session:
+        async with session.begin():
+            pass
+    assert handoff.take(100) == [] and rings == {"audit": 1}

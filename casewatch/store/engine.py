@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from casewatch.bell import Claimer, Handoff
 from casewatch.store import sqlite_driver
@@ -153,6 +153,33 @@ def mark_handed(session: AsyncSession, worker_id: str, rows: list[Any]) -> None:
     handed.extend(rows)
 
 
+# What a transaction has pending for after its commit, when a savepoint began: (handed rows so
+# far, outbox queued, audited); a savepoint rolled back goes back to it.
+_SAVEPOINTS = "casewatch.savepoints"
+_Pending = tuple[int, bool, bool]
+
+
+def _pending(session: Session) -> _Pending:
+    _, handed = session.info.get(_HANDED, ("", []))
+    return len(handed), bool(session.info.get(_OUTBOX_QUEUED)), bool(session.info.get(_AUDITED))
+
+
+def _restore(session: Session, before: _Pending) -> None:
+    handed_count, outbox_queued, audited = before
+    if handed_count == 0:
+        session.info.pop(_HANDED, None)
+    elif _HANDED in session.info:
+        del session.info[_HANDED][1][handed_count:]
+    for key, was in ((_OUTBOX_QUEUED, outbox_queued), (_AUDITED, audited)):
+        if not was:
+            session.info.pop(key, None)
+
+
+def _drop_pending(session: Session) -> None:
+    for key in (_OUTBOX_QUEUED, _AUDITED, _HANDED, _SAVEPOINTS):
+        session.info.pop(key, None)
+
+
 def make_sessionmaker(
     engine: AsyncEngine,
     *,
@@ -177,11 +204,29 @@ def make_sessionmaker(
         if session.info.pop(_AUDITED, False) and after_audit_commit is not None:
             after_audit_commit()
 
-    @event.listens_for(session_class, "after_rollback")
-    def _rolled_back(session: Session) -> None:
-        session.info.pop(_OUTBOX_QUEUED, None)
-        session.info.pop(_AUDITED, None)
-        session.info.pop(_HANDED, None)
+    # A savepoint's rollback must drop only what it added: the rows and marks the transaction
+    # wrote before it are still committed with it (after_rollback also fires for a savepoint, and
+    # cannot tell which transaction ended, so the pending work is kept per savepoint instead).
+    @event.listens_for(session_class, "after_transaction_create")
+    def _begun(session: Session, transaction: SessionTransaction) -> None:
+        if transaction.nested:
+            session.info.setdefault(_SAVEPOINTS, {})[transaction] = _pending(session)
+
+    @event.listens_for(session_class, "after_soft_rollback")
+    def _rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+        if previous_transaction.nested:
+            before = session.info.get(_SAVEPOINTS, {}).pop(previous_transaction, None)
+            if before is not None:
+                _restore(session, before)
+        else:
+            _drop_pending(session)
+
+    @event.listens_for(session_class, "after_transaction_end")
+    def _ended(session: Session, transaction: SessionTransaction) -> None:
+        # A savepoint's end comes before its after_soft_rollback: its snapshot stays until the
+        # outer transaction's end (a released savepoint's added work stays with the outer one).
+        if transaction.parent is None and not transaction.nested:
+            _drop_pending(session)  # committed (already handed), rolled back or closed
 
     return async_sessionmaker(
         engine, expire_on_commit=False, sync_session_class=session_class,
