@@ -91,7 +91,6 @@ class Handoff:
         self.accepting = False  # the owner has room for more rounds
         self.limit = limit  # at most this many rows waiting to be taken, and a commit's rows
         self._rows: list[Any] = []  # handed to the owner, in commit order
-        self.late: list[tuple[str, Any]] = []  # (worker id, row): committed after their worker left
         self.ready = asyncio.Event()  # set while rows wait to be taken
 
     def attach(self, owner: Claimer) -> None:
@@ -111,9 +110,11 @@ class Handoff:
         return self.owner
 
     def hand(self, worker_id: str, rows: list[Any]) -> None:
-        """After the commit that wrote `rows` claimed by `worker_id`."""
+        """After the commit that wrote `rows` claimed by `worker_id`. Rows whose worker left
+        before their commit (it stopped in between) are not kept: they are claims with a lease,
+        taken again by any worker when it lapses, and giving them back here would need a write
+        in an after-commit hook, which cannot await."""
         if self.owner is None or self.owner.worker_id != worker_id:
-            self.late.extend((worker_id, row) for row in rows)
             return
         self._rows.extend(rows)
         if self._rows:

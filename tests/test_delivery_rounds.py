@@ -189,7 +189,10 @@ async def test_stop_waits_for_every_round_in_flight_and_gives_back_what_had_not_
         await _open(sessions, ctx, "north", 3)
         await slack.wait_for_calls("chat.postMessage", 2, within=10)
         posts = slack.calls_to("chat.postMessage")
-        assert posts[1].at - posts[0].at < 0.6  # the second round is sending beside the first
+        # The second round sends beside the first: one after the other it would start only once
+        # the first's 0.8 s answer came back. 0.75, not 0.6: the file runs in the serial pass, but
+        # other work on the machine (load 4) once made it 0.603 s.
+        assert posts[1].at - posts[0].at < 0.75
         await asyncio.sleep(0.1)  # the queued message is claimed and waits for its channel
         await stop()
         stopped = True
