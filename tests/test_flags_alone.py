@@ -17,12 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from casewatch.store.models import AuditEntry
 from tests.test_bot import (
     ALPHA,
-    CR,
     PC,
-    PC_SOUTH,
     SGT,
-    SOUTH,
-    STRANGER,
     Bot,
     command_body,
     running_bot,
@@ -30,26 +26,11 @@ from tests.test_bot import (
     slack_headers,
     slash,
 )
+from tests.test_flags_direct_path import REQUESTS as DIRECT_PATH_REQUESTS
 
-# (command, text, user): every outcome a slash command has.
-REQUESTS = [
-    ("/flags", ALPHA, PC),  # found, restricted markers not shown
-    ("/flags", ALPHA, CR),  # found, cleared for restricted markers
-    ("/flags", "Sampleton", PC),  # several
-    ("/flags", "sampleton 03/02/1981", PC),  # surname and date of birth: one
-    ("/flags", "Nobodyhere", PC),  # not found
-    ("/flags", "", PC),  # usage
-    ("/flags", "Sampleton 31/02/1981", PC),  # unreadable date
-    ("/flags", SOUTH, PC),  # another team's: a reason is needed
-    ("/flags", f"{SOUTH} reason: fictional enquiry", PC),
-    ("/flags", SOUTH, PC_SOUTH),
-    ("/flags", "1980/0012345Z", CR),  # by PNC ID
-    ("/flags", ALPHA, STRANGER),  # not in the directory: refused
-    ("/flags", "a\u202eb", PC),  # a format character
-    ("/flags", "payload", PC),  # a search (Bolt alone took any body with "payload" in it for an interaction)
-    ("/tasks", "", PC),
-    ("/ack", "", PC),
-]
+# Every outcome a slash command has (test_flags_direct_path), and a search for a word Bolt alone
+# took for an interaction ("payload" anywhere in the body: its 404).
+REQUESTS = [*DIRECT_PATH_REQUESTS, ("/flags", "payload", PC)]
 AUDIT_COLUMNS = ("at", "actor", "action", "subject", "purpose", "details", "nominals", "content_hash")
 
 

@@ -19,19 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from casewatch.store import engine as store_engine
 from casewatch.store.engine import make_sessionmaker
-
-DRIVERS = ("plain", "one_trip")
-
-
-def _make(url: str, driver: str, monkeypatch: pytest.MonkeyPatch) -> AsyncEngine:
-    """store.engine.make_engine with the given driver (plain: SQLAlchemy's own adapter)."""
-    if driver == "plain":
-        with monkeypatch.context() as m:
-            m.setattr(store_engine, "_sqlite_driver", lambda _url: {})
-            return store_engine.make_engine(url)
-    return store_engine.make_engine(url)
+from tests.test_sqlite_driver import DRIVERS, _make
 
 
 @pytest.fixture
