@@ -53,7 +53,7 @@ class BotDeps:
     # read-only connections of store.make_reader_engine) and the group commit their audit
     # entries go through. Without them, /flags reads and audits in one `sessions` transaction.
     readers: async_sessionmaker[AsyncSession] | None = None
-    audit: AuditSink | None = None
+    audit_batcher: AuditBatcher | None = None
 
     @property
     def zone(self) -> ZoneInfo:
@@ -78,17 +78,16 @@ async def _as_officer(
     read_only: bool = False,
 ) -> Message:
     """Run `work` for the officer behind this Slack user, in one transaction; refuse strangers.
-    `read_only` work reads through deps.readers and audits through deps.audit (when the service
-    gave them). Failures become a plain apology: exception text can carry query parameters
+    `read_only` work reads through deps.readers and audits through deps.audit_batcher's shared
+    commit (when the service gave them), unless the batcher finds the writer idle: then in one
+    transaction on it. Failures become a plain apology: exception text can carry query parameters
     (names), so only the exception's type is logged."""
     try:
-        if read_only and deps.readers is not None and deps.audit is not None:
-            batcher = getattr(deps.audit, "__self__", None)
-            if not isinstance(batcher, AuditBatcher):
-                return await _read_then_audit(deps.readers, deps.audit, slack_user_id, command, work)
+        batcher = deps.audit_batcher
+        if read_only and deps.readers is not None and batcher is not None:
             with batcher.alone() as alone:
                 if not alone:
-                    return await _read_then_audit(deps.readers, deps.audit, slack_user_id, command, work)
+                    return await _read_then_audit(deps.readers, batcher.record, slack_user_id, command, work)
                 return await _in_one_transaction(deps, slack_user_id, command, work)
         return await _in_one_transaction(deps, slack_user_id, command, work)
     except Exception as exc:  # noqa: BLE001 - the user gets an answer whatever went wrong

@@ -85,10 +85,8 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
 def bot_deps(service: Service) -> BotDeps:
     from bot.commands import BotDeps
 
-    batcher = service.audit_batcher
     return BotDeps(
-        service.ctx, service.sessions, readers=service.readers,
-        audit=batcher.record if batcher is not None else None,
+        service.ctx, service.sessions, readers=service.readers, audit_batcher=service.audit_batcher
     )
 
 
