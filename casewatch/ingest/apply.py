@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cache
 from typing import Any, ClassVar, TypeVar, assert_never
 
 from sqlalchemy import bindparam, func, insert, inspect, select, update
@@ -339,18 +340,12 @@ async def _locked(session: AsyncSession, key: Any, keys: Sequence[str]) -> dict[
     return found
 
 
-_LOCKING_READS: dict[Any, Any] = {}
-
-
+@cache
 def _locking_read(key: Any) -> Any:
     """SELECT key's rows WHERE key IN (:keys) ORDER BY key FOR UPDATE, built once a key: a
     statement built anew for each transaction costs more Python than its round trip."""
-    if key not in _LOCKING_READS:
-        model = key.class_
-        _LOCKING_READS[key] = (
-            select(model).where(key.in_(bindparam("keys", expanding=True))).order_by(key).with_for_update()
-        )
-    return _LOCKING_READS[key]
+    keys: Any = bindparam("keys", expanding=True)
+    return select(key.class_).where(key.in_(keys)).order_by(key).with_for_update()
 
 
 async def _locked_per_nominal(

@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -165,18 +166,17 @@ async def _ingest_in(
     return result
 
 
-_EVENT_INSERTS: dict[str, ReturningInsert[str]] = {}
-
-
 def _insert_events(session: AsyncSession) -> ReturningInsert[str]:
+    return _insert_events_for(session.get_bind().dialect.name)
+
+
+@cache
+def _insert_events_for(dialect: str) -> ReturningInsert[str]:
     """INSERT INTO events ... ON CONFLICT (id) DO NOTHING RETURNING id, built once a dialect."""
-    dialect = session.get_bind().dialect.name
-    if dialect not in _EVENT_INSERTS:
-        # The Core table, not the mapped class: a plain executemany, not an ORM bulk insert.
-        table = Event.metadata.tables[Event.__tablename__]
-        insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-        _EVENT_INSERTS[dialect] = insert.on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
-    return _EVENT_INSERTS[dialect]
+    # The Core table, not the mapped class: a plain executemany, not an ORM bulk insert.
+    table = Event.metadata.tables[Event.__tablename__]
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return insert.on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

@@ -42,3 +42,12 @@ def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> ColumnE
         condition: ColumnElement[bool] = column == any_(array)
         return condition
     return column.in_(values)  # type: ignore[no-any-return]
+
+
+def one_of_param(postgres: bool, column: Any, name: str) -> ColumnElement[bool]:
+    """one_of for a statement built once and run many times: the values are the named parameter
+    `name`, given at execution (one array parameter on PostgreSQL, an expanding IN list elsewhere)."""
+    if postgres:
+        condition: ColumnElement[bool] = column == any_(bindparam(name, type_=ARRAY(column.type)))
+        return condition
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]

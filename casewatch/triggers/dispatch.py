@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, ClassVar, assert_never
+from functools import cache
+from typing import ClassVar, assert_never
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, any_, bindparam, inspect, or_, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Select, and_, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
@@ -58,7 +58,7 @@ from casewatch.model.facts import (
     TravelFacts,
 )
 from casewatch.model.results import LiveAlert
-from casewatch.store.lists import is_postgres
+from casewatch.store.lists import is_postgres, one_of_param
 from casewatch.store.models import Alert, LevelChange, Nominal, Recall
 from casewatch.triggers import load
 from casewatch.triggers.applied import Applied
@@ -175,33 +175,24 @@ _FACT_KEYS = frozenset(_FACT_ORDER)
 # in chunks (load.live_alerts_of).
 _ONE_READ_KEYS = 500
 _LIVE_COLUMNS = (Alert.kind, Alert.visor_ref, Alert.subject, Alert.severity)
-_LIVE_READS: dict[tuple[bool, bool, bool, bool], Select[str, str, str, str]] = {}
 
 
+@cache
 def _live_read(postgres: bool, notified: bool, visited: bool, acted: bool) -> Select[str, str, str, str]:
     """The statement reading the live alerts of the kinds prefetch needs, built once a shape:
     (kind IN notification kinds AND visor_ref IN :notified) OR (visit kinds, :visited) OR
     (action kinds, subject IN :actions). Keys are one array parameter on PostgreSQL
-    (store.lists.one_of), an expanding IN list on SQLite."""
-    shape = (postgres, notified, visited, acted)
-    if shape not in _LIVE_READS:
-
-        def among(column: Any, name: str) -> ColumnElement[bool]:
-            if postgres:
-                return column == any_(bindparam(name, type_=ARRAY(column.type)))  # type: ignore[no-any-return]
-            return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
-
-        wanted = [
-            and_(Alert.kind.in_(kinds), among(column, name))
-            for kinds, column, name, asked in (
-                (notifications.KINDS, Alert.visor_ref, "notified", notified),
-                (visits.KINDS, Alert.visor_ref, "visited", visited),
-                (actions.KINDS, Alert.subject, "actions", acted),
-            )
-            if asked
-        ]
-        _LIVE_READS[shape] = select(*_LIVE_COLUMNS).where(Alert.state.in_(LIVE_STATES), or_(*wanted))
-    return _LIVE_READS[shape]
+    (store.lists.one_of_param), an expanding IN list on SQLite."""
+    wanted = [
+        and_(Alert.kind.in_(kinds), one_of_param(postgres, column, name))
+        for kinds, column, name, asked in (
+            (notifications.KINDS, Alert.visor_ref, "notified", notified),
+            (visits.KINDS, Alert.visor_ref, "visited", visited),
+            (actions.KINDS, Alert.subject, "actions", acted),
+        )
+        if asked
+    ]
+    return select(*_LIVE_COLUMNS).where(Alert.state.in_(LIVE_STATES), or_(*wanted))
 
 
 async def _live_of_three(
