@@ -1,5 +1,5 @@
 """load.notification_candidates (one UNION, a select a clock) reads exactly the nominals the
-filter load.may_owe_notification reads (the OR of the same clocks), in the same order, on both
+filter of the OR of load.notification_clocks reads, in the same order, on both
 databases: over random case data (tests.test_scan_candidates' seed) and for each clock alone."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.store.models import Nominal
@@ -24,7 +24,7 @@ async def _both(sessions: Sessions, quiet_after: date) -> tuple[list[str], list[
     async with sessions() as s:
         by_filter = list((await s.execute(
             select(Nominal.visor_ref)
-            .where(Nominal.registered.is_(True), load.may_owe_notification(quiet_after))
+            .where(Nominal.registered.is_(True), or_(*load.notification_clocks(quiet_after)))
             .order_by(Nominal.visor_ref)
         )).scalars())
         by_union = await load.notification_candidates(s, quiet_after)

@@ -1,10 +1,10 @@
-"""The scan reads only the nominals who may owe a notification (load.may_owe_notification with
-rules.notifications.quiet_after). Leaving out a nominal the rule would alert on is a missed
+"""The scan reads only the nominals who may owe a notification (any of load.notification_clocks
+with rules.notifications.quiet_after). Leaving out a nominal the rule would alert on is a missed
 alert, so the filter is checked against the rule itself: over random case data, on both
 databases, across leap days, year ends and every reminder lead, with relevant dates (SOA 2003
 s.83(1)) and ended notification periods (s.82(1)), every nominal the rule wants an alert for is a
 candidate, and a scan opens exactly what the rule asks for everyone. The data also holds what
-load.may_owe_notification reads beside the nominal: detentions started and ended (s.83(6),
+load.notification_clocks reads beside the nominal: detentions started and ended (s.83(6),
 s.85(3)-(4); a release owes a notification, s.84(1)(d)), recall returns, changes detected
 (s.84(1)), and trips with border checks (abroad, s.85(4)(d); a return, s.86)."""
 
@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.config.triggers import TriggerSection
@@ -157,7 +157,7 @@ async def test_every_nominal_the_rule_alerts_on_is_read(
     wanted = await _wanted(sessions, now, settings)
     assert wanted, "the data must give the rule something to alert on"
 
-    may_owe = load.may_owe_notification(notifications.quiet_after(today, settings))
+    may_owe = or_(*load.notification_clocks(notifications.quiet_after(today, settings)))
     async with sessions() as s:
         read = set((await s.execute(
             select(Nominal.visor_ref).where(Nominal.registered.is_(True), may_owe)
@@ -178,7 +178,7 @@ async def _all_registered(sessions: Sessions) -> list[str]:
         return list(rows.scalars())
 
 
-# Each branch of load.may_owe_notification beside the nominal's own columns, with a nominal that
+# Each branch of load.notification_clocks beside the nominal's own columns, with a nominal that
 # would not be read otherwise (registered, a fixed abode, no release or relevant date, notified
 # last week): which rows make it a candidate. (A function: rows are added to one session only.)
 def _branches() -> list[tuple[str, list[Any], bool]]:
@@ -221,7 +221,7 @@ async def test_each_branch_of_the_filter(sessions: Sessions) -> None:
                 row.visor_ref, row.event_id = ref, f"br-{i}-{j}"
                 s.add(row)
     ctx = context(f"{today.isoformat()}T12:00:00Z")
-    may_owe = load.may_owe_notification(notifications.quiet_after(today, ctx.settings.triggers))
+    may_owe = or_(*load.notification_clocks(notifications.quiet_after(today, ctx.settings.triggers)))
     async with sessions() as s:
         read = set((await s.execute(select(Nominal.visor_ref).where(may_owe))).scalars())
     assert {name for i, (name, _, _) in enumerate(branches) if f"VS-BR{i:05d}" in read} == {

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, case, false, func, literal, null, or_, select, union, union_all
+from sqlalchemy import ColumnElement, Date, case, false, func, literal, null, select, union, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -221,8 +221,21 @@ async def histories(
     return {ref: gathered.history() for ref, gathered in found.items()}
 
 
-def _notification_clocks(quiet_after: date) -> list[ColumnElement[bool]]:
-    """may_owe_notification's clocks, one condition each (the nominal's own columns in one)."""
+def notification_clocks(quiet_after: date) -> list[ColumnElement[bool]]:
+    """The conditions under which a registered nominal may owe a notification now or soon
+    (rules.notifications), one a clock (the nominal's own columns in the first); any of them
+    holding makes a candidate. A superset: the rule decides; this only leaves out nominals it
+    would find nothing for. The clocks:
+    - no fixed abode: the weekly clock (s.85(5)(a), SI 2012/1876);
+    - a release or relevant date: the initial clock (SOA 2003 s.83(1), (6): a caution or
+      community sentence has a relevant date and no release);
+    - no full notification after `quiet_after` (rules.notifications.quiet_after): the periodic
+      clock (s.85(1)). Custody and absence abroad only ever move its due date later
+      (s.85(3)-(4)), so they add no one here;
+    - a detention ended: a release owes a notification within 3 days (s.84(1)(d));
+    - a change detected from another source: it owes a change notification (s.84(1));
+    - an inbound border check and a travel notification: a return from a notified trip may owe
+      a return notification (s.86, SI 2004/1220 as amended by SI 2012/1876)."""
     newer_full = (
         select(NotificationReceived.id)
         .where(
@@ -258,33 +271,16 @@ def _notification_clocks(quiet_after: date) -> list[ColumnElement[bool]]:
     ]
 
 
-def may_owe_notification(quiet_after: date) -> ColumnElement[bool]:
-    """A registered nominal who may owe a notification now or soon (rules.notifications).
-    A superset: the rule decides; this only leaves out nominals it would find nothing for.
-    Each branch is a clock that can be running:
-    - no fixed abode: the weekly clock (s.85(5)(a), SI 2012/1876);
-    - a release or relevant date: the initial clock (SOA 2003 s.83(1), (6): a caution or
-      community sentence has a relevant date and no release);
-    - no full notification after `quiet_after` (rules.notifications.quiet_after): the periodic
-      clock (s.85(1)). Custody and absence abroad only ever move its due date later
-      (s.85(3)-(4)), so they add no one here;
-    - a detention ended: a release owes a notification within 3 days (s.84(1)(d));
-    - a change detected from another source: it owes a change notification (s.84(1));
-    - an inbound border check and a travel notification: a return from a notified trip may owe
-      a return notification (s.86, SI 2004/1220 as amended by SI 2012/1876)."""
-    return or_(*_notification_clocks(quiet_after))
-
-
 async def notification_candidates(session: AsyncSession, quiet_after: date) -> list[str]:
-    """The references of the registered nominals who may owe a notification (may_owe_notification),
-    in reference order. One statement, a UNION of one select a clock: each is then a join the
-    planner can do in one pass (PostgreSQL: an anti-join of nominals and notifications for the
-    periodic clock), where the OR of them was a filter evaluated row by row, its NOT EXISTS a
-    hash of every notification built again for each page (~100 ms a page of 2,000 on the bench
-    set, its 100k nominals; the union: ~150 ms in all)."""
+    """The references of the registered nominals who may owe a notification (any of
+    notification_clocks), in reference order. One statement, a UNION of one select a clock: each
+    is then a join the planner can do in one pass (PostgreSQL: an anti-join of nominals and
+    notifications for the periodic clock), where the OR of them was a filter evaluated row by
+    row, its NOT EXISTS a hash of every notification built again for each page (~100 ms a page
+    of 2,000 on the bench set, its 100k nominals; the union: ~150 ms in all)."""
     selects = [
         select(Nominal.visor_ref).where(Nominal.registered.is_(True), clock)
-        for clock in _notification_clocks(quiet_after)
+        for clock in notification_clocks(quiet_after)
     ]
     rows = await session.execute(union(*selects).order_by("visor_ref"))
     return list(rows.scalars())

@@ -316,7 +316,7 @@ def quiet_after(today: date, settings: TriggerPolicy) -> date:
     today, not even a reminder: if it was made after this day, the periodic due date is beyond
     today + the reminder lead. A scan reads only the nominals who may owe something (this, or
     a release or relevant date, no fixed abode, or a detention end, a detected change or an
-    inbound border check: load.may_owe_notification), so this must never be too early.
+    inbound border check: load.notification_clocks), so this must never be too early.
 
     Proof of the margin: add_years never moves a day later and moves it at most one day
     earlier (29 February), and keeps order; so last_full > add_years(today + lead + 2, -N)
