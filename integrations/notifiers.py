@@ -39,8 +39,8 @@ def build_notifiers(settings: Settings, *, keep_alive: bool = True) -> dict[str,
 
 async def warm_up(notifiers: Mapping[str, Notifier]) -> None:
     """Open the keep-alive notifiers' first connections before the first alert needs them (the
-    service's start-up: they are not in its path). Sends no message; a failure is the first
-    send's to meet and report, as without this."""
+    service's start-up: they are not in its path). Sends no message; a failure is logged as a
+    warning by the notifier and met again by the first send, which retries as without this."""
     warm = [n.warm() for n in notifiers.values() if isinstance(n, SlackNotifier | SmtpNotifier)]
     try:
         async with asyncio.timeout(WARM_SECONDS):

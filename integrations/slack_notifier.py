@@ -108,7 +108,8 @@ class SlackNotifier:
     async def warm(self) -> None:
         """With `keep_alive`: open the HTTP session and its first connection with auth.test (it
         posts nothing; Bolt makes the same call at start-up), so the first alert pays for neither.
-        A failure is left to that alert, which connects (and is retried) as usual."""
+        A failure is logged (a warning) and left to that alert, which connects (and is retried)
+        as usual."""
         if not self._keep_alive_on:
             return
         self._keep_alive()

@@ -145,8 +145,8 @@ class SmtpNotifier:
 
     async def warm(self) -> None:
         """Open one connection (connect, EHLO, STARTTLS, login: no mail) and keep it idle for the
-        first message, which then pays for none of it. Only with `max_idle`; a failure is left to
-        that message, which connects (and fails, and is retried) as usual."""
+        first message, which then pays for none of it. Only with `max_idle`; a failure is logged
+        (a warning) and left to that message, which connects (and fails, and is retried) as usual."""
         if self._max_idle <= 0 or self._idle:
             return
         try:
