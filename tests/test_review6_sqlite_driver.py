@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.store.engine import make_sessionmaker
-from tests.test_sqlite_driver import DRIVERS, _make
+from tests.test_sqlite_driver import both
 
-
-@pytest.fixture
-async def both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, AsyncEngine]]:
-    engines = {d: _make(f"sqlite+aiosqlite:///{tmp_path}/{d}.db", d, monkeypatch) for d in DRIVERS}
-    for engine in engines.values():
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL)")
-    yield engines
-    for engine in engines.values():
-        await engine.dispose()
+__all__ = ["both"]  # the fixture (SQLite files, one a driver), used here by name
 
 
 def _another_process_may_write(path: Path) -> bool:
