@@ -11,23 +11,19 @@ interleaved. Both runs' nominals live in one database and see the same scans at 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from casewatch.clock import FixedClock
-from casewatch.ingest.apply import Batch
 from casewatch.ingest.pipeline import IngestResult, ingest
-from casewatch.ingest.schema import parse_envelopes
-from casewatch.model.events import Envelope
 from casewatch.store.models import Action, Alert, AuditEntry, Nominal, NotificationReceived
-from casewatch.triggers import dispatch
 from casewatch.triggers.scan import run_scan
 from casewatch.wiring import Service, stop
 from tests.support import envelope, make_service, nominal_data
+from tests.test_ingest_single_fast import _parsed, _short_ways
 from tests.test_triggers_case_data import utc
 
 NOW = "2026-11-20T09:00:00Z"
@@ -111,22 +107,6 @@ def _traffic(base: int, tag: str) -> list[dict[str, Any]]:
         event("action.upsert", "moved_to", at=LATER, action_id=f"N-{tag}", due_on="2026-11-26"),
         event("notification.received", "moved_to", notified_on="2026-11-18"),
     ]
-
-
-def _parsed(raws: list[dict[str, Any]]) -> list[Envelope]:
-    envelopes, errors = parse_envelopes(raws)
-    assert errors == []
-    return envelopes
-
-
-@contextmanager
-def _short_ways(on: bool) -> Iterator[None]:
-    before = dispatch._Run.reuse_reads, Batch.core_writes
-    dispatch._Run.reuse_reads = Batch.core_writes = on
-    try:
-        yield
-    finally:
-        dispatch._Run.reuse_reads, Batch.core_writes = before
 
 
 async def _state(service: Service, base: int, tag: str) -> dict[str, Any]:
