@@ -337,6 +337,11 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
         async def after_start(port: int) -> None:
             try:
                 await probation_feed(port, settings, service.ctx.clock.now(), feeds)
+                # The feeds came after the scan above: their time-based alerts (a recall's nominal
+                # still at large, a release's notification due) open now, not at the scheduler's
+                # next scan, which raced this one: a second run then found them and said so.
+                scanned = await run_scan(service.sessions, service.ctx)
+                loaded.opened_by_scan += len(scanned.tally.opened_ids)
                 counts = await alert_counts(service.sessions)
             except Exception as exc:
                 failed.append(f"the probation feed failed ({type(exc).__name__})")
