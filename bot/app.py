@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import render
 from bot.commands import BotDeps, ack_reply, flags_reply, home_view, tasks_reply
 from bot.render import Message
+from bot.response_url import trusted_response_url
 from casewatch.config import Settings
 from casewatch.logs import LibraryDetailsFilter, slack_filter
 
@@ -134,23 +135,40 @@ async def finish_background(app: AsyncApp, within_seconds: float = 10.0) -> None
 _LATE_ANSWERS: set[asyncio.Task[None]] = set()
 
 
-async def _answer(ack: AsyncAck, respond: AsyncRespond, work: asyncio.Task[Message], budget: float) -> None:
+async def _answer(
+    ack: AsyncAck, respond: AsyncRespond | None, work: asyncio.Task[Message], budget: float
+) -> None:
     """Acknowledge with the answer if it is ready within the budget, else acknowledge now and
     send the answer to the response URL when it is (in the background: with
-    process_before_response the acknowledgement goes out only when this returns)."""
+    process_before_response the acknowledgement goes out only when this returns). With no
+    response URL that may be used (`respond` None: see checked_respond), a late answer cannot be
+    sent: the acknowledgement says to try again, and the work still finishes (its audit entry)."""
     done, _ = await asyncio.wait({work}, timeout=budget)
     if work in done:
         await ack(response_type="ephemeral", **work.result())
         return
-    await ack(response_type="ephemeral", text=render.STILL_WORKING)
+    await ack(response_type="ephemeral", text=render.STILL_WORKING if respond else render.TRY_AGAIN)
     late = asyncio.create_task(_answer_late(respond, work), name="slack-late-answer")
     _LATE_ANSWERS.add(late)
     late.add_done_callback(_LATE_ANSWERS.discard)
 
 
-async def _answer_late(respond: AsyncRespond, work: asyncio.Task[Message]) -> None:
+async def _answer_late(respond: AsyncRespond | None, work: asyncio.Task[Message]) -> None:
     message = await work
+    if respond is None:
+        log.warning("a late answer was not sent: no response URL it may go to")
+        return
     await _respond(respond, message, replace_original=True)
+
+
+def checked_respond(respond: AsyncRespond, api_url: str) -> AsyncRespond | None:
+    """`respond` if its response URL may be posted to (bot.response_url), else None: an answer
+    holds personal data, and the URL came from outside."""
+    if trusted_response_url(respond.response_url, api_url) is not None:
+        return respond
+    if respond.response_url:
+        log.warning("Slack response URL refused: not an address of Slack's (slack.api_url)")
+    return None
 
 
 async def _ack_now(ack: AsyncAck) -> None:
@@ -166,11 +184,12 @@ async def _respond(respond: AsyncRespond, message: Message, *, replace_original:
 
 
 async def _tell_clicker(
-    body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient, message: Message
+    body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, message: Message
 ) -> None:
     """Answer the person who clicked, and only them: through the response URL when Slack gave
-    one, else as an ephemeral message in the channel."""
-    if body.get("response_url"):
+    one that may be used (`respond`, see checked_respond), else as an ephemeral message in the
+    channel."""
+    if respond is not None:
         await _respond(respond, message, replace_original=False)
         return
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
@@ -265,7 +284,7 @@ def slash_commands(deps: BotDeps) -> dict[str, SlashWork]:
 
 
 async def answer_slash_command(
-    work: SlashWork, command: dict[str, Any], budget: float, respond: AsyncRespond
+    work: SlashWork, command: dict[str, Any], budget: float, respond: AsyncRespond | None
 ) -> BoltResponse:
     """The response Bolt's dispatch gives a slash command whose listener is _slash_listener(work)
     (with process_before_response): the acknowledgement, built by Bolt's own AsyncAck; a 500 with
@@ -286,9 +305,9 @@ async def _on_error(error: Exception) -> None:
     log.error("Slack request failed: %s", type(error).__name__)
 
 
-def _slash_listener(work: SlashWork, budget: float) -> Callable[..., Awaitable[None]]:
+def _slash_listener(work: SlashWork, budget: float, api_url: str) -> Callable[..., Awaitable[None]]:
     async def on_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        await _answer(ack, respond, asyncio.create_task(work(command)), budget)
+        await _answer(ack, checked_respond(respond, api_url), asyncio.create_task(work(command)), budget)
 
     return on_command
 
@@ -296,6 +315,7 @@ def _slash_listener(work: SlashWork, budget: float) -> Callable[..., Awaitable[N
 def register(app: AsyncApp, deps: BotDeps) -> None:
     """Register the casewatch listeners on `app`."""
     budget = deps.answer_budget_seconds
+    api_url = deps.ctx.settings.slack.api_url
 
     async def on_ack_button(
         body: dict[str, Any],
@@ -309,7 +329,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
             # On the Home tab there is no message to answer under: the refreshed tab is the answer.
             await publish_home(client, deps, user, _home_hash(body), notice=message)
             return
-        await _tell_clicker(body, respond, client, message)
+        await _tell_clicker(body, checked_respond(respond, api_url), client, message)
 
     async def on_show_button(
         body: dict[str, Any],
@@ -318,10 +338,11 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         client: AsyncWebClient,
     ) -> None:
         message = await flags_reply(deps, _user_id(body), str(action.get("value") or ""))
-        if body.get("response_url"):
-            await _respond(respond, message, replace_original=True)
+        checked = checked_respond(respond, api_url)
+        if checked is not None:
+            await _respond(checked, message, replace_original=True)
         else:
-            await _tell_clicker(body, respond, client, message)
+            await _tell_clicker(body, None, client, message)
 
     async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
         # Acknowledged by _ack_now before this runs; the "messages" tab has nothing of ours.
@@ -330,7 +351,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         await publish_home(client, deps, str(event["user"]), _home_hash(event))
 
     for name, work in slash_commands(deps).items():
-        app.command(name)(_slash_listener(work, budget))
+        app.command(name)(_slash_listener(work, budget, api_url))
     # Buttons and the Home event: acknowledged at once, their work (database, Slack Web API calls,
     # a rate-limit wait) in lazy listeners, after the acknowledgement has gone.
     app.action(render.ACK_ACTION_ID)(ack=_ack_now, lazy=[on_ack_button])

@@ -20,7 +20,14 @@ from slack_sdk.signature import Clock as SlackClock
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import SlashWork, answer_slash_command, build_bolt_app, finish_background, slash_commands
+from bot.app import (
+    SlashWork,
+    answer_slash_command,
+    build_bolt_app,
+    checked_respond,
+    finish_background,
+    slash_commands,
+)
 from bot.commands import BotDeps
 from casewatch.clock import Clock
 from casewatch.context import Context
@@ -117,8 +124,11 @@ def slack_events_handler(
             return web.json_response({"error": "invalid request"}, status=401)
         command = direct_command(body, plain, commands)
         if command is not None:
-            respond = AsyncRespond(
-                response_url=command.get("response_url"), proxy=bolt.client.proxy, ssl=bolt.client.ssl
+            respond = checked_respond(
+                AsyncRespond(
+                    response_url=command.get("response_url"), proxy=bolt.client.proxy, ssl=bolt.client.ssl
+                ),
+                bolt.client.base_url,
             )
             answer = await answer_slash_command(
                 commands[command["command"]], command, answer_budget_seconds, respond

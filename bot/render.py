@@ -64,6 +64,7 @@ REFUSAL = (
 )
 FAILURE = "Sorry, something went wrong and nothing was changed. Please try again in a moment."
 STILL_WORKING = "Still working on that; the answer will appear here in a moment."
+TRY_AGAIN = "That is taking longer than usual; please try again in a minute."
 
 _SEVERITY_ICON = {
     "critical": ":red_circle:", "high": ":large_orange_circle:", "medium": ":large_yellow_circle:",
