@@ -136,19 +136,20 @@ _LATE_ANSWERS: set[asyncio.Task[None]] = set()
 
 
 async def _answer(
-    ack: AsyncAck, respond: AsyncRespond | None, work: asyncio.Task[Message], budget: float
+    ack: AsyncAck, respond: AsyncRespond, work: asyncio.Task[Message], budget: float, api_url: str
 ) -> None:
     """Acknowledge with the answer if it is ready within the budget, else acknowledge now and
     send the answer to the response URL when it is (in the background: with
     process_before_response the acknowledgement goes out only when this returns). With no
-    response URL that may be used (`respond` None: see checked_respond), a late answer cannot be
-    sent: the acknowledgement says to try again, and the work still finishes (its audit entry)."""
+    response URL that may be used (see checked_respond), a late answer cannot be sent: the
+    acknowledgement says to try again, and the work still finishes (its audit entry)."""
     done, _ = await asyncio.wait({work}, timeout=budget)
     if work in done:
         await ack(response_type="ephemeral", **work.result())
         return
-    await ack(response_type="ephemeral", text=render.STILL_WORKING if respond else render.TRY_AGAIN)
-    late = asyncio.create_task(_answer_late(respond, work), name="slack-late-answer")
+    late_to = checked_respond(respond, api_url)
+    await ack(response_type="ephemeral", text=render.STILL_WORKING if late_to else render.TRY_AGAIN)
+    late = asyncio.create_task(_answer_late(late_to, work), name="slack-late-answer")
     _LATE_ANSWERS.add(late)
     late.add_done_callback(_LATE_ANSWERS.discard)
 
@@ -284,14 +285,14 @@ def slash_commands(deps: BotDeps) -> dict[str, SlashWork]:
 
 
 async def answer_slash_command(
-    work: SlashWork, command: dict[str, Any], budget: float, respond: AsyncRespond | None
+    work: SlashWork, command: dict[str, Any], budget: float, respond: AsyncRespond, api_url: str
 ) -> BoltResponse:
     """The response Bolt's dispatch gives a slash command whose listener is _slash_listener(work)
     (with process_before_response): the acknowledgement, built by Bolt's own AsyncAck; a 500 with
     an empty body, and the error logged as on_error logs it, if the listener fails."""
     ack = AsyncAck()  # type: ignore[no-untyped-call]
     try:
-        await _answer(ack, respond, asyncio.create_task(work(command)), budget)
+        await _answer(ack, respond, asyncio.create_task(work(command)), budget, api_url)
     except Exception as error:  # noqa: BLE001 - as Bolt's listener runner: a 500, the error logged
         await _on_error(error)
         return BoltResponse(status=500)
@@ -307,7 +308,7 @@ async def _on_error(error: Exception) -> None:
 
 def _slash_listener(work: SlashWork, budget: float, api_url: str) -> Callable[..., Awaitable[None]]:
     async def on_command(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
-        await _answer(ack, checked_respond(respond, api_url), asyncio.create_task(work(command)), budget)
+        await _answer(ack, respond, asyncio.create_task(work(command)), budget, api_url)
 
     return on_command
 

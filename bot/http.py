@@ -24,7 +24,6 @@ from bot.app import (
     SlashWork,
     answer_slash_command,
     build_bolt_app,
-    checked_respond,
     finish_background,
     slash_commands,
 )
@@ -124,14 +123,11 @@ def slack_events_handler(
             return web.json_response({"error": "invalid request"}, status=401)
         command = direct_command(body, plain, commands)
         if command is not None:
-            respond = checked_respond(
-                AsyncRespond(
-                    response_url=command.get("response_url"), proxy=bolt.client.proxy, ssl=bolt.client.ssl
-                ),
-                bolt.client.base_url,
+            respond = AsyncRespond(
+                response_url=command.get("response_url"), proxy=bolt.client.proxy, ssl=bolt.client.ssl
             )
             answer = await answer_slash_command(
-                commands[command["command"]], command, answer_budget_seconds, respond
+                commands[command["command"]], command, answer_budget_seconds, respond, bolt.client.base_url
             )
             return await to_aiohttp_response(answer)
         headers: dict[str, str | Sequence[str]] = dict(plain)

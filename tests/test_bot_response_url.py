@@ -141,3 +141,17 @@ async def test_a_button_with_a_foreign_response_url_answers_by_ephemeral_message
         [call] = await bot.slack.wait_for_calls("chat.postEphemeral", 1)
         assert call.args["user"] == PC and "SAMPLETON, Delta" in str(call.args)
         await _quiet_for(foreign)
+
+
+async def test_a_fast_answer_never_looks_at_the_response_url(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answered within the budget, the command needs no response URL: none is checked, posted
+    to or warned about (real Slack always sends one of its own; test bodies often do not)."""
+    async with running_bot(sqlite_url) as bot, SlackStandIn() as foreign:
+        caplog.set_level(logging.WARNING, logger="bot.app")
+        body = command_body("/flags", ALPHA, CR, response_url=foreign.url + "response.fast")
+        answer = await (await post_signed(bot.client, body)).json()
+        assert "FICTIONALSON, Alpha Test" in str(answer)
+        await _quiet_for(foreign)
+        assert "response URL" not in caplog.text
