@@ -33,6 +33,7 @@ from casewatch.lookup import (
     requester_by_slack_user,
 )
 from casewatch.lookup.home import load_home
+from casewatch.store.engine import found_connection_gone
 from casewatch.store.models import Officer
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,12 @@ class BotDeps:
     # answer to the response URL instead: Slack gives up on an acknowledgement after 3 seconds.
     answer_budget_seconds: float = 2.0
     via: str = "slack"  # recorded in the audit entries' details
-    # For answers that only read (/flags): sessions that read beside the writer (on SQLite, the
-    # read-only connections of store.make_reader_engine) and the group commit their audit
-    # entries go through. Without them, /flags reads and audits in one `sessions` transaction.
+    # For answers that only read and audit (/flags): sessions of store.make_reader_engine. On
+    # SQLite they read beside the writer (read-only connections) and the audit entries go
+    # through the group commit `audit_batcher`; on PostgreSQL their connections are in
+    # autocommit (store.engine.commits_each_statement) and the audit entry is written last,
+    # committed by its own statement. Without them, /flags reads and audits in one `sessions`
+    # transaction.
     readers: async_sessionmaker[AsyncSession] | None = None
     audit_batcher: AuditBatcher | None = None
 
@@ -78,9 +82,10 @@ async def _as_officer(
     read_only: bool = False,
 ) -> Message:
     """Run `work` for the officer behind this Slack user, in one transaction; refuse strangers.
-    `read_only` work reads through deps.readers and audits through deps.audit_batcher's shared
-    commit (when the service gave them), unless the batcher finds the writer idle: then in one
-    transaction on it. Failures become a plain apology: exception text can carry query parameters
+    `read_only` work reads through deps.readers (when the service gave them): on SQLite it audits
+    through deps.audit_batcher's shared commit, unless the batcher finds the writer idle: then in
+    one transaction on it; on PostgreSQL (autocommit readers) its audit entry is its last
+    statement. Failures become a plain apology: exception text can carry query parameters
     (names), so only the exception's type is logged."""
     try:
         batcher = deps.audit_batcher
@@ -89,6 +94,12 @@ async def _as_officer(
                 if not alone:
                     return await _read_then_audit(deps.readers, batcher.record, slack_user_id, command, work)
                 return await _in_one_transaction(deps, slack_user_id, command, work)
+        if read_only and deps.readers is not None and slack_user_id:
+            try:
+                return await _read_then_record(deps, deps.readers, slack_user_id, command, work)
+            except _GoneBeforeAnything:
+                # What the pool's pre-ping would have done: the same work on a new connection.
+                return await _read_then_record(deps, deps.readers, slack_user_id, command, work)
         return await _in_one_transaction(deps, slack_user_id, command, work)
     except Exception as exc:  # noqa: BLE001 - the user gets an answer whatever went wrong
         log.error("%s failed: %s", command, type(exc).__name__)
@@ -132,6 +143,45 @@ async def _read_then_audit(
             answer = await work(session, requester, hold)
     for entry in held:
         await audit(**entry)
+    return answer
+
+
+class _GoneBeforeAnything(Exception):
+    """The first statement (a read) found its pooled connection gone: nothing was done yet."""
+
+
+async def _read_then_record(
+    deps: BotDeps,
+    readers: async_sessionmaker[AsyncSession],
+    slack_user_id: str,
+    command: str,
+    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+) -> Message:
+    """`work` on a connection whose every statement commits on its own (PostgreSQL autocommit:
+    no BEGIN, no COMMIT), its audit entries held until it has finished and then written on the
+    same connection, each entry one statement (with its nominal index) that is committed before
+    it returns: so the answer goes out only after the commit holding its entry, and nothing is
+    written for work that failed, as in one transaction. Needs a Slack user id: its first
+    statement must be the requester's read (_GoneBeforeAnything)."""
+    held: list[dict[str, Any]] = []
+
+    async def hold(**entry: Any) -> None:
+        held.append(entry)
+
+    async with readers() as session, session.begin():
+        try:
+            requester = await requester_by_slack_user(session, slack_user_id)
+        except Exception as exc:
+            if found_connection_gone(exc):  # the connection died in the pool (no pre-ping here)
+                raise _GoneBeforeAnything from exc
+            raise
+        if requester is None:
+            answer = await _refuse(hold, slack_user_id, command)
+        else:
+            answer = await work(session, requester, hold)
+        audit = session_sink(session, deps.ctx)
+        for entry in held:
+            await audit(**entry)
     return answer
 
 

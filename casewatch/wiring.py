@@ -78,6 +78,11 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
         service.reader_engine = make_reader_engine(engine, pool_size=settings.database.reader_pool_size)
         service.readers = make_sessionmaker(service.reader_engine)
         service.audit_batcher = AuditBatcher(sessions, ctx)
+    else:
+        # PostgreSQL: lookups on a pool of their own in autocommit, their audit entry the last
+        # statement (no BEGIN or COMMIT trip; store.make_reader_engine, bot.commands).
+        service.reader_engine = make_reader_engine(engine, pool_size=settings.database.pool_size)
+        service.readers = make_sessionmaker(service.reader_engine, after_audit_commit=audit_bell.ring)
     service.app = build_app(service)
     return service
 

@@ -2,7 +2,8 @@
 audit entry through the shared group commit (issue 17; a lookup that finds the writer idle has it
 to itself instead: tests/test_flags_alone.py): concurrent answers share commits, every
 answer's entry is committed by the time its answer is sent, and a stranger's refusal is audited
-the same way. On PostgreSQL a lookup reads and audits in one transaction, as before. Signed
+the same way. On PostgreSQL a lookup has no group commit: it reads and audits on the readers'
+autocommit connections, its entry its last statement (tests/test_flags7_autocommit.py). Signed
 requests through the real Bolt path."""
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ async def bot(sqlite_url: str) -> AsyncIterator[Bot]:
 
 
 @pytest.mark.postgres
-async def test_on_postgres_a_lookup_reads_and_audits_in_one_transaction(pg_url: str) -> None:
+async def test_on_postgres_a_lookup_audits_without_the_group_commit(pg_url: str) -> None:
     async with running_bot(pg_url) as pg:
-        assert pg.service.readers is None and pg.service.audit_batcher is None
+        assert pg.service.readers is not None and pg.service.audit_batcher is None
         answer = await slash(pg, "/flags", ALPHA, user=SGT)
         assert ALPHA in shown(answer)
         assert [e.nominals for e in await pg.audit("flags.lookup")] == [[ALPHA]]

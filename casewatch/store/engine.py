@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -48,14 +49,28 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
 
 
 def make_reader_engine(engine: AsyncEngine, *, pool_size: int = 4) -> AsyncEngine:
-    """An engine for answers that only read (lookups), beside `engine`, which writes.
+    """An engine for answers that read and then write only their audit entry (lookups), beside
+    `engine`, which writes.
 
     On SQLite `engine` has one connection, so every transaction waits for the one before; here
     `pool_size` connections more, read-only (PRAGMA query_only), their transactions DEFERRED: in
-    WAL mode they read beside the one writer and never wait for it. On PostgreSQL `engine`'s own
-    pool serves readers too: it is reader(engine)."""
+    WAL mode they read beside the one writer and never wait for it (their audit entries go
+    through the writer: audit.batch).
+
+    On PostgreSQL `pool_size` connections in autocommit (commits_each_statement): each statement
+    is its own transaction, committed durably before its result comes back, so a lookup makes no
+    BEGIN and no COMMIT trip. Only for work whose one write is its last statement: a lookup's
+    reads, then its audit entry (bot.commands). Under READ COMMITTED each statement of a
+    transaction sees its own snapshot anyway, so the reads agree with each other no less than in
+    one transaction. No pre-ping (SQLAlchemy's asyncpg ping is three trips: BEGIN, `;`,
+    ROLLBACK): the lookup's first statement is a read, and bot.commands runs the lookup again on
+    a new connection when that read finds its connection gone (found_connection_gone), which
+    is what the ping would have done."""
     if engine.dialect.name != "sqlite":
-        return reader(engine)
+        return create_async_engine(
+            engine.url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True,
+            isolation_level="AUTOCOMMIT",
+        ).execution_options(**{_COMMITS_EACH_STATEMENT: True})
     readers = create_async_engine(
         engine.url, hide_parameters=True, pool_size=pool_size, max_overflow=0, pool_timeout=60,
         connect_args={"timeout": 30}, **_sqlite_driver(engine.url),
@@ -106,6 +121,21 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
 
 
 _READ_ONLY = "casewatch_read_only"
+
+
+_COMMITS_EACH_STATEMENT = "casewatch_commits_each_statement"
+
+
+def commits_each_statement(engine: AsyncEngine) -> bool:
+    """Whether every statement on `engine` commits on its own (make_reader_engine on PostgreSQL)."""
+    return bool(engine.get_execution_options().get(_COMMITS_EACH_STATEMENT))
+
+
+def found_connection_gone(exc: BaseException) -> bool:
+    """Whether `exc` is SQLAlchemy's word that the connection was lost (the server restarted or
+    closed it): the connection has been invalidated, and the pool's older ones with it, so the
+    next checkout connects afresh."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:

@@ -1,0 +1,115 @@
+"""`python -m bench.flags_probe --db-url URL [--prepare] --concurrency 32 --requests 2000 [--rounds N]`
+
+/flags alone against a running service, for profiling (py-spy on this process: the requesters
+are a child process) and for counting what an answer costs: its statements, transactions and pool
+checkouts, server CPU per answer and throughput, service and least-work floor alternated round by
+round. Not part of `python -m bench`: the figures that count are that bench's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from typing import Any
+
+from sqlalchemy import event
+
+from bench import harness
+from bench.cases import flags_body, least_work_app, serve, slack_signed
+from bench.dataset import BOT_TOKEN, SIGNING_SECRET, Sizes, make_settings, surname_of, visor_ref
+from bench.loadgen import Request, closed_loop_remote, shutdown
+from casewatch.clock import SystemClock
+from casewatch.wiring import create_service, stop
+from tests.slack_standin import SlackStandIn
+
+
+class Counts:
+    """Statements (by first word), transaction begins and pool checkouts on an engine."""
+
+    def __init__(self, engine: Any) -> None:
+        self.counter: Counter[str] = Counter()
+        sync = engine.sync_engine
+        event.listen(sync, "before_cursor_execute", self._statement)
+        event.listen(sync, "begin", lambda _c: self.counter.update(["<begin>"]))
+        event.listen(sync, "commit", lambda _c: self.counter.update(["<commit>"]))
+        event.listen(sync.pool, "checkout", lambda *_a: self.counter.update(["<checkout>"]))
+
+    def _statement(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.counter.update([statement.split(None, 1)[0].upper()])
+
+    def per(self, n: int) -> dict[str, float]:
+        return {k: round(v / n, 3) for k, v in sorted(self.counter.items())}
+
+
+async def main(args: argparse.Namespace) -> None:
+    sizes = Sizes(nominals=10_000, actions=50_000, officers=200, teams=10)
+    if args.prepare:
+        print("prepared", await harness.prepare(args.db_url, sizes))
+    rng = random.Random(7)
+    refs = [visor_ref(rng.randint(1, sizes.nominals)) for _ in range(args.requests)]
+    users = [f"UB{rng.randint(1, sizes.officers):07d}" for _ in range(args.requests)]
+    async with SlackStandIn(token=BOT_TOKEN) as slack:
+        settings = make_settings(
+            args.db_url, sizes, database={"pool_size": 32},
+            slack={"mode": "http", "signing_secret": SIGNING_SECRET, "bot_token": BOT_TOKEN,
+                   "api_url": slack.url},
+        )
+        service = await create_service(settings, SystemClock())
+        least_app, least_engine = await least_work_app(args.db_url, 32)
+        counts = Counts(service.engine)
+        reader_counts = Counts(service.reader_engine) if service.reader_engine is not None and \
+            service.reader_engine.pool is not service.engine.pool else None
+        try:
+            async with serve(service.app) as url, serve(least_app) as least_url:
+
+                def requests(to: str) -> list[Request]:
+                    out = []
+                    for i, (ref, user) in enumerate(zip(refs, users, strict=True)):
+                        by_surname = args.surnames and not i % 5 and to == url
+                        query = surname_of(int(ref[4:])).lower() if by_surname else ref
+                        body = flags_body(query, user)
+                        headers = tuple(slack_signed(body).items())
+                        out.append(Request("POST", f"{to}/slack/events", body, headers))
+                    return out
+
+                for round_ in range(args.rounds):
+                    for name, to in (("service", url), ("least", least_url)):
+                        if name == "least" and args.no_least:
+                            continue
+                        batch = requests(to)
+                        warm = batch[: max(2 * args.concurrency, 50)]
+                        counts.counter.clear()
+                        if reader_counts is not None:
+                            reader_counts.counter.clear()
+                        cpu = time.process_time()
+                        result = await closed_loop_remote(batch, args.concurrency, warmup=warm)
+                        cpu_ms = (time.process_time() - cpu) * 1000 / (len(batch) + len(warm))
+                        line: dict[str, Any] = {
+                            "round": round_, "name": name, "per_s": result["per_s"], "p50": result["p50_ms"],
+                            "p99": result["p99_ms"], "cpu_ms": round(cpu_ms, 3), "errors": result["errors"],
+                        }
+                        if name == "service":
+                            line["writer"] = counts.per(len(batch) + len(warm))
+                            if reader_counts is not None:
+                                line["readers"] = reader_counts.per(len(batch) + len(warm))
+                        print(json.dumps(line), flush=True)
+        finally:
+            await stop(service)
+            await least_engine.dispose()
+            shutdown()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--prepare", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--surnames", action="store_true")
+    parser.add_argument("--no-least", action="store_true")
+    asyncio.run(main(parser.parse_args()))
