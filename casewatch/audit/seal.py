@@ -71,6 +71,14 @@ _UNSEALED = (
     .order_by(_ENTRIES.id)
     .limit(bindparam("batch"))
 )
+# What sealing reads when no entry from before the chain is left to hash (the usual case): the
+# id and content hash alone, not the content (two JSON columns to decode a row).
+_UNSEALED_HASHES = (
+    select(_ENTRIES.id, _ENTRIES.content_hash)
+    .where(_ENTRIES.seq.is_(None))
+    .order_by(_ENTRIES.id)
+    .limit(bindparam("batch"))
+)
 _SEAL = (
     update(AuditEntry.metadata.tables[AuditEntry.__tablename__])
     .where(_ENTRIES.id == bindparam("entry_id"))
@@ -109,7 +117,8 @@ async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *,
         if chain.key_id is None:
             chain.key_id = hasher.key_id
         conn = await session.connection()
-        rows = list(await conn.execute(_UNSEALED, {"batch": batch}))
+        legacy = chain.legacy_through_id
+        rows = list(await conn.execute(_UNSEALED if legacy else _UNSEALED_HASHES, {"batch": batch}))
         if not rows:
             return 0
         seq, previous = chain.head_seq, chain.head_hash
@@ -117,7 +126,7 @@ async def seal_once(sessions: async_sessionmaker[AsyncSession], ctx: Context, *,
         for row in rows:
             seq += 1
             content = row.content_hash
-            if not content and row.id <= chain.legacy_through_id:
+            if not content and row.id <= legacy:
                 # Written before the chain existed (migration 0009): hashed now, as it stands.
                 content = content_hash_or_none(hasher, **content_of(row)) or ""
             # Anything else is sealed as it is, even a row written by hand with no hash or a wrong

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.audit import record
@@ -168,7 +168,7 @@ async def _write(
         # process's delivery worker already claimed, skipping its claim transaction and the bell.
         claimer = outbox_claimer(session, len(rows)) if change == "opened" else None
         if claimer is None:
-            await session.execute(insert(Delivery.metadata.tables[Delivery.__tablename__]), rows)
+            await _insert_pending(session, rows, change, now)
             mark_outbox_queued(session)
         else:
             await _write_claimed(session, rows, claimer, now)
@@ -181,6 +181,39 @@ async def _write(
                 details={"change": change, "team": alert.team}, nominals=nominals_of(alert.visor_ref),
             )
     return len(rows)
+
+
+async def _insert_pending(
+    session: AsyncSession, rows: list[dict[str, Any]], change: str, now: datetime
+) -> None:
+    """Insert `rows` (as _write builds them: this change, pending, no attempt, due and created
+    `now`, unclaimed), with ids in their order."""
+    if session.get_bind().dialect.name != "postgresql":
+        await session.execute(insert(_DELIVERIES), rows)
+        return
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")  # as store.types.UTCDateTime
+    params: dict[str, Any] = {column: [row[column] for row in rows] for column in _PG_ROW_TYPES}
+    params["payload"] = [json.dumps(payload) for payload in params["payload"]]  # as JSON() sends it
+    await session.execute(_PG_INSERT_PENDING, {**params, "purpose": change, "now": now})
+
+
+_DELIVERIES = Delivery.metadata.tables[Delivery.__tablename__]
+# PostgreSQL: the rows as one array a column, unnested: one statement a batch. An executemany
+# is one Bind/Execute a row (17.8k in the bench's first scan). WITH ORDINALITY keeps the ids in
+# the rows' order (nextval is drawn row by row as the unnest yields them, in ordinality order).
+_PG_ROW_TYPES = {
+    "alert_id": "varchar", "receiver": "varchar", "channel": "varchar", "target": "varchar",
+    "payload": "text", "content_hash": "varchar",
+}
+_PG_INSERT_PENDING = text(
+    f"INSERT INTO {_DELIVERIES.name} (purpose, {', '.join(_PG_ROW_TYPES)}, "  # noqa: S608 (constants only)
+    "state, attempts, next_attempt_at, created_at) "
+    "SELECT CAST(:purpose AS varchar), r.alert_id, r.receiver, r.channel, r.target, CAST(r.payload AS json), "
+    "r.content_hash, 'pending', 0, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
+    f"FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _PG_ROW_TYPES.items())}) "
+    f"WITH ORDINALITY AS r ({', '.join(_PG_ROW_TYPES)}, n) ORDER BY r.n"
+)
 
 
 async def _write_claimed(
