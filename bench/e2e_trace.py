@@ -238,7 +238,17 @@ def analyse(trace: Trace, result: dict[str, Any], sent: list[float], sink_at: li
     }
 
 
-async def run(kind: str, sizes: Sizes, alerts: int) -> dict[str, Any]:
+def no_autocheckpoint(engine: Any) -> None:
+    """SQLite: no automatic checkpoint in the service's commits (the WAL grows for the run)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragma(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.close()
+
+
+async def run(kind: str, sizes: Sizes, alerts: int, *, autocheckpoint: bool = True) -> dict[str, Any]:
     trace = Trace()
     options = Options(sizes=sizes, databases=[kind])
     async with database(kind, options) as url:
@@ -250,6 +260,8 @@ async def run(kind: str, sizes: Sizes, alerts: int) -> dict[str, Any]:
         async def traced_service(*args: Any, **kwargs: Any) -> Any:
             service = await make_service(*args, **kwargs)
             watch_engine(service.engine, trace)
+            if not autocheckpoint and kind == "sqlite":
+                no_autocheckpoint(service.engine)
             return service
 
         def post(self: Any, url: str, **kwargs: Any) -> Any:
@@ -277,6 +289,33 @@ async def run(kind: str, sizes: Sizes, alerts: int) -> dict[str, Any]:
     return out
 
 
+def bare_commits(count: int, autocheckpoint: int) -> dict[str, Any]:
+    """One small row and a commit, `count` times, on a fresh WAL file with synchronous=FULL (the
+    service's pragmas), on this machine's disk: what a durable commit costs alone, and what the
+    commit that runs SQLite's automatic checkpoint (every `autocheckpoint` WAL pages) costs."""
+    import sqlite3
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="casewatch-commit-") as tmp:
+        db = sqlite3.connect(f"{tmp}/c.db", isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", f"wal_autocheckpoint={autocheckpoint}"):
+            db.execute(f"PRAGMA {pragma}")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+        body = "x" * 2000  # about an event's rows: the page or two each statement touches
+        times: list[float] = []
+        for _ in range(count):
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (body) VALUES (?)", (body,))
+            started = time.perf_counter()
+            db.execute("COMMIT")
+            times.append((time.perf_counter() - started) * 1000)
+        db.close()
+    slow = sorted(times)[-5:]
+    return {"commits": count, "wal_autocheckpoint": autocheckpoint, "p50_ms": round(percentile(times, 50), 3),
+            "p90_ms": round(percentile(times, 90), 3), "p99_ms": round(percentile(times, 99), 3),
+            "slowest_ms": [round(x, 1) for x in slow]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.e2e_trace")
     p.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
@@ -285,13 +324,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--out", default="")
     p.add_argument("--hold", type=float, default=None, help="worker.RECORD_HOLD_SECONDS for this run")
+    p.add_argument("--no-autocheckpoint", action="store_true", help="SQLite: wal_autocheckpoint=0")
+    p.add_argument("--bare-commits", type=int, default=0, help="time this many bare commits instead")
     args = p.parse_args(argv)
+    if args.bare_commits:
+        for autocheckpoint in (1000, 0):
+            print(bare_commits(args.bare_commits, autocheckpoint))
+        return 0
     if args.hold is not None:
         import casewatch.delivery.worker as worker
 
         worker.RECORD_HOLD_SECONDS = args.hold
     sizes = Sizes(nominals=args.nominals, actions=args.actions, officers=args.officers, teams=args.teams)
-    out = asyncio.run(run(args.db, sizes, args.alerts))
+    out = asyncio.run(run(args.db, sizes, args.alerts, autocheckpoint=not args.no_autocheckpoint))
     text = json.dumps(out, indent=1)
     if args.out:
         with open(args.out, "w") as f:

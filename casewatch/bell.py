@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,13 +92,16 @@ class Handoff:
         self.limit = limit  # at most this many rows waiting to be taken, and a commit's rows
         self._rows: list[Any] = []  # handed to the owner, in commit order
         self.ready = asyncio.Event()  # set while rows wait to be taken
+        # The owner's, called (soon after, on the loop: never inside the commit's hook) when
+        # rows are handed, so it starts them even while it waits on something else (a claim).
+        self.on_hand: Callable[[], None] | None = None
 
     def attach(self, owner: Claimer) -> None:
         self.owner, self.accepting = owner, True
 
     def detach(self) -> list[Any]:
         """No more rows for the owner; return those it never took (to be given back)."""
-        self.owner, self.accepting = None, False
+        self.owner, self.accepting, self.on_hand = None, False, None
         rows, self._rows = self._rows, []
         self.ready.clear()
         return rows
@@ -119,6 +122,8 @@ class Handoff:
         self._rows.extend(rows)
         if self._rows:
             self.ready.set()
+            if self.on_hand is not None:
+                asyncio.get_running_loop().call_soon(self.on_hand)
 
     def take(self, limit: int) -> list[Any]:
         """Up to `limit` of the rows handed to the owner, oldest first."""

@@ -284,6 +284,17 @@ class DeliveryWorker:
             task.add_done_callback(ended)
             room()
 
+        def start_handed() -> None:
+            """Rows handed over start now, even while this loop waits for a claim (on SQLite a
+            claim waits for the one connection, behind the very transaction that handed them)."""
+            if handoff is None or handoff.on_hand is not start_handed:  # this loop has ended
+                return
+            while len(in_flight) < ROUNDS_IN_FLIGHT and not stop.is_set():
+                handed = handoff.take(self.config.batch_size)
+                if not handed:
+                    return
+                start(handed)
+
         self._stop = stop
         if handoff is not None:
             handoff.attach(Claimer(self.worker_id, self.config.lease_seconds))
@@ -292,6 +303,8 @@ class DeliveryWorker:
         claimed_rings = -1  # the bell's count when the last claim began
         try:
             async with asyncio.TaskGroup() as rounds:
+                if handoff is not None:
+                    handoff.on_hand = start_handed
                 while not stop.is_set():
                     if len(in_flight) >= ROUNDS_IN_FLIGHT:  # claims nothing until a round ends
                         round_ended.clear()
@@ -323,8 +336,8 @@ class DeliveryWorker:
                     await self.bell.wait(
                         claim_at - time.monotonic(), stop, *(wait() for wait in waits_also)
                     )
-                if handoff is not None:
-                    handoff.accepting = False  # stopping: new rows are queued unclaimed
+                if handoff is not None:  # stopping: new rows are queued unclaimed
+                    handoff.accepting, handoff.on_hand = False, None
         finally:
             self._stop = None  # a later run_once (tests, tools) sends again
             if handoff is not None:
