@@ -143,8 +143,7 @@ async def _answer(
     process_before_response the acknowledgement goes out only when this returns). With no
     response URL that may be used (see checked_respond), a late answer cannot be sent: the
     acknowledgement says to try again, and the work still finishes (its audit entry)."""
-    done, _ = await asyncio.wait({work}, timeout=budget)
-    if work in done:
+    if await _done_within(work, budget):
         await ack(response_type="ephemeral", **work.result())
         return
     late_to = checked_respond(respond, api_url)
@@ -152,6 +151,28 @@ async def _answer(
     late = asyncio.create_task(_answer_late(late_to, work), name="slack-late-answer")
     _LATE_ANSWERS.add(late)
     late.add_done_callback(_LATE_ANSWERS.discard)
+
+
+async def _done_within(task: asyncio.Task[Message], seconds: float) -> bool:
+    """Whether `task` is done within `seconds` (it runs on either way): asyncio.wait({task},
+    timeout=seconds) without its set handling and checks, on every slash command's path."""
+    if task.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(seconds, wake)
+    task.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
 
 
 async def _answer_late(respond: AsyncRespond | None, work: asyncio.Task[Message]) -> None:

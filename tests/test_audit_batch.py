@@ -19,7 +19,7 @@ from casewatch.audit.seal import seal_pending
 from casewatch.audit.verify import verify
 from casewatch.clock import FixedClock
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_reader_engine, make_sessionmaker
+from casewatch.store.engine import commits_each_statement, make_engine, make_reader_engine, make_sessionmaker
 from casewatch.store.errors import is_unavailable
 from casewatch.store.models import AuditEntry, AuditNominal
 from tests.support import T0, make_settings
@@ -116,13 +116,18 @@ async def test_sqlite_readers_read_beside_a_writer_and_cannot_write(sqlite_url: 
 
 
 @pytest.mark.postgres
-async def test_postgres_readers_are_the_writers_pool(pg_url: str) -> None:
+async def test_postgres_readers_are_a_pool_of_their_own_in_autocommit(pg_url: str) -> None:
+    """(Seventh session: tests/test_flags7_autocommit.py.) Each statement commits on its own."""
     writer = make_engine(pg_url)
+    readers = make_reader_engine(writer, pool_size=2)
     try:
-        readers = make_reader_engine(writer)
-        assert readers.pool is writer.pool
-        assert readers.get_execution_options()["isolation_level"] == "REPEATABLE READ"
+        assert readers.pool is not writer.pool and commits_each_statement(readers)
+        async with readers.connect() as conn:
+            assert not conn.sync_connection.connection.driver_connection.is_in_transaction()
+            await conn.execute(text("SELECT 1"))
+            assert not conn.sync_connection.connection.driver_connection.is_in_transaction()
     finally:
+        await readers.dispose()
         await writer.dispose()
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from casewatch.bell import Claimer, Handoff
 from casewatch.store import sqlite_driver
+from casewatch.store.models import AuditNominal
 
 
 def is_sqlite(url: str) -> bool:
@@ -118,6 +119,29 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
             dbapi_connection.begin_on_next_statement(begin)
         else:
             conn.exec_driver_sql(begin)
+
+    @event.listens_for(sync_engine, "before_cursor_execute")
+    def _before_statement(
+        conn: Connection, _cursor: Any, _statement: str, _parameters: Any, context: Any, _many: bool
+    ) -> None:
+        if context is not None and _rides_with_next_trip(context):
+            dbapi_connection = conn.connection.dbapi_connection
+            if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
+                dbapi_connection.defer_next_statement()
+
+
+# Inserts whose outcome nothing reads, sent with the transaction's next trip on SQLite (the next
+# statement's or the commit's: sqlite_driver.defer_next_statement): an audit entry's nominal
+# index rows (casewatch.audit), written after the entry itself, so they go with the COMMIT.
+_RIDE_ALONG_TABLES = frozenset({AuditNominal.__tablename__})
+
+
+def _rides_with_next_trip(context: Any) -> bool:
+    compiled = getattr(context, "compiled", None)
+    if compiled is None or not context.isinsert or compiled.effective_returning:
+        return False
+    table = getattr(compiled.statement, "table", None)
+    return table is not None and table.name in _RIDE_ALONG_TABLES
 
 
 _READ_ONLY = "casewatch_read_only"

@@ -18,6 +18,14 @@ A transaction's BEGIN also rides along: `begin_on_next_statement` (called by sto
 trip run BEGIN first. A transaction that runs no statement then never begins, and its commit or
 rollback needs no trip.
 
+A statement whose outcome nobody reads may ride along too: after `defer_next_statement` (called
+by store.engine for the audit entries' nominal index rows) the next statement is held and run at
+the start of the connection's next trip: the next statement's, or the commit's. An audited
+answer's index rows then go with its COMMIT. Order is kept (held statements run before anything
+after them); a rollback drops them, as it would have undone them; if one fails, its sqlite3 error
+is raised from the trip that ran it (the next statement or the commit), so the transaction fails
+as it would have.
+
 Hooks used (SQLAlchemy 2.1, aiosqlite 0.22, both pinned in constraints.txt): the adapter classes
 above, aiosqlite's `Connection._execute(fn, *args)` (runs fn on the connection's thread and awaits
 its result; SQLAlchemy itself puts work on that queue for isolation_level) and
@@ -50,13 +58,38 @@ def _begin(conn: sqlite3.Connection, begin: str) -> None:
     conn.execute(begin).close()
 
 
-def _run(
-    conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool,
-) -> _Outcome:
-    """On the driver's thread: BEGIN if asked, then the statement, its rows and what the DB-API
-    cursor says about it, read before the cursor closes, and whether a transaction is now open."""
+# A statement held for the next trip (defer_next_statement): operation, parameters, many.
+_Held = tuple[str, Any, bool]
+
+
+def _commit_after(conn: sqlite3.Connection, begin: str | None, held: list[_Held]) -> None:
+    """On the driver's thread: BEGIN and the held statements, then COMMIT, in one trip."""
+    _run_held(conn, begin, held)
+    conn.commit()
+
+
+def _run_held(conn: sqlite3.Connection, begin: str | None, held: list[_Held]) -> None:
     if begin is not None:
         _begin(conn, begin)
+    for operation, parameters, many in held:
+        cursor = conn.cursor()
+        try:
+            if many:
+                cursor.executemany(operation, parameters)
+            else:
+                cursor.execute(operation, parameters if parameters is not None else ())
+        finally:
+            cursor.close()
+
+
+def _run(
+    conn: sqlite3.Connection, begin: str | None, operation: str, parameters: Any, many: bool,
+    held: list[_Held],
+) -> _Outcome:
+    """On the driver's thread: BEGIN if asked and the held statements, then the statement, its
+    rows and what the DB-API cursor says about it, read before the cursor closes, and whether a
+    transaction is now open."""
+    _run_held(conn, begin, held)
     cursor = conn.cursor()
     try:
         if many:
@@ -128,13 +161,21 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         adapt = self._adapt_connection
         assert isinstance(adapt, OneTripConnection)
         async with adapt._execute_mutex:
+            if adapt._defer_next:
+                # Held for the next trip; nothing to report (no rows, count or id unknown).
+                adapt._defer_next = False
+                adapt._held.append((operation, parameters, many))
+                self._description, self._rowcount, self._lastrowid = None, -1, None
+                self._rows = collections.deque()
+                return
             # Taken before the trip, whatever comes of it: if BEGIN or the statement fails, the
             # rollback that follows is then a real one (a no-op in sqlite3 when BEGIN itself failed).
             begin, adapt._pending_begin = adapt._pending_begin, None
+            held, adapt._held = adapt._held, []
             adapt._in_transaction = True  # unknown until the trip says
             driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
             rows, self._description, self._rowcount, self._lastrowid, adapt._in_transaction = (
-                await driver._execute(_run, driver._conn, begin, operation, parameters, many)  # type: ignore[no-untyped-call]
+                await driver._execute(_run, driver._conn, begin, operation, parameters, many, held)  # type: ignore[no-untyped-call]
             )
             self._rows = collections.deque(rows or ())
 
@@ -146,7 +187,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_pending_begin", "_in_transaction")
+    __slots__ = ("_pending_begin", "_in_transaction", "_defer_next", "_held")
 
     _cursor_cls = OneTripCursor
 
@@ -157,10 +198,16 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         # sqlite3's commit() and rollback() do nothing without one, so then they need no trip:
         # SQLAlchemy's pool rolls back every connection it gets back, even one just committed.
         self._in_transaction = True
+        self._defer_next = False
+        self._held: list[_Held] = []
 
     def begin_on_next_statement(self, begin: str) -> None:
         """Run `begin` (BEGIN, BEGIN IMMEDIATE) in the same trip as the next statement."""
         self._pending_begin = begin
+
+    def defer_next_statement(self) -> None:
+        """Hold the next statement for the next trip (its outcome is not read: no rows, no count)."""
+        self._defer_next = True
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
@@ -169,18 +216,34 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             # the transaction counts as open.
             self._in_transaction = True
             begin, self._pending_begin = self._pending_begin, None
-            if begin is not None:
+            held, self._held = self._held, []
+            self._defer_next = False
+            if begin is not None or held:
                 driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
                 try:
-                    await_(driver._execute(_begin, driver._conn, begin))  # type: ignore[no-untyped-call]
+                    await_(driver._execute(_run_held, driver._conn, begin, held))  # type: ignore[no-untyped-call]
                 except Exception as error:
                     self._handle_exception(error)
         return super().cursor(server_side)
 
     def commit(self) -> None:
+        held, self._held = self._held, []
+        self._defer_next = False
+        if held:
+            # The held statements and the commit in one trip (with the BEGIN, if still pending).
+            begin, self._pending_begin = self._pending_begin, None
+            self._in_transaction = True
+            driver: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+            try:
+                await_(driver._execute(_commit_after, driver._conn, begin, held))  # type: ignore[no-untyped-call]
+            except Exception as error:
+                self._handle_exception(error)
+            self._in_transaction = False
+            return
         self._end(super().commit)
 
     def rollback(self) -> None:
+        self._held, self._defer_next = [], False  # never run: the rollback would undo them
         self._end(super().rollback)
 
     def _end(self, end: Callable[[], None]) -> None:
@@ -192,6 +255,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
     def close(self) -> None:
         self._pending_begin = None
+        self._held, self._defer_next = [], False
         super().close()
 
 
