@@ -65,7 +65,9 @@ async def test_an_entry_the_server_refuses_is_no_answer_and_no_entry(pg_bot: Bot
         answer = await slash(pg_bot, "/flags", ALPHA, user=SGT)
         refusal = await slash(pg_bot, "/flags", ALPHA, user=STRANGER)
     finally:
-        await _admin(pg_bot, "DROP TRIGGER review7_refuse ON audit_log", "DROP FUNCTION review7_refuse_entry()")
+        await _admin(
+            pg_bot, "DROP TRIGGER review7_refuse ON audit_log", "DROP FUNCTION review7_refuse_entry()"
+        )
     assert answer["text"] == render.FAILURE and ALPHA not in shown(answer)
     assert ALPHA not in shown(refusal)
     assert await _lookups(pg_bot) == []
@@ -105,7 +107,9 @@ async def test_a_connection_ended_during_the_entry_gives_no_answer(pg_bot: Bot) 
         answer = await slash(pg_bot, "/flags", ALPHA, user=SGT)
         await killer
     finally:
-        await _admin(pg_bot, "DROP TRIGGER review7_slow ON audit_log", "DROP FUNCTION review7_slow_entry()")
+        await _admin(
+            pg_bot, "DROP TRIGGER review7_slow ON audit_log", "DROP FUNCTION review7_slow_entry()"
+        )
     assert ended, "the entry's statement was never seen running"
     assert ALPHA not in shown(answer) and answer["text"] == render.FAILURE
     assert await _lookups(pg_bot) == []
@@ -137,4 +141,5 @@ async def test_a_strangers_refusal_is_audited_on_the_readers(pg_bot: Bot) -> Non
     answer = await slash(pg_bot, "/flags", ALPHA, user=STRANGER)
     assert answer["text"] == render.REFUSAL and ALPHA not in shown(answer)
     assert await _lookups(pg_bot) == []
-    assert [(e.actor, e.subject) for e in await pg_bot.audit("slack.refused")] == [(f"slack:{STRANGER}", "/flags")]
+    refusals = [(e.actor, e.subject) for e in await pg_bot.audit("slack.refused")]
+    assert refusals == [(f"slack:{STRANGER}", "/flags")]
