@@ -327,6 +327,8 @@ async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any
         service = await create_service(settings, SystemClock())
         base_app, base_engine = baseline_app(db_url, pool_size)
         least_app, least_engine = await least_work_app(db_url, pool_size)
+        # As run_service (casewatch serve) does once started; for the floors alike (one process).
+        settle_heap(service)
         service_connects, base_connects = ConnectCounter(service.engine), ConnectCounter(base_engine)
         least_connects = ConnectCounter(least_engine)
         try:
