@@ -18,6 +18,7 @@ and action alerts only open on a scan (here they only resolve, and the cache dro
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -161,13 +162,18 @@ def _held_facts(held: Mapping[str, Nominal | None], refs: Sequence[str]) -> dict
         if nominal is None:
             continue
         state = inspect(nominal)
-        if not state.persistent or state.modified or not _FACT_KEYS.isdisjoint(state.unloaded):
+        # Every fact column in the instance's dict, and nothing changed since the flush: the dict
+        # holds what a read would give (stricter than "none unloaded", and without building the
+        # unloaded set or going through each attribute's descriptor).
+        values = state.dict
+        if not state.persistent or state.modified or not values.keys() >= _FACT_KEYS:
             continue
-        found[ref] = load.nominal_from_columns(tuple(getattr(nominal, key) for key in _FACT_ORDER))
+        found[ref] = load.nominal_from_columns(_fact_values(values))
     return found
 
 
 _FACT_ORDER = tuple(column.key for column in load.NOMINAL_COLUMNS)
+_fact_values = operator.itemgetter(*_FACT_ORDER)
 _FACT_KEYS = frozenset(_FACT_ORDER)
 
 # Up to this many keys, prefetch reads the live notification, visit and action alerts in one
