@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -148,6 +149,42 @@ async def seal_pending(sessions: async_sessionmaker[AsyncSession], ctx: Context)
         total += count
         if count < BATCH:
             return total
+
+
+@asynccontextmanager
+async def sealing_beside(
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, *, every: float = BURST_SECONDS
+) -> AsyncIterator[None]:
+    """Seal what is committed while the body runs (a command that writes many entries: the
+    chain's reads and updates overlap its work instead of following it), on PostgreSQL; on
+    SQLite, whose one writer the body needs, nothing. The caller still seals what is left after
+    (seal_pending). A key that is not the chain's stops it quietly: the caller's last seal
+    reports it."""
+    bind = sessions.kw.get("bind")
+    if bind is None or bind.dialect.name != "postgresql":
+        yield
+        return
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            try:
+                await seal_pending(sessions, ctx)
+            except AuditKeyMismatch:
+                return
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    task = asyncio.create_task(loop(), name="audit-sealer-beside")
+    try:
+        yield
+    except BaseException:
+        task.cancel()
+        with suppress(BaseException):
+            await task
+        raise
+    stop.set()
+    await task
 
 
 async def check_key(sessions: async_sessionmaker[AsyncSession], ctx: Context) -> str | None:

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from casewatch.audit.seal import sealing_beside
 from casewatch.clock import SystemClock
 from casewatch.commands._support import configure_logging, directory_problem, schema_problem, seal_audit
 from casewatch.config import load_config
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
             async with sessions.begin() as session:
                 await sync_directory(session, settings)
             ctx = Context(settings, SystemClock())
-            summary = await run_scan(sessions, ctx, at)
+            async with sealing_beside(sessions, ctx):
+                summary = await run_scan(sessions, ctx, at)
             await seal_audit(sessions, ctx)
         finally:
             await engine.dispose()
