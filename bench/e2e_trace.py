@@ -325,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="")
     p.add_argument("--hold", type=float, default=None, help="worker.RECORD_HOLD_SECONDS for this run")
     p.add_argument("--no-autocheckpoint", action="store_true", help="SQLite: wal_autocheckpoint=0")
+    p.add_argument("--seal-burst", type=float, default=None, help="audit.seal.BURST_SECONDS for this run")
     p.add_argument("--bare-commits", type=int, default=0, help="time this many bare commits instead")
     args = p.parse_args(argv)
     if args.bare_commits:
         for autocheckpoint in (1000, 0):
             print(bare_commits(args.bare_commits, autocheckpoint))
         return 0
+    if args.seal_burst is not None:
+        import casewatch.audit.seal as seal
+
+        seal.BURST_SECONDS = args.seal_burst
     if args.hold is not None:
         import casewatch.delivery.worker as worker
 
