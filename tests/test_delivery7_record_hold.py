@@ -80,6 +80,36 @@ async def test_the_hold_is_bounded_a_long_send_does_not_keep_an_outcome_unrecord
     assert 0.04 <= recorded_at[0] < 0.5  # held about `hold`, not for the whole 1 s send
 
 
+async def test_the_hold_is_one_budget_a_round_not_one_a_message() -> None:
+    """Ten messages to one destination in a row while another group's send takes 1 s: only the
+    round's first `hold` is waited, not ten."""
+    written: list[tuple[list[int], bool]] = []
+    sending_done = asyncio.Event()
+    recorder = _Recorder(_writer(written, sending_done), groups=2, parallel=2, hold=0.05)
+    loop = asyncio.get_running_loop()
+    took: list[float] = []
+
+    async def inbox() -> None:
+        started = loop.time()
+        for n in range(10):
+            with recorder.send():
+                await asyncio.sleep(0)
+            await recorder.record(_result(n))
+        took.append(loop.time() - started)
+        recorder.finished()
+
+    async def slow() -> None:
+        with recorder.send():
+            await asyncio.sleep(1.0)
+        sending_done.set()
+        await recorder.record(_result(99))
+        recorder.finished()
+
+    await asyncio.wait_for(asyncio.gather(recorder.run(), inbox(), slow()), 5)
+    assert 0.04 <= took[0] < 0.3  # one hold (0.05 s), not ten (0.5 s)
+    assert [ids for ids, _ in written][:10] == [[n] for n in range(10)] and written[-1] == ([99], True)
+
+
 async def test_with_no_other_send_in_flight_an_outcome_is_written_at_once() -> None:
     written: list[tuple[list[int], bool]] = []
     recorder = _Recorder(_writer(written, asyncio.Event()), groups=1, parallel=1, hold=5.0)

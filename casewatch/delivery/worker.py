@@ -96,9 +96,11 @@ class _Recorder:
     `parallel` is 1; on PostgreSQL each group may write at once, as before. A failing shared
     transaction is retried one outcome at a time, so one bad outcome spoils no other.
 
-    Outcomes also wait while another group of the round is sending (`hold` seconds at most from
-    the first of them): the transaction's work on the event loop would otherwise sit between that
-    send's round trips (an SMTP message is four), and the outcomes then share one transaction.
+    Outcomes also wait while another group of the round is sending, until `hold` seconds after
+    the round's first outcome at most (one budget for the round: a destination's messages in a
+    row are not each held again): the transaction's work on the event loop would otherwise sit
+    between that send's round trips (an SMTP message is four), and the outcomes then share one
+    transaction.
     The rows stay claimed meanwhile; a crash in between re-sends them, as a crash before any
     record does (maybe_sent)."""
 
@@ -113,7 +115,7 @@ class _Recorder:
         self.writing = 0
         self.sending = 0  # the round's sends in flight
         self.queue: list[tuple[Result, asyncio.Future[None]]] = []
-        self.queued_at = 0.0  # when the first outcome in the queue came (loop time)
+        self.first_at: float | None = None  # when the round's first outcome came (loop time)
         self.wake = asyncio.Event()
 
     @contextlib.contextmanager
@@ -129,8 +131,8 @@ class _Recorder:
     async def record(self, result: Result) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        if not self.queue:
-            self.queued_at = loop.time()
+        if self.first_at is None:
+            self.first_at = loop.time()
         self.queue.append((result, done))
         self.wake.set()
         await done
@@ -143,7 +145,9 @@ class _Recorder:
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as flushes:  # cancelled with the round: nothing outlives it
             while self.open or self.queue:
-                held = self.queued_at + self.hold - loop.time() if self.sending else 0.0
+                held = 0.0
+                if self.sending and self.first_at is not None:
+                    held = self.first_at + self.hold - loop.time()
                 if self.queue and self.writing < self.parallel and held <= 0:
                     batch, self.queue = self.queue, []
                     self.writing += 1
