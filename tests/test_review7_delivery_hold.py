@@ -19,7 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import casewatch.delivery.worker as worker_module
-from casewatch.delivery.worker import DeliveryWorker
+from casewatch.delivery.notifier import Sent
+from casewatch.delivery.worker import Claimed, DeliveryWorker
 from casewatch.store.engine import make_engine, make_sessionmaker
 from integrations.mail_sink import MailSink
 from integrations.notifiers import build_notifiers
@@ -167,3 +168,43 @@ async def test_a_shared_record_that_fails_for_one_outcome_records_the_other_once
     sent = await audits(sessions, "delivery.sent")
     assert [e.details["channel"] for e in sent] == ["email"]
     assert len(mail.messages) == 1 and len(slack.calls_to("chat.postMessage")) == 1
+
+
+async def test_a_destinations_messages_in_a_row_do_not_each_wait_for_another_groups_send() -> None:
+    """One round: ten emails to one inbox (email_interval_seconds is 0 by default, so each is sent
+    as soon as the one before is recorded) while a Slack send of the same round takes 1 s. Each
+    of the ten outcomes was held up to RECORD_HOLD_SECONDS (the real 30 ms) because the Slack send
+    is in flight: found by this review as n x 30 ms (the tenth email ~0.3 s late), fixed in
+    17bca37 (one hold budget a round). The recorder alone, with a writer that takes no time."""
+    recorder = worker_module._Recorder(_instant_write, groups=2, parallel=2,
+                                       hold=worker_module.RECORD_HOLD_SECONDS)
+    loop = asyncio.get_running_loop()
+    inbox_took: list[float] = []
+
+    async def inbox() -> None:
+        started = loop.time()
+        for n in range(10):
+            with recorder.send():
+                await asyncio.sleep(0)  # the SMTP send
+            await recorder.record(_an_outcome(n))
+        inbox_took.append(loop.time() - started)
+        recorder.finished()
+
+    async def slack_channel() -> None:
+        with recorder.send():
+            await asyncio.sleep(1.0)
+        await recorder.record(_an_outcome(99))
+        recorder.finished()
+
+    await asyncio.wait_for(asyncio.gather(recorder.run(), inbox(), slack_channel()), 5)
+    # One hold for the round (30 ms), not one a message (before 17bca37: at least 0.27 s).
+    assert inbox_took[0] < 0.15, f"ten emails to one inbox took {inbox_took[0]:.3f} s behind one Slack send"
+
+
+async def _instant_write(_results: list[Any]) -> None:
+    return None
+
+
+def _an_outcome(n: int) -> Any:
+    claimed = Claimed(n, "email", "north.spoc@force.example", None, None, False)  # type: ignore[arg-type]
+    return claimed, Sent(f"<m{n}@x>"), 1
