@@ -16,11 +16,12 @@ from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any, ClassVar, TypeVar, assert_never
 
-from sqlalchemy import bindparam, func, insert, inspect, select, update
+from sqlalchemy import Table, bindparam, func, insert, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from casewatch.context import Context
+from casewatch.ingest import arrays
 from casewatch.ingest.bulk import FreshNominals, Row
 from casewatch.model.events import (
     ActionUpsert,
@@ -98,6 +99,10 @@ class Batch:
     # Whether new actions and the notification dates of known nominals are written by `finish`
     # as Core statements rather than by the ORM's flush; off only where a test compares the two.
     core_writes: ClassVar[bool] = True
+    # Whether, on PostgreSQL, those Core writes (records, new actions, notification dates) send a
+    # table's rows as arrays in one statement (ingest.arrays) rather than an executemany (one
+    # execution a row on the server); off only where a test compares the two.
+    array_writes: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.nominals: dict[str, Nominal | None] = {}
@@ -143,11 +148,18 @@ class Batch:
     async def _write_actions_and_notified(self, session: AsyncSession) -> None:
         if self.new_actions:
             rows = [{key: getattr(a, key) for key in _ACTION_KEYS} for a in self.new_actions.values()]
-            await session.execute(_INSERT_ACTIONS, rows)
+            await _insert(session, _ACTIONS, rows)
         if self.notified:
             # The value each nominal holds now: a later upsert in the batch may have moved it again.
-            dates = [{"ref": ref, "on": n.last_notification_on} for ref, n in self.notified.items()]
-            await session.execute(_SET_NOTIFIED, dates)
+            if self.array_writes and _on_postgres(session):
+                await session.execute(
+                    arrays.update_statement(_NOMINALS, "visor_ref", "last_notification_on"),
+                    {"keys": list(self.notified),
+                     "values": [n.last_notification_on for n in self.notified.values()]},
+                )
+            else:
+                dates = [{"ref": ref, "on": n.last_notification_on} for ref, n in self.notified.items()]
+                await session.execute(_SET_NOTIFIED, dates)
         self.new_actions, self.notified = {}, {}
 
     def record(self, model: type[Base], **values: Any) -> None:
@@ -157,7 +169,7 @@ class Batch:
         """Insert the records buffered so far (before anything reads their tables)."""
         records, self.records = self.records, {}
         for model, rows in records.items():
-            await session.execute(insert(model.__table__), rows)  # type: ignore[arg-type]
+            await _insert(session, model.__table__, rows)  # type: ignore[arg-type]
 
     @classmethod
     async def load(cls, session: AsyncSession, envelopes: Sequence[Envelope]) -> Batch:
@@ -234,13 +246,29 @@ async def _rows_of(session: AsyncSession, model: type[M], refs: Sequence[str]) -
 
 _ACTIONS = Action.metadata.tables[Action.__tablename__]
 _ACTION_KEYS = tuple(column.key for column in _ACTIONS.columns)
-_INSERT_ACTIONS = insert(_ACTIONS)
 _NOMINALS = Nominal.metadata.tables[Nominal.__tablename__]
 _SET_NOTIFIED = (
     update(_NOMINALS)
     .where(_NOMINALS.c.visor_ref == bindparam("ref"))
     .values(last_notification_on=bindparam("on"))
 )
+
+
+def _on_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def _insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` (each with the same keys) into `table`: as arrays in one statement on
+    PostgreSQL where the columns allow (Batch.array_writes), else one Core executemany."""
+    keys = tuple(rows[0])
+    if (
+        Batch.array_writes and _on_postgres(session) and arrays.insertable(table, keys)
+        and all(len(row) == len(keys) and row.keys() == set(keys) for row in rows)
+    ):
+        await session.execute(arrays.insert_statement(table, keys), arrays.columns(rows, keys))
+    else:
+        await session.execute(insert(table), rows)
 
 
 def _chunks(values: Sequence[str], size: int = 500) -> list[Sequence[str]]:
