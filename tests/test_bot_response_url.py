@@ -135,7 +135,8 @@ async def test_bolts_dispatch_checks_the_response_url_too(sqlite_url: str) -> No
 
 async def test_a_button_with_a_foreign_response_url_answers_by_ephemeral_message(sqlite_url: str) -> None:
     async with running_bot(sqlite_url) as bot, SlackStandIn() as foreign:
-        body = block_action_body(PC, "casewatch_flags_show", SAMPLE_B, response_url=foreign.url + "response.x")
+        foreign_url = foreign.url + "response.x"
+        body = block_action_body(PC, "casewatch_flags_show", SAMPLE_B, response_url=foreign_url)
         resp = await post_signed(bot.client, body)
         assert resp.status == 200
         [call] = await bot.slack.wait_for_calls("chat.postEphemeral", 1)
