@@ -23,7 +23,7 @@ from bench.cases import flags_body, least_work_app, serve, slack_signed
 from bench.dataset import BOT_TOKEN, SIGNING_SECRET, Sizes, make_settings, surname_of, visor_ref
 from bench.loadgen import Request, closed_loop_remote, shutdown
 from casewatch.clock import SystemClock
-from casewatch.wiring import create_service, stop
+from casewatch.wiring import create_service, settle_heap, stop
 from tests.slack_standin import SlackStandIn
 
 
@@ -59,6 +59,8 @@ async def main(args: argparse.Namespace) -> None:
                    "api_url": slack.url},
         )
         service = await create_service(settings, SystemClock())
+        if args.settle:
+            settle_heap(service)  # as run_service (casewatch serve) does once started
         least_app, least_engine = await least_work_app(args.db_url, 32)
         counts = Counts(service.engine)
         reader_counts = Counts(service.reader_engine) if service.reader_engine is not None and \
@@ -112,4 +114,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--surnames", action="store_true")
     parser.add_argument("--no-least", action="store_true")
+    parser.add_argument("--settle", action="store_true")
     asyncio.run(main(parser.parse_args()))
