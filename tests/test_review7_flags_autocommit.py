@@ -10,12 +10,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
 
 from bot import render
-from tests.test_bot import ALPHA, PC, SGT, STRANGER, Bot, running_bot, shown, slash
+from bot.http import mount_slack
+from casewatch.wiring import bot_deps
+from tests.slack_standin import SlackStandIn
+from tests.test_bot import (
+    ALPHA,
+    PC,
+    SGT,
+    STRANGER,
+    Bot,
+    command_body,
+    post_signed,
+    running_bot,
+    shown,
+    slash,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -143,3 +160,26 @@ async def test_a_strangers_refusal_is_audited_on_the_readers(pg_bot: Bot) -> Non
     assert await _lookups(pg_bot) == []
     refusals = [(e.actor, e.subject) for e in await pg_bot.audit("slack.refused")]
     assert refusals == [(f"slack:{STRANGER}", "/flags")]
+
+
+async def test_a_late_answer_dropped_for_a_foreign_response_url_is_still_audited_once(pg_bot: Bot) -> None:
+    """The late path on the autocommit readers: the answer is not ready within the budget, the
+    response URL is not Slack's, so the answer is dropped (the officer is told to try again);
+    the lookup still finishes and is audited exactly once, and the foreign address gets nothing."""
+    async with SlackStandIn() as foreign:
+        app = web.Application()
+        deps = replace(bot_deps(pg_bot.service), answer_budget_seconds=0)
+        assert deps.readers is not None
+        mount_slack(app, pg_bot.service.ctx, pg_bot.service.sessions, deps=deps)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            body = command_body("/flags", ALPHA, SGT, response_url=foreign.url + "response.slow")
+            resp = await post_signed(client, body)
+            assert resp.status == 200
+            assert await resp.json() == {"text": render.TRY_AGAIN, "response_type": "ephemeral"}
+            for _ in range(100):
+                if await _lookups(pg_bot):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            assert foreign.calls == []
+    assert await _lookups(pg_bot) == [ALPHA]
