@@ -54,12 +54,6 @@ async def _run(sessions: async_sessionmaker[AsyncSession], statements: list[str]
             await session.execute(text(statement))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review7 (low): one failed seal transaction beside the body is raised when the body "
-    "ends, so `casewatch scan` fails (no summary, exit status 1) after every page committed, and "
-    "seals nothing more beside it from the failure on",
-)
 async def test_one_failed_seal_beside_does_not_fail_a_scan_whose_pages_committed(
     pg_url: str, pg_sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -158,8 +158,10 @@ async def sealing_beside(
     """Seal what is committed while the body runs (a command that writes many entries: the
     chain's reads and updates overlap its work instead of following it), on PostgreSQL; on
     SQLite, whose one writer the body needs, nothing. The caller still seals what is left after
-    (seal_pending). A key that is not the chain's stops it quietly: the caller's last seal
-    reports it."""
+    (seal_pending). A key that is not the chain's stops it quietly, and a failed round (a lock
+    timeout, a dropped connection) is logged and tried again at the next tick: sealing is a side
+    task, which never fails the body's committed work; the caller's last seal reports what
+    persists."""
     bind = sessions.kw.get("bind")
     if bind is None or bind.dialect.name != "postgresql":
         yield
@@ -172,6 +174,8 @@ async def sealing_beside(
                 await seal_pending(sessions, ctx)
             except AuditKeyMismatch:
                 return
+            except Exception as exc:  # noqa: BLE001 (a side task: retried, the last seal reports)
+                log.warning("audit: sealing beside failed (%s); will retry", type(exc).__name__)
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
