@@ -81,6 +81,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             return engine
 
         setattr(wiring, "make_engine", unpinged)  # noqa: B010
+    if args.no_arrays:
+        from casewatch.ingest.apply import Batch
+
+        Batch.array_writes = False  # PostgreSQL's writes as executemany, for comparison
     out["rounds"] = []
     steps = StepClock()
     if args.steps:
@@ -117,6 +121,7 @@ def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_probe")
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--e2e", action="store_true", help="run bench_end_to_end first")
+    parser.add_argument("--no-arrays", action="store_true", help="executemany, not arrays (PostgreSQL)")
     parser.add_argument("--no-ping", action="store_true", help="the service's pool without pre-ping")
     parser.add_argument("--steps", action="store_true", help="time the group committer's steps")
     parser.add_argument("--rounds", type=int, default=1, help="bench_ingest runs on the one data set")

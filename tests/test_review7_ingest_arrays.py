@@ -45,11 +45,6 @@ async def test_the_executemany_refuses_an_over_long_value(
             await apply._insert(session, VISITS, _rows("E" * 201))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review7 (low, defence in depth): the array insert's CAST(... AS VARCHAR(200)[]) "
-    "truncates an over-long value silently where the executemany refused it",
-)
 async def test_the_array_insert_refuses_an_over_long_value_as_the_executemany_does(
     pg_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
