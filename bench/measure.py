@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 
@@ -15,7 +17,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    # The smallest rank whose share reaches q: ceil(q/100 * n), in exact arithmetic (q as written).
+    # (It was round(q/100 * n + 0.5), which rounds half to even: with n = 100 the "p99" was the
+    # largest value, not the 99th.)
+    rank = max(1, min(len(ordered), math.ceil(Fraction(repr(q)) * len(ordered) / 100)))
     return ordered[rank - 1]
 
 
