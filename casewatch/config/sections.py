@@ -49,7 +49,13 @@ class DatabaseSection(Section):
         "sqlite+aiosqlite:///./casewatch.db",
         description="SQLAlchemy URL: sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB",
     )
-    pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections per process")
+    pool_size: int = Field(
+        10, ge=1, le=200,
+        description=(
+            "PostgreSQL connections kept per pool: writes and lookups have a pool each, each opening "
+            "up to as many again under load (at most 4 x pool_size a process)"
+        ),
+    )
     reader_pool_size: int = Field(
         4, ge=1, le=64,
         description="SQLite: read-only connections per process beside the one writer, for lookups",
