@@ -8,15 +8,13 @@ changes) and PostgreSQL (where the array statements must have run)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from casewatch.clock import FixedClock
 from casewatch.ingest.apply import Batch
 from casewatch.ingest.pipeline import ingest
 from casewatch.store.models import (
@@ -33,25 +31,15 @@ from casewatch.store.models import (
     TravelNotification,
     Visit,
 )
-from casewatch.wiring import Service, stop
-from tests.support import envelope, make_service, nominal_data
-from tests.test_ingest_single_fast import _parsed
+from casewatch.wiring import Service
+from tests.support import envelope, nominal_data
+from tests.test_ingest_single_fast import _parsed, service_fixture  # noqa: F401 (fixture)
 from tests.test_triggers_case_data import utc
 
-NOW = "2026-11-20T09:00:00Z"
 AT = "2026-11-20T08:00:00Z"
 ROLES = ("known", "twice", "traveller", "custody", "new", "fresh")
 RECORDS = (Visit, NotificationReceived, TravelNotification, TravelCancellation, BorderCheck, Detention,
            ChangeDetection, RmpReview)
-
-
-@pytest.fixture
-async def service(db_url: str) -> AsyncIterator[Service]:
-    svc = await make_service(db_url, clock=FixedClock(utc(NOW)))
-    try:
-        yield svc
-    finally:
-        await stop(svc)
 
 
 def _ref(base: int, role: str) -> str:

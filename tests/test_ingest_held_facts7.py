@@ -5,30 +5,13 @@ left to a read. Taken facts equal a read of the same rows, on SQLite and Postgre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import select
 
-from casewatch.clock import FixedClock
 from casewatch.ingest.pipeline import ingest
 from casewatch.store.models import Nominal
 from casewatch.triggers import dispatch, load
-from casewatch.wiring import Service, stop
-from tests.support import make_service
-from tests.test_ingest_single_fast import _parsed, _ref, _setup
-from tests.test_triggers_case_data import utc
-
-NOW = "2026-11-20T09:00:00Z"
-
-
-@pytest.fixture
-async def service(db_url: str) -> AsyncIterator[Service]:
-    svc = await make_service(db_url, clock=FixedClock(utc(NOW)))
-    try:
-        yield svc
-    finally:
-        await stop(svc)
+from casewatch.wiring import Service
+from tests.test_ingest_single_fast import _parsed, _ref, _setup, service_fixture  # noqa: F401 (fixture)
 
 
 async def test_only_rows_holding_every_fact_as_stored_are_taken(service: Service) -> None:

@@ -36,8 +36,9 @@ EVENTS_AT = "2026-11-20T08:00:00Z"  # before NOW: not in the future
 ROLES = ("visit", "notified", "action", "rise", "first", "unknown", "quiet")
 
 
-@pytest.fixture
-async def service(db_url: str) -> AsyncIterator[Service]:
+@pytest.fixture(name="service")
+async def service_fixture(db_url: str) -> AsyncIterator[Service]:
+    """A service on a fixed clock (NOW); other ingest test files import it."""
     svc = await make_service(db_url, clock=FixedClock(utc(NOW)))
     try:
         yield svc

@@ -11,19 +11,16 @@ interleaved. Both runs' nominals live in one database and see the same scans at 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
-from casewatch.clock import FixedClock
 from casewatch.ingest.pipeline import IngestResult, ingest
 from casewatch.store.models import Action, Alert, AuditEntry, Nominal, NotificationReceived
 from casewatch.triggers.scan import run_scan
-from casewatch.wiring import Service, stop
-from tests.support import envelope, make_service, nominal_data
-from tests.test_ingest_single_fast import _parsed, _short_ways
+from casewatch.wiring import Service
+from tests.support import envelope, nominal_data
+from tests.test_ingest_single_fast import _parsed, _short_ways, service_fixture  # noqa: F401 (fixture)
 from tests.test_triggers_case_data import utc
 
 NOW = "2026-11-20T09:00:00Z"
@@ -32,15 +29,6 @@ AT = "2026-11-20T08:00:00Z"
 EARLIER = "2026-11-19T08:00:00Z"
 LATER = "2026-11-20T08:30:00Z"
 ROLES = ("upsert_first", "notify_first", "made_here", "acted", "new_action", "moved_to", "visited")
-
-
-@pytest.fixture
-async def service(db_url: str) -> AsyncIterator[Service]:
-    svc = await make_service(db_url, clock=FixedClock(utc(NOW)))
-    try:
-        yield svc
-    finally:
-        await stop(svc)
 
 
 def _ref(base: int, role: str) -> str:
