@@ -17,10 +17,9 @@ from casewatch.ingest.pipeline import ingest
 from casewatch.triggers.scan import run_scan
 from casewatch.wiring import Service
 from tests.support import envelope, nominal_data
-from tests.test_review6b_ingest import NOW, ROLES, _parsed, _ref, _setup, _short_ways, _state, service
+from tests.test_ingest_single_fast import service_fixture  # noqa: F401 (fixture)
+from tests.test_review6b_ingest import NOW, ROLES, _parsed, _ref, _setup, _short_ways, _state
 from tests.test_triggers_case_data import utc
-
-__all__ = ["service"]
 
 TIMES = ("2026-11-18T08:00:00Z", "2026-11-19T08:00:00Z", "2026-11-20T08:00:00Z", "2026-11-20T08:30:00Z")
 OTHER_TYPES = ("detention.started", "change.detected", "travel.notified", "travel.border_alert",
