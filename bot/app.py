@@ -143,7 +143,8 @@ async def _answer(
     process_before_response the acknowledgement goes out only when this returns). With no
     response URL that may be used (see checked_respond), a late answer cannot be sent: the
     acknowledgement says to try again, and the work still finishes (its audit entry)."""
-    if await _done_within(work, budget):
+    done, _ = await asyncio.wait({work}, timeout=budget)
+    if work in done:
         await ack(response_type="ephemeral", **work.result())
         return
     late_to = checked_respond(respond, api_url)
@@ -151,28 +152,6 @@ async def _answer(
     late = asyncio.create_task(_answer_late(late_to, work), name="slack-late-answer")
     _LATE_ANSWERS.add(late)
     late.add_done_callback(_LATE_ANSWERS.discard)
-
-
-async def _done_within(task: asyncio.Task[Message], seconds: float) -> bool:
-    """Whether `task` is done within `seconds` (it runs on either way): asyncio.wait({task},
-    timeout=seconds) without its set handling and checks, on every slash command's path."""
-    if task.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(seconds, wake)
-    task.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        task.remove_done_callback(wake)
-    return task.done()
 
 
 async def _answer_late(respond: AsyncRespond | None, work: asyncio.Task[Message]) -> None:
@@ -206,13 +185,18 @@ async def _respond(respond: AsyncRespond, message: Message, *, replace_original:
 
 
 async def _tell_clicker(
-    body: dict[str, Any], respond: AsyncRespond | None, client: AsyncWebClient, message: Message
+    body: dict[str, Any],
+    respond: AsyncRespond | None,
+    client: AsyncWebClient,
+    message: Message,
+    *,
+    replace_original: bool = False,
 ) -> None:
     """Answer the person who clicked, and only them: through the response URL when Slack gave
-    one that may be used (`respond`, see checked_respond), else as an ephemeral message in the
-    channel."""
+    one that may be used (`respond`, see checked_respond), replacing the message clicked on if
+    asked, else as an ephemeral message in the channel."""
     if respond is not None:
-        await _respond(respond, message, replace_original=False)
+        await _respond(respond, message, replace_original=replace_original)
         return
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
     if not channel:
@@ -360,11 +344,7 @@ def register(app: AsyncApp, deps: BotDeps) -> None:
         client: AsyncWebClient,
     ) -> None:
         message = await flags_reply(deps, _user_id(body), str(action.get("value") or ""))
-        checked = checked_respond(respond, api_url)
-        if checked is not None:
-            await _respond(checked, message, replace_original=True)
-        else:
-            await _tell_clicker(body, None, client, message)
+        await _tell_clicker(body, checked_respond(respond, api_url), client, message, replace_original=True)
 
     async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
         # Acknowledged by _ack_now before this runs; the "messages" tab has nothing of ours.

@@ -115,9 +115,31 @@ async def _in_one_transaction(
     async with deps.sessions() as session, session.begin():
         audit = session_sink(session, deps.ctx)
         requester = await requester_by_slack_user(session, slack_user_id)
-        if requester is None:
-            return await _refuse(audit, slack_user_id, command)
-        return await work(session, requester, audit)
+        return await _answer_as(session, requester, audit, slack_user_id, command, work)
+
+
+async def _answer_as(
+    session: AsyncSession,
+    requester: Requester | None,
+    audit: AuditSink,
+    slack_user_id: str,
+    command: str,
+    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+) -> Message:
+    """`work` for the requester, or the refusal of a Slack user not in the directory."""
+    if requester is None:
+        return await _refuse(audit, slack_user_id, command)
+    return await work(session, requester, audit)
+
+
+def _holding() -> tuple[AuditSink, list[dict[str, Any]]]:
+    """An audit sink that holds its entries, to be written once the work has finished, and them."""
+    held: list[dict[str, Any]] = []
+
+    async def hold(**entry: Any) -> None:
+        held.append(entry)
+
+    return hold, held
 
 
 async def _read_then_audit(
@@ -130,17 +152,10 @@ async def _read_then_audit(
     """`work` in a read-only transaction; its audit entries held until that transaction has ended
     (so no pooled connection is held while the group commit needs one), then committed through
     `audit`; only then the answer."""
-    held: list[dict[str, Any]] = []
-
-    async def hold(**entry: Any) -> None:
-        held.append(entry)
-
+    hold, held = _holding()
     async with readers() as session, session.begin():
         requester = await requester_by_slack_user(session, slack_user_id)
-        if requester is None:
-            answer = await _refuse(hold, slack_user_id, command)
-        else:
-            answer = await work(session, requester, hold)
+        answer = await _answer_as(session, requester, hold, slack_user_id, command, work)
     for entry in held:
         await audit(**entry)
     return answer
@@ -163,11 +178,7 @@ async def _read_then_record(
     it returns: so the answer goes out only after the commit holding its entry, and nothing is
     written for work that failed, as in one transaction. Needs a Slack user id: its first
     statement must be the requester's read (_GoneBeforeAnything)."""
-    held: list[dict[str, Any]] = []
-
-    async def hold(**entry: Any) -> None:
-        held.append(entry)
-
+    hold, held = _holding()
     async with readers() as session, session.begin():
         try:
             requester = await requester_by_slack_user(session, slack_user_id)
@@ -175,10 +186,7 @@ async def _read_then_record(
             if found_connection_gone(exc):  # the connection died in the pool (no pre-ping here)
                 raise _GoneBeforeAnything from exc
             raise
-        if requester is None:
-            answer = await _refuse(hold, slack_user_id, command)
-        else:
-            answer = await work(session, requester, hold)
+        answer = await _answer_as(session, requester, hold, slack_user_id, command, work)
         audit = session_sink(session, deps.ctx)
         for entry in held:
             await audit(**entry)
