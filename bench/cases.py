@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,9 +43,10 @@ from bench.dataset import (
     visor_ref,
     write_toml,
 )
-from bench.loadgen import Request, closed_loop_remote
+from bench.loadgen import Paced, PacedSender, Request, closed_loop_remote, send_paced
 from bench.measure import peak_rss_mb, percentile, ratio, summary
 from bench.relay import ProcessMailSink
+from bench.slack_process import ProcessSlackStandIn
 from casewatch.api import auth
 from casewatch.api.auth import signed_post_headers
 from casewatch.clock import SystemClock
@@ -53,7 +54,7 @@ from casewatch.store.engine import make_engine
 from casewatch.store.models import AuditEntry, Base, Delivery, Event, Nominal
 from casewatch.wiring import Service, create_service, settle_heap, start_background, stop
 from integrations.mail_sink import MailSink
-from tests.slack_standin import SlackStandIn
+from tests.slack_standin import Call, SlackStandIn
 
 CONCURRENCY = (1, 8, 32)
 
@@ -591,19 +592,44 @@ class TimedMailSink(MailSink):
 WARMUP_EVENTS = 5
 
 
-async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -> dict[str, Any]:
+def border_check_post(ref: str) -> tuple[bytes, dict[str, str]]:
+    """The e2e bench's POST: a signed border check of `ref`, checked now, with no travel notified."""
+    now = datetime.now(UTC)
+    event = _event("travel.border_alert", ref, {
+        "port": "Benchport", "direction": "outbound",
+        "checked_at": now.isoformat().replace("+00:00", "Z"),
+    }, now)
+    body = json.dumps(event).encode()
+    return body, events_signed(body)
+
+
+E2eObserver = Callable[[list[float], list[Call], list[tuple[str, float]]], None]
+
+
+async def bench_end_to_end(
+    db_url: str, sizes: Sizes, count: int, rate: float, *, observe: E2eObserver | None = None
+) -> dict[str, Any]:
     """From POST /api/v1/events (a border check with no travel notified: travel.unnotified, to
     the team's Slack channel and its SPOC inbox) to the Slack stand-in receiving the message and
     the SMTP sink accepting the mail. Events go round the teams, `rate` a second, after
-    WARMUP_EVENTS untimed ones (other nominals) whose figures are reported apart ("cold")."""
-    # A relay is a process of its own (bench.relay); "thread" is the sink of sessions 1-6, a thread
-    # of this process whose replies wait for the GIL (bench/README, end to end, seventh session).
+    WARMUP_EVENTS untimed ones (other nominals) whose figures are reported apart ("cold").
+    `observe` (bench.e2e_trace) is given the timed POSTs' send times, the stand-in's calls and the
+    sink's (subject, accepted at), all on time.monotonic()."""
+    # A relay, Slack and the event source are processes of their own (bench.relay,
+    # bench.slack_process, bench.loadgen.PacedSender). CASEWATCH_BENCH_SINK=thread is the sink of
+    # sessions 1-6, a thread of this process whose replies wait for the GIL; CASEWATCH_BENCH_SLACK=loop
+    # and CASEWATCH_BENCH_SENDER=loop put the stand-in and the POSTs on the service's own event loop,
+    # as in sessions 1-7 (bench/README, end to end, seventh and eighth sessions).
     sink_kind = os.environ.get("CASEWATCH_BENCH_SINK", "process")
+    slack_kind = os.environ.get("CASEWATCH_BENCH_SLACK", "process")
+    sender_kind = os.environ.get("CASEWATCH_BENCH_SENDER", "process")
     sink: TimedMailSink | ProcessMailSink = TimedMailSink() if sink_kind == "thread" else ProcessMailSink()
     sink.start()
-    out: dict[str, Any] = {"alerts": count, "rate_per_s": rate, "sink": sink_kind}
+    out: dict[str, Any] = {"alerts": count, "rate_per_s": rate, "sink": sink_kind,
+                           "slack_standin": slack_kind, "sender": sender_kind}
+    standin = SlackStandIn(token=BOT_TOKEN) if slack_kind == "loop" else ProcessSlackStandIn(token=BOT_TOKEN)
     try:
-        async with SlackStandIn(token=BOT_TOKEN) as slack:
+        async with standin as slack:
             settings = make_settings(
                 db_url, sizes,
                 slack={"mode": "http", "signing_secret": SIGNING_SECRET, "bot_token": BOT_TOKEN,
@@ -617,23 +643,12 @@ async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -
                 settle_heap(service)  # as run_service (casewatch serve) does once started
                 refs = await _registered_refs(service, WARMUP_EVENTS + count)
                 timed = [refs[(WARMUP_EVENTS + i) % len(refs)] for i in range(count)]
-                async with serve(service.app) as url, aiohttp.ClientSession() as http:
+                async with serve(service.app) as url, _sender(f"{url}/api/v1/events", sender_kind) as post:
 
                     async def send(for_refs: list[str]) -> tuple[dict[str, float], list[float]]:
-                        sent: dict[str, float] = {}
-                        answered: list[float] = []  # each POST's answer (its commit), in the order sent
-                        for ref in for_refs:
-                            event = _event("travel.border_alert", ref, {
-                                "port": "Benchport", "direction": "outbound",
-                                "checked_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                            }, datetime.now(UTC))
-                            body = json.dumps(event).encode()
-                            sent[ref] = time.monotonic()
-                            headers = events_signed(body)
-                            async with http.post(f"{url}/api/v1/events", data=body, headers=headers) as r:
-                                await r.read()
-                            answered.append(time.monotonic() - sent[ref])
-                            await asyncio.sleep(1 / rate)
+                        # each POST's answer (its commit), in the order sent
+                        sent, answered, statuses = await post(for_refs, rate)
+                        out["http_errors"] = out.get("http_errors", 0) + sum(s != 202 for s in statuses)
                         return sent, answered
 
                     # Untimed, as /flags' warm-up requests: the service's first events after start-up
@@ -652,6 +667,8 @@ async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -
                     answer_of = dict(zip(sent, answered, strict=True))
                     slack_after = _past_answer(slack, sink, sent, answer_of, "slack")
                     mail_after = _past_answer(slack, sink, sent, answer_of, "email")
+                    if observe is not None:
+                        observe(list(sent.values()), list(slack.calls), list(sink.accepted_at))
             finally:
                 await stop(service)
     finally:
@@ -677,6 +694,27 @@ async def bench_end_to_end(db_url: str, sizes: Sizes, count: int, rate: float) -
     return out
 
 
+Post = Callable[[list[str], float], Awaitable[Paced]]
+
+
+@asynccontextmanager
+async def _sender(url: str, kind: str) -> AsyncIterator[Post]:
+    """The e2e bench's POSTs: from a process of its own, or ("loop") from this one's event loop."""
+    if kind == "loop":
+        async with aiohttp.ClientSession() as http:
+
+            async def here(keys: list[str], rate: float) -> Paced:
+                return await send_paced(http, url, border_check_post, keys, rate)
+
+            yield here
+        return
+    sender = await asyncio.to_thread(PacedSender(url, border_check_post).start)
+    try:
+        yield sender.send
+    finally:
+        await asyncio.to_thread(sender.stop)
+
+
 async def _registered_refs(service: Service, count: int) -> list[str]:
     """The first `count` registered nominals (nominal n belongs to team ((n - 1) % teams) + 1, so
     they go round the teams, a different nominal each time). Only a registered sex offender has
@@ -691,7 +729,7 @@ async def _registered_refs(service: Service, count: int) -> list[str]:
 
 
 def _past_answer(
-    slack: SlackStandIn, sink: TimedMailSink | ProcessMailSink, sent: dict[str, float],
+    slack: SlackStandIn | ProcessSlackStandIn, sink: TimedMailSink | ProcessMailSink, sent: dict[str, float],
     answer_of: dict[str, float], part: str,
 ) -> list[float]:
     """Each event's first arrival (Slack or mail) less its POST's answer time, in the order sent."""
@@ -711,7 +749,8 @@ def _past_answer(
 
 
 async def _wait_for_arrivals(
-    slack: SlackStandIn, sink: TimedMailSink | ProcessMailSink, sent: dict[str, float], within: float
+    slack: SlackStandIn | ProcessSlackStandIn, sink: TimedMailSink | ProcessMailSink, sent: dict[str, float],
+    within: float,
 ) -> tuple[list[float], list[float]]:
     deadline = time.monotonic() + within
     while True:

@@ -25,7 +25,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, cast
 
-import aiohttp
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
@@ -37,6 +36,7 @@ from bench.harness import Options, database, prepare
 from bench.measure import percentile
 from casewatch.bell import Handoff
 from casewatch.delivery.worker import DeliveryWorker
+from tests.slack_standin import Call
 
 PHASE: contextvars.ContextVar[str] = contextvars.ContextVar("phase", default="other")
 Mark = tuple[float, str, str, float]  # (monotonic start, phase, label, duration s)
@@ -256,7 +256,6 @@ async def run(kind: str, sizes: Sizes, alerts: int, *, autocheckpoint: bool = Tr
         await prepare(url, sizes)
         sent_log: list[float] = []
         patched = cast(Any, cases)  # the bench's own names, replaced for this run
-        original_post = aiohttp.ClientSession.post
         make_service = patched.create_service
 
         async def traced_service(*args: Any, **kwargs: Any) -> Any:
@@ -266,27 +265,30 @@ async def run(kind: str, sizes: Sizes, alerts: int, *, autocheckpoint: bool = Tr
                 no_autocheckpoint(service.engine)
             return service
 
-        def post(self: Any, url: str, **kwargs: Any) -> Any:
-            if url.endswith("/api/v1/events"):
-                sent_log.append(time.monotonic())
-            return original_post(self, url, **kwargs)
+        def observe(sent: list[float], calls: list[Call], accepted: list[tuple[str, float]]) -> None:
+            """The timed POSTs' send times; the stand-in's receipts and the sink's acceptances as
+            marks (in whichever process they ran: their times are time.monotonic() too)."""
+            sent_log.extend(sent)
+            for call in calls:
+                if call.method == "chat.postMessage":
+                    trace.marks.append((call.at, "standin", "received", 0.0))
+            for _subject, at in accepted:
+                trace.marks.append((at, "sink", "accepted", 0.0))
 
         undo = install(trace)
         watch_sessions(trace)
         patched.create_service = traced_service
-        aiohttp.ClientSession.post = post  # type: ignore[method-assign,assignment]
         gc.callbacks.append(trace.on_gc)
         try:
             rate = max(1.0, min(10.0, sizes.teams / 2))  # as bench.harness
-            result = await cases.bench_end_to_end(url, sizes, alerts, rate=rate)
+            result = await cases.bench_end_to_end(url, sizes, alerts, rate=rate, observe=observe)
         finally:
             gc.callbacks.remove(trace.on_gc)
-            aiohttp.ClientSession.post = original_post  # type: ignore[method-assign]
             patched.create_service = make_service
             undo()
-    timed = sent_log[cases.WARMUP_EVENTS:]
-    out = analyse(trace, result, timed, [])
+    out = analyse(trace, result, sent_log, [])
     out["bench"] = {k: result[k] for k in ("slack", "email", "http_answer")}
+    out["bench"]["processes"] = {k: result[k] for k in ("sink", "slack_standin", "sender")}
     out["gen2"] = trace.gen2
     return out
 

@@ -1,5 +1,6 @@
-"""A closed-loop HTTP load generator in its own process, so that the requesters do not take CPU
-from the server under test in the same event loop."""
+"""HTTP load generators in a process of their own, so that the requesters do not take CPU from
+the server under test in the same event loop: closed-loop requesters (closed_loop_remote) and one
+paced sender (PacedSender, the e2e bench's)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
@@ -121,3 +123,80 @@ def shutdown() -> None:
     if _POOL is not None:
         _POOL.shutdown()
         _POOL = None
+
+
+# --- paced, one at a time (the e2e bench) ---------------------------------------------------------
+
+Maker = Callable[[str], tuple[bytes, dict[str, str]]]  # a key -> the POST's body and headers
+Paced = tuple[dict[str, float], list[float], list[int]]  # sent at (monotonic), answer times, statuses
+
+
+async def send_paced(
+    http: aiohttp.ClientSession, url: str, make: Maker, keys: Sequence[str], rate: float
+) -> Paced:
+    """One POST a key, each built (and signed) just before it is sent, `1 / rate` s after the
+    previous one's answer: when each was sent (time.monotonic(), the system-wide clock), how long
+    each took to be answered, and each answer's status, in the order sent."""
+    sent: dict[str, float] = {}
+    answered: list[float] = []
+    statuses: list[int] = []
+    for key in keys:
+        body, headers = make(key)
+        sent[key] = time.monotonic()
+        async with http.post(url, data=body, headers=headers) as r:
+            await r.read()
+        answered.append(time.monotonic() - sent[key])
+        statuses.append(r.status)
+        await asyncio.sleep(1 / rate)
+    return sent, answered, statuses
+
+
+def _paced_child(commands: Connection, url: str, make: Maker) -> None:
+    """The child: one event loop and one HTTP session (its keep-alive connection) for every
+    command, so a second batch of POSTs goes on the first one's connection, as in one process."""
+    loop = asyncio.new_event_loop()
+    http = loop.run_until_complete(_session())
+    try:
+        while True:
+            command = commands.recv()
+            if command is None:
+                return
+            keys, rate = command
+            commands.send(loop.run_until_complete(send_paced(http, url, make, keys, rate)))
+    finally:
+        loop.run_until_complete(http.close())
+        loop.close()
+
+
+async def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession()
+
+
+class PacedSender:
+    """send_paced from a process of its own (started with "spawn"), so that the client's HTTP
+    work and its loop turns are not on the server's loop: `start()`, `await send(keys, rate)`
+    (any number of times, one at a time), `stop()`. `make` must be a module-level function."""
+
+    def __init__(self, url: str, make: Maker) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._commands, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_paced_child, args=(child_end, url, make), name="bench-sender", daemon=True
+        )
+
+    def start(self) -> PacedSender:
+        self._process.start()
+        return self
+
+    async def send(self, keys: Sequence[str], rate: float) -> Paced:
+        self._commands.send((list(keys), rate))
+        result: Paced = await asyncio.to_thread(self._commands.recv)
+        return result
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._commands.send(None)
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
