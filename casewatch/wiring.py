@@ -20,6 +20,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.audit.batch import AuditBatcher
+from casewatch.audit.quiet import Quiet
 from casewatch.bell import Bell, Handoff, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
@@ -54,6 +55,9 @@ class Service:
     # Background work started by start_background(); stopped in reverse order by stop().
     cleanups: list[Cleanup] = field(default_factory=list)
     heap_settled: bool = False  # settle_heap() froze the start-up heap; stop() thaws it
+    # Requests being answered and sessions' transactions in flight: the audit sealer waits for a
+    # quiet moment (audit.quiet).
+    quiet: Quiet = field(default_factory=Quiet)
 
     @property
     def settings(self) -> Settings:
@@ -71,6 +75,7 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
     )
     ctx = Context(settings, clock or SystemClock())
     service = Service(ctx, engine, sessions, bell, audit_bell, handoff=handoff)
+    service.quiet.watch(sessions)
     if is_sqlite(settings.database.url):
         # SQLite has one writer connection: lookups read beside it and share its commits. On
         # PostgreSQL the pool already reads beside writers, and one transaction a lookup (read and
@@ -83,6 +88,8 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
         # statement (no BEGIN or COMMIT trip; store.make_reader_engine, bot.commands).
         service.reader_engine = make_reader_engine(engine, pool_size=settings.database.pool_size)
         service.readers = make_sessionmaker(service.reader_engine, after_audit_commit=audit_bell.ring)
+    if service.readers is not None:
+        service.quiet.watch(service.readers)
     service.app = build_app(service)
     return service
 
@@ -98,7 +105,7 @@ def bot_deps(service: Service) -> BotDeps:
 def build_app(service: Service) -> web.Application:
     from casewatch.api.http import add_api_routes
 
-    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[service.quiet.middleware()])
     add_api_routes(app, service)
     if service.settings.probation.enabled:
         from integrations.probation.http import add_probation_routes
@@ -122,7 +129,9 @@ async def start_background(service: Service) -> None:
     metrics = service.app.get(METRICS_KEY)
     registry = metrics.registry if metrics is not None else None
     # Stopped last (after the HTTP server too): it seals what the others audited on their way out.
-    service.cleanups.insert(0, start_sealer(service.sessions, service.ctx, service.audit_bell, registry))
+    service.cleanups.insert(
+        0, start_sealer(service.sessions, service.ctx, service.audit_bell, registry, quiet=service.quiet)
+    )
     notifiers = build_notifiers(service.settings)
     stop_delivery = await start_delivery(
         service.sessions, service.ctx, notifiers, registry=registry, bell=service.bell,

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionm
 
 from casewatch.audit import hasher_for
 from casewatch.audit.chain import Hasher, content_hash_or_none, content_of, link_hash
+from casewatch.audit.quiet import Quiet
 from casewatch.bell import Bell
 from casewatch.context import Context
 from casewatch.store.models import AuditChain, AuditEntry
@@ -33,7 +34,15 @@ log = logging.getLogger(__name__)
 
 CHAIN_ID = "main"
 BATCH = 1000
+# sealing_beside's tick (a command's sealer on PostgreSQL).
 BURST_SECONDS = 0.2
+# The running service's sealer (start_sealer): after a commit rang its bell, it seals once nothing
+# has been in flight for QUIET_GAP_SECONDS (longer than a new alert's sends between its commit and
+# the transaction that records them: ~3-10 ms here, bench/README); after DEFER_SECONDS once nothing
+# is in flight; after DEFER_LIMIT_SECONDS in any case.
+QUIET_GAP_SECONDS = 0.025
+DEFER_SECONDS = 0.4
+DEFER_LIMIT_SECONDS = 0.5
 
 
 class AuditKeyMismatch(RuntimeError):
@@ -222,13 +231,25 @@ def start_sealer(
     ctx: Context,
     bell: Bell,
     registry: CollectorRegistry | None = None,
+    *,
+    quiet: Quiet | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """Seal in the background: whenever the bell rings (a commit wrote audit entries), at most
-    every `audit.seal_interval_seconds`, and at that interval anyway (other processes' entries).
+    """Seal in the background: after each ring of the bell (a commit wrote audit entries), and
+    every `audit.seal_interval_seconds` anyway (other processes' entries). Not at once: at the
+    first quiet moment (`quiet`: nothing in flight for QUIET_GAP_SECONDS), so that a round, a
+    write transaction, does not run beside an event's ingest or its alerts' sends, and a burst of
+    commits is sealed in one round; after DEFER_SECONDS, at the first moment nothing is in flight;
+    after DEFER_LIMIT_SECONDS (or the interval, if shorter) in any case, so steady work never
+    starves it. Without `quiet`, the transactions of `sessions` alone are watched.
     Returns the stop function, which seals what is left before returning."""
     stop = asyncio.Event()
     interval = ctx.settings.audit.seal_interval_seconds
     metrics = SealerMetrics(registry)
+    unwatch: Callable[[], None] | None = None
+    if quiet is None:
+        quiet = Quiet()
+        unwatch = quiet.watch(sessions)
+    settling = quiet
 
     async def round_() -> None:
         while True:
@@ -241,6 +262,7 @@ def start_sealer(
 
     async def loop() -> None:
         while not stop.is_set():
+            rings = bell.rings
             try:
                 await round_()
             except AuditKeyMismatch as exc:
@@ -249,17 +271,22 @@ def start_sealer(
             except Exception:  # a database hiccup: the entries wait for the next round
                 metrics.failures.inc()
                 log.exception("audit: sealing failed; will retry")
-            await bell.wait(interval, stop)
+            if bell.rings == rings:  # nothing committed since this round began: wait for a commit
+                await bell.wait(interval, stop)
             if not stop.is_set():
-                # Let a burst of commits land before the next round, so one round seals them all:
-                # each round is a write transaction, which on SQLite holds off every other writer.
-                await asyncio.sleep(min(interval, BURST_SECONDS))
+                # Read at each round, so a tool may change them for a run (bench.e2e_trace).
+                hard = min(interval, DEFER_LIMIT_SECONDS)
+                await settling.settled(
+                    stop, gap=QUIET_GAP_SECONDS, soft=min(hard, DEFER_SECONDS), hard=hard
+                )
 
     task = asyncio.create_task(loop(), name="audit-sealer")
 
     async def stop_sealer() -> None:
         stop.set()
         await task
+        if unwatch is not None:
+            unwatch()
         try:
             await seal_pending(sessions, ctx)
         except Exception:
