@@ -5,10 +5,13 @@ with its steps timed, event by event.
 
 Wraps, for the run only, the steps of the lone path: the POST read and its signature checked,
 the JSON parsed, the ingest transaction (each statement, its commit), the handoff to the worker,
-the round, each send (and, for SMTP, each command of the client), the stand-in's and the sink's
-receipt, the record transaction. Events are 100 ms apart at 10/s and each takes ~20 ms, so each
-mark belongs to the event whose window (its POST to the next POST) it falls in. Prints each
-step's p50 / p90 / max across events, in ms from the POST, and the ingest's statements.
+the round, each send (and, for SMTP, each command of the client), the record transaction, the
+audit sealer's rounds; and, from their own processes (bench.cases.bench_end_to_end's `observe`),
+the Slack stand-in's receipts ("standin:received") and the relay's acceptances ("sink:accepted").
+With CASEWATCH_BENCH_SLACK=loop the stand-in's handler is timed in this process too. Events are
+~0.2 s apart and each takes ~20 ms, so each mark belongs to the event whose window (its POST to
+the next POST) it falls in. Prints each step's p50 / p90 / max across events, in ms from the
+POST, and the ingest's statements.
 """
 
 from __future__ import annotations
@@ -131,6 +134,10 @@ def install(trace: Trace) -> Callable[[], None]:
     for name in ("mail", "rcpt", "data", "sendmail"):
         keep(aiosmtplib.SMTP, name)
         _wrap_async(aiosmtplib.SMTP, name, f"smtp_{name}", trace)
+    import casewatch.audit.seal as seal
+
+    keep(seal, "seal_once")
+    _wrap_async(seal, "seal_once", "seal", trace, phase="seal")
     keep(standin.SlackStandIn, "_handle")
     _wrap_async(standin.SlackStandIn, "_handle", "standin", trace)
 
