@@ -50,10 +50,10 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[Applied]:
     real = dispatch.on_applied
 
     async def spy(
-        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None
+        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None, checks: Any = None
     ) -> list[str]:
         outcomes.extend(applied)
-        return await real(session, applied, ctx, held)
+        return await real(session, applied, ctx, held, checks)
 
     monkeypatch.setattr("casewatch.ingest.pipeline.on_applied", spy)
     return outcomes

@@ -224,9 +224,12 @@ async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> dic
         }
         result = await session.execute(_PG_INSERT, params)
     else:
-        stmt = _insert(session).on_conflict_do_nothing().returning(_ALERTS.c.id, _ALERTS.c.live_key)
-        result = await session.execute(stmt, rows)
+        result = await session.execute(_SQLITE_INSERT, rows)
     return {key: alert_id for alert_id, key in result}
+
+
+# SQLite: built once, not per call (building it and its cache key was ~0.04 ms a lone event).
+_SQLITE_INSERT = sqlite.insert(_ALERTS).on_conflict_do_nothing().returning(_ALERTS.c.id, _ALERTS.c.live_key)
 
 
 # PostgreSQL: the rows as one array a column, unnested: one short statement, parsed and planned

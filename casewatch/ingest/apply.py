@@ -10,9 +10,9 @@ all the same: case records have no foreign key to `nominals`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any, ClassVar, TypeVar, assert_never
 
@@ -42,7 +42,7 @@ from casewatch.model.events import (
     TravelNotified,
     VisitRecorded,
 )
-from casewatch.model.facts import FULL_NOTIFICATION_KINDS
+from casewatch.model.facts import FULL_NOTIFICATION_KINDS, BorderCheckFacts
 from casewatch.model.names import alias_keys, name_key
 from casewatch.store.models import (
     Action,
@@ -103,6 +103,10 @@ class Batch:
     # table's rows as arrays in one statement (ingest.arrays) rather than an executemany (one
     # execution a row on the server); off only where a test compares the two.
     array_writes: ClassVar[bool] = True
+    # Whether the border checks of the batch's border-alert references are read once by `load`
+    # and carried (the same-check test, then the rules' other checks) rather than read by each;
+    # off only where a test compares the two.
+    carry_checks: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.nominals: dict[str, Nominal | None] = {}
@@ -128,6 +132,10 @@ class Batch:
         # Known nominals whose last_notification_on a notification moved (core_writes): the ORM
         # holds the value as stored, `finish` stores it.
         self.notified: dict[str, Nominal] = {}
+        # carry_checks: each border-alert reference's border checks, as stored when the batch was
+        # loaded and then as this batch records them: what a read of the table gives once the
+        # batch's records are written (triggers.load.checks_of).
+        self.checks: dict[str, list[BorderCheckFacts]] = {}
 
     def nominal(self, session: AsyncSession, visor_ref: str) -> Nominal | None:
         """The nominal as this batch has it so far; a buffered first upsert becomes the pending
@@ -164,6 +172,8 @@ class Batch:
 
     def record(self, model: type[Base], **values: Any) -> None:
         self.records.setdefault(model, []).append(values)
+        if model is BorderCheck and values["visor_ref"] in self.checks:
+            self.checks[values["visor_ref"]].append(_check_facts(values))
 
     async def write_records(self, session: AsyncSession) -> None:
         """Insert the records buffered so far (before anything reads their tables)."""
@@ -194,7 +204,16 @@ class Batch:
         batch.actions = {**dict.fromkeys(action_ids), **await _locked(session, Action.action_id, action_ids)}
         await batch._load_meetings(session, envelopes)
         await batch._load_orders(session, envelopes)
+        if cls.carry_checks:
+            await batch._load_checks(session, envelopes)
         return batch
+
+    async def _load_checks(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
+        refs = sorted({e.visor_ref for e in envelopes if isinstance(e.data, BorderAlert)})
+        for chunk in _chunks(refs):
+            self.checks.update((ref, []) for ref in chunk)
+            for row in await session.execute(_CHECKS_OF, {"refs": list(chunk)}):
+                self.checks[row.visor_ref].append(_check_facts(row._mapping))
 
     async def _load_meetings(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
         keys = [(e.visor_ref, e.data.meeting_id) for e in envelopes if isinstance(e.data, MeetingHeld)]
@@ -252,6 +271,20 @@ _SET_NOTIFIED = (
     .where(_NOMINALS.c.visor_ref == bindparam("ref"))
     .values(last_notification_on=bindparam("on"))
 )
+
+
+_CHECKS = BorderCheck.metadata.tables[BorderCheck.__tablename__]
+_CHECKS_OF = select(
+    _CHECKS.c.event_id, _CHECKS.c.visor_ref, _CHECKS.c.port, _CHECKS.c.direction, _CHECKS.c.checked_at
+).where(_CHECKS.c.visor_ref.in_(bindparam("refs", expanding=True)))
+
+
+def _check_facts(row: Mapping[Any, Any]) -> BorderCheckFacts:
+    """A border check's rule facts, its time in UTC as a read of the row gives it."""
+    return BorderCheckFacts(
+        event_id=row["event_id"], visor_ref=row["visor_ref"], port=row["port"], direction=row["direction"],
+        checked_at=row["checked_at"].astimezone(UTC),
+    )
 
 
 def _on_postgres(session: AsyncSession) -> bool:
@@ -657,6 +690,11 @@ async def _border_alert(a: _Apply, data: BorderAlert) -> Applied:
 
 async def _same_check_held(a: _Apply, data: BorderAlert) -> bool:
     earliest, latest = data.checked_at - SAME_CHECK_WITHIN, data.checked_at + SAME_CHECK_WITHIN
+    carried = a.batch.checks.get(a.ref)
+    if carried is not None:  # stored before the batch and recorded in it (Batch.carry_checks)
+        return any(
+            c.direction == data.direction and earliest <= c.checked_at <= latest for c in carried
+        )
     for pending in a.batch.records.get(BorderCheck, []):  # earlier in this transaction
         if pending["visor_ref"] == a.ref and pending["direction"] == data.direction and (
             earliest <= pending["checked_at"] <= latest

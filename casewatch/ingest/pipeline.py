@@ -162,7 +162,7 @@ async def _ingest_in(
         applied.append(await apply_event(session, envelope, ctx, source=source, batch=batch))
     await batch.finish(session)
     await session.flush()
-    result.alerts = list(await on_applied(session, applied, ctx, batch.nominals))
+    result.alerts = list(await on_applied(session, applied, ctx, batch.nominals, batch.checks))
     return result
 
 

@@ -26,7 +26,7 @@ from functools import cache
 from typing import ClassVar, assert_never
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, inspect, or_, select
+from sqlalchemy import Select, and_, bindparam, exists, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
@@ -60,7 +60,7 @@ from casewatch.model.facts import (
 )
 from casewatch.model.results import LiveAlert
 from casewatch.store.lists import is_postgres, one_of_param
-from casewatch.store.models import Alert, LevelChange, Nominal, Recall
+from casewatch.store.models import Alert, LevelChange, Nominal, Recall, TravelCancellation, TravelNotification
 from casewatch.triggers import load
 from casewatch.triggers.applied import Applied
 from casewatch.triggers.reconcile import Tally, apply
@@ -98,9 +98,19 @@ class _Run(Tally):
     visit_live: dict[str, list[LiveAlert]] = field(default_factory=dict)  # by visor_ref
     # Each nominal's history, read once: rules run after the batch's events are all applied.
     histories: dict[str, NotificationHistory] = field(default_factory=dict)
+    # Border checks: the live travel alerts about each new check (by its event id), read with the
+    # others in prefetch and taken once, by the check's own evaluation (fold_border_reads)...
+    border_live: dict[str, list[LiveAlert]] = field(default_factory=dict)
+    # ... and each reference's border checks as the ingest holds them (Batch.checks), or read.
+    checks: Mapping[str, list[BorderCheckFacts]] = field(default_factory=dict)
     # Whether prefetch takes the nominals the ingest holds and reads the three kinds of live
     # alerts in one statement; off only where a test compares with the plain reads.
     reuse_reads: ClassVar[bool] = True
+    # Whether a border check's reads are folded: its live travel alerts into prefetch's one
+    # statement, the nominal's travel notifications and their cancellations into one, and its
+    # other checks taken from the ingest's Batch.checks; off only where a test compares with the
+    # plain reads.
+    fold_border_reads: ClassVar[bool] = True
 
     async def prefetch(
         self, session: AsyncSession, items: Sequence[Applied], held: Mapping[str, Nominal | None]
@@ -121,15 +131,24 @@ class _Run(Tally):
         self.notification_live = {ref: [] for ref in notified}
         self.visit_live = {ref: [] for ref in visited}
         self.action_live = {action_id: [] for action_id in action_ids}
-        if self.reuse_reads and len(notified) + len(visited) + len(action_ids) <= _ONE_READ_KEYS:
-            for a in await _live_of_three(session, notified, visited, action_ids):
+        checked = (
+            [i.envelope.id for i in items if isinstance(i.envelope.data, BorderAlert)]
+            if self.fold_border_reads else []
+        )
+        self.border_live = {event_id: [] for event_id in checked}
+        keys = len(notified) + len(visited) + len(action_ids) + len(checked)
+        if self.reuse_reads and keys <= _ONE_READ_KEYS:
+            for a in await _live_of_three(session, notified, visited, action_ids, checked):
                 if a.kind in notifications.KINDS and a.visor_ref in self.notification_live:
                     self.notification_live[a.visor_ref].append(a)
                 elif a.kind in visits.KINDS and a.visor_ref in self.visit_live:
                     self.visit_live[a.visor_ref].append(a)
                 elif a.kind in actions.KINDS and a.subject in self.action_live:
                     self.action_live[a.subject].append(a)
+                elif a.kind in border_travel.KINDS and a.subject in self.border_live:
+                    self.border_live[a.subject].append(a)
             return
+        self.border_live = {}
         if notified:
             for a in await load.live_alerts_of(session, notifications.KINDS, visor_refs=notified):
                 self.notification_live[a.visor_ref].append(a)
@@ -184,17 +203,20 @@ _LIVE_COLUMNS = (Alert.kind, Alert.visor_ref, Alert.subject, Alert.severity)
 
 
 @cache
-def _live_read(postgres: bool, notified: bool, visited: bool, acted: bool) -> Select[str, str, str, str]:
+def _live_read(
+    postgres: bool, notified: bool, visited: bool, acted: bool, checked: bool = False
+) -> Select[str, str, str, str]:
     """The statement reading the live alerts of the kinds prefetch needs, built once a shape:
     (kind IN notification kinds AND visor_ref IN :notified) OR (visit kinds, :visited) OR
-    (action kinds, subject IN :actions). Keys are one array parameter on PostgreSQL
-    (store.lists.one_of_param), an expanding IN list on SQLite."""
+    (action kinds, subject IN :actions) OR (border travel kinds, subject IN :checked). Keys are
+    one array parameter on PostgreSQL (store.lists.one_of_param), an expanding IN list on SQLite."""
     wanted = [
         and_(Alert.kind.in_(kinds), one_of_param(postgres, column, name))
         for kinds, column, name, asked in (
             (notifications.KINDS, Alert.visor_ref, "notified", notified),
             (visits.KINDS, Alert.visor_ref, "visited", visited),
             (actions.KINDS, Alert.subject, "actions", acted),
+            (border_travel.KINDS, Alert.subject, "checked", checked),
         )
         if asked
     ]
@@ -202,16 +224,20 @@ def _live_read(postgres: bool, notified: bool, visited: bool, acted: bool) -> Se
 
 
 async def _live_of_three(
-    session: AsyncSession, notified: Sequence[str], visited: Sequence[str], action_ids: Sequence[str]
+    session: AsyncSession, notified: Sequence[str], visited: Sequence[str], action_ids: Sequence[str],
+    checked: Sequence[str] = (),
 ) -> list[LiveAlert]:
     """What load.live_alerts_of gives for notification kinds by `notified`, visit kinds by
-    `visited` and action kinds by `action_ids` (subjects), in one statement."""
-    if not (notified or visited or action_ids):
+    `visited`, action kinds by `action_ids` (subjects) and border travel kinds by `checked`
+    (subjects: border check event ids), in one statement."""
+    if not (notified or visited or action_ids or checked):
         return []
-    stmt = _live_read(is_postgres(session), bool(notified), bool(visited), bool(action_ids))
+    stmt = _live_read(is_postgres(session), bool(notified), bool(visited), bool(action_ids), bool(checked))
     params = {
         name: sorted(set(values))
-        for name, values in (("notified", notified), ("visited", visited), ("actions", action_ids))
+        for name, values in (
+            ("notified", notified), ("visited", visited), ("actions", action_ids), ("checked", checked)
+        )
         if values
     }
     return [LiveAlert(k, v, s, sev) for k, v, s, sev in await session.execute(stmt, params)]
@@ -226,11 +252,13 @@ async def on_applied(
     applied: Sequence[Applied],
     ctx: Context,
     held: Mapping[str, Nominal | None] | None = None,
+    checks: Mapping[str, list[BorderCheckFacts]] | None = None,
 ) -> list[str]:
     """Run the event-driven rules for events just applied; return the ids of alerts opened.
     `held`: nominals the caller holds in this session, flushed (the ingest's Batch.nominals);
-    their rule facts are taken from them instead of read again."""
-    tally = _Run()
+    their rule facts are taken from them instead of read again. `checks`: references' border
+    checks as stored now (the ingest's Batch.checks), taken instead of read again."""
+    tally = _Run(checks=checks if checks is not None and _Run.fold_border_reads else {})
     fresh = [item for item in applied if not item.stale]
     await tally.prefetch(session, fresh, held or {})
     for item in fresh:
@@ -267,7 +295,7 @@ async def _dispatch(session: AsyncSession, item: Applied, ctx: Context, tally: _
                 event_id=env.id, visor_ref=env.visor_ref, port=data.port, direction=data.direction,
                 checked_at=data.checked_at,
             )
-            await _evaluate_check(session, check, ctx, tally, event_id=env.id)
+            await _evaluate_check(session, check, ctx, tally, event_id=env.id, own=True)
             await _notifications(session, env.visor_ref, ctx, tally)
         case TravelNotified() as data:
             await _travel_notified(session, env, data, ctx, tally)
@@ -328,15 +356,53 @@ def _tz(ctx: Context) -> ZoneInfo:
     return ZoneInfo(ctx.settings.service.timezone)
 
 
+_TRAVELS = TravelNotification.metadata.tables[TravelNotification.__tablename__]
+_CANCELLATIONS = TravelCancellation.metadata.tables[TravelCancellation.__tablename__]
+_TRAVELS_OF = select(
+    _TRAVELS.c.event_id, _TRAVELS.c.visor_ref, _TRAVELS.c.departure_on, _TRAVELS.c.return_on,
+    _TRAVELS.c.destination, _TRAVELS.c.notified_at, _TRAVELS.c.departure_at, _TRAVELS.c.trip_id,
+    exists().where(
+        _CANCELLATIONS.c.visor_ref == _TRAVELS.c.visor_ref, _CANCELLATIONS.c.trip_id == _TRAVELS.c.trip_id
+    ).label("cancelled"),
+).where(_TRAVELS.c.visor_ref == bindparam("ref"))
+
+
+async def _travels(session: AsyncSession, visor_ref: str) -> list[TravelFacts]:
+    """What load.travels gives (the nominal's travel notifications, each marked cancelled if a
+    travel.cancelled of the nominal names its trip), in one statement instead of two."""
+    return [
+        TravelFacts(
+            event_id=r.event_id, visor_ref=r.visor_ref, departure_on=r.departure_on, return_on=r.return_on,
+            destination=r.destination, notified_at=r.notified_at, departure_at=r.departure_at,
+            trip_id=r.trip_id, cancelled=r.trip_id is not None and bool(r.cancelled),
+        )
+        for r in await session.execute(_TRAVELS_OF, {"ref": visor_ref})
+    ]
+
+
 async def _evaluate_check(
-    session: AsyncSession, check: BorderCheckFacts, ctx: Context, tally: _Run, *, event_id: str
+    session: AsyncSession, check: BorderCheckFacts, ctx: Context, tally: _Run, *, event_id: str,
+    own: bool = False,
 ) -> None:
+    """`own`: the check's own event's evaluation, which may take the live alerts prefetch read
+    for it; any other (a later travel notification's) reads them, and the prefetched ones are
+    dropped: they may be out of date once the check's alerts have been evaluated."""
+    prefetched = tally.border_live.pop(check.event_id, None)
     nominal = await tally.nominal(session, check.visor_ref)
-    travels = await load.travels(session, check.visor_ref) if nominal is not None else []
-    others = await load.checks_of(session, check.visor_ref) if nominal is not None else []
-    live = await _live(
-        session, ctx, tally, border_travel.KINDS, visor_ref=check.visor_ref, subject=check.event_id
-    )
+    travels = others = []
+    if nominal is not None:
+        if _Run.fold_border_reads:
+            travels = await _travels(session, check.visor_ref)
+        else:
+            travels = await load.travels(session, check.visor_ref)
+        carried = tally.checks.get(check.visor_ref)
+        others = carried if carried is not None else await load.checks_of(session, check.visor_ref)
+    if own and prefetched is not None:
+        live = [a for a in prefetched if a.visor_ref == check.visor_ref]
+    else:
+        live = await _live(
+            session, ctx, tally, border_travel.KINDS, visor_ref=check.visor_ref, subject=check.event_id
+        )
     result = border_travel.evaluate(
         check, nominal, travels, live, ctx.settings.triggers, _tz(ctx), others
     )
