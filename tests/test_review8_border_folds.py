@@ -190,7 +190,9 @@ async def _state(service: Service, base: int, tag: str) -> dict[str, Any]:
                      a.opened_by_event, a.resolved_reason, a.escalation_chain, a.version])
             for a in alerts
         ),
-        "audit": [neutral([key(s), action, actor, purpose, details]) for action, s, actor, purpose, details in audit],
+        "audit": [
+            neutral([key(s), action, actor, purpose, details]) for action, s, actor, purpose, details in audit
+        ],
         "deliveries": [
             neutral([key(d.alert_id), d.purpose, d.receiver, d.channel, d.target,
                      {k: v for k, v in d.payload.items() if k not in ("alert_id", "ack_url")}])
