@@ -25,6 +25,7 @@ from casewatch.bell import Bell, Handoff, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
+from casewatch.store.checkpoint import start_wal_checkpoints
 from casewatch.store.engine import is_sqlite, make_engine, make_reader_engine, make_sessionmaker
 
 if TYPE_CHECKING:
@@ -132,6 +133,11 @@ async def start_background(service: Service) -> None:
     service.cleanups.insert(
         0, start_sealer(service.sessions, service.ctx, service.audit_bell, registry, quiet=service.quiet)
     )
+    # SQLite: the WAL's checkpoints on a thread of their own, at quiet moments, not in a request's
+    # commit (store.checkpoint); stopped after everything else that writes.
+    stop_checkpoints = start_wal_checkpoints(service.engine, quiet_for=service.quiet.quiet_for)
+    if stop_checkpoints is not None:
+        service.cleanups.insert(0, stop_checkpoints)
     notifiers = build_notifiers(service.settings)
     stop_delivery = await start_delivery(
         service.sessions, service.ctx, notifiers, registry=registry, bell=service.bell,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -87,11 +88,35 @@ def _sqlite_driver(url: str | URL) -> dict[str, Any]:
     return {"module": sqlite_driver.dbapi()}
 
 
+# SQLite's own default: a commit that takes the WAL past this many pages checkpoints it.
+WAL_AUTOCHECKPOINT_DEFAULT = 1000
+_WAL_AUTOCHECKPOINT = "casewatch_wal_autocheckpoint"
+# The wal_autocheckpoint each writer engine's connections are to have (set_wal_autocheckpoint).
+_wal_autocheckpoint: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
+
+
+def set_wal_autocheckpoint(engine: AsyncEngine, pages: int) -> None:
+    """SQLite's automatic checkpoint for `engine`'s connections (made by make_engine): after a
+    commit that takes the WAL past `pages` pages; 0, never (store.checkpoint does it instead).
+    Each connection takes it at its next checkout."""
+    _wal_autocheckpoint[engine.sync_engine] = pages
+
+
 def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
     sync_engine = engine.sync_engine
+    if not read_only:
+
+        @event.listens_for(sync_engine, "checkout")
+        def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+            wanted = _wal_autocheckpoint.get(sync_engine, WAL_AUTOCHECKPOINT_DEFAULT)
+            if record.info.get(_WAL_AUTOCHECKPOINT, WAL_AUTOCHECKPOINT_DEFAULT) != wanted:
+                cursor = dbapi_connection.cursor()
+                cursor.execute(f"PRAGMA wal_autocheckpoint={int(wanted)}")
+                cursor.close()
+                record.info[_WAL_AUTOCHECKPOINT] = wanted
 
     @event.listens_for(sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -103,6 +128,7 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
         if read_only:
             cursor.execute("PRAGMA query_only=ON")
         cursor.close()
+        record.info.pop(_WAL_AUTOCHECKPOINT, None)  # a new connection has SQLite's default
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
