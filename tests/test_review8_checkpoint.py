@@ -1,0 +1,72 @@
+"""Review 8 (R): SQLite's WAL checkpointer (casewatch.store.checkpoint) must keep checkpoints off
+the request path. A long reader (another connection's read transaction: `casewatch audit verify`,
+`export` and `chronology` read in one DEFERRED transaction, store.engine.reader) pins the WAL;
+SQLite's own automatic checkpoint then copies what it can and never holds a writer. The
+checkpointer must not either: its RESTART takes the WAL's write lock and waits for readers."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from casewatch.store.checkpoint import WalCheckpointer
+from casewatch.store.engine import make_engine, make_sessionmaker
+
+BODY = "x" * 3500  # about a page a row
+
+
+async def _commit_times(engine: AsyncEngine, seconds: float) -> list[float]:
+    sessions = make_sessionmaker(engine)
+    took: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        async with sessions.begin() as session:
+            await session.execute(text("INSERT INTO scratch_r8 (body) VALUES (:body)"), [{"body": BODY}] * 4)
+        took.append(time.monotonic() - started)
+        await asyncio.sleep(0.005)
+    return took
+
+
+async def _writes_beside_a_long_reader(sqlite_url: str, *, checkpointer: bool) -> list[float]:
+    engine = make_engine(sqlite_url)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE scratch_r8 (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    running = WalCheckpointer(
+        engine, soft_frames=20, busy_frames=40, hard_frames=80, quiet=0.05, idle=3600, restart_wait=1.0
+    ) if checkpointer else None
+    if running is not None:
+        running.start()
+    reader = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM scratch_r8").fetchall()  # its snapshot is now pinned
+        return await _commit_times(engine, 2.5)
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+        if running is not None:
+            await running.stop()
+        await engine.dispose()
+
+
+async def test_without_the_checkpointer_a_long_reader_holds_no_commit(sqlite_url: str) -> None:
+    took = await _writes_beside_a_long_reader(sqlite_url, checkpointer=False)
+    assert len(took) > 100 and max(took) < 0.25, (len(took), max(took))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="review8 finding 1 (C): past hard_frames the checkpointer's RESTART waits restart_wait for a "
+    "reader while holding the WAL write lock, again at every look: each commit beside a long reader "
+    "is held ~1 s",
+)
+async def test_a_long_reader_does_not_make_the_checkpointer_hold_commits(sqlite_url: str) -> None:
+    took = await _writes_beside_a_long_reader(sqlite_url, checkpointer=True)
+    assert max(took) < 0.25, f"a commit waited {max(took) * 1000:.0f} ms; {len(took)} commits in 2.5 s"
+    assert len(took) > 100
