@@ -380,7 +380,7 @@ async def run(
 
         checkpoint.WalCheckpointer._checkpoint = checkpoint_apart  # type: ignore[method-assign]
         if checkpointer == "off" and wired is not None:
-            cast(Any, wiring).start_wal_checkpoints = lambda _engine: None
+            cast(Any, wiring).start_wal_checkpoints = lambda *_args, **_kwargs: None
         undo = install(recorder)
         patched.create_service = traced_service
         watcher = asyncio.create_task(recorder.watch_loop())
