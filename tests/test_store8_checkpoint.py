@@ -178,7 +178,7 @@ async def test_steady_writes_keep_the_wal_bounded(sqlite_url: str) -> None:
     await _scratch(engine)
     hard = 400
     checkpointer = WalCheckpointer(engine, soft_frames=50, busy_frames=100, hard_frames=hard, quiet=0.05,
-                                   idle=3600, restart_wait=2.0)
+                                   idle=3600, restart_wait=0.05)
     checkpointer.start()
     try:
         lengths: list[int] = []

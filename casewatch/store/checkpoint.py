@@ -14,11 +14,15 @@ connection and a thread of their own, never on the event loop:
   and the WAL holds `soft_frames` not yet copied (SQLite's own bound, 1000); any at all once no
   commit has come for `idle` seconds;
 - PASSIVE, commits or not, once `busy_frames` wait: under steady writes there is no quiet moment;
-- RESTART once the WAL is `hard_frames` long: the bound on its size. A PASSIVE checkpoint runs
-  beside the writer and never waits, but the WAL starts again from its beginning only when a
-  write begins with every frame copied, which steady writes may never allow; RESTART holds new
-  writers off (they wait, as for any write lock) until it has copied the rest and no reader still
-  reads the WAL, at most `restart_wait` seconds (its busy timeout), then tries again later.
+- once the WAL is `hard_frames` long, PASSIVE then RESTART: the bound on its size. A PASSIVE
+  checkpoint runs beside the writer and never waits, but the WAL starts again from its beginning
+  only when a write begins with every frame copied, which steady writes may never allow. RESTART
+  makes it start again: it takes the write lock once the write under way ends and waits for
+  readers to leave the WAL, at most `restart_hold` seconds in all (its busy timeout, 50 ms; the
+  PASSIVE before it copied the frames, so it holds writers only to reset the WAL). When a write or
+  a reader is still in the way it gives up and is not tried again for `restart_wait` seconds. A
+  long reader (audit verify, export) pins the WAL: nothing can bound it then, as with SQLite's own
+  checkpoint, and writers are held at most `restart_hold` every `restart_wait`.
 
 Durability is SQLite's and unchanged: every commit is synced to the WAL before it returns
 (synchronous=FULL on the writer); the checkpoint connection syncs as the writer's would
@@ -59,7 +63,8 @@ BUSY_FRAMES = 4 * SOFT_FRAMES
 HARD_FRAMES = 16 * SOFT_FRAMES  # ~64 MB of WAL with 4 kB pages
 QUIET_SECONDS = 0.05
 IDLE_SECONDS = 1.0
-RESTART_WAIT_SECONDS = 1.0
+RESTART_WAIT_SECONDS = 1.0  # after a RESTART that found a write or a reader in the way
+RESTART_HOLD_SECONDS = 0.05
 
 _INDEX_VERSION = 3007000  # WALINDEX_MAX_VERSION: the only version of the WAL index there is
 _HEADER = struct.Struct("=IIIBBHII")  # iVersion, unused, iChange, isInit, bigEndCksum, szPage, mxFrame, nPage
@@ -118,6 +123,7 @@ class WalCheckpointer:
         quiet: float = QUIET_SECONDS,
         idle: float = IDLE_SECONDS,
         restart_wait: float = RESTART_WAIT_SECONDS,
+        restart_hold: float = RESTART_HOLD_SECONDS,
         quiet_for: Callable[[], float] | None = None,
     ) -> None:
         """`quiet_for`, if given, says how long the process has had nothing in flight (casewatch.
@@ -132,7 +138,9 @@ class WalCheckpointer:
         self._path = path
         self._soft, self._busy, self._hard = soft_frames, busy_frames, hard_frames
         self._quiet, self._idle, self._restart_wait = quiet, idle, restart_wait
+        self._restart_hold = restart_hold
         self._quiet_for = quiet_for
+        self._next_restart = 0.0  # time.monotonic() before which no RESTART is tried (after a busy one)
         self._last_commit = float("-inf")
         self._committed = asyncio.Event()  # a commit since the WAL was last looked at
         self._executor: ThreadPoolExecutor | None = None
@@ -223,7 +231,8 @@ class WalCheckpointer:
         frames = read_wal_frames(self._path)
         if frames is None:
             return 0
-        if frames.length >= self._hard:
+        if frames.length >= self._hard and time.monotonic() >= self._next_restart:
+            self._checkpoint(restart=False)
             return self._checkpoint(restart=True)
         if frames.waiting >= self._busy or (quiet and frames.waiting >= self._soft):
             return self._checkpoint(restart=False)
@@ -242,6 +251,7 @@ class WalCheckpointer:
         if restart:
             self.counts.restart += 1
             self.counts.restart_busy += int(busy != 0)
+            self._next_restart = time.monotonic() + self._restart_wait if busy else 0.0
         else:
             self.counts.passive += 1
         after = read_wal_frames(self._path)
@@ -249,8 +259,9 @@ class WalCheckpointer:
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:
+            # The busy timeout is RESTART's wait (module doc); PASSIVE never waits.
             connection = sqlite3.connect(
-                self._path, timeout=self._restart_wait, isolation_level=None, check_same_thread=True
+                self._path, timeout=self._restart_hold, isolation_level=None, check_same_thread=True
             )
             # The checkpoint's syncs are this connection's: as durable as the writer's commits.
             connection.execute("PRAGMA synchronous=FULL")
