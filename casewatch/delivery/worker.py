@@ -672,20 +672,24 @@ async def _thread(session: AsyncSession, alert_id: str, channel: str, target: st
 
 
 async def _save_thread(session: AsyncSession, d: Delivery, external_ref: str, now: datetime) -> None:
+    """The alert's first message at this destination, in one statement: a new row; on Slack an
+    existing row takes the new ts when it differs (the first message was gone and posted anew);
+    an email thread keeps its first Message-ID."""
     assert d.alert_id is not None
-    existing = await _thread(session, d.alert_id, d.channel, d.target)
-    if existing is not None:
-        if d.channel == "slack" and existing.external_ref != external_ref:
-            existing.external_ref = external_ref  # the first message was gone and posted anew
-        return
     dialect = session.get_bind().dialect.name
     insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(
-        insert(AlertThread)
-        .values(alert_id=d.alert_id, channel=d.channel, target=d.target, external_ref=external_ref,
-                created_at=now)
-        .on_conflict_do_nothing(index_elements=["alert_id", "channel", "target"])
+    stmt = insert(AlertThread).values(
+        alert_id=d.alert_id, channel=d.channel, target=d.target, external_ref=external_ref, created_at=now
     )
+    key = ["alert_id", "channel", "target"]
+    if d.channel == "slack":
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key, set_={"external_ref": stmt.excluded.external_ref},
+            where=AlertThread.external_ref != stmt.excluded.external_ref,
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=key)
+    await session.execute(stmt)
 
 
 async def _has_fallback(session: AsyncSession, alert_id: str, target: str) -> bool:

@@ -1,0 +1,125 @@
+"""Recording outcomes in fewer statements (eighth session, issue 17): each sent message's thread
+written in one upsert instead of a read and an insert. The same deliveries, attempts, threads and
+audit entries in a batch as recording each outcome alone; a Slack thread takes a new ts when it
+differs, an email thread keeps its first Message-ID.
+Real SQLite and PostgreSQL, two fresh databases a run."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from casewatch.delivery.notifier import Outcome, Permanent, Retryable, Sent
+from casewatch.delivery.worker import DeliveryWorker, Result, _claimed
+from casewatch.store.engine import make_engine, make_sessionmaker
+from casewatch.store.models import AlertThread, AuditEntry, Delivery, DeliveryAttempt
+from tests.test_delivery_handoff import DELIVERY, two_urls  # noqa: F401 (fixture)
+from tests.test_delivery_support import clock_of, make_ctx, make_settings, open_test_alert, setup_directory
+
+REFS = ("VS-0000001", "VS-0000002", "VS-0000003")
+
+
+async def _scenario(url: str, *, batched: bool) -> tuple[dict[str, Any], list[int]]:
+    """Three alerts, two deliveries each (Slack channel, SPOC inbox), all claimed; the first alert's
+    threads already exist (a Slack ts and a Message-ID that differ from what is sent now). Then the
+    six outcomes (sent, sent, a retry, a permanent failure, sent, sent) recorded in one batch or one
+    at a time. What the database holds afterwards, and the statements each record took."""
+    engine = make_engine(url)
+    statements: list[int] = []
+    try:
+        settings = make_settings(delivery=DELIVERY)
+        ctx = make_ctx(settings)
+        sessions = make_sessionmaker(engine)
+        await setup_directory(sessions, settings)
+        alerts = [(await open_test_alert(sessions, ctx, visor_ref=ref)).id for ref in REFS]
+        clock_of(ctx).advance(timedelta(seconds=1))
+        worker = DeliveryWorker(sessions, ctx, {}, worker_id="w-0", rng=random.Random(8))  # the same jitter
+        rows = await worker._claim()
+        assert len(rows) == 6
+        async with sessions.begin() as session:
+            first = select(Delivery).where(Delivery.alert_id == alerts[0])
+            for d in (await session.execute(first)).scalars():
+                session.add(AlertThread(alert_id=alerts[0], channel=d.channel, target=d.target,
+                                        external_ref=f"old-{d.channel}", created_at=ctx.clock.now()))
+        outcomes: list[Outcome] = [Sent("new-1"), Sent("new-2"), Retryable("busy"), Permanent("refused"),
+                                   Sent("new-5"), Sent("new-6")]
+        results: list[Result] = [(_claimed(r), outcome, 3) for r, outcome in zip(rows, outcomes, strict=True)]
+        count = [0]
+
+        def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            count[0] += "FROM alert_threads" in statement  # the thread's read before its write
+
+        event.listen(engine.sync_engine, "before_cursor_execute", counted)
+        for batch in [results] if batched else [[r] for r in results]:
+            before = count[0]
+            await worker._record_many(batch)
+            statements.append(count[0] - before)
+        return await _state(sessions, alerts), statements
+    finally:
+        await engine.dispose()
+
+
+async def _state(sessions: async_sessionmaker[AsyncSession], alerts: list[str]) -> dict[str, Any]:
+    """The rows, alert ids (random) named by their order and payload hashes (which cover them) by
+    their delivery: the scenario's alerts first, then any opened while recording (a dead letter's)."""
+    names = {alert_id: f"alert-{i}" for i, alert_id in enumerate(alerts)}
+    async with sessions() as session:
+        for d in (await session.execute(select(Delivery).order_by(Delivery.id))).scalars():
+            if d.alert_id and d.alert_id not in names:
+                names[d.alert_id] = f"alert-{len(names)}"
+            names[d.content_hash] = f"hash-{d.id}"
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, str):
+            for alert_id, name in names.items():
+                value = value.replace(alert_id, name)
+        return value
+
+    async with sessions() as session:
+        rows = (await session.execute(select(Delivery).order_by(Delivery.id))).scalars().all()
+        attempts = (await session.execute(select(DeliveryAttempt).order_by(DeliveryAttempt.id))).scalars()
+        threads = (await session.execute(select(AlertThread).order_by(AlertThread.alert_id))).scalars().all()
+        audit = (await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars().all()
+        return {
+            "deliveries": [plain({
+                "id": d.id, "alert": d.alert_id, "purpose": d.purpose, "receiver": d.receiver,
+                "channel": d.channel, "target": d.target, "payload": d.payload, "hash": d.content_hash,
+                "state": d.state, "attempts": d.attempts, "claimed": (d.claimed_by, d.claimed_until),
+                "last_error": d.last_error, "sent_at": d.sent_at, "ref": d.external_ref,
+                "next": d.next_attempt_at,
+            }) for d in rows],
+            "attempts": [(a.delivery_id, a.attempted_at, a.outcome, a.error, a.duration_ms)
+                         for a in attempts],
+            "threads": sorted(plain([t.alert_id, t.channel, t.target, t.external_ref]) for t in threads),
+            "audit": [plain({"at": e.at, "actor": e.actor, "action": e.action, "subject": e.subject,
+                             "purpose": e.purpose, "details": e.details, "nominals": e.nominals})
+                      for e in audit],
+        }
+
+
+async def test_a_batch_records_what_each_outcome_alone_records(two_urls: tuple[str, str]) -> None:  # noqa: F811
+    batched, batched_statements = await _scenario(two_urls[0], batched=True)
+    alone, alone_statements = await _scenario(two_urls[1], batched=False)
+    assert batched == alone
+    # What was recorded, so that the comparison is not of two wrong records.
+    states = [d["state"] for d in alone["deliveries"]]
+    assert states[:6] == ["sent", "sent", "pending", "dead", "sent", "sent"]
+    assert len(states) == 8  # the dead letter's fallback email and its system.delivery_failed alert's
+    assert [a[2] for a in alone["attempts"]] == ["sent", "sent", "retry", "dead", "sent", "sent"]
+    assert [e["action"] for e in alone["audit"] if e["action"].startswith("delivery.")] == [
+        "delivery.sent", "delivery.sent", "delivery.retry", "delivery.dead", "delivery.fallback",
+        "delivery.sent", "delivery.sent"]
+    by_alert = {(t[0], t[1]): t[3] for t in alone["threads"]}
+    assert by_alert[("alert-0", "slack")] == "new-2"  # a Slack thread posted anew takes the new ts
+    assert by_alert[("alert-0", "email")] == "old-email"  # an email thread keeps its first Message-ID
+    assert by_alert[("alert-2", "email")] == "new-5" and by_alert[("alert-2", "slack")] == "new-6"
+    assert ("alert-1", "slack") not in by_alert and ("alert-1", "email") not in by_alert  # not sent
+    assert sum(batched_statements) == sum(alone_statements) == 0  # one upsert a thread, no read
