@@ -20,9 +20,10 @@ connection and a thread of their own, never on the event loop:
   makes it start again: it takes the write lock once the write under way ends and waits for
   readers to leave the WAL, at most `restart_hold` seconds in all (its busy timeout, 50 ms; the
   PASSIVE before it copied the frames, so it holds writers only to reset the WAL). When a write or
-  a reader is still in the way it gives up and is not tried again for `restart_wait` seconds. A
-  long reader (audit verify, export) pins the WAL: nothing can bound it then, as with SQLite's own
-  checkpoint, and writers are held at most `restart_hold` every `restart_wait`.
+  a reader is still in the way it gives up, and tries again a look (`quiet`) later, then twice as
+  long each time up to `restart_wait` seconds. A long reader (audit verify, export) pins the WAL:
+  nothing can bound it then, as with SQLite's own checkpoint, and writers are held at most
+  `restart_hold` every `restart_wait`.
 
 Durability is SQLite's and unchanged: every commit is synced to the WAL before it returns
 (synchronous=FULL on the writer); the checkpoint connection syncs as the writer's would
@@ -141,6 +142,7 @@ class WalCheckpointer:
         self._restart_hold = restart_hold
         self._quiet_for = quiet_for
         self._next_restart = 0.0  # time.monotonic() before which no RESTART is tried (after a busy one)
+        self._restart_backoff = 0.0
         self._last_commit = float("-inf")
         self._committed = asyncio.Event()  # a commit since the WAL was last looked at
         self._executor: ThreadPoolExecutor | None = None
@@ -193,10 +195,13 @@ class WalCheckpointer:
         loop = asyncio.get_running_loop()
         executor = self._executor
         assert executor is not None
+        left = 0
         try:
             while True:
                 await self._committed.wait()
-                await asyncio.sleep(self._quiet)
+                # Past the busy bound (writes with no pause), look five times as often: the WAL's
+                # length past the hard bound is what one look's writes add.
+                await asyncio.sleep(self._quiet if left < self._busy else self._quiet / 5)
                 quiet = self._is_quiet()
                 if quiet:
                     self._committed.clear()
@@ -251,7 +256,12 @@ class WalCheckpointer:
         if restart:
             self.counts.restart += 1
             self.counts.restart_busy += int(busy != 0)
-            self._next_restart = time.monotonic() + self._restart_wait if busy else 0.0
+            # After a busy one, the next no sooner than a look later, then twice as long each time,
+            # up to restart_wait: a write that was under way is soon past, a long reader is not.
+            self._restart_backoff = (
+                min(self._restart_wait, max(self._quiet, 2 * self._restart_backoff)) if busy else 0.0
+            )
+            self._next_restart = time.monotonic() + self._restart_backoff
         else:
             self.counts.passive += 1
         after = read_wal_frames(self._path)
