@@ -25,7 +25,6 @@ from casewatch.bell import Bell, Handoff, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.store.checkpoint import start_wal_checkpoints
 from casewatch.store.engine import is_sqlite, make_engine, make_reader_engine, make_sessionmaker
 
 if TYPE_CHECKING:
@@ -133,11 +132,9 @@ async def start_background(service: Service) -> None:
     service.cleanups.insert(
         0, start_sealer(service.sessions, service.ctx, service.audit_bell, registry, quiet=service.quiet)
     )
-    # SQLite: the WAL's checkpoints on a thread of their own, at quiet moments, not in a request's
-    # commit (store.checkpoint); stopped after everything else that writes.
-    stop_checkpoints = start_wal_checkpoints(service.engine, quiet_for=service.quiet.quiet_for)
-    if stop_checkpoints is not None:
-        service.cleanups.insert(0, stop_checkpoints)
+    # SQLite's WAL checkpoint stays in the commits (SQLite's own, every 1000 pages): taking it to a
+    # thread of its own (store.checkpoint.start_wal_checkpoints) saved ~2 ms in one commit in twelve
+    # but came with more slow commits on this disk in the eighth session's A/B (bench/README).
     notifiers = build_notifiers(service.settings)
     stop_delivery = await start_delivery(
         service.sessions, service.ctx, notifiers, registry=registry, bell=service.bell,

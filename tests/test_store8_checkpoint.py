@@ -1,7 +1,7 @@
-"""SQLite's WAL checkpoints off the request path (casewatch.store.checkpoint): the writer's
-commits never checkpoint while a WalCheckpointer runs; the checkpointer does, at a quiet moment,
-when idle, under steady writes (the WAL stays bounded), and hands SQLite's own automatic
-checkpoint back when it stops."""
+"""SQLite's WAL checkpoints off the request path (casewatch.store.checkpoint; serve does not start
+it: bench/README, eighth session): the writer's commits never checkpoint while a WalCheckpointer
+runs; the checkpointer does, at a quiet moment, when idle, under steady writes (the WAL stays
+bounded), and hands SQLite's own automatic checkpoint back when it stops."""
 
 from __future__ import annotations
 
@@ -264,24 +264,3 @@ async def test_waits_while_the_process_has_work_in_flight(sqlite_url: str) -> No
     finally:
         await checkpointer.stop()
         await engine.dispose()
-
-
-async def test_serve_owns_the_checkpoint_on_sqlite_only(db_url: str) -> None:
-    """A started service: on SQLite its writer never checkpoints in a commit (the checkpointer
-    does, stopped with the service); on PostgreSQL there is nothing to start."""
-    from casewatch.wiring import create_service, start_background, stop
-    from tests.support import make_settings
-
-    service = await create_service(make_settings(db_url, schedules={"enabled": False}))
-    try:
-        before = len(service.cleanups)
-        await start_background(service)
-        if service.engine.dialect.name == "sqlite":
-            assert await _autocheckpoint(service.engine) == 0
-            assert len(service.cleanups) == before + 3  # sealer, checkpointer, delivery
-            # Stopped last of the background work: after the sealer and delivery have written.
-            assert getattr(service.cleanups[0], "__qualname__", "") == "WalCheckpointer.stop"
-        else:
-            assert start_wal_checkpoints(service.engine) is None
-    finally:
-        await stop(service)

@@ -1,6 +1,7 @@
-"""A real `casewatch serve` on SQLite, its WAL checkpointed apart from its commits
-(casewatch.store.checkpoint), killed with SIGKILL while events are being answered: reopened,
-every event it answered 202 is stored and the database is sound. Loopback only; fictional data."""
+"""A real `casewatch serve` on SQLite, its WAL checkpointed meanwhile, killed with SIGKILL while
+events are being answered: reopened, every event it answered 202 is stored and the database is
+sound. Loopback only; fictional data. (serve leaves the checkpoint to SQLite's commits; with
+store.checkpoint's WalCheckpointer started by casewatch.wiring, eighth session, it passed too.)"""
 
 from __future__ import annotations
 
