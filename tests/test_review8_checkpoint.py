@@ -72,7 +72,9 @@ async def test_a_long_reader_does_not_make_the_checkpointer_hold_commits(sqlite_
     assert len(took) > 60
 
 
-async def test_steady_writes_keep_the_wal_near_its_hard_bound_with_the_default_back_off(sqlite_url: str) -> None:
+async def test_steady_writes_keep_the_wal_near_its_hard_bound_with_the_default_back_off(
+    sqlite_url: str,
+) -> None:
     """Back-to-back commits (the service's writer always busy), the checkpointer's own back-off
     after a busy RESTART (RESTART_WAIT_SECONDS): the WAL still comes back under a few times its
     hard bound, not only when the writes pause."""
@@ -82,7 +84,9 @@ async def test_steady_writes_keep_the_wal_near_its_hard_bound_with_the_default_b
     async with engine.begin() as conn:
         await conn.exec_driver_sql("CREATE TABLE scratch_r8 (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
     hard = 400
-    running = WalCheckpointer(engine, soft_frames=50, busy_frames=100, hard_frames=hard, quiet=0.05, idle=3600)
+    running = WalCheckpointer(
+        engine, soft_frames=50, busy_frames=100, hard_frames=hard, quiet=0.05, idle=3600
+    )
     running.start()
     sessions = make_sessionmaker(engine)
     lengths: list[int] = []
@@ -90,7 +94,9 @@ async def test_steady_writes_keep_the_wal_near_its_hard_bound_with_the_default_b
         deadline = time.monotonic() + 4.0
         while time.monotonic() < deadline:
             async with sessions.begin() as session:
-                await session.execute(text("INSERT INTO scratch_r8 (body) VALUES (:body)"), [{"body": BODY}] * 4)
+                await session.execute(
+                    text("INSERT INTO scratch_r8 (body) VALUES (:body)"), [{"body": BODY}] * 4
+                )
             frames = read_wal_frames(sqlite_url.split("///", 1)[1])
             lengths.append(frames.length if frames is not None else 0)
     finally:
