@@ -146,8 +146,12 @@ async def _run(service: Service, base: int, tag: str, *, folded: bool) -> tuple[
 
 
 async def _state(service: Service, base: int, tag: str) -> dict[str, Any]:
-    """What the store holds about one run's nominals, its tag and references made neutral."""
-    refs = {_ref(base, role): role for role in ROLES}
+    return await store_state(service, {_ref(base, role): role for role in ROLES}, tag)
+
+
+async def store_state(service: Service, refs: dict[str, str], tag: str) -> dict[str, Any]:
+    """What the store holds about one run's nominals (`refs`: reference -> role), its tag and
+    references made neutral (tests/test_review8_border_folds.py compares its runs with it too)."""
 
     def neutral(value: Any) -> Any:
         text = json.dumps(value, sort_keys=True, default=str)

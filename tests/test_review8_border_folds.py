@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from casewatch.clock import FixedClock
 from casewatch.ingest.apply import Batch
@@ -25,10 +24,10 @@ from casewatch.ingest.group import GroupCommit
 from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.model.events import Envelope
-from casewatch.store.models import Alert, AuditEntry, BorderCheck, Delivery
 from casewatch.triggers import dispatch
 from casewatch.wiring import Service, stop
 from tests.support import envelope, make_service, nominal_data
+from tests.test_ingest8_border_folds import store_state
 from tests.test_triggers_case_data import utc
 
 NOW = "2026-11-20T09:00:00Z"
@@ -156,50 +155,7 @@ async def _run(service: Service, base: int, tag: str, *, folded: bool) -> tuple[
 
 
 async def _state(service: Service, base: int, tag: str) -> dict[str, Any]:
-    refs = {f"VS-{base + i:07d}": role for i, role in enumerate(ROLES)}
-
-    def neutral(value: Any) -> str:
-        text = json.dumps(value, sort_keys=True, default=str)
-        for ref, role in refs.items():
-            text = text.replace(ref, f"<{role}>")
-        return text.replace(tag, "<tag>")
-
-    async with service.sessions() as session:
-        alerts = (await session.execute(select(Alert).where(Alert.visor_ref.in_(refs)))).scalars().all()
-        by_id = {a.id: a for a in alerts}
-        audit = (await session.execute(
-            select(AuditEntry.action, AuditEntry.subject, AuditEntry.actor, AuditEntry.purpose,
-                   AuditEntry.details).where(AuditEntry.subject.in_(by_id)).order_by(AuditEntry.id)
-        )).all()
-        deliveries = (await session.execute(
-            select(Delivery.alert_id, Delivery.purpose, Delivery.receiver, Delivery.channel, Delivery.target,
-                   Delivery.payload).where(Delivery.alert_id.in_(by_id)).order_by(Delivery.id)
-        )).all()
-        checks = (await session.execute(
-            select(BorderCheck.visor_ref, BorderCheck.port, BorderCheck.direction, BorderCheck.checked_at,
-                   BorderCheck.event_id).where(BorderCheck.visor_ref.in_(refs)).order_by(BorderCheck.id)
-        )).all()
-
-    def key(alert_id: str) -> str:
-        a = by_id[alert_id]
-        return neutral([a.kind, a.visor_ref, a.subject])
-
-    return {
-        "alerts": sorted(
-            neutral([a.kind, a.visor_ref, a.subject, a.state, a.severity, a.team, a.summary, a.details,
-                     a.opened_by_event, a.resolved_reason, a.escalation_chain, a.version])
-            for a in alerts
-        ),
-        "audit": [
-            neutral([key(s), action, actor, purpose, details]) for action, s, actor, purpose, details in audit
-        ],
-        "deliveries": [
-            neutral([key(d.alert_id), d.purpose, d.receiver, d.channel, d.target,
-                     {k: v for k, v in d.payload.items() if k not in ("alert_id", "ack_url")}])
-            for d in deliveries
-        ],
-        "checks": [neutral(list(c)) for c in checks],
-    }
+    return await store_state(service, {f"VS-{base + i:07d}": role for i, role in enumerate(ROLES)}, tag)
 
 
 async def test_folded_border_reads_match_the_plain_ones_on_more_traffic(service: Service) -> None:
