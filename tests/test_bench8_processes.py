@@ -4,6 +4,7 @@ bench's own clock."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -70,6 +71,12 @@ async def test_the_process_stand_in_answers_and_records_as_the_in_loop_one() -> 
         expected_calls = [(c.method, c.args, c.token) for c in here.calls]
     async with ProcessSlackStandIn(token=TOKEN) as there:
         got = await _exercise(there.url)
+        # The child's queue feeds the parent from a thread of its own: a call recorded before its
+        # answer went out may still be on its way (the bench polls for arrivals likewise).
+        for _ in range(500):  # up to 5 s
+            if len(there.calls) >= len(_calls_script()):
+                break
+            await asyncio.sleep(0.01)
         got_calls = list(there.calls)
         posts = there.calls_to("chat.postMessage")
     assert [(status, answer) for status, answer, _, _ in got] == [(s, a) for s, a, _, _ in expected]
