@@ -10,47 +10,27 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 from sqlalchemy import event, select
 
-from casewatch.clock import FixedClock
 from casewatch.ingest.apply import Batch
 from casewatch.ingest.pipeline import ingest
-from casewatch.ingest.schema import parse_envelopes
-from casewatch.model.events import Envelope
 from casewatch.store.models import Alert, AuditEntry, BorderCheck, Delivery
 from casewatch.triggers import dispatch
-from casewatch.wiring import Service, stop
-from tests.support import envelope, make_service, nominal_data
-from tests.test_triggers_case_data import utc
+from casewatch.wiring import Service
+from tests.support import envelope, nominal_data
+from tests.test_ingest_single_fast import _parsed, service_fixture  # noqa: F401 (fixture)
 
-NOW = "2026-11-20T09:00:00Z"
 SETUP_AT = "2026-11-01T00:00:00Z"
 EVENTS_AT = "2026-11-20T08:30:00Z"
 ROLES = ("lone", "trip", "cancel", "batch", "late", "late2", "unknown", "free")
 
 
-@pytest.fixture(name="service")
-async def service_fixture(db_url: str) -> AsyncIterator[Service]:
-    svc = await make_service(db_url, clock=FixedClock(utc(NOW)))
-    try:
-        yield svc
-    finally:
-        await stop(svc)
-
-
 def _ref(base: int, role: str) -> str:
     return f"VS-{base + ROLES.index(role):07d}"
-
-
-def _parsed(raws: list[dict[str, Any]]) -> list[Envelope]:
-    envelopes, errors = parse_envelopes(raws)
-    assert errors == []
-    return envelopes
 
 
 def _setup(base: int, tag: str) -> list[dict[str, Any]]:
@@ -113,7 +93,8 @@ def _requests(base: int, tag: str) -> list[list[dict[str, Any]]]:
 
 
 @contextmanager
-def _folded(on: bool) -> Iterator[None]:
+def folded_reads(on: bool) -> Iterator[None]:
+    """The border check's folded reads on or off (tests/test_review8_border_folds.py too)."""
     before = Batch.carry_checks, dispatch._Run.fold_border_reads
     Batch.carry_checks = dispatch._Run.fold_border_reads = on
     try:
@@ -134,7 +115,7 @@ async def _run(service: Service, base: int, tag: str, *, folded: bool) -> tuple[
     answers, statements = [], []
     event.listen(service.engine.sync_engine, "before_cursor_execute", count)
     try:
-        with _folded(folded):
+        with folded_reads(folded):
             for request in _requests(base, tag):
                 counted[0] = 0
                 result = await ingest(service.sessions, _parsed(request), ctx, source="test")

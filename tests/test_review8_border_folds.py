@@ -12,53 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import pytest
-
-from casewatch.clock import FixedClock
-from casewatch.ingest.apply import Batch
 from casewatch.ingest.group import GroupCommit
 from casewatch.ingest.pipeline import ingest
-from casewatch.ingest.schema import parse_envelopes
-from casewatch.model.events import Envelope
-from casewatch.triggers import dispatch
-from casewatch.wiring import Service, stop
-from tests.support import envelope, make_service, nominal_data
-from tests.test_ingest8_border_folds import store_state
-from tests.test_triggers_case_data import utc
+from casewatch.wiring import Service
+from tests.support import envelope, nominal_data
+from tests.test_ingest8_border_folds import folded_reads, store_state
+from tests.test_ingest_single_fast import _parsed, service_fixture  # noqa: F401 (fixture)
 
-NOW = "2026-11-20T09:00:00Z"
 SETUP_AT = "2026-11-01T00:00:00Z"
 AT = "2026-11-20T08:30:00Z"
 ROLES = ("first", "legs", "cancelled", "offset", "unregistered", "grouped_a", "grouped_b", "history")
-
-
-@pytest.fixture(name="service")
-async def service_fixture(db_url: str) -> AsyncIterator[Service]:
-    svc = await make_service(db_url, clock=FixedClock(utc(NOW)))
-    try:
-        yield svc
-    finally:
-        await stop(svc)
-
-
-@contextmanager
-def _folded(on: bool) -> Iterator[None]:
-    before = Batch.carry_checks, dispatch._Run.fold_border_reads
-    Batch.carry_checks = dispatch._Run.fold_border_reads = on
-    try:
-        yield
-    finally:
-        Batch.carry_checks, dispatch._Run.fold_border_reads = before
-
-
-def _parsed(raws: list[dict[str, Any]]) -> list[Envelope]:
-    envelopes, errors = parse_envelopes(raws)
-    assert errors == []
-    return envelopes
 
 
 class _Traffic:
@@ -144,7 +109,7 @@ async def _run(service: Service, base: int, tag: str, *, folded: bool) -> tuple[
     traffic = _Traffic(base, tag)
     await ingest(service.sessions, _parsed(traffic.setup()), service.ctx, source="test")
     answers: list[Any] = []
-    with _folded(folded):
+    with folded_reads(folded):
         for request in traffic.requests():
             result = await ingest(service.sessions, _parsed(request), service.ctx, source="test")
             answers.append((result.accepted, result.duplicates, len(result.alerts)))

@@ -47,9 +47,10 @@ def _config(path: Path, db_url: str, slack: SlackStandIn, mail: MailSink) -> Non
     )
 
 
-@pytest.fixture
-def started() -> Iterator[list[asyncio.subprocess.Process]]:
-    """Every serve process the test starts: killed at the end whatever happened."""
+@pytest.fixture(name="started")
+def started_fixture() -> Iterator[list[asyncio.subprocess.Process]]:
+    """Every serve process the test starts: killed at the end whatever happened
+    (tests/test_store8_crash.py uses it too)."""
     processes: list[asyncio.subprocess.Process] = []
     yield processes
     for process in processes:
@@ -57,9 +58,11 @@ def started() -> Iterator[list[asyncio.subprocess.Process]]:
             process.kill()
 
 
-async def _serve(
+async def serve_process(
     config: Path, started: list[asyncio.subprocess.Process]
 ) -> tuple[asyncio.subprocess.Process, int]:
+    """`casewatch serve --config config` in a process of its own (its environment's CASEWATCH_
+    settings left out but the ingest secret), once it says on which port it serves."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CASEWATCH_")}
     env["CASEWATCH_INGEST__SECRET"] = SECRET
     process = await asyncio.create_subprocess_exec(
@@ -109,7 +112,7 @@ async def test_sigkill_mid_delivery_loses_nothing(
             # Slack takes the first messages but answers late: the kill lands mid-delivery.
             for _ in range(4):
                 slack.delay_next("chat.postMessage", 1.5, handle_first=True)  # < send timeout
-            process, port = await _serve(config, started)
+            process, port = await serve_process(config, started)
             refs = [f"VS-K{n:06d}" for n in range(ALERTS)]
             now = time.time()
             events = [envelope("nominal.upsert", nominal_data(), visor_ref=r) for r in refs] + [
@@ -139,7 +142,7 @@ async def test_sigkill_mid_delivery_loses_nothing(
                 ))
 
             assert sum(in_flight.values()) >= 1  # the kill did land mid-delivery
-            process, _ = await _serve(config, started)
+            process, _ = await serve_process(config, started)
             try:
                 async with asyncio.timeout(40):
                     while True:

@@ -6,15 +6,11 @@ store.checkpoint's WalCheckpointer started by casewatch.wiring, eighth session, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import random
-import re
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,7 +20,8 @@ from sqlalchemy import select, text
 from casewatch.store.checkpoint import read_wal_frames
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Event
-from tests.support import SECRET, envelope, nominal_data, signed_headers
+from tests.support import envelope, nominal_data, signed_headers
+from tests.test_robustness_kill import serve_process, started_fixture  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +33,6 @@ CONFIG = (
 )
 
 
-@pytest.fixture
-def started() -> Iterator[list[asyncio.subprocess.Process]]:
-    processes: list[asyncio.subprocess.Process] = []
-    yield processes
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-
-
 async def _run(*args: str, env: dict[str, str] | None = None) -> None:
     done = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "casewatch.cli", *args,
@@ -52,36 +40,6 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> None:
     )
     output, _ = await done.communicate()
     assert done.returncode == 0, output.decode()
-
-
-async def _serve(
-    config: Path, started: list[asyncio.subprocess.Process]
-) -> tuple[asyncio.subprocess.Process, int]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CASEWATCH_")}
-    env["CASEWATCH_INGEST__SECRET"] = SECRET
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "casewatch.cli", "serve", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-    )
-    started.append(process)
-    assert process.stdout is not None
-    seen = []
-    async with asyncio.timeout(30):
-        while True:
-            line = (await process.stdout.readline()).decode()
-            seen.append(line)
-            assert line, "serve exited:\n" + "".join(seen)
-            found = re.search(r"casewatch serving on http://127\.0\.0\.1:(\d+)", line)
-            if found:
-                break
-    asyncio.get_running_loop().create_task(_drain(process))
-    return process, int(found.group(1))
-
-
-async def _drain(process: asyncio.subprocess.Process) -> None:
-    assert process.stdout is not None
-    while await process.stdout.readline():
-        pass
 
 
 async def _post(http: aiohttp.ClientSession, port: int, n: int) -> str | None:
@@ -100,7 +58,7 @@ async def test_sigkill_while_answering_loses_no_answered_event(
     config = tmp_path / "casewatch.toml"
     config.write_text(f'[database]\nurl = "sqlite+aiosqlite:///{db_path}"\n' + CONFIG, encoding="utf-8")
     await _run("db", "upgrade", "--config", str(config))
-    process, port = await _serve(config, started)
+    process, port = await serve_process(config, started)
 
     answered: list[str] = []
     lost_in_flight = 0
