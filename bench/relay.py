@@ -17,8 +17,9 @@ import email.policy
 import multiprocessing
 import queue
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Self
 
 
 def _serve(ready: Connection, accepted: Any, stop: Any) -> None:
@@ -45,38 +46,38 @@ def _serve(ready: Connection, accepted: Any, stop: Any) -> None:
     controller.stop()
 
 
-class ProcessMailSink:
-    """start(), port, accepted_at (subject, monotonic time) and stop(), as TimedMailSink."""
+class ChildServer:
+    """A loopback server in a child started with "spawn" (nothing of the bench's loop or threads
+    copied): `target(ready, rows, stop, *args)` sends its port on `ready`, puts what it records on
+    `rows` and serves until `stop` is set. The relay here and bench.slack_process's stand-in."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], *, name: str) -> None:
         context = multiprocessing.get_context("spawn")
         self._ready, child_end = context.Pipe(duplex=False)
-        self._accepted: Any = context.Queue()
+        self._rows: Any = context.Queue()
         self._stop = context.Event()
         self._process = context.Process(
-            target=_serve, args=(child_end, self._accepted, self._stop), name="bench-relay", daemon=True
+            target=target, args=(child_end, self._rows, self._stop, *args), name=name, daemon=True
         )
-        self._port = 0
-        self._seen: list[tuple[str, float]] = []
+        self._name = name
+        self._received: list[Any] = []
+        self.port = 0
 
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def accepted_at(self) -> list[tuple[str, float]]:
+    def received(self) -> list[Any]:
+        """What the child has recorded so far, in its order (a row recorded just now may still be
+        on its way: the queue feeds this process from a thread)."""
         while True:
             try:
-                self._seen.append(self._accepted.get_nowait())
+                self._received.append(self._rows.get_nowait())
             except queue.Empty:
-                return self._seen
+                return self._received
 
-    def start(self) -> ProcessMailSink:
+    def start(self) -> Self:
         self._process.start()
         if not self._ready.poll(30):
             self._process.kill()
-            raise RuntimeError("the bench relay did not start within 30 s")
-        self._port = int(self._ready.recv())
+            raise RuntimeError(f"{self._name} did not start within 30 s")
+        self.port = int(self._ready.recv())
         return self
 
     def stop(self) -> None:
@@ -85,3 +86,14 @@ class ProcessMailSink:
         if self._process.is_alive():
             self._process.kill()
             self._process.join(5)
+
+
+class ProcessMailSink(ChildServer):
+    """start(), port, accepted_at (subject, monotonic time) and stop(), as TimedMailSink."""
+
+    def __init__(self) -> None:
+        super().__init__(_serve, (), name="bench-relay")
+
+    @property
+    def accepted_at(self) -> list[tuple[str, float]]:
+        return self.received()

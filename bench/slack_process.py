@@ -14,11 +14,10 @@ in-process stand-in.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-import queue
 from multiprocessing.connection import Connection
 from typing import Any
 
+from bench.relay import ChildServer
 from tests.slack_standin import Call
 
 CallRow = tuple[str, dict[str, Any], str, float]  # what crosses the process boundary
@@ -46,20 +45,12 @@ async def _standin(ready: Connection, calls: Any, stop: Any, token: str | None) 
         await asyncio.to_thread(stop.wait)
 
 
-class ProcessSlackStandIn:
+class ProcessSlackStandIn(ChildServer):
     """`async with ProcessSlackStandIn(token=...) as slack`: slack.url, slack.calls and
     slack.calls_to(method), as tests.slack_standin.SlackStandIn's, from a child process."""
 
     def __init__(self, token: str | None = None) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._ready, child_end = context.Pipe(duplex=False)
-        self._queue: Any = context.Queue()
-        self._stop = context.Event()
-        self._process = context.Process(
-            target=_serve, args=(child_end, self._queue, self._stop, token), name="bench-slack", daemon=True
-        )
-        self._seen: list[Call] = []
-        self.port = 0
+        super().__init__(_serve, (token,), name="bench-slack")
 
     @property
     def url(self) -> str:
@@ -68,31 +59,11 @@ class ProcessSlackStandIn:
 
     @property
     def calls(self) -> list[Call]:
-        while True:
-            try:
-                row: CallRow = self._queue.get_nowait()
-            except queue.Empty:
-                return self._seen
-            method, args, token, at = row
-            self._seen.append(Call(method, args, token, at))
+        rows: list[CallRow] = self.received()
+        return [Call(method, args, token, at) for method, args, token, at in rows]
 
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
-
-    def start(self) -> ProcessSlackStandIn:
-        self._process.start()
-        if not self._ready.poll(30):
-            self._process.kill()
-            raise RuntimeError("the bench's Slack stand-in did not start within 30 s")
-        self.port = int(self._ready.recv())
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
 
     async def __aenter__(self) -> ProcessSlackStandIn:
         return await asyncio.to_thread(self.start)
