@@ -17,6 +17,7 @@ from casewatch.delivery.notifier import Outcome, Permanent, Retryable, Sent
 from casewatch.delivery.worker import DeliveryWorker, Result, _claimed
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import AlertThread, AuditEntry, Delivery, DeliveryAttempt
+from tests.support import renamed
 from tests.test_delivery_handoff import DELIVERY, two_urls  # noqa: F401 (fixture)
 from tests.test_delivery_support import clock_of, make_ctx, make_settings, open_test_alert, setup_directory
 
@@ -74,14 +75,7 @@ async def _state(sessions: async_sessionmaker[AsyncSession], alerts: list[str]) 
             names[d.content_hash] = f"hash-{d.id}"
 
     def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        if isinstance(value, str):
-            for alert_id, name in names.items():
-                value = value.replace(alert_id, name)
-        return value
+        return renamed(value, names)
 
     async with sessions() as session:
         rows = (await session.execute(select(Delivery).order_by(Delivery.id))).scalars().all()

@@ -29,6 +29,7 @@ from integrations.mail_sink import MailSink
 from integrations.notifiers import build_notifiers
 from tests.conftest import _pg_admin, pg_database_url
 from tests.slack_standin import SlackStandIn
+from tests.support import renamed
 from tests.test_delivery_support import (
     clock_of,
     deliveries,
@@ -201,14 +202,7 @@ async def _run_scenario(url: str, slack: SlackStandIn, mail: MailSink, *, handed
         names.update({d.content_hash: f"hash-{d.id}" for d in await deliveries(sessions)})
 
         def plain(value: Any) -> Any:
-            if isinstance(value, dict):
-                return {k: plain(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [plain(v) for v in value]
-            if isinstance(value, str):
-                for alert_id, name in names.items():
-                    value = value.replace(alert_id, name)
-            return value
+            return renamed(value, names)
 
         async with sessions() as session:
             rows = (await session.execute(select(Delivery).order_by(Delivery.id))).scalars().all()

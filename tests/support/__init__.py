@@ -297,6 +297,19 @@ SAMPLE_DATA: dict[str, dict[str, Any]] = {
 }
 
 
+def renamed(value: Any, names: Mapping[str, str]) -> Any:
+    """`value` (dicts and lists walked) with each of `names`' keys in its strings replaced by its
+    name: ids that differ between two runs made comparable."""
+    if isinstance(value, dict):
+        return {k: renamed(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [renamed(v, names) for v in value]
+    if isinstance(value, str):
+        for old, name in names.items():
+            value = value.replace(old, name)
+    return value
+
+
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
