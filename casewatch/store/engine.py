@@ -98,13 +98,9 @@ _wal_autocheckpoint: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDic
 def set_wal_autocheckpoint(engine: AsyncEngine, pages: int) -> None:
     """SQLite's automatic checkpoint for `engine`'s connections (made by make_engine): after a
     commit that takes the WAL past `pages` pages; 0, never (store.checkpoint does it instead).
-    Each connection takes it at its next checkout."""
-    _wal_autocheckpoint[engine.sync_engine] = pages
-
-
-def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
+    Each connection takes it at its next checkout. Engines never asked keep no checkout hook."""
     sync_engine = engine.sync_engine
-    if not read_only:
+    if sync_engine not in _wal_autocheckpoint:
 
         @event.listens_for(sync_engine, "checkout")
         def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
@@ -114,6 +110,12 @@ def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
                 cursor.execute(f"PRAGMA wal_autocheckpoint={int(wanted)}")
                 cursor.close()
                 record.info[_WAL_AUTOCHECKPOINT] = wanted
+
+    _wal_autocheckpoint[sync_engine] = pages
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, read_only: bool = False) -> None:
+    sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: Any) -> None:
