@@ -26,7 +26,7 @@ from functools import cache
 from typing import ClassVar, assert_never
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, bindparam, exists, inspect, or_, select
+from sqlalchemy import Select, and_, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
@@ -60,7 +60,7 @@ from casewatch.model.facts import (
 )
 from casewatch.model.results import LiveAlert
 from casewatch.store.lists import is_postgres, one_of_param
-from casewatch.store.models import Alert, LevelChange, Nominal, Recall, TravelCancellation, TravelNotification
+from casewatch.store.models import Alert, LevelChange, Nominal, Recall
 from casewatch.triggers import load
 from casewatch.triggers.applied import Applied
 from casewatch.triggers.reconcile import Tally, apply
@@ -107,9 +107,8 @@ class _Run(Tally):
     # alerts in one statement; off only where a test compares with the plain reads.
     reuse_reads: ClassVar[bool] = True
     # Whether a border check's reads are folded: its live travel alerts into prefetch's one
-    # statement, the nominal's travel notifications and their cancellations into one, and its
-    # other checks taken from the ingest's Batch.checks; off only where a test compares with the
-    # plain reads.
+    # statement and its other checks taken from the ingest's Batch.checks; off only where a test
+    # compares with the plain reads.
     fold_border_reads: ClassVar[bool] = True
 
     async def prefetch(
@@ -356,30 +355,6 @@ def _tz(ctx: Context) -> ZoneInfo:
     return ZoneInfo(ctx.settings.service.timezone)
 
 
-_TRAVELS = TravelNotification.metadata.tables[TravelNotification.__tablename__]
-_CANCELLATIONS = TravelCancellation.metadata.tables[TravelCancellation.__tablename__]
-_TRAVELS_OF = select(
-    _TRAVELS.c.event_id, _TRAVELS.c.visor_ref, _TRAVELS.c.departure_on, _TRAVELS.c.return_on,
-    _TRAVELS.c.destination, _TRAVELS.c.notified_at, _TRAVELS.c.departure_at, _TRAVELS.c.trip_id,
-    exists().where(
-        _CANCELLATIONS.c.visor_ref == _TRAVELS.c.visor_ref, _CANCELLATIONS.c.trip_id == _TRAVELS.c.trip_id
-    ).label("cancelled"),
-).where(_TRAVELS.c.visor_ref == bindparam("ref"))
-
-
-async def _travels(session: AsyncSession, visor_ref: str) -> list[TravelFacts]:
-    """What load.travels gives (the nominal's travel notifications, each marked cancelled if a
-    travel.cancelled of the nominal names its trip), in one statement instead of two."""
-    return [
-        TravelFacts(
-            event_id=r.event_id, visor_ref=r.visor_ref, departure_on=r.departure_on, return_on=r.return_on,
-            destination=r.destination, notified_at=r.notified_at, departure_at=r.departure_at,
-            trip_id=r.trip_id, cancelled=r.trip_id is not None and bool(r.cancelled),
-        )
-        for r in await session.execute(_TRAVELS_OF, {"ref": visor_ref})
-    ]
-
-
 async def _evaluate_check(
     session: AsyncSession, check: BorderCheckFacts, ctx: Context, tally: _Run, *, event_id: str,
     own: bool = False,
@@ -391,10 +366,7 @@ async def _evaluate_check(
     nominal = await tally.nominal(session, check.visor_ref)
     travels = others = []
     if nominal is not None:
-        if _Run.fold_border_reads:
-            travels = await _travels(session, check.visor_ref)
-        else:
-            travels = await load.travels(session, check.visor_ref)
+        travels = await load.travels(session, check.visor_ref)
         carried = tally.checks.get(check.visor_ref)
         others = carried if carried is not None else await load.checks_of(session, check.visor_ref)
     if own and prefetched is not None:

@@ -8,7 +8,20 @@ from datetime import date, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Date, case, false, func, literal, null, select, union, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    null,
+    select,
+    union,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -306,14 +319,29 @@ async def cancelled_trips(session: AsyncSession, visor_ref: str) -> set[str]:
     return set(rows.scalars())
 
 
+_TRAVELS = TravelNotification.metadata.tables[TravelNotification.__tablename__]
+_CANCELLATIONS = TravelCancellation.metadata.tables[TravelCancellation.__tablename__]
+_TRAVELS_OF = select(
+    _TRAVELS.c.event_id, _TRAVELS.c.visor_ref, _TRAVELS.c.departure_on, _TRAVELS.c.return_on,
+    _TRAVELS.c.destination, _TRAVELS.c.notified_at, _TRAVELS.c.departure_at, _TRAVELS.c.trip_id,
+    exists().where(
+        _CANCELLATIONS.c.visor_ref == _TRAVELS.c.visor_ref, _CANCELLATIONS.c.trip_id == _TRAVELS.c.trip_id
+    ).label("cancelled"),
+).where(_TRAVELS.c.visor_ref == bindparam("ref"))
+
+
 async def travels(session: AsyncSession, visor_ref: str) -> list[TravelFacts]:
-    """The nominal's travel notifications, each marked cancelled if a travel.cancelled names its
-    trip (rules.border_travel and rules.travel_notice make trips of them)."""
-    cancelled = await cancelled_trips(session, visor_ref)
-    rows = await session.execute(
-        select(TravelNotification).where(TravelNotification.visor_ref == visor_ref)
-    )
-    return [travel_facts(t, cancelled) for t in rows.scalars()]
+    """The nominal's travel notifications, each marked cancelled if a travel.cancelled of the
+    nominal names its trip (rules.border_travel and rules.travel_notice make trips of them), in
+    one statement."""
+    return [
+        TravelFacts(
+            event_id=r.event_id, visor_ref=r.visor_ref, departure_on=r.departure_on, return_on=r.return_on,
+            destination=r.destination, notified_at=r.notified_at, departure_at=r.departure_at,
+            trip_id=r.trip_id, cancelled=r.trip_id is not None and bool(r.cancelled),
+        )
+        for r in await session.execute(_TRAVELS_OF, {"ref": visor_ref})
+    ]
 
 
 async def travel(session: AsyncSession, event_id: str) -> TravelFacts | None:
