@@ -26,6 +26,7 @@ from casewatch.context import Context
 from casewatch.ingest.apply import Batch, apply_event
 from casewatch.ingest.plans import plan_for_these_keys
 from casewatch.model.events import Envelope
+from casewatch.routing.outbox import hold_nominals
 from casewatch.store.models import Event
 from casewatch.triggers.applied import Applied
 from casewatch.triggers.dispatch import on_applied
@@ -162,6 +163,7 @@ async def _ingest_in(
         applied.append(await apply_event(session, envelope, ctx, source=source, batch=batch))
     await batch.finish(session)
     await session.flush()
+    hold_nominals(session, batch.nominals)  # the outbox routes by them without reading them again
     result.alerts = list(await on_applied(session, applied, ctx, batch.nominals, batch.checks))
     return result
 

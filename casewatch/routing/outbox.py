@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.audit import record
@@ -338,10 +338,45 @@ class _NominalRow(NamedTuple):
 
 
 _NOMINAL_ROW = (Nominal.visor_ref, Nominal.area, Nominal.offender_manager, Nominal.forenames, Nominal.surname)
+_NOMINAL_KEYS = tuple(column.key for column in _NOMINAL_ROW)  # in _NominalRow's order
+_NOMINAL_KEY_SET = frozenset(_NOMINAL_KEYS)
+
+
+# Whether enqueue takes the nominals a caller holds (hold_nominals) instead of reading them.
+TAKE_HELD_NOMINALS = True
+_HELD = "casewatch.outbox.held_nominals"
+
+
+def hold_nominals(session: AsyncSession, nominals: Mapping[str, Nominal | None]) -> None:
+    """Tell this transaction's enqueues that the caller holds these nominals (the ingest's batch:
+    loaded in this transaction, flushed, written through the ORM): routing and payloads then take
+    their columns from the instances instead of reading the rows again. Only an instance that is
+    persistent, unchanged since its flush and holds every column read is taken (what
+    triggers.dispatch._held_facts asks of the same instances); a reference held as None, or not
+    held, is read as before. It lapses with the transaction."""
+    session.info[_HELD] = (session.sync_session.get_transaction(), nominals)
+
+
+def _held_rows(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, _NominalRow]:
+    transaction, held = session.info.get(_HELD, (None, None))
+    if not TAKE_HELD_NOMINALS or held is None or transaction is not session.sync_session.get_transaction():
+        return {}
+    found: dict[str, _NominalRow] = {}
+    for ref in visor_refs:
+        nominal = held.get(ref)
+        if nominal is None:
+            continue
+        state = inspect(nominal)
+        values = state.dict
+        if state.persistent and not state.modified and values.keys() >= _NOMINAL_KEY_SET:
+            found[ref] = _NominalRow(*(values[key] for key in _NOMINAL_KEYS))
+    return found
 
 
 async def _nominals(session: AsyncSession, visor_refs: Sequence[str]) -> dict[str, _NominalRow]:
-    found: dict[str, _NominalRow] = {}
+    found = _held_rows(session, visor_refs) if visor_refs else {}
+    if found:
+        visor_refs = [ref for ref in visor_refs if ref not in found]
     for part in chunked(session, visor_refs):
         rows = await session.execute(select(*_NOMINAL_ROW).where(one_of(session, Nominal.visor_ref, part)))
         found.update((row[0], _NominalRow(*row)) for row in rows)
