@@ -81,12 +81,14 @@ def _traffic(base: int, tag: str) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 @contextmanager
 def _arrays(on: bool) -> Iterator[None]:
-    before = Batch.array_writes
-    Batch.array_writes = on
+    # One statement a table: the ninth session's one statement for them all is
+    # tests/test_ingest9_writes.py's.
+    before = Batch.array_writes, Batch.combine_writes
+    Batch.array_writes, Batch.combine_writes = on, False
     try:
         yield
     finally:
-        Batch.array_writes = before
+        Batch.array_writes, Batch.combine_writes = before
 
 
 async def _run(service: Service, base: int, tag: str, *, arrays: bool) -> tuple[list[str], tuple[int, int]]:

@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
-from typing import Any, ClassVar, TypeVar, assert_never
+from typing import Any, ClassVar, TypeVar, assert_never, cast
 
-from sqlalchemy import Table, bindparam, func, insert, inspect, select, update
+from sqlalchemy import Table, Text, any_, bindparam, func, insert, inspect, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -107,6 +108,15 @@ class Batch:
     # and carried (the same-check test, then the rules' other checks) rather than read by each;
     # off only where a test compares the two.
     carry_checks: ClassVar[bool] = True
+    # Whether, on PostgreSQL, the locking reads of the batch's nominals and actions take their keys
+    # as one array parameter (`key = ANY($1)`: one statement text whatever the count, prepared
+    # once) rather than an expanding IN list (rendered for each execution); off only where a test
+    # compares the two.
+    keys_as_array: ClassVar[bool] = True
+    # Whether, on PostgreSQL, `finish` sends the records, the new actions and the notification
+    # dates as one statement (ingest.arrays.combined_statement) rather than one a table; off only
+    # where a test compares the two.
+    combine_writes: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.nominals: dict[str, Nominal | None] = {}
@@ -149,9 +159,12 @@ class Batch:
 
     async def finish(self, session: AsyncSession) -> None:
         """Write what the batch buffered, once every event is applied and before the rules run."""
-        await self.write_records(session)
+        combined = await self._write_combined(session)  # then nothing else but `fresh` is left
+        if not combined:
+            await self.write_records(session)
         await self.fresh.write(session)
-        await self._write_actions_and_notified(session)
+        if not combined:
+            await self._write_actions_and_notified(session)
 
     async def _write_actions_and_notified(self, session: AsyncSession) -> None:
         if self.new_actions:
@@ -169,6 +182,37 @@ class Batch:
                 dates = [{"ref": ref, "on": n.last_notification_on} for ref, n in self.notified.items()]
                 await session.execute(_SET_NOTIFIED, dates)
         self.new_actions, self.notified = {}, {}
+
+    async def _write_combined(self, session: AsyncSession) -> bool:
+        """On PostgreSQL, with no first upserts buffered: the records, new actions and notification
+        dates in one statement, when there are two or more of them and every one can go as arrays.
+        False when not (nothing is written then). The tables are distinct, no part reads what
+        another writes, and the nominals updated are known ones: what the statements one by one do."""
+        if not (self.combine_writes and self.array_writes and _on_postgres(session)) or self.fresh.nominals:
+            return False
+        writes = [(cast(Table, model.__table__), rows) for model, rows in self.records.items()]
+        if self.new_actions:
+            actions = [{key: getattr(a, key) for key in _ACTION_KEYS} for a in self.new_actions.values()]
+            writes.append((_ACTIONS, actions))
+        if len(writes) + bool(self.notified) < 2:
+            return False
+        inserts: list[arrays.Insert] = []
+        params: list[dict[str, Any]] = []
+        for table, rows in writes:
+            keys = tuple(rows[0])
+            if not (arrays.insertable(table, keys) and all(row.keys() == set(keys) for row in rows)):
+                return False
+            inserts.append((table, keys))
+            params.append(arrays.columns(rows, keys))
+        update: arrays.Update | None = None
+        if self.notified:
+            update = (_NOMINALS, "visor_ref", "last_notification_on")
+            params.append({"keys": list(self.notified),
+                           "values": [n.last_notification_on for n in self.notified.values()]})
+        statement = arrays.combined_statement(tuple(inserts), update)
+        await session.execute(statement, arrays.combined_params(params))
+        self.records, self.new_actions, self.notified = {}, {}, {}
+        return True
 
     def record(self, model: type[Base], **values: Any) -> None:
         self.records.setdefault(model, []).append(values)
@@ -394,19 +438,25 @@ async def _locked(session: AsyncSession, key: Any, keys: Sequence[str]) -> dict[
     """The rows of `key`'s table with these keys, by key, locked FOR UPDATE on PostgreSQL in key
     order (so two ingests sharing rows take turns rather than deadlock)."""
     found: dict[str, Any] = {}
+    as_array = Batch.keys_as_array and _on_postgres(session)
     for chunk in _chunks(keys):
-        rows = await session.execute(_locking_read(key), {"keys": list(chunk)})
+        rows = await session.execute(_locking_read(key, as_array), {"keys": list(chunk)})
         for row in rows.scalars():
             found[getattr(row, key.key)] = row
     return found
 
 
 @cache
-def _locking_read(key: Any) -> Any:
+def _locking_read(key: Any, as_array: bool = False) -> Any:
     """SELECT key's rows WHERE key IN (:keys) ORDER BY key FOR UPDATE, built once a key: a
-    statement built anew for each transaction costs more Python than its round trip."""
-    keys: Any = bindparam("keys", expanding=True)
-    return select(key.class_).where(key.in_(keys)).order_by(key).with_for_update()
+    statement built anew for each transaction costs more Python than its round trip. `as_array`
+    (PostgreSQL): `key = ANY(CAST(:keys AS text[]))`, text rather than the column's varchar(n),
+    which an explicit cast would cut a longer key to."""
+    if as_array:
+        condition = key == any_(bindparam("keys", type_=ARRAY(Text())))
+    else:
+        condition = key.in_(bindparam("keys", expanding=True))
+    return select(key.class_).where(condition).order_by(key).with_for_update()
 
 
 async def _locked_per_nominal(

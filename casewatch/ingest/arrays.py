@@ -10,11 +10,12 @@ bind processing (the ARRAY's item type), as in the executemany: an instant must 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import Boolean, Date, DateTime, Integer, String, Table, Text, TextClause, bindparam, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -47,14 +48,20 @@ def insertable(table: Table, keys: Sequence[str]) -> bool:
 @cache
 def insert_statement(table: Table, keys: tuple[str, ...]) -> TextClause:
     """INSERT INTO table (keys) SELECT * FROM unnest(:key::type[], ...), built once a key set."""
-    arrays = ", ".join(f"CAST(:{key} AS {_array_type(table.c[key].type)})" for key in keys)
-    statement = text(
+    sql, params = _insert_sql(table, keys, "")
+    return text(sql).bindparams(*params)
+
+
+def _insert_sql(table: Table, keys: tuple[str, ...], prefix: str) -> tuple[str, list[BindParameter[Any]]]:
+    """insert_statement's SQL, its parameters named {prefix}{key}."""
+    arrays = ", ".join(f"CAST(:{prefix}{key} AS {_array_type(table.c[key].type)})" for key in keys)
+    sql = (
         f"INSERT INTO {table.name} ({', '.join(table.c[key].name for key in keys)}) "  # noqa: S608 (model names)
         f"SELECT * FROM unnest({arrays})"
     )
-    return statement.bindparams(
-        *(bindparam(key, type_=postgresql.ARRAY(_item_type(table.c[key].type))) for key in keys)
-    )
+    return sql, [
+        bindparam(f"{prefix}{key}", type_=postgresql.ARRAY(_item_type(table.c[key].type))) for key in keys
+    ]
 
 
 def columns(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, list[Any]]:
@@ -66,14 +73,42 @@ def columns(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, li
 def update_statement(table: Table, key: str, column: str) -> TextClause:
     """UPDATE table SET column = v.value FROM unnest(:keys, :values) WHERE table.key = v.key: the
     keys must be distinct (each row is set once)."""
+    sql, params = _update_sql(table, key, column, "")
+    return text(sql).bindparams(*params)
+
+
+def _update_sql(table: Table, key: str, column: str, prefix: str) -> tuple[str, list[BindParameter[Any]]]:
+    """update_statement's SQL, its parameters named {prefix}keys and {prefix}values."""
     key_type, value_type = table.c[key].type, table.c[column].type
     key_array, value_array = _array_type(key_type), _array_type(value_type)
-    unnested = f"unnest(CAST(:keys AS {key_array}), CAST(:values AS {value_array}))"
-    statement = text(
+    unnested = f"unnest(CAST(:{prefix}keys AS {key_array}), CAST(:{prefix}values AS {value_array}))"
+    sql = (
         f"UPDATE {table.name} SET {table.c[column].name} = v.value FROM {unnested} AS v(key, value) "  # noqa: S608 (model names)
         f"WHERE {table.name}.{table.c[key].name} = v.key"
     )
-    return statement.bindparams(
-        bindparam("keys", type_=postgresql.ARRAY(_item_type(key_type))),
-        bindparam("values", type_=postgresql.ARRAY(_item_type(value_type))),
-    )
+    return sql, [
+        bindparam(f"{prefix}keys", type_=postgresql.ARRAY(_item_type(key_type))),
+        bindparam(f"{prefix}values", type_=postgresql.ARRAY(_item_type(value_type))),
+    ]
+
+Insert = tuple[Table, tuple[str, ...]]  # a table and the keys its rows have
+Update = tuple[Table, str, str]  # a table, its key column, the column set
+
+
+@lru_cache(maxsize=256)
+def combined_statement(inserts: tuple[Insert, ...], update: Update | None) -> TextClause:
+    """The inserts (insert_statement) and the update (update_statement) as one statement:
+    `WITH w0 AS (INSERT ..), w1 AS (..) SELECT 1`; part i's parameters are named p{i}_{name}
+    (combined_params). PostgreSQL runs every data-modifying part of a WITH once and to completion,
+    on one snapshot: for writes to distinct rows that no part reads, what the statements one by one
+    would do."""
+    parts = [_insert_sql(table, keys, f"p{i}_") for i, (table, keys) in enumerate(inserts)]
+    if update is not None:
+        parts.append(_update_sql(*update, f"p{len(inserts)}_"))
+    sql = ", ".join(f"w{i} AS ({part})" for i, (part, _) in enumerate(parts))
+    return text(f"WITH {sql} SELECT 1").bindparams(*(param for _, params in parts for param in params))
+
+
+def combined_params(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each part's parameters (in combined_statement's order of parts), renamed p{i}_{name}."""
+    return {f"p{i}_{name}": value for i, values in enumerate(parts) for name, value in values.items()}
