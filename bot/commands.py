@@ -22,6 +22,7 @@ from casewatch.lookup import (
     DEFAULT_CLEARED_ROLES,
     Found,
     NotFound,
+    ReadAhead,
     ReasonRequired,
     Requester,
     Several,
@@ -30,6 +31,7 @@ from casewatch.lookup import (
     clean_text,
     list_tasks,
     look_up_flags,
+    requester_and_reference,
     requester_by_slack_user,
 )
 from casewatch.lookup.home import load_home
@@ -37,6 +39,9 @@ from casewatch.store.engine import found_connection_gone
 from casewatch.store.models import Officer
 
 log = logging.getLogger(__name__)
+
+# How a command finds its requester in its transaction (the first statement it runs).
+ReadRequester = Callable[[AsyncSession, str], Awaitable[Requester | None]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class BotDeps:
     # transaction.
     readers: async_sessionmaker[AsyncSession] | None = None
     audit_batcher: AuditBatcher | None = None
+    # /flags by reference reads the nominal in the requester's statement (lookup.flags.
+    # requester_and_reference); False: the requester, then the view, as two statements.
+    read_ahead: bool = True
 
     @property
     def zone(self) -> ZoneInfo:
@@ -80,27 +88,32 @@ async def _as_officer(
     work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
     *,
     read_only: bool = False,
+    read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """Run `work` for the officer behind this Slack user, in one transaction; refuse strangers.
     `read_only` work reads through deps.readers (when the service gave them): on SQLite it audits
     through deps.audit_batcher's shared commit, unless the batcher finds the writer idle: then in
     one transaction on it; on PostgreSQL (autocommit readers) its audit entry is its last
-    statement. Failures become a plain apology: exception text can carry query parameters
-    (names), so only the exception's type is logged."""
+    statement. `read_requester` finds the requester (it may read what `work` needs beside them).
+    Failures become a plain apology: exception text can carry query parameters (names), so only
+    the exception's type is logged."""
     try:
         batcher = deps.audit_batcher
         if read_only and deps.readers is not None and batcher is not None:
             with batcher.alone() as alone:
                 if not alone:
-                    return await _read_then_audit(deps.readers, batcher.record, slack_user_id, command, work)
-                return await _in_one_transaction(deps, slack_user_id, command, work)
+                    return await _read_then_audit(
+                        deps.readers, batcher.record, slack_user_id, command, work, read_requester
+                    )
+                return await _in_one_transaction(deps, slack_user_id, command, work, read_requester)
         if read_only and deps.readers is not None and slack_user_id:
+            args = (deps, deps.readers, slack_user_id, command, work, read_requester)
             try:
-                return await _read_then_record(deps, deps.readers, slack_user_id, command, work)
+                return await _read_then_record(*args)
             except _GoneBeforeAnything:
                 # What the pool's pre-ping would have done: the same work on a new connection.
-                return await _read_then_record(deps, deps.readers, slack_user_id, command, work)
-        return await _in_one_transaction(deps, slack_user_id, command, work)
+                return await _read_then_record(*args)
+        return await _in_one_transaction(deps, slack_user_id, command, work, read_requester)
     except Exception as exc:  # noqa: BLE001 - the user gets an answer whatever went wrong
         log.error("%s failed: %s", command, type(exc).__name__)
         return render.text_message(render.FAILURE)
@@ -111,10 +124,11 @@ async def _in_one_transaction(
     slack_user_id: str,
     command: str,
     work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     async with deps.sessions() as session, session.begin():
         audit = session_sink(session, deps.ctx)
-        requester = await requester_by_slack_user(session, slack_user_id)
+        requester = await read_requester(session, slack_user_id)
         return await _answer_as(session, requester, audit, slack_user_id, command, work)
 
 
@@ -148,13 +162,14 @@ async def _read_then_audit(
     slack_user_id: str,
     command: str,
     work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """`work` in a read-only transaction; its audit entries held until that transaction has ended
     (so no pooled connection is held while the group commit needs one), then committed through
     `audit`; only then the answer."""
     hold, held = _holding()
     async with readers() as session, session.begin():
-        requester = await requester_by_slack_user(session, slack_user_id)
+        requester = await read_requester(session, slack_user_id)
         answer = await _answer_as(session, requester, hold, slack_user_id, command, work)
     for entry in held:
         await audit(**entry)
@@ -171,6 +186,7 @@ async def _read_then_record(
     slack_user_id: str,
     command: str,
     work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """`work` on a connection whose every statement commits on its own (PostgreSQL autocommit:
     no BEGIN, no COMMIT), its audit entries held until it has finished and then written on the
@@ -181,7 +197,7 @@ async def _read_then_record(
     hold, held = _holding()
     async with readers() as session, session.begin():
         try:
-            requester = await requester_by_slack_user(session, slack_user_id)
+            requester = await read_requester(session, slack_user_id)
         except Exception as exc:
             if found_connection_gone(exc):  # the connection died in the pool (no pre-ping here)
                 raise _GoneBeforeAnything from exc
@@ -194,10 +210,20 @@ async def _read_then_record(
 
 
 async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
+    read_ahead: list[ReadAhead] = []  # what the requester's read found for a query by reference
+
+    async def read_requester(session: AsyncSession, user: str) -> Requester | None:
+        read_ahead.clear()  # a retry on a new connection reads again
+        if not deps.read_ahead:
+            return await requester_by_slack_user(session, user)
+        requester, found = await requester_and_reference(session, user, text, deps.cleared_roles)
+        read_ahead.extend([found] if found is not None else [])
+        return requester
+
     async def work(session: AsyncSession, requester: Requester, audit: AuditSink) -> Message:
         outcome = await look_up_flags(
             session, requester, text, deps.ctx, cleared_roles=deps.cleared_roles, via=deps.via,
-            audit_sink=audit,
+            audit_sink=audit, read_ahead=read_ahead[0] if read_ahead else None,
         )
         if isinstance(outcome, Usage):
             return render.text_message(render.FLAGS_USAGE)
@@ -212,7 +238,9 @@ async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
         assert isinstance(outcome, Found)
         return render.flags_message(outcome.view, deps.zone, outcome.reason)
 
-    return await _as_officer(deps, slack_user_id, "/flags", work, read_only=True)
+    return await _as_officer(
+        deps, slack_user_id, "/flags", work, read_only=True, read_requester=read_requester
+    )
 
 
 async def tasks_reply(deps: BotDeps, slack_user_id: str) -> Message:

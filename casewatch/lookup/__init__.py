@@ -12,11 +12,13 @@ from casewatch.lookup.flags import (
     FlagsOutcome,
     Found,
     NotFound,
+    ReadAhead,
     ReasonRequired,
     Several,
     Unreadable,
     Usage,
     look_up_flags,
+    requester_and_reference,
 )
 from casewatch.lookup.query import Query, QueryError, clean_text, parse_query, pnc_key
 from casewatch.lookup.tasks import list_tasks, service_today
@@ -46,6 +48,7 @@ __all__ = [
     "OfficerContact",
     "Query",
     "QueryError",
+    "ReadAhead",
     "ReasonRequired",
     "Requester",
     "Several",
@@ -57,6 +60,7 @@ __all__ = [
     "look_up_flags",
     "parse_query",
     "pnc_key",
+    "requester_and_reference",
     "requester_by_slack_user",
     "requester_from",
     "service_today",

@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from casewatch.audit import AuditSink, session_sink
 from casewatch.context import Context
-from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester
+from casewatch.lookup.access import DEFAULT_CLEARED_ROLES, Requester, requester_by_slack_user
 from casewatch.lookup.due import next_notification_due
 from casewatch.lookup.json_sql import json_row, json_rows, sorts_in_sql, utc_from_json
 from casewatch.lookup.query import Query, QueryError, clean_text, parse_query, pnc_key, split_reason
@@ -158,9 +158,21 @@ _ALERT_COLUMNS = (
 )
 
 
+# The nominal's offender manager, when the directory has them.
+_MANAGER = and_(_O.id == _N.offender_manager, _N.offender_manager != _sql_string(""))
+
+
 @cache
 def _view_select(cleared: bool) -> Select[Any]:
     """Everything /flags shows about a nominal, one row per nominal (add the WHERE)."""
+    return _view_columns(cleared).select_from(_NOMINALS).outerjoin(_OFFICERS, _MANAGER)
+
+
+def _view_columns(cleared: bool | ColumnElement[bool]) -> Select[Any]:
+    """The view's columns (no FROM yet). `cleared` is the requester's clearance: known (a bool:
+    for a requester not cleared the personal columns and restricted markers are not even in the
+    statement) or decided in the statement itself (a condition on the requester's row, see
+    _requester_and_view: what it does not clear comes back as NULLs and no restricted markers)."""
     same_nominal = _NOTE.visor_ref == _N.visor_ref
     full = case((_NOTE.kind.in_(_constants(FULL_NOTIFICATION_KINDS)), _NOTE.notified_on), else_=None)
     # Whether the notification clocks need more than the newest full notification: custody, a
@@ -173,8 +185,10 @@ def _view_select(cleared: bool) -> Select[Any]:
     )
     markers = select(json_rows((_M.code, _M.label, _M.restricted), order_by=(_M.restricted, _M.code)))
     markers = markers.where(_M.visor_ref == _N.visor_ref)
-    if not cleared:
+    if cleared is False:
         markers = markers.where(_M.restricted.is_(False))
+    elif cleared is not True:
+        markers = markers.where(or_(_M.restricted.is_(False), cleared))
     # The latest recall: an open one first, then the most recently issued.
     recall = (
         select(json_row(_R.recall_type, _R.issued_at, _R.returned_at))
@@ -213,24 +227,28 @@ def _view_select(cleared: bool) -> Select[Any]:
             _N.description,
             *personal,
         )
-        .select_from(_NOMINALS)
-        .outerjoin(_OFFICERS, and_(_O.id == _N.offender_manager, _N.offender_manager != _sql_string("")))
     )
 
 
-def _personal_columns(cleared: bool) -> tuple[Any, ...]:
+def _personal_columns(cleared: bool | ColumnElement[bool]) -> tuple[Any, ...]:
     """The home address, licence conditions, exclusion zones and active court orders (the list as
     JSON) for a requester cleared for them; NULLs in their place otherwise, so that personal data
-    a requester may not see is never even read."""
+    a requester may not see is never even read (a known clearance) or never leaves the database
+    (a clearance decided in the statement)."""
     names = ("home_address", "licence_conditions", "exclusion_zones", "orders")
-    if not cleared:
+    if cleared is False:
         return tuple(null().label(name) for name in names)
     orders = select(
         json_rows((_OR.order_id, _OR.kind, _OR.made_on, _OR.expires_on, _OR.prohibitions))
     ).where(_OR.visor_ref == _N.visor_ref, _OR.status == _sql_string("active"))
-    return (
-        _N.home_address, _N.licence_conditions, _N.exclusion_zones,
-        orders.scalar_subquery().label("orders"),
+    if cleared is True:
+        return (
+            _N.home_address, _N.licence_conditions, _N.exclusion_zones,
+            orders.scalar_subquery().label("orders"),
+        )
+    gated = (_N.home_address, _N.licence_conditions, _N.exclusion_zones, orders.scalar_subquery())
+    return tuple(
+        case((cleared, column), else_=null()).label(name) for column, name in zip(gated, names, strict=True)
     )
 
 
@@ -278,9 +296,92 @@ def _by_surname_statement(with_date_of_birth: bool) -> Select[Any]:
     )
 
 
-async def _by_identifier(conn: AsyncConnection, identifier: str, cleared: bool) -> list[Row[Any]]:
+# The requester, as the directory has them (access.requester_by_slack_user), read beside the view.
+_REQUESTER = _OFFICERS.alias("requester")
+
+
+def _cleared_in_sql(dialect: str, cleared_roles: frozenset[str]) -> ColumnElement[bool]:
+    """Whether the requester's roles (a JSON list of role names) include one of `cleared_roles`:
+    Requester.cleared_for_restricted, in the statement."""
+    elements = "json_each" if dialect == "sqlite" else "json_array_elements_text"
+    roles = getattr(func, elements)(_REQUESTER.c.roles).table_valued("value")
+    return select(roles.c.value).where(roles.c.value.in_(_constants(sorted(cleared_roles)))).exists()
+
+
+@cache
+def _requester_and_view(dialect: str, cleared_roles: frozenset[str]) -> Select[Any]:
+    """The requester (by Slack user id) and the nominals whose reference is the one asked (NULLs
+    when none is), in one row each: one statement fewer for a lookup by reference. The personal
+    columns and restricted markers are chosen in the statement by the requester's roles."""
+    cleared = _cleared_in_sql(dialect, cleared_roles)
+    return (
+        _view_columns(cleared)
+        .add_columns(
+            _REQUESTER.c.id.label("requester_id"), _REQUESTER.c.name.label("requester_name"),
+            _REQUESTER.c.team.label("requester_team"), _REQUESTER.c.roles.label("requester_roles"),
+            cleared.label("requester_cleared"),
+        )
+        .select_from(_REQUESTER)
+        .outerjoin(_NOMINALS, _compact_ref(_N.visor_ref) == bindparam("compact"))
+        .outerjoin(_OFFICERS, _MANAGER)
+        .where(_REQUESTER.c.slack_user_id == bindparam("slack_user_id"))
+    )
+
+
+@dataclass(frozen=True)
+class ReadAhead:
+    """A /flags query by reference as read beside its requester (requester_and_reference): the
+    query, and the nominals the reference found, read for a requester `cleared` or not."""
+
+    text: str
+    query: Query
+    cleared: bool
+    rows: tuple[Row[Any], ...]
+
+
+def _by_reference_query(text: str) -> Query | None:
+    """The query in `text`, if it is one by reference (else the lookup reads as it always has)."""
+    try:
+        query = parse_query(text)
+    except QueryError:
+        return None
+    return query if query is not None and query.kind == "identifier" else None
+
+
+async def requester_and_reference(
+    session: AsyncSession, slack_user_id: str, text: str,
+    cleared_roles: Collection[str] = DEFAULT_CLEARED_ROLES,
+) -> tuple[Requester | None, ReadAhead | None]:
+    """access.requester_by_slack_user, and for a query by reference the nominals it finds, in
+    the same statement (look_up_flags takes them as `read_ahead`). Should the statement's reading
+    of the roles ever differ from Requester.cleared_for_restricted, nothing is read ahead."""
+    query = _by_reference_query(text) if slack_user_id else None
+    if query is None:
+        return await requester_by_slack_user(session, slack_user_id), None
+    conn = await session.connection()
+    statement = _requester_and_view(conn.dialect.name, frozenset(cleared_roles))
+    params = {"slack_user_id": slack_user_id, "compact": query.identifier.replace("-", "")}
+    rows = list(await conn.execute(statement, params))
+    if not rows:
+        return None, None
+    first = rows[0]
+    roles = frozenset(str(r) for r in first.requester_roles or ())
+    requester = Requester(first.requester_id, first.requester_name, first.requester_team, roles)
+    cleared = requester.cleared_for_restricted(cleared_roles)
+    if bool(first.requester_cleared) != cleared:
+        return requester, None
+    found = tuple(row for row in rows if row.visor_ref is not None)
+    return requester, ReadAhead(text, query, cleared, found)
+
+
+async def _by_identifier(
+    conn: AsyncConnection, identifier: str, cleared: bool, read_ahead: ReadAhead | None = None
+) -> list[Row[Any]]:
     compact = identifier.replace("-", "")
-    found = list(await conn.execute(_by_compact_ref(cleared), {"compact": compact}))
+    if read_ahead is not None and read_ahead.cleared == cleared and read_ahead.query.identifier == identifier:
+        found = list(read_ahead.rows)
+    else:
+        found = list(await conn.execute(_by_compact_ref(cleared), {"compact": compact}))
     if found:
         return found
     key = pnc_key(identifier)
@@ -434,14 +535,18 @@ async def look_up_flags(
     cleared_roles: Collection[str] = DEFAULT_CLEARED_ROLES,
     via: str = "slack",
     audit_sink: AuditSink | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> FlagsOutcome:
     """Answer a /flags query for `requester` and audit it: in the caller's transaction, or through
     `audit_sink` (a group commit, when `session` only reads). Another team's nominal needs a
     reason (`reason: ...` in `text`) unless the requester has a force-wide role
-    (access.FORCE_WIDE_ROLES); without one the answer is ReasonRequired and shows nothing."""
+    (access.FORCE_WIDE_ROLES); without one the answer is ReasonRequired and shows nothing.
+    `read_ahead`: what requester_and_reference read for this `text` in this transaction."""
     audit = _Audit(audit_sink or session_sink(session, ctx), requester, via)
+    if read_ahead is not None and read_ahead.text != text:
+        read_ahead = None
     try:
-        query = parse_query(text)
+        query = read_ahead.query if read_ahead is not None else parse_query(text)
     except QueryError as exc:
         asked = clean_text(split_reason(text)[0])
         await audit.write(asked, "lookup not run: the query or its reason could not be read", {
@@ -455,7 +560,7 @@ async def look_up_flags(
     matched_alias: str | None = None
     by_alias: list[str] = []  # the references found by an alias rather than the surname
     if query.kind == "identifier":
-        nominals = await _by_identifier(conn, query.identifier, cleared)
+        nominals = await _by_identifier(conn, query.identifier, cleared, read_ahead)
         total = len(nominals)
     else:
         nominals, total = await _by_surname(conn, query)
