@@ -19,14 +19,14 @@ and action alerts only open on a scan (here they only resolve, and the cache dro
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
-from typing import ClassVar, assert_never
+from typing import Any, ClassVar, assert_never
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, inspect, or_, select
+from sqlalchemy import ColumnElement, Select, and_, inspect, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
@@ -210,7 +210,7 @@ def _live_read(
     (action kinds, subject IN :actions) OR (border travel kinds, subject IN :checked). Keys are
     one array parameter on PostgreSQL (store.lists.one_of_param), an expanding IN list on SQLite."""
     wanted = [
-        and_(Alert.kind.in_(kinds), one_of_param(postgres, column, name))
+        and_(_one_of_these(Alert.kind, kinds), one_of_param(postgres, column, name))
         for kinds, column, name, asked in (
             (notifications.KINDS, Alert.visor_ref, "notified", notified),
             (visits.KINDS, Alert.visor_ref, "visited", visited),
@@ -219,7 +219,14 @@ def _live_read(
         )
         if asked
     ]
-    return select(*_LIVE_COLUMNS).where(Alert.state.in_(LIVE_STATES), or_(*wanted))
+    return select(*_LIVE_COLUMNS).where(_one_of_these(Alert.state, LIVE_STATES), or_(*wanted))
+
+
+def _one_of_these(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """`column IN (fixed values)` as one plain parameter a value: `in_(values)` makes them one
+    expanding parameter, which renders the whole statement again at each execution (on PostgreSQL
+    the statement's only one, its keys being arrays)."""
+    return column.in_([literal(value, column.type) for value in sorted(values)])  # type: ignore[no-any-return]
 
 
 async def _live_of_three(
