@@ -240,10 +240,43 @@ def analyse(trace: Trace, result: dict[str, Any], sent: list[float], sink_at: li
             for k, v in sorted(durations.items())
         },
         "gc_over_5ms": [(round(d * 1000, 1), g) for _, g, d in trace.gcs if d > 0.005],
+        "slowest": slowest_events(marks, trace.gcs, windows),
         "raw": [(round((at - sent[0]) * 1000, 3), phase, label, round(d * 1000, 3))
                 for at, phase, label, d in marks if sent and at >= sent[0]],
         "sent_ms": [round((s - sent[0]) * 1000, 3) for s in sent],
     }
+
+
+def slowest_events(
+    marks: list[Mark], gcs: list[tuple[float, int, float]], windows: list[tuple[float, float]],
+    count: int = 6,
+) -> list[dict[str, Any]]:
+    """The `count` events whose mail the sink accepted last (from the POST): each one's largest
+    gaps between consecutive marks up to that acceptance (where its time went: the mark before a
+    gap is the step that took it, or after which the loop or the disk was busy elsewhere), and
+    what else ran in its window then (the sealer, a claim, a record transaction, collections)."""
+    events = []
+    for start, end in windows:
+        inside = [(at - start, f"{phase}:{label}", d) for at, phase, label, d in marks if start <= at < end]
+        accepted = next((off for off, key, _ in inside if key == "sink:accepted"), None)
+        if accepted is None:
+            continue
+        upto = [m for m in inside if m[0] <= accepted]
+        gaps = sorted(
+            ((b[0] - a[0], a[1], b[1]) for a, b in zip(upto, upto[1:], strict=False)), reverse=True
+        )[:3]
+        others = sorted({key.rsplit(".", 1)[0] for _, key, _ in upto
+                         if key.split(":", 1)[0] in ("seal", "claim") or "record" in key})
+        collected = [(round((at - start) * 1000, 1), gen, round(d * 1000, 1))
+                     for at, gen, d in gcs if start <= at < start + accepted]
+        event: dict[str, Any] = {
+            "email_ms": round(accepted * 1000, 2),
+            "answer_ms": next((round(o * 1000, 2) for o, k, _ in upto if k == "ingest:commit.end"), None),
+            "gaps_ms": [(round(g * 1000, 2), a, b) for g, a, b in gaps],
+            "beside": others, "gc": collected,
+        }
+        events.append(event)
+    return sorted(events, key=lambda e: float(e["email_ms"]), reverse=True)[:count]
 
 
 def no_autocheckpoint(engine: Any) -> None:
@@ -368,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in out["durations_ms"].items():
         print(f"  {k:48} {v}")
     print("gc > 5 ms:", out["gc_over_5ms"], "gen2:", out["gen2"])
+    print("slowest events (mail accepted, ms from the POST; commit.end = durable):")
+    for slow in out["slowest"]:
+        print(f"  {slow}")
     for part in ("slack", "email", "http_answer"):
         b = out["bench"][part]
         print(part, {k: b.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")})
