@@ -1,10 +1,11 @@
 """Fewer statements in an ingest transaction on PostgreSQL (issue 17, ninth session): `Batch.finish`
 sends the records, new actions and notification dates as one statement (`Batch.combine_writes`,
 ingest.arrays.combined_statement), and the batch's locking reads of nominals and actions take their
-keys as one array (`Batch.keys_as_array`). The same traffic with both and with neither stores the
-same rows in every record table, the same actions, notification dates, alerts and audit entries,
-and gives the same answers, on both databases; on PostgreSQL the one statement and the array reads
-ran, on SQLite nothing changed."""
+keys as one parameter (`Batch.keys_as_array`: an array on PostgreSQL, a JSON array on SQLite).
+The same traffic with both and with neither stores the same rows in every record table, the same
+actions, notification dates, alerts and audit entries, and gives the same answers, on both
+databases; on PostgreSQL the one statement and the array reads ran, on SQLite the JSON array reads
+and as many statements as before."""
 
 from __future__ import annotations
 
@@ -64,6 +65,14 @@ async def _run(
     return seen, (result.accepted, result.duplicates)
 
 
+def _keyed_reads(statements: list[str], condition: str) -> int:
+    """The batch's reads of nominals and actions by key (locking: FOR UPDATE on PostgreSQL) that
+    take their keys so."""
+    ordered = (" ORDER BY nominals.visor_ref", " ORDER BY actions.action_id")
+    reads = [s for s in statements if s.removesuffix(" FOR UPDATE").endswith(ordered)]
+    return sum(f".visor_ref{condition}" in s or f".action_id{condition}" in s for s in reads)
+
+
 def _combined(statements: list[str]) -> list[str]:
     return [s for s in statements if s.startswith("WITH w0 AS (INSERT INTO ")]
 
@@ -79,6 +88,9 @@ async def test_one_statement_stores_what_one_a_table_stores(service: Service, fi
     assert all(plain[m.__tablename__] for m in RECORDS) and len(plain["actions"]) == 2
     assert plain["alerts"] and plain["audit"]
     assert _combined(plain_statements) == []
+    assert _keyed_reads(plain_statements, " IN (") == 2  # the nominals and the actions
+    if service.engine.dialect.name != "postgresql":
+        assert _keyed_reads(fewer_statements, " IN (SELECT anon_1.value \nFROM json_each(") == 2
     if service.engine.dialect.name != "postgresql" or first_upsert:
         assert len(fewer_statements) == len(plain_statements)
         assert _combined(fewer_statements) == []
@@ -88,8 +100,7 @@ async def test_one_statement_stores_what_one_a_table_stores(service: Service, fi
     assert all(f"INSERT INTO {m.__tablename__} " in combined for m in (*RECORDS, Action))
     assert "UPDATE nominals SET last_notification_on" in combined
     assert len(fewer_statements) == len(plain_statements) - len(RECORDS) - 1
-    locking = [s for s in fewer_statements if s.endswith("FOR UPDATE") and " = ANY (" in s]
-    assert len(locking) == 2  # the nominals and the actions
+    assert _keyed_reads(fewer_statements, " = ANY (") == 2
 
 
 async def test_a_group_of_singles_is_answered_and_stored_alike(service: Service) -> None:

@@ -10,6 +10,7 @@ all the same: case records have no foreign key to `nominals`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -108,10 +109,11 @@ class Batch:
     # and carried (the same-check test, then the rules' other checks) rather than read by each;
     # off only where a test compares the two.
     carry_checks: ClassVar[bool] = True
-    # Whether, on PostgreSQL, the locking reads of the batch's nominals and actions take their keys
-    # as one array parameter (`key = ANY($1)`: one statement text whatever the count, prepared
-    # once) rather than an expanding IN list (rendered for each execution); off only where a test
-    # compares the two.
+    # Whether the locking reads of the batch's nominals and actions take their keys as one
+    # parameter: on PostgreSQL one array (`key = ANY($1)`), on SQLite one JSON array (`key IN
+    # (SELECT value FROM json_each(?))`, the key's index searched a value), rather than an
+    # expanding IN list, which renders the statement again at each execution; off only where a
+    # test compares the two.
     keys_as_array: ClassVar[bool] = True
     # Whether, on PostgreSQL, `finish` sends the records, the new actions and the notification
     # dates as one statement (ingest.arrays.combined_statement) rather than one a table; off only
@@ -438,22 +440,28 @@ async def _locked(session: AsyncSession, key: Any, keys: Sequence[str]) -> dict[
     """The rows of `key`'s table with these keys, by key, locked FOR UPDATE on PostgreSQL in key
     order (so two ingests sharing rows take turns rather than deadlock)."""
     found: dict[str, Any] = {}
-    as_array = Batch.keys_as_array and _on_postgres(session)
+    way = ("array" if _on_postgres(session) else "json") if Batch.keys_as_array else "in"
     for chunk in _chunks(keys):
-        rows = await session.execute(_locking_read(key, as_array), {"keys": list(chunk)})
+        value: Any = json.dumps(list(chunk)) if way == "json" else list(chunk)
+        rows = await session.execute(_locking_read(key, way), {"keys": value})
         for row in rows.scalars():
             found[getattr(row, key.key)] = row
     return found
 
 
 @cache
-def _locking_read(key: Any, as_array: bool = False) -> Any:
+def _locking_read(key: Any, way: str = "in") -> Any:
     """SELECT key's rows WHERE key IN (:keys) ORDER BY key FOR UPDATE, built once a key: a
-    statement built anew for each transaction costs more Python than its round trip. `as_array`
-    (PostgreSQL): `key = ANY(CAST(:keys AS text[]))`, text rather than the column's varchar(n),
-    which an explicit cast would cut a longer key to."""
-    if as_array:
+    statement built anew for each transaction costs more Python than its round trip. `way`:
+    "in", an expanding IN list; "array" (PostgreSQL), `key = ANY(CAST(:keys AS text[]))`, text
+    rather than the column's varchar(n), which an explicit cast would cut a longer key to; "json"
+    (SQLite), `key IN (SELECT value FROM json_each(:keys))`, :keys a JSON array of strings."""
+    keys: Any
+    if way == "array":
         condition = key == any_(bindparam("keys", type_=ARRAY(Text())))
+    elif way == "json":
+        keys = func.json_each(bindparam("keys", type_=Text())).table_valued("value")
+        condition = key.in_(select(keys.c.value))
     else:
         condition = key.in_(bindparam("keys", expanding=True))
     return select(key.class_).where(condition).order_by(key).with_for_update()
