@@ -3,7 +3,9 @@
 /flags alone against a running service, for profiling (py-spy on this process: the requesters
 are a child process) and for counting what an answer costs: its statements, transactions and pool
 checkouts, server CPU per answer and throughput, service and least-work floor alternated round by
-round. Not part of `python -m bench`: the figures that count are that bench's.
+round (`--plain-too`: and the service without the requester's read-ahead, the lookup's
+statements as before the ninth session). Not part of `python -m bench`: the figures that count
+are that bench's.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession
 
+import bot.commands as commands
 from bench import harness
 from bench.cases import flags_body, least_work_app, serve, slack_signed
 from bench.dataset import BOT_TOKEN, SIGNING_SECRET, Sizes, make_settings, surname_of, visor_ref
 from bench.loadgen import Request, closed_loop_remote, shutdown
 from casewatch.clock import SystemClock
+from casewatch.lookup import ReadAhead, Requester, requester_and_reference, requester_by_slack_user
 from casewatch.wiring import create_service, settle_heap, stop
 from tests.slack_standin import SlackStandIn
 
@@ -43,6 +49,13 @@ class Counts:
 
     def per(self, n: int) -> dict[str, float]:
         return {k: round(v / n, 3) for k, v in sorted(self.counter.items())}
+
+
+async def _plain_read(
+    session: AsyncSession, slack_user_id: str, _text: str, _cleared_roles: Collection[str] = ()
+) -> tuple[Requester | None, ReadAhead | None]:
+    """The lookup as before the ninth session: the requester, then the view, two statements."""
+    return await requester_by_slack_user(session, slack_user_id), None
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -78,10 +91,16 @@ async def main(args: argparse.Namespace) -> None:
                         out.append(Request("POST", f"{to}/slack/events", body, headers))
                     return out
 
+                fast_read = requester_and_reference
+                kinds = [("service", url), ("least", least_url)]
+                if args.no_least:
+                    kinds = kinds[:1]
+                if args.plain_too:  # the same service reading the requester and the view apart
+                    kinds.insert(1, ("plain", url))
                 for round_ in range(args.rounds):
-                    for name, to in (("service", url), ("least", least_url)):
-                        if name == "least" and args.no_least:
-                            continue
+                    for name, to in kinds:
+                        read = _plain_read if name == "plain" else fast_read
+                        setattr(commands, "requester_and_reference", read)  # noqa: B010 - a stand-in
                         batch = requests(to)
                         warm = batch[: max(2 * args.concurrency, 50)]
                         counts.counter.clear()
@@ -94,7 +113,7 @@ async def main(args: argparse.Namespace) -> None:
                             "round": round_, "name": name, "per_s": result["per_s"], "p50": result["p50_ms"],
                             "p99": result["p99_ms"], "cpu_ms": round(cpu_ms, 3), "errors": result["errors"],
                         }
-                        if name == "service":
+                        if name != "least":
                             line["writer"] = counts.per(len(batch) + len(warm))
                             if reader_counts is not None:
                                 line["readers"] = reader_counts.per(len(batch) + len(warm))
@@ -115,4 +134,5 @@ if __name__ == "__main__":
     parser.add_argument("--surnames", action="store_true")
     parser.add_argument("--no-least", action="store_true")
     parser.add_argument("--settle", action="store_true")
+    parser.add_argument("--plain-too", action="store_true", help="also without the read-ahead (A/B)")
     asyncio.run(main(parser.parse_args()))
