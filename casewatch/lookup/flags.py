@@ -9,12 +9,16 @@ recall return or border checks on record needs the rest of the notification fact
 (triggers.load.history, the rules' own), so that the next notification and home visit shown are
 the ones the alerts work from: a few more statements, for those nominals only. The statements are
 built once and run on the session's connection as Core: this is the busiest query a person waits
-on, and the ORM's per-statement work was most of its CPU.
+on, and the ORM's per-statement work was most of its CPU. A chat command's lookup by reference
+reads the requester in that same statement (requester_and_reference): one statement in all.
 
 The personal part (home address, licence conditions, exclusion zones, active court orders and
 their prohibitions: issue 15) is in the same statement for a requester cleared for it (the roles
 cleared for restricted markers, access.DEFAULT_CLEARED_ROLES); for anyone else it is not even read
-(NULLs in its place). The audit entry says whether it was shown, never what it says.
+(NULLs in its place). Read beside the requester, the clearance is decided in the statement from
+the requester's roles, so for a requester not cleared the database sends NULLs and no restricted
+markers: that personal data never leaves it. The audit entry says whether it was shown, never
+what it says.
 """
 
 from __future__ import annotations
