@@ -171,9 +171,7 @@ class SmtpNotifier:
                     return client, True
                 client.close()  # refused or failed: a fresh connection tries the whole envelope
                 continue
-            if arming is not None:
-                await _settled(arming)
-            await _close(client)
+            await _close(client, arming)
         smtp = self._smtp
         client = aiosmtplib.SMTP(
             hostname=smtp.host,
@@ -315,17 +313,22 @@ def _refused(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> Outcome:
     return Retryable(text) if all(400 <= c < 500 for c in codes) else Permanent(text)
 
 
-async def _settled(arming: asyncio.Task[bool]) -> None:
-    """The arming's MAIL answered (it never raises but when cancelled)."""
+async def _settled(arming: asyncio.Task[bool]) -> bool:
+    """Whether the arming's MAIL was answered; one still waiting is cancelled, not waited for (a
+    server stalling on MAIL FROM would otherwise hold close() for the client's timeout)."""
+    if not arming.done():
+        arming.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await arming
+    return not arming.cancelled()
 
 
 async def _close(client: aiosmtplib.SMTP, arming: asyncio.Task[bool] | None = None) -> None:
-    """QUIT (after the arming's MAIL is answered), or drop the connection if the server does not
-    answer it."""
-    if arming is not None:
-        await _settled(arming)
+    """QUIT, or drop the connection if the server does not answer it (nor the idle connection's
+    MAIL FROM, review9 finding 1)."""
+    if arming is not None and not await _settled(arming):
+        client.close()
+        return
     if client.is_connected:
         with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
             await client.quit(timeout=5)
