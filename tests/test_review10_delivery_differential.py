@@ -1,0 +1,277 @@
+"""Review (tenth session) of the ninth session's fast paths, end to end: a delivery differential
+driver. The same traffic (signed requests to the events API: lone requests, batches, singles the
+group committer gathers, a nominal moved in the batch of its border check, actions whose ids hold
+quotes, JSON-special and non-ASCII characters, a batch opening more alerts than audit.record_many's
+one statement takes) goes through a started service (its delivery workers, the Slack stand-in, a
+real SMTP sink on loopback) twice, into two fresh databases of one kind: once with every ninth-
+session fast path on (Batch.keys_as_array, Batch.combine_writes, outbox.TAKE_HELD_NOMINALS,
+audit.ONE_STATEMENT_ROWS, SmtpNotifier's arm_idle), once with all of them off. Everything stored
+(alerts, deliveries and their states, audit entries, records, actions, nominals) and everything
+sent (each mail's envelope and content, each Slack message) must be the same, ids made neutral;
+every delivery sent once, no mail twice, none lost. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+import casewatch.audit as audit
+import casewatch.routing.outbox as outbox
+import integrations.smtp_notifier as smtp_notifier
+from casewatch.clock import FixedClock
+from casewatch.ingest.apply import Batch
+from casewatch.store.models import Action, Alert, AuditEntry, BorderCheck, Delivery, Nominal, Visit
+from casewatch.wiring import Service, start_background, stop
+from integrations.mail_sink import MailSink
+from tests.slack_standin import SlackStandIn
+from tests.support import TEAMS, client_for, envelope, make_service, nominal_data, signed_post
+from tests.test_audit9_folds import backing, two_urls  # noqa: F401 (fixtures)
+from tests.test_ingest8_border_folds import _check, _ref, _requests, _setup
+from tests.test_triggers_case_data import utc
+
+NOW = "2026-11-20T09:00:00Z"
+TOKEN = "xoxb-review10-not-real"
+NPT = {"N01": "C0NPTN01", "S02": "C0NPTS02"}
+ROUTING = {
+    "routes": {kind: ["team_channel", "spoc", "npt", "owner_email"]
+               for kind in ("travel.unnotified", "travel.record_fta", "travel.confirmed")},
+    "personal_data_targets": ["north.spoc@force.example"],
+}
+# Identifiers the events' validation lets through, each a key of the batch's locking reads (one
+# JSON array on SQLite, one text[] on PostgreSQL): quotes, backslash, JSON's brackets and braces,
+# SQL's LIKE and comment characters, non-ASCII letters and an astral character, 100 characters.
+HOSTILE_IDS = (
+    'A"quote', "A'apos", "A\\back\\slash", '["array"]', '{"k": 1}', "A%_--;", "Ação-é-ß",
+    "漢字-行動", "A-\U0001f600-emoji", "L" * 100, "A,comma", "null",
+)
+FAST_SWITCHES = ("keys_as_array", "combine_writes")
+
+
+@contextmanager
+def _fast_paths(on: bool, patch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every ninth-session fast path on, or every one off (the plain paths they replaced)."""
+    for name in FAST_SWITCHES:
+        patch.setattr(Batch, name, on)
+    patch.setattr(outbox, "TAKE_HELD_NOMINALS", on)
+    patch.setattr(audit, "ONE_STATEMENT_ROWS", 16 if on else 0)
+    plain_init = smtp_notifier.SmtpNotifier.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["arm_idle"] = on
+        plain_init(self, *args, **kwargs)
+
+    patch.setattr(smtp_notifier.SmtpNotifier, "__init__", init)
+    yield
+
+
+def _traffic(tag: str) -> list[list[list[dict[str, Any]]]]:
+    """Steps of requests: the requests of a step are posted at once (the group committer gathers
+    them), the steps one after another."""
+    base = 1000
+
+    def upsert(role: str, n: int, **data: Any) -> dict[str, Any]:
+        return envelope("nominal.upsert", nominal_data(**data), id=f"{tag}-move-{role}-{n}",
+                        visor_ref=_ref(base, role), occurred_at=f"2026-11-20T08:1{n}:00Z")
+
+    def action(n: int, action_id: str) -> dict[str, Any]:
+        return envelope("action.upsert", id=f"{tag}-act-{n}", visor_ref=_ref(base, "trip"),
+                        occurred_at="2026-11-20T08:20:00Z", action_id=action_id,
+                        summary=f"Fictional action {n}: review \"plan\" {action_id[:20]}")
+
+    steps: list[list[list[dict[str, Any]]]] = [[_setup(base, tag)]]
+    steps += [[request] for request in _requests(base, tag)]
+    # The known nominal moves (manager, area, name) in the batch of its check, then back alone.
+    steps.append([[upsert("batch", 1, offender_manager="PC5678", area="S02", surname="Example"),
+                   _check(base, tag, "batch", 11, "outbound", "2026-11-20T08:40:00Z")]])
+    steps.append([[upsert("batch", 2, offender_manager="PC1234", area="N01", surname="Testperson")]])
+    steps.append([[_check(base, tag, "batch", 12, "inbound", "2026-11-20T08:45:00Z")]])
+    # Actions with hostile ids: new in one batch, then each upserted again alone (the locking read
+    # must find the row the first batch wrote, or the upsert would insert it twice).
+    steps.append([[action(n, i) for n, i in enumerate(HOSTILE_IDS)]])
+    steps.append([[action(100 + n, i)] for n, i in enumerate(HOSTILE_IDS[:6])])
+    # Singles gathered by the group committer: checks of different nominals, a visit, a notice.
+    steps.append([
+        [_check(base, tag, "lone", 21, "inbound", "2026-11-20T08:50:00Z")],
+        [_check(base, tag, "late", 21, "inbound", "2026-11-20T08:50:00Z")],
+        [envelope("visit.recorded", id=f"{tag}-visit-1", visor_ref=_ref(base, "trip"),
+                  occurred_at="2026-11-20T08:50:00Z", visited_on="2026-11-19")],
+        [envelope("notification.received", id=f"{tag}-note-1", visor_ref=_ref(base, "cancel"),
+                  occurred_at="2026-11-20T08:50:00Z", kind="periodic", notified_on="2026-11-19")],
+    ])
+    # More alerts in one batch than record_many's one statement takes (unknown references).
+    at = "2026-11-20T08:55:00Z"
+    steps.append([[_check(2000 + n, f"{tag}{n}", "lone", 30, "outbound", at) for n in range(20)]])
+    return steps
+
+
+async def _until_settled(service: Service, within: float = 20.0) -> None:
+    """Until every delivery is sent or dead, twice in a row."""
+    deadline = asyncio.get_running_loop().time() + within
+    settled = 0
+    while settled < 2:
+        async with service.sessions() as session:
+            states = list((await session.execute(select(Delivery.state))).scalars())
+        settled = settled + 1 if states and all(s in ("sent", "dead") for s in states) else 0
+        assert asyncio.get_running_loop().time() < deadline, Counter(states)
+        await asyncio.sleep(0.05)
+
+
+async def _drive(url: str, tmp_path: Path, *, fast: bool, patch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The traffic through a started service; what it answered, stored and sent."""
+    mail = MailSink().start()
+    try:
+        async with SlackStandIn(token=TOKEN) as slack:
+            teams = [{**team, "npt_channels": NPT} for team in TEAMS]
+            with _fast_paths(fast, patch):
+                service = await make_service(
+                    url, clock=FixedClock(utc(NOW)), routing=ROUTING, teams=teams,
+                    slack={"mode": "http", "bot_token": TOKEN, "signing_secret": "review10-not-real",
+                           "api_url": slack.url},
+                    smtp={"host": "127.0.0.1", "port": mail.port, "timeout_seconds": 5},
+                    delivery={"send_timeout_seconds": 5, "chat_interval_seconds": 0,
+                              "email_interval_seconds": 0, "poll_seconds": 0.05},
+                    schedules={"enabled": False},
+                )
+                try:
+                    await start_background(service)
+                    answers = await _post_all(service, "run")
+                    await _until_settled(service)
+                    stored = await _stored(service)
+                finally:
+                    await stop(service)
+            posts = [c.args for c in slack.calls_to("chat.postMessage")]
+    finally:
+        mail.stop()
+    names = stored["names"]
+    return {"answers": answers, **stored, "mails": _mails(mail, names), "slack": _slack(posts, names)}
+
+
+async def _post_all(service: Service, tag: str) -> list[Any]:
+    answers: list[Any] = []
+    async with client_for(service) as client:
+        for step in _traffic(tag):
+
+            async def post(request: list[dict[str, Any]]) -> Any:
+                resp = await signed_post(client, "/api/v1/events", request)
+                body = await resp.json()
+                return resp.status, body.get("accepted"), body.get("duplicates"), len(body.get("alerts", []))
+
+            answers.append(await asyncio.gather(*(post(r) for r in step)))
+    return answers
+
+
+async def _stored(service: Service) -> dict[str, Any]:
+    async with service.sessions() as session:
+        alerts = list((await session.execute(select(Alert))).scalars())
+        deliveries = list((await session.execute(select(Delivery))).scalars())
+        entries = list((await session.execute(select(AuditEntry))).scalars())
+        actions = list((await session.execute(select(Action))).scalars())
+        nominals = list((await session.execute(select(Nominal))).scalars())
+        checks = (await session.execute(select(BorderCheck.visor_ref, BorderCheck.event_id,
+                                               BorderCheck.port, BorderCheck.direction))).all()
+        visits = (await session.execute(select(Visit.visor_ref, Visit.event_id))).all()
+    names = {a.id: f"<alert {a.opened_by_event} {a.kind}>" for a in alerts}
+    # A delivery by what it is (its alert, purpose, receiver, target), its id and content hash too.
+    delivery_of = {d.id: f"<delivery {names.get(d.alert_id or '')} {d.purpose} {d.receiver} {d.target}>"
+                   for d in deliveries}
+    hashes = {d.content_hash: f"<hash of {delivery_of[d.id]}>" for d in deliveries}
+
+    def entry_details(details: dict[str, Any]) -> dict[str, Any]:
+        out = dict(details)
+        if isinstance(out.get("delivery"), int):
+            out["delivery"] = delivery_of.get(out["delivery"], out["delivery"])
+        if out.get("content_hash") in hashes:
+            out["content_hash"] = hashes[out["content_hash"]]
+        return out
+
+    def neutral(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+        for old, new in names.items():
+            if old.startswith("A-"):
+                text = text.replace(old, new)
+        return text
+
+    skip = ("alert_id", "ack_url")
+    return {
+        "names": names,
+        "alerts": sorted(neutral([a.id, a.kind, a.visor_ref, a.subject, a.state, a.severity, a.team,
+                                  a.owner, a.summary, a.details, a.resolved_reason, a.version])
+                         for a in alerts),
+        "deliveries": sorted(neutral([d.alert_id, d.purpose, d.receiver, d.channel, d.target, d.state,
+                                      d.attempts, d.last_error,
+                                      {k: v for k, v in d.payload.items() if k not in skip}])
+                             for d in deliveries),
+        "audit": sorted(neutral([e.actor, e.action, e.subject, e.purpose, entry_details(e.details),
+                                 e.nominals]) for e in entries),
+        "actions": sorted(neutral([a.action_id, a.visor_ref, a.summary, a.status, a.owner]) for a in actions),
+        "nominals": sorted(neutral([n.visor_ref, n.area, n.offender_manager, n.surname, n.forenames,
+                                    n.last_notification_on, n.state_as_of]) for n in nominals),
+        "records": sorted(neutral(list(r)) for r in [*checks, *visits]),
+    }
+
+
+def _mails(mail: MailSink, names: dict[str, str]) -> list[str]:
+    out = []
+    for (sender, rcpts), message in zip(mail.envelopes, mail.messages, strict=True):
+        parts = [sender, rcpts, message["Subject"], message["To"], message["X-Casewatch-Alert"]]
+        for part in message.walk():
+            if not part.is_multipart():
+                parts.append(part.get_content())
+        text = json.dumps(parts, ensure_ascii=False)
+        for old, new in names.items():
+            if old.startswith("A-"):
+                text = text.replace(old, new)
+        out.append(re.sub(r"/alerts/[^\"\s<]*", "/alerts/<link>", text))
+    return sorted(out)
+
+
+def _slack(posts: list[dict[str, Any]], names: dict[str, str]) -> list[str]:
+    """Each message posted; a reply's thread_ts as the message it replies to (the stand-in gives
+    the n-th message posted the n-th ts, so a ts depends on the order of sends)."""
+    threads = {f"1700000000.{n:06d}": f"<thread of {args['channel']} {args.get('text')}>"
+               for n, args in enumerate(posts, 1)}
+    out = []
+    for args in posts:
+        shown = {k: v for k, v in args.items() if k != "token"}
+        if shown.get("thread_ts") in threads:
+            shown["thread_ts"] = threads[shown["thread_ts"]]
+        text = json.dumps(shown, sort_keys=True, ensure_ascii=False)
+        for old, new in names.items():
+            if old.startswith("A-"):
+                text = text.replace(old, new)
+        out.append(text)
+    return sorted(out)
+
+
+async def test_the_fast_paths_store_and_send_what_the_plain_paths_do(
+    two_urls: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    plain_url, fast_url = two_urls
+    with monkeypatch.context() as patch:
+        plain = await _drive(plain_url, tmp_path, fast=False, patch=patch)
+    with monkeypatch.context() as patch:
+        fast = await _drive(fast_url, tmp_path, fast=True, patch=patch)
+    plain.pop("names"), fast.pop("names")
+    for key in plain:
+        assert fast[key] == plain[key], key
+    # The traffic did what it is for: alerts opened and resolved, mails and Slack messages sent,
+    # every delivery sent (none dead, none twice), the hostile actions stored once each.
+    kinds = Counter(json.loads(a)[1] for a in plain["alerts"])
+    assert kinds["travel.unnotified"] >= 4 and kinds["travel.unmatched_nominal"] >= 20, kinds
+    unsent = [d for d in plain["deliveries"] if '"sent"' not in d]
+    assert not unsent, unsent
+    emails = [d for d in plain["deliveries"] if '"email"' in d]
+    assert emails and len(plain["mails"]) == len(emails)
+    assert len(plain["slack"]) == len(plain["deliveries"]) - len(emails)
+    assert {json.loads(a)[0] for a in plain["actions"]} == set(HOSTILE_IDS)
+    assert all(status == 202 for step in plain["answers"] for status, *_ in step), plain["answers"]
+
