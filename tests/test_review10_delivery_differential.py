@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 import casewatch.audit as audit
 import casewatch.routing.outbox as outbox
@@ -96,7 +96,12 @@ def _traffic(tag: str) -> list[list[list[dict[str, Any]]]]:
     steps.append([[_check(base, tag, "batch", 12, "inbound", "2026-11-20T08:45:00Z")]])
     # Actions with hostile ids: new in one batch, then each upserted again alone (the locking read
     # must find the row the first batch wrote, or the upsert would insert it twice).
-    steps.append([[action(n, i) for n, i in enumerate(HOSTILE_IDS)]])
+    # With a visit and a clock notification beside them: on PostgreSQL one combined statement.
+    steps.append([[*(action(n, i) for n, i in enumerate(HOSTILE_IDS)),
+                   envelope("visit.recorded", id=f"{tag}-visit-0", visor_ref=_ref(base, "cancel"),
+                            occurred_at="2026-11-20T08:20:00Z", visited_on="2026-11-19"),
+                   envelope("notification.received", id=f"{tag}-note-0", visor_ref=_ref(base, "late"),
+                            occurred_at="2026-11-20T08:20:00Z", kind="periodic", notified_on="2026-11-18")]])
     steps.append([[action(100 + n, i)] for n, i in enumerate(HOSTILE_IDS[:6])])
     # Singles gathered by the group committer: checks of different nominals, a visit, a notice.
     steps.append([
@@ -141,6 +146,9 @@ async def _drive(url: str, tmp_path: Path, *, fast: bool, patch: pytest.MonkeyPa
                               "email_interval_seconds": 0, "poll_seconds": 0.05},
                     schedules={"enabled": False},
                 )
+                seen: list[str] = []
+                event.listen(service.engine.sync_engine, "before_cursor_execute",
+                             lambda *args: seen.append(args[2]))
                 try:
                     await start_background(service)
                     answers = await _post_all(service, "run")
@@ -152,7 +160,18 @@ async def _drive(url: str, tmp_path: Path, *, fast: bool, patch: pytest.MonkeyPa
     finally:
         mail.stop()
     names = stored["names"]
-    return {"answers": answers, **stored, "mails": _mails(mail, names), "slack": _slack(posts, names)}
+    used = {
+        "combined": sum(q.startswith("WITH w0 AS (INSERT INTO ") for q in seen),
+        "audit one statement": sum(
+            q.startswith("WITH new AS (INSERT INTO audit_log")
+            or (q.startswith("INSERT INTO audit_log") and "RETURNING" in q and "), (" in q)
+            for q in seen
+        ),
+        "keys as one": sum(("= ANY (" in q or "json_each(" in q) and q.endswith("FOR UPDATE") or
+                           ("json_each(" in q and "ORDER BY" in q) for q in seen),
+    }
+    return {"answers": answers, **stored, "mails": _mails(mail, names), "slack": _slack(posts, names),
+            "used": used}
 
 
 async def _post_all(service: Service, tag: str) -> list[Any]:
@@ -261,6 +280,12 @@ async def test_the_fast_paths_store_and_send_what_the_plain_paths_do(
     with monkeypatch.context() as patch:
         fast = await _drive(fast_url, tmp_path, fast=True, patch=patch)
     plain.pop("names"), fast.pop("names")
+    used, plain_used = fast.pop("used"), plain.pop("used")
+    # Each fast path ran in the fast run, none in the plain one.
+    postgres = plain_url.startswith("postgresql")
+    assert used["keys as one"] > 0 and used["audit one statement"] > 0, used
+    assert (used["combined"] > 0) == postgres, used
+    assert not any(plain_used.values()), plain_used
     for key in plain:
         assert fast[key] == plain[key], key
     # The traffic did what it is for: alerts opened and resolved, mails and Slack messages sent,
