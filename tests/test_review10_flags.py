@@ -1,0 +1,113 @@
+"""Review (tenth session) of /flags by reference read beside its requester (ninth session,
+lookup.flags.requester_and_reference, bf12a84), as an attacker and as the officers relying on it:
+
+- hostile query texts (quotes, SQL's LIKE and comment characters, NUL, invisible and full-width
+  characters, a reference hidden behind a zero-width space, very long text, a reason with
+  markup): with and without the read-ahead, the same answer and the same audit entries, request
+  by request, for every kind of requester;
+- a requester whose roles, team or Slack identity change between requests (demoted, promoted,
+  moved to another team, their Slack id given to another officer): each answer is the plain
+  path's for the requester as the directory has them at that moment; the personal columns and
+  restricted markers reach only a requester cleared at that moment.
+
+SQLite and PostgreSQL (the nominal REF of tests/test_flags_control_room has personal data and a
+restricted marker)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+import bot.commands as commands
+from casewatch.store.models import Officer
+from tests.test_bot import CR, PC, PC_SOUTH, SGT, STRANGER, Bot, command_body
+from tests.test_flags9_read_ahead import _entries_after, _no_read_ahead, _post
+from tests.test_flags_control_room import ADDRESS, CONDITION_1, PROHIBITION, REF, ZONE_1, running
+
+USERS = (PC, SGT, CR, PC_SOUTH, STRANGER)
+PERSONAL = (ADDRESS, CONDITION_1, ZONE_1, PROHIBITION)
+COMPACT = REF.replace("-", "")
+HOSTILE_TEXTS = [
+    f"{REF}'--", f'{REF}"', f"{REF};DROP TABLE nominals", "VS%", "VS-000100_", "%", "_", "'", '"',
+    f"{REF[:3]}\u200b{REF[3:]}", f"\ufeff{REF}",
+    "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in REF),  # full-width
+    f"{REF}\u0000", f"{REF} " + " " * 2000, "V" * 5000, f"{REF.lower()}", f"-{COMPACT}-",
+    f"{REF} reason: <script>alert(1)</script> & {{\"json\": true}}", f"{REF} reason: ", f"{REF}\nreason: x",
+    f"{REF} reason: {'x' * 3000}", f"{REF} {REF}", f"{COMPACT}/../{COMPACT}",
+]
+
+
+@pytest.fixture
+async def cr_bot(db_url: str) -> AsyncIterator[Bot]:
+    async with running(db_url) as b:
+        yield b
+
+
+async def _both_ways(bot: Bot, text: str, user: str, patch: pytest.MonkeyPatch, last: int) -> tuple[Any, int]:
+    """The request with the read-ahead, then without: the answers and audit entries compared."""
+    body = command_body("/flags", text, user)
+    fast = await _post(bot, body)
+    last, fast_entries = await _entries_after(bot, last)
+    with patch.context() as plain_path:
+        plain_path.setattr(commands, "requester_and_reference", _no_read_ahead)
+        plain = await _post(bot, body)
+    last, plain_entries = await _entries_after(bot, last)
+    assert fast == plain, (text[:80], user)
+    assert fast_entries == plain_entries, (text[:80], user)
+    return fast, last
+
+
+async def test_hostile_texts_answer_as_the_plain_path(cr_bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    last, _ = await _entries_after(cr_bot, 0)
+    shown_personal = 0
+    for text in HOSTILE_TEXTS:
+        for user in USERS:
+            answer, last = await _both_ways(cr_bot, text, user, monkeypatch, last)
+            if any(p.encode() in answer[2] for p in PERSONAL):
+                assert user in (SGT, CR), (text[:80], user)
+                shown_personal += 1
+    assert shown_personal >= 4  # the plain reference's forms did find the nominal for the cleared
+
+
+async def _set_officer(bot: Bot, officer_id: str, **values: Any) -> None:
+    async with bot.service.sessions() as session, session.begin():
+        await session.execute(update(Officer).where(Officer.id == officer_id).values(**values))
+
+
+async def test_a_requester_changed_between_requests_gets_what_they_are_now(
+    cr_bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    last, _ = await _entries_after(cr_bot, 0)
+
+    async def ask(user: str, text: str = REF) -> bytes:
+        nonlocal last
+        answer, last = await _both_ways(cr_bot, text, user, monkeypatch, last)
+        return bytes(answer[2])
+
+    def personal(answer: bytes) -> bool:
+        return any(p.encode() in answer for p in PERSONAL)
+
+    assert personal(await ask(SGT))
+    await _set_officer(cr_bot, "SGT0001", roles=["officer"])  # demoted
+    assert not personal(await ask(SGT))
+    await _set_officer(cr_bot, "PC1234", roles=["officer", "supervisor"])  # promoted
+    assert personal(await ask(PC))
+    await _set_officer(cr_bot, "PC1234", roles=["officer"])
+    assert not personal(await ask(PC))
+    # Moved to the other team: the nominal is another team's now (a reason is asked for).
+    await _set_officer(cr_bot, "PC1234", team="south")
+    moved = await ask(PC)
+    assert not personal(moved)
+    assert not personal(await ask(PC, f"{REF} reason: fictional enquiry"))
+    # A Slack id given to another officer: the answer is that officer's.
+    await _set_officer(cr_bot, "PC1234", slack_user_id=None)
+    await _set_officer(cr_bot, "CR0001", slack_user_id=PC)
+    assert personal(await ask(PC))
+    await _set_officer(cr_bot, "CR0001", roles=[])  # no role at all
+    assert not personal(await ask(PC))
+    # An empty roles value and an officer whose row lost its Slack id: as the plain path.
+    await _set_officer(cr_bot, "SGT0001", slack_user_id=None)
+    assert not personal(await ask(SGT))
