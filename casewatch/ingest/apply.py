@@ -19,11 +19,12 @@ from typing import Any, ClassVar, TypeVar, assert_never, cast
 
 from sqlalchemy import Table, Text, any_, bindparam, func, insert, inspect, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from casewatch.context import Context
-from casewatch.ingest import arrays
+from casewatch.ingest import arrays, held
 from casewatch.ingest.bulk import FreshNominals, Row
 from casewatch.model.events import (
     ActionUpsert,
@@ -67,6 +68,7 @@ from casewatch.store.models import (
     TravelNotification,
     Visit,
 )
+from casewatch.store.sqlite_driver import OneTripConnection
 from casewatch.triggers.applied import Applied
 
 # The notifications that restart the periodic and weekly clocks: the rules' own list.
@@ -119,6 +121,14 @@ class Batch:
     # dates as one statement (ingest.arrays.combined_statement) rather than one a table; off only
     # where a test compares the two.
     combine_writes: ClassVar[bool] = True
+    # Whether, on SQLite, those writes are handed to the driver's connection to run with the
+    # transaction's next trip (ingest.held) rather than each run through session.execute; off only
+    # where a test compares the two.
+    hold_writes: ClassVar[bool] = True
+    # Whether, on PostgreSQL, ingest.pipeline stores the batch's events as one array a column
+    # (arrays.returning_insert_statement) rather than SQLAlchemy's multi-row insert; off only where
+    # a test compares the two.
+    array_events: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.nominals: dict[str, Nominal | None] = {}
@@ -148,6 +158,7 @@ class Batch:
         # loaded and then as this batch records them: what a read of the table gives once the
         # batch's records are written (triggers.load.checks_of).
         self.checks: dict[str, list[BorderCheckFacts]] = {}
+        self._holding: OneTripConnection | None | bool = False  # hold_writes: not looked up yet
 
     def nominal(self, session: AsyncSession, visor_ref: str) -> Nominal | None:
         """The nominal as this batch has it so far; a buffered first upsert becomes the pending
@@ -171,7 +182,7 @@ class Batch:
     async def _write_actions_and_notified(self, session: AsyncSession) -> None:
         if self.new_actions:
             rows = [{key: getattr(a, key) for key in _ACTION_KEYS} for a in self.new_actions.values()]
-            await _insert(session, _ACTIONS, rows)
+            await _insert(session, _ACTIONS, rows, await self._hold_on(session))
         if self.notified:
             # The value each nominal holds now: a later upsert in the batch may have moved it again.
             if self.array_writes and _on_postgres(session):
@@ -182,8 +193,20 @@ class Batch:
                 )
             else:
                 dates = [{"ref": ref, "on": n.last_notification_on} for ref, n in self.notified.items()]
-                await session.execute(_SET_NOTIFIED, dates)
+                holding = await self._hold_on(session)
+                if holding is not None:
+                    held.hold(holding, _set_notified_compiled(session.get_bind().dialect), dates)
+                else:
+                    await session.execute(_SET_NOTIFIED, dates)
         self.new_actions, self.notified = {}, {}
+
+    async def _hold_on(self, session: AsyncSession) -> OneTripConnection | None:
+        """The connection to hand the batch's writes to (hold_writes, SQLite's one-trip driver),
+        else None: looked up once a batch."""
+        if self._holding is False:
+            on = self.hold_writes and not _on_postgres(session)
+            self._holding = await held.holder(session) if on else None
+        return self._holding if isinstance(self._holding, OneTripConnection) else None
 
     async def _write_combined(self, session: AsyncSession) -> bool:
         """On PostgreSQL, with no first upserts buffered: the records, new actions and notification
@@ -225,7 +248,7 @@ class Batch:
         """Insert the records buffered so far (before anything reads their tables)."""
         records, self.records = self.records, {}
         for model, rows in records.items():
-            await _insert(session, model.__table__, rows)  # type: ignore[arg-type]
+            await _insert(session, model.__table__, rows, await self._hold_on(session))  # type: ignore[arg-type]
 
     @classmethod
     async def load(cls, session: AsyncSession, envelopes: Sequence[Envelope]) -> Batch:
@@ -337,9 +360,19 @@ def _on_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-async def _insert(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+@cache
+def _set_notified_compiled(dialect: Dialect) -> held.Compiled:
+    return held.compiled_statement(dialect, _SET_NOTIFIED)
+
+
+async def _insert(
+    session: AsyncSession, table: Table, rows: list[dict[str, Any]], holding: OneTripConnection | None = None
+) -> None:
     """Insert `rows` (each with the same keys) into `table`: as arrays in one statement on
-    PostgreSQL where the columns allow (Batch.array_writes), else one Core executemany."""
+    PostgreSQL where the columns allow (Batch.array_writes), held for the next trip on `holding`
+    (Batch.hold_writes, SQLite), else one Core executemany."""
+    if holding is not None and held.hold_insert(holding, session.get_bind().dialect, table, rows):
+        return
     keys = tuple(rows[0])
     if (
         Batch.array_writes and _on_postgres(session) and arrays.insertable(table, keys)

@@ -3,9 +3,10 @@
 An executemany through asyncpg is one Bind/Execute a row on the server (a 1000-event batch's
 visits, notifications, new actions and notification dates were ~1,300 executions); here each
 table's rows are one execution. Only for columns of plain types (text, numbers, dates, instants,
-booleans): anything else (JSON) keeps the executemany. Each value goes through its column type's
-bind processing (the ARRAY's item type), as in the executemany: an instant must be aware
-(store.types.UTCDateTime)."""
+booleans): anything else (JSON) keeps the executemany, but for the events' insert
+(returning_insert_statement), whose JSON column goes as json[]. Each value goes through its column
+type's bind processing (the ARRAY's item type), as in the executemany: an instant must be aware
+(store.types.UTCDateTime), a JSON value is serialised by the dialect's serialiser."""
 
 from __future__ import annotations
 
@@ -13,9 +14,22 @@ from collections.abc import Sequence
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import Boolean, Date, DateTime, Integer, String, Table, Text, TextClause, bindparam, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    TextClause,
+    bindparam,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import TextualSelect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -40,9 +54,14 @@ def _array_type(kind: TypeEngine[Any]) -> str:
     return f"{_item_type(kind).compile(_PG)}[]"
 
 
-def insertable(table: Table, keys: Sequence[str]) -> bool:
-    """Whether these columns of `table` can go as arrays."""
-    return all(_plain(table.c[key].type) for key in keys)
+def insertable(table: Table, keys: Sequence[str], *, json: bool = False) -> bool:
+    """Whether these columns of `table` can go as arrays (with `json`, JSON columns too)."""
+    return all(_plain(table.c[key].type) or (json and _json(table.c[key].type)) for key in keys)
+
+
+def _json(kind: TypeEngine[Any]) -> bool:
+    impl = kind.impl_instance if isinstance(kind, TypeDecorator) else kind
+    return isinstance(impl, JSON)
 
 
 @cache
@@ -50,6 +69,18 @@ def insert_statement(table: Table, keys: tuple[str, ...]) -> TextClause:
     """INSERT INTO table (keys) SELECT * FROM unnest(:key::type[], ...), built once a key set."""
     sql, params = _insert_sql(table, keys, "")
     return text(sql).bindparams(*params)
+
+
+@cache
+def returning_insert_statement(
+    table: Table, keys: tuple[str, ...], conflict: str, returning: str
+) -> TextualSelect:
+    """insert_statement's INSERT .. SELECT * FROM unnest(..) with ON CONFLICT (conflict) DO NOTHING
+    RETURNING returning (the rows stored), built once a key set; JSON columns go as json[] (each
+    item the text the dialect's serialiser makes, as the executemany binds it), stored as that text."""
+    sql, params = _insert_sql(table, keys, "")
+    sql += f" ON CONFLICT ({table.c[conflict].name}) DO NOTHING RETURNING {table.c[returning].name}"
+    return text(sql).bindparams(*params).columns(table.c[returning])
 
 
 def _insert_sql(table: Table, keys: tuple[str, ...], prefix: str) -> tuple[str, list[BindParameter[Any]]]:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningInsert
 
 from casewatch.context import Context
+from casewatch.ingest import arrays
 from casewatch.ingest.apply import Batch, apply_event
 from casewatch.ingest.plans import plan_for_these_keys
 from casewatch.model.events import Envelope
@@ -144,9 +145,7 @@ async def _ingest_in(
         }
         for e in sorted(first_of_id.values(), key=lambda e: e.id)
     ]
-    # One cached statement run as executemany: SQLAlchemy batches it into multi-row
-    # INSERT ... VALUES ... ON CONFLICT DO NOTHING RETURNING id ("insertmanyvalues").
-    inserted = set((await session.execute(_insert_events(session), rows)).scalars())
+    inserted = await _store_events(session, rows)
     stored = {row["id"] for row in rows if row["id"] in inserted}
     result.duplicates += len(first_of_id) - len(stored)
     result.accepted = len(stored)
@@ -168,16 +167,31 @@ async def _ingest_in(
     return result
 
 
+_EVENT_KEYS = ("id", "type", "visor_ref", "occurred_at", "received_at", "source", "data")
+
+
+async def _store_events(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+    """INSERT the rows ON CONFLICT (id) DO NOTHING; the ids stored. On PostgreSQL (Batch.array_events)
+    as one array a column (ingest.arrays), else one cached statement run as executemany, which
+    SQLAlchemy batches into multi-row INSERT ... VALUES ... RETURNING id ("insertmanyvalues")."""
+    if Batch.array_events and session.get_bind().dialect.name == "postgresql":
+        statement = arrays.returning_insert_statement(_EVENTS, _EVENT_KEYS, "id", "id")
+        return set((await session.execute(statement, arrays.columns(rows, _EVENT_KEYS))).scalars())
+    return set((await session.execute(_insert_events(session), rows)).scalars())
+
+
 def _insert_events(session: AsyncSession) -> ReturningInsert[str]:
     return _insert_events_for(session.get_bind().dialect.name)
+
+
+_EVENTS = Event.metadata.tables[Event.__tablename__]
 
 
 @cache
 def _insert_events_for(dialect: str) -> ReturningInsert[str]:
     """INSERT INTO events ... ON CONFLICT (id) DO NOTHING RETURNING id, built once a dialect."""
     # The Core table, not the mapped class: a plain executemany, not an ORM bulk insert.
-    table = Event.metadata.tables[Event.__tablename__]
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    insert = postgresql.insert(_EVENTS) if dialect == "postgresql" else sqlite.insert(_EVENTS)
     return insert.on_conflict_do_nothing(index_elements=["id"]).returning(Event.id)
 
 

@@ -209,6 +209,12 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         """Hold the next statement for the next trip (its outcome is not read: no rows, no count)."""
         self._defer_next = True
 
+    def hold(self, operation: str, parameters: Any, *, many: bool) -> None:
+        """Hold a statement given as SQL and DB-API parameters (ingest.held: SQLAlchemy's SQL,
+        its bind processing done) for the next trip, as defer_next_statement holds the next one.
+        For a transaction already begun: the statement runs after its earlier ones, never alone."""
+        self._held.append((operation, parameters, many))
+
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
             # The parent's cursor (its rows are fetched a page at a time): its statements neither
