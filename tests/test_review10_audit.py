@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import casewatch.audit as audit
 from casewatch.audit import Entry, hasher_for, record_many
@@ -37,6 +38,26 @@ from tests.test_audit9_folds import backing, two_urls  # noqa: F401 (fixtures)
 
 WRITERS = 6
 ROUNDS = 4
+
+
+Mismatch = tuple[int, list[str], list[str]]
+
+
+async def index_mismatches(sessions: async_sessionmaker[AsyncSession]) -> list[Mismatch]:
+    """Every audit entry whose nominal index (audit_nominals) is not the set of nominals the entry
+    itself names: (id, its nominals, its index rows). Empty when every index row is its entry's
+    (other review10 tests check it after their traffic, whatever path wrote the entries)."""
+    async with sessions() as session:
+        entries = (await session.execute(select(AuditEntry.id, AuditEntry.nominals))).all()
+        index = (await session.execute(select(AuditNominal.audit_id, AuditNominal.visor_ref))).all()
+    by_entry: dict[int, list[str]] = {}
+    for audit_id, ref in index:
+        by_entry.setdefault(audit_id, []).append(ref)
+    known = {entry_id for entry_id, _ in entries}
+    wrong = [(i, sorted(refs or []), sorted(by_entry.get(i, []))) for i, refs in entries
+             if sorted(refs or []) != sorted(by_entry.get(i, []))]
+    wrong += [(i, [], sorted(refs)) for i, refs in by_entry.items() if i not in known]
+    return wrong
 
 
 def _entries(writer: int, round_: int) -> list[Entry]:

@@ -36,6 +36,7 @@ from tests.slack_standin import SlackStandIn
 from tests.support import TEAMS, client_for, envelope, make_service, nominal_data, signed_post
 from tests.test_audit9_folds import backing, two_urls  # noqa: F401 (fixtures)
 from tests.test_ingest8_border_folds import _check, _ref, _requests, _setup
+from tests.test_review10_audit import index_mismatches
 from tests.test_triggers_case_data import utc
 
 NOW = "2026-11-20T09:00:00Z"
@@ -165,6 +166,7 @@ async def _drive(
                     answers = await _post_all(service, "run")
                     await _until_settled(service, move_clock=failing)
                     stored = await _stored(service)
+                    assert await index_mismatches(service.sessions) == []
                 finally:
                     await stop(service)
             posts = [c.args for c in slack.calls_to("chat.postMessage")]

@@ -26,6 +26,7 @@ from casewatch.store.models import Officer
 from tests.test_bot import CR, PC, PC_SOUTH, SGT, STRANGER, Bot, command_body
 from tests.test_flags9_read_ahead import _entries_after, _no_read_ahead, _post
 from tests.test_flags_control_room import ADDRESS, CONDITION_1, PROHIBITION, REF, ZONE_1, running
+from tests.test_review10_audit import index_mismatches
 
 USERS = (PC, SGT, CR, PC_SOUTH, STRANGER)
 PERSONAL = (ADDRESS, CONDITION_1, ZONE_1, PROHIBITION)
@@ -70,6 +71,8 @@ async def test_hostile_texts_answer_as_the_plain_path(cr_bot: Bot, monkeypatch: 
                 assert user in (SGT, CR), (text[:80], user)
                 shown_personal += 1
     assert shown_personal >= 4  # the plain reference's forms did find the nominal for the cleared
+    # Each entry's nominal index is its own (whatever path wrote the entries).
+    assert await index_mismatches(cr_bot.service.sessions) == []
 
 
 async def _set_officer(bot: Bot, officer_id: str, **values: Any) -> None:
@@ -111,3 +114,4 @@ async def test_a_requester_changed_between_requests_gets_what_they_are_now(
     # An empty roles value and an officer whose row lost its Slack id: as the plain path.
     await _set_officer(cr_bot, "SGT0001", slack_user_id=None)
     assert not personal(await ask(SGT))
+    assert await index_mismatches(cr_bot.service.sessions) == []
