@@ -15,6 +15,7 @@ restricted marker)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,4 +115,30 @@ async def test_a_requester_changed_between_requests_gets_what_they_are_now(
     # An empty roles value and an officer whose row lost its Slack id: as the plain path.
     await _set_officer(cr_bot, "SGT0001", slack_user_id=None)
     assert not personal(await ask(SGT))
+    assert await index_mismatches(cr_bot.service.sessions) == []
+
+
+async def test_lookups_at_once_answer_and_audit_as_the_plain_path(
+    cr_bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty lookups gathered at once (on SQLite they share the audit's group commits, one of them
+    perhaps the writer alone; on PostgreSQL each on an autocommit reader), with the read-ahead and
+    without: the same answers and the same audit entries (as multisets: the order of commits is
+    the order of arrival), every entry's nominal index its own."""
+    asks = [(text, user) for text in (REF, REF.lower(), f"{REF} reason: fictional enquiry", "VS-9999999")
+            for user in USERS]
+
+    async def round_of_asks() -> tuple[list[Any], list[Any]]:
+        last, _ = await _entries_after(cr_bot, 0)
+        answers = await asyncio.gather(*(_post(cr_bot, command_body("/flags", t, u)) for t, u in asks))
+        _, entries = await _entries_after(cr_bot, last)
+        neutral = sorted(repr(e[1:]) for e in entries)  # without the time of writing
+        return sorted(repr(a) for a in answers), neutral
+
+    fast = await round_of_asks()
+    with monkeypatch.context() as plain_path:
+        plain_path.setattr(commands, "requester_and_reference", _no_read_ahead)
+        plain = await round_of_asks()
+    assert fast == plain
+    assert len(fast[1]) == len(asks)
     assert await index_mismatches(cr_bot.service.sessions) == []
