@@ -22,14 +22,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import Text, cast, event, select
 
 import casewatch.audit as audit
 import casewatch.routing.outbox as outbox
 import integrations.smtp_notifier as smtp_notifier
 from casewatch.clock import FixedClock
 from casewatch.ingest.apply import Batch
-from casewatch.store.models import Action, Alert, AuditEntry, BorderCheck, Delivery, Nominal, Visit
+from casewatch.store.models import Action, Alert, AuditEntry, BorderCheck, Delivery, Event, Nominal, Visit
 from casewatch.wiring import Service, start_background, stop
 from integrations.mail_sink import MailSink
 from tests.slack_standin import SlackStandIn
@@ -57,11 +57,22 @@ HOSTILE_IDS = (
 FAST_SWITCHES = ("keys_as_array", "combine_writes")
 
 
+# The tenth session's switches, as they land (each set only where it exists): the driver then
+# compares them too.
+LATER_SWITCHES: tuple[tuple[Any, str], ...] = (
+    (Batch, "hold_writes"), (Batch, "array_events"), (audit, "ENTRY_RIDES_ALONG"),
+)
+
+
 @contextmanager
 def _fast_paths(on: bool, patch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every ninth-session fast path on, or every one off (the plain paths they replaced)."""
+    """Every ninth-session fast path on, or every one off (the plain paths they replaced); the
+    tenth session's switches that exist likewise."""
     for name in FAST_SWITCHES:
         patch.setattr(Batch, name, on)
+    for owner, name in LATER_SWITCHES:
+        if hasattr(owner, name):
+            patch.setattr(owner, name, on)
     patch.setattr(outbox, "TAKE_HELD_NOMINALS", on)
     patch.setattr(audit, "ONE_STATEMENT_ROWS", 16 if on else 0)
     plain_init = smtp_notifier.SmtpNotifier.__init__
@@ -212,6 +223,8 @@ async def _stored(service: Service) -> dict[str, Any]:
         checks = (await session.execute(select(BorderCheck.visor_ref, BorderCheck.event_id,
                                                BorderCheck.port, BorderCheck.direction))).all()
         visits = (await session.execute(select(Visit.visor_ref, Visit.event_id))).all()
+        events = (await session.execute(select(Event.id, Event.type, Event.visor_ref, Event.occurred_at,
+                                               Event.source, cast(Event.data, Text)))).all()
     names = {a.id: f"<alert {a.opened_by_event} {a.kind}>" for a in alerts}
     # A delivery by what it is (its alert, purpose, receiver, target), its id and content hash too.
     delivery_of = {d.id: f"<delivery {names.get(d.alert_id or '')} {d.purpose} {d.receiver} {d.target}>"
@@ -249,6 +262,7 @@ async def _stored(service: Service) -> dict[str, Any]:
         "nominals": sorted(neutral([n.visor_ref, n.area, n.offender_manager, n.surname, n.forenames,
                                     n.last_notification_on, n.state_as_of]) for n in nominals),
         "records": sorted(neutral(list(r)) for r in [*checks, *visits]),
+        "events": sorted(neutral(list(e)) for e in events),
     }
 
 
