@@ -127,7 +127,8 @@ async def _in_one_transaction(
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     async with deps.sessions() as session, session.begin():
-        audit = session_sink(session, deps.ctx)
+        # A lookup's entry (or a refusal's) rides with the COMMIT on SQLite (audit.record).
+        audit = session_sink(session, deps.ctx, ride_along=True)
         requester = await read_requester(session, slack_user_id)
         return await _answer_as(session, requester, audit, slack_user_id, command, work)
 

@@ -105,7 +105,7 @@ async def test_index_rows_riding_along_are_written_as_with_the_plain_adapter(
     assert [e[1] for e in entries] == ["PC1", "PC1", "PC3", "PC5", "PC5"]
 
 
-async def test_a_lone_lookup_makes_three_trips_its_index_rows_with_the_commit(
+async def test_a_lone_lookup_makes_two_trips_its_entry_and_index_rows_with_the_commit(
     sqlite_url: str, trips: list[str]
 ) -> None:
     async with running_bot(sqlite_url) as bot:
@@ -113,9 +113,9 @@ async def test_a_lone_lookup_makes_three_trips_its_index_rows_with_the_commit(
         trips.clear()
         answer = await slash(bot, "/flags", ALPHA, user=SGT)
         assert ALPHA in shown(answer)
-        # BEGIN with the requester and the view (one statement since the ninth session), the
-        # entry, then its index rows with the COMMIT.
-        assert trips == ["_run", "_run", "_commit_after"]
+        # BEGIN with the requester and the view (one statement since the ninth session), then the
+        # entry and its index row with the COMMIT (since the tenth session: audit.ENTRY_RIDES_ALONG).
+        assert trips == ["_run", "_commit_after"]
         async with bot.service.engine.connect() as conn:
             newest = (await conn.execute(text("SELECT max(id) FROM audit_log"))).scalar_one()
             of_newest = text("SELECT visor_ref FROM audit_nominals WHERE audit_id = :i")

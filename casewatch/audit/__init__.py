@@ -15,11 +15,14 @@ from typing import Any, Protocol
 
 from sqlalchemy import String, bindparam, func, insert, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert
 
 from casewatch.audit.chain import Hasher, content_hash
 from casewatch.context import Context
+from casewatch.ingest.held import Compiled, compiled_statement, hold
+from casewatch.store import sqlite_driver
 from casewatch.store.engine import mark_audited
 from casewatch.store.models import AuditEntry, AuditNominal
 
@@ -123,6 +126,7 @@ async def record(
     purpose: str = "",
     details: Mapping[str, Any] | None = None,
     nominals: Iterable[str] = (),
+    ride_along: bool = False,
 ) -> None:
     """Add an audit entry to the caller's transaction. `nominals`: the ViSOR references of the
     nominals the entry is about (their chronology and disclosure log find it by them). `purpose`
@@ -130,12 +134,16 @@ async def record(
     action itself shared (a ViSOR reference, an alert id, an officer id).
 
     Inserted at once as Core on the session's connection, not through the ORM: cheaper than a
-    flush on hot read paths (/flags), and the entry needs its id at once for its nominal index."""
+    flush on hot read paths (/flags), and the entry needs its id at once for its nominal index.
+    `ride_along` (a lookup's entry, on SQLite): sent with the transaction's next trip instead
+    (_insert_riding_along)."""
     values = _values(ctx, actor, action, subject, purpose, details, nominals)
     connection = await session.connection()
     if values["nominals"] and connection.dialect.name == "postgresql":
         # The entry and its index in one statement: one round trip fewer on every audited action.
         await connection.execute(_INSERT_WITH_INDEX_PG, {**values, "refs": values["nominals"]})
+    elif ride_along and _rides_along(connection, values):
+        await _insert_riding_along(connection, values)
     elif values["nominals"]:
         entry_id = (await connection.execute(_INSERT_RETURNING_ID, values)).scalar_one()
         await connection.execute(
@@ -144,6 +152,53 @@ async def record(
     else:
         await connection.execute(_INSERT, values)
     mark_audited(session)
+
+
+# SQLite: whether record(ride_along=True) sends an entry about at most one nominal with the
+# transaction's next trip to the driver's thread (_insert_riding_along); False: at once, its id
+# read back, as every other entry (A/B).
+ENTRY_RIDES_ALONG = True
+# The index row of the entry just inserted on this connection (SQLite's last_insert_rowid(): the
+# entry's id, an INTEGER PRIMARY KEY; an insert's triggers do not change it once they are done).
+# inline(): no RETURNING of the key SQLAlchemy would otherwise fetch.
+_INSERT_NOMINAL_OF_LAST_SQLITE = insert(_NOMINALS).values(
+    visor_ref=bindparam("visor_ref", type_=String()), audit_id=func.last_insert_rowid()
+).inline()
+
+
+def _rides_along(connection: AsyncConnection, values: dict[str, Any]) -> bool:
+    return ENTRY_RIDES_ALONG and len(values["nominals"]) <= 1 and connection.dialect.name == "sqlite"
+
+
+async def _insert_riding_along(connection: AsyncConnection, values: dict[str, Any]) -> None:
+    """The entry and its index row (if it names a nominal), without reading the id back: nothing
+    here needs it. With casewatch's driver (store.sqlite_driver) both are handed to the connection
+    to run at the start of the transaction's next trip (on a lookup, the COMMIT's), as the SQL
+    SQLAlchemy sends for them with each value through its column's bind processing (ingest.held),
+    instead of each through SQLAlchemy's execution and the entry's own trip for its RETURNING.
+    They run in order with nothing between them, so last_insert_rowid() is the entry's; if the
+    database refuses either, the commit fails and nothing of the transaction is kept, as when it
+    was refused at once. On another driver both run at once, the same SQL."""
+    sync = connection.sync_connection
+    driver = sync.connection.dbapi_connection if sync is not None else None
+    refs = [{"visor_ref": ref} for ref in values["nominals"]]
+    if isinstance(driver, sqlite_driver.OneTripConnection):
+        entry, index = _held_statements(connection.dialect)
+        hold(driver, entry, [values])
+        if refs:
+            hold(driver, index, refs)
+        return
+    await connection.execute(_INSERT, values)
+    if refs:
+        await connection.execute(_INSERT_NOMINAL_OF_LAST_SQLITE, refs[0])
+
+
+@cache
+def _held_statements(dialect: Dialect) -> tuple[Compiled, Compiled]:
+    return (
+        compiled_statement(dialect, _INSERT, _WRITTEN),
+        compiled_statement(dialect, _INSERT_NOMINAL_OF_LAST_SQLITE),
+    )
 
 
 @dataclass(frozen=True)
@@ -206,9 +261,9 @@ class AuditSink(Protocol):
     ) -> None: ...
 
 
-def session_sink(session: AsyncSession, ctx: Context) -> AuditSink:
+def session_sink(session: AsyncSession, ctx: Context, *, ride_along: bool = False) -> AuditSink:
     """record() into `session`'s transaction."""
-    sink: AuditSink = partial(record, session, ctx)
+    sink: AuditSink = partial(record, session, ctx, ride_along=ride_along)
     return sink
 
 
