@@ -30,7 +30,8 @@ from tests.test_flags_control_room import ADDRESS, CONDITION_1, PROHIBITION, REF
 from tests.test_review10_audit import index_mismatches
 
 USERS = (PC, SGT, CR, PC_SOUTH, STRANGER)
-PERSONAL = (ADDRESS, CONDITION_1, ZONE_1, PROHIBITION)
+# The personal columns and the restricted marker's label: only for a requester cleared for them.
+PERSONAL = (ADDRESS, CONDITION_1, ZONE_1, PROHIBITION, "Covert tactic (fictional)")
 COMPACT = REF.replace("-", "")
 HOSTILE_TEXTS = [
     f"{REF}'--", f'{REF}"', f"{REF};DROP TABLE nominals", "VS%", "VS-000100_", "%", "_", "'", '"',
@@ -101,6 +102,12 @@ async def test_a_requester_changed_between_requests_gets_what_they_are_now(
     assert personal(await ask(PC))
     await _set_officer(cr_bot, "PC1234", roles=["officer"])
     assert not personal(await ask(PC))
+    # An officer of the other team: no personal data, with a reason or without; made a supervisor
+    # there (force-wide and cleared), theirs to see.
+    assert not personal(await ask(PC_SOUTH))
+    assert not personal(await ask(PC_SOUTH, f"{REF} reason: fictional enquiry"))
+    await _set_officer(cr_bot, "PC5678", roles=["officer", "supervisor"])
+    assert personal(await ask(PC_SOUTH))
     # Moved to the other team: the nominal is another team's now (a reason is asked for).
     await _set_officer(cr_bot, "PC1234", team="south")
     moved = await ask(PC)
