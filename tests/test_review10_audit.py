@@ -3,8 +3,8 @@ multi-row INSERT .. RETURNING id (the ids sorted), on PostgreSQL the entries and
 index in one statement (the index joined to the entries by the ids' rank). Attacked two ways:
 
 - writers in flight at once (several transactions gathered, PostgreSQL's sequence drawn by each
-  in turn): every entry's nominal index must name the entry's own nominals, never a neighbour's,
-  and the sealer's chain over them must verify;
+  in turn) while a sealer works beside them: every entry's nominal index must name the entry's own
+  nominals, never a neighbour's, every entry be sealed once, and the chain verify;
 - hostile details and nominals (quotes, backslashes, NUL, invisible and astral characters, long
   text, JSON-special keys): the one statement stores what the plain path stores, raw JSON text
   included, and the chain verifies.
@@ -100,12 +100,23 @@ async def test_writers_in_flight_at_once_keep_each_entry_s_own_index(one_url: st
                 await start.wait()  # every transaction open, then all write at once
                 await record_many(session, ctx, _entries(w, r))
 
+        sealed = [0]
+        writing = True
+
+        async def sealer() -> None:  # a sealer at work while the writers commit, late ids and all
+            while writing:
+                sealed[0] += await seal_pending(sessions, ctx)
+                await asyncio.sleep(0.005)
+
+        sealing = asyncio.create_task(sealer())
         for r in range(ROUNDS):
             start.clear()
             tasks = [asyncio.create_task(writer(w, r)) for w in range(WRITERS)]
             await asyncio.sleep(0.05)
             start.set()
             await asyncio.gather(*tasks)
+        writing = False
+        await sealing
         async with sessions() as session:
             entries = list((await session.execute(select(AuditEntry))).scalars())
             index = (await session.execute(select(AuditNominal.audit_id, AuditNominal.visor_ref))).all()
@@ -118,8 +129,11 @@ async def test_writers_in_flight_at_once_keep_each_entry_s_own_index(one_url: st
                  if by_entry.get(e.id, set()) != {e.details["ref"], *e.details["extra"]}
                  or set(e.nominals) != by_entry.get(e.id)]
         assert not wrong, wrong[:5]
-        assert await seal_pending(sessions, ctx) == expected
+        assert sealed[0] + await seal_pending(sessions, ctx) == expected
         assert (await verify(sessions, hasher_for(ctx))).intact
+        async with sessions() as session:
+            unsealed = (await session.execute(select(AuditEntry.id).where(AuditEntry.seq.is_(None)))).all()
+        assert unsealed == []
     finally:
         await engine.dispose()
 
