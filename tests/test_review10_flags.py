@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 import bot.commands as commands
-from casewatch.store.models import Officer
-from tests.test_bot import CR, PC, PC_SOUTH, SGT, STRANGER, Bot, command_body
+from casewatch.store.models import AuditEntry, Officer
+from tests.test_bot import ALPHA, CR, PC, PC_SOUTH, SGT, STRANGER, Bot, command_body, running_bot, slash
 from tests.test_flags9_read_ahead import _entries_after, _no_read_ahead, _post
 from tests.test_flags_control_room import ADDRESS, CONDITION_1, PROHIBITION, REF, ZONE_1, running
 from tests.test_review10_audit import index_mismatches
@@ -149,3 +149,28 @@ async def test_lookups_at_once_answer_and_audit_as_the_plain_path(
     assert fast == plain
     assert len(fast[1]) == len(asks)
     assert await index_mismatches(cr_bot.service.sessions) == []
+
+
+@pytest.fixture
+async def seeded_bot(db_url: str) -> AsyncIterator[Bot]:
+    async with running_bot(db_url) as b:
+        yield b
+
+
+async def test_every_command_s_entries_keep_their_own_index(seeded_bot: Bot) -> None:
+    """Chat commands that write (acknowledgements, with an outcome or none, a stranger's refusal)
+    and that read (/tasks, /flags of each kind) in turn, some gathered at once: whichever way each
+    entry was written (its own statements, riding with the COMMIT, a shared group commit), every
+    entry's nominal index is its own."""
+    bot = seeded_bot
+    alert = bot.alerts["pc_high"]
+    for text, user in ((alert, PC), (alert, SGT), (alert, STRANGER), ("A-ZZZZZZ", PC)):
+        await slash(bot, "/ack", text, user=user)
+    await slash(bot, "/tasks", user=PC)
+    await asyncio.gather(*(slash(bot, "/flags", q, user=u) for q in (ALPHA, "Sampleton", "VS-9999999")
+                           for u in (PC, SGT, STRANGER)))
+    await slash(bot, "/tasks", user=STRANGER)
+    assert await index_mismatches(bot.service.sessions) == []
+    async with bot.service.sessions() as session:
+        named = (await session.execute(select(AuditEntry.nominals))).scalars().all()
+    assert any(n for n in named)  # entries about nominals were written and checked
