@@ -124,6 +124,15 @@ def _traffic(tag: str) -> list[list[list[dict[str, Any]]]]:
         [envelope("notification.received", id=f"{tag}-note-1", visor_ref=_ref(base, "cancel"),
                   occurred_at="2026-11-20T08:50:00Z", kind="periodic", notified_on="2026-11-19")],
     ])
+    # Border checks whose event ids (the alerts' subjects, the live-alert read's keys: an array on
+    # PostgreSQL) are hostile, then the same nominals' checks the other way (the live read finds
+    # the alerts by those subjects).
+    steps.append([[envelope("travel.border_alert", id=f'{tag}-"q"-{{b}}-[x]-é-{n}',
+                            visor_ref=_ref(base, role), occurred_at="2026-11-20T08:52:00Z",
+                            port="Port <b>&amp;", direction="outbound", checked_at="2026-11-20T08:52:00Z")]
+                  for n, role in enumerate(("trip", "free", "cancel"))])
+    steps.append([[_check(base, f"{tag}-back", role, 40, "inbound", "2026-11-20T08:53:00Z")]
+                  for role in ("trip", "free", "cancel")])
     # More alerts in one batch than record_many's one statement takes (unknown references).
     at = "2026-11-20T08:55:00Z"
     steps.append([[_check(2000 + n, f"{tag}{n}", "lone", 30, "outbound", at) for n in range(20)]])
@@ -225,7 +234,9 @@ async def _stored(service: Service) -> dict[str, Any]:
         visits = (await session.execute(select(Visit.visor_ref, Visit.event_id))).all()
         events = (await session.execute(select(Event.id, Event.type, Event.visor_ref, Event.occurred_at,
                                                Event.source, cast(Event.data, Text)))).all()
-    names = {a.id: f"<alert {a.opened_by_event} {a.kind}>" for a in alerts}
+    # (JSON-safe: the names replace ids inside JSON text)
+    names = {a.id: f"<alert {re.sub(r'[^A-Za-z0-9 ._-]', '_', a.opened_by_event or '')} {a.kind}>"
+             for a in alerts}
     # A delivery by what it is (its alert, purpose, receiver, target), its id and content hash too.
     delivery_of = {d.id: f"<delivery {names.get(d.alert_id or '')} {d.purpose} {d.receiver} {d.target}>"
                    for d in deliveries}
