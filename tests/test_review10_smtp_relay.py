@@ -37,7 +37,8 @@ class Relay:
     out while the connection stays up: a RCPT then gets 503 "need MAIL command"), "reply:<reply>"
     (refuse with that reply, the connection kept). `on_data`
     the same for the end of DATA: "ok", "close" (close before answering; the mail is kept), "drop"
-    (close before answering; not kept)."""
+    (close before answering; not kept), "ok then close:<s>" and "ok then 421:<s>" (answer 250, then
+    as for MAIL: while the connection idles)."""
 
     on_mail: Callable[[int, int], str] = lambda c, m: "ok"
     on_data: Callable[[int, int], str] = lambda c, m: "ok"
@@ -130,6 +131,12 @@ class Relay:
                     if action in ("close", "drop"):
                         return
                     writer.write(b"250 OK kept\r\n")
+                    if action.startswith("ok then close:"):  # a restart while the connection idles
+                        self.tasks.append(asyncio.create_task(
+                            self._later(float(action.split(":")[1]), writer, None)))
+                    elif action.startswith("ok then 421:"):  # out of turn while it idles
+                        self.tasks.append(asyncio.create_task(self._later(
+                            float(action.split(":")[1]), writer, b"421 4.3.2 Shutting down\r\n")))
                 elif verb == b"RSET":
                     envelope["open"] = False
                     writer.write(b"250 OK\r\n")
@@ -193,10 +200,11 @@ def _kept_each_sent_once(relay: Relay, outcomes: list[Outcome]) -> None:
 
 
 @pytest.mark.parametrize("armed", [True, False])
-async def test_a_relay_restart_after_answering_the_idle_mail(relay: Relay, armed: bool) -> None:
-    """The relay answers the idle connection's MAIL, then restarts (closes it) before the next."""
-    relay.on_mail = lambda c, m: "ok then close:0.02" if m == 2 else "ok"
-    outcomes = await _sends(relay, armed, 3)
+async def test_a_relay_restart_while_the_connection_idles(relay: Relay, armed: bool) -> None:
+    """The relay takes a message, then restarts (closes the connection) while it idles: after
+    answering the idle connection's MAIL when it is armed."""
+    relay.on_data = lambda c, d: "ok then close:0.1" if (c, d) == (1, 1) else "ok"
+    outcomes = await _sends(relay, armed, 3, pause=0.4)
     _kept_each_sent_once(relay, outcomes)
     # The closed connection is seen closed and not used: every message goes.
     assert _kinds(outcomes) == ["Sent"] * 3
@@ -226,9 +234,10 @@ async def test_a_421_at_the_idle_mail(relay: Relay, armed: bool) -> None:
 
 @pytest.mark.parametrize("armed", [True, False])
 async def test_an_unsolicited_421_while_idle_on_an_open_socket(relay: Relay, armed: bool) -> None:
-    """The relay accepts the idle MAIL, then says 421 out of turn and keeps the socket open."""
-    relay.on_mail = lambda c, m: "ok then 421:0.02" if m in (1, 2) and c == 1 else "ok"
-    outcomes = await _sends(relay, armed, 3)
+    """The relay takes a message, then (after accepting the idle MAIL when armed) says 421 out of
+    turn while the connection idles, and keeps the socket open."""
+    relay.on_data = lambda c, d: "ok then 421:0.1" if (c, d) == (1, 1) else "ok"
+    outcomes = await _sends(relay, armed, 3, pause=0.4)
     _kept_each_sent_once(relay, outcomes)
     assert _kinds(outcomes)[0] == "Sent" and _kinds(outcomes)[2] == "Sent"
 
@@ -279,8 +288,8 @@ async def test_a_relay_that_keeps_each_mail_but_closes_before_its_250(relay: Rel
 async def test_a_relay_that_drops_the_idle_envelope(relay: Relay, armed: bool) -> None:
     """The relay accepts the idle connection's MAIL, then drops that envelope while the connection
     stays up; the next message must still go (at worst be retried), never be refused for good."""
-    relay.on_mail = lambda c, m: "ok then forget:0.05" if m >= 2 else "ok"
-    outcomes = await _sends(relay, armed, 3)
+    relay.on_mail = lambda c, m: "ok then forget:0.15" if m >= 2 else "ok"
+    outcomes = await _sends(relay, armed, 3, pause=0.4)
     _kept_each_sent_once(relay, outcomes)
     assert _kinds(outcomes) == ["Sent"] * 3, [str(o)[:120] for o in outcomes]
 
@@ -318,7 +327,7 @@ async def test_a_relay_limiting_mail_requests_per_client(relay: Relay, armed: bo
     try:
         for n in range(4):
             outcomes.append(await notifier.send(_outbound(SPOC, summary=f"Border check {n} (fictional)")))
-            await asyncio.sleep(0.25)  # sparser than idle_seconds: the idle connection is reaped
+            await asyncio.sleep(0.4)  # sparser than idle_seconds: the idle connection is reaped
     finally:
         await notifier.close()
     _kept_each_sent_once(relay, outcomes)
