@@ -106,6 +106,20 @@ def _traffic(tag: str) -> list[list[list[dict[str, Any]]]]:
                    _check(base, tag, "batch", 11, "outbound", "2026-11-20T08:40:00Z")]])
     steps.append([[upsert("batch", 2, offender_manager="PC1234", area="N01", surname="Testperson")]])
     steps.append([[_check(base, tag, "batch", 12, "inbound", "2026-11-20T08:45:00Z")]])
+    # A new nominal (its first upsert buffered, then promoted by the next), its check, moved twice
+    # and a stale upsert (older than its state), all in one batch: the alert goes by the nominal as
+    # the batch leaves it.
+    def born(n: int, at: str, **data: Any) -> dict[str, Any]:
+        return envelope("nominal.upsert", nominal_data(**data), id=f"{tag}-born-{n}", visor_ref="VS-0009001",
+                        occurred_at=at)
+
+    steps.append([[born(1, "2026-11-20T08:00:00Z", area="N01", offender_manager="PC1234"),
+                   envelope("travel.border_alert", id=f"{tag}-born-check", visor_ref="VS-0009001",
+                            occurred_at="2026-11-20T08:46:00Z", port="Port born", direction="outbound",
+                            checked_at="2026-11-20T08:46:00Z"),
+                   born(2, "2026-11-20T08:01:00Z", area="S02", offender_manager="PC1234", surname="Example"),
+                   born(3, "2026-11-20T08:02:00Z", area="S02", offender_manager="PC5678", surname="Sample"),
+                   born(4, "2026-11-20T07:00:00Z", area="N01", offender_manager="PC1234")]])
     # Actions with hostile ids: new in one batch, then each upserted again alone (the locking read
     # must find the row the first batch wrote, or the upsert would insert it twice).
     # With a visit and a clock notification beside them: on PostgreSQL one combined statement.
@@ -339,6 +353,11 @@ async def test_the_fast_paths_store_and_send_what_the_plain_paths_do(
     assert emails and len(plain["mails"]) == len(emails)
     assert len(plain["slack"]) == len(plain["deliveries"]) - len(emails)
     assert {json.loads(a)[0] for a in plain["actions"]} == set(HOSTILE_IDS)
+    # The check between two moves in one batch went by the nominal as the batch left it.
+    moved = [json.loads(d) for d in plain["deliveries"] if "run-born-check " in d]
+    assert moved, [a for a in plain["alerts"] if "born" in a]
+    assert {d[4] for d in moved if d[2].startswith("npt:")} == {"C0NPTS02"}, moved
+    assert {d[2] for d in moved if d[2].startswith("officer:")} == {"officer:PC5678"}, moved
     assert all(status == 202 for step in plain["answers"] for status, *_ in step), plain["answers"]
 
 
