@@ -38,6 +38,7 @@ from casewatch.delivery.notifier import Outbound, Outcome, Permanent, Retryable,
 log = logging.getLogger(__name__)
 
 _RELAY_FAULTS = frozenset({530, 535})
+_BAD_SEQUENCE = 503  # a command out of order: on an armed connection, RCPT without its MAIL
 # Long header lines unfolded (RFC 5322 allows 998): a folded Subject would read back with a
 # leading space, and mail rules matching "[casewatch]" at its start would miss it.
 _POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
@@ -86,11 +87,14 @@ class SmtpNotifier:
         done = False
         try:
             client, armed = await self._connection()
+            if armed and not await _armed_rcpt(client, message.target):
+                # The relay dropped the idle connection's envelope (a transaction timeout, a proxy
+                # that reconnected: review10 finding 1): the whole envelope on a new connection.
+                client.close()
+                client = None
+                client = await self._connect()
+                armed = False
             if armed:
-                # The envelope's MAIL FROM was sent and accepted while the connection was idle:
-                # the rest of sendmail's commands (its checks first).
-                parse_address(message.target)
-                await client.rcpt(message.target)
                 await client.data(raw)
             else:
                 await client.sendmail(self._smtp.sender, [message.target], raw)
@@ -172,6 +176,10 @@ class SmtpNotifier:
                 client.close()  # refused or failed: a fresh connection tries the whole envelope
                 continue
             await _close(client, arming)
+        return await self._connect(), False
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        """A new connection: connect, EHLO, STARTTLS, login."""
         smtp = self._smtp
         client = aiosmtplib.SMTP(
             hostname=smtp.host,
@@ -188,7 +196,7 @@ class SmtpNotifier:
         except BaseException:
             client.close()  # refused login, failed STARTTLS, timed out: drop what was opened
             raise
-        return client, False
+        return client
 
     async def warm(self) -> None:
         """Open one connection (connect, EHLO, STARTTLS, login: no mail) and keep it idle for the
@@ -305,6 +313,21 @@ def _boundary(text: str) -> str:
         boundary = "=" * 15 + f"{random.randrange(sys.maxsize):019d}" + "=="
         if boundary not in text:
             return boundary
+
+
+async def _armed_rcpt(client: aiosmtplib.SMTP, target: str) -> bool:
+    """RCPT on a connection whose MAIL FROM was accepted while it idled (sendmail's address check
+    first); False when the relay answers 503 (bad sequence: it no longer holds that envelope), so
+    the arming did not hold and the message is not refused for it. Other refusals raise as
+    sendmail's would."""
+    parse_address(target)
+    try:
+        await client.rcpt(target)
+    except aiosmtplib.SMTPRecipientRefused as exc:
+        if exc.code == _BAD_SEQUENCE:
+            return False
+        raise
+    return True
 
 
 def _refused(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> Outcome:

@@ -272,19 +272,9 @@ async def test_a_relay_that_keeps_each_mail_but_closes_before_its_250(relay: Rel
     assert len(relay.kept) == 3
 
 
-@pytest.mark.parametrize(
-    "armed",
-    [
-        pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-            "review10 finding 1: the armed path takes a relay's 503 'need MAIL command' at RCPT (the "
-            "idle connection's envelope dropped by the relay: a transaction timeout, an SMTP proxy "
-            "that reconnected) for a Permanent refusal of the message: its delivery goes dead and the "
-            "alert's mail is never sent, where the plain path (MAIL, then RCPT at once) sends it. "
-            "A 503 on an armed connection means the arming did not hold: retry the whole envelope "
-            "on a new connection (or return Retryable)"))),
-        False,
-    ],
-)
+# review10 finding 1 (fixed): a 503 at RCPT on an armed connection is the relay's word that it
+# dropped the idle envelope; the message goes with its whole envelope on a new connection.
+@pytest.mark.parametrize("armed", [True, False])
 async def test_a_relay_that_drops_the_idle_envelope(relay: Relay, armed: bool) -> None:
     """The relay accepts the idle connection's MAIL, then drops that envelope while the connection
     stays up; the next message must still go (at worst be retried), never be refused for good."""
