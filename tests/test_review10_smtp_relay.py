@@ -322,3 +322,21 @@ async def test_a_relay_limiting_mail_requests_per_client(relay: Relay, armed: bo
         await notifier.close()
     _kept_each_sent_once(relay, outcomes)
     assert _kinds(outcomes) == ["Sent"] * 4, (len(requests), _kinds(outcomes))
+
+
+@pytest.mark.parametrize("armed", [True, False])
+async def test_a_relay_that_answers_every_rcpt_with_503(relay: Relay, armed: bool) -> None:
+    """A relay that, after a first message, drops every envelope at once (every RCPT then gets
+    503): the armed path's retry on a new connection (finding 1's fix) is made once, not again and
+    again, and the outcome is the plain path's."""
+    relay.on_mail = lambda c, m: "ok" if (c, m) == (1, 1) else "ok then forget:0"
+    notifier = _notifier(await _port(relay), armed=armed)
+    try:
+        first = await notifier.send(_outbound(SPOC, summary="Border check 0 (fictional)"))
+        await asyncio.sleep(0.1)
+        second = await notifier.send(_outbound(SPOC, summary="Border check 1 (fictional)"))
+    finally:
+        await notifier.close()
+    assert _kinds([first, second]) == ["Sent", "Permanent"]
+    assert "503" in str(second) and len(relay.kept) == 1
+    assert notifier.connects == (2 if armed else 1)
