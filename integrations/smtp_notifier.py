@@ -6,7 +6,8 @@ STARTTLS, login) is kept open after a message for the next one, up to `idle_seco
 most `max_idle` of them; one a server has closed meanwhile is not used,
 and a connection whose message failed in any way is closed, never reused. A kept connection sends
 its next message's MAIL FROM (always the configured sender) at once, so that message starts at
-RCPT (`arm_idle`); a refused or failed MAIL closes it.
+RCPT (`arm_idle`), when the connection was itself kept and used again (mail comes closer than
+`idle_seconds`); a refused or failed MAIL closes it.
 
 Only configured addresses are ever mailed. 4xx replies, timeouts and connection failures are
 retryable; 5xx replies (and a refused login) are permanent. Retries are the worker's.
@@ -58,11 +59,13 @@ class SmtpNotifier:
         idle_seconds: float = IDLE_SECONDS,
         max_idle: int = 0,
         arm_idle: bool = True,
+        arm_always: bool = False,
     ) -> None:
         """`tls_context` replaces the system's trusted CAs for STARTTLS (tests, private CAs).
         `max_idle` connections are kept open between messages (0: one connection a message); the
         owner then calls close() before its event loop ends. `arm_idle`: an idle connection sends
-        its next message's MAIL FROM at once (_arm)."""
+        its next message's MAIL FROM at once (_arm) when it was kept and used again (_keep); with
+        `arm_always` after every message, however sparse (tests of the arming itself)."""
         self._smtp = smtp
         self._tls_context = tls_context
         self._allowed = frozenset(a.lower() for a in allowed)
@@ -74,6 +77,7 @@ class SmtpNotifier:
         # Idle connections' MAIL FROM for their next message, sent or answered (_arm).
         self._arming: dict[aiosmtplib.SMTP, asyncio.Task[bool]] = {}
         self._arm_idle = arm_idle
+        self._arm_always = arm_always
         self.connects = 0  # connections opened (tests, the bench)
 
     async def send(self, message: Outbound) -> Outcome:
@@ -84,16 +88,15 @@ class SmtpNotifier:
         except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it cannot be sent
             return unbuildable(exc)
         client: aiosmtplib.SMTP | None = None
-        done = False
+        done = reused = False
         try:
-            client, armed = await self._connection()
+            client, armed, reused = await self._connection()
             if armed and not await _armed_rcpt(client, message.target):
                 # The relay dropped the idle connection's envelope (a transaction timeout, a proxy
                 # that reconnected: review10 finding 1): the whole envelope on a new connection.
                 client.close()
                 client = None
-                client = await self._connect()
-                armed = False
+                client, armed, reused = await self._connect(), False, False
             if armed:
                 await client.data(raw)
             else:
@@ -114,7 +117,7 @@ class SmtpNotifier:
         finally:
             if client is not None and not done:
                 client.close()  # failed or cut short: never reused, no QUIT to wait for
-            elif client is not None and not self._keep(client):
+            elif client is not None and not self._keep(client, reused=reused):
                 await _close(client)
         return Sent(message_id)
 
@@ -155,16 +158,16 @@ class SmtpNotifier:
             headers.append(("X-Casewatch-Alert", message.alert_id))
         return headers, render.plain_text(p), render.html_text(p)
 
-    async def _connection(self) -> tuple[aiosmtplib.SMTP, bool]:
-        """An idle connection still open and fresh enough, or a new one; and whether the next
-        message's MAIL FROM has been accepted on it (_arm)."""
+    async def _connection(self) -> tuple[aiosmtplib.SMTP, bool, bool]:
+        """An idle connection still open and fresh enough, or a new one; whether the next
+        message's MAIL FROM has been accepted on it (_arm); whether it was an idle one."""
         now = time.monotonic()
         while self._idle:
             client, used = self._idle.pop()
             arming = self._arming.pop(client, None)
             if client.is_connected and now - used < self._idle_seconds:
                 if arming is None:
-                    return client, False
+                    return client, False, True
                 try:
                     armed = await arming
                 except BaseException:  # cancelled (the send's timeout): nothing may use it now
@@ -172,11 +175,11 @@ class SmtpNotifier:
                     client.close()
                     raise
                 if armed and client.is_connected:
-                    return client, True
+                    return client, True, True
                 client.close()  # refused or failed: a fresh connection tries the whole envelope
                 continue
             await _close(client, arming)
-        return await self._connect(), False
+        return await self._connect(), False, False
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """A new connection: connect, EHLO, STARTTLS, login."""
@@ -205,7 +208,7 @@ class SmtpNotifier:
         if self._max_idle <= 0 or self._idle:
             return
         try:
-            client, _ = await self._connection()
+            client, _, _ = await self._connection()
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # Start-up is the moment to say the mail settings are wrong (a refused login, a server
             # away), not the first alert hours later. The type and reply code only: never the
@@ -216,14 +219,21 @@ class SmtpNotifier:
                 type(exc).__name__, f" {code}" if isinstance(code, int) else "",
             )
             return
-        if not self._keep(client):
+        if not self._keep(client, reused=False):
             await _close(client)
 
-    def _keep(self, client: aiosmtplib.SMTP) -> bool:
+    def _keep(self, client: aiosmtplib.SMTP, *, reused: bool) -> bool:
+        """Keep `client` idle for the next message (False: no room, or closed). Armed (_arm) when
+        its last message came on it while it idled (`reused`): mail comes closer than idle_seconds,
+        so the next message is likely to use it. An arming reaped unused is a second MAIL FROM for
+        the relay, which counts it against a client's message rate limit (Postfix's
+        smtpd_client_message_rate_limit) as it counts the message's own: sparse mail, each message
+        on a new connection (alone or with the other mails of its alert), is not armed (review10
+        finding 2)."""
         if len(self._idle) >= self._max_idle or not client.is_connected:
             return False
         self._idle.append((client, time.monotonic()))
-        if self._arm_idle:
+        if self._arm_idle and (self._arm_always or reused):
             self._arming[client] = asyncio.get_running_loop().create_task(self._arm(client))
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().call_later(self._idle_seconds, self._reap)

@@ -90,7 +90,7 @@ def servers() -> Iterator[tuple[tuple[Scripted, int], tuple[Scripted, int]]]:
 
 def _notifier(port: int, *, armed: bool) -> SmtpNotifier:
     smtp = SmtpSection(host="127.0.0.1", port=port, sender=SENDER)
-    return SmtpNotifier(smtp, frozenset({SPOC}), max_idle=2, arm_idle=armed)
+    return SmtpNotifier(smtp, frozenset({SPOC}), max_idle=2, arm_idle=armed, arm_always=True)
 
 
 async def _armed(handler: Scripted, mails: int) -> None:

@@ -23,19 +23,9 @@ ALERTS = 3
 LIMIT = 2 * ALERTS  # what the plain path asks: one MAIL FROM a message
 
 
-@pytest.mark.parametrize(
-    "armed",
-    [
-        pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-            "review10 finding 2 (bursts): each alert's two mails go together and arm both kept "
-            "connections (the sends came close together), then the reaper QUITs both armings unused: "
-            "sparse alerts still cost the relay two MAIL FROM a message, and a relay limiting a "
-            "client's message requests refuses (450) mail the plain path gets through. Arm a kept "
-            "connection only when a message is likely to use it (e.g. mail kept coming over more "
-            "than one idle period), or not at all for sparse traffic"))),
-        False,
-    ],
-)
+# review10 finding 2 (fixed): an alert's mails each go on a new connection when alerts are sparse,
+# and a connection is armed only when its message came on it while it idled (SmtpNotifier._keep).
+@pytest.mark.parametrize("armed", [True, False])
 async def test_sparse_alerts_of_two_mails_each_cost_one_mail_from_a_message(
     relay: Relay, armed: bool  # noqa: F811
 ) -> None:

@@ -163,7 +163,7 @@ async def relay() -> AsyncIterator[Relay]:
 
 def _notifier(port: int, *, armed: bool) -> SmtpNotifier:
     smtp = SmtpSection(host="127.0.0.1", port=port, sender=SENDER, timeout_seconds=3)
-    return SmtpNotifier(smtp, frozenset({SPOC}), max_idle=2, arm_idle=armed)
+    return SmtpNotifier(smtp, frozenset({SPOC}), max_idle=2, arm_idle=armed, arm_always=True)
 
 
 async def _sends(relay: Relay, armed: bool, count: int, pause: float = 0.15) -> list[Outcome]:
@@ -284,21 +284,9 @@ async def test_a_relay_that_drops_the_idle_envelope(relay: Relay, armed: bool) -
     assert _kinds(outcomes) == ["Sent"] * 3, [str(o)[:120] for o in outcomes]
 
 
-@pytest.mark.parametrize(
-    "armed",
-    [
-        pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-            "review10 finding 2: with sparse mail (messages further apart than idle_seconds) every "
-            "message costs the relay two MAIL FROM requests, its own and the idle connection's "
-            "armed one that the reaper then QUITs unused: a relay limiting a client's message "
-            "requests (Postfix smtpd_client_message_rate_limit counts MAIL FROM, accepted or not) "
-            "refuses (450 4.7.1) alert mail at half the rate it would take from the plain path: "
-            "alerts delayed (Retryable), not lost. Arm only a connection likely to be reused (e.g. "
-            "not when the last message came longer than idle_seconds ago), or count it in the "
-            "limit the operators are told to set"))),
-        False,
-    ],
-)
+# review10 finding 2 (fixed): a kept connection is armed only when its message came on it while it
+# idled (SmtpNotifier._keep): sparse mail, each message on a new connection, is sent as the plain path.
+@pytest.mark.parametrize("armed", [True, False])
 async def test_a_relay_limiting_mail_requests_per_client(relay: Relay, armed: bool) -> None:
     """A relay that takes at most four MAIL FROM a client in its window (as Postfix's anvil
     counts them) and alert mail sparser than the notifier's idle time: the plain path's four

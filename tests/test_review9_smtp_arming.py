@@ -88,7 +88,8 @@ async def test_close_is_not_held_by_a_server_stalling_on_the_idle_mail_from(arme
     server = StallingServer()
     port = await server.start()
     notifier = SmtpNotifier(
-        SmtpSection(host="127.0.0.1", port=port, sender=SENDER), frozenset({SPOC}), max_idle=2, arm_idle=armed
+        SmtpSection(host="127.0.0.1", port=port, sender=SENDER), frozenset({SPOC}), max_idle=2,
+        arm_idle=armed, arm_always=True,
     )
     try:
         outcome = await notifier.send(_outbound(SPOC, summary="Border check (fictional)"))
