@@ -127,8 +127,8 @@ async def _in_one_transaction(
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     async with deps.sessions() as session, session.begin():
-        # A lookup's entry (or a refusal's) rides with the COMMIT on SQLite (audit.record).
-        audit = session_sink(session, deps.ctx, ride_along=True)
+        # A lookup's entry (or a refusal's) goes to the driver directly (audit.record).
+        audit = session_sink(session, deps.ctx, direct=True)
         requester = await read_requester(session, slack_user_id)
         return await _answer_as(session, requester, audit, slack_user_id, command, work)
 
@@ -204,7 +204,7 @@ async def _read_then_record(
                 raise _GoneBeforeAnything from exc
             raise
         answer = await _answer_as(session, requester, hold, slack_user_id, command, work)
-        audit = session_sink(session, deps.ctx)
+        audit = session_sink(session, deps.ctx, direct=True)
         for entry in held:
             await audit(**entry)
     return answer

@@ -1,12 +1,13 @@
-"""SQLite: a lookup's audit entry about at most one nominal rides with the transaction's next trip
-(audit.record(ride_along=True), casewatch.audit.ENTRY_RIDES_ALONG, tenth session): the entry and
-its index row, whose audit_id is last_insert_rowid(), are handed to the one-trip driver as the SQL
-SQLAlchemy sends (ingest.held) and run with the COMMIT, so a lone /flags answer makes two trips to
-the driver's thread, not three, and two statements fewer go through SQLAlchemy's execution. The
-same scenarios written with it on and off, on SQLAlchemy's own adapter and on casewatch's driver,
-give the same tables row by row (ids, index rows, what a statement after a held one sees,
-rollbacks, savepoints, a refusal at the commit), and /flags gives the same answers and audit
-entries either way, request by request, on the writer alone and through the group commit."""
+"""A lookup's audit entry handed to the driver itself (audit.record(direct=True),
+casewatch.audit.DIRECT_ENTRIES, tenth session), as the SQL SQLAlchemy sends with each value through
+its column's bind processing (ingest.held), not through SQLAlchemy's execution. SQLite: an entry
+about at most one nominal and its index row (audit_id = last_insert_rowid()) run with the COMMIT, so
+a lone /flags answer makes two trips to the driver's thread, not three; PostgreSQL: the entry with
+its index, one statement, sent by asyncpg. The same scenarios with it on and off, on SQLAlchemy's
+own SQLite adapter and on casewatch's driver, give the same tables row by row (ids, index rows,
+what a statement after a held one sees, rollbacks, savepoints, a refusal at the commit), and /flags
+gives the same answers, audit entries and stored text either way, request by request, on every
+path of both databases."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,7 +29,7 @@ import casewatch.audit as audit
 from casewatch.audit import Entry, record, record_many
 from casewatch.clock import FixedClock
 from casewatch.context import Context
-from casewatch.store.engine import make_sessionmaker
+from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.migrate import upgrade
 from tests import test_flags7_ride_along
 from tests.support import T0, make_settings
@@ -35,7 +37,7 @@ from tests.test_bot import Bot, command_body, running_bot
 from tests.test_flags7_autocommit import _never_alone
 from tests.test_flags7_ride_along import _scenario, _tables
 from tests.test_flags9_read_ahead import MORE, _entries_after, _post
-from tests.test_flags_alone import REQUESTS
+from tests.test_flags_alone import REQUESTS, statements
 from tests.test_sqlite_driver import DRIVERS, _make, trips
 
 __all__ = ["trips"]  # the fixture, used here by name
@@ -60,7 +62,7 @@ async def four(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         await engine.dispose()
 
 
-ride = partial(record, ride_along=True)
+ride = partial(record, direct=True)
 
 
 async def _more(engine: AsyncEngine, ctx: Context) -> list[Any]:
@@ -95,7 +97,7 @@ async def test_the_tables_are_the_same_with_the_entry_riding_along_or_not(
     monkeypatch.setattr(test_flags7_ride_along, "record", ride)  # its scenario's entries ride too
     outcomes = {}
     for name, engine in four.items():
-        monkeypatch.setattr(audit, "ENTRY_RIDES_ALONG", name.endswith("True"))
+        monkeypatch.setattr(audit, "DIRECT_ENTRIES", name.endswith("True"))
         outcomes[name] = [*await _scenario(engine, ctx), *await _more(engine, ctx)]
     first = outcomes["one_trip-True"]
     assert all(outcome == first for outcome in outcomes.values())
@@ -109,7 +111,7 @@ async def test_the_tables_are_the_same_with_the_entry_riding_along_or_not(
 
 
 def test_the_held_entry_is_the_insert_sqlalchemy_sends_with_every_column_a_writer_gives() -> None:
-    entry, index = audit._held_statements(sqlite.dialect())
+    entry, index = audit._direct_statements(sqlite.dialect())
     assert entry[0] == "INSERT INTO audit_log (at, actor, action, subject, purpose, details, nominals, " \
         "content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     assert entry[1] == audit._WRITTEN
@@ -137,30 +139,37 @@ async def test_a_refused_index_row_fails_the_commit_and_keeps_nothing(
 
 
 @pytest.mark.parametrize("path", ["alone", "readers"])
-async def test_flags_answers_and_entries_are_the_same_with_the_entry_riding_along_or_not(
-    sqlite_url: str, path: str, trips: list[str], monkeypatch: pytest.MonkeyPatch
+async def test_flags_answers_and_entries_are_the_same_with_the_entry_direct_or_not(
+    db_url: str, path: str, trips: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with running_bot(sqlite_url) as bot:
+    async with running_bot(db_url) as bot:
         batcher = bot.service.audit_batcher
-        assert batcher is not None
         if path == "readers":
+            if batcher is None:
+                pytest.skip("PostgreSQL has one path (the autocommit readers): compared under 'alone'")
             monkeypatch.setattr(batcher, "alone", _never_alone)
+        engine = bot.service.engine if batcher is not None else bot.service.reader_engine
+        assert engine is not None
         last, _ = await _entries_after(bot, 0)
         compared = 0
         for command, query, user in [*REQUESTS, *MORE]:
             body = command_body(command, query, user)
             answers, entries, index = [], [], []
-            for rides in (True, False):
-                monkeypatch.setattr(audit, "ENTRY_RIDES_ALONG", rides)
+            for direct in (True, False):
+                monkeypatch.setattr(audit, "DIRECT_ENTRIES", direct)
                 trips.clear()
-                answers.append(await _post(bot, body))
+                with statements(engine) as seen:
+                    answers.append(await _post(bot, body))
                 its_trips = list(trips)
                 before = last
                 last, written = await _entries_after(bot, last)
                 entries.append(written)
                 index.append(await _index_after(bot, before))
-                if rides and written and path == "alone" and command == "/flags":
-                    assert "_commit_after" in its_trips, body  # the entry went with the COMMIT
+                one_or_none = engine.dialect.name != "sqlite" or all(len(e[0]) <= 1 for e in index[-1])
+                if direct and written and command == "/flags" and one_or_none:
+                    assert "INSERT" not in seen and "WITH" not in seen, body  # not through SQLAlchemy
+                    if path == "alone" and batcher is not None:
+                        assert "_commit_after" in its_trips, body  # the entry went with the COMMIT
             assert answers[0] == answers[1], body
             assert entries[0] == entries[1], body
             assert index[0] == index[1], body
@@ -168,11 +177,58 @@ async def test_flags_answers_and_entries_are_the_same_with_the_entry_riding_alon
         assert compared >= 18
 
 
-async def _index_after(bot: Bot, last_id: int) -> list[tuple[str, ...]]:
-    """Each newer entry's index rows, by the entry's nominals (ids differ between the two runs)."""
+async def _index_after(bot: Bot, last_id: int) -> list[tuple[Any, ...]]:
+    """Each newer entry's index rows and its stored text (ids differ between the two runs)."""
     async with bot.service.engine.connect() as conn:
         rows = await conn.execute(text(
-            "SELECT a.nominals, group_concat(n.visor_ref) FROM audit_log a "
-            "LEFT JOIN audit_nominals n ON n.audit_id = a.id WHERE a.id > :last GROUP BY a.id ORDER BY a.id"
+            "SELECT a.id, n.visor_ref FROM audit_log a LEFT JOIN audit_nominals n ON n.audit_id = a.id "
+            "WHERE a.id > :last ORDER BY a.id, n.visor_ref"
         ), {"last": last_id})
-        return [tuple(r) for r in rows]
+        by_entry: dict[int, list[str]] = {}
+        for entry_id, ref in rows:
+            by_entry.setdefault(entry_id, []).extend([ref] if ref is not None else [])
+        stored = await conn.execute(text(
+            "SELECT CAST(at AS TEXT), CAST(details AS TEXT), CAST(nominals AS TEXT), content_hash "
+            "FROM audit_log WHERE id > :last ORDER BY id"
+        ), {"last": last_id})
+        return [(tuple(refs), *raw) for refs, raw in zip(by_entry.values(), stored, strict=True)]
+
+
+@pytest.mark.postgres
+async def test_postgresql_sends_it_directly_only_on_a_begun_or_autocommit_connection(
+    pg_url: str, ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry as the transaction's first statement goes through SQLAlchemy (which begins the
+    transaction); after a read it is sent by asyncpg, in that transaction; a statement asyncpg
+    refuses is raised as the adapter's own error (what SQLAlchemy's execution wraps), and the
+    transaction keeps nothing."""
+    engine = make_engine(pg_url)
+    sent: list[str] = []
+    send = audit._send_pg
+
+    async def noted(*args: Any) -> None:
+        sent.append("direct")
+        await send(*args)
+
+    monkeypatch.setattr(audit, "_send_pg", noted)
+    try:
+        sessions = make_sessionmaker(engine)
+        async with sessions.begin() as session:
+            await ride(session, ctx, actor="PC1", action="flags.lookup", nominals=["VS-1"])
+            assert sent == []
+            await session.execute(text("SELECT 1"))
+            await ride(session, ctx, actor="PC1", action="flags.lookup", nominals=["VS-2"])
+            await ride(session, ctx, actor="PC1", action="flags.lookup")
+            assert sent == ["direct", "direct"]
+        entries, index = await _tables(engine)
+        assert [(e[1], e[3]) for e in entries] == [("PC1", ["VS-1"]), ("PC1", ["VS-2"]), ("PC1", [])]
+        assert [ref for ref, _ in index] == ["VS-1", "VS-2"]
+        broken = ("SELECT * FROM no_such_table", (), ())
+        monkeypatch.setattr(audit, "_direct_statements", lambda _dialect: (broken, broken))
+        with pytest.raises(AsyncAdapt_asyncpg_dbapi.ProgrammingError):
+            async with sessions.begin() as session:
+                await session.execute(text("SELECT 1"))
+                await ride(session, ctx, actor="PC2", action="flags.lookup", nominals=["VS-3"])
+        assert len((await _tables(engine))[0]) == 3
+    finally:
+        await engine.dispose()

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event, select, text
 
 import bot.commands as commands
+import casewatch.audit as audit
 from bot import render
 from casewatch.store.engine import commits_each_statement, found_connection_gone
 from casewatch.store.models import AuditEntry
@@ -92,19 +93,29 @@ async def test_postgres_lookups_read_and_audit_in_autocommit_on_the_readers(pg_b
         in_block = conn.connection.driver_connection.is_in_transaction()
         on_readers.append((statement.split(None, 1)[0].upper(), in_block))
 
+    send = audit._send_pg
+
+    async def note_direct(driver: Any, *args: Any) -> None:
+        # The entry sent by asyncpg itself (audit.record(direct=True), tenth session).
+        on_readers.append(("WITH (direct)", driver.driver_connection.is_in_transaction()))
+        await send(driver, *args)
+
     last, _ = await _entries_after(pg_bot, 0)
     index_before = await _nominal_index(pg_bot)
+    audit._send_pg = note_direct  # type: ignore[assignment]
     event.listen(service.engine.sync_engine, "before_cursor_execute", note_writer)
     event.listen(service.reader_engine.sync_engine, "before_cursor_execute", note_reader)
     try:
         answer = await slash(pg_bot, "/flags", ALPHA, user=SGT)
     finally:
+        audit._send_pg = send
         event.remove(service.engine.sync_engine, "before_cursor_execute", note_writer)
         event.remove(service.reader_engine.sync_engine, "before_cursor_execute", note_reader)
     assert ALPHA in shown(answer)
     # The requester with the view (one statement since the ninth session), then the entry with
-    # its nominal index (one statement); no transaction block around them, nothing on the writer.
-    assert on_readers == [("SELECT", False), ("WITH", False)]
+    # its nominal index (one statement, sent by asyncpg since the tenth session); no transaction
+    # block around them, nothing on the writer.
+    assert on_readers == [("SELECT", False), ("WITH (direct)", False)]
     assert on_writer == []
     _, entries = await _entries_after(pg_bot, last)
     assert [e[2] for e in entries] == ["flags.lookup"]

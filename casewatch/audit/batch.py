@@ -109,7 +109,7 @@ class AuditBatcher:
                 e = entries[0]
                 await record(
                     session, self._ctx, actor=e.actor, action=e.action, subject=e.subject,
-                    purpose=e.purpose, details=e.details, nominals=e.nominals, ride_along=True,
+                    purpose=e.purpose, details=e.details, nominals=e.nominals, direct=True,
                 )
             else:
                 await record_many(session, self._ctx, entries)
