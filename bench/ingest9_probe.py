@@ -44,6 +44,8 @@ def _switch(owner: str, name: str) -> Callable[[bool], None]:
 VARIANTS: dict[str, Callable[[bool], None]] = {
     "any_keys": _switch("casewatch.ingest.apply:Batch", "keys_as_array"),
     "combine_writes": _switch("casewatch.ingest.apply:Batch", "combine_writes"),
+    "hold_writes": _switch("casewatch.ingest.apply:Batch", "hold_writes"),
+    "array_events": _switch("casewatch.ingest.apply:Batch", "array_events"),
 }
 
 
