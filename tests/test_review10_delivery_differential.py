@@ -25,7 +25,9 @@ import pytest
 from sqlalchemy import Text, cast, event, select
 
 import casewatch.audit as audit
+import casewatch.ingest.group as group
 import casewatch.routing.outbox as outbox
+import casewatch.store.engine as store_engine
 import integrations.smtp_notifier as smtp_notifier
 from casewatch.clock import FixedClock
 from casewatch.ingest.apply import Batch
@@ -60,7 +62,8 @@ FAST_SWITCHES = ("keys_as_array", "combine_writes")
 # The tenth session's switches, as they land (each set only where it exists): the driver then
 # compares them too.
 LATER_SWITCHES: tuple[tuple[Any, str], ...] = (
-    (Batch, "hold_writes"), (Batch, "array_events"), (audit, "ENTRY_RIDES_ALONG"),
+    (Batch, "hold_writes"), (Batch, "array_events"), (audit, "ENTRY_RIDES_ALONG"), (audit, "DIRECT_ENTRIES"),
+    (store_engine, "ONE_TRIP_PING"), (group, "KEEP_CONNECTION"),
 )
 
 
