@@ -20,6 +20,7 @@ must be shown as they are, never obeyed. Three layers, each built on the one bef
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 REPLACEMENT = "\ufffd"
@@ -64,7 +65,13 @@ def mrkdwn(value: object, *, keep_lines: bool = False) -> str:
     return "\n".join(_mrkdwn_line(line) for line in lines)
 
 
+# Every character _mrkdwn_line may change: a line without any is shown as it is.
+_ACTIVE = re.compile(r"[>&<*_~`@]")
+
+
 def _mrkdwn_line(line: str) -> str:
+    if _ACTIVE.search(line) is None:
+        return line  # most values (references, dates, plain summaries): no loop on the event loop
     out = []
     leading = True
     for i, ch in enumerate(line):
