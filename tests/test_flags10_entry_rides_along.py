@@ -11,6 +11,7 @@ path of both databases."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -26,7 +27,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import casewatch.audit as audit
+import casewatch.audit.batch as batch_module
 from casewatch.audit import Entry, record, record_many
+from casewatch.audit.batch import AuditBatcher
 from casewatch.clock import FixedClock
 from casewatch.context import Context
 from casewatch.store.engine import make_engine, make_sessionmaker
@@ -232,3 +235,40 @@ async def test_postgresql_sends_it_directly_only_on_a_begun_or_autocommit_connec
         assert len((await _tables(engine))[0]) == 3
     finally:
         await engine.dispose()
+
+
+async def test_a_group_commit_writes_the_same_tables_directly_as_through_record_many(
+    tmp_path: Path, ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's group commit (AuditBatcher): a batch's entries handed to the driver one by one,
+    in the batch's order, or written by record_many: the same ids, entries and index rows."""
+    batch = [
+        Entry("PC1", "flags.lookup", "VS-1", nominals=("VS-1",)),
+        Entry("PC2", "flags.lookup", "nobody"),
+        Entry("PC3", "flags.lookup", "smith", nominals=("VS-3", "VS-2")),
+        Entry("PC4", "slack.refused", "/flags"),
+        Entry("PC5", "flags.reason_required", "VS-4", "", {"reason": "x' \\" + '"'}, ("VS-4",)),
+    ]
+    seen = []
+    written: list[str] = []
+    many = audit.record_many
+
+    async def noted(*args: Any) -> None:
+        written.append("record_many")
+        await many(*args)
+
+    monkeypatch.setattr(batch_module, "record_many", noted)
+    for direct in (True, False):
+        monkeypatch.setattr(audit, "DIRECT_ENTRIES", direct)
+        engine = _make(f"sqlite+aiosqlite:///{tmp_path}/batch-{direct}.db", "one_trip", monkeypatch)
+        await upgrade(engine)
+        try:
+            batcher = AuditBatcher(make_sessionmaker(engine), ctx)
+            written.clear()
+            await asyncio.gather(*(batcher.record(**vars(e)) for e in batch))
+            assert written == ([] if direct else ["record_many"])  # one shared commit either way
+            seen.append(await _tables(engine))
+        finally:
+            await engine.dispose()
+    assert seen[0] == seen[1]
+    assert len(seen[0][0]) == 5 and len(seen[0][1]) == 4

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import casewatch.audit
 from casewatch.audit import Entry, record, record_many
 from casewatch.context import Context
 from casewatch.store.errors import is_unavailable
@@ -105,12 +106,16 @@ class AuditBatcher:
 
     async def _insert(self, entries: list[Entry]) -> None:
         async with self._sessions.begin() as session:
-            if len(entries) == 1:  # alone: the one-entry insert is the cheaper statement
-                e = entries[0]
-                await record(
-                    session, self._ctx, actor=e.actor, action=e.action, subject=e.subject,
-                    purpose=e.purpose, details=e.details, nominals=e.nominals, direct=True,
-                )
+            connection = await session.connection()
+            if len(entries) == 1 or (casewatch.audit.DIRECT_ENTRIES and connection.dialect.name == "sqlite"):
+                # Alone, the one-entry insert is the cheaper statement; on SQLite each entry (about
+                # at most one nominal) is handed to the driver with the COMMIT (audit.record), no
+                # statement through SQLAlchemy, in the batch's order, as record_many's ids go.
+                for e in entries:
+                    await record(
+                        session, self._ctx, actor=e.actor, action=e.action, subject=e.subject,
+                        purpose=e.purpose, details=e.details, nominals=e.nominals, direct=True,
+                    )
             else:
                 await record_many(session, self._ctx, entries)
 
