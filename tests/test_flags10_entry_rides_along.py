@@ -1,6 +1,6 @@
 """A lookup's audit entry handed to the driver itself (audit.record(direct=True),
 casewatch.audit.DIRECT_ENTRIES, tenth session), as the SQL SQLAlchemy sends with each value through
-its column's bind processing (ingest.held), not through SQLAlchemy's execution. SQLite: an entry
+its column's bind processing (store.held), not through SQLAlchemy's execution. SQLite: an entry
 about at most one nominal and its index row (audit_id = last_insert_rowid()) run with the COMMIT, so
 a lone /flags answer makes two trips to the driver's thread, not three; PostgreSQL: the entry with
 its index, one statement, sent by asyncpg. The same scenarios with it on and off, on SQLAlchemy's

@@ -1,6 +1,6 @@
 """Single events' CPU on the event loop (issue 17, tenth session): on SQLite `Batch.finish` hands the
 records, new actions and notification dates to the driver's connection, to run with the
-transaction's next trip (`Batch.hold_writes`, casewatch.ingest.held), rather than each through
+transaction's next trip (`Batch.hold_writes`, casewatch.store.held), rather than each through
 `session.execute`; on PostgreSQL the batch's events are stored as one array a column
 (`Batch.array_events`, ingest.arrays.returning_insert_statement) rather than SQLAlchemy's multi-row
 insert. The same traffic both ways stores the same text in every column of every record table, the
@@ -22,10 +22,10 @@ from sqlalchemy.dialects.sqlite import aiosqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from casewatch.ingest import held
 from casewatch.ingest.apply import Batch
 from casewatch.ingest.group import GroupCommit
 from casewatch.ingest.pipeline import ingest
+from casewatch.store import held
 from casewatch.store.models import Action, Event, Nominal, Team, Visit
 from casewatch.wiring import Service
 from tests.support import envelope, nominal_data

@@ -22,9 +22,9 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from casewatch.audit.chain import Hasher, content_hash
 from casewatch.context import Context
-from casewatch.ingest.held import Compiled, compiled_statement, hold
 from casewatch.store import sqlite_driver
 from casewatch.store.engine import mark_audited
+from casewatch.store.held import Compiled, compiled_statement, hold
 from casewatch.store.models import AuditEntry, AuditNominal
 
 __all__ = ["AuditSink", "Entry", "hasher_for", "record", "record_many", "session_sink"]

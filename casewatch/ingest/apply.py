@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from casewatch.context import Context
-from casewatch.ingest import arrays, held
+from casewatch.ingest import arrays
 from casewatch.ingest.bulk import FreshNominals, Row
 from casewatch.model.events import (
     ActionUpsert,
@@ -47,6 +47,7 @@ from casewatch.model.events import (
 )
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS, BorderCheckFacts
 from casewatch.model.names import alias_keys, name_key
+from casewatch.store import held
 from casewatch.store.models import (
     Action,
     Base,
@@ -122,7 +123,7 @@ class Batch:
     # where a test compares the two.
     combine_writes: ClassVar[bool] = True
     # Whether, on SQLite, those writes are handed to the driver's connection to run with the
-    # transaction's next trip (ingest.held) rather than each run through session.execute; off only
+    # transaction's next trip (store.held) rather than each run through session.execute; off only
     # where a test compares the two.
     hold_writes: ClassVar[bool] = True
     # Whether, on PostgreSQL, ingest.pipeline stores the batch's events as one array a column

@@ -210,7 +210,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._defer_next = True
 
     def hold(self, operation: str, parameters: Any, *, many: bool) -> None:
-        """Hold a statement given as SQL and DB-API parameters (ingest.held: SQLAlchemy's SQL,
+        """Hold a statement given as SQL and DB-API parameters (store.held: SQLAlchemy's SQL,
         its bind processing done) for the next trip, as defer_next_statement holds the next one.
         For a transaction already begun: the statement runs after its earlier ones, never alone."""
         self._held.append((operation, parameters, many))
