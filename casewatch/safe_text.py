@@ -65,8 +65,9 @@ def mrkdwn(value: object, *, keep_lines: bool = False) -> str:
     return "\n".join(_mrkdwn_line(line) for line in lines)
 
 
-# Every character _mrkdwn_line may change: a line without any is shown as it is.
-_ACTIVE = re.compile(r"[>&<*_~`@]")
+# Every character _mrkdwn_line may change, taken from its own tables (a mark added there is
+# never skipped here): a line without any is shown as it is.
+_ACTIVE = re.compile("[" + re.escape("".join(sorted({*_ENTITIES, *_MARKS, ">", "@"}))) + "]")
 
 
 def _mrkdwn_line(line: str) -> str:

@@ -167,16 +167,14 @@ async def _ingest_in(
     return result
 
 
-_EVENT_KEYS = ("id", "type", "visor_ref", "occurred_at", "received_at", "source", "data")
-
-
 async def _store_events(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
     """INSERT the rows ON CONFLICT (id) DO NOTHING; the ids stored. On PostgreSQL (Batch.array_events)
     as one array a column (ingest.arrays), else one cached statement run as executemany, which
     SQLAlchemy batches into multi-row INSERT ... VALUES ... RETURNING id ("insertmanyvalues")."""
     if Batch.array_events and session.get_bind().dialect.name == "postgresql":
-        statement = arrays.returning_insert_statement(_EVENTS, _EVENT_KEYS, "id", "id")
-        return set((await session.execute(statement, arrays.columns(rows, _EVENT_KEYS))).scalars())
+        keys = tuple(rows[0])  # the rows' own columns: one list of them, where the rows are made
+        statement = arrays.returning_insert_statement(_EVENTS, keys, "id", "id")
+        return set((await session.execute(statement, arrays.columns(rows, keys))).scalars())
     return set((await session.execute(_insert_events(session), rows)).scalars())
 
 
