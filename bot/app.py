@@ -24,7 +24,6 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.lazy_listener.async_internals import to_runnable_function
 from slack_bolt.lazy_listener.asyncio_runner import AsyncioLazyListenerRunner
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -274,8 +273,7 @@ SlashWork = Callable[[dict[str, Any]], Coroutine[Any, Any, Message]]
 
 
 def slash_commands(deps: BotDeps) -> dict[str, SlashWork]:
-    """Each slash command's work, by command: the same whether the command came through Bolt's
-    dispatch (register) or bot.http's direct path (answer_slash_command)."""
+    """Each slash command's work, by command."""
 
     def flags(command: dict[str, Any]) -> Coroutine[Any, Any, Message]:
         return flags_reply(deps, command.get("user_id", ""), command.get("text") or "")
@@ -287,23 +285,6 @@ def slash_commands(deps: BotDeps) -> dict[str, SlashWork]:
         return ack_reply(deps, command.get("user_id", ""), command.get("text") or "", "slack_command")
 
     return {"/flags": flags, "/tasks": tasks, "/ack": ack}
-
-
-async def answer_slash_command(
-    work: SlashWork, command: dict[str, Any], budget: float, respond: AsyncRespond, api_url: str
-) -> BoltResponse:
-    """The response Bolt's dispatch gives a slash command whose listener is _slash_listener(work)
-    (with process_before_response): the acknowledgement, built by Bolt's own AsyncAck; a 500 with
-    an empty body, and the error logged as on_error logs it, if the listener fails."""
-    ack = AsyncAck()  # type: ignore[no-untyped-call]
-    try:
-        await _answer(ack, respond, asyncio.create_task(work(command)), budget, api_url)
-    except Exception as error:  # noqa: BLE001 - as Bolt's listener runner: a 500, the error logged
-        await _on_error(error)
-        return BoltResponse(status=500)
-    if ack.response is None:  # _answer always acknowledges; Bolt would find no listener answered
-        return BoltResponse(status=404, body={"error": "unhandled request"})
-    return ack.response
 
 
 async def _on_error(error: Exception) -> None:

@@ -13,20 +13,16 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.async_app import AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.middleware.request_verification import RequestVerification
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import Clock as SlackClock
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import (
-    SlashWork,
-    answer_slash_command,
-    build_bolt_app,
-    finish_background,
-    slash_commands,
-)
+from bot.app import build_bolt_app, finish_background
 from bot.commands import BotDeps
 from casewatch.clock import Clock
 from casewatch.context import Context
@@ -70,42 +66,39 @@ def slack_signature_problem(body: str, headers: Mapping[str, str], verifier: Sig
     return None
 
 
-# Fields that make a form something other than a plain slash command (see direct_command).
-_PLAIN_COMMAND = frozenset({"payload", "ssl_check", "type"})
+class SlackRequest(AsyncBoltRequest):
+    """Bolt's request, with one mistake of Bolt's reading mended. Bolt
+    (slack_bolt.request.internals.parse_body) takes any form with the text "payload" anywhere in
+    it for an interaction, and a form with no `payload` field then reads as empty: a slash command
+    whose text holds the word (`/flags payloadperson`) found no listener and got a 404, no answer
+    at all. A form without a `payload` field is read here as the form it is; every other body as
+    Bolt reads it (tests/test_slack_request.py compares the two)."""
+
+    def __init__(
+        self,
+        *,
+        body: str,
+        query: str | dict[str, Sequence[str]] | None = None,
+        headers: dict[str, str | Sequence[str]] | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(body=body, query=query, headers=headers, context=context)
+        as_json = self.content_type == "application/json" or body.startswith("{")  # as parse_body
+        if self.body or as_json or "payload" not in body:
+            return
+        form = dict(parse_qsl(body, keep_blank_values=True))
+        if "payload" not in form:
+            self.body = form
+            self.context = build_async_context(AsyncBoltContext(context or {}), form)
+
+    def to_copyable(self) -> SlackRequest:  # a lazy listener's copy reads the body the same way
+        return SlackRequest(
+            body=self.raw_body, query=self.query, headers=self.headers, context=self.context.to_copyable()
+        )
 
 
-def direct_command(
-    body: str, headers: Mapping[str, str], commands: Mapping[str, Any]
-) -> dict[str, Any] | None:
-    """The payload of a slash command in `commands`, if this (verified) body is one of ours; else
-    None, and Bolt dispatches it. As Bolt's request parsing (slack_bolt.request.internals.parse_body)
-    a body is JSON when it starts with "{" or is sent as application/json, and an interaction when
-    its form has a `payload` field; Bolt's middleware answers an `ssl_check` itself and a `type`
-    marks an event or an interaction. One deliberate difference: Bolt takes any form with the text
-    "payload" *anywhere* in it for an interaction, so a slash command whose text holds the word
-    (`/flags payloadperson`) found no listener there and got a 404, no answer at all; here it is
-    answered as any other."""
-    as_json = headers.get("content-type", "").split(";")[0] == "application/json"
-    if not body or body.startswith("{") or as_json:
-        return None
-    payload = dict(parse_qsl(body, keep_blank_values=True))
-    if payload.get("command") not in commands or not _PLAIN_COMMAND.isdisjoint(payload):
-        return None
-    return payload
-
-
-def slack_events_handler(
-    bolt: AsyncApp,
-    verifier: SignatureVerifier,
-    commands: Mapping[str, SlashWork] | None = None,
-    answer_budget_seconds: float = 2.0,
-) -> Handler:
-    """POST /slack/events. A slash command in `commands` is answered directly, as Bolt's dispatch
-    would answer it (bot.app.answer_slash_command, the same work and acknowledgement), without
-    the dispatch's per-request set-up (a Web API client, the listener arguments, its middleware
-    chain, the signature checked a second time): that was ~0.5 ms of a /flags answer's CPU.
-    Everything else goes through Bolt."""
-    commands = commands or {}
+def slack_events_handler(bolt: AsyncApp, verifier: SignatureVerifier) -> Handler:
+    """POST /slack/events: verified here, then Bolt's dispatch."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -121,18 +114,9 @@ def slack_events_handler(
         if problem is not None:
             log.info("Slack request refused (401): %s", problem)
             return web.json_response({"error": "invalid request"}, status=401)
-        command = direct_command(body, plain, commands)
-        if command is not None:
-            respond = AsyncRespond(
-                response_url=command.get("response_url"), proxy=bolt.client.proxy, ssl=bolt.client.ssl
-            )
-            answer = await answer_slash_command(
-                commands[command["command"]], command, answer_budget_seconds, respond, bolt.client.base_url
-            )
-            return await to_aiohttp_response(answer)
         headers: dict[str, str | Sequence[str]] = dict(plain)
         try:
-            bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=headers)
+            bolt_request = SlackRequest(body=body, query=request.query_string, headers=headers)
         except (ValueError, TypeError, KeyError):
             return web.json_response({"error": "the request body could not be read"}, status=400)
         bolt_response = await bolt.async_dispatch(bolt_request)
@@ -170,7 +154,7 @@ def mount_slack(
     for middleware in bolt._async_middleware_list:
         if isinstance(middleware, RequestVerification):
             middleware._verifier = verifier
-    handler = slack_events_handler(bolt, verifier, slash_commands(deps), deps.answer_budget_seconds)
+    handler = slack_events_handler(bolt, verifier)
     app.router.add_post(SLACK_EVENTS_PATH, handler)
 
     async def finish(_: web.Application) -> None:

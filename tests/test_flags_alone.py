@@ -26,11 +26,11 @@ from tests.test_bot import (
     slack_headers,
     slash,
 )
-from tests.test_flags_direct_path import REQUESTS as DIRECT_PATH_REQUESTS
+from tests.test_slack_request import REQUESTS as SLASH_REQUESTS
 
-# Every outcome a slash command has (test_flags_direct_path), and a search for a word Bolt alone
+# Every outcome a slash command has (test_slack_request), and a search for a word Bolt alone
 # took for an interaction ("payload" anywhere in the body: its 404).
-REQUESTS = [*DIRECT_PATH_REQUESTS, ("/flags", "payload", PC)]
+REQUESTS = [*SLASH_REQUESTS, ("/flags", "payload", PC)]
 AUDIT_COLUMNS = ("at", "actor", "action", "subject", "purpose", "details", "nominals", "content_hash")
 
 
