@@ -4,7 +4,8 @@
 are a child process) and for counting what an answer costs: its statements, transactions and pool
 checkouts, server CPU per answer and throughput, service and least-work floor alternated round by
 round (`--plain-too`: and the service without the requester's read-ahead, the lookup's
-statements as before the ninth session). Not part of `python -m bench`: the figures that count
+statements as before the ninth session; `--sqlalchemy-too`: and the service with its reads through
+SQLAlchemy's execution, store.direct_read off). Not part of `python -m bench`: the figures that count
 are that bench's.
 """
 
@@ -29,6 +30,7 @@ from bench.dataset import BOT_TOKEN, SIGNING_SECRET, Sizes, make_settings, surna
 from bench.loadgen import Request, closed_loop_remote, shutdown
 from casewatch.clock import SystemClock
 from casewatch.lookup import ReadAhead, Requester, requester_and_reference, requester_by_slack_user
+from casewatch.store import direct_read
 from casewatch.wiring import create_service, settle_heap, stop
 from tests.slack_standin import SlackStandIn
 
@@ -97,10 +99,13 @@ async def main(args: argparse.Namespace) -> None:
                     kinds = kinds[:1]
                 if args.plain_too:  # the same service reading the requester and the view apart
                     kinds.insert(1, ("plain", url))
+                if args.sqlalchemy_too:  # the same service, its reads through SQLAlchemy's execution
+                    kinds.insert(1, ("sqlalchemy", url))
                 for round_ in range(args.rounds):
                     for name, to in kinds:
                         read = _plain_read if name == "plain" else fast_read
                         setattr(commands, "requester_and_reference", read)  # noqa: B010 - a stand-in
+                        direct_read.ENABLED = name != "sqlalchemy"
                         batch = requests(to)
                         warm = batch[: max(2 * args.concurrency, 50)]
                         counts.counter.clear()
@@ -135,4 +140,5 @@ if __name__ == "__main__":
     parser.add_argument("--no-least", action="store_true")
     parser.add_argument("--settle", action="store_true")
     parser.add_argument("--plain-too", action="store_true", help="also without the read-ahead (A/B)")
+    parser.add_argument("--sqlalchemy-too", action="store_true", help="also reads through SQLAlchemy (A/B)")
     asyncio.run(main(parser.parse_args()))

@@ -18,6 +18,7 @@ from sqlalchemy import event, select, text
 import bot.commands as commands
 import casewatch.audit as audit
 from bot import render
+from casewatch.store import direct_read
 from casewatch.store.engine import commits_each_statement, found_connection_gone
 from casewatch.store.models import AuditEntry
 from casewatch.wiring import bot_deps
@@ -100,22 +101,33 @@ async def test_postgres_lookups_read_and_audit_in_autocommit_on_the_readers(pg_b
         on_readers.append(("WITH (direct)", driver.driver_connection.is_in_transaction()))
         await send(driver, *args)
 
+    pick = direct_read._asyncpg
+
+    def note_read(connection: Any) -> Any:
+        # The read sent by asyncpg itself (store.direct_read, eleventh session).
+        driver = pick(connection)
+        if driver is not None:
+            on_readers.append(("SELECT (direct)", driver.driver_connection.is_in_transaction()))
+        return driver
+
     last, _ = await _entries_after(pg_bot, 0)
     index_before = await _nominal_index(pg_bot)
     audit._send_pg = note_direct  # type: ignore[assignment]
+    direct_read._asyncpg = note_read  # type: ignore[assignment]
     event.listen(service.engine.sync_engine, "before_cursor_execute", note_writer)
     event.listen(service.reader_engine.sync_engine, "before_cursor_execute", note_reader)
     try:
         answer = await slash(pg_bot, "/flags", ALPHA, user=SGT)
     finally:
         audit._send_pg = send
+        direct_read._asyncpg = pick
         event.remove(service.engine.sync_engine, "before_cursor_execute", note_writer)
         event.remove(service.reader_engine.sync_engine, "before_cursor_execute", note_reader)
     assert ALPHA in shown(answer)
-    # The requester with the view (one statement since the ninth session), then the entry with
-    # its nominal index (one statement, sent by asyncpg since the tenth session); no transaction
-    # block around them, nothing on the writer.
-    assert on_readers == [("SELECT", False), ("WITH (direct)", False)]
+    # The requester with the view (one statement since the ninth session, sent by asyncpg since the
+    # eleventh), then the entry with its nominal index (one statement, sent by asyncpg since the
+    # tenth session); no transaction block around them, nothing on the writer.
+    assert on_readers == [("SELECT (direct)", False), ("WITH (direct)", False)]
     assert on_writer == []
     _, entries = await _entries_after(pg_bot, last)
     assert [e[2] for e in entries] == ["flags.lookup"]

@@ -65,6 +65,7 @@ from casewatch.lookup.views import (
 from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
 from casewatch.model.clocks import local_date
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory, RecallFacts
+from casewatch.store import direct_read
 from casewatch.store.models import (
     Alert,
     BorderCheck,
@@ -365,7 +366,7 @@ async def requester_and_reference(
     conn = await session.connection()
     statement = _requester_and_view(conn.dialect.name, frozenset(cleared_roles))
     params = {"slack_user_id": slack_user_id, "compact": query.identifier.replace("-", "")}
-    rows = list(await conn.execute(statement, params))
+    rows = await direct_read.fetch(conn, statement, params)
     if not rows:
         return None, None
     first = rows[0]
@@ -385,7 +386,7 @@ async def _by_identifier(
     if read_ahead is not None and read_ahead.cleared == cleared and read_ahead.query.identifier == identifier:
         found = list(read_ahead.rows)
     else:
-        found = list(await conn.execute(_by_compact_ref(cleared), {"compact": compact}))
+        found = await direct_read.fetch(conn, _by_compact_ref(cleared), {"compact": compact})
     if found:
         return found
     key = pnc_key(identifier)
@@ -403,7 +404,7 @@ async def _by_surname(conn: AsyncConnection, query: Query) -> tuple[list[Row[Any
     params: dict[str, Any] = {"name_key": query.name_key}
     if query.date_of_birth is not None:
         params["date_of_birth"] = query.date_of_birth
-    rows = list(await conn.execute(_by_surname_statement(query.date_of_birth is not None), params))
+    rows = await direct_read.fetch(conn, _by_surname_statement(query.date_of_birth is not None), params)
     return rows, int(rows[0].total) if rows else 0
 
 
