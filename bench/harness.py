@@ -88,6 +88,7 @@ async def database(kind: str, options: Options) -> AsyncIterator[str]:
         os.chmod(tmp, 0o755)  # noqa: S103 (the server may run as another user: scripts/pg-temp)
         env = dict(os.environ)
         env["PATH"] = ":".join([env.get("PATH", ""), *glob.glob("/usr/lib/postgresql/*/bin")])
+        env["PG_TEMP_DURABLE"] = "1"  # each commit flushed to disk, as in production (not the tests' server)
         pg_dir = f"{tmp}/pg"
         url = await asyncio.to_thread(pg_temp, "start", pg_dir, env)
         try:
