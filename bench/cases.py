@@ -277,8 +277,12 @@ def events_signed(body: bytes) -> dict[str, str]:
 
 def warmup_size(level: int) -> int:
     """Untimed requests sent at a level before its timed ones (bench.loadgen): enough for every
-    requester to open its HTTP connection and the server its database connections."""
-    return max(2 * level, 50)
+    requester to open its HTTP connection, the server its database connections, and each of
+    those connections to have prepared the statements the timed requests use. On PostgreSQL a
+    pooled connection prepares each statement, and asyncpg introspects its result types, the first
+    time it runs it: with two warm-ups a connection (before the eleventh session) most of that
+    fell inside the timed second at 32 requesters (bench/README.md, "/flags ... eleventh session")."""
+    return max(8 * level, 50)
 
 
 class ConnectCounter:

@@ -15,8 +15,8 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from casewatch.lookup.access import DEFAULT_CLEARED_ROLES
-from casewatch.lookup.flags import _by_compact_ref, _by_surname_statement, _requester_and_view
+from casewatch.lookup.access import _BY_SLACK_USER, DEFAULT_CLEARED_ROLES
+from casewatch.lookup.flags import _by_compact_ref, _by_surname_statement, _by_visor_ref, _requester_and_view
 from casewatch.model.names import name_key
 from casewatch.store import direct_read
 from casewatch.store.engine import found_connection_gone
@@ -53,6 +53,11 @@ def _cases(dialect: str) -> list[tuple[str, Any, dict[str, Any]]]:
             cases.append((f"by ref {cleared} {ref}", by_ref, {"compact": ref.replace("-", "")}))
     for typed in ("Sampleton", "Nobodyhere"):
         cases.append((f"surname {typed}", _by_surname_statement(False), {"name_key": name_key(typed)}))
+    for cleared in (True, False):
+        for ref in (ALPHA, SOUTH, "VS-9999999"):
+            cases.append((f"by visor_ref {cleared} {ref}", _by_visor_ref(cleared), {"visor_ref": ref}))
+    for user in (PC, CR, STRANGER):
+        cases.append((f"requester {user}", _BY_SLACK_USER, {"slack_user_id": user}))
     return cases
 
 

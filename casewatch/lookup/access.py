@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from casewatch.store import direct_read
 from casewatch.store.models import Officer
 
 # Roles cleared for restricted markers by default: people who must act on them at once (control
@@ -64,7 +65,8 @@ async def requester_by_slack_user(session: AsyncSession, slack_user_id: str) -> 
     if not slack_user_id:
         return None
     conn = await session.connection()
-    row = (await conn.execute(_BY_SLACK_USER, {"slack_user_id": slack_user_id})).one_or_none()
-    if row is None:
-        return None
+    rows = await direct_read.fetch(conn, _BY_SLACK_USER, {"slack_user_id": slack_user_id})
+    if not rows:
+        return None  # slack_user_id is unique: at most one
+    row = rows[0]
     return Requester(row.id, row.name, row.team, frozenset(str(r) for r in row.roles or ()))

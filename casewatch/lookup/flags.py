@@ -572,7 +572,8 @@ async def look_up_flags(
         by_alias = [n.visor_ref for n in nominals if n.matched_alias is not None]
         if total == 1:
             matched_alias = nominals[0].matched_alias
-            nominals = list(await conn.execute(_by_visor_ref(cleared), {"visor_ref": nominals[0].visor_ref}))
+            one = {"visor_ref": nominals[0].visor_ref}
+            nominals = await direct_read.fetch(conn, _by_visor_ref(cleared), one)
     details: dict[str, Any] = {"query_kind": query.kind if query.date_of_birth is None else "surname_dob"}
     if query.reason is not None:
         details["reason"] = query.reason
