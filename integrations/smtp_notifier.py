@@ -45,6 +45,7 @@ _BAD_SEQUENCE = 503  # a command out of order: on an armed connection, RCPT with
 _POLICY = SMTP_POLICY.clone(max_line_length=998, cte_type="7bit")
 IDLE_SECONDS = 10.0  # well under the usual server idle timeouts (RFC 5321 asks them for 5 minutes)
 MAX_IDLE = 4
+QUIT_SECONDS = 5.0  # a QUIT unanswered this long: the connection is dropped instead
 
 
 class SmtpNotifier:
@@ -76,6 +77,7 @@ class SmtpNotifier:
         self._reaper: asyncio.TimerHandle | None = None
         # Idle connections' MAIL FROM for their next message, sent or answered (_arm).
         self._arming: dict[aiosmtplib.SMTP, asyncio.Task[bool]] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # the reaper's QUITs under way (close() ends them)
         self._arm_idle = arm_idle
         self._arm_always = arm_always
         self.connects = 0  # connections opened (tests, the bench)
@@ -258,18 +260,36 @@ class SmtpNotifier:
         stale = [c for c, used in self._idle if now - used >= self._idle_seconds]
         self._idle = [(c, used) for c, used in self._idle if now - used < self._idle_seconds]
         for client in stale:
-            asyncio.get_running_loop().create_task(_close(client, self._arming.pop(client, None)))
+            task = asyncio.get_running_loop().create_task(_close(client, self._arming.pop(client, None)))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         if self._idle:
             wait = self._idle_seconds - (now - min(used for _, used in self._idle))
             self._reaper = asyncio.get_running_loop().call_later(max(wait, 0.01), self._reap)
 
     async def close(self) -> None:
+        """QUIT the idle connections and wait for the reaper's QUITs under way (each answered
+        within QUIT_SECONDS, else dropped); cut short (cancelled), every connection is still
+        dropped, none left open for the garbage collector once the event loop is gone."""
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
         idle, self._idle = self._idle, []
-        for client, _ in idle:
-            await _close(client, self._arming.pop(client, None))
+        try:
+            for client, _ in idle:
+                await _close(client, self._arming.pop(client, None))
+            if self._closing:
+                await asyncio.wait(self._closing, timeout=QUIT_SECONDS)
+        finally:
+            for client, _ in idle:
+                arming = self._arming.pop(client, None)
+                if arming is not None:
+                    arming.cancel()
+                client.close()
+            closing = list(self._closing)
+            for task in closing:
+                task.cancel()  # its _close drops the connection
+            await asyncio.gather(*closing, return_exceptions=True)
 
 
 def library_mail(headers: list[tuple[str, str]], plain: str, html: str) -> EmailMessage:
@@ -359,10 +379,11 @@ async def _settled(arming: asyncio.Task[bool]) -> bool:
 async def _close(client: aiosmtplib.SMTP, arming: asyncio.Task[bool] | None = None) -> None:
     """QUIT, or drop the connection if the server does not answer it (nor the idle connection's
     MAIL FROM, review9 finding 1)."""
-    if arming is not None and not await _settled(arming):
-        client.close()
-        return
-    if client.is_connected:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-            await client.quit(timeout=5)
-    client.close()
+    try:
+        if arming is not None and not await _settled(arming):
+            return
+        if client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await client.quit(timeout=QUIT_SECONDS)
+    finally:
+        client.close()  # also when cancelled (a shutdown's grace ran out): never left to the collector

@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.migrate import upgrade
+from tests.support.leaks import left_open, track_transports
 from tests.support.pg_pool import PgPool
+
+track_transports()
 
 # Tests that time something against a tight bound (a round within 0.55 s, no wait over 0.04 s, a
 # takeover within the lease and one renewal) or soak real processes: scripts/test runs them
@@ -70,6 +73,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_open() -> Iterator[None]:
+    """Fails the test that leaves a connection or a session open (tests/support/leaks.py): its
+    event loop is closed by the time this runs (set up before it, torn down after it)."""
+    yield
+    if found := left_open():
+        pytest.fail("left open by this test: " + "; ".join(found), pytrace=False)
 
 
 def _need_postgres() -> None:

@@ -363,3 +363,33 @@ async def test_a_refused_login_and_a_stuck_logout_leave_no_connection_open(
         await reader_for(processor, dovecot).run(asyncio.Event(), once=True)
         assert len(opened) == 1 and opened[0].protocol.transport.is_closing()
     gc.collect()  # an unclosed transport would warn here, and warnings are errors
+
+
+async def test_a_session_cancelled_during_its_logout_closes_the_connection(
+    sqlite_url: str, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aioimaplib
+
+    opened: list[aioimaplib.IMAP4] = []
+    real = ImapReader.connect
+
+    async def recorded_connect(self: ImapReader) -> aioimaplib.IMAP4:
+        client = await real(self)
+        opened.append(client)
+        return client
+
+    logging_out = asyncio.Event()
+
+    async def stuck_logout(self: aioimaplib.IMAP4) -> None:
+        logging_out.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(ImapReader, "connect", recorded_connect)
+    monkeypatch.setattr(aioimaplib.IMAP4, "logout", stuck_logout)
+    async with mail_service(sqlite_url, **dovecot.inbound_mail()) as (_service, processor):
+        task = asyncio.create_task(reader_for(processor, dovecot).run(asyncio.Event(), once=True))
+        await asyncio.wait_for(logging_out.wait(), 10)
+        task.cancel()  # a shutdown's grace ran out during the LOGOUT
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(opened) == 1 and opened[0].protocol.transport.is_closing()

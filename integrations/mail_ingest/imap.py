@@ -330,10 +330,12 @@ class ImapReader:
                     return
                 await self.wait_for_mail(client, stop)
         finally:
-            if not self._lost.is_set():
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.logout(), 5)
-            _close(client)  # also when the LOGOUT failed or timed out (a slow or stuck server)
+            try:
+                if not self._lost.is_set():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.logout(), 5)
+            finally:
+                _close(client)  # also when the LOGOUT failed, timed out or was cancelled
 
     async def run(self, stop: asyncio.Event, *, once: bool = False) -> None:
         """Read until `stop` is set (with `once`: one pass, and a failure raises)."""
