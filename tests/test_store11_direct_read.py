@@ -16,7 +16,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from casewatch.lookup.access import _BY_SLACK_USER, DEFAULT_CLEARED_ROLES
-from casewatch.lookup.flags import _by_compact_ref, _by_surname_statement, _by_visor_ref, _requester_and_view
+from casewatch.lookup.flags import (
+    _by_compact_ref,
+    _by_pnc_tail,
+    _by_surname_statement,
+    _by_visor_ref,
+    _requester_and_view,
+)
 from casewatch.model.names import name_key
 from casewatch.store import direct_read
 from casewatch.store.engine import found_connection_gone
@@ -58,6 +64,8 @@ def _cases(dialect: str) -> list[tuple[str, Any, dict[str, Any]]]:
             cases.append((f"by visor_ref {cleared} {ref}", _by_visor_ref(cleared), {"visor_ref": ref}))
     for user in (PC, CR, STRANGER):
         cases.append((f"requester {user}", _BY_SLACK_USER, {"slack_user_id": user}))
+    for cleared in (True, False):
+        cases.append((f"by PNC tail {cleared}", _by_pnc_tail(cleared), {"pattern": "%12345Z"}))
     return cases
 
 

@@ -395,7 +395,7 @@ async def _by_identifier(
     # Narrow by the serial number and check letter, then compare canonical forms: PNC IDs are
     # written both long (2003/0012345A) and short (03/12345A).
     tail = key.split("/", 1)[1]
-    rows = await conn.execute(_by_pnc_tail(cleared), {"pattern": f"%{tail}"})
+    rows = await direct_read.fetch(conn, _by_pnc_tail(cleared), {"pattern": f"%{tail}"})
     return [n for n in rows if pnc_key(n.pnc_id or "") == key]
 
 
