@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -37,6 +38,9 @@ from tests.test_mail_support import (
     kept_items,
     mail_service,
 )
+
+if TYPE_CHECKING:
+    import aioimaplib
 
 KEYWORD = "casewatch-processed"
 MARKED = {"\\Seen", KEYWORD}
@@ -322,6 +326,20 @@ async def test_the_command_exits_1_when_reading_a_mail_failed(
     assert await mailbox_flags(dovecot) == {1: MARKED, 2: IGNORED, 3: MARKED}
 
 
+def _recording_connects(monkeypatch: pytest.MonkeyPatch) -> list[aioimaplib.IMAP4]:
+    """From now on every client ImapReader.connect opens, in the order opened."""
+    opened: list[aioimaplib.IMAP4] = []
+    real = ImapReader.connect
+
+    async def recorded_connect(self: ImapReader) -> aioimaplib.IMAP4:
+        client = await real(self)
+        opened.append(client)
+        return client
+
+    monkeypatch.setattr(ImapReader, "connect", recorded_connect)
+    return opened
+
+
 async def test_a_refused_login_and_a_stuck_logout_leave_no_connection_open(
     sqlite_url: str, lone_dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -332,14 +350,6 @@ async def test_a_refused_login_and_a_stuck_logout_leave_no_connection_open(
 
     dovecot = lone_dovecot
     import aioimaplib
-
-    opened: list[aioimaplib.IMAP4] = []
-    real = ImapReader.connect
-
-    async def recorded_connect(self: ImapReader) -> aioimaplib.IMAP4:
-        client = await real(self)
-        opened.append(client)
-        return client
 
     async with mail_service(sqlite_url, **dovecot.inbound_mail()) as (_service, processor):
         refused = reader_for(processor, dovecot, password="not-the-password")
@@ -359,7 +369,7 @@ async def test_a_refused_login_and_a_stuck_logout_leave_no_connection_open(
             raise TimeoutError
 
         monkeypatch.setattr(aioimaplib.IMAP4, "logout", stuck_logout)
-        monkeypatch.setattr(ImapReader, "connect", recorded_connect)
+        opened = _recording_connects(monkeypatch)
         await reader_for(processor, dovecot).run(asyncio.Event(), once=True)
         assert len(opened) == 1 and opened[0].protocol.transport.is_closing()
     gc.collect()  # an unclosed transport would warn here, and warnings are errors
@@ -370,21 +380,13 @@ async def test_a_session_cancelled_during_its_logout_closes_the_connection(
 ) -> None:
     import aioimaplib
 
-    opened: list[aioimaplib.IMAP4] = []
-    real = ImapReader.connect
-
-    async def recorded_connect(self: ImapReader) -> aioimaplib.IMAP4:
-        client = await real(self)
-        opened.append(client)
-        return client
-
     logging_out = asyncio.Event()
 
     async def stuck_logout(self: aioimaplib.IMAP4) -> None:
         logging_out.set()
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(ImapReader, "connect", recorded_connect)
+    opened = _recording_connects(monkeypatch)
     monkeypatch.setattr(aioimaplib.IMAP4, "logout", stuck_logout)
     async with mail_service(sqlite_url, **dovecot.inbound_mail()) as (_service, processor):
         task = asyncio.create_task(reader_for(processor, dovecot).run(asyncio.Event(), once=True))
