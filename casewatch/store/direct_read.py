@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from casewatch.store.held import Processor
+from casewatch.store.held import Processor, positional_binds
 
 # Whether fetch() sends reads by asyncpg (a switch for the differential tests and the bench).
 ENABLED = True
@@ -80,16 +80,15 @@ def _asyncpg(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | Non
 @lru_cache(maxsize=64)
 def _shape(dialect: Dialect, statement: Select[Any]) -> _Shape | None:
     compiled = statement.compile(dialect=dialect)
-    names = tuple(compiled.positiontup or ())
-    keys = [column.key for column in statement.selected_columns]
+    columns = statement.selected_columns
+    keys = [column.key for column in columns]
     names_ok = all(isinstance(k, str) and k.isidentifier() and not k.startswith("_") for k in keys)
     if not names_ok or len(set(keys)) != len(keys) or compiled.post_compile_params:  # IN lists: expanded
         return None
-    binds = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names)
+    names, binds = positional_binds(compiled, dialect)
     fixed = {
         name: compiled.binds[name].effective_value for name in names if not compiled.binds[name].required
     }
-    columns = statement.selected_columns
     results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
     row: type[tuple[Any, ...]] = namedtuple("Row", [str(key) for key in keys])  # type: ignore[misc]  # noqa: PYI024
     return _Shape(compiled.string, names, binds, fixed, results, row)

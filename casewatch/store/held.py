@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
 from casewatch.store.sqlite_driver import OneTripConnection
@@ -72,8 +73,17 @@ def compiled_statement(dialect: Dialect, statement: UpdateBase, keys: Sequence[s
     """`statement`'s SQL for `dialect`, its positional parameters' names and each one's bind
     processor (None for none): what SQLAlchemy's execution does with them, done once."""
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+    names, processors = positional_binds(compiled, dialect)
+    return compiled.string, names, processors
+
+
+def positional_binds(
+    compiled: SQLCompiler, dialect: Dialect
+) -> tuple[tuple[str, ...], tuple[Processor, ...]]:
+    """A compiled statement's positional parameters' names, in order, and each one's bind
+    processor (None for none)."""
     names = tuple(compiled.positiontup or ())
     processors = tuple(
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
-    return compiled.string, names, processors
+    return names, processors
