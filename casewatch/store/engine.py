@@ -45,13 +45,41 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEn
         )
         _sqlite_pragmas(engine)
         return engine
+    # LIFO: the connection returned last is taken next, so the few connections steady work needs
+    # stay the ones in use, their prepared statements warm (asyncpg prepares a statement once a
+    # connection); a FIFO pool took each in turn, and a statement's first run on each paid its
+    # preparation inside a request (bench/README, "(twelfth session)").
     engine = create_async_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-        hide_parameters=True,
+        hide_parameters=True, pool_use_lifo=True,
     )
     if ONE_TRIP_PING:
         ping_in_one_trip(engine)
+    learn_array_types(engine)
     return engine
+
+
+# The array types the service's statements bind or read on PostgreSQL (store.lists, ingest.arrays,
+# audit, outbox): learn_array_types has asyncpg learn them when a connection opens.
+# tests/test_store12_connect_types.py fails when a path uses one not listed here.
+ARRAY_TYPES = (
+    "varchar[]", "text[]", "int4[]", "int8[]", "bool[]", "json[]", "jsonb[]", "date[]", "timestamptz[]",
+)
+_LEARN_TYPES = "SELECT " + ", ".join(f"${n}::{t}" for n, t in enumerate(ARRAY_TYPES, 1))
+
+
+def learn_array_types(engine: AsyncEngine) -> None:
+    """asyncpg knows the scalar types of its own, but learns an array type by a catalogue query
+    the first time a statement on a connection binds or reads one: 3-11 ms each on this machine,
+    one type at a time, and on a connection the pool had not used for that statement yet it landed
+    inside a request (the slowest events of the end-to-end bench, bench/README "(twelfth
+    session)"). Preparing one statement that names them all when a connection opens makes that one
+    query, before the connection serves anything."""
+
+    def learn(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.run_async(lambda driver: driver.prepare(_LEARN_TYPES))
+
+    event.listen(engine.sync_engine, "connect", learn)
 
 
 # Whether make_engine's PostgreSQL pools ping in one trip (ping_in_one_trip) instead of
@@ -98,10 +126,12 @@ def make_reader_engine(engine: AsyncEngine, *, pool_size: int = 4) -> AsyncEngin
     a new connection when that read finds its connection gone (found_connection_gone), which
     is what the ping would have done."""
     if engine.dialect.name != "sqlite":
-        return create_async_engine(
+        readers_pg = create_async_engine(
             engine.url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True,
-            isolation_level="AUTOCOMMIT",
-        ).execution_options(**{_COMMITS_EACH_STATEMENT: True})
+            isolation_level="AUTOCOMMIT", pool_use_lifo=True,  # as make_engine's
+        )
+        learn_array_types(readers_pg)
+        return readers_pg.execution_options(**{_COMMITS_EACH_STATEMENT: True})
     readers = create_async_engine(
         engine.url, hide_parameters=True, pool_size=pool_size, max_overflow=0, pool_timeout=60,
         connect_args={"timeout": 30}, **_sqlite_driver(engine.url),
