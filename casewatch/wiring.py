@@ -138,7 +138,7 @@ async def start_background(service: Service) -> None:
     notifiers = build_notifiers(service.settings)
     stop_delivery = await start_delivery(
         service.sessions, service.ctx, notifiers, registry=registry, bell=service.bell,
-        handoff=service.handoff,
+        handoff=service.handoff, quiet=service.quiet,
     )
     # The first alert would otherwise open the Slack session and the SMTP connection itself.
     warming = asyncio.create_task(warm_up(notifiers), name="casewatch-warm-up")

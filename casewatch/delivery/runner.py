@@ -10,13 +10,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.audit.quiet import Quiet
 from casewatch.bell import Handoff, OutboxBell
 from casewatch.context import Context
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import Notifier
 from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.stats import outbox_counts
-from casewatch.delivery.worker import DeliveryWorker, new_worker_id
+from casewatch.delivery.worker import (
+    POLL_DEFER_LIMIT_SECONDS,
+    POLL_DEFER_SECONDS,
+    POLL_QUIET_GAP_SECONDS,
+    DeliveryWorker,
+    new_worker_id,
+)
 from casewatch.routing.escalation import escalate_due
 
 log = logging.getLogger(__name__)
@@ -32,12 +39,14 @@ async def start_delivery(
     registry: CollectorRegistry | None = None,
     bell: OutboxBell | None = None,
     handoff: Handoff | None = None,
+    quiet: Quiet | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Start `delivery.workers` worker tasks sharing one pacer and one set of counters (on
     `registry`, the service's /metrics registry), and the escalation tick unless
     `delivery.escalation_tick_seconds` is 0; return the coroutine function that stops them.
     The first worker owns `handoff` (the sessions' own: make_sessionmaker): new alerts'
-    deliveries are written claimed by it and handed over after their commit."""
+    deliveries are written claimed by it and handed over after their commit. With `quiet` (the
+    service's), the workers' poll claims wait for a quiet moment (DeliveryWorker)."""
     config = ctx.settings.delivery
     stop = asyncio.Event()
     pacer = Pacer()
@@ -45,7 +54,7 @@ async def start_delivery(
     workers = [
         DeliveryWorker(
             sessions, ctx, notifiers, worker_id=new_worker_id(n), pacer=pacer, metrics=metrics, bell=bell,
-            handoff=handoff if n == 0 else None,
+            handoff=handoff if n == 0 else None, quiet=quiet,
         )
         for n in range(config.workers)
     ]
@@ -54,7 +63,9 @@ async def start_delivery(
         for n, worker in enumerate(workers)
     ]
     tasks.append(
-        asyncio.create_task(_housekeeping_loop(sessions, ctx, metrics, stop), name="casewatch-housekeeping")
+        asyncio.create_task(
+            _housekeeping_loop(sessions, ctx, metrics, stop, quiet), name="casewatch-housekeeping"
+        )
     )
     log.info("delivery: %d workers for %s", config.workers, ", ".join(sorted(notifiers)) or "no channel")
 
@@ -77,12 +88,22 @@ async def start_delivery(
 
 
 async def _housekeeping_loop(
-    sessions: async_sessionmaker[AsyncSession], ctx: Context, metrics: DeliveryMetrics, stop: asyncio.Event
+    sessions: async_sessionmaker[AsyncSession], ctx: Context, metrics: DeliveryMetrics, stop: asyncio.Event,
+    quiet: Quiet | None = None,
 ) -> None:
-    """The escalation tick (unless it is left to the scheduler), and the outbox gauge."""
+    """The escalation tick (unless it is left to the scheduler), and the outbox gauge; each round,
+    with `quiet`, at a quiet moment as the workers' poll claims (DeliveryWorker)."""
     tick = ctx.settings.delivery.escalation_tick_seconds
     interval = tick or OUTBOX_GAUGE_SECONDS
+    first = True
     while not stop.is_set():
+        if quiet is not None and not first:
+            await quiet.settled(
+                stop, gap=POLL_QUIET_GAP_SECONDS, soft=POLL_DEFER_SECONDS, hard=POLL_DEFER_LIMIT_SECONDS
+            )
+            if stop.is_set():
+                return
+        first = False
         try:
             if tick:
                 await escalate_due(sessions, ctx)

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from casewatch.alerts import SYSTEM_REF
 from casewatch.alerts.lifecycle import open_alert
 from casewatch.audit import record
+from casewatch.audit.quiet import Quiet
 from casewatch.bell import Claimer, Handoff, OutboxBell, first_of
 from casewatch.context import Context
 from casewatch.delivery.claim import LEASE_EXPIRED, UNFINISHED, ClaimedRow, claim_rows, holds_row, release
@@ -54,6 +55,16 @@ log = logging.getLogger(__name__)
 DELIVERY_FAILED = "system.delivery_failed"
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# A claim made because the poll came round (not the bell, not a full batch) waits for a quiet
+# moment (audit.quiet: nothing in flight for POLL_QUIET_GAP_SECONDS), as the audit sealer does:
+# an empty claim is a write transaction (~5 ms of the loop and a commit here), and the poll's
+# claims that ran beside an event's ingest or its sends were among the end-to-end bench's slowest
+# events (bench/README, "(twelfth session)"). After POLL_DEFER_SECONDS nothing in flight is
+# enough; after POLL_DEFER_LIMIT_SECONDS (or the poll, if shorter) it claims anyway.
+POLL_QUIET_GAP_SECONDS = 0.025
+POLL_DEFER_SECONDS = 0.2
+POLL_DEFER_LIMIT_SECONDS = 0.3
 
 # Rounds one worker's `run_forever` may have sending at once: with `delivery.batch_size` rows each,
 # at most this many batches are claimed (leased) and not yet recorded.
@@ -220,10 +231,12 @@ class DeliveryWorker:
         metrics: DeliveryMetrics | None = None,
         bell: OutboxBell | None = None,
         handoff: Handoff | None = None,
+        quiet: Quiet | None = None,
     ) -> None:
         self.sessions = sessions
         self.bell = bell or OutboxBell()
         self.handoff = handoff
+        self.quiet = quiet  # the service's: the poll's claims wait for a quiet moment
         self.ctx = ctx
         self.notifiers = notifiers
         self.worker_id = worker_id or new_worker_id()
@@ -261,7 +274,8 @@ class DeliveryWorker:
         sending (up to ROUNDS_IN_FLIGHT of them), so a destination that must wait (pacing) holds
         up only its own messages. It claims again at once when its claim was a full batch or the
         bell rang since the claim began, when a round ends if it was held at ROUNDS_IN_FLIGHT,
-        and otherwise at the bell or the poll. (A round's end makes nothing due in this process:
+        and otherwise at the bell or the poll, the poll's at a quiet moment (`quiet`, as the audit
+        sealer's rounds: POLL_QUIET_GAP_SECONDS). (A round's end makes nothing due in this process:
         retries, deferred updates and paced rows are put back for later; an empty claim costs a
         write transaction.) With a `handoff`, this worker is its owner while it runs: rows
         written claimed by it start a round as soon as they are handed over, without a claim
@@ -322,6 +336,14 @@ class DeliveryWorker:
                     if self.bell.rings != claimed_rings:
                         claim_at = 0.0
                     if time.monotonic() >= claim_at:
+                        if claim_at and self.quiet is not None:  # the poll's claim, not the bell's
+                            hard = min(self.config.poll_seconds, POLL_DEFER_LIMIT_SECONDS)
+                            await self.quiet.settled(
+                                stop, gap=POLL_QUIET_GAP_SECONDS, soft=min(hard, POLL_DEFER_SECONDS),
+                                hard=hard,
+                            )
+                            if stop.is_set():
+                                continue
                         claimed_rings = self.bell.rings
                         try:
                             rows = await self._claim(spare_in_flight=True)
