@@ -27,7 +27,7 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--requests", type=int, default=None, help="/flags requests per concurrency level")
     p.add_argument("--only", default="", help="comma-separated: flags,ingest,e2e,scan,digest,audit,multi")
     p.add_argument("--audit-entries", type=int, default=0, help="audit writes a level and mode (20000)")
-    p.add_argument("--e2e-alerts", type=int, default=0, help="e2e border checks (100; quick 20)")
+    p.add_argument("--e2e-alerts", type=int, default=0, help="e2e border checks (300; quick 20)")
     p.add_argument("--out", default=str(Path(__file__).parent / "out"), help="where the JSON goes")
     p.add_argument("--pg-url", default="", help="use this (empty) PostgreSQL database instead of pg-temp")
     args = p.parse_args(argv)
