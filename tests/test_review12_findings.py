@@ -12,7 +12,10 @@ not changed here; the fix is the lead's (report: /tmp/brief/s12/report-review.md
    exception, not SQLAlchemy's DBAPIError: store.errors.is_unavailable says False, so the events
    API answers 500 instead of 503 (the sender is not told to retry) and `casewatch import` takes
    the line for a bad one. The same error at asyncpg.connect is translated (DBAPIError, is
-   unavailable)."""
+   unavailable).
+
+And one that passes, for coverage test_store12_connect_types lacks: the delivery worker's paths
+learn no array type after connect."""
 
 from __future__ import annotations
 
