@@ -126,8 +126,9 @@ async def run_one(kind: str, options: Options) -> dict[str, Any]:
         steps: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
             ("flags", lambda: cases.bench_flags(url, sizes, options.requests)),
             # Before ingest: ingest leaves a backlog in the outbox that e2e would queue behind.
-            # 300 events (30 s at 10 a second): the p99 of 100 was their second slowest, which moved
-            # by up to 10 ms between runs of one tree (bench/README, "(twelfth session)").
+            # 300 events (60 s at --teams 10: 5 border checks a second, 10 alerts): the p99 of 100
+            # (nearest rank) was their second slowest, which moved by up to 10 ms between runs of
+            # one tree; of 300 it is the fourth slowest (bench/README, "(twelfth session)").
             ("e2e", lambda: cases.bench_end_to_end(
                 url, sizes, options.e2e_alerts or (20 if options.quick else 300),
                 rate=max(1.0, min(10.0, sizes.teams / 2)),  # each team channel well under 1 msg/s

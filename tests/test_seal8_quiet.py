@@ -157,7 +157,13 @@ async def running(db_url: str) -> AsyncIterator[tuple[Service, async_sessionmake
     looker = make_engine(db_url)
     try:
         await start_background(service)
-        await asyncio.sleep(0.1)  # the sealer's first round has run and waits for its bell
+        # Until the sealer's first round (at start, quiet or not) has run and it waits for its bell:
+        # a first round late on a loaded machine would seal the entry a test writes next.
+        began = time.monotonic()
+        while _rounds(service) < 1:
+            assert time.monotonic() - began < 10, "the sealer's first round did not run"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         yield service, make_sessionmaker(looker)
     finally:
         await stop(service)

@@ -116,9 +116,9 @@ async def test_the_pool_hands_out_the_connection_returned_last(pg_url: str) -> N
 async def test_the_services_paths_learn_no_type_after_connect(
     pg_url: str, catalogue_queries: list[tuple[int, tuple[int, ...]]]
 ) -> None:
-    """Ingest (events, border checks, alerts, the outbox, audit entries with their index), the
-    delivery worker, the sealer and /flags: each connection queries the catalogue once, when it
-    opens. A second query names a type ARRAY_TYPES lacks."""
+    """Ingest (events, border checks, alerts, the outbox, audit entries with their index) and
+    /flags: each connection queries the catalogue once, when it opens. A second query names a type
+    ARRAY_TYPES lacks. (The delivery worker's claims, sends and records: tests/test_review12_findings.)"""
     async with running_bot(pg_url) as bot:
         check = envelope("travel.border_alert", id="evt-types-1", visor_ref=ALPHA, direction="outbound")
         envelopes, errors = parse_envelopes([check])

@@ -18,7 +18,10 @@ from casewatch.model.alerts import SEVERITIES
 class DeliverySection(Section):
     workers: int = Field(2, ge=1, le=64, description="delivery worker tasks in each process")
     batch_size: int = Field(20, ge=1, le=500, description="deliveries one worker claims at a time")
-    poll_seconds: float = Field(1.0, gt=0, le=60, description="pause when the outbox is empty")
+    poll_seconds: float = Field(
+        1.0, gt=0, le=60,
+        description="pause when the outbox is empty (a poll's claim waits for a quiet moment, up to 0.3 s)",
+    )
     lease_seconds: int = Field(
         120, ge=10, le=3600,
         description="a claim lasts this long; a worker that dies mid-send loses it after this",

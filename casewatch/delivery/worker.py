@@ -337,11 +337,12 @@ class DeliveryWorker:
                         claim_at = 0.0
                     if time.monotonic() >= claim_at:
                         if claim_at and self.quiet is not None:  # the poll's claim, not the bell's
+                            # The bell ends the wait: a ring meanwhile is a claim it asks for.
                             hard = min(self.config.poll_seconds, POLL_DEFER_LIMIT_SECONDS)
-                            await self.quiet.settled(
+                            await self.bell.wait(hard, stop, self.quiet.settled(
                                 stop, gap=POLL_QUIET_GAP_SECONDS, soft=min(hard, POLL_DEFER_SECONDS),
                                 hard=hard,
-                            )
+                            ))
                             if stop.is_set():
                                 continue
                         claimed_rings = self.bell.rings

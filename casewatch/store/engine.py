@@ -77,7 +77,13 @@ def learn_array_types(engine: AsyncEngine) -> None:
     query, before the connection serves anything."""
 
     def learn(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.run_async(lambda driver: driver.prepare(_LEARN_TYPES))
+        try:
+            dbapi_connection.run_async(lambda driver: driver.prepare(_LEARN_TYPES))
+        except Exception as error:
+            # Through the adapter's own translation, as every statement's error (and the ping's):
+            # a server shutting down or a dropped socket here is the database unavailable
+            # (store.errors.is_unavailable: a 503 the sender retries), not an unknown error.
+            dbapi_connection._handle_exception(error)
 
     event.listen(engine.sync_engine, "connect", learn)
 
