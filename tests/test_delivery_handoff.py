@@ -271,6 +271,12 @@ async def test_another_process_never_takes_a_handed_row(
             for ref in REFS:
                 await open_test_alert(sessions_a, ctx, visor_ref=ref)
             await _until(lambda: _all_sent(sessions_a, 6))
+            claimed_by_then = len(claims_b)
+
+            async def b_polled_again() -> bool:  # B polled after the rows were sent, too
+                return len(claims_b) > max(3, claimed_by_then)
+
+            await _until(b_polled_again)
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*running), 10)
