@@ -46,6 +46,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         from casewatch.alerts import lifecycle
 
         lifecycle.FOLD_OPEN_WRITES = False
+    if args.undeferred_writes:
+        from casewatch.ingest import pipeline
+
+        pipeline.DEFER_WRITES = False
     if not args.no_prepare:
         out["dataset"] = await prepare(args.db_url, sizes)
     settings = make_settings(args.db_url, sizes)
@@ -120,6 +124,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--plain", action="store_true", help="the eighth session's folds off")
     parser.add_argument("--unfolded-writes", action="store_true",
                         help="the alerts, deliveries and audit entries in three statements (lifecycle)")
+    parser.add_argument("--undeferred-writes", action="store_true",
+                        help="the batch's writes in a statement of their own (pipeline.DEFER_WRITES)")
     parser.add_argument("--no-prepare", action="store_true", help="reuse the data set at the URL")
     parser.add_argument("--nominals", type=int, default=2000)
     parser.add_argument("--actions", type=int, default=5000)

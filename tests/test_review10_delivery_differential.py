@@ -27,6 +27,7 @@ from sqlalchemy import Text, cast, event, select
 import casewatch.alerts.lifecycle as lifecycle
 import casewatch.audit as audit
 import casewatch.ingest.group as group
+import casewatch.ingest.pipeline as pipeline
 import casewatch.routing.outbox as outbox
 import casewatch.store.engine as store_engine
 import integrations.smtp_notifier as smtp_notifier
@@ -65,6 +66,7 @@ FAST_SWITCHES = ("keys_as_array", "combine_writes")
 LATER_SWITCHES: tuple[tuple[Any, str], ...] = (
     (Batch, "hold_writes"), (Batch, "array_events"), (audit, "ENTRY_RIDES_ALONG"), (audit, "DIRECT_ENTRIES"),
     (store_engine, "ONE_TRIP_PING"), (group, "KEEP_CONNECTION"), (lifecycle, "FOLD_OPEN_WRITES"),
+    (pipeline, "DEFER_WRITES"),
 )
 
 
