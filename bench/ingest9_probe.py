@@ -46,6 +46,7 @@ VARIANTS: dict[str, Callable[[bool], None]] = {
     "combine_writes": _switch("casewatch.ingest.apply:Batch", "combine_writes"),
     "hold_writes": _switch("casewatch.ingest.apply:Batch", "hold_writes"),
     "array_events": _switch("casewatch.ingest.apply:Batch", "array_events"),
+    "defer_writes": lambda on: setattr(importlib.import_module("casewatch.ingest.pipeline"), "DEFER_WRITES", on),  # noqa: E501
 }
 
 

@@ -42,6 +42,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         from casewatch.triggers.dispatch import _Run
 
         Batch.carry_checks = _Run.fold_border_reads = False
+    if args.unfolded_writes:
+        from casewatch.alerts import lifecycle
+
+        lifecycle.FOLD_OPEN_WRITES = False
+    if args.undeferred_writes:
+        from casewatch.ingest import pipeline
+
+        pipeline.DEFER_WRITES = False
     if not args.no_prepare:
         out["dataset"] = await prepare(args.db_url, sizes)
     settings = make_settings(args.db_url, sizes)
@@ -114,6 +122,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between events")
     parser.add_argument("--profile", default="", help="pyinstrument HTML to this file")
     parser.add_argument("--plain", action="store_true", help="the eighth session's folds off")
+    parser.add_argument("--unfolded-writes", action="store_true",
+                        help="the alerts, deliveries and audit entries in three statements (lifecycle)")
+    parser.add_argument("--undeferred-writes", action="store_true",
+                        help="the batch's writes in a statement of their own (pipeline.DEFER_WRITES)")
     parser.add_argument("--no-prepare", action="store_true", help="reuse the data set at the URL")
     parser.add_argument("--nominals", type=int, default=2000)
     parser.add_argument("--actions", type=int, default=5000)

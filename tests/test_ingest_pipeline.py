@@ -50,10 +50,11 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[Applied]:
     real = dispatch.on_applied
 
     async def spy(
-        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None, checks: Any = None
+        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None, checks: Any = None,
+        **more: Any,
     ) -> list[str]:
         outcomes.extend(applied)
-        return await real(session, applied, ctx, held, checks)
+        return await real(session, applied, ctx, held, checks, **more)
 
     monkeypatch.setattr("casewatch.ingest.pipeline.on_applied", spy)
     return outcomes

@@ -254,10 +254,11 @@ async def test_a_risk_change_is_recorded_on_a_known_nominals_upsert_only(
     upsert records nothing."""
     seen: list[Applied] = []
     async def on_applied(
-        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None, checks: Any = None
+        session: AsyncSession, applied: Sequence[Applied], ctx: Context, held: Any = None, checks: Any = None,
+        **more: Any,
     ) -> list[str]:
         seen.extend(applied)
-        return await original(session, applied, ctx, held, checks)
+        return await original(session, applied, ctx, held, checks, **more)
 
     monkeypatch.setattr("casewatch.ingest.pipeline.on_applied", on_applied)
     async with service_client(db_url, clock=CLOCK) as (service, client):

@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Text, cast, event, select
 
+import casewatch.alerts.lifecycle as lifecycle
 import casewatch.audit as audit
 import casewatch.ingest.group as group
+import casewatch.ingest.pipeline as pipeline
 import casewatch.routing.outbox as outbox
 import casewatch.store.engine as store_engine
 import integrations.smtp_notifier as smtp_notifier
@@ -63,7 +65,8 @@ FAST_SWITCHES = ("keys_as_array", "combine_writes")
 # compares them too.
 LATER_SWITCHES: tuple[tuple[Any, str], ...] = (
     (Batch, "hold_writes"), (Batch, "array_events"), (audit, "ENTRY_RIDES_ALONG"), (audit, "DIRECT_ENTRIES"),
-    (store_engine, "ONE_TRIP_PING"), (group, "KEEP_CONNECTION"),
+    (store_engine, "ONE_TRIP_PING"), (group, "KEEP_CONNECTION"), (lifecycle, "FOLD_OPEN_WRITES"),
+    (pipeline, "DEFER_WRITES"),
 )
 
 
@@ -216,8 +219,10 @@ async def _drive(
         "audit one statement": sum(
             q.startswith("WITH new AS (INSERT INTO audit_log")
             or (q.startswith("INSERT INTO audit_log") and "RETURNING" in q and "), (" in q)
+            or q.startswith("WITH fold_alerts AS (")  # the entries and their index a part of the fold
             for q in seen
         ),
+        "folded open writes": sum(q.startswith("WITH fold_alerts AS (INSERT INTO alerts") for q in seen),
         "keys as one": sum(("= ANY (" in q or "json_each(" in q) and q.endswith("FOR UPDATE") or
                            ("json_each(" in q and "ORDER BY" in q) for q in seen),
     }
@@ -343,6 +348,7 @@ async def test_the_fast_paths_store_and_send_what_the_plain_paths_do(
     postgres = plain_url.startswith("postgresql")
     assert used["keys as one"] > 0 and used["audit one statement"] > 0, used
     assert (used["combined"] > 0) == postgres, used
+    assert (used["folded open writes"] > 0) == postgres, used
     assert not any(plain_used.values()), plain_used
     for key in plain:
         assert fast[key] == plain[key], key

@@ -13,19 +13,29 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import select, text, update
+from sqlalchemy import TextClause, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from casewatch import audit
 from casewatch.alerts.authority import Acknowledger, clean_outcome, may_acknowledge
-from casewatch.audit import Entry, record, record_many
+from casewatch.audit import (
+    Entry,
+    entry_rows,
+    pg_entries_ctes,
+    pg_entries_params,
+    record,
+    record_many,
+)
 from casewatch.context import Context
 from casewatch.model.alerts import LIVE_STATES, SEVERITIES, SEVERITY_RANK, AlertSpec, live_key
 from casewatch.routing.escalation import chain_for
-from casewatch.routing.outbox import enqueue
+from casewatch.routing.outbox import enqueue, fold_deliveries, pg_deliveries_cte, plan_enqueue
 from casewatch.routing.purposes import alert_purpose, nominals_of
+from casewatch.store.engine import mark_audited
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Acknowledgement, Alert, Officer
 
@@ -174,15 +184,19 @@ async def open_alerts(
         )
     opened: dict[str, OpenedAlert] = {}
     pending = list(wanted)
-    for _ in range(_ID_ATTEMPTS):
+    written = False  # the deliveries and audit entries went in with the alerts (_insert_folded)
+    for attempt in range(_ID_ATTEMPTS):
         if not pending:
             break
         ids = _draw_ids(len(pending))
         rows = [{**wanted[key], "id": alert_id} for key, alert_id in zip(pending, ids, strict=True)]
-        # One cached Core statement, executemany: SQLAlchemy sends it as multi-row VALUES pages
-        # ("insertmanyvalues") within the driver's parameter limits. (An ORM-enabled insert
-        # returning entities is far slower here: it correlates each row to its parameters.)
-        inserted = await _insert_rows(session, rows)
+        if attempt == 0 and _may_fold(session, len(rows)):
+            inserted, written = await _insert_folded(session, rows, ctx)
+        else:
+            # One cached Core statement, executemany: SQLAlchemy sends it as multi-row VALUES pages
+            # ("insertmanyvalues") within the driver's parameter limits. (An ORM-enabled insert
+            # returning entities is far slower here: it correlates each row to its parameters.)
+            inserted = await _insert_rows(session, rows)
         for row in rows:
             if inserted.get(row["live_key"]) == row["id"]:
                 opened[row["live_key"]] = OpenedAlert(**row)
@@ -192,16 +206,9 @@ async def open_alerts(
     if pending:
         raise RuntimeError("could not draw an unused alert id")
     new = [opened[key] for key in wanted if key in opened]
-    if new:
+    if new and not written:
         await enqueue(session, new, "opened", ctx)
-        await record_many(session, ctx, [
-            Entry(
-                actor="system", action="alert.opened", subject=alert.id,
-                purpose=alert_purpose("alert.opened", alert.kind), nominals=nominals_of(alert.visor_ref),
-                details={"visor_ref": alert.visor_ref, "severity": alert.severity},
-            )
-            for alert in new
-        ])
+        await record_many(session, ctx, _opened_entries(new))
     # Each live key answers for its first spec only; later specs with the same key get None.
     answered: set[str] = set()
     out: list[OpenedAlert | None] = []
@@ -212,20 +219,96 @@ async def open_alerts(
     return out
 
 
+def _opened_entries(alerts: Sequence[OpenedAlert]) -> list[Entry]:
+    return [
+        Entry(
+            actor="system", action="alert.opened", subject=alert.id,
+            purpose=alert_purpose("alert.opened", alert.kind), nominals=nominals_of(alert.visor_ref),
+            details={"visor_ref": alert.visor_ref, "severity": alert.severity},
+        )
+        for alert in alerts
+    ]
+
+
 async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> dict[str, str]:
     """INSERT .. ON CONFLICT DO NOTHING of `rows`; the live key -> id of those that went in."""
     if session.get_bind().dialect.name == "postgresql":
-        for row in rows:
-            if any(row[c] is not None and row[c].tzinfo is None for c in _PG_TIMES):
-                raise ValueError("naive datetime given to a UTC column")  # as store.types.UTCDateTime
-        params = {
-            c: [json.dumps(row[c]) for row in rows] if c in _PG_JSON else [row[c] for row in rows]
-            for c in _PG_COLUMNS
-        }
-        result = await session.execute(_PG_INSERT, params)
+        result = await session.execute(_PG_INSERT, _pg_params(rows))
     else:
         result = await session.execute(_SQLITE_INSERT, rows)
     return {key: alert_id for alert_id, key in result}
+
+
+def _pg_params(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, Any]:
+    for row in rows:
+        if any(row[c] is not None and row[c].tzinfo is None for c in _PG_TIMES):
+            raise ValueError("naive datetime given to a UTC column")  # as store.types.UTCDateTime
+    return {
+        prefix + c: [json.dumps(row[c]) for row in rows] if c in _PG_JSON else [row[c] for row in rows]
+        for c in _PG_COLUMNS
+    }
+
+
+# PostgreSQL: a few new alerts, their deliveries and their audit entries (with the entries'
+# nominal index) in one statement, not three (_insert_folded); False: three, as on SQLite (A/B).
+FOLD_OPEN_WRITES = True
+
+
+def _may_fold(session: AsyncSession, count: int) -> bool:
+    # Up to the audit's own one-statement bound: a scan's thousands keep their paged statements.
+    return (
+        FOLD_OPEN_WRITES and 0 < count <= audit.ONE_STATEMENT_ROWS
+        and session.get_bind().dialect.name == "postgresql"
+    )
+
+
+async def _insert_folded(
+    session: AsyncSession, rows: list[dict[str, Any]], ctx: Context
+) -> tuple[dict[str, str], bool]:
+    """_insert_rows on PostgreSQL, with the deliveries (routing.outbox) and the audit entries
+    (audit) that enqueue and record_many would write for these alerts once in, as parts of the
+    same statement (data-modifying CTEs). Those parts write only if every alert went in (the
+    gate): then the rows are what the three statements write, ids drawn in the same order, and
+    the second value is True. Otherwise (a live key taken, an id drawn twice) they write nothing
+    and open_alerts goes on as without the fold (False). The deliveries' foreign key to their
+    alert is checked at the statement's end, when the alert is in. Plans that cannot go as a
+    part (an alert with no receiver: audited as unroutable) go the plain way."""
+    # The transaction's connection first (the statement takes it anyway): whether the rows go
+    # claimed to this process's worker is then asked after a trip, as the plain path asks it after
+    # the alerts' insert (a worker starting beside the first alert has attached by then).
+    await session.connection()
+    candidates = [OpenedAlert(**row) for row in rows]
+    folded = fold_deliveries(session, await plan_enqueue(session, candidates, "opened", ctx))
+    if folded is None:
+        return await _insert_rows(session, rows), False
+    entries = entry_rows(ctx, _opened_entries(candidates))
+    params = {
+        **_pg_params(rows, "a_"), "a_count": len(rows), **folded.params("d_"),
+        **pg_entries_params(entries, "e_"),
+    }
+    result = (await session.execute(_pg_folded_statement(), params)).all()
+    inserted = {key: alert_id for alert_id, key, _, _ in result}
+    if len(inserted) != len(rows):
+        return inserted, False
+    _, _, audited, deliveries = result[0]
+    if audited != len(entries):
+        raise RuntimeError("audit entries' ids could not be matched to their rows")
+    folded.written(session, deliveries)
+    mark_audited(session)
+    return inserted, True
+
+
+@lru_cache(maxsize=1)
+def _pg_folded_statement() -> TextClause:
+    gate = "(SELECT every_in FROM fold_gate)"
+    return text(
+        f"WITH fold_alerts AS ({_pg_insert_sql('a_')}), "  # noqa: S608 (constants only)
+        "fold_gate AS (SELECT count(*) = CAST(:a_count AS bigint) AS every_in FROM fold_alerts), "
+        f"{pg_deliveries_cte('fold_deliveries', 'd_', gate)}, {pg_entries_ctes('e_', gate)} "
+        "SELECT fold_alerts.id, fold_alerts.live_key, (SELECT count(*) FROM e_numbered), "
+        "(SELECT array_agg(ARRAY[CAST(id AS varchar), alert_id, channel, target]) FROM fold_deliveries) "
+        "FROM fold_alerts"
+    )
 
 
 # SQLite: built once, not per call (building it and its cache key was ~0.04 ms a lone event).
@@ -246,13 +329,20 @@ _PG_TYPES = {
 _PG_COLUMNS = tuple(_PG_TYPES)
 _PG_JSON = frozenset({"details", "escalation_chain"})
 _PG_TIMES = tuple(c for c, t in _PG_TYPES.items() if t == "timestamptz")
-_PG_INSERT = text(
-    f"INSERT INTO {_ALERTS.name} ({', '.join(_PG_COLUMNS)}) "  # noqa: S608 (constants only)
-    f"SELECT {', '.join(f'CAST({c} AS json)' if c in _PG_JSON else c for c in _PG_COLUMNS)} "
-    f"FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _PG_TYPES.items())}) "
-    f"AS rows ({', '.join(_PG_COLUMNS)}) "
-    "ON CONFLICT DO NOTHING RETURNING id, live_key"
-)
+
+
+def _pg_insert_sql(prefix: str = "") -> str:
+    """The alerts' insert, its parameters named {prefix}{column}."""
+    return (
+        f"INSERT INTO {_ALERTS.name} ({', '.join(_PG_COLUMNS)}) "  # noqa: S608 (constants only)
+        f"SELECT {', '.join(f'CAST({c} AS json)' if c in _PG_JSON else c for c in _PG_COLUMNS)} "
+        f"FROM unnest({', '.join(f'CAST(:{prefix}{c} AS {t}[])' for c, t in _PG_TYPES.items())}) "
+        f"AS rows ({', '.join(_PG_COLUMNS)}) "
+        "ON CONFLICT DO NOTHING RETURNING id, live_key"
+    )
+
+
+_PG_INSERT = text(_pg_insert_sql())
 
 
 def _draw_ids(n: int) -> list[str]:

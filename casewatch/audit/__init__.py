@@ -100,15 +100,30 @@ def _insert_values_sqlite(count: int) -> ReturningInsert[Any]:
     ]).returning(_ENTRIES.c.id)
 
 
+
+
+def pg_entries_ctes(prefix: str = "", gate: str = "") -> str:
+    """PostgreSQL: a few entries and their nominal index as the parts of a WITH: `{prefix}new`
+    (the entries, RETURNING id), `{prefix}numbered` (each id with its place in the batch: the ids
+    in ascending order are the rows', see _insert_many_pg) and `{prefix}indexed` (the index rows,
+    each joined to its entry by its place). Parameters: pg_entries_params(rows, prefix). `gate`: a
+    condition on the entries' SELECT (another part's outcome), none if empty."""
+    where = f"WHERE {gate} " if gate else ""
+    arrays = ", ".join(f"CAST(:{prefix}{c} AS {t}[])" for c, t in _PG_ENTRY_TYPES.items())
+    return (
+        f"{prefix}new AS (INSERT INTO {_ENTRIES.name} ({', '.join(_PG_ENTRY_TYPES)}) "  # noqa: S608 (constants only)
+        f"SELECT {_PG_ENTRY_SELECT} FROM unnest({arrays}) "
+        f"WITH ORDINALITY AS r ({', '.join(_PG_ENTRY_TYPES)}, n) {where}ORDER BY r.n RETURNING id), "
+        f"{prefix}numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM {prefix}new), "
+        f"{prefix}indexed AS (INSERT INTO {_NOMINALS.name} (visor_ref, audit_id) "  # noqa: S608 (constants only)
+        f"SELECT x.ref, {prefix}numbered.id FROM unnest(CAST(:{prefix}index_refs AS varchar[]), "
+        f"CAST(:{prefix}index_rows AS bigint[])) AS x(ref, n) "
+        f"JOIN {prefix}numbered ON {prefix}numbered.n = x.n)"
+    )
+
+
 # PostgreSQL: a few entries and their index in one statement (_insert_with_index_pg).
-_INSERT_WITH_INDEX_MANY_PG = text(
-    f"WITH new AS ({_INSERT_MANY_PG.text}), "  # noqa: S608 (constants only)
-    "numbered AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM new), "
-    f"indexed AS (INSERT INTO {_NOMINALS.name} (visor_ref, audit_id) "  # noqa: S608 (constants only)
-    "SELECT x.ref, numbered.id FROM unnest(CAST(:index_refs AS varchar[]), CAST(:index_rows AS bigint[])) "
-    "AS x(ref, n) JOIN numbered ON numbered.n = x.n) "
-    "SELECT count(*) FROM numbered"
-)
+_INSERT_WITH_INDEX_MANY_PG = text(f"WITH {pg_entries_ctes()} SELECT count(*) FROM numbered")  # noqa: S608
 # PostgreSQL: a batch's nominal index as two arrays, unnested: one execution, where an executemany
 # ran one a row (~0.37 s of server time in the bench's first scan).
 _INSERT_NOMINALS_PG = text(
@@ -230,7 +245,7 @@ async def record_many(session: AsyncSession, ctx: Context, entries: Sequence[Ent
     INSERT for the entries and one for their nominal index."""
     if not entries:
         return
-    rows = [_values(ctx, e.actor, e.action, e.subject, e.purpose, e.details, e.nominals) for e in entries]
+    rows = entry_rows(ctx, entries)
     connection = await session.connection()
     if connection.dialect.name == "postgresql" and len(rows) <= ONE_STATEMENT_ROWS:
         await _insert_with_index_pg(connection, rows)
@@ -246,6 +261,11 @@ async def record_many(session: AsyncSession, ctx: Context, entries: Sequence[Ent
     if index:
         await _insert_index(connection, index)
     mark_audited(session)
+
+
+def entry_rows(ctx: Context, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+    """The audit_log rows record_many writes for these entries (each with its content hash)."""
+    return [_values(ctx, e.actor, e.action, e.subject, e.purpose, e.details, e.nominals) for e in entries]
 
 
 async def _insert_index(connection: AsyncConnection, index: list[dict[str, Any]]) -> None:
@@ -299,17 +319,22 @@ async def _insert_with_index_pg(connection: AsyncConnection, rows: list[dict[str
     """_insert_many_pg and _insert_index in one statement (one round trip): the entries' ids, in
     ascending order, are the rows' (see _insert_many_pg); each index row names its entry by its
     place in the batch."""
+    count = (await connection.execute(_INSERT_WITH_INDEX_MANY_PG, pg_entries_params(rows))).scalar_one()
+    if count != len(rows):
+        raise RuntimeError("audit entries' ids could not be matched to their rows")
+
+
+def pg_entries_params(rows: Sequence[dict[str, Any]], prefix: str = "") -> dict[str, Any]:
+    """pg_entries_ctes' parameters for these rows (entry_rows)."""
     if any(row["at"].tzinfo is None for row in rows):
         raise ValueError("naive datetime given to a UTC column")  # as store.types.UTCDateTime
     params: dict[str, Any] = {
-        c: [json.dumps(row[c]) for row in rows] if c in _PG_ENTRY_JSON else [row[c] for row in rows]
+        prefix + c: [json.dumps(row[c]) for row in rows] if c in _PG_ENTRY_JSON else [row[c] for row in rows]
         for c in _PG_ENTRY_TYPES
     }
-    params["index_refs"] = [ref for row in rows for ref in row["nominals"]]
-    params["index_rows"] = [n for n, row in enumerate(rows, 1) for _ in row["nominals"]]
-    count = (await connection.execute(_INSERT_WITH_INDEX_MANY_PG, params)).scalar_one()
-    if count != len(rows):
-        raise RuntimeError("audit entries' ids could not be matched to their rows")
+    params[prefix + "index_refs"] = [ref for row in rows for ref in row["nominals"]]
+    params[prefix + "index_rows"] = [n for n, row in enumerate(rows, 1) for _ in row["nominals"]]
+    return params
 
 
 async def _insert_many_sqlite(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:

@@ -171,14 +171,24 @@ class Batch:
             self.aliases[visor_ref] = promoted.aliases
         return self.nominals.get(visor_ref)
 
-    async def finish(self, session: AsyncSession) -> None:
-        """Write what the batch buffered, once every event is applied and before the rules run."""
+    async def finish(self, session: AsyncSession, *, defer: bool = False) -> arrays.Writes | None:
+        """Write what the batch buffered, once every event is applied and before the rules run.
+        With `defer` (PostgreSQL), where every write can go as a part of one statement
+        (_combined) and no first upsert is buffered: nothing is written, the writes are returned
+        for the caller to send (arrays.Writes.run) or to hand to the statement that comes next."""
+        if defer:
+            writes = self._combined(session, least=1)
+            if writes is not None:
+                self.records, self.new_actions, self.notified = {}, {}, {}
+                await self.fresh.write(session)  # nothing buffered (_combined): writes nothing
+                return writes
         combined = await self._write_combined(session)  # then nothing else but `fresh` is left
         if not combined:
             await self.write_records(session)
         await self.fresh.write(session)
         if not combined:
             await self._write_actions_and_notified(session)
+        return None
 
     async def _write_actions_and_notified(self, session: AsyncSession) -> None:
         if self.new_actions:
@@ -214,20 +224,31 @@ class Batch:
         dates in one statement, when there are two or more of them and every one can go as arrays.
         False when not (nothing is written then). The tables are distinct, no part reads what
         another writes, and the nominals updated are known ones: what the statements one by one do."""
-        if not (self.combine_writes and self.array_writes and _on_postgres(session)) or self.fresh.nominals:
+        writes = self._combined(session, least=2)
+        if writes is None:
             return False
+        await writes.run(session)
+        self.records, self.new_actions, self.notified = {}, {}, {}
+        return True
+
+    def _combined(self, session: AsyncSession, *, least: int) -> arrays.Writes | None:
+        """The records, new actions and notification dates as the parts of one statement, when
+        there are `least` or more of them, every one can go as arrays and no first upsert is
+        buffered (PostgreSQL); else None."""
+        if not (self.combine_writes and self.array_writes and _on_postgres(session)) or self.fresh.nominals:
+            return None
         writes = [(cast(Table, model.__table__), rows) for model, rows in self.records.items()]
         if self.new_actions:
             actions = [{key: getattr(a, key) for key in _ACTION_KEYS} for a in self.new_actions.values()]
             writes.append((_ACTIONS, actions))
-        if len(writes) + bool(self.notified) < 2:
-            return False
+        if len(writes) + bool(self.notified) < least:
+            return None
         inserts: list[arrays.Insert] = []
         params: list[dict[str, Any]] = []
         for table, rows in writes:
             keys = tuple(rows[0])
             if not (arrays.insertable(table, keys) and all(row.keys() == set(keys) for row in rows)):
-                return False
+                return None
             inserts.append((table, keys))
             params.append(arrays.columns(rows, keys))
         update: arrays.Update | None = None
@@ -235,10 +256,7 @@ class Batch:
             update = (_NOMINALS, "visor_ref", "last_notification_on")
             params.append({"keys": list(self.notified),
                            "values": [n.last_notification_on for n in self.notified.values()]})
-        statement = arrays.combined_statement(tuple(inserts), update)
-        await session.execute(statement, arrays.combined_params(params))
-        self.records, self.new_actions, self.notified = {}, {}, {}
-        return True
+        return arrays.Writes(tuple(inserts), update, tuple(params))
 
     def record(self, model: type[Base], **values: Any) -> None:
         self.records.setdefault(model, []).append(values)

@@ -11,6 +11,7 @@ type's bind processing (the ARRAY's item type), as in the executemany: an instan
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
@@ -28,8 +29,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
-from sqlalchemy.sql.selectable import TextualSelect
+from sqlalchemy.sql.selectable import CTE, TextualSelect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -133,9 +135,7 @@ def combined_statement(inserts: tuple[Insert, ...], update: Update | None) -> Te
     (combined_params). PostgreSQL runs every data-modifying part of a WITH once and to completion,
     on one snapshot: for writes to distinct rows that no part reads, what the statements one by one
     would do."""
-    parts = [_insert_sql(table, keys, f"p{i}_") for i, (table, keys) in enumerate(inserts)]
-    if update is not None:
-        parts.append(_update_sql(*update, f"p{len(inserts)}_"))
+    parts = _parts(inserts, update)
     sql = ", ".join(f"w{i} AS ({part})" for i, (part, _) in enumerate(parts))
     return text(f"WITH {sql} SELECT 1").bindparams(*(param for _, params in parts for param in params))
 
@@ -143,3 +143,38 @@ def combined_statement(inserts: tuple[Insert, ...], update: Update | None) -> Te
 def combined_params(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Each part's parameters (in combined_statement's order of parts), renamed p{i}_{name}."""
     return {f"p{i}_{name}": value for i, values in enumerate(parts) for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class Writes:
+    """A batch's writes as combined_statement's parts, not sent yet: `run` sends them alone, or
+    a reader sends them as parts of its own statement (ctes, params): ingest.apply.Batch.finish's
+    writes riding with the rules' live-alert read (triggers.dispatch)."""
+
+    inserts: tuple[Insert, ...]
+    update: Update | None
+    parts: tuple[dict[str, Any], ...]  # each part's parameters, in the parts' order
+
+    def params(self) -> dict[str, Any]:
+        return combined_params(self.parts)
+
+    async def run(self, session: AsyncSession) -> None:
+        await session.execute(combined_statement(self.inserts, self.update), self.params())
+
+
+@lru_cache(maxsize=256)
+def ctes(inserts: tuple[Insert, ...], update: Update | None) -> tuple[CTE, ...]:
+    """combined_statement's parts as CTEs w0, w1, .. (for Select.add_cte), their parameters named
+    as there: PostgreSQL runs each once and to completion, on the statement's snapshot, whether or
+    not the statement reads it; the statement cannot see what they write (it must not read their
+    tables)."""
+    parts = enumerate(_parts(inserts, update))
+    return tuple(text(sql).bindparams(*params).columns().cte(f"w{i}") for i, (sql, params) in parts)
+
+
+def _parts(inserts: tuple[Insert, ...], update: Update | None) -> list[tuple[str, list[BindParameter[Any]]]]:
+    """Each part's SQL and parameters, part i's named p{i}_{name}."""
+    parts = [_insert_sql(table, keys, f"p{i}_") for i, (table, keys) in enumerate(inserts)]
+    if update is not None:
+        parts.append(_update_sql(*update, f"p{len(inserts)}_"))
+    return parts

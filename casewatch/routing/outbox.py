@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
@@ -67,6 +68,31 @@ async def enqueue(
     of one: the nominals, markers and earlier deliveries the batch needs are read with one query
     per table, and the rows go in as one multi-row INSERT, not as ORM objects one by one.
     `extra`, by alert id: fields added to that alert's payloads (a raise's former severity)."""
+    return await write_plan(session, await plan_enqueue(session, alerts, change, ctx, extra=extra), ctx)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An enqueue's deliveries, made but not written (plan_enqueue): for each alert, its targets
+    and extra payload fields; the rows in the order they go in; the alerts routed by fallback,
+    not logged yet."""
+
+    change: str
+    planned: list[tuple[AlertFacts, list[Target], dict[str, Any]]]
+    rows: list[dict[str, Any]]
+    now: datetime
+    fallbacks: dict[tuple[str, ...], list[AlertFacts]]
+
+
+async def plan_enqueue(
+    session: AsyncSession,
+    alerts: Sequence[AlertChange],
+    change: Change,
+    ctx: Context,
+    *,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Plan:
+    """enqueue's reads and rows, nothing written or logged (write_plan does that)."""
     settings = ctx.settings
     directory = Directory.of(settings)
     heard = await _previous_targets(session, [a.id for a in alerts], settings) if change in TOLD_AGAIN else {}
@@ -90,9 +116,15 @@ async def enqueue(
                 fallbacks.setdefault(tuple(route), []).append(alert)
         added = {"escalated_to": route} if change == "escalated" else {}
         planned.append((alert, _unique(targets), {**added, **(extra or {}).get(alert.id, {})}))
-    for receivers, fell in fallbacks.items():
+    rows, now = await _rows(session, change, planned, ctx, directory, nominals)
+    return Plan(change, planned, rows, now, fallbacks)
+
+
+async def write_plan(session: AsyncSession, plan: Plan, ctx: Context) -> int:
+    """Write a plan's deliveries (and audit its unroutable alerts); return how many."""
+    for receivers, fell in plan.fallbacks.items():
         log_fallbacks(fell, receivers)
-    return await _write(session, change, planned, ctx, directory, nominals)
+    return await _write_rows(session, plan.change, plan.planned, plan.rows, plan.now, ctx)
 
 
 async def enqueue_fallback(
@@ -148,6 +180,19 @@ async def _write(
 ) -> int:
     """One row per (alert, target), the payload with its extra fields; an alert with no target
     is logged and audited as unroutable."""
+    rows, now = await _rows(session, change, planned, ctx, directory, nominals)
+    return await _write_rows(session, change, planned, rows, now, ctx)
+
+
+async def _rows(
+    session: AsyncSession,
+    change: str,
+    planned: Sequence[tuple[AlertFacts, Sequence[Target], dict[str, Any]]],
+    ctx: Context,
+    directory: Directory,
+    nominals: dict[str, _NominalRow],
+) -> tuple[list[dict[str, Any]], datetime]:
+    """_write's rows, and the instant they are due and made."""
     cleared_refs = sorted({a.visor_ref for a, targets, _ in planned if any(t.personal_data for t in targets)})
     personal = await _personal_many(session, cleared_refs, nominals)
     now = ctx.clock.now()
@@ -163,6 +208,17 @@ async def _write(
                 state="pending", attempts=0, next_attempt_at=now, created_at=now, claimed_by=None,
                 claimed_until=None, last_error=None, external_ref=None, sent_at=None,
             ))
+    return rows, now
+
+
+async def _write_rows(
+    session: AsyncSession,
+    change: str,
+    planned: Sequence[tuple[AlertFacts, Sequence[Target], dict[str, Any]]],
+    rows: list[dict[str, Any]],
+    now: datetime,
+    ctx: Context,
+) -> int:
     if rows:
         # A new alert's rows (no earlier message, no thread: its id was just drawn) may go to this
         # process's delivery worker already claimed, skipping its claim transaction and the bell.
@@ -221,7 +277,7 @@ async def _write_claimed(
 ) -> None:
     """Insert `rows` as claim_rows would leave them ("sending", the worker and its lease) and hand
     the worker, after the commit, what the claim's RETURNING would have read."""
-    lease_until = (now + timedelta(seconds=claimer.lease_seconds)).astimezone(UTC)
+    lease_until = _lease_until(claimer, now)
     for row in rows:
         row.update(state="sending", claimed_by=claimer.worker_id, claimed_until=lease_until)
     table = Delivery.metadata.tables[Delivery.__tablename__]
@@ -230,7 +286,24 @@ async def _write_claimed(
     returned = await session.execute(
         insert(table).returning(table.c.id, table.c.alert_id, table.c.channel, table.c.target), rows
     )
-    id_of = {(alert_id, channel, target): delivery_id for delivery_id, alert_id, channel, target in returned}
+    _hand(session, claimer, rows, list(returned), lease_until)
+
+
+def _lease_until(claimer: Claimer, now: datetime) -> datetime:
+    return (now + timedelta(seconds=claimer.lease_seconds)).astimezone(UTC)
+
+
+def _hand(
+    session: AsyncSession,
+    claimer: Claimer,
+    rows: Sequence[dict[str, Any]],
+    returned: Sequence[Sequence[Any]],
+    lease_until: datetime,
+) -> None:
+    """Hand the worker `rows`, written claimed by it; `returned`: (id, alert id, channel, target)
+    of each row written, matched to its row by alert and destination (one row each in a write:
+    _unique)."""
+    id_of = {(alert_id, channel, target): int(row_id) for row_id, alert_id, channel, target in returned}
     ids = [id_of[(row["alert_id"], row["channel"], row["target"])] for row in rows]
     mark_handed(session, claimer.worker_id, [
         ClaimedRow(
@@ -243,6 +316,74 @@ async def _write_claimed(
         )
         for delivery_id, row in zip(ids, rows, strict=True)
     ])
+
+
+@dataclass(frozen=True)
+class FoldedDeliveries:
+    """A plan's deliveries written as a part of a caller's one statement on PostgreSQL (the
+    alerts they are about, these rows and the alerts' audit entries: alerts.lifecycle.open_alerts):
+    pg_deliveries_cte's part, its parameters (params), and written() once the statement ran."""
+
+    plan: Plan
+    claimer: Claimer | None  # as _write_rows chooses: this process's worker, or None (pending)
+    lease_until: datetime | None
+
+    def params(self, prefix: str) -> dict[str, Any]:
+        """pg_deliveries_cte's parameters (named with the same prefix)."""
+        rows = self.plan.rows
+        params: dict[str, Any] = {prefix + c: [row[c] for row in rows] for c in _PG_ROW_TYPES}
+        params[prefix + "payload"] = [json.dumps(payload) for payload in params[prefix + "payload"]]
+        claimer = self.claimer
+        params.update({
+            prefix + "purpose": self.plan.change, prefix + "now": self.plan.now,
+            prefix + "state": "pending" if claimer is None else "sending",
+            prefix + "claimed_by": None if claimer is None else claimer.worker_id,
+            prefix + "claimed_until": self.lease_until,
+        })
+        return params
+
+    def written(self, session: AsyncSession, returned: Sequence[Sequence[Any]]) -> None:
+        """After the statement wrote every row (`returned`: the part's RETURNING rows): what
+        write_plan does besides the insert (the fallback log, the worker told after the commit)."""
+        plan = self.plan
+        if len(returned) != len(plan.rows):
+            raise RuntimeError("deliveries written as a part: not every row went in")
+        for receivers, fell in plan.fallbacks.items():
+            log_fallbacks(fell, receivers)
+        if self.claimer is None:
+            mark_outbox_queued(session)
+        else:
+            assert self.lease_until is not None
+            _hand(session, self.claimer, plan.rows, returned, self.lease_until)
+
+
+def fold_deliveries(session: AsyncSession, plan: Plan) -> FoldedDeliveries | None:
+    """The plan's deliveries as a part of a caller's statement (PostgreSQL), or None where it
+    cannot go so: no rows, or an alert with no target (write_plan audits it as unroutable)."""
+    if not plan.rows or any(not targets for _, targets, _ in plan.planned):
+        return None
+    if plan.now.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")  # as store.types.UTCDateTime
+    # As _write_rows: a new alert's rows may go to this process's worker already claimed.
+    claimer = outbox_claimer(session, len(plan.rows)) if plan.change == "opened" else None
+    return FoldedDeliveries(plan, claimer, _lease_until(claimer, plan.now) if claimer is not None else None)
+
+
+def pg_deliveries_cte(name: str, prefix: str, gate: str) -> str:
+    """FoldedDeliveries' part of a WITH: `{name} AS (INSERT INTO deliveries .. WHERE {gate} ..
+    RETURNING id, alert_id, channel, target)`, the rows as _insert_pending (pending) or
+    _write_claimed (claimed) write them, ids in the rows' order; its parameters named {prefix}..."""
+    arrays = ", ".join(f"CAST(:{prefix}{c} AS {t}[])" for c, t in _PG_ROW_TYPES.items())
+    return (
+        f"{name} AS (INSERT INTO {_DELIVERIES.name} (purpose, {', '.join(_PG_ROW_TYPES)}, "  # noqa: S608 (constants only)
+        "state, attempts, next_attempt_at, created_at, claimed_by, claimed_until) "
+        f"SELECT CAST(:{prefix}purpose AS varchar), r.alert_id, r.receiver, r.channel, r.target, "
+        f"CAST(r.payload AS json), r.content_hash, CAST(:{prefix}state AS varchar), 0, "
+        f"CAST(:{prefix}now AS timestamptz), CAST(:{prefix}now AS timestamptz), "
+        f"CAST(:{prefix}claimed_by AS varchar), CAST(:{prefix}claimed_until AS timestamptz) "
+        f"FROM unnest({arrays}) WITH ORDINALITY AS r ({', '.join(_PG_ROW_TYPES)}, n) "
+        f"WHERE {gate} ORDER BY r.n RETURNING id, alert_id, channel, target)"
+    )
 
 
 def build_payload(

@@ -22,7 +22,7 @@ import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar, assert_never
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,7 @@ from sqlalchemy import ColumnElement, Select, and_, inspect, literal, or_, selec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.context import Context
+from casewatch.ingest.arrays import Insert, Update, Writes, ctes
 from casewatch.model.alerts import LIVE_STATES
 from casewatch.model.events import (
     ActionUpsert,
@@ -112,14 +113,12 @@ class _Run(Tally):
     fold_border_reads: ClassVar[bool] = True
 
     async def prefetch(
-        self, session: AsyncSession, items: Sequence[Applied], held: Mapping[str, Nominal | None]
+        self, session: AsyncSession, items: Sequence[Applied], held: Mapping[str, Nominal | None],
+        writes: Writes | None = None,
     ) -> None:
         refs = sorted({i.envelope.visor_ref for i in items})
         self.nominals = _held_facts(held, refs) if self.reuse_reads else {}
         unread = [ref for ref in refs if ref not in self.nominals]
-        if unread:
-            found = await load.nominals(session, unread)
-            self.nominals.update({ref: found.get(ref) for ref in unread})
         notified = [
             i.envelope.visor_ref
             for i in items
@@ -127,17 +126,23 @@ class _Run(Tally):
         ]
         visited = [i.envelope.visor_ref for i in items if isinstance(i.envelope.data, VisitRecorded)]
         action_ids = [i.envelope.data.action_id for i in items if isinstance(i.envelope.data, ActionUpsert)]
-        self.notification_live = {ref: [] for ref in notified}
-        self.visit_live = {ref: [] for ref in visited}
-        self.action_live = {action_id: [] for action_id in action_ids}
         checked = (
             [i.envelope.id for i in items if isinstance(i.envelope.data, BorderAlert)]
             if self.fold_border_reads else []
         )
-        self.border_live = {event_id: [] for event_id in checked}
         keys = len(notified) + len(visited) + len(action_ids) + len(checked)
+        if writes is not None and (unread or not (self.reuse_reads and 0 < keys <= _ONE_READ_KEYS)):
+            await writes.run(session)  # the one live-alert read is not the next statement
+            writes = None
+        if unread:
+            found = await load.nominals(session, unread)
+            self.nominals.update({ref: found.get(ref) for ref in unread})
+        self.notification_live = {ref: [] for ref in notified}
+        self.visit_live = {ref: [] for ref in visited}
+        self.action_live = {action_id: [] for action_id in action_ids}
+        self.border_live = {event_id: [] for event_id in checked}
         if self.reuse_reads and keys <= _ONE_READ_KEYS:
-            for a in await _live_of_three(session, notified, visited, action_ids, checked):
+            for a in await _live_of_three(session, notified, visited, action_ids, checked, writes):
                 if a.kind in notifications.KINDS and a.visor_ref in self.notification_live:
                     self.notification_live[a.visor_ref].append(a)
                 elif a.kind in visits.KINDS and a.visor_ref in self.visit_live:
@@ -232,13 +237,17 @@ def _one_of_these(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
 async def _live_of_three(
     session: AsyncSession, notified: Sequence[str], visited: Sequence[str], action_ids: Sequence[str],
     checked: Sequence[str] = (),
+    writes: Writes | None = None,
 ) -> list[LiveAlert]:
     """What load.live_alerts_of gives for notification kinds by `notified`, visit kinds by
     `visited`, action kinds by `action_ids` (subjects) and border travel kinds by `checked`
-    (subjects: border check event ids), in one statement."""
+    (subjects: border check event ids), in one statement; with `writes` as its parts (they write
+    no alert, so what it reads is the same)."""
     if not (notified or visited or action_ids or checked):
+        if writes is not None:
+            await writes.run(session)
         return []
-    stmt = _live_read(is_postgres(session), bool(notified), bool(visited), bool(action_ids), bool(checked))
+    shape = (is_postgres(session), bool(notified), bool(visited), bool(action_ids), bool(checked))
     params = {
         name: sorted(set(values))
         for name, values in (
@@ -246,7 +255,20 @@ async def _live_of_three(
         )
         if values
     }
+    if writes is None:
+        stmt = _live_read(*shape)
+    else:
+        stmt = _live_read_with(shape, writes.inserts, writes.update)
+        params.update(writes.params())
     return [LiveAlert(k, v, s, sev) for k, v, s, sev in await session.execute(stmt, params)]
+
+
+@lru_cache(maxsize=256)
+def _live_read_with(
+    shape: tuple[bool, bool, bool, bool, bool], inserts: tuple[Insert, ...], update: Update | None
+) -> Select[str, str, str, str]:
+    """_live_read with the writes' parts (arrays.ctes) in its WITH, built once a shape."""
+    return _live_read(*shape).add_cte(*ctes(inserts, update))
 
 
 def _still_live(live: list[LiveAlert], resolved: Sequence[LiveAlert]) -> list[LiveAlert]:
@@ -259,14 +281,19 @@ async def on_applied(
     ctx: Context,
     held: Mapping[str, Nominal | None] | None = None,
     checks: Mapping[str, list[BorderCheckFacts]] | None = None,
+    *,
+    writes: Writes | None = None,
 ) -> list[str]:
     """Run the event-driven rules for events just applied; return the ids of alerts opened.
     `held`: nominals the caller holds in this session, flushed (the ingest's Batch.nominals);
     their rule facts are taken from them instead of read again. `checks`: references' border
-    checks as stored now (the ingest's Batch.checks), taken instead of read again."""
+    checks as stored now (the ingest's Batch.checks), taken instead of read again. `writes`: the
+    caller's writes not sent yet (the ingest's Batch.finish, PostgreSQL), sent before anything is
+    read: as parts of the first statement when that is the live-alert read, which reads none of
+    their tables, else on their own first."""
     tally = _Run(checks=checks if checks is not None and _Run.fold_border_reads else {})
     fresh = [item for item in applied if not item.stale]
-    await tally.prefetch(session, fresh, held or {})
+    await tally.prefetch(session, fresh, held or {}, writes)
     for item in fresh:
         await _dispatch(session, item, ctx, tally)
     await tally.flush(session, ctx)
