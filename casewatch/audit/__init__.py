@@ -100,8 +100,6 @@ def _insert_values_sqlite(count: int) -> ReturningInsert[Any]:
     ]).returning(_ENTRIES.c.id)
 
 
-
-
 def pg_entries_ctes(prefix: str = "", gate: str = "") -> str:
     """PostgreSQL: a few entries and their nominal index as the parts of a WITH: `{prefix}new`
     (the entries, RETURNING id), `{prefix}numbered` (each id with its place in the batch: the ids

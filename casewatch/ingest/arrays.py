@@ -167,7 +167,10 @@ def ctes(inserts: tuple[Insert, ...], update: Update | None) -> tuple[CTE, ...]:
     """combined_statement's parts as CTEs w0, w1, .. (for Select.add_cte), their parameters named
     as there: PostgreSQL runs each once and to completion, on the statement's snapshot, whether or
     not the statement reads it; the statement cannot see what they write (it must not read their
-    tables)."""
+    tables). The snapshot is taken before any part waits for a lock, where the read used to come
+    after the writes' waits: equal today, since the batch holds its nominals' rows (locked when it
+    loaded) and the inserts can wait only on the batch's own new keys; a part that could wait on
+    rows no one holds would let the read miss what commits meanwhile."""
     parts = enumerate(_parts(inserts, update))
     return tuple(text(sql).bindparams(*params).columns().cte(f"w{i}") for i, (sql, params) in parts)
 
