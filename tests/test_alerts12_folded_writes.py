@@ -12,7 +12,7 @@ fewer; on SQLite the fold never runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -63,9 +63,9 @@ def _border(ref: str, check: str) -> list[AlertSpec]:
     return [_spec("travel.unnotified", ref, check), _spec("travel.record_fta", ref, check)]
 
 
-async def _run(url: str, *, folded: bool, patch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The steps, one transaction each; what the tables hold afterwards, what the worker was
-    handed and the statements each step ran."""
+def scripted(patch: pytest.MonkeyPatch, *, folded: bool) -> tuple[_Ids, Any, Any]:
+    """The alert ids' script (_Ids), and settings and context routing both border alerts
+    everywhere; the fold switched on or off."""
     ids = _Ids()
     patch.setattr(lifecycle, "new_alert_ids", ids)
     patch.setattr(lifecycle, "FOLD_OPEN_WRITES", folded)
@@ -74,7 +74,13 @@ async def _run(url: str, *, folded: bool, patch: pytest.MonkeyPatch) -> dict[str
         "routes": {kind: ["team_channel", "spoc", "npt", "owner_email"]
                    for kind in ("travel.unnotified", "travel.record_fta")},
     })
-    ctx = make_ctx(settings)
+    return ids, settings, make_ctx(settings)
+
+
+async def _run(url: str, *, folded: bool, patch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The steps, one transaction each; what the tables hold afterwards, what the worker was
+    handed and the statements each step ran."""
+    ids, settings, ctx = scripted(patch, folded=folded)
     engine = make_engine(url)
     handoff = Handoff(limit=50)
     counted = [0]
@@ -160,17 +166,28 @@ async def _tables(engine: Any) -> dict[str, Any]:
         }
 
 
+Run = Callable[..., Awaitable[dict[str, Any]]]
+
+
+async def plain_and_folded(
+    run: Run, urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`run` plain in one fresh database and folded in the other: what each opened, stored and
+    handed to the worker is the same."""
+    plain_url, folded_url = urls
+    with monkeypatch.context() as patch:
+        plain = await run(plain_url, folded=False, patch=patch)
+    with monkeypatch.context() as patch:
+        folded = await run(folded_url, folded=True, patch=patch)
+    for part in ("opened", "tables", "handed"):
+        assert folded[part] == plain[part], part
+    return plain, folded
+
+
 async def test_the_folded_writes_store_what_the_plain_path_stores(
     two_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    plain_url, folded_url = two_urls
-    with monkeypatch.context() as patch:
-        plain = await _run(plain_url, folded=False, patch=patch)
-    with monkeypatch.context() as patch:
-        folded = await _run(folded_url, folded=True, patch=patch)
-    assert folded["opened"] == plain["opened"]
-    assert folded["tables"] == plain["tables"]
-    assert folded["handed"] == plain["handed"]
+    plain, folded = await plain_and_folded(_run, two_urls, monkeypatch)
     assert folded["handed_after_rollback"] == plain["handed_after_rollback"] == []
 
     # The steps did what they are for.
@@ -194,7 +211,7 @@ async def test_the_folded_writes_store_what_the_plain_path_stores(
     assert len(tables["index"]) == len(opened_entries)
 
     fewer = {name: plain["statements"][name] - folded["statements"][name] for name in plain["statements"]}
-    if plain_url.startswith("sqlite"):
+    if two_urls[0].startswith("sqlite"):
         assert set(fewer.values()) == {0}
     else:
         # The alerts, the deliveries and the entries with their index: one statement, not three.

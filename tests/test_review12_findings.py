@@ -41,6 +41,7 @@ from integrations.notifiers import build_notifiers
 from tests.support import envelope
 from tests.test_bot import ALPHA, running_bot
 from tests.test_delivery12_quiet_poll import POLL, Running, _running
+from tests.test_store12_connect_types import assert_once_a_connection, catalogue_queries
 
 
 @pytest.fixture
@@ -108,31 +109,22 @@ async def test_a_failure_of_the_connect_statement_is_reported_as_the_database_un
 
 
 @pytest.mark.postgres
-async def test_the_delivery_workers_paths_learn_no_type_after_connect(pg_url: str) -> None:
+async def test_the_delivery_workers_paths_learn_no_type_after_connect(
+    pg_url: str, catalogue_queries: list[tuple[int, tuple[int, ...]]]
+) -> None:
     """test_store12_connect_types' service test runs no delivery worker (running_bot starts no
     background work), though its docstring and bench/README name it: the worker's claim, sends
     and records (audit entries) here, each connection querying the catalogue once, at connect."""
-    seen: list[tuple[int, tuple[int, ...]]] = []
-    original = asyncpg.connection.Connection._introspect_types
+    async with running_bot(pg_url) as bot:
+        check = envelope("travel.border_alert", id="evt-types-2", visor_ref=ALPHA, direction="outbound")
+        envelopes, errors = parse_envelopes([check])
+        assert not errors
+        result = await ingest(bot.service.sessions, envelopes, bot.service.ctx, source="api")
+        assert result.accepted == 1
+        notifiers = build_notifiers(bot.service.settings, keep_alive=False)
+        worker = DeliveryWorker(bot.service.sessions, bot.service.ctx, notifiers)
+        assert await worker.run_until_idle() > 0
+    assert_once_a_connection(catalogue_queries)
 
-    async def noted(self: Any, typeoids: Any, *rest: Any) -> Any:
-        seen.append((id(self), tuple(sorted(typeoids))))
-        return await original(self, typeoids, *rest)
 
-    asyncpg.connection.Connection._introspect_types = noted
-    try:
-        async with running_bot(pg_url) as bot:
-            check = envelope("travel.border_alert", id="evt-types-2", visor_ref=ALPHA, direction="outbound")
-            envelopes, errors = parse_envelopes([check])
-            assert not errors
-            result = await ingest(bot.service.sessions, envelopes, bot.service.ctx, source="api")
-            assert result.accepted == 1
-            notifiers = build_notifiers(bot.service.settings, keep_alive=False)
-            worker = DeliveryWorker(bot.service.sessions, bot.service.ctx, notifiers)
-            assert await worker.run_until_idle() > 0
-    finally:
-        asyncpg.connection.Connection._introspect_types = original
-    per_connection: dict[int, int] = {}
-    for conn, _ in seen:
-        per_connection[conn] = per_connection.get(conn, 0) + 1
-    assert per_connection and all(count == 1 for count in per_connection.values()), seen
+__all__ = ["catalogue_queries"]  # the fixture, used here by name

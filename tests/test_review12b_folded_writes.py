@@ -16,25 +16,16 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-import casewatch.alerts.lifecycle as lifecycle
 from casewatch.alerts.lifecycle import open_alerts
 from casewatch.bell import Claimer, Handoff
 from casewatch.store.engine import make_engine, make_sessionmaker
-from tests.test_alerts12_folded_writes import REFS, _border, _Ids, _spec, _tables
+from tests.test_alerts12_folded_writes import REFS, _border, _spec, _tables, plain_and_folded, scripted
 from tests.test_audit9_folds import backing, two_urls  # noqa: F401 (fixtures)
-from tests.test_delivery_support import add_nominal, make_ctx, make_settings, setup_directory
+from tests.test_delivery_support import add_nominal, setup_directory
 
 
 async def _run(url: str, *, folded: bool, patch: pytest.MonkeyPatch) -> dict[str, Any]:
-    ids = _Ids()
-    patch.setattr(lifecycle, "new_alert_ids", ids)
-    patch.setattr(lifecycle, "FOLD_OPEN_WRITES", folded)
-    settings = make_settings(routing={
-        "control_room_channel": "C0CONTROL", "personal_data_targets": ["north.spoc@force.example"],
-        "routes": {kind: ["team_channel", "spoc", "npt", "owner_email"]
-                   for kind in ("travel.unnotified", "travel.record_fta")},
-    })
-    ctx = make_ctx(settings)
+    ids, settings, ctx = scripted(patch, folded=folded)
     engine = make_engine(url)
     handoff = Handoff(limit=100)
     out: dict[str, Any] = {"opened": {}}
@@ -111,14 +102,7 @@ async def _waiting_open(sessions: Any, ctx: Any) -> list[str | None]:
 async def test_the_fold_stores_and_hands_what_the_plain_path_does_where_its_gate_fails(
     two_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    plain_url, folded_url = two_urls
-    with monkeypatch.context() as patch:
-        plain = await _run(plain_url, folded=False, patch=patch)
-    with monkeypatch.context() as patch:
-        folded = await _run(folded_url, folded=True, patch=patch)
-    assert folded["opened"] == plain["opened"]
-    assert folded["tables"] == plain["tables"]
-    assert folded["handed"] == plain["handed"]
+    plain, _ = await plain_and_folded(_run, two_urls, monkeypatch)
 
     opened, tables = plain["opened"], plain["tables"]
     assert opened["taken"][0] is None and None not in opened["taken"][1:]

@@ -128,7 +128,12 @@ async def test_the_services_paths_learn_no_type_after_connect(
         body = command_body("/flags", ALPHA, PC)
         answer = await bot.client.post("/slack/events", data=body, headers=slack_headers(body))
         assert answer.status == 200
-    assert catalogue_queries, "the service opened no PostgreSQL connection"
+    assert_once_a_connection(catalogue_queries)
+
+
+def assert_once_a_connection(catalogue_queries: list[tuple[int, tuple[int, ...]]]) -> None:
+    """Each connection opened queried the catalogue once (at connect), and some connection opened."""
+    assert catalogue_queries, "no PostgreSQL connection was opened"
     per_connection: dict[int, int] = {}
     for conn, _ in catalogue_queries:
         per_connection[conn] = per_connection.get(conn, 0) + 1
