@@ -113,8 +113,8 @@ async def test_the_delivery_workers_paths_learn_no_type_after_connect(
     pg_url: str, catalogue_queries: list[tuple[int, tuple[int, ...]]]
 ) -> None:
     """test_store12_connect_types' service test runs no delivery worker (running_bot starts no
-    background work), though its docstring and bench/README name it: the worker's claim, sends
-    and records (audit entries) here, each connection querying the catalogue once, at connect."""
+    background work): the worker's claim, sends and records (audit entries) here, each connection
+    querying the catalogue once, at connect."""
     async with running_bot(pg_url) as bot:
         check = envelope("travel.border_alert", id="evt-types-2", visor_ref=ALPHA, direction="outbound")
         envelopes, errors = parse_envelopes([check])
