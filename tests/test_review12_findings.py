@@ -32,16 +32,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from casewatch.delivery import worker as worker_mod
 from casewatch.delivery.worker import DeliveryWorker
-from casewatch.ingest.pipeline import ingest
-from casewatch.ingest.schema import parse_envelopes
 from casewatch.store import engine as engine_mod
 from casewatch.store.engine import make_engine
 from casewatch.store.errors import is_unavailable
 from integrations.notifiers import build_notifiers
-from tests.support import envelope
-from tests.test_bot import ALPHA, running_bot
+from tests.test_bot import running_bot
 from tests.test_delivery12_quiet_poll import POLL, Running, _running
-from tests.test_store12_connect_types import assert_once_a_connection, catalogue_queries
+from tests.test_store12_connect_types import (
+    assert_once_a_connection,
+    catalogue_queries,
+    ingest_a_border_check,
+)
 
 
 @pytest.fixture
@@ -116,11 +117,7 @@ async def test_the_delivery_workers_paths_learn_no_type_after_connect(
     background work): the worker's claim, sends and records (audit entries) here, each connection
     querying the catalogue once, at connect."""
     async with running_bot(pg_url) as bot:
-        check = envelope("travel.border_alert", id="evt-types-2", visor_ref=ALPHA, direction="outbound")
-        envelopes, errors = parse_envelopes([check])
-        assert not errors
-        result = await ingest(bot.service.sessions, envelopes, bot.service.ctx, source="api")
-        assert result.accepted == 1
+        await ingest_a_border_check(bot, "evt-types-2")
         notifiers = build_notifiers(bot.service.settings, keep_alive=False)
         worker = DeliveryWorker(bot.service.sessions, bot.service.ctx, notifiers)
         assert await worker.run_until_idle() > 0

@@ -23,7 +23,7 @@ from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.store.engine import ARRAY_TYPES, make_engine, make_reader_engine
 from tests.support import envelope
-from tests.test_bot import ALPHA, PC, command_body, running_bot, slack_headers
+from tests.test_bot import ALPHA, PC, Bot, command_body, running_bot, slack_headers
 
 pytestmark = pytest.mark.postgres
 
@@ -120,15 +120,20 @@ async def test_the_services_paths_learn_no_type_after_connect(
     /flags: each connection queries the catalogue once, when it opens. A second query names a type
     ARRAY_TYPES lacks. (The delivery worker's claims, sends and records: tests/test_review12_findings.)"""
     async with running_bot(pg_url) as bot:
-        check = envelope("travel.border_alert", id="evt-types-1", visor_ref=ALPHA, direction="outbound")
-        envelopes, errors = parse_envelopes([check])
-        assert not errors
-        result = await ingest(bot.service.sessions, envelopes, bot.service.ctx, source="api")
-        assert result.accepted == 1
+        await ingest_a_border_check(bot, "evt-types-1")
         body = command_body("/flags", ALPHA, PC)
         answer = await bot.client.post("/slack/events", data=body, headers=slack_headers(body))
         assert answer.status == 200
     assert_once_a_connection(catalogue_queries)
+
+
+async def ingest_a_border_check(bot: Bot, event_id: str) -> None:
+    """A border check of ALPHA with no travel notified, stored through the ingest pipeline."""
+    check = envelope("travel.border_alert", id=event_id, visor_ref=ALPHA, direction="outbound")
+    envelopes, errors = parse_envelopes([check])
+    assert not errors
+    result = await ingest(bot.service.sessions, envelopes, bot.service.ctx, source="api")
+    assert result.accepted == 1
 
 
 def assert_once_a_connection(catalogue_queries: list[tuple[int, tuple[int, ...]]]) -> None:
