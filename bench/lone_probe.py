@@ -46,6 +46,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         from casewatch.alerts import lifecycle
 
         lifecycle.FOLD_OPEN_WRITES = False
+    if args.by_sqlalchemy:
+        import casewatch.store.direct_read as direct_read
+
+        direct_read.ENABLED = False
     if args.undeferred_writes:
         from casewatch.ingest import pipeline
 
@@ -126,6 +130,8 @@ def _parse() -> argparse.Namespace:
                         help="the alerts, deliveries and audit entries in three statements (lifecycle)")
     parser.add_argument("--undeferred-writes", action="store_true",
                         help="the batch's writes in a statement of their own (pipeline.DEFER_WRITES)")
+    parser.add_argument("--by-sqlalchemy", action="store_true",
+                        help="every statement through SQLAlchemy, none by asyncpg (store.direct_read)")
     parser.add_argument("--no-prepare", action="store_true", help="reuse the data set at the URL")
     parser.add_argument("--nominals", type=int, default=2000)
     parser.add_argument("--actions", type=int, default=5000)

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import casewatch.audit as audit
@@ -203,8 +203,9 @@ async def test_postgresql_sends_it_directly_only_on_a_begun_or_autocommit_connec
 ) -> None:
     """The entry as the transaction's first statement goes through SQLAlchemy (which begins the
     transaction); after a read it is sent by asyncpg, in that transaction; a statement asyncpg
-    refuses is raised as the adapter's own error (what SQLAlchemy's execution wraps), and the
-    transaction keeps nothing."""
+    refuses is raised as SQLAlchemy's execution raises it (its DBAPIError, the adapter's error as
+    `orig`: since the thirteenth session, store.direct_read.raise_as_executed; the adapter's own
+    error before), and the transaction keeps nothing."""
     engine = make_engine(pg_url)
     sent: list[str] = []
     send = audit._send_pg
@@ -228,10 +229,12 @@ async def test_postgresql_sends_it_directly_only_on_a_begun_or_autocommit_connec
         assert [ref for ref, _ in index] == ["VS-1", "VS-2"]
         broken = ("SELECT * FROM no_such_table", (), ())
         monkeypatch.setattr(audit, "_direct_statements", lambda _dialect: (broken, broken))
-        with pytest.raises(AsyncAdapt_asyncpg_dbapi.ProgrammingError):
+        with pytest.raises(ProgrammingError) as raised:
             async with sessions.begin() as session:
                 await session.execute(text("SELECT 1"))
                 await ride(session, ctx, actor="PC2", action="flags.lookup", nominals=["VS-3"])
+        assert isinstance(raised.value.orig, AsyncAdapt_asyncpg_dbapi.ProgrammingError)
+        assert getattr(raised.value.orig, "sqlstate", None) == "42P01"  # undefined_table
         assert len((await _tables(engine))[0]) == 3
     finally:
         await engine.dispose()

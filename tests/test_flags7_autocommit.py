@@ -96,10 +96,10 @@ async def test_postgres_lookups_read_and_audit_in_autocommit_on_the_readers(pg_b
 
     send = audit._send_pg
 
-    async def note_direct(driver: Any, *args: Any) -> None:
+    async def note_direct(connection: Any, driver: Any, *args: Any) -> None:
         # The entry sent by asyncpg itself (audit.record(direct=True), tenth session).
         on_readers.append(("WITH (direct)", driver.driver_connection.is_in_transaction()))
-        await send(driver, *args)
+        await send(connection, driver, *args)
 
     pick = direct_read._asyncpg
 

@@ -35,6 +35,7 @@ from casewatch.model.alerts import LIVE_STATES, SEVERITIES, SEVERITY_RANK, Alert
 from casewatch.routing.escalation import chain_for
 from casewatch.routing.outbox import enqueue, fold_deliveries, pg_deliveries_cte, plan_enqueue
 from casewatch.routing.purposes import alert_purpose, nominals_of
+from casewatch.store.direct_read import fetch_in_transaction
 from casewatch.store.engine import mark_audited
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import Acknowledgement, Alert, Officer
@@ -286,7 +287,7 @@ async def _insert_folded(
         **_pg_params(rows, "a_"), "a_count": len(rows), **folded.params("d_"),
         **pg_entries_params(entries, "e_"),
     }
-    result = (await session.execute(_pg_folded_statement(), params)).all()
+    result = await fetch_in_transaction(session, _pg_folded_statement(), params)
     inserted = {key: alert_id for alert_id, key, _, _ in result}
     if len(inserted) != len(rows):
         return inserted, False

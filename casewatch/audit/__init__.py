@@ -23,6 +23,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 from casewatch.audit.chain import Hasher, content_hash
 from casewatch.context import Context
 from casewatch.store import sqlite_driver
+from casewatch.store.direct_read import raise_as_executed
 from casewatch.store.engine import mark_audited
 from casewatch.store.held import Compiled, compiled_statement, hold
 from casewatch.store.models import AuditEntry, AuditNominal
@@ -191,8 +192,9 @@ async def _direct(connection: AsyncConnection, values: dict[str, Any]) -> bool:
       either, the commit fails and nothing of the transaction is kept, as when it was refused at
       once.
     - PostgreSQL (asyncpg) in autocommit or inside a transaction already begun: the one statement
-      (the entry, and its index with it) sent by asyncpg. Its errors go through the adapter's own
-      translation, as SQLAlchemy's execution would take them."""
+      (the entry, and its index with it) sent by asyncpg. Its errors are raised as SQLAlchemy's
+      execution raises them (store.direct_read.raise_as_executed: a lost connection invalidated
+      and `is_unavailable`)."""
     sync = connection.sync_connection
     driver = sync.connection.dbapi_connection if sync is not None else None
     if isinstance(driver, sqlite_driver.OneTripConnection) and len(values["nominals"]) <= 1:
@@ -202,21 +204,23 @@ async def _direct(connection: AsyncConnection, values: dict[str, Any]) -> bool:
             hold(driver, index, [{"visor_ref": values["nominals"][0]}])
         return True
     if isinstance(driver, AsyncAdapt_asyncpg_connection) and (driver.autocommit or driver._transaction):
-        await _send_pg(driver, connection.dialect, values)
+        await _send_pg(connection, driver, values)
         return True
     return False
 
 
-async def _send_pg(driver: AsyncAdapt_asyncpg_connection, dialect: Dialect, values: dict[str, Any]) -> None:
-    entry, with_index = _direct_statements(dialect)
+async def _send_pg(
+    connection: AsyncConnection, driver: AsyncAdapt_asyncpg_connection, values: dict[str, Any]
+) -> None:
+    entry, with_index = _direct_statements(connection.dialect)
     sql, names, processors = with_index if values["nominals"] else entry
     given = {**values, "refs": values["nominals"]}
     pairs = zip(names, processors, strict=True)
     args = [given[name] if process is None else process(given[name]) for name, process in pairs]
     try:
         await driver.driver_connection.execute(sql, *args)
-    except Exception as error:  # noqa: BLE001 - translated and raised by the adapter
-        driver._handle_exception(error)
+    except Exception as error:  # noqa: BLE001 - raised as SQLAlchemy's execution raises it
+        await raise_as_executed(connection, driver, error, sql, args)
 
 
 @lru_cache(maxsize=16)

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any, ClassVar, TypeVar, assert_never, cast
 
-from sqlalchemy import Table, Text, any_, bindparam, func, insert, inspect, select, update
+from sqlalchemy import Select, Table, Text, any_, bindparam, func, insert, inspect, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,6 +48,8 @@ from casewatch.model.events import (
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS, BorderCheckFacts
 from casewatch.model.names import alias_keys, name_key
 from casewatch.store import held
+from casewatch.store.direct_read import fetch_in_transaction
+from casewatch.store.lists import one_of_param
 from casewatch.store.models import (
     Action,
     Base,
@@ -300,8 +302,9 @@ class Batch:
         refs = sorted({e.visor_ref for e in envelopes if isinstance(e.data, BorderAlert)})
         for chunk in _chunks(refs):
             self.checks.update((ref, []) for ref in chunk)
-            for row in await session.execute(_CHECKS_OF, {"refs": list(chunk)}):
-                self.checks[row.visor_ref].append(_check_facts(row._mapping))
+            statement = _checks_of(_on_postgres(session))
+            for row in await fetch_in_transaction(session, statement, {"refs": list(chunk)}):
+                self.checks[row.visor_ref].append(_check_facts(row._asdict()))
 
     async def _load_meetings(self, session: AsyncSession, envelopes: Sequence[Envelope]) -> None:
         keys = [(e.visor_ref, e.data.meeting_id) for e in envelopes if isinstance(e.data, MeetingHeld)]
@@ -362,9 +365,14 @@ _SET_NOTIFIED = (
 
 
 _CHECKS = BorderCheck.metadata.tables[BorderCheck.__tablename__]
-_CHECKS_OF = select(
-    _CHECKS.c.event_id, _CHECKS.c.visor_ref, _CHECKS.c.port, _CHECKS.c.direction, _CHECKS.c.checked_at
-).where(_CHECKS.c.visor_ref.in_(bindparam("refs", expanding=True)))
+
+
+@cache
+def _checks_of(postgres: bool) -> Select[Any]:
+    """The border checks of the references `:refs` (one array parameter on PostgreSQL)."""
+    return select(
+        _CHECKS.c.event_id, _CHECKS.c.visor_ref, _CHECKS.c.port, _CHECKS.c.direction, _CHECKS.c.checked_at
+    ).where(one_of_param(postgres, _CHECKS.c.visor_ref, "refs"))
 
 
 def _check_facts(row: Mapping[Any, Any]) -> BorderCheckFacts:

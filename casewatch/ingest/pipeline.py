@@ -28,6 +28,7 @@ from casewatch.ingest.apply import Batch, apply_event
 from casewatch.ingest.plans import plan_for_these_keys
 from casewatch.model.events import Envelope
 from casewatch.routing.outbox import hold_nominals
+from casewatch.store.direct_read import fetch_in_transaction
 from casewatch.store.models import Event
 from casewatch.triggers.applied import Applied
 from casewatch.triggers.dispatch import on_applied
@@ -187,7 +188,7 @@ async def _store_events(session: AsyncSession, rows: list[dict[str, Any]]) -> se
     if Batch.array_events and session.get_bind().dialect.name == "postgresql":
         keys = tuple(rows[0])  # the rows' own columns: one list of them, where the rows are made
         statement = arrays.returning_insert_statement(_EVENTS, keys, "id", "id")
-        return set((await session.execute(statement, arrays.columns(rows, keys))).scalars())
+        return {row.id for row in await fetch_in_transaction(session, statement, arrays.columns(rows, keys))}
     return set((await session.execute(_insert_events(session), rows)).scalars())
 
 

@@ -16,6 +16,14 @@ not plain names, it goes through SQLAlchemy as before. Should asyncpg raise, the
 sent again through SQLAlchemy, whose error handling then applies: a lost connection is
 invalidated and reported as such (store.engine.found_connection_gone), an error is translated.
 A read in autocommit leaves nothing behind, so sending it twice is harmless.
+
+`fetch_in_transaction` is the same for a statement of a session's transaction (a write, or a read
+beside writes: the ingest's hot statements), its BEGIN first when it is the transaction's first
+statement, as the adapter sends it: sent once, never again; should asyncpg raise,
+the error goes through the adapter's translation and then SQLAlchemy's own handling of a failed
+execution, as `session.execute` would have raised it (a DBAPIError whose `orig` carries the
+SQLSTATE, a lost connection invalidated with the pool's others). Listeners of SQLAlchemy's
+before_cursor_execute see it sent, as they see the statements SQLAlchemy sends.
 """
 
 from __future__ import annotations
@@ -24,12 +32,13 @@ from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import Select
+from sqlalchemy import Select, TextClause
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.util import greenlet_spawn
 
 from casewatch.store.held import Processor, positional_binds
 
@@ -64,6 +73,77 @@ async def fetch(connection: AsyncConnection, statement: Select[Any], params: Map
     return [shape.row(*_processed(record, shape.results)) for record in records]
 
 
+async def fetch_in_transaction(session: AsyncSession, statement: Any, params: Mapping[str, Any]) -> list[Any]:
+    """The rows of `statement` (a SELECT, or a statement with RETURNING whose columns are plain
+    names; a textual statement's as plain tuples) with `params`, in the session's transaction, as
+    `list(await session.execute(statement, params))` gives them: by asyncpg where the transaction
+    has begun on an asyncpg connection and the session has nothing to flush first, else through
+    the session (which flushes), as before."""
+    connection = await session.connection()
+    driver = _in_transactions(connection)
+    shape = _shape(connection.dialect, statement) if driver is not None and ENABLED else None
+    if driver is None or shape is None or not session.sync_session._is_clean():
+        return list(await session.execute(statement, params))
+    given = {**shape.fixed, **params}
+    pairs = zip(shape.names, shape.binds, strict=True)
+    args = [given[name] if bind is None else bind(given[name]) for name, bind in pairs]
+    _seen_by_listeners(connection, shape.sql, args)
+    try:
+        if driver._transaction is None:
+            # The transaction's first statement: its BEGIN first, as the adapter sends it before
+            # the first statement it executes (SQLAlchemy's transaction has begun: the session's).
+            await driver._start_transaction()  # type: ignore[no-untyped-call]
+        records = await driver.driver_connection.fetch(shape.sql, *args)
+    except Exception as error:  # noqa: BLE001 - raised as SQLAlchemy's execution raises it
+        await raise_as_executed(connection, driver, error, shape.sql, args)
+    if shape.row is tuple:
+        return [tuple(record) for record in records]
+    return [shape.row(*_processed(record, shape.results)) for record in records]
+
+
+def _seen_by_listeners(connection: AsyncConnection, sql: str, args: list[Any]) -> None:
+    """SQLAlchemy's before_cursor_execute listeners see the statement, as they see each one it
+    sends (no cursor and no execution context were made: both None)."""
+    sync = connection.sync_connection
+    if sync is not None and (sync._has_events or sync.engine._has_events):
+        for listener in sync.dispatch.before_cursor_execute:
+            listener(sync, None, sql, args, None, False)
+
+
+async def raise_as_executed(
+    connection: AsyncConnection, driver: AsyncAdapt_asyncpg_connection, error: Exception, sql: str,
+    args: list[Any],
+) -> NoReturn:
+    """Raise `error`, which asyncpg raised running `sql` on `connection`, as SQLAlchemy's execution
+    would have raised it: the adapter's translation, then the connection's handling of a failed
+    execution (a DBAPIError; a lost connection invalidated, with the pool's others)."""
+    await greenlet_spawn(_raise_as_executed, connection, driver, error, sql, args)
+    raise AssertionError("unreachable") from error
+
+
+def _raise_as_executed(
+    connection: AsyncConnection, driver: AsyncAdapt_asyncpg_connection, error: Exception, sql: str,
+    args: list[Any],
+) -> None:
+    """In SQLAlchemy's greenlet (invalidating a lost connection closes it)."""
+    sync = connection.sync_connection
+    assert sync is not None
+    try:
+        driver._handle_exception(error)
+    except Exception as translated:  # noqa: BLE001 - the adapter's DBAPI error, handled as SQLAlchemy does
+        sync._handle_dbapi_exception(translated, sql, tuple(args), None, None)
+
+
+def _in_transactions(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
+    """The asyncpg adapter under `connection`, where its statements run in transactions (not in
+    autocommit: there `fetch` serves)."""
+    sync = connection.sync_connection
+    driver = sync.connection.dbapi_connection if sync is not None else None
+    if isinstance(driver, AsyncAdapt_asyncpg_connection) and not driver.autocommit:
+        return driver
+    return None
+
+
 def _processed(record: Sequence[Any], results: tuple[Processor, ...]) -> Iterator[Any]:
     for value, result in zip(record, results, strict=True):
         yield value if result is None else result(value)
@@ -77,9 +157,15 @@ def _asyncpg(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | Non
     return None
 
 
-@lru_cache(maxsize=64)
-def _shape(dialect: Dialect, statement: Select[Any]) -> _Shape | None:
+@lru_cache(maxsize=256)
+def _shape(dialect: Dialect, statement: Any) -> _Shape | None:
     compiled = statement.compile(dialect=dialect)
+    if isinstance(statement, TextClause):
+        # Columns untyped: SQLAlchemy gives the driver's values as they are; rows as plain tuples.
+        if compiled.post_compile_params:
+            return None
+        names, binds = positional_binds(compiled, dialect)
+        return _Shape(compiled.string, names, binds, {}, (), tuple)
     columns = statement.selected_columns
     keys = [column.key for column in columns]
     names_ok = all(isinstance(k, str) and k.isidentifier() and not k.startswith("_") for k in keys)

@@ -60,6 +60,7 @@ from casewatch.model.facts import (
     TravelFacts,
 )
 from casewatch.model.results import LiveAlert
+from casewatch.store.direct_read import fetch_in_transaction
 from casewatch.store.lists import is_postgres, one_of_param
 from casewatch.store.models import Alert, LevelChange, Nominal, Recall
 from casewatch.triggers import load
@@ -260,7 +261,7 @@ async def _live_of_three(
     else:
         stmt = _live_read_with(shape, writes.inserts, writes.update)
         params.update(writes.params())
-    return [LiveAlert(k, v, s, sev) for k, v, s, sev in await session.execute(stmt, params)]
+    return [LiveAlert(k, v, s, sev) for k, v, s, sev in await fetch_in_transaction(session, stmt, params)]
 
 
 @lru_cache(maxsize=256)

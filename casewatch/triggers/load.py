@@ -43,6 +43,7 @@ from casewatch.model.facts import (
     TravelFacts,
 )
 from casewatch.model.results import LiveAlert
+from casewatch.store.direct_read import fetch_in_transaction
 from casewatch.store.lists import chunked, one_of
 from casewatch.store.models import (
     Action,
@@ -340,7 +341,7 @@ async def travels(session: AsyncSession, visor_ref: str) -> list[TravelFacts]:
             destination=r.destination, notified_at=r.notified_at, departure_at=r.departure_at,
             trip_id=r.trip_id, cancelled=r.trip_id is not None and bool(r.cancelled),
         )
-        for r in await session.execute(_TRAVELS_OF, {"ref": visor_ref})
+        for r in await fetch_in_transaction(session, _TRAVELS_OF, {"ref": visor_ref})
     ]
 
 
