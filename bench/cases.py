@@ -286,11 +286,12 @@ def warmup_size(level: int) -> int:
 
 
 class ConnectCounter:
-    """When an engine opened new database connections: a run at steady state opens none."""
+    """When engines opened new database connections: a run at steady state opens none."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, *engines: Any) -> None:
         self.at: list[float] = []  # time.monotonic()
-        event.listen(engine.sync_engine, "connect", self._on_connect)
+        for engine in {id(e): e for e in engines if e is not None}.values():
+            event.listen(engine.sync_engine, "connect", self._on_connect)
 
     def _on_connect(self, _dbapi_connection: Any, _record: Any) -> None:
         self.at.append(time.monotonic())
@@ -334,7 +335,9 @@ async def bench_flags(db_url: str, sizes: Sizes, requests: int) -> dict[str, Any
         least_app, least_engine = await least_work_app(db_url, pool_size)
         # As run_service (casewatch serve) does once started; for the floors alike (one process).
         settle_heap(service)
-        service_connects, base_connects = ConnectCounter(service.engine), ConnectCounter(base_engine)
+        # The service's writer and its lookups' readers (their own pool on PostgreSQL).
+        service_connects = ConnectCounter(service.engine, service.reader_engine)
+        base_connects = ConnectCounter(base_engine)
         least_connects = ConnectCounter(least_engine)
         try:
             async with serve(service.app) as url, serve(base_app) as base_url, \
