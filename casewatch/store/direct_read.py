@@ -37,7 +37,9 @@ from typing import Any, NoReturn
 from sqlalchemy import Select, TextClause
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from casewatch.store.held import Processor, positional_binds
@@ -86,7 +88,11 @@ async def fetch_in_transaction(session: AsyncSession, statement: Any, params: Ma
         return list(await session.execute(statement, params))
     given = {**shape.fixed, **params}
     pairs = zip(shape.names, shape.binds, strict=True)
-    args = [given[name] if bind is None else bind(given[name]) for name, bind in pairs]
+    try:
+        args = [given[name] if bind is None else bind(given[name]) for name, bind in pairs]
+    except Exception as error:  # noqa: BLE001 - a value its type refuses: a StatementError, as SQLAlchemy's
+        await greenlet_spawn(_raise_unsent, connection, error, shape.sql, params)
+        raise AssertionError("unreachable") from error
     _seen_by_listeners(connection, shape.sql, args)
     try:
         if driver._transaction is None:
@@ -131,7 +137,20 @@ def _raise_as_executed(
     try:
         driver._handle_exception(error)
     except Exception as translated:  # noqa: BLE001 - the adapter's DBAPI error, handled as SQLAlchemy does
-        sync._handle_dbapi_exception(translated, sql, tuple(args), None, None)
+        # A DBAPI error is wrapped (a DBAPIError naming the statement); any other (an OSError) is
+        # raised as it is, as SQLAlchemy's execution raises it once its context is made: with no
+        # statement given, _handle_dbapi_exception does not wrap it (a StatementError would hide
+        # an OSError from store.errors.is_unavailable).
+        dbapi_error = isinstance(translated, sync.dialect.loaded_dbapi.Error)
+        sync._handle_dbapi_exception(translated, sql if dbapi_error else None, tuple(args), None, None)
+
+
+def _raise_unsent(connection: AsyncConnection, error: Exception, sql: str, params: Mapping[str, Any]) -> None:
+    """Raise `error`, which processing the parameters of `sql` raised before it was sent, as
+    SQLAlchemy's execution raises it (a StatementError whose `orig` is `error`)."""
+    sync = connection.sync_connection
+    assert sync is not None
+    sync._handle_dbapi_exception(error, sql, dict(params), None, None)
 
 
 def _in_transactions(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
@@ -165,17 +184,24 @@ def _shape(dialect: Dialect, statement: Any) -> _Shape | None:
         if compiled.post_compile_params:
             return None
         names, binds = positional_binds(compiled, dialect)
-        return _Shape(compiled.string, names, binds, {}, (), tuple)
+        return _Shape(compiled.string, names, binds, _fixed(compiled, names), (), tuple)
     columns = statement.selected_columns
     keys = [column.key for column in columns]
     names_ok = all(isinstance(k, str) and k.isidentifier() and not k.startswith("_") for k in keys)
     if not names_ok or len(set(keys)) != len(keys) or compiled.post_compile_params:  # IN lists: expanded
         return None
     names, binds = positional_binds(compiled, dialect)
-    fixed = {
-        name: compiled.binds[name].effective_value for name in names if not compiled.binds[name].required
-    }
-    results = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+    try:
+        results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns)
+    except (TypeError, InvalidRequestError):
+        # A type whose result processing wants the column's type code from the cursor (asyncpg's
+        # Numeric and Float): through SQLAlchemy, which has it.
+        return None
     row: type[tuple[Any, ...]] = namedtuple("Row", [str(key) for key in keys])  # type: ignore[misc]  # noqa: PYI024
-    return _Shape(compiled.string, names, binds, fixed, results, row)
+    return _Shape(compiled.string, names, binds, _fixed(compiled, names), results, row)
+
+
+def _fixed(compiled: SQLCompiler, names: tuple[str, ...]) -> dict[str, Any]:
+    """The statement's own values (literals, `bindparams(name=value)`), by parameter name."""
+    return {name: compiled.binds[name].effective_value for name in names if not compiled.binds[name].required}
 
