@@ -8,6 +8,7 @@ the stage, not the thing measured.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from collections.abc import Iterator, Sequence
@@ -52,6 +53,20 @@ class Sizes:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """--nominals, --actions, --officers and --teams on a probe's parser, these sizes their
+        defaults (of_arguments reads them back)."""
+        for name, value in asdict(self).items():
+            parser.add_argument(f"--{name}", type=int, default=value)
+
+    @classmethod
+    def of_arguments(cls, args: argparse.Namespace) -> Sizes:
+        return cls(nominals=args.nominals, actions=args.actions, officers=args.officers, teams=args.teams)
+
+
+# The probes' data set (bench.group_probe, ingest_probe, ingest9_probe): the whole bench's sizes.
+PROBE_SIZES = Sizes(nominals=10_000, actions=50_000, officers=200, teams=10)
 
 
 def surname_of(n: int) -> str:

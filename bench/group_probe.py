@@ -24,7 +24,7 @@ from sqlalchemy import event
 
 import casewatch.store.direct_read as direct_read
 from bench import cases
-from bench.dataset import Sizes, make_settings
+from bench.dataset import PROBE_SIZES, Sizes, make_settings
 from bench.harness import prepare
 from bench.measure import percentile
 from casewatch.api.events import loads_strict
@@ -37,7 +37,7 @@ WARM_GROUPS = 5
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = Sizes(nominals=args.nominals, actions=args.actions, officers=args.officers, teams=args.teams)
+    sizes = Sizes.of_arguments(args)
     direct_read.ENABLED = not args.plain
     if not args.no_prepare:
         await prepare(args.db_url, sizes)
@@ -98,10 +98,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=300)
     parser.add_argument("--plain", action="store_true", help="every statement through SQLAlchemy")
     parser.add_argument("--no-prepare", action="store_true", help="reuse the data set at the URL")
-    parser.add_argument("--nominals", type=int, default=10000)
-    parser.add_argument("--actions", type=int, default=50000)
-    parser.add_argument("--officers", type=int, default=200)
-    parser.add_argument("--teams", type=int, default=10)
+    PROBE_SIZES.add_arguments(parser)
     return parser.parse_args()
 
 

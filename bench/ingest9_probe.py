@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import cases
-from bench.dataset import Sizes, make_settings
+from bench.dataset import PROBE_SIZES, Sizes, make_settings
 from bench.harness import prepare
 from bench.ingest_probe import StepClock
 from bench.loadgen import Request, closed_loop_remote, shutdown
@@ -92,7 +92,7 @@ async def txn_rounds(args: argparse.Namespace, service: Any, sizes: Sizes, rng: 
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    sizes = Sizes(nominals=args.nominals, actions=args.actions, officers=args.officers, teams=args.teams)
+    sizes = Sizes.of_arguments(args)
     await prepare(args.db_url, sizes)
     rng = random.Random(11)
     service = await create_service(make_settings(args.db_url, sizes), SystemClock())
@@ -153,10 +153,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="--txn: a line a round")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help="--txn rounds alternate plain and this")
     parser.add_argument("--singles", type=int, default=2000)
-    parser.add_argument("--nominals", type=int, default=10000)
-    parser.add_argument("--actions", type=int, default=50000)
-    parser.add_argument("--officers", type=int, default=200)
-    parser.add_argument("--teams", type=int, default=10)
+    PROBE_SIZES.add_arguments(parser)
     return parser.parse_args()
 
 

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from bench import cases
-from bench.dataset import Sizes
+from bench.dataset import PROBE_SIZES, Sizes
 from bench.harness import prepare
 
 
@@ -66,7 +66,7 @@ class StepClock:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = Sizes(nominals=args.nominals, actions=args.actions, officers=args.officers, teams=args.teams)
+    sizes = Sizes.of_arguments(args)
     out: dict[str, Any] = {"dataset": await prepare(args.db_url, sizes)}
     if args.e2e:
         await cases.bench_end_to_end(args.db_url, sizes, 100, rate=5.0)
@@ -127,10 +127,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="bench_ingest runs on the one data set")
     parser.add_argument("--singles", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=10)
-    parser.add_argument("--nominals", type=int, default=10000)
-    parser.add_argument("--actions", type=int, default=50000)
-    parser.add_argument("--officers", type=int, default=200)
-    parser.add_argument("--teams", type=int, default=10)
+    PROBE_SIZES.add_arguments(parser)
     return parser.parse_args()
 
 

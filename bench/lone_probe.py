@@ -35,7 +35,7 @@ from casewatch.wiring import create_service, settle_heap, stop
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = Sizes(nominals=args.nominals, actions=args.actions, officers=args.officers, teams=args.teams)
+    sizes = Sizes.of_arguments(args)
     out: dict[str, Any] = {}
     if args.plain:
         from casewatch.ingest.apply import Batch
@@ -133,10 +133,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--by-sqlalchemy", action="store_true",
                         help="every statement through SQLAlchemy, none by asyncpg (store.direct_read)")
     parser.add_argument("--no-prepare", action="store_true", help="reuse the data set at the URL")
-    parser.add_argument("--nominals", type=int, default=2000)
-    parser.add_argument("--actions", type=int, default=5000)
-    parser.add_argument("--officers", type=int, default=50)
-    parser.add_argument("--teams", type=int, default=10)
+    Sizes(nominals=2000, actions=5000, officers=50, teams=10).add_arguments(parser)
     return parser.parse_args()
 
 

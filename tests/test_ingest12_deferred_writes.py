@@ -13,16 +13,17 @@ on SQLite nothing changes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import pytest
 
 import casewatch.ingest.pipeline as pipeline
 from casewatch.ingest.group import GroupCommit
-from casewatch.ingest.pipeline import ingest
+from casewatch.ingest.pipeline import IngestResult, ingest
 from casewatch.wiring import Service
-from tests.support import envelope
+from tests.support import envelope, switched
 from tests.test_ingest8_border_folds import ROLES as BORDER_ROLES
 from tests.test_ingest8_border_folds import _ref as border_ref
 from tests.test_ingest8_border_folds import _requests, _setup, store_state
@@ -33,14 +34,8 @@ from tests.test_ingest_arrays7 import _traffic as traffic
 from tests.test_ingest_single_fast import _parsed, service_fixture  # noqa: F401 (fixture)
 
 
-@contextmanager
-def _deferred(on: bool) -> Iterator[None]:
-    before = pipeline.DEFER_WRITES
-    pipeline.DEFER_WRITES = on
-    try:
-        yield
-    finally:
-        pipeline.DEFER_WRITES = before
+def _deferred(on: bool) -> AbstractContextManager[None]:
+    return switched(pipeline, "DEFER_WRITES", on)
 
 
 def _riding(statements: list[str]) -> list[str]:
@@ -65,23 +60,43 @@ async def test_the_deferred_writes_store_what_the_plain_writes_store(
     assert _riding(plain_seen) == []
 
 
-async def test_lone_border_checks_store_alike_and_run_one_statement_fewer(service: Service) -> None:
+Runs = dict[str, tuple[list[tuple[int, int, int]], list[Any], dict[str, Any]]]
+
+
+async def lone_checks_both_ways(
+    service: Service, switch: Callable[[bool], AbstractContextManager[Any]],
+    watch: Callable[[Service], AbstractContextManager[Any]],
+) -> Runs:
+    """The border folds' requests (tests/test_ingest8_border_folds.py), each a lone ingest, with
+    `switch(False)` (tag "plain") and `switch(True)` ("short"), each request inside `watch(service)`:
+    for each tag the answers, what each request's watch caught, and the store's state after both."""
     ctx = service.ctx
-    counts = {}
+    caught: dict[str, tuple[list[tuple[int, int, int]], list[Any]]] = {}
     for base, tag, on in ((5000, "plain", False), (6000, "short", True)):
         await ingest(service.sessions, _parsed(_setup(base, tag)), ctx, source="test")
-        answers, statements, riding = [], [], 0
+        answers, seen_by_request = [], []
         for request in _requests(base, tag):
-            with _deferred(on), _statements(service) as seen:
+            with switch(on), watch(service) as seen:
                 result = await ingest(service.sessions, _parsed(request), ctx, source="test")
             answers.append((result.accepted, result.duplicates, len(result.alerts)))
-            statements.append(len(seen))
-            riding += len(_riding(seen))
-        counts[tag] = (answers, statements, riding)
-    plain = await store_state(service, {border_ref(5000, role): role for role in BORDER_ROLES}, "plain")
-    short = await store_state(service, {border_ref(6000, role): role for role in BORDER_ROLES}, "short")
+            seen_by_request.append(seen)
+        caught[tag] = (answers, seen_by_request)
+    runs: Runs = {}
+    for base, tag in ((5000, "plain"), (6000, "short")):
+        state = await store_state(service, {border_ref(base, role): role for role in BORDER_ROLES}, tag)
+        runs[tag] = (*caught[tag], state)
+    return runs
+
+
+async def test_lone_border_checks_store_alike_and_run_one_statement_fewer(service: Service) -> None:
+    runs = await lone_checks_both_ways(service, _deferred, _statements)
+    plain, short = runs["plain"][2], runs["short"][2]
     assert short == plain
     assert plain["alerts"] and plain["audit"] and plain["deliveries"] and len(plain["checks"]) == 12
+    counts = {
+        tag: (answers, [len(seen) for seen in caught], sum(len(_riding(seen)) for seen in caught))
+        for tag, (answers, caught, _) in runs.items()
+    }
     assert counts["short"][0] == counts["plain"][0]
     assert counts["plain"][2] == 0
     if service.engine.dialect.name == "postgresql":
@@ -93,25 +108,37 @@ async def test_lone_border_checks_store_alike_and_run_one_statement_fewer(servic
     assert all(s <= p for s, p in zip(counts["short"][1], counts["plain"][1], strict=True))
 
 
+async def known_singles(service: Service, base: int, tag: str) -> list[dict[str, Any]]:
+    """A visit, a notification and a new action (the bench's singles) of nominals set up (with
+    their case records: ingest_arrays7's traffic) under `base` first."""
+    setup, _ = traffic(base, tag)
+    await ingest(service.sessions, _parsed(setup), service.ctx, source="test")
+    return [
+        envelope("visit.recorded", id=f"{tag}-v", visor_ref=_ref(base, "known"), occurred_at=AT),
+        envelope("notification.received", id=f"{tag}-n", visor_ref=_ref(base, "twice"), occurred_at=AT,
+                 kind="weekly", notified_on="2026-11-19"),
+        envelope("action.upsert", id=f"{tag}-a", visor_ref=_ref(base, "traveller"), occurred_at=AT,
+                 action_id=f"A-{tag}", summary="Fictional action: café 😀, \"quoted\" \\ back"),
+    ]
+
+
+async def in_one_group(committer: GroupCommit, singles: list[dict[str, Any]]) -> list[IngestResult]:
+    """Each single a request of its own, all at once: stored in one transaction of `committer`."""
+    before = committer.groups
+    results = await asyncio.gather(*(committer.ingest(_parsed([s])) for s in singles))
+    assert committer.groups == before + 1  # the requests in one transaction
+    return results
+
+
 async def test_a_group_of_singles_is_stored_alike_in_one_statement_fewer(service: Service) -> None:
     """Mixed singles (visits, notifications, new actions: the bench's traffic) of known nominals
     through the events API's group committer, both ways."""
     committer = GroupCommit(service.sessions, service.ctx, source="test")
     answers, counts = {}, {}
     for base, tag, on in ((7000, "plain", False), (8000, "short", True)):
-        setup, _ = traffic(base, tag)
-        await ingest(service.sessions, _parsed(setup), service.ctx, source="test")
-        singles = [
-            envelope("visit.recorded", id=f"{tag}-v", visor_ref=_ref(base, "known"), occurred_at=AT),
-            envelope("notification.received", id=f"{tag}-n", visor_ref=_ref(base, "twice"), occurred_at=AT,
-                     kind="weekly", notified_on="2026-11-19"),
-            envelope("action.upsert", id=f"{tag}-a", visor_ref=_ref(base, "traveller"), occurred_at=AT,
-                     action_id=f"A-{tag}", summary="Fictional action: café 😀, \"quoted\" \\ back"),
-        ]
-        before = committer.groups
+        singles = await known_singles(service, base, tag)
         with _deferred(on), _statements(service) as seen:
-            results = await asyncio.gather(*(committer.ingest(_parsed([s])) for s in singles))
-        assert committer.groups == before + 1  # the three in one transaction
+            results = await in_one_group(committer, singles)
         answers[tag] = [(r.accepted, r.duplicates, len(r.alerts)) for r in results]
         counts[tag] = (len(seen), len(_riding(seen)))
     assert answers["short"] == answers["plain"] == [(1, 0, 0)] * 3

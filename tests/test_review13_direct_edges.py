@@ -24,8 +24,7 @@ retries 40001/40P01 raised under the direct events insert."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -36,24 +35,14 @@ from sqlalchemy import Float, Numeric, bindparam, cast, literal, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-import casewatch.store.direct_read as direct_read
 from casewatch.store.direct_read import fetch_in_transaction
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.errors import is_unavailable
 from casewatch.store.models import BorderCheck
 from casewatch.store.types import UTCDateTime
+from tests.test_store13_direct_writes import _direct
 
 pytestmark = pytest.mark.postgres
-
-
-@contextmanager
-def _direct(on: bool) -> Iterator[None]:
-    before = direct_read.ENABLED
-    direct_read.ENABLED = on
-    try:
-        yield
-    finally:
-        direct_read.ENABLED = before
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -31,25 +31,15 @@ from casewatch.store.direct_read import fetch_in_transaction
 from casewatch.store.errors import is_unavailable
 from casewatch.store.models import Officer
 from casewatch.wiring import Service, stop
-from tests.support import envelope, make_service
-from tests.test_ingest8_border_folds import ROLES as BORDER_ROLES
-from tests.test_ingest8_border_folds import _ref as border_ref
-from tests.test_ingest8_border_folds import _requests, _setup, store_state
+from tests.support import envelope, make_service, switched
 from tests.test_ingest10_held import AT, _text_state
-from tests.test_ingest_arrays7 import _ref
-from tests.test_ingest_arrays7 import _traffic as traffic
+from tests.test_ingest12_deferred_writes import in_one_group, known_singles, lone_checks_both_ways
 from tests.test_ingest_single_fast import NOW, _parsed, service_fixture  # noqa: F401 (fixture)
 from tests.test_triggers_case_data import utc
 
 
-@contextmanager
-def _direct(on: bool) -> Iterator[None]:
-    before = direct_read.ENABLED
-    direct_read.ENABLED = on
-    try:
-        yield
-    finally:
-        direct_read.ENABLED = before
+def _direct(on: bool) -> AbstractContextManager[None]:
+    return switched(direct_read, "ENABLED", on)
 
 
 @contextmanager
@@ -79,49 +69,31 @@ def _by_asyncpg(found: dict[str, list[str]]) -> int:
 
 
 async def test_lone_border_checks_store_alike_by_asyncpg(service: Service) -> None:
-    ctx = service.ctx
-    runs: dict[str, tuple[list[Any], list[int], int]] = {}
-    for base, tag, on in ((5000, "plain", False), (6000, "short", True)):
-        await ingest(service.sessions, _parsed(_setup(base, tag)), ctx, source="test")
-        answers, seen, by_asyncpg = [], [], 0
-        for request in _requests(base, tag):
-            with _direct(on), _sent(service) as found:
-                result = await ingest(service.sessions, _parsed(request), ctx, source="test")
-            answers.append((result.accepted, result.duplicates, len(result.alerts)))
-            seen.append(len(found["seen"]))
-            by_asyncpg += _by_asyncpg(found)
-        runs[tag] = (answers, seen, by_asyncpg)
-    plain = await store_state(service, {border_ref(5000, role): role for role in BORDER_ROLES}, "plain")
-    direct = await store_state(service, {border_ref(6000, role): role for role in BORDER_ROLES}, "short")
+    runs = await lone_checks_both_ways(service, _direct, _sent)
+    plain, direct = runs["plain"][2], runs["short"][2]
     assert direct == plain
     assert plain["alerts"] and plain["audit"] and plain["deliveries"] and len(plain["checks"]) == 12
-    assert runs["short"][:2] == runs["plain"][:2]  # the same answers, the same statements seen
-    assert runs["plain"][2] == 0
+    counts = {
+        tag: (answers, [len(found["seen"]) for found in caught], sum(_by_asyncpg(found) for found in caught))
+        for tag, (answers, caught, _) in runs.items()
+    }
+    assert counts["short"][:2] == counts["plain"][:2]  # the same answers, the same statements seen
+    assert counts["plain"][2] == 0
     if service.engine.dialect.name == "postgresql":
         # Each request's events insert, at least; the first (a lone check of a known nominal,
         # two alerts) its other checks, its live-alert read and its folded write too.
-        assert runs["short"][2] >= len(runs["short"][0]) + 3
+        assert counts["short"][2] >= len(counts["short"][0]) + 3
     else:
-        assert runs["short"][2] == 0
+        assert counts["short"][2] == 0
 
 
 async def test_a_group_of_singles_is_stored_alike_by_asyncpg(service: Service) -> None:
     committer = GroupCommit(service.sessions, service.ctx, source="test")
     answers, runs = {}, {}
     for base, tag, on in ((7000, "plain", False), (8000, "direct", True)):
-        setup, _ = traffic(base, tag)
-        await ingest(service.sessions, _parsed(setup), service.ctx, source="test")
-        singles = [
-            envelope("visit.recorded", id=f"{tag}-v", visor_ref=_ref(base, "known"), occurred_at=AT),
-            envelope("notification.received", id=f"{tag}-n", visor_ref=_ref(base, "twice"), occurred_at=AT,
-                     kind="weekly", notified_on="2026-11-19"),
-            envelope("action.upsert", id=f"{tag}-a", visor_ref=_ref(base, "traveller"), occurred_at=AT,
-                     action_id=f"A-{tag}", summary="Fictional action: café 😀, \"quoted\" \\ back"),
-        ]
-        before = committer.groups
+        singles = await known_singles(service, base, tag)
         with _direct(on), _sent(service) as found:
-            results = await asyncio.gather(*(committer.ingest(_parsed([s])) for s in singles))
-        assert committer.groups == before + 1
+            results = await in_one_group(committer, singles)
         answers[tag] = [(r.accepted, r.duplicates, len(r.alerts)) for r in results]
         runs[tag] = (len(found["seen"]), _by_asyncpg(found))
     assert answers["direct"] == answers["plain"] == [(1, 0, 0)] * 3

@@ -13,8 +13,8 @@ import io
 import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,6 +81,17 @@ OFFICERS: list[dict[str, Any]] = [
 
 
 # --- settings and services ----------------------------------------------------------------------
+
+
+@contextmanager
+def switched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """`owner.name` (a module's or a class's switch) set to `value` inside, then put back."""
+    before = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, before)
 
 
 def make_settings(db_url: str, **overrides: Any) -> Settings:
