@@ -65,9 +65,7 @@ async def fetch(connection: AsyncConnection, statement: Select[Any], params: Map
     shape = _shape(connection.dialect, statement) if driver is not None and ENABLED else None
     if driver is None or shape is None:
         return list(await connection.execute(statement, params))
-    given = {**shape.fixed, **params}
-    pairs = zip(shape.names, shape.binds, strict=True)
-    args = [given[name] if bind is None else bind(given[name]) for name, bind in pairs]
+    args = _bound(shape, params)
     try:
         records = await driver.driver_connection.fetch(shape.sql, *args)
     except Exception:  # noqa: BLE001 - sent again through SQLAlchemy, whose handling then applies
@@ -86,10 +84,8 @@ async def fetch_in_transaction(session: AsyncSession, statement: Any, params: Ma
     shape = _shape(connection.dialect, statement) if driver is not None and ENABLED else None
     if driver is None or shape is None or not session.sync_session._is_clean():
         return list(await session.execute(statement, params))
-    given = {**shape.fixed, **params}
-    pairs = zip(shape.names, shape.binds, strict=True)
     try:
-        args = [given[name] if bind is None else bind(given[name]) for name, bind in pairs]
+        args = _bound(shape, params)
     except Exception as error:  # noqa: BLE001 - a value its type refuses: a StatementError, as SQLAlchemy's
         await greenlet_spawn(_raise_unsent, connection, error, shape.sql, params)
         raise AssertionError("unreachable") from error
@@ -153,14 +149,25 @@ def _raise_unsent(connection: AsyncConnection, error: Exception, sql: str, param
     sync._handle_dbapi_exception(error, sql, dict(params), None, None)
 
 
+def _bound(shape: _Shape, params: Mapping[str, Any]) -> list[Any]:
+    """The shape's positional arguments: the statement's own values and `params`, each through
+    its bind processing."""
+    given = {**shape.fixed, **params}
+    pairs = zip(shape.names, shape.binds, strict=True)
+    return [given[name] if bind is None else bind(given[name]) for name, bind in pairs]
+
+
 def _in_transactions(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
     """The asyncpg adapter under `connection`, where its statements run in transactions (not in
     autocommit: there `fetch` serves)."""
+    driver = _adapter(connection)
+    return driver if driver is not None and not driver.autocommit else None
+
+
+def _adapter(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
     sync = connection.sync_connection
     driver = sync.connection.dbapi_connection if sync is not None else None
-    if isinstance(driver, AsyncAdapt_asyncpg_connection) and not driver.autocommit:
-        return driver
-    return None
+    return driver if isinstance(driver, AsyncAdapt_asyncpg_connection) else None
 
 
 def _processed(record: Sequence[Any], results: tuple[Processor, ...]) -> Iterator[Any]:
@@ -169,11 +176,8 @@ def _processed(record: Sequence[Any], results: tuple[Processor, ...]) -> Iterato
 
 
 def _asyncpg(connection: AsyncConnection) -> AsyncAdapt_asyncpg_connection | None:
-    sync = connection.sync_connection
-    driver = sync.connection.dbapi_connection if sync is not None else None
-    if isinstance(driver, AsyncAdapt_asyncpg_connection) and driver.autocommit:
-        return driver
-    return None
+    driver = _adapter(connection)
+    return driver if driver is not None and driver.autocommit else None
 
 
 @lru_cache(maxsize=256)
