@@ -15,7 +15,7 @@ from bot import render
 from bot.render import Message
 from casewatch.alerts.authority import OutcomeError
 from casewatch.alerts.lifecycle import acknowledge
-from casewatch.audit import AuditSink, session_sink
+from casewatch.audit import AuditSink, connection_sink, session_sink
 from casewatch.audit.batch import AuditBatcher
 from casewatch.context import Context
 from casewatch.lookup import (
@@ -35,13 +35,17 @@ from casewatch.lookup import (
     requester_by_slack_user,
 )
 from casewatch.lookup.home import load_home
+from casewatch.store.autocommit import AutocommitReaders, Reads
 from casewatch.store.engine import found_connection_gone
 from casewatch.store.models import Officer
 
 log = logging.getLogger(__name__)
 
 # How a command finds its requester in its transaction (the first statement it runs).
-ReadRequester = Callable[[AsyncSession, str], Awaitable[Requester | None]]
+ReadRequester = Callable[[Reads, str], Awaitable[Requester | None]]
+# A command's work for its requester: what it reads through (a session, or for a lookup on
+# PostgreSQL an autocommit connection), who asks, where its audit entries go.
+Work = Callable[[Reads, Requester, AuditSink], Awaitable[Message]]
 
 
 @dataclass(frozen=True)
@@ -55,14 +59,14 @@ class BotDeps:
     # answer to the response URL instead: Slack gives up on an acknowledgement after 3 seconds.
     answer_budget_seconds: float = 2.0
     via: str = "slack"  # recorded in the audit entries' details
-    # For answers that only read and audit (/flags): sessions of store.make_reader_engine. On
-    # SQLite they read beside the writer (read-only connections) and the audit entries go
-    # through the group commit `audit_batcher`; on PostgreSQL their connections are in
-    # autocommit (store.engine.commits_each_statement) and the audit entry is written last,
-    # committed by its own statement. Without them, /flags reads and audits in one `sessions`
-    # transaction.
+    # For answers that only read and audit (/flags), beside the writer. SQLite: `readers`, sessions
+    # of store.make_reader_engine (read-only connections), with their audit entries through the
+    # group commit `audit_batcher`. PostgreSQL: `autocommit_readers`, that engine's connections
+    # in autocommit (store.autocommit), no session: the audit entry is written last, committed by
+    # its own statement. Without them, /flags reads and audits in one `sessions` transaction.
     readers: async_sessionmaker[AsyncSession] | None = None
     audit_batcher: AuditBatcher | None = None
+    autocommit_readers: AutocommitReaders | None = None
     # /flags by reference reads the nominal in the requester's statement (lookup.flags.
     # requester_and_reference); False: the requester, then the view, as two statements.
     read_ahead: bool = True
@@ -85,18 +89,18 @@ async def _as_officer(
     deps: BotDeps,
     slack_user_id: str,
     command: str,
-    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    work: Work,
     *,
     read_only: bool = False,
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """Run `work` for the officer behind this Slack user, in one transaction; refuse strangers.
-    `read_only` work reads through deps.readers (when the service gave them): on SQLite it audits
-    through deps.audit_batcher's shared commit, unless the batcher finds the writer idle: then in
-    one transaction on it; on PostgreSQL (autocommit readers) its audit entry is its last
-    statement. `read_requester` finds the requester (it may read what `work` needs beside them).
-    Failures become a plain apology: exception text can carry query parameters (names), so only
-    the exception's type is logged."""
+    `read_only` work reads beside the writer when the service allows: on SQLite through
+    deps.readers, auditing through deps.audit_batcher's shared commit, unless the batcher finds
+    the writer idle: then in one transaction on it; on PostgreSQL on a connection of
+    deps.autocommit_readers, its audit entry its last statement. `read_requester` finds the
+    requester (it may read what `work` needs beside them). Failures become a plain apology:
+    exception text can carry query parameters (names), so only the exception's type is logged."""
     try:
         batcher = deps.audit_batcher
         if read_only and deps.readers is not None and batcher is not None:
@@ -106,8 +110,8 @@ async def _as_officer(
                         deps.readers, batcher.record, slack_user_id, command, work, read_requester
                     )
                 return await _in_one_transaction(deps, slack_user_id, command, work, read_requester)
-        if read_only and deps.readers is not None and slack_user_id:
-            args = (deps, deps.readers, slack_user_id, command, work, read_requester)
+        if read_only and deps.autocommit_readers is not None and slack_user_id:
+            args = (deps, deps.autocommit_readers, slack_user_id, command, work, read_requester)
             try:
                 return await _read_then_record(*args)
             except _GoneBeforeAnything:
@@ -123,7 +127,7 @@ async def _in_one_transaction(
     deps: BotDeps,
     slack_user_id: str,
     command: str,
-    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    work: Work,
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     async with deps.sessions() as session, session.begin():
@@ -134,17 +138,17 @@ async def _in_one_transaction(
 
 
 async def _answer_as(
-    session: AsyncSession,
+    reads: Reads,
     requester: Requester | None,
     audit: AuditSink,
     slack_user_id: str,
     command: str,
-    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    work: Work,
 ) -> Message:
     """`work` for the requester, or the refusal of a Slack user not in the directory."""
     if requester is None:
         return await _refuse(audit, slack_user_id, command)
-    return await work(session, requester, audit)
+    return await work(reads, requester, audit)
 
 
 def _holding() -> tuple[AuditSink, list[dict[str, Any]]]:
@@ -162,7 +166,7 @@ async def _read_then_audit(
     audit: AuditSink,
     slack_user_id: str,
     command: str,
-    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    work: Work,
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """`work` in a read-only transaction; its audit entries held until that transaction has ended
@@ -177,53 +181,64 @@ async def _read_then_audit(
     return answer
 
 
+def _session(reads: Reads) -> AsyncSession:
+    """The session of work that is not read-only: it always runs in one transaction."""
+    if not isinstance(reads, AsyncSession):
+        raise TypeError("work that writes runs in a session's transaction")
+    return reads
+
+
 class _GoneBeforeAnything(Exception):
     """The first statement (a read) found its pooled connection gone: nothing was done yet."""
 
 
 async def _read_then_record(
     deps: BotDeps,
-    readers: async_sessionmaker[AsyncSession],
+    readers: AutocommitReaders,
     slack_user_id: str,
     command: str,
-    work: Callable[[AsyncSession, Requester, AuditSink], Awaitable[Message]],
+    work: Work,
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """`work` on a connection whose every statement commits on its own (PostgreSQL autocommit:
-    no BEGIN, no COMMIT), its audit entries held until it has finished and then written on the
-    same connection, each entry one statement (with its nominal index) that is committed before
-    it returns: so the answer goes out only after the commit holding its entry, and nothing is
-    written for work that failed, as in one transaction. Needs a Slack user id: its first
-    statement must be the requester's read (_GoneBeforeAnything)."""
+    no BEGIN, no COMMIT; no ORM session: store.autocommit), its audit entries held until it has
+    finished and then written on the same connection, each entry one statement (with its nominal
+    index) that is committed before it returns: so the answer goes out only after the commit
+    holding its entry, and nothing is written for work that failed, as in one transaction. Needs
+    a Slack user id: its first statement must be the requester's read (_GoneBeforeAnything)."""
     hold, held = _holding()
-    async with readers() as session, session.begin():
+    async with readers.connect() as connection:
         try:
-            requester = await read_requester(session, slack_user_id)
+            requester = await read_requester(connection, slack_user_id)
         except Exception as exc:
             if found_connection_gone(exc):  # the connection died in the pool (no pre-ping here)
                 raise _GoneBeforeAnything from exc
             raise
-        answer = await _answer_as(session, requester, hold, slack_user_id, command, work)
-        audit = session_sink(session, deps.ctx, direct=True)
-        for entry in held:
-            await audit(**entry)
+        answer = await _answer_as(connection, requester, hold, slack_user_id, command, work)
+        audit = connection_sink(connection, deps.ctx)
+        try:
+            for entry in held:
+                await audit(**entry)
+        finally:
+            if held:
+                readers.audited()
     return answer
 
 
 async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
     read_ahead: list[ReadAhead] = []  # what the requester's read found for a query by reference
 
-    async def read_requester(session: AsyncSession, user: str) -> Requester | None:
+    async def read_requester(reads: Reads, user: str) -> Requester | None:
         read_ahead.clear()  # a retry on a new connection reads again
         if not deps.read_ahead:
-            return await requester_by_slack_user(session, user)
-        requester, found = await requester_and_reference(session, user, text, deps.cleared_roles)
+            return await requester_by_slack_user(reads, user)
+        requester, found = await requester_and_reference(reads, user, text, deps.cleared_roles)
         read_ahead.extend([found] if found is not None else [])
         return requester
 
-    async def work(session: AsyncSession, requester: Requester, audit: AuditSink) -> Message:
+    async def work(reads: Reads, requester: Requester, audit: AuditSink) -> Message:
         outcome = await look_up_flags(
-            session, requester, text, deps.ctx, cleared_roles=deps.cleared_roles, via=deps.via,
+            reads, requester, text, deps.ctx, cleared_roles=deps.cleared_roles, via=deps.via,
             audit_sink=audit, read_ahead=read_ahead[0] if read_ahead else None,
         )
         if isinstance(outcome, Usage):
@@ -245,8 +260,8 @@ async def flags_reply(deps: BotDeps, slack_user_id: str, text: str) -> Message:
 
 
 async def tasks_reply(deps: BotDeps, slack_user_id: str) -> Message:
-    async def work(session: AsyncSession, requester: Requester, _audit: AuditSink) -> Message:
-        view = await list_tasks(session, requester, deps.ctx, via=deps.via)
+    async def work(reads: Reads, requester: Requester, _audit: AuditSink) -> Message:
+        view = await list_tasks(_session(reads), requester, deps.ctx, via=deps.via)
         return render.tasks_message(view, deps.zone)
 
     return await _as_officer(deps, slack_user_id, "/tasks", work)
@@ -274,9 +289,10 @@ async def ack_reply(deps: BotDeps, slack_user_id: str, typed: str, via: str) -> 
     else:
         alert_id, outcome = clean_text(typed), None
 
-    async def work(session: AsyncSession, requester: Requester, _audit: AuditSink) -> Message:
+    async def work(reads: Reads, requester: Requester, _audit: AuditSink) -> Message:
         if not alert_id:
             return render.text_message(render.ACK_USAGE)
+        session = _session(reads)
         try:
             result = await acknowledge(
                 session, alert_id, requester.officer_id, via, deps.ctx, outcome=outcome

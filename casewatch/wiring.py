@@ -25,6 +25,7 @@ from casewatch.bell import Bell, Handoff, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
+from casewatch.store.autocommit import AutocommitReaders
 from casewatch.store.engine import is_sqlite, make_engine, make_reader_engine, make_sessionmaker
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ class Service:
     reader_engine: AsyncEngine | None = None
     readers: async_sessionmaker[AsyncSession] | None = None
     audit_batcher: AuditBatcher | None = None
+    # PostgreSQL: the same readers' connections, for lookups without an ORM session (store.autocommit).
+    autocommit_readers: AutocommitReaders | None = None
     app: web.Application = field(default_factory=web.Application)
     # Background work started by start_background(); stopped in reverse order by stop().
     cleanups: list[Cleanup] = field(default_factory=list)
@@ -88,6 +91,9 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
         # statement (no BEGIN or COMMIT trip; store.make_reader_engine, bot.commands).
         service.reader_engine = make_reader_engine(engine, pool_size=settings.database.pool_size)
         service.readers = make_sessionmaker(service.reader_engine, after_audit_commit=audit_bell.ring)
+        service.autocommit_readers = AutocommitReaders(
+            service.reader_engine, after_audit=audit_bell.ring, in_flight=service.quiet
+        )
     if service.readers is not None:
         service.quiet.watch(service.readers)
     service.app = build_app(service)
@@ -98,7 +104,8 @@ def bot_deps(service: Service) -> BotDeps:
     from bot.commands import BotDeps
 
     return BotDeps(
-        service.ctx, service.sessions, readers=service.readers, audit_batcher=service.audit_batcher
+        service.ctx, service.sessions, readers=service.readers, audit_batcher=service.audit_batcher,
+        autocommit_readers=service.autocommit_readers,
     )
 
 

@@ -28,7 +28,10 @@ from casewatch.store.engine import mark_audited
 from casewatch.store.held import Compiled, compiled_statement, hold
 from casewatch.store.models import AuditEntry, AuditNominal
 
-__all__ = ["AuditSink", "Entry", "hasher_for", "record", "record_many", "session_sink"]
+__all__ = [
+    "AuditSink", "Entry", "connection_sink", "hasher_for", "record", "record_many", "record_on",
+    "session_sink",
+]
 
 
 def hasher_for(ctx: Context) -> Hasher:
@@ -152,7 +155,30 @@ async def record(
     flush on hot read paths (/flags), and the entry needs its id at once for its nominal index.
     `direct` (a lookup's entry): handed to the driver itself where it can take it (_direct)."""
     values = _values(ctx, actor, action, subject, purpose, details, nominals)
-    connection = await session.connection()
+    await _write(await session.connection(), values, direct=direct)
+    mark_audited(session)
+
+
+async def record_on(
+    connection: AsyncConnection,
+    ctx: Context,
+    *,
+    actor: str,
+    action: str,
+    subject: str = "",
+    purpose: str = "",
+    details: Mapping[str, Any] | None = None,
+    nominals: Iterable[str] = (),
+) -> None:
+    """record(direct=True) on a connection whose every statement commits on its own
+    (store.autocommit.AutocommitReaders: a lookup on PostgreSQL): the entry, with its nominal
+    index, is committed when this returns. Its caller tells the sealer
+    (AutocommitReaders.audited)."""
+    values = _values(ctx, actor, action, subject, purpose, details, nominals)
+    await _write(connection, values, direct=True)
+
+
+async def _write(connection: AsyncConnection, values: dict[str, Any], *, direct: bool) -> None:
     if direct and DIRECT_ENTRIES and await _direct(connection, values):
         pass
     elif values["nominals"] and connection.dialect.name == "postgresql":
@@ -165,7 +191,6 @@ async def record(
         )
     else:
         await connection.execute(_INSERT, values)
-    mark_audited(session)
 
 
 # Whether record(direct=True) hands the entry to the driver itself (_direct); False: through
@@ -298,6 +323,12 @@ class AuditSink(Protocol):
 def session_sink(session: AsyncSession, ctx: Context, *, direct: bool = False) -> AuditSink:
     """record() into `session`'s transaction."""
     sink: AuditSink = partial(record, session, ctx, direct=direct)
+    return sink
+
+
+def connection_sink(connection: AsyncConnection, ctx: Context) -> AuditSink:
+    """record_on() `connection` (each entry committed by its own statement)."""
+    sink: AuditSink = partial(record_on, connection, ctx)
     return sink
 
 

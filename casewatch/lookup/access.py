@@ -6,9 +6,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from casewatch.store import direct_read
+from casewatch.store.autocommit import Reads, connection_of
 from casewatch.store.models import Officer
 
 # Roles cleared for restricted markers by default: people who must act on them at once (control
@@ -60,11 +60,11 @@ _BY_SLACK_USER = select(_OFFICERS.id, _OFFICERS.name, _OFFICERS.team, _OFFICERS.
 )
 
 
-async def requester_by_slack_user(session: AsyncSession, slack_user_id: str) -> Requester | None:
+async def requester_by_slack_user(reads: Reads, slack_user_id: str) -> Requester | None:
     """The officer whose directory entry carries this Slack user id, or None."""
     if not slack_user_id:
         return None
-    conn = await session.connection()
+    conn = await connection_of(reads)
     rows = await direct_read.fetch(conn, _BY_SLACK_USER, {"slack_user_id": slack_user_id})
     if not rows:
         return None  # slack_user_id is unique: at most one

@@ -66,6 +66,7 @@ from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
 from casewatch.model.clocks import local_date
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory, RecallFacts
 from casewatch.store import direct_read
+from casewatch.store.autocommit import Reads, connection_of
 from casewatch.store.models import (
     Alert,
     BorderCheck,
@@ -354,7 +355,7 @@ def _by_reference_query(text: str) -> Query | None:
 
 
 async def requester_and_reference(
-    session: AsyncSession, slack_user_id: str, text: str,
+    reads: Reads, slack_user_id: str, text: str,
     cleared_roles: Collection[str] = DEFAULT_CLEARED_ROLES,
 ) -> tuple[Requester | None, ReadAhead | None]:
     """access.requester_by_slack_user, and for a query by reference the nominals it finds, in
@@ -362,8 +363,8 @@ async def requester_and_reference(
     of the roles ever differ from Requester.cleared_for_restricted, nothing is read ahead."""
     query = _by_reference_query(text) if slack_user_id else None
     if query is None:
-        return await requester_by_slack_user(session, slack_user_id), None
-    conn = await session.connection()
+        return await requester_by_slack_user(reads, slack_user_id), None
+    conn = await connection_of(reads)
     statement = _requester_and_view(conn.dialect.name, frozenset(cleared_roles))
     params = {"slack_user_id": slack_user_id, "compact": query.identifier.replace("-", "")}
     rows = await direct_read.fetch(conn, statement, params)
@@ -532,7 +533,7 @@ def _candidates(rows: Sequence[Row[Any]]) -> tuple[Candidate, ...]:
 
 
 async def look_up_flags(
-    session: AsyncSession,
+    reads: Reads,
     requester: Requester,
     text: str,
     ctx: Context,
@@ -543,11 +544,16 @@ async def look_up_flags(
     read_ahead: ReadAhead | None = None,
 ) -> FlagsOutcome:
     """Answer a /flags query for `requester` and audit it: in the caller's transaction, or through
-    `audit_sink` (a group commit, when `session` only reads). Another team's nominal needs a
+    `audit_sink` (a group commit, when `reads` only reads; needed when `reads` is a connection
+    rather than a session: store.autocommit). Another team's nominal needs a
     reason (`reason: ...` in `text`) unless the requester has a force-wide role
     (access.FORCE_WIDE_ROLES); without one the answer is ReasonRequired and shows nothing.
     `read_ahead`: what requester_and_reference read for this `text` in this transaction."""
-    audit = _Audit(audit_sink or session_sink(session, ctx), requester, via)
+    if audit_sink is None:
+        if not isinstance(reads, AsyncSession):
+            raise TypeError("a lookup on a connection needs an audit_sink")
+        audit_sink = session_sink(reads, ctx)
+    audit = _Audit(audit_sink, requester, via)
     if read_ahead is not None and read_ahead.text != text:
         read_ahead = None
     try:
@@ -560,7 +566,7 @@ async def look_up_flags(
         return Unreadable(str(exc))
     if query is None:
         return Usage()
-    conn = await session.connection()
+    conn = await connection_of(reads)
     cleared = requester.cleared_for_restricted(cleared_roles)
     matched_alias: str | None = None
     by_alias: list[str] = []  # the references found by an alias rather than the surname
@@ -600,7 +606,7 @@ async def look_up_flags(
             nominals=[row.visor_ref], action="flags.reason_required",
         )
         return ReasonRequired(query)
-    view = await _found_view(session, conn, row, ctx, cleared=cleared, matched_alias=matched_alias)
+    view = await _found_view(reads, conn, row, ctx, cleared=cleared, matched_alias=matched_alias)
     basis = _basis(requester, row, query)
     details.update(
         outcome="found", need_to_know=basis, visor_refs_shown=[view.visor_ref],
@@ -616,14 +622,14 @@ async def look_up_flags(
 
 
 async def _found_view(
-    session: AsyncSession, conn: AsyncConnection, row: Row[Any], ctx: Context, *, cleared: bool,
+    reads: Reads, conn: AsyncConnection, row: Row[Any], ctx: Context, *, cleared: bool,
     matched_alias: str | None,
 ) -> FlagsView:
     # The same facts as the notification and visit rules (custody, changes, returns), so that
     # the next notification and visit shown and the alerts never disagree; read only when there
     # are any.
     history = (
-        await load.history(session, row.visor_ref, ZoneInfo(ctx.settings.service.timezone))
+        await _history(reads, conn, row.visor_ref, ZoneInfo(ctx.settings.service.timezone))
         if row.more_facts and (row.registered or row.visit_every_days is not None)
         else NotificationHistory(last_full_on=row.last_full_on)
     )
@@ -631,6 +637,15 @@ async def _found_view(
         row, ctx, cleared=cleared, sorted_markers=sorts_in_sql(conn.dialect.name),
         matched_alias=matched_alias, history=history,
     )
+
+
+async def _history(reads: Reads, conn: AsyncConnection, visor_ref: str, tz: ZoneInfo) -> NotificationHistory:
+    """triggers.load.history (written for sessions) in `reads`: on a connection, in a session
+    bound to it for these reads only."""
+    if isinstance(reads, AsyncSession):
+        return await load.history(reads, visor_ref, tz)
+    async with AsyncSession(bind=conn) as session:
+        return await load.history(session, visor_ref, tz)
 
 
 # Why a lookup without a stated reason was allowed, as the audit entry's purpose.
