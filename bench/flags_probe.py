@@ -5,7 +5,9 @@ are a child process) and for counting what an answer costs: its statements, tran
 checkouts, server CPU per answer and throughput, service and least-work floor alternated round by
 round (`--plain-too`: and the service without the requester's read-ahead, the lookup's
 statements as before the ninth session; `--sqlalchemy-too`: and the service with its reads through
-SQLAlchemy's execution, store.direct_read off). Not part of `python -m bench`: the figures that count
+SQLAlchemy's execution, store.direct_read off; `--session-too`, PostgreSQL: and the service with
+each lookup's connection taken through an ORM session of the readers, as before the fourteenth
+session). Not part of `python -m bench`: the figures that count
 are that bench's.
 """
 
@@ -17,11 +19,12 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 import bot.commands as commands
 from bench import harness
@@ -58,6 +61,20 @@ async def _plain_read(
 ) -> tuple[Requester | None, ReadAhead | None]:
     """The lookup as before the ninth session: the requester, then the view, two statements."""
     return await requester_by_slack_user(session, slack_user_id), None
+
+
+def _through_a_session(
+    sessions: async_sessionmaker[AsyncSession],
+) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+    """store.autocommit.AutocommitReaders.connect as the lookups had it before the fourteenth
+    session: the connection of a readers' session, made, begun and closed around each lookup."""
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[AsyncConnection]:
+        async with sessions() as session, session.begin():
+            yield await session.connection()
+
+    return connect
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -101,11 +118,21 @@ async def main(args: argparse.Namespace) -> None:
                     kinds.insert(1, ("plain", url))
                 if args.sqlalchemy_too:  # the same service, its reads through SQLAlchemy's execution
                     kinds.insert(1, ("sqlalchemy", url))
+                if args.session_too:  # the same service, each lookup's connection through a session
+                    kinds.insert(1, ("session", url))
+                readers = service.autocommit_readers
+                if args.session_too and (readers is None or service.readers is None):
+                    raise SystemExit("--session-too: PostgreSQL only (the lookups' autocommit readers)")
+                own_connect = readers.connect if readers is not None else None
+                as_before = _through_a_session(service.readers) if service.readers is not None else None
                 for round_ in range(args.rounds):
                     for name, to in kinds:
                         read = _plain_read if name == "plain" else fast_read
                         setattr(commands, "requester_and_reference", read)  # noqa: B010 - a stand-in
                         direct_read.ENABLED = name != "sqlalchemy"
+                        if readers is not None:  # the instance's connect, or the session's in its place
+                            connect = as_before if name == "session" else own_connect
+                            object.__setattr__(readers, "connect", connect)
                         batch = requests(to)
                         warm = batch[: max(2 * args.concurrency, 50)]
                         counts.counter.clear()
@@ -141,4 +168,5 @@ if __name__ == "__main__":
     parser.add_argument("--settle", action="store_true")
     parser.add_argument("--plain-too", action="store_true", help="also without the read-ahead (A/B)")
     parser.add_argument("--sqlalchemy-too", action="store_true", help="also reads through SQLAlchemy (A/B)")
+    parser.add_argument("--session-too", action="store_true", help="also each lookup through a session (A/B)")
     asyncio.run(main(parser.parse_args()))
