@@ -5,10 +5,10 @@ are a child process) and for counting what an answer costs: its statements, tran
 checkouts, server CPU per answer and throughput, service and least-work floor alternated round by
 round (`--plain-too`: and the service without the requester's read-ahead, the lookup's
 statements as before the ninth session; `--sqlalchemy-too`: and the service with its reads through
-SQLAlchemy's execution, store.direct_read off; `--session-too`, PostgreSQL: and the service with
-each lookup's connection taken through an ORM session of the readers, as before the fourteenth
-session). Not part of `python -m bench`: the figures that count
-are that bench's.
+SQLAlchemy's execution, store.direct_read off; `--session-too`: and the service with each
+lookup's connection taken through an ORM session of the readers, and on SQLite a lookup alone on
+the writer in a session's transaction, as before the fourteenth session). Not part of
+`python -m bench`: the figures that count are that bench's.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def _plain_read(
 def _through_a_session(
     sessions: async_sessionmaker[AsyncSession],
 ) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
-    """store.autocommit.AutocommitReaders.connect as the lookups had it before the fourteenth
+    """store.lookup_connections.LookupConnections.connect as the lookups had it before the fourteenth
     session: the connection of a readers' session, made, begun and closed around each lookup."""
 
     @asynccontextmanager
@@ -75,6 +75,12 @@ def _through_a_session(
             yield await session.connection()
 
     return connect
+
+
+async def _alone_in_a_session(deps: Any, _writer: Any, *args: Any) -> Any:
+    """A lookup alone on SQLite's writer as before the fourteenth session: in a session's
+    transaction."""
+    return await commands._in_one_transaction(deps, *args)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -120,11 +126,12 @@ async def main(args: argparse.Namespace) -> None:
                     kinds.insert(1, ("sqlalchemy", url))
                 if args.session_too:  # the same service, each lookup's connection through a session
                     kinds.insert(1, ("session", url))
-                readers = service.autocommit_readers
+                readers = service.lookup_readers
                 if args.session_too and (readers is None or service.readers is None):
-                    raise SystemExit("--session-too: PostgreSQL only (the lookups' autocommit readers)")
+                    raise SystemExit("--session-too: the service has no lookup readers")
                 own_connect = readers.connect if readers is not None else None
                 as_before = _through_a_session(service.readers) if service.readers is not None else None
+                own_alone = commands._alone_on_the_writer
                 for round_ in range(args.rounds):
                     for name, to in kinds:
                         read = _plain_read if name == "plain" else fast_read
@@ -133,6 +140,8 @@ async def main(args: argparse.Namespace) -> None:
                         if readers is not None:  # the instance's connect, or the session's in its place
                             connect = as_before if name == "session" else own_connect
                             object.__setattr__(readers, "connect", connect)
+                        alone = _alone_in_a_session if name == "session" else own_alone
+                        setattr(commands, "_alone_on_the_writer", alone)  # noqa: B010 - a stand-in
                         batch = requests(to)
                         warm = batch[: max(2 * args.concurrency, 50)]
                         counts.counter.clear()

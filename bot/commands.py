@@ -35,16 +35,16 @@ from casewatch.lookup import (
     requester_by_slack_user,
 )
 from casewatch.lookup.home import load_home
-from casewatch.store.autocommit import AutocommitReaders, Reads
 from casewatch.store.engine import found_connection_gone
+from casewatch.store.lookup_connections import LookupConnections, Reads
 from casewatch.store.models import Officer
 
 log = logging.getLogger(__name__)
 
 # How a command finds its requester in its transaction (the first statement it runs).
 ReadRequester = Callable[[Reads, str], Awaitable[Requester | None]]
-# A command's work for its requester: what it reads through (a session, or for a lookup on
-# PostgreSQL an autocommit connection), who asks, where its audit entries go.
+# A command's work for its requester: what it reads through (a session, or for a lookup a pooled
+# connection: store.lookup_connections), who asks, where its audit entries go.
 Work = Callable[[Reads, Requester, AuditSink], Awaitable[Message]]
 
 
@@ -59,14 +59,15 @@ class BotDeps:
     # answer to the response URL instead: Slack gives up on an acknowledgement after 3 seconds.
     answer_budget_seconds: float = 2.0
     via: str = "slack"  # recorded in the audit entries' details
-    # For answers that only read and audit (/flags), beside the writer. SQLite: `readers`, sessions
-    # of store.make_reader_engine (read-only connections), with their audit entries through the
-    # group commit `audit_batcher`. PostgreSQL: `autocommit_readers`, that engine's connections
-    # in autocommit (store.autocommit), no session: the audit entry is written last, committed by
-    # its own statement. Without them, /flags reads and audits in one `sessions` transaction.
-    readers: async_sessionmaker[AsyncSession] | None = None
+    # For answers that only read and audit (/flags): pooled connections, no ORM session
+    # (store.lookup_connections). `lookup_readers`, store.make_reader_engine's, beside the writer:
+    # on SQLite read-only, their audit entries through the group commit `audit_batcher` (or, when
+    # it finds the writer idle, reads and entry in one transaction on `lookup_writer`, the
+    # writer's); on PostgreSQL in autocommit, the audit entry written last, committed by its own
+    # statement. Without them, /flags reads and audits in one `sessions` transaction.
+    lookup_readers: LookupConnections | None = None
+    lookup_writer: LookupConnections | None = None
     audit_batcher: AuditBatcher | None = None
-    autocommit_readers: AutocommitReaders | None = None
     # /flags by reference reads the nominal in the requester's statement (lookup.flags.
     # requester_and_reference); False: the requester, then the view, as two statements.
     read_ahead: bool = True
@@ -95,23 +96,25 @@ async def _as_officer(
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """Run `work` for the officer behind this Slack user, in one transaction; refuse strangers.
-    `read_only` work reads beside the writer when the service allows: on SQLite through
-    deps.readers, auditing through deps.audit_batcher's shared commit, unless the batcher finds
-    the writer idle: then in one transaction on it; on PostgreSQL on a connection of
-    deps.autocommit_readers, its audit entry its last statement. `read_requester` finds the
-    requester (it may read what `work` needs beside them). Failures become a plain apology:
-    exception text can carry query parameters (names), so only the exception's type is logged."""
+    `read_only` work reads on deps.lookup_readers' connections when the service gave them: on
+    SQLite auditing through deps.audit_batcher's shared commit, unless the batcher finds the
+    writer idle: then in one transaction on it (deps.lookup_writer); on PostgreSQL its audit
+    entry its last statement. `read_requester` finds the requester (it may read what `work`
+    needs beside them). Failures become a plain apology: exception text can carry query
+    parameters (names), so only the exception's type is logged."""
     try:
         batcher = deps.audit_batcher
-        if read_only and deps.readers is not None and batcher is not None:
+        readers = deps.lookup_readers if read_only else None
+        if readers is not None and batcher is not None:
+            asked = (slack_user_id, command, work, read_requester)
             with batcher.alone() as alone:
                 if not alone:
-                    return await _read_then_audit(
-                        deps.readers, batcher.record, slack_user_id, command, work, read_requester
-                    )
-                return await _in_one_transaction(deps, slack_user_id, command, work, read_requester)
-        if read_only and deps.autocommit_readers is not None and slack_user_id:
-            args = (deps, deps.autocommit_readers, slack_user_id, command, work, read_requester)
+                    return await _read_then_audit(readers, batcher.record, *asked)
+                if deps.lookup_writer is not None:
+                    return await _alone_on_the_writer(deps, deps.lookup_writer, *asked)
+                return await _in_one_transaction(deps, *asked)
+        if readers is not None and readers.each_statement_commits and slack_user_id:
+            args = (deps, readers, slack_user_id, command, work, read_requester)
             try:
                 return await _read_then_record(*args)
             except _GoneBeforeAnything:
@@ -161,21 +164,47 @@ def _holding() -> tuple[AuditSink, list[dict[str, Any]]]:
     return hold, held
 
 
+async def _alone_on_the_writer(
+    deps: BotDeps,
+    writer: LookupConnections,
+    slack_user_id: str,
+    command: str,
+    work: Work,
+    read_requester: ReadRequester = requester_by_slack_user,
+) -> Message:
+    """`work` and its audit entries in one transaction on the writer's connection (SQLite, when
+    nobody shares its commits: AuditBatcher.alone), as _in_one_transaction without the session;
+    the sealer is told once the entries are committed."""
+    audited: list[bool] = []
+    async with writer.connect() as connection:
+        record = connection_sink(connection, deps.ctx)
+
+        async def audit(**entry: Any) -> None:
+            await record(**entry)
+            audited.append(True)
+
+        requester = await read_requester(connection, slack_user_id)
+        answer = await _answer_as(connection, requester, audit, slack_user_id, command, work)
+    if audited:
+        writer.audited()
+    return answer
+
+
 async def _read_then_audit(
-    readers: async_sessionmaker[AsyncSession],
+    readers: LookupConnections,
     audit: AuditSink,
     slack_user_id: str,
     command: str,
     work: Work,
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
-    """`work` in a read-only transaction; its audit entries held until that transaction has ended
-    (so no pooled connection is held while the group commit needs one), then committed through
-    `audit`; only then the answer."""
+    """`work` in a read-only transaction on one of `readers`' connections; its audit entries held
+    until that transaction has ended (so no pooled connection is held while the group commit needs
+    one), then committed through `audit`; only then the answer."""
     hold, held = _holding()
-    async with readers() as session, session.begin():
-        requester = await read_requester(session, slack_user_id)
-        answer = await _answer_as(session, requester, hold, slack_user_id, command, work)
+    async with readers.connect() as connection:
+        requester = await read_requester(connection, slack_user_id)
+        answer = await _answer_as(connection, requester, hold, slack_user_id, command, work)
     for entry in held:
         await audit(**entry)
     return answer
@@ -194,18 +223,19 @@ class _GoneBeforeAnything(Exception):
 
 async def _read_then_record(
     deps: BotDeps,
-    readers: AutocommitReaders,
+    readers: LookupConnections,
     slack_user_id: str,
     command: str,
     work: Work,
     read_requester: ReadRequester = requester_by_slack_user,
 ) -> Message:
     """`work` on a connection whose every statement commits on its own (PostgreSQL autocommit:
-    no BEGIN, no COMMIT; no ORM session: store.autocommit), its audit entries held until it has
-    finished and then written on the same connection, each entry one statement (with its nominal
-    index) that is committed before it returns: so the answer goes out only after the commit
-    holding its entry, and nothing is written for work that failed, as in one transaction. Needs
-    a Slack user id: its first statement must be the requester's read (_GoneBeforeAnything)."""
+    no BEGIN, no COMMIT; no ORM session: store.lookup_connections), its audit entries held until
+    it has finished and then written on the same connection, each entry one statement (with its
+    nominal index) that is committed before it returns: so the answer goes out only after the
+    commit holding its entry, and nothing is written for work that failed, as in one transaction.
+    Needs a Slack user id: its first statement must be the requester's read
+    (_GoneBeforeAnything)."""
     hold, held = _holding()
     async with readers.connect() as connection:
         try:
@@ -216,11 +246,13 @@ async def _read_then_record(
             raise
         answer = await _answer_as(connection, requester, hold, slack_user_id, command, work)
         audit = connection_sink(connection, deps.ctx)
+        written = 0
         try:
             for entry in held:
                 await audit(**entry)
+                written += 1
         finally:
-            if held:
+            if written:  # each committed by its own statement
                 readers.audited()
     return answer
 

@@ -25,8 +25,8 @@ from casewatch.bell import Bell, Handoff, OutboxBell
 from casewatch.clock import Clock, SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
-from casewatch.store.autocommit import AutocommitReaders
 from casewatch.store.engine import is_sqlite, make_engine, make_reader_engine, make_sessionmaker
+from casewatch.store.lookup_connections import LookupConnections
 
 if TYPE_CHECKING:
     from bot.commands import BotDeps
@@ -52,8 +52,10 @@ class Service:
     reader_engine: AsyncEngine | None = None
     readers: async_sessionmaker[AsyncSession] | None = None
     audit_batcher: AuditBatcher | None = None
-    # PostgreSQL: the same readers' connections, for lookups without an ORM session (store.autocommit).
-    autocommit_readers: AutocommitReaders | None = None
+    # The lookups' connections without an ORM session (store.lookup_connections): the readers'
+    # engine's, and on SQLite the writer's, for a lookup that finds it idle.
+    lookup_readers: LookupConnections | None = None
+    lookup_writer: LookupConnections | None = None
     app: web.Application = field(default_factory=web.Application)
     # Background work started by start_background(); stopped in reverse order by stop().
     cleanups: list[Cleanup] = field(default_factory=list)
@@ -86,12 +88,15 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
         service.reader_engine = make_reader_engine(engine, pool_size=settings.database.reader_pool_size)
         service.readers = make_sessionmaker(service.reader_engine)
         service.audit_batcher = AuditBatcher(sessions, ctx)
+        quiet = service.quiet
+        service.lookup_readers = LookupConnections(service.reader_engine, in_flight=quiet)
+        service.lookup_writer = LookupConnections(engine, after_audit=audit_bell.ring, in_flight=quiet)
     else:
         # PostgreSQL: lookups on a pool of their own in autocommit, their audit entry the last
         # statement (no BEGIN or COMMIT trip; store.make_reader_engine, bot.commands).
         service.reader_engine = make_reader_engine(engine, pool_size=settings.database.pool_size)
         service.readers = make_sessionmaker(service.reader_engine, after_audit_commit=audit_bell.ring)
-        service.autocommit_readers = AutocommitReaders(
+        service.lookup_readers = LookupConnections(
             service.reader_engine, after_audit=audit_bell.ring, in_flight=service.quiet
         )
     if service.readers is not None:
@@ -104,8 +109,8 @@ def bot_deps(service: Service) -> BotDeps:
     from bot.commands import BotDeps
 
     return BotDeps(
-        service.ctx, service.sessions, readers=service.readers, audit_batcher=service.audit_batcher,
-        autocommit_readers=service.autocommit_readers,
+        service.ctx, service.sessions, lookup_readers=service.lookup_readers,
+        lookup_writer=service.lookup_writer, audit_batcher=service.audit_batcher,
     )
 
 

@@ -1,19 +1,22 @@
-"""/flags on PostgreSQL holds a pooled connection of the autocommit readers, without an ORM session
-around it (store.autocommit.AutocommitReaders; issue 17, fourteenth session: the session was about a
-quarter of an answer's CPU). What the session's events did is still done: the lookup counts as work
-in flight while it holds its connection (audit.quiet, which the sealer waits on; a Socket Mode
-answer has no HTTP request to count it), and the sealer's bell rings once its entry is committed.
-A nominal whose notification clocks need more facts (a border check on record) is read on the
-same connection (triggers.load.history in a session bound to it) and answered as one transaction
-answers it."""
+"""/flags holds a pooled connection, without an ORM session around it
+(store.lookup_connections.LookupConnections; issue 17, fourteenth session: on PostgreSQL the session
+was about a quarter of an answer's CPU, on SQLite ~0.3 ms of a lone answer's). PostgreSQL: a
+connection of the autocommit readers. SQLite: a read-only reader's (its entry through the group
+commit), or the writer's when the lookup has it alone (reads and entry in one transaction). What
+the sessions' events did is still done: the lookup counts as work in flight while it holds its
+connection (audit.quiet, which the sealer waits on; a Socket Mode answer has no HTTP request to
+count it), and the sealer's bell rings once its entry is committed. A nominal whose notification
+clocks need more facts (a border check on record) is read on the same connection
+(triggers.load.history in a session bound to it) and answered as one transaction answers it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 import bot.commands as commands
@@ -24,7 +27,7 @@ from casewatch.ingest.pipeline import ingest
 from casewatch.ingest.schema import parse_envelopes
 from casewatch.lookup import look_up_flags
 from casewatch.lookup.access import Requester
-from casewatch.store.autocommit import AutocommitReaders
+from casewatch.store.lookup_connections import LookupConnections
 from casewatch.store.models import AuditEntry
 from casewatch.wiring import bot_deps
 from tests.support import envelope
@@ -34,6 +37,12 @@ from tests.test_bot import ALPHA, PC, SGT, STRANGER, Bot, running_bot, shown, sl
 @pytest.fixture
 async def pg_bot(pg_url: str) -> AsyncIterator[Bot]:
     async with running_bot(pg_url) as b:
+        yield b
+
+
+@pytest.fixture
+async def sqlite_bot(sqlite_url: str) -> AsyncIterator[Bot]:
+    async with running_bot(sqlite_url) as b:
         yield b
 
 
@@ -50,10 +59,10 @@ async def test_a_lookup_makes_no_session_counts_in_flight_and_rings_the_sealer_a
     pg_bot: Bot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     service = pg_bot.service
-    readers = service.autocommit_readers
+    readers = service.lookup_readers
     assert readers is not None and service.readers is not None
     deps = bot_deps(service)
-    assert deps.autocommit_readers is readers
+    assert deps.lookup_readers is readers
     before = await _lookup_entries(pg_bot)
     happened: list[Any] = []
     read = flags.requester_and_reference
@@ -103,7 +112,7 @@ def _noting(init: Any, made: list[Any]) -> Any:
 async def test_a_refusal_is_recorded_and_rings_and_work_that_fails_rings_nothing(
     pg_bot: Bot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    readers = pg_bot.service.autocommit_readers
+    readers = pg_bot.service.lookup_readers
     assert readers is not None
     rang: list[int] = []
     ring = readers.after_audit
@@ -182,18 +191,112 @@ def _flags_work(deps: Any, text_: str) -> Any:
     return work
 
 
-async def test_a_lookup_on_a_connection_needs_an_audit_sink_and_the_readers_need_autocommit(
+async def test_a_lookup_on_a_connection_needs_an_audit_sink(
     pg_bot: Bot,
 ) -> None:
     service = pg_bot.service
     requester = Requester("SGT0001", "Sgt Example", "north", frozenset({"supervisor"}))
-    assert service.autocommit_readers is not None
-    async with service.autocommit_readers.connect() as connection:
+    assert service.lookup_readers is not None
+    async with service.lookup_readers.connect() as connection:
         with pytest.raises(TypeError):
             await look_up_flags(connection, requester, ALPHA, service.ctx)
         found = await look_up_flags(
             connection, requester, ALPHA, service.ctx, audit_sink=connection_sink(connection, service.ctx)
         )
     assert isinstance(found, flags.Found)
-    with pytest.raises(ValueError, match="commit on their own"):
-        AutocommitReaders(service.engine)
+    # The writer's engine commits with its transactions; the readers', statement by statement.
+    assert service.lookup_readers.each_statement_commits
+    assert not LookupConnections(service.engine).each_statement_commits
+
+
+# --- SQLite ---------------------------------------------------------------------------------------
+
+
+async def test_sqlite_a_lone_lookup_is_one_transaction_on_the_writer_without_a_session(
+    sqlite_bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone (AuditBatcher.alone): BEGIN IMMEDIATE, the read, the entry with the COMMIT, on the
+    writer's connection; in flight while held; the bell once committed."""
+    service = sqlite_bot.service
+    writer = service.lookup_writer
+    assert writer is not None and service.lookup_readers is not None
+    assert not writer.each_statement_commits and writer.engine is service.engine
+    before = await _lookup_entries(sqlite_bot)
+    happened: list[Any] = []
+    read = flags.requester_and_reference
+
+    async def noting_read(reads: Any, *args: Any) -> Any:
+        assert isinstance(reads, AsyncConnection) and reads.engine is service.engine
+        happened.append(("read", service.quiet.in_flight))
+        return await read(reads, *args)
+
+    def committed(_conn: Any) -> None:
+        happened.append("commit")
+
+    ring = writer.after_audit
+    assert ring is not None
+
+    def noting_ring() -> None:
+        happened.append("bell")
+        ring()
+
+    monkeypatch.setattr(commands, "requester_and_reference", noting_read)
+    monkeypatch.setattr(AsyncSession, "__init__", _noting(AsyncSession.__init__, happened))
+    object.__setattr__(writer, "after_audit", noting_ring)
+    event.listen(service.engine.sync_engine, "commit", committed)
+    try:
+        message = await commands.flags_reply(bot_deps(service), SGT, ALPHA)
+    finally:
+        event.remove(service.engine.sync_engine, "commit", committed)
+        object.__setattr__(writer, "after_audit", ring)
+        monkeypatch.undo()
+    assert ALPHA in shown(message)
+    assert happened == [("read", 1), "commit", "bell"]
+    assert service.quiet.in_flight == 0
+    assert (await _lookup_entries(sqlite_bot))[len(before):] == [("SGT0001", "flags.lookup", [ALPHA])]
+
+
+async def test_sqlite_lookups_beside_the_writer_read_without_a_session_and_share_a_commit(
+    sqlite_bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not alone: each reads in a DEFERRED transaction on a read-only connection of its own, no
+    session on the readers; the entries go through the group commit (its session, the writer's)."""
+    service = sqlite_bot.service
+    readers, batcher = service.lookup_readers, service.audit_batcher
+    assert readers is not None and batcher is not None and readers.engine is service.reader_engine
+    sessions_on: list[Any] = []
+    init = AsyncSession.__init__
+
+    def noting_init(self: Any, *args: Any, **kw: Any) -> None:
+        init(self, *args, **kw)
+        sessions_on.append(self.bind)
+
+    in_flight: list[int] = []
+    read = flags.requester_and_reference
+
+    async def noting_read(reads: Any, *args: Any) -> Any:
+        assert isinstance(reads, AsyncConnection) and reads.engine is service.reader_engine
+        assert reads.in_transaction()
+        in_flight.append(service.quiet.in_flight)
+        return await read(reads, *args)
+
+    class NeverAlone:
+        def __enter__(self) -> bool:
+            return False
+
+        def __exit__(self, *_: Any) -> None:
+            return None
+
+    before = await _lookup_entries(sqlite_bot)
+    monkeypatch.setattr(commands, "requester_and_reference", noting_read)
+    monkeypatch.setattr(AsyncSession, "__init__", noting_init)
+    monkeypatch.setattr(batcher, "alone", NeverAlone)
+    deps = bot_deps(service)
+    answers = await asyncio.gather(*(commands.flags_reply(deps, user, ALPHA) for user in (SGT, PC)))
+    monkeypatch.undo()
+    assert all(ALPHA in shown(a) for a in answers) and len(in_flight) == 2
+    assert all(count >= 1 for count in in_flight)
+    assert sessions_on and all(bind is service.engine for bind in sessions_on)  # the batcher's only
+    new = (await _lookup_entries(sqlite_bot))[len(before):]
+    assert sorted(new) == sorted([("SGT0001", "flags.lookup", [ALPHA]), ("PC1234", "flags.lookup", [ALPHA])])
+    assert service.quiet.in_flight == 0

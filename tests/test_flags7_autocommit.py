@@ -75,8 +75,12 @@ def _plain(monkeypatch: pytest.MonkeyPatch, bot: Bot) -> None:
     async def audit_path(_readers: Any, _audit: Any, *args: Any) -> Any:
         return await commands._in_one_transaction(deps, *args)
 
+    async def writer_path(_deps: Any, _writer: Any, *args: Any) -> Any:
+        return await commands._in_one_transaction(deps, *args)
+
     monkeypatch.setattr(commands, "_read_then_record", record_path)
     monkeypatch.setattr(commands, "_read_then_audit", audit_path)
+    monkeypatch.setattr(commands, "_alone_on_the_writer", writer_path)
 
 
 async def test_postgres_lookups_read_and_audit_in_autocommit_on_the_readers(pg_bot: Bot) -> None:
@@ -135,21 +139,31 @@ async def test_postgres_lookups_read_and_audit_in_autocommit_on_the_readers(pg_b
     assert [ref for ref, _ in new_index] == [ALPHA] and new_index[0][1] > last
 
 
+@pytest.mark.parametrize("writer_alone", [False, True], ids=["readers", "writer_alone"])
 async def test_the_same_answers_and_entries_as_one_transaction(
-    any_bot: Bot, monkeypatch: pytest.MonkeyPatch
+    any_bot: Bot, monkeypatch: pytest.MonkeyPatch, writer_alone: bool
 ) -> None:
-    """Request by request: through the readers' path, then through one ordinary transaction."""
+    """Request by request: through the lookups' connections (store.lookup_connections: on SQLite
+    the readers and the shared commit, or the writer's connection alone), then through one
+    ordinary transaction in a session."""
     bot = any_bot
-    assert bot.service.readers is not None
+    assert bot.service.lookup_readers is not None
+    batcher = bot.service.audit_batcher
+    if writer_alone and batcher is None:
+        pytest.skip("the writer alone is SQLite's (the group commit's) path")
     last, _ = await _entries_after(bot, 0)
     compared = 0
-    fast_read_then_record, fast_read_then_audit = commands._read_then_record, commands._read_then_audit
-    batcher = bot.service.audit_batcher
+    used: list[str] = []
+    paths = [
+        _noted(used, name, getattr(commands, name))
+        for name in ("_read_then_record", "_read_then_audit", "_alone_on_the_writer")
+    ]
     for command, query, user in REQUESTS:
         body = command_body(command, query, user)
-        monkeypatch.setattr(commands, "_read_then_record", fast_read_then_record)
-        monkeypatch.setattr(commands, "_read_then_audit", fast_read_then_audit)
-        if batcher is not None:  # SQLite: the readers and the shared commit, not the writer alone
+        monkeypatch.setattr(commands, "_read_then_record", paths[0])
+        monkeypatch.setattr(commands, "_read_then_audit", paths[1])
+        monkeypatch.setattr(commands, "_alone_on_the_writer", paths[2])
+        if batcher is not None and not writer_alone:  # SQLite: the readers and the shared commit
             monkeypatch.setattr(batcher, "alone", _never_alone)
         fast = await bot.client.post("/slack/events", data=body, headers=slack_headers(body))
         fast_answer = (fast.status, fast.headers.get("Content-Type"), await fast.read())
@@ -162,11 +176,23 @@ async def test_the_same_answers_and_entries_as_one_transaction(
         assert fast_entries == plain_entries, body
         compared += len(fast_entries)
     assert compared >= 12
+    expected = "_alone_on_the_writer" if writer_alone else (
+        "_read_then_audit" if batcher is not None else "_read_then_record"
+    )
+    assert set(used) == {expected}
     # Each entry about a nominal has its index rows, on both paths alike.
     index = await _nominal_index(bot)
     async with bot.service.sessions() as session:
         entries = list((await session.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars())
     assert sorted(index) == sorted((ref, e.id) for e in entries for ref in e.nominals)
+
+
+def _noted(used: list[str], name: str, path: Any) -> Any:
+    async def noted(*args: Any) -> Any:
+        used.append(name)
+        return await path(*args)
+
+    return noted
 
 
 class _NeverAlone:

@@ -149,10 +149,12 @@ async def test_review_a_refused_entry_alone_answers_the_apology_and_frees_the_ba
     deps = bot_deps(bot.service)
     batcher = _batcher(bot)
     before = await _entries(bot)
-    real_sink = commands.session_sink  # type: ignore[attr-defined]
+    # Alone, the lookup writes its entry on the writer's connection (bot.commands.
+    # _alone_on_the_writer, fourteenth session: no session).
+    real_sink = commands.connection_sink  # type: ignore[attr-defined]
 
-    def refusing(session: Any, ctx: Any) -> Any:
-        sink = real_sink(session, ctx)
+    def refusing(connection: Any, ctx: Any) -> Any:
+        sink = real_sink(connection, ctx)
 
         async def record(**entry: Any) -> None:
             await sink(**entry)
@@ -160,13 +162,13 @@ async def test_review_a_refused_entry_alone_answers_the_apology_and_frees_the_ba
 
         return record
 
-    monkeypatch.setattr(commands, "session_sink", refusing)
+    monkeypatch.setattr(commands, "connection_sink", refusing)
     with _paths(batcher) as paths:
         answer = await commands.flags_reply(deps, SGT, ALPHA)
     assert paths == [True]
     assert render.FAILURE in shown(answer) and ALPHA not in shown(answer)
     assert await _entries(bot) == before  # its entry rolled back with its transaction
-    monkeypatch.setattr(commands, "session_sink", real_sink)
+    monkeypatch.setattr(commands, "connection_sink", real_sink)
     with _paths(batcher) as paths:
         answer = await commands.flags_reply(deps, SGT, ALPHA)
     assert paths == [True] and ALPHA in shown(answer)

@@ -169,7 +169,7 @@ async def test_a_late_answer_dropped_for_a_foreign_response_url_is_still_audited
     async with SlackStandIn() as foreign:
         app = web.Application()
         deps = replace(bot_deps(pg_bot.service), answer_budget_seconds=0)
-        assert deps.autocommit_readers is not None
+        assert deps.lookup_readers is not None
         mount_slack(app, pg_bot.service.ctx, pg_bot.service.sessions, deps=deps)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             body = command_body("/flags", ALPHA, SGT, response_url=foreign.url + "response.slow")

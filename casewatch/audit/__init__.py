@@ -170,10 +170,11 @@ async def record_on(
     details: Mapping[str, Any] | None = None,
     nominals: Iterable[str] = (),
 ) -> None:
-    """record(direct=True) on a connection whose every statement commits on its own
-    (store.autocommit.AutocommitReaders: a lookup on PostgreSQL): the entry, with its nominal
-    index, is committed when this returns. Its caller tells the sealer
-    (AutocommitReaders.audited)."""
+    """record(direct=True) on a connection a lookup holds without a session
+    (store.lookup_connections): on one whose every statement commits on its own (PostgreSQL's
+    readers) the entry, with its nominal index, is committed when this returns; else with the
+    connection's transaction. Its caller tells the sealer once it is committed
+    (LookupConnections.audited)."""
     values = _values(ctx, actor, action, subject, purpose, details, nominals)
     await _write(connection, values, direct=True)
 
@@ -327,7 +328,7 @@ def session_sink(session: AsyncSession, ctx: Context, *, direct: bool = False) -
 
 
 def connection_sink(connection: AsyncConnection, ctx: Context) -> AuditSink:
-    """record_on() `connection` (each entry committed by its own statement)."""
+    """record_on() `connection`."""
     sink: AuditSink = partial(record_on, connection, ctx)
     return sink
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 
 from casewatch.store import direct_read
-from casewatch.store.autocommit import Reads, connection_of
+from casewatch.store.lookup_connections import Reads, connection_of
 from casewatch.store.models import Officer
 
 # Roles cleared for restricted markers by default: people who must act on them at once (control

@@ -66,7 +66,7 @@ from casewatch.model.alerts import LIVE_STATES, SEVERITY_RANK
 from casewatch.model.clocks import local_date
 from casewatch.model.facts import FULL_NOTIFICATION_KINDS, NominalFacts, NotificationHistory, RecallFacts
 from casewatch.store import direct_read
-from casewatch.store.autocommit import Reads, connection_of
+from casewatch.store.lookup_connections import Reads, connection_of
 from casewatch.store.models import (
     Alert,
     BorderCheck,
@@ -545,7 +545,7 @@ async def look_up_flags(
 ) -> FlagsOutcome:
     """Answer a /flags query for `requester` and audit it: in the caller's transaction, or through
     `audit_sink` (a group commit, when `reads` only reads; needed when `reads` is a connection
-    rather than a session: store.autocommit). Another team's nominal needs a
+    rather than a session: store.lookup_connections). Another team's nominal needs a
     reason (`reason: ...` in `text`) unless the requester has a force-wide role
     (access.FORCE_WIDE_ROLES); without one the answer is ReasonRequired and shows nothing.
     `read_ahead`: what requester_and_reference read for this `text` in this transaction."""
