@@ -12,7 +12,8 @@ clocks need more facts (a border check on record) is read on the same connection
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -77,28 +78,37 @@ async def test_a_lookup_makes_no_session_counts_in_flight_and_rings_the_sealer_a
         await send(*args)
         happened.append("entry committed")  # autocommit: the statement's own commit is done
 
-    ring = readers.after_audit
-    assert ring is not None
-
-    def noting_ring() -> None:
-        happened.append("bell")
-        ring()
-
     monkeypatch.setattr(commands, "requester_and_reference", noting_read)
     monkeypatch.setattr(audit, "_send_pg", noting_send)
     monkeypatch.setattr(AsyncSession, "__init__", _noting(AsyncSession.__init__, happened))
-    object.__setattr__(readers, "after_audit", noting_ring)
     try:
-        # Straight to the command, as Socket Mode calls it: no HTTP request counts it in flight.
-        message = await commands.flags_reply(deps, SGT, ALPHA)
+        with _bell_noted(readers, happened):
+            # Straight to the command, as Socket Mode calls it: no HTTP request counts it in flight.
+            message = await commands.flags_reply(deps, SGT, ALPHA)
     finally:
-        object.__setattr__(readers, "after_audit", ring)
         monkeypatch.undo()
     assert ALPHA in shown(message)
     # No session made; in flight while reading; the bell only once the entry is committed.
     assert happened == [("read", 1), "entry committed", "bell"]
     assert service.quiet.in_flight == 0
     assert (await _lookup_entries(pg_bot))[len(before):] == [("SGT0001", "flags.lookup", [ALPHA])]
+
+
+@contextmanager
+def _bell_noted(connections: LookupConnections, happened: list[Any]) -> Iterator[None]:
+    """The sealer's bell of `connections`, noted in `happened` when it rings."""
+    ring = connections.after_audit
+    assert ring is not None
+
+    def noting() -> None:
+        happened.append("bell")
+        ring()
+
+    object.__setattr__(connections, "after_audit", noting)
+    try:
+        yield
+    finally:
+        object.__setattr__(connections, "after_audit", ring)
 
 
 def _noting(init: Any, made: list[Any]) -> Any:
@@ -233,22 +243,14 @@ async def test_sqlite_a_lone_lookup_is_one_transaction_on_the_writer_without_a_s
     def committed(_conn: Any) -> None:
         happened.append("commit")
 
-    ring = writer.after_audit
-    assert ring is not None
-
-    def noting_ring() -> None:
-        happened.append("bell")
-        ring()
-
     monkeypatch.setattr(commands, "requester_and_reference", noting_read)
     monkeypatch.setattr(AsyncSession, "__init__", _noting(AsyncSession.__init__, happened))
-    object.__setattr__(writer, "after_audit", noting_ring)
     event.listen(service.engine.sync_engine, "commit", committed)
     try:
-        message = await commands.flags_reply(bot_deps(service), SGT, ALPHA)
+        with _bell_noted(writer, happened):
+            message = await commands.flags_reply(bot_deps(service), SGT, ALPHA)
     finally:
         event.remove(service.engine.sync_engine, "commit", committed)
-        object.__setattr__(writer, "after_audit", ring)
         monkeypatch.undo()
     assert ALPHA in shown(message)
     assert happened == [("read", 1), "commit", "bell"]

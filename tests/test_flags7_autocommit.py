@@ -262,7 +262,7 @@ async def test_work_that_fails_writes_no_entry_and_an_entry_that_fails_is_no_ans
         raise RuntimeError("the database refused the entry")
 
     with monkeypatch.context() as patched:
-        patched.setattr(audit, "_write", refused)  # what record and record_on write with
+        patched.setattr(audit, "_write", refused)  # what record writes with, in a session or on a connection
         answer = await slash(pg_bot, "/flags", ALPHA, user=PC)
     assert answer["text"] == render.FAILURE and ALPHA not in shown(answer)
     _, entries = await _entries_after(pg_bot, last)

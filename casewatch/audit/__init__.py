@@ -26,11 +26,11 @@ from casewatch.store import sqlite_driver
 from casewatch.store.direct_read import raise_as_executed
 from casewatch.store.engine import mark_audited
 from casewatch.store.held import Compiled, compiled_statement, hold
+from casewatch.store.lookup_connections import Reads, connection_of
 from casewatch.store.models import AuditEntry, AuditNominal
 
 __all__ = [
-    "AuditSink", "Entry", "connection_sink", "hasher_for", "record", "record_many", "record_on",
-    "session_sink",
+    "AuditSink", "Entry", "connection_sink", "hasher_for", "record", "record_many", "session_sink",
 ]
 
 
@@ -135,7 +135,7 @@ _INSERT_NOMINALS_PG = text(
 
 
 async def record(
-    session: AsyncSession,
+    reads: Reads,
     ctx: Context,
     *,
     actor: str,
@@ -153,30 +153,15 @@ async def record(
 
     Inserted at once as Core on the session's connection, not through the ORM: cheaper than a
     flush on hot read paths (/flags), and the entry needs its id at once for its nominal index.
-    `direct` (a lookup's entry): handed to the driver itself where it can take it (_direct)."""
+    `direct` (a lookup's entry): handed to the driver itself where it can take it (_direct).
+    `reads` may be a connection a lookup holds without a session (store.lookup_connections): on one
+    whose every statement commits on its own (PostgreSQL's readers) the entry is committed when
+    this returns, else with the connection's transaction; its caller then tells the sealer
+    (LookupConnections.audited), as a session's commit does for an entry in the session."""
     values = _values(ctx, actor, action, subject, purpose, details, nominals)
-    await _write(await session.connection(), values, direct=direct)
-    mark_audited(session)
-
-
-async def record_on(
-    connection: AsyncConnection,
-    ctx: Context,
-    *,
-    actor: str,
-    action: str,
-    subject: str = "",
-    purpose: str = "",
-    details: Mapping[str, Any] | None = None,
-    nominals: Iterable[str] = (),
-) -> None:
-    """record(direct=True) on a connection a lookup holds without a session
-    (store.lookup_connections): on one whose every statement commits on its own (PostgreSQL's
-    readers) the entry, with its nominal index, is committed when this returns; else with the
-    connection's transaction. Its caller tells the sealer once it is committed
-    (LookupConnections.audited)."""
-    values = _values(ctx, actor, action, subject, purpose, details, nominals)
-    await _write(connection, values, direct=True)
+    await _write(await connection_of(reads), values, direct=direct)
+    if isinstance(reads, AsyncSession):
+        mark_audited(reads)
 
 
 async def _write(connection: AsyncConnection, values: dict[str, Any], *, direct: bool) -> None:
@@ -328,8 +313,8 @@ def session_sink(session: AsyncSession, ctx: Context, *, direct: bool = False) -
 
 
 def connection_sink(connection: AsyncConnection, ctx: Context) -> AuditSink:
-    """record_on() `connection`."""
-    sink: AuditSink = partial(record_on, connection, ctx)
+    """record() a lookup's entries on `connection` (direct: handed to the driver where it can)."""
+    sink: AuditSink = partial(record, connection, ctx, direct=True)
     return sink
 
 

@@ -1,7 +1,7 @@
 """Lookups on a pooled connection, without an ORM session around them.
 
 A /flags answer reads, then writes one audit entry. Its statements already go to the driver
-directly (store.direct_read, audit.record_on), so an ORM session around them did no work for them,
+directly (store.direct_read, audit.record), so an ORM session around them did no work for them,
 but its making, its transaction's bookkeeping and its closing (a task of its own) were a quarter of
 an answer's CPU on PostgreSQL and ~0.3 ms of a lone answer's on SQLite (bench/README.md, "/flags
 without an ORM session", fourteenth session). Here the answer holds a pooled connection instead,
