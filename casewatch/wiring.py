@@ -47,8 +47,9 @@ class Service:
     audit_bell: Bell = field(default_factory=Bell)
     # New alerts' deliveries, written claimed by this process's first delivery worker while it runs.
     handoff: Handoff | None = None
-    # For answers that only read (/flags): read-only sessions beside the writer (SQLite: their own
-    # connections), and the group commit their audit entries share.
+    # For answers that only read: an engine beside the writer (SQLite: read-only connections of
+    # their own; PostgreSQL: autocommit), sessions of it (the probation API's reads), and the
+    # group commit that SQLite's lookups' audit entries share.
     reader_engine: AsyncEngine | None = None
     readers: async_sessionmaker[AsyncSession] | None = None
     audit_batcher: AuditBatcher | None = None
