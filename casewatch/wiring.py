@@ -81,7 +81,8 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
     )
     ctx = Context(settings, clock or SystemClock())
     service = Service(ctx, engine, sessions, bell, audit_bell, handoff=handoff)
-    service.quiet.watch(sessions)
+    quiet = service.quiet
+    quiet.watch(sessions)
     if is_sqlite(settings.database.url):
         # SQLite has one writer connection: lookups read beside it and share its commits. On
         # PostgreSQL the pool already reads beside writers, and one transaction a lookup (read and
@@ -89,7 +90,6 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
         service.reader_engine = make_reader_engine(engine, pool_size=settings.database.reader_pool_size)
         service.readers = make_sessionmaker(service.reader_engine)
         service.audit_batcher = AuditBatcher(sessions, ctx)
-        quiet = service.quiet
         service.lookup_readers = LookupConnections(service.reader_engine, in_flight=quiet)
         service.lookup_writer = LookupConnections(engine, after_audit=audit_bell.ring, in_flight=quiet)
     else:
@@ -98,10 +98,10 @@ async def create_service(settings: Settings, clock: Clock | None = None) -> Serv
         service.reader_engine = make_reader_engine(engine, pool_size=settings.database.pool_size)
         service.readers = make_sessionmaker(service.reader_engine, after_audit_commit=audit_bell.ring)
         service.lookup_readers = LookupConnections(
-            service.reader_engine, after_audit=audit_bell.ring, in_flight=service.quiet
+            service.reader_engine, after_audit=audit_bell.ring, in_flight=quiet
         )
     if service.readers is not None:
-        service.quiet.watch(service.readers)
+        quiet.watch(service.readers)
     service.app = build_app(service)
     return service
 
