@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.migrate import upgrade
 from tests.support.leaks import left_open, track_transports
+from tests.support.pg_admin import AdminLink
 from tests.support.pg_pool import PgPool
 
 track_transports()
@@ -91,13 +91,12 @@ def _need_postgres() -> None:
         pytest.skip("no PostgreSQL server (set TEST_PG_URL, or run scripts/test)")
 
 
+_ADMIN = AdminLink(PG_URL)
+
+
 async def _pg_admin(sql: str) -> None:
-    engine = make_engine(PG_URL).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+    """One statement on the server's maintenance database, outside a transaction."""
+    await _ADMIN.execute(sql)
 
 
 def pg_database_url(name: str) -> str:
@@ -152,6 +151,10 @@ def pg_pool(pg_template: str) -> Iterator[PgPool]:
     _POOLS.append(pool)
     yield pool
     asyncio.run(pool.drop_all())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _ADMIN.close()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

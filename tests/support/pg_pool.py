@@ -28,7 +28,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from casewatch.store.engine import make_engine
 
@@ -365,7 +366,9 @@ class PgPool:
     async def _reset(self, name: str) -> bool:
         expected = self.expected
         assert expected is not None
-        engine = make_engine(self.url_of(name)).execution_options(isolation_level="AUTOCOMMIT")
+        # A plain engine, without the service's connect-time set-up (make_engine's): one
+        # connection, used once.
+        engine = create_async_engine(self.url_of(name), poolclass=NullPool, isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as conn:
                 if (await conn.execute(text(_END_OTHER_SESSIONS))).scalar_one() != 0:
