@@ -1,12 +1,15 @@
 """Recording outcomes in fewer statements (eighth session, issue 17): each sent message's thread
 written in one upsert instead of a read and an insert. The same deliveries, attempts, threads and
 audit entries in a batch as recording each outcome alone; a Slack thread takes a new ts when it
-differs, an email thread keeps its first Message-ID.
+differs, an email thread keeps its first Message-ID. Since the fifteenth session a batch reads its
+rows with their alerts in one statement before recording (not each by its key), and writes its
+threads and audit entries together.
 Real SQLite and PostgreSQL, two fresh databases a run."""
 
 from __future__ import annotations
 
 import random
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -24,13 +27,22 @@ from tests.test_delivery_support import clock_of, make_ctx, make_settings, open_
 REFS = ("VS-0000001", "VS-0000002", "VS-0000003")
 
 
-async def _scenario(url: str, *, batched: bool) -> tuple[dict[str, Any], list[int]]:
+ALL_SENT: list[Outcome] = [Sent(f"new-{i}") for i in range(1, 7)]
+
+
+async def _scenario(
+    url: str, *, batched: bool, outcomes: list[Outcome] | None = None
+) -> tuple[dict[str, Any], list[int]]:
     """Three alerts, two deliveries each (Slack channel, SPOC inbox), all claimed; the first alert's
     threads already exist (a Slack ts and a Message-ID that differ from what is sent now). Then the
     six outcomes (sent, sent, a retry, a permanent failure, sent, sent) recorded in one batch or one
     at a time. What the database holds afterwards, and the statements each record took."""
     engine = make_engine(url)
     statements: list[int] = []
+    gets: list[bool] = []
+    upserts: list[bool] = []
+    entries: list[bool] = []
+    loads: list[bool] = []
     try:
         settings = make_settings(delivery=DELIVERY)
         ctx = make_ctx(settings)
@@ -46,20 +58,26 @@ async def _scenario(url: str, *, batched: bool) -> tuple[dict[str, Any], list[in
             for d in (await session.execute(first)).scalars():
                 session.add(AlertThread(alert_id=alerts[0], channel=d.channel, target=d.target,
                                         external_ref=f"old-{d.channel}", created_at=ctx.clock.now()))
-        outcomes: list[Outcome] = [Sent("new-1"), Sent("new-2"), Retryable("busy"), Permanent("refused"),
-                                   Sent("new-5"), Sent("new-6")]
+        outcomes = outcomes or [Sent("new-1"), Sent("new-2"), Retryable("busy"), Permanent("refused"),
+                                Sent("new-5"), Sent("new-6")]
         results: list[Result] = [(_claimed(r), outcome, 3) for r, outcome in zip(rows, outcomes, strict=True)]
         count = [0]
 
         def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
             count[0] += "FROM alert_threads" in statement  # the thread's read before its write
+            one_row = re.search(r"FROM (deliveries|alerts)\s+WHERE (deliveries|alerts)\.id = ", statement)
+            gets.append(one_row is not None)  # a row read by its key (session.get), not the batch's read
+            upserts.append(statement.startswith("INSERT INTO alert_threads"))
+            loads.append("FROM deliveries LEFT OUTER JOIN alerts" in statement)
+            entries.append("INSERT INTO audit_log" in statement)
 
         event.listen(engine.sync_engine, "before_cursor_execute", counted)
         for batch in [results] if batched else [[r] for r in results]:
             before = count[0]
             await worker._record_many(batch)
             statements.append(count[0] - before)
-        return await _state(sessions, alerts), statements
+        counts = [sum(loads), sum(entries), sum(upserts), sum(gets)]
+        return await _state(sessions, alerts), [*statements, *counts]
     finally:
         await engine.dispose()
 
@@ -116,4 +134,37 @@ async def test_a_batch_records_what_each_outcome_alone_records(two_urls: tuple[s
     assert by_alert[("alert-0", "email")] == "old-email"  # an email thread keeps its first Message-ID
     assert by_alert[("alert-2", "email")] == "new-5" and by_alert[("alert-2", "slack")] == "new-6"
     assert ("alert-1", "slack") not in by_alert and ("alert-1", "email") not in by_alert  # not sent
+    *batched_statements, _, _, batched_upserts, batched_gets = batched_statements
+    *alone_statements, _, _, alone_upserts, alone_gets = alone_statements
     assert sum(batched_statements) == sum(alone_statements) == 0  # one upsert a thread, no read
+    # Four sent messages: alone, an upsert each; in the batch, one executemany a channel kind
+    # (fifteenth session) at the dead letter in the middle (the two sent before it, a Slack one and
+    # an email) and one a kind at the end (the two after it).
+    assert (alone_upserts, batched_upserts) == (4, 4)
+    # Each outcome's row and alert are read before it is recorded, with the batch's others (one
+    # statement a batch, fifteenth session), not by key; the dead letter's fallback reads one row
+    # by key either way.
+    assert (alone_gets, batched_gets) == (1, 1)
+
+
+async def test_a_batch_of_sent_messages_writes_its_threads_and_entries_together(
+    two_urls: tuple[str, str],  # noqa: F811
+) -> None:
+    """Six messages sent (three alerts, a Slack post and an email each; the first alert's threads
+    exist): the same rows either way; alone, every message reads its row with its alert and writes
+    its thread and its audit entry; the batch reads all rows with their alerts in one statement,
+    writes the threads in one executemany a channel kind and the entries in one statement."""
+    batched, (*_, batched_loads, batched_entries, batched_upserts, batched_gets) = await _scenario(
+        two_urls[0], batched=True, outcomes=ALL_SENT)
+    alone, (*_, alone_loads, alone_entries, alone_upserts, alone_gets) = await _scenario(
+        two_urls[1], batched=False, outcomes=ALL_SENT)
+    assert batched == alone
+    assert [d["state"] for d in alone["deliveries"]] == ["sent"] * 6
+    sent = [e["action"] for e in alone["audit"] if e["action"].startswith("delivery.")]
+    assert sent == ["delivery.sent"] * 6
+    by_alert = {(t[0], t[1]): t[3] for t in alone["threads"]}
+    assert len(by_alert) == 6 and by_alert[("alert-0", "email")] == "old-email"
+    assert by_alert[("alert-0", "slack")].startswith("new-")  # the Slack thread takes the new ts
+    assert (alone_loads, batched_loads) == (6, 1) and alone_gets == batched_gets == 0
+    assert (alone_upserts, batched_upserts) == (6, 2)
+    assert (alone_entries, batched_entries) == (6, 1)
