@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -29,20 +30,25 @@ REFS = ("VS-0000001", "VS-0000002", "VS-0000003")
 
 ALL_SENT: list[Outcome] = [Sent(f"new-{i}") for i in range(1, 7)]
 
+STATEMENT_KINDS = {
+    "thread_reads": r"FROM alert_threads",  # a thread read before its write
+    "gets": r"FROM (deliveries|alerts)\s+WHERE (deliveries|alerts)\.id = ",  # a row by its key (session.get)
+    "loads": r"FROM deliveries LEFT OUTER JOIN alerts",  # the batch's rows with their alerts
+    "upserts": r"^INSERT INTO alert_threads",
+    "entries": r"INSERT INTO audit_log",
+}
+
 
 async def _scenario(
     url: str, *, batched: bool, outcomes: list[Outcome] | None = None
-) -> tuple[dict[str, Any], list[int]]:
+) -> tuple[dict[str, Any], Counter[str]]:
     """Three alerts, two deliveries each (Slack channel, SPOC inbox), all claimed; the first alert's
-    threads already exist (a Slack ts and a Message-ID that differ from what is sent now). Then the
-    six outcomes (sent, sent, a retry, a permanent failure, sent, sent) recorded in one batch or one
-    at a time. What the database holds afterwards, and the statements each record took."""
+    threads already exist (a Slack ts and a Message-ID that differ from what is sent now). Then six
+    outcomes (by default sent, sent, a retry, a permanent failure, sent, sent) recorded in one batch
+    or one at a time. What the database holds afterwards, and the statements recording sent, by kind
+    (STATEMENT_KINDS)."""
     engine = make_engine(url)
-    statements: list[int] = []
-    gets: list[bool] = []
-    upserts: list[bool] = []
-    entries: list[bool] = []
-    loads: list[bool] = []
+    seen: Counter[str] = Counter()
     try:
         settings = make_settings(delivery=DELIVERY)
         ctx = make_ctx(settings)
@@ -61,23 +67,14 @@ async def _scenario(
         outcomes = outcomes or [Sent("new-1"), Sent("new-2"), Retryable("busy"), Permanent("refused"),
                                 Sent("new-5"), Sent("new-6")]
         results: list[Result] = [(_claimed(r), outcome, 3) for r, outcome in zip(rows, outcomes, strict=True)]
-        count = [0]
-
         def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            count[0] += "FROM alert_threads" in statement  # the thread's read before its write
-            one_row = re.search(r"FROM (deliveries|alerts)\s+WHERE (deliveries|alerts)\.id = ", statement)
-            gets.append(one_row is not None)  # a row read by its key (session.get), not the batch's read
-            upserts.append(statement.startswith("INSERT INTO alert_threads"))
-            loads.append("FROM deliveries LEFT OUTER JOIN alerts" in statement)
-            entries.append("INSERT INTO audit_log" in statement)
+            seen.update(kind for kind, pattern in STATEMENT_KINDS.items() if re.search(pattern, statement))
 
         event.listen(engine.sync_engine, "before_cursor_execute", counted)
         for batch in [results] if batched else [[r] for r in results]:
-            before = count[0]
             await worker._record_many(batch)
-            statements.append(count[0] - before)
-        counts = [sum(loads), sum(entries), sum(upserts), sum(gets)]
-        return await _state(sessions, alerts), [*statements, *counts]
+        event.remove(engine.sync_engine, "before_cursor_execute", counted)  # not _state's reads
+        return await _state(sessions, alerts), seen
     finally:
         await engine.dispose()
 
@@ -118,8 +115,8 @@ async def _state(sessions: async_sessionmaker[AsyncSession], alerts: list[str]) 
 
 
 async def test_a_batch_records_what_each_outcome_alone_records(two_urls: tuple[str, str]) -> None:  # noqa: F811
-    batched, batched_statements = await _scenario(two_urls[0], batched=True)
-    alone, alone_statements = await _scenario(two_urls[1], batched=False)
+    batched, batched_sent = await _scenario(two_urls[0], batched=True)
+    alone, alone_sent = await _scenario(two_urls[1], batched=False)
     assert batched == alone
     # What was recorded, so that the comparison is not of two wrong records.
     states = [d["state"] for d in alone["deliveries"]]
@@ -134,17 +131,15 @@ async def test_a_batch_records_what_each_outcome_alone_records(two_urls: tuple[s
     assert by_alert[("alert-0", "email")] == "old-email"  # an email thread keeps its first Message-ID
     assert by_alert[("alert-2", "email")] == "new-5" and by_alert[("alert-2", "slack")] == "new-6"
     assert ("alert-1", "slack") not in by_alert and ("alert-1", "email") not in by_alert  # not sent
-    *batched_statements, _, _, batched_upserts, batched_gets = batched_statements
-    *alone_statements, _, _, alone_upserts, alone_gets = alone_statements
-    assert sum(batched_statements) == sum(alone_statements) == 0  # one upsert a thread, no read
+    assert batched_sent["thread_reads"] == alone_sent["thread_reads"] == 0  # one upsert a thread, no read
     # Four sent messages: alone, an upsert each; in the batch, one executemany a channel kind
     # (fifteenth session) at the dead letter in the middle (the two sent before it, a Slack one and
     # an email) and one a kind at the end (the two after it).
-    assert (alone_upserts, batched_upserts) == (4, 4)
+    assert (alone_sent["upserts"], batched_sent["upserts"]) == (4, 4)
     # Each outcome's row and alert are read before it is recorded, with the batch's others (one
     # statement a batch, fifteenth session), not by key; the dead letter's fallback reads one row
     # by key either way.
-    assert (alone_gets, batched_gets) == (1, 1)
+    assert (alone_sent["gets"], batched_sent["gets"]) == (1, 1)
 
 
 async def test_a_batch_of_sent_messages_writes_its_threads_and_entries_together(
@@ -154,10 +149,8 @@ async def test_a_batch_of_sent_messages_writes_its_threads_and_entries_together(
     exist): the same rows either way; alone, every message reads its row with its alert and writes
     its thread and its audit entry; the batch reads all rows with their alerts in one statement,
     writes the threads in one executemany a channel kind and the entries in one statement."""
-    batched, (*_, batched_loads, batched_entries, batched_upserts, batched_gets) = await _scenario(
-        two_urls[0], batched=True, outcomes=ALL_SENT)
-    alone, (*_, alone_loads, alone_entries, alone_upserts, alone_gets) = await _scenario(
-        two_urls[1], batched=False, outcomes=ALL_SENT)
+    batched, batched_sent = await _scenario(two_urls[0], batched=True, outcomes=ALL_SENT)
+    alone, alone_sent = await _scenario(two_urls[1], batched=False, outcomes=ALL_SENT)
     assert batched == alone
     assert [d["state"] for d in alone["deliveries"]] == ["sent"] * 6
     sent = [e["action"] for e in alone["audit"] if e["action"].startswith("delivery.")]
@@ -165,6 +158,7 @@ async def test_a_batch_of_sent_messages_writes_its_threads_and_entries_together(
     by_alert = {(t[0], t[1]): t[3] for t in alone["threads"]}
     assert len(by_alert) == 6 and by_alert[("alert-0", "email")] == "old-email"
     assert by_alert[("alert-0", "slack")].startswith("new-")  # the Slack thread takes the new ts
-    assert (alone_loads, batched_loads) == (6, 1) and alone_gets == batched_gets == 0
-    assert (alone_upserts, batched_upserts) == (6, 2)
-    assert (alone_entries, batched_entries) == (6, 1)
+    assert (alone_sent["loads"], batched_sent["loads"]) == (6, 1)
+    assert alone_sent["gets"] == batched_sent["gets"] == 0
+    assert (alone_sent["upserts"], batched_sent["upserts"]) == (6, 2)
+    assert (alone_sent["entries"], batched_sent["entries"]) == (6, 1)
