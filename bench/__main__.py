@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.dataset import Sizes
 from bench.harness import Options, run_all
+from bench.multi import SHARE_CORES
 
 
 def parse(argv: list[str] | None = None) -> Options:
@@ -29,6 +30,9 @@ def parse(argv: list[str] | None = None) -> Options:
     p.add_argument("--audit-entries", type=int, default=0, help="audit writes a level and mode (20000)")
     p.add_argument("--e2e-alerts", type=int, default=0, help="e2e border checks (300; quick 20)")
     p.add_argument("--out", default=str(Path(__file__).parent / "out"), help="where the JSON goes")
+    p.add_argument("--multi-share", type=float, default=SHARE_CORES,
+                   help=f"multi: each process's share of a core in the fixed-share phases, 0 for none "
+                        f"(default {SHARE_CORES})")
     p.add_argument("--pg-url", default="", help="use this (empty) PostgreSQL database instead of pg-temp")
     args = p.parse_args(argv)
     base = Sizes.quick() if args.quick else Sizes()
@@ -40,7 +44,7 @@ def parse(argv: list[str] | None = None) -> Options:
         sizes=sizes, quick=args.quick, databases=["sqlite", "postgres"] if args.db == "both" else [args.db],
         requests=args.requests or (100 if args.quick else 1000),
         only=[x for x in args.only.split(",") if x], out=Path(args.out), pg_url=args.pg_url,
-        audit_entries=args.audit_entries, e2e_alerts=args.e2e_alerts,
+        audit_entries=args.audit_entries, e2e_alerts=args.e2e_alerts, multi_share=args.multi_share,
     )
 
 

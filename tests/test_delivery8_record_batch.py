@@ -3,7 +3,8 @@ written in one upsert instead of a read and an insert. The same deliveries, atte
 audit entries in a batch as recording each outcome alone; a Slack thread takes a new ts when it
 differs, an email thread keeps its first Message-ID. Since the fifteenth session a batch reads its
 rows with their alerts in one statement before recording (not each by its key), and writes its
-threads and audit entries together.
+threads and audit entries together; on PostgreSQL that read locks the rows, so a lease lapsing
+mid-batch cannot hand a row to another claim under the batch (sixteenth session's review).
 Real SQLite and PostgreSQL, two fresh databases a run."""
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from casewatch.delivery import worker as worker_module
+from casewatch.delivery.claim import claim_rows
 from casewatch.delivery.notifier import Outcome, Permanent, Retryable, Sent
 from casewatch.delivery.worker import DeliveryWorker, Result, _claimed
 from casewatch.store.engine import make_engine, make_sessionmaker
@@ -162,3 +166,56 @@ async def test_a_batch_of_sent_messages_writes_its_threads_and_entries_together(
     assert alone_sent["gets"] == batched_sent["gets"] == 0
     assert (alone_sent["upserts"], batched_sent["upserts"]) == (6, 2)
     assert (alone_sent["entries"], batched_sent["entries"]) == (6, 1)
+
+
+@pytest.mark.postgres
+async def test_a_lease_lapsing_mid_batch_does_not_hand_a_batch_row_to_another_claim(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two alerts, four rows claimed by w-0; a batch records two of them (A first, then B), both
+    refused for good. While A's dead letter is reported, another process's claim runs with every
+    lease lapsed. It takes the two rows outside the batch, and neither A nor B: the batch's read
+    locked them. So B is recorded as w-0's (dead), and no other worker holds it. Without the lock
+    the claim took B, and the batch then dead-lettered a row another worker was sending."""
+    engine, other = make_engine(pg_url), make_engine(pg_url)
+    try:
+        settings = make_settings(delivery=DELIVERY)
+        ctx = make_ctx(settings)
+        sessions = make_sessionmaker(engine)
+        await setup_directory(sessions, settings)
+        for ref in REFS[:2]:
+            await open_test_alert(sessions, ctx, visor_ref=ref)
+        clock_of(ctx).advance(timedelta(seconds=1))
+        worker = DeliveryWorker(sessions, ctx, {}, worker_id="w-0", rng=random.Random(8))
+        rows = sorted(await worker._claim(), key=lambda r: r.id)
+        assert len(rows) == 4
+        a, b = rows[0], rows[3]
+        lapsed = max(r.claimed_until for r in rows) + timedelta(seconds=1)
+        taken: list[int] = []
+        real_report_dead = worker_module._report_dead
+
+        async def report_dead_while_another_claims(*args: Any, **kwargs: Any) -> None:
+            if not taken:
+                async with make_sessionmaker(other).begin() as session:
+                    claimed = await claim_rows(session, "w-other", lapsed, lapsed + timedelta(seconds=60), 10)
+                taken.extend(r.id for r in claimed)
+            await real_report_dead(*args, **kwargs)
+
+        monkeypatch.setattr(worker_module, "_report_dead", report_dead_while_another_claims)
+        await worker._record_many([(_claimed(row), Permanent("refused"), 3) for row in (a, b)])
+
+        assert sorted(taken) == [rows[1].id, rows[2].id]  # the claim ran, and took what it may
+        async with sessions() as session:
+            states = {
+                r.id: (r.state, r.claimed_by)
+                for r in (await session.execute(select(Delivery).order_by(Delivery.id))).scalars()
+            }
+            b_attempts = (await session.execute(
+                select(DeliveryAttempt.outcome).where(DeliveryAttempt.delivery_id == b.id)
+            )).scalars().all()
+        assert states[a.id] == ("dead", None) and states[b.id] == ("dead", None)
+        assert states[rows[1].id] == states[rows[2].id] == ("sending", "w-other")
+        assert b_attempts == ["dead"]
+    finally:
+        await engine.dispose()
+        await other.dispose()

@@ -708,10 +708,18 @@ async def _load_rows(session: AsyncSession, delivery_ids: list[int]) -> list[obj
     """A batch's outbox rows and their alerts, in one statement, for `_record`'s session.get to
     find in the session instead of reading them one by one (two statements a message). Returned
     to be held while the batch is recorded: the session keeps an unchanged object only while
-    something else refers to it."""
+    something else refers to it.
+
+    On PostgreSQL the outbox rows are locked as they are read (in id order), so that whether each
+    is still this worker's (holds_row) stays true until the batch commits: another process's
+    claim of a row whose lease lapsed meanwhile skips it (claim_rows: SKIP LOCKED) instead of
+    taking it over under a batch that then overwrites its claim. On SQLite the batch's BEGIN
+    IMMEDIATE already keeps every other writer out."""
     stmt = (
         select(Delivery, Alert).outerjoin(Alert, Alert.id == Delivery.alert_id)
         .where(Delivery.id.in_(delivery_ids))
+        .order_by(Delivery.id)
+        .with_for_update(of=Delivery)
     )
     return [found for row in (await session.execute(stmt)).all() for found in row if found is not None]
 

@@ -1,0 +1,59 @@
+"""bench.cpu_share: a process put in a share gets no more CPU than the share, and the group goes
+away afterwards (bench.multi's fixed-share phases rest on it). Needs root and cgroup v1's cpu
+controller, as on the project's machines; skipped, with the reason, anywhere else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import cpu_share
+
+BUSY = "while True: pass"
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cores_used(proc: subprocess.Popen[bytes], seconds: float) -> float:
+    before, started = _cpu_seconds(proc.pid), time.monotonic()
+    time.sleep(seconds)
+    return (_cpu_seconds(proc.pid) - before) / (time.monotonic() - started)
+
+
+def test_a_busy_process_in_a_share_gets_the_share_and_no_more() -> None:
+    if why := cpu_share.unavailable():
+        pytest.skip(why)
+    share = cpu_share.CpuShare(0.2)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY])  # noqa: S603 (our own interpreter)
+    try:
+        free = _cores_used(busy, 0.5)  # before it is put in the share: as much as it can get
+        share.add(busy.pid)
+        held = _cores_used(busy, 1.5)
+        assert held <= 0.2 + 0.05, held
+        assert held < free / 2, (held, free)  # the share, not a busy machine, held it back
+        assert share.throttled_us() > 0
+    finally:
+        busy.kill()
+        busy.wait()
+        share.remove()
+    assert not share.path.exists()
+
+
+def test_a_share_outside_what_the_machine_has_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        cpu_share.CpuShare(0.0, root=tmp_path)
+    with pytest.raises(ValueError, match="outside"):
+        cpu_share.CpuShare((os.cpu_count() or 1) + 1, root=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing made
+
+
+def test_unavailable_says_why_without_a_cpu_controller(tmp_path: Path) -> None:
+    assert cpu_share.unavailable(tmp_path) == f"no cgroup v1 cpu controller at {tmp_path}"
