@@ -24,11 +24,16 @@ PERIOD_US = 100_000  # the kernel's default CFS period
 
 
 def unavailable(root: Path = ROOT) -> str | None:
-    """Why a share cannot be made here, or None."""
+    """Why a share cannot be made here, or None: one is made and removed to find out (a
+    container may show the controller writable and still refuse a group or its quota)."""
     if not (root / "cpu.cfs_quota_us").exists():
         return f"no cgroup v1 cpu controller at {root}"
     if not os.access(root, os.W_OK):
         return f"{root} is not writable (needs root)"
+    try:
+        CpuShare(0.5, root).remove()
+    except OSError as error:
+        return f"a cgroup under {root} was refused: {error.strerror or error}"
     return None
 
 
@@ -41,8 +46,12 @@ class CpuShare:
         self.cores = cores
         self.path = root / f"casewatch-bench-{uuid.uuid4().hex[:12]}"
         self.path.mkdir()
-        (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-        (self.path / "cpu.cfs_quota_us").write_text(str(round(cores * PERIOD_US)))
+        try:
+            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(round(cores * PERIOD_US)))
+        except OSError:
+            self.path.rmdir()
+            raise
 
     def add(self, pid: int) -> None:
         """Move the process `pid` (all its threads, and children it starts later) into the share."""
