@@ -61,7 +61,6 @@ def test_unavailable_says_why_without_a_cpu_controller(tmp_path: Path) -> None:
     assert cpu_share.unavailable(tmp_path) == f"no cgroup v1 cpu controller at {tmp_path}"
 
 
-
 def test_unavailable_says_why_when_the_group_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
