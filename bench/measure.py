@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 
@@ -65,6 +67,14 @@ def peak_rss_mb(children: bool = False) -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
     scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return round(usage.ru_maxrss / scale, 1)
+
+
+def process_cpu_seconds(pid: int, *, reaped_children: bool = False) -> float:
+    """CPU seconds (user and system) of the process `pid`, or of its children it has waited for,
+    from /proc/PID/stat (Linux); OSError once the process is gone."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    first = 13 if reaped_children else 11  # cutime, cstime; or utime, stime (fields 14-17 of stat)
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
 def ratio(value: float, baseline: float) -> float | None:

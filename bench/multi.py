@@ -37,7 +37,7 @@ from bench import cpu_share
 from bench.cases import _event, events_signed, flags_body, slack_signed
 from bench.dataset import BOT_TOKEN, SIGNING_SECRET, Sizes, settings_dict, visor_ref, write_toml
 from bench.loadgen import Request, closed_loop_remote
-from bench.measure import ratio
+from bench.measure import process_cpu_seconds, ratio
 from casewatch.store.engine import make_engine
 from casewatch.store.models import AuditEntry, Delivery, JobRun
 from integrations.mail_sink import MailSink
@@ -109,10 +109,9 @@ class ServeProcess:
         if self.proc is None:
             return 0.0
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return process_cpu_seconds(self.proc.pid)
         except OSError:
             return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 
 from bench.dataset import NOW, Sizes, settings_dict, write_toml
 from bench.harness import prepare
+from bench.measure import process_cpu_seconds
 from casewatch.store.engine import make_engine
 
 # The child: the CLI as `casewatch scan` runs it, then its own CPU time and peak memory.
@@ -105,9 +106,7 @@ def _server_cpu(pg_data: str) -> float:
     if not pg_data:
         return 0.0
     pid = (Path(pg_data) / "postmaster.pid").read_text().split()[0]
-    fields = (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[13]) + int(fields[14])) / ticks  # cutime, cstime
+    return process_cpu_seconds(int(pid), reaped_children=True)
 
 
 def scan(

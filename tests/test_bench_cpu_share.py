@@ -15,19 +15,15 @@ from typing import Any
 import pytest
 
 from bench import cpu_share
+from bench.measure import process_cpu_seconds
 
 BUSY = "while True: pass"
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cores_used(proc: subprocess.Popen[bytes], seconds: float) -> float:
-    before, started = _cpu_seconds(proc.pid), time.monotonic()
+    before, started = process_cpu_seconds(proc.pid), time.monotonic()
     time.sleep(seconds)
-    return (_cpu_seconds(proc.pid) - before) / (time.monotonic() - started)
+    return (process_cpu_seconds(proc.pid) - before) / (time.monotonic() - started)
 
 
 def test_a_busy_process_in_a_share_gets_the_share_and_no_more() -> None:
