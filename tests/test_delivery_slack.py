@@ -94,6 +94,25 @@ async def test_messages_to_one_channel_are_paced(sessions: Sessions, slack: Slac
     assert sleep.waits == [1.0, 1.0]  # about one message a second to one channel
 
 
+async def test_a_send_woken_late_does_not_let_the_next_follow_it_closer_than_the_pace(
+    sessions: Sessions, slack: SlackStandIn
+) -> None:
+    """The pace counts from when a send started, not from the slot it was given: a task woken
+    0.3 s late (a busy machine) sends at 1.3 s, and the next waits a whole second from there (it
+    waited 0.7 s before, and reached Slack 0.7 s after the one before it)."""
+    ctx = _ctx(slack, routing={"routes": {"travel.unnotified": ["team_channel"]}})
+    await setup_directory(sessions, ctx.settings)
+    for n in range(3):
+        await open_test_alert(sessions, ctx, visor_ref=f"VS-000000{n}")
+    worker, sleep = make_worker(sessions, ctx)
+    sleep.late = 0.3
+
+    await worker.run_until_idle()
+
+    assert len(slack.calls_to("chat.postMessage")) == 3
+    assert sleep.waits == [1.0, 1.0]
+
+
 async def test_429_retry_after_is_honoured(sessions: Sessions, slack: SlackStandIn) -> None:
     ctx = _ctx(slack, routing={"routes": {"travel.unnotified": ["team_channel"]}})
     await setup_directory(sessions, ctx.settings)

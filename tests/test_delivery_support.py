@@ -82,15 +82,17 @@ def clock_of(ctx: Context) -> FixedClock:
 
 
 class ClockSleep:
-    """An injected sleep: records how long it was asked to wait and moves the fixed clock."""
+    """An injected sleep: records how long it was asked to wait and moves the fixed clock (by
+    `late` seconds more: a task woken late, as on a busy machine)."""
 
     def __init__(self, clock: FixedClock) -> None:
         self.clock = clock
         self.waits: list[float] = []
+        self.late = 0.0
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
-        self.clock.advance(timedelta(seconds=seconds))
+        self.clock.advance(timedelta(seconds=seconds + self.late))
 
 
 def make_worker(

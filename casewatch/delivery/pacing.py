@@ -89,6 +89,15 @@ class Pacer:
         self._next[key] = ready + timedelta(seconds=interval)
         return (ready - now).total_seconds()
 
+    def started(self, key: Destination, at: datetime, interval: float) -> None:
+        """A send to the destination starts now: the next one waits its interval from here, not
+        from the slot this one was given (a send started late, its task woken late or its lease
+        checked, must not let the next one follow it closer than the interval)."""
+        after = at + timedelta(seconds=interval)
+        current = self._next.get(key)
+        if current is None or after > current:
+            self._next[key] = after
+
     def block(self, key: Destination, until: datetime) -> None:
         """The destination asked us to hold off (HTTP 429 with Retry-After)."""
         current = self._next.get(key)

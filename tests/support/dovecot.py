@@ -7,6 +7,7 @@ they fail instead.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import re
@@ -120,7 +121,14 @@ async def imap_client(server: Dovecot, mailbox: str = "INBOX") -> AsyncIterator[
         assert (await client.select(mailbox)).result == "OK"
         yield client
     finally:
-        await client.logout()
+        try:
+            await client.logout()
+        finally:
+            # LOGOUT's answer comes before the server hangs up: close our end, and let the loop run
+            # once so the socket is shut before the test's loop can close (tests/support/leaks.py).
+            if client.protocol.transport is not None:
+                client.protocol.transport.close()
+            await asyncio.sleep(0)
 
 
 async def create_mailbox(server: Dovecot, mailbox: str) -> None:
