@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import struct
@@ -135,6 +136,17 @@ class Recorder:
     apart: list[tuple[float, float, bool]] = field(default_factory=list)  # checkpointer: start, s, restart
     disk: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
     stop_watchdog: threading.Event = field(default_factory=threading.Event)
+    collections: list[tuple[float, int, float]] = field(default_factory=list)  # gc: start, generation, s
+    _gc_started: float = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """A gc.callbacks hook: each collection of this process, its generation and how long it took
+        (the loop is held for all of it)."""
+        if phase == "start":
+            self._gc_started = time.monotonic()
+        else:
+            took = time.monotonic() - self._gc_started
+            self.collections.append((self._gc_started, int(info["generation"]), took))
 
     def watchdog(self, every: float = 0.002, long: float = 0.008) -> None:
         """A thread: while a driver call has run `long` or more, sample its kernel stack (where it
@@ -324,6 +336,18 @@ def summarise(recorder: Recorder, origin: float, slow_ms: float) -> dict[str, An
             {"at_ms": round((at - origin) * 1000, 1), "late_ms": round(late * 1000, 1),
              "event": event_of(recorder, at)} for at, late in recorder.stalls if at >= origin
         ],
+        "collections": {
+            str(generation): {
+                "count": len(took), "ms": stats([Call("gc", "", 0.0, ran_s=t) for t in took], in_sqlite),
+            }
+            for generation in (0, 1, 2)
+            if (took := [t for at, g, t in recorder.collections if g == generation and at >= origin])
+        },
+        "long_collections": [
+            {"at_ms": round((at - origin) * 1000, 1), "generation": g, "ms": round(took * 1000, 2),
+             "event": event_of(recorder, at)}
+            for at, g, took in recorder.collections if at >= origin and took >= 0.005
+        ][:60],
         "sent": {"first_ms": round((recorder.sent[0] - origin) * 1000, 1) if recorder.sent else None,
                  "last_ms": round((recorder.sent[-1] - origin) * 1000, 1) if recorder.sent else None,
                  "count": len(recorder.sent)},
@@ -382,6 +406,7 @@ async def run(
         if checkpointer == "off" and wired is not None:
             cast(Any, wiring).start_wal_checkpoints = lambda *_args, **_kwargs: None
         undo = install(recorder)
+        gc.callbacks.append(recorder.on_gc)
         patched.create_service = traced_service
         watcher = asyncio.create_task(recorder.watch_loop())
         dog = threading.Thread(target=recorder.watchdog, name="commit-trace-watchdog", daemon=True)
@@ -391,6 +416,7 @@ async def run(
             result = await cases.bench_end_to_end(url, sizes, alerts, rate=rate, observe=observe)
         finally:
             recorder.stop_watchdog.set()
+            gc.callbacks.remove(recorder.on_gc)
             watcher.cancel()
             patched.create_service = make_service
             checkpoint.WalCheckpointer._checkpoint = timed_checkpoint  # type: ignore[method-assign]
