@@ -371,9 +371,13 @@ async def _settled(arming: asyncio.Task[bool]) -> bool:
     server stalling on MAIL FROM would otherwise hold close() for the client's timeout)."""
     if not arming.done():
         arming.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await arming
-    return not arming.cancelled()
+    # asyncio.wait, not await: the arming's own cancellation is expected, but a cancel of this
+    # task (the send's timeout, a stop) must reach the caller, not be taken for the arming's.
+    await asyncio.wait((arming,))
+    if arming.cancelled():
+        return False
+    arming.result()  # what the arming raised, raised here, as awaiting it did
+    return True
 
 
 async def _close(client: aiosmtplib.SMTP, arming: asyncio.Task[bool] | None = None) -> None:

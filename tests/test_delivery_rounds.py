@@ -13,7 +13,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +26,6 @@ from casewatch.clock import SystemClock
 from casewatch.config import Settings
 from casewatch.context import Context
 from casewatch.delivery import worker as worker_module
-from casewatch.delivery.notifier import Outbound, Outcome
 from casewatch.delivery.pacing import Pacer
 from casewatch.delivery.runner import start_delivery
 from casewatch.delivery.worker import ROUNDS_IN_FLIGHT, DeliveryWorker, _Recorder
@@ -317,14 +316,14 @@ async def _until(probe: Callable[[], Awaitable[bool]], within: float = 10.0) -> 
 
 
 async def test_two_workers_with_rounds_in_flight_send_everything_once(
-    engine: AsyncEngine, slack: SlackStandIn
+    engine: AsyncEngine, slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The service's shape (two workers sharing a pacer), small batches, paced channels, alerts
     arriving while rounds are in flight: every message is sent exactly once, none is lost, and a
     channel's messages go out one at a time, at least its interval apart.
 
-    "Go out" is when the worker hands a message to the notifier, on the pacer's clock: held to
-    the whole interval. Slack's receipts (the stand-in's, on this event loop) are held to half
+    "Go out" is when the worker starts a send, as it tells the pacer (on the pacer's clock): held
+    to the whole interval. Slack's receipts (the stand-in's, on this event loop) are held to half
     of it: with both cores busy elsewhere, a request has reached the stand-in 15 ms later than
     the next one. As in the service (casewatch.wiring), the notifiers are warmed up and the heap
     is frozen before delivery starts: a full collection of this test process's heap stalled the
@@ -334,14 +333,14 @@ async def test_two_workers_with_rounds_in_flight_send_everything_once(
                          escalation_tick_seconds=0)
     sessions, ctx, bell = await _world(engine, settings)
     notifiers = build_notifiers(settings)
-    starts: dict[str, list[float]] = {}
-    send = notifiers["slack"].send
+    starts: dict[str, list[datetime]] = {}
+    started = Pacer.started
 
-    async def send_timed(message: Outbound) -> Outcome:
-        starts.setdefault(message.target, []).append(ctx.clock.now().timestamp())
-        return await send(message)
+    def note_start(pacer: Pacer, key: tuple[str, str], at: datetime, interval: float) -> None:
+        starts.setdefault(key[1], []).append(at)
+        started(pacer, key, at, interval)
 
-    notifiers["slack"].send = send_timed  # type: ignore[method-assign]
+    monkeypatch.setattr(Pacer, "started", note_start)
     await warm_up(notifiers)
     stop = await start_delivery(sessions, ctx, notifiers, bell=bell)
     teams = [str(t["id"]) for t in TEAMS[:4]]
@@ -365,9 +364,10 @@ async def test_two_workers_with_rounds_in_flight_send_everything_once(
     refs = Counter(_ref_of(c) for c in posts)
     assert refs == Counter(f"VS-{n + 1:07d}" for n in range(alerts))
     for team in TEAMS[:4]:
-        started = starts[str(team["channel"])]
-        assert len(started) == alerts // 4
-        assert all(b - a >= interval - 1e-6 for a, b in zip(started, started[1:], strict=False)), started
+        begun = starts[str(team["channel"])]
+        assert len(begun) == alerts // 4
+        pace = timedelta(seconds=interval)
+        assert all(b - a >= pace for a, b in zip(begun, begun[1:], strict=False)), begun
         times = [c.at for c in _posts_to(slack, str(team["channel"]))]
         assert len(times) == alerts // 4
         assert all(b - a >= interval / 2 for a, b in zip(times, times[1:], strict=False)), times

@@ -486,11 +486,13 @@ class DeliveryWorker:
         notifier = self.notifiers.get(claimed.channel)
         if notifier is None:
             return Permanent(f"no notifier for channel {claimed.channel!r} (is it configured?)")
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
             # asyncio.timeout, not wait_for (a task of its own on 3.11): the send starts now, in
             # this task, at the moment the pacer counted it from.
             async with asyncio.timeout(self.config.send_timeout_seconds):
-                return await notifier.send(claimed.message)
+                outcome = await notifier.send(claimed.message)
         except TimeoutError:
             return Retryable(f"timed out after {self.config.send_timeout_seconds:g}s")
         except Exception as exc:  # a notifier bug or an unforeseen library error: retry, visibly
@@ -500,6 +502,12 @@ class DeliveryWorker:
                 type(exc).__name__,
             )
             return Retryable(f"notifier raised {type(exc).__name__}")
+        if task is not None and task.cancelling() > cancelling:
+            # This task was cancelled (a stop) and the notifier swallowed it: the stop goes on, as
+            # it did when wait_for ran the send in a task of its own; the row's lease then hands it
+            # on, maybe sent.
+            raise asyncio.CancelledError
+        return outcome
 
     async def _paced(self, seconds: float) -> None:
         """The pacing wait; run_forever's stop ends it early."""
