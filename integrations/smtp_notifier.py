@@ -120,7 +120,13 @@ class SmtpNotifier:
             if client is not None and not done:
                 client.close()  # failed or cut short: never reused, no QUIT to wait for
             elif client is not None and not self._keep(client, reused=reused):
-                await _close(client)
+                try:
+                    await _close(client)
+                except asyncio.CancelledError:
+                    # The relay took the message (DATA's 250): the send's timeout firing during the
+                    # QUIT after it must not make it a failure, sent again later. A stop's cancel is
+                    # ended by the worker (DeliveryWorker._send); _close dropped the connection.
+                    pass
         return Sent(message_id)
 
     def build(self, message: Outbound) -> EmailMessage:

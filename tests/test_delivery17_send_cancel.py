@@ -3,19 +3,29 @@ the pace counts from the moment it starts). A cancel of that task, a stop, must 
 notifier that swallows the cancel must not carry the round on into a recorder already cancelled
 (the round then never ends, nor the service's stop: review of the change). And the SMTP
 notifier's wait for an idle connection's MAIL FROM must not swallow its caller's cancel (the
-send's timeout, or a stop) with the one it gave the arming."""
+send's timeout, or a stop) with the one it gave the arming; but a mail the relay has taken stays
+sent when the timeout fires during the QUIT after it."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, cast
 
+import aiosmtplib
 import pytest
 
+from casewatch.config.sections import SmtpSection
 from casewatch.delivery.notifier import Outbound, Outcome, Sent
 from casewatch.delivery.worker import Claimed, DeliveryWorker
-from integrations.smtp_notifier import _settled
-from tests.test_delivery_support import T0, make_ctx, make_settings
+from integrations.mail_sink import MailSink
+from integrations.smtp_notifier import SmtpNotifier, _settled
+from tests.test_delivery_smtp import _outbound
+from tests.test_delivery_support import (
+    T0,
+    mail_fixture,  # noqa: F401 (the `mail` fixture)
+    make_ctx,
+    make_settings,
+)
 
 
 def _claimed() -> Claimed:
@@ -124,3 +134,36 @@ async def test_settled_says_whether_the_arming_was_answered_and_raises_what_it_r
     await asyncio.wait((broken,))
     with pytest.raises(RuntimeError, match="arming bug"):
         await _settled(broken)
+
+
+async def test_a_mail_the_relay_took_stays_sent_when_the_send_times_out_in_its_quit(
+    mail: MailSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection not kept is QUIT inside the send, after the relay answered DATA with 250: a
+    send timeout during that QUIT (a relay stalling on it) left the mail "timed out", and sent
+    again later (a second copy to the SPOC)."""
+    spoc = "north.spoc@force.example"
+    notifier = SmtpNotifier(
+        SmtpSection(host="127.0.0.1", port=mail.port, timeout_seconds=3), frozenset({spoc}), max_idle=0,
+    )
+    quitting = asyncio.Event()
+
+    async def stuck(self: aiosmtplib.SMTP, **_kw: object) -> None:
+        quitting.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(aiosmtplib.SMTP, "quit", stuck)
+    ctx = make_ctx(make_settings(delivery={"send_timeout_seconds": 1}))
+    worker = DeliveryWorker(cast(Any, None), ctx, {"email": notifier}, worker_id="w1")
+    message = _outbound(spoc)
+    try:
+        outcome = await asyncio.wait_for(
+            worker._send(Claimed(message.delivery_id, "email", spoc, T0, message)), 5
+        )
+    finally:
+        await notifier.close()
+    assert quitting.is_set()
+    assert isinstance(outcome, Sent), outcome
+    assert len(mail.messages) == 1
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
