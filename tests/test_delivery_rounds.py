@@ -323,11 +323,12 @@ async def test_two_workers_with_rounds_in_flight_send_everything_once(
     channel's messages go out one at a time, at least its interval apart.
 
     "Go out" is when the worker starts a send, as it tells the pacer (on the pacer's clock): held
-    to the whole interval. Slack's receipts (the stand-in's, on this event loop) are held to half
-    of it: with both cores busy elsewhere, a request has reached the stand-in 15 ms later than
-    the next one. As in the service (casewatch.wiring), the notifiers are warmed up and the heap
-    is frozen before delivery starts: a full collection of this test process's heap stalled the
-    loop for 100-150 ms, holding back the first request and not the next."""
+    to the whole interval. Slack's receipts (the stand-in's, on this event loop) are allowed 30 ms
+    less: with both cores busy elsewhere, a request has reached the stand-in up to 15 ms later
+    than the next one (receipts 87-99 ms apart at the closest in ten such runs). As in the
+    service (casewatch.wiring), the notifiers are warmed up and the heap is frozen before
+    delivery starts: a full collection of this test process's heap stalled the loop for 100-150
+    ms, holding back the first request and not the next."""
     interval = 0.1
     settings = _settings(slack, chat_interval_seconds=interval, batch_size=3, workers=2,
                          escalation_tick_seconds=0)
@@ -370,7 +371,7 @@ async def test_two_workers_with_rounds_in_flight_send_everything_once(
         assert all(b - a >= pace for a, b in zip(begun, begun[1:], strict=False)), begun
         times = [c.at for c in _posts_to(slack, str(team["channel"]))]
         assert len(times) == alerts // 4
-        assert all(b - a >= interval / 2 for a, b in zip(times, times[1:], strict=False)), times
+        assert all(b - a >= interval - 0.03 for a, b in zip(times, times[1:], strict=False)), times
 
 
 async def test_a_turn_cancelled_while_waiting_does_not_let_the_next_run_beside_an_earlier_one() -> None:
