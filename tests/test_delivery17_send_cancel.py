@@ -167,3 +167,19 @@ async def test_a_mail_the_relay_took_stays_sent_when_the_send_times_out_in_its_q
     assert len(mail.messages) == 1
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
+
+
+class SwallowsACancelThenFails(SwallowsACancel):
+    async def send(self, message: Outbound) -> Outcome:
+        await super().send(message)
+        raise OSError("connection reset")
+
+
+async def test_a_cancel_the_notifier_swallows_before_failing_still_ends_the_send() -> None:
+    notifier = SwallowsACancelThenFails()
+    send = asyncio.create_task(_worker(notifier)._send(_claimed()))
+    await asyncio.wait_for(notifier.sending.wait(), 5)
+    send.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(send, 5)
+    assert notifier.swallowed == 1

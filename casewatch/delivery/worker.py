@@ -494,18 +494,18 @@ class DeliveryWorker:
             async with asyncio.timeout(self.config.send_timeout_seconds):
                 outcome = await notifier.send(claimed.message)
         except TimeoutError:
-            return Retryable(f"timed out after {self.config.send_timeout_seconds:g}s")
+            outcome = Retryable(f"timed out after {self.config.send_timeout_seconds:g}s")
         except Exception as exc:  # a notifier bug or an unforeseen library error: retry, visibly
             # The type only: an exception's text (and a traceback's) can quote the message.
             log.error(
                 "delivery %d: notifier %s raised %s", claimed.delivery_id, claimed.channel,
                 type(exc).__name__,
             )
-            return Retryable(f"notifier raised {type(exc).__name__}")
+            outcome = Retryable(f"notifier raised {type(exc).__name__}")
         if task is not None and task.cancelling() > cancelling:
-            # This task was cancelled (a stop) and the notifier swallowed it: the stop goes on, as
-            # it did when wait_for ran the send in a task of its own; the row's lease then hands it
-            # on, maybe sent.
+            # This task was cancelled (a stop) and the notifier swallowed it, whatever it then
+            # returned or raised: the stop goes on, as it did when wait_for ran the send in a task
+            # of its own; the row's lease then hands it on, maybe sent.
             raise asyncio.CancelledError
         return outcome
 
