@@ -23,8 +23,11 @@ T = TypeVar("T")
 
 class AdminLink:
     def __init__(self, url: str) -> None:
-        # asyncpg takes the plain postgresql:// form of the SQLAlchemy URL
-        self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        # asyncpg takes the plain postgresql:// form of the SQLAlchemy URL. None without a server
+        # (TEST_PG_URL unset): the PostgreSQL tests then skip and never use the link.
+        self.dsn: str | None = None
+        if url:
+            self.dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
         self._guard = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -59,6 +62,8 @@ class AdminLink:
             return self._loop
 
     async def _execute(self, sql: str) -> None:
+        if self.dsn is None:
+            raise RuntimeError("no PostgreSQL server for the admin link: TEST_PG_URL is not set")
         if self._turn is None:
             self._turn = asyncio.Lock()
         async with self._turn:
