@@ -12,7 +12,15 @@ from sqlalchemy import func, select
 
 from bench import cpu_share, loadgen
 from bench.audit import WRITERS, bench_audit, table_rows, warmup_count
-from bench.cases import FLOOR_AUDIT, flags_body, least_work_app, serve, slack_signed
+from bench.cases import (
+    FLOOR_AUDIT,
+    SINGLE_ROUNDS,
+    flags_body,
+    least_work_app,
+    median_round,
+    serve,
+    slack_signed,
+)
 from bench.dataset import Sizes, generate, make_settings, visor_ref
 from bench.feeds.__main__ import FeedOptions
 from bench.feeds.__main__ import run_all as run_feeds
@@ -39,6 +47,10 @@ async def test_bench_harness_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> N
         assert (tags["reference"]["n"], tags["surname"]["n"]) == (8, 2) and tags["surname"]["errors"] == 0
         assert lv["least_work_throughput_ratio"] is not None and lv["surname_vs_reference_p50"] is not None
     assert r["ingest"]["single"]["errors"] == 0 and r["ingest"]["batch"]["errors"] == 0
+    for server in ("single", "single_least_work", "single_least_work_group"):  # its median round
+        each = r["ingest"][server]
+        assert len(each["rounds_per_s"]) == len(each["rounds_cpu_ms"]) == SINGLE_ROUNDS
+        assert each["per_s"] == sorted(each["rounds_per_s"])[(SINGLE_ROUNDS - 1) // 2] and each["n"] == 10
     assert r["ingest"]["raw_insert_events_per_s"] > 0 and r["ingest"]["batch_ratio"] is not None
     assert r["ingest"]["level_changes"]["status"] == 202 and r["ingest"]["level_changes"]["alerts_opened"] > 0
     assert r["e2e"]["missing"] == {"slack": 0, "email": 0}
@@ -47,6 +59,23 @@ async def test_bench_harness_runs_end_to_end_at_a_tiny_size(tmp_path: Path) -> N
     assert "exit" in r["digest"]  # the digest command is being built in parallel (issue 6)
     rendered = table(results)
     assert "/flags c=32" in rendered and "target:" in rendered and "vs least work" in rendered
+
+
+def test_a_single_event_figure_is_its_median_round_whole() -> None:
+    """bench.cases.median_round: the round of median throughput, all its figures from that one
+    round (not each figure's median from different rounds), with every round's listed."""
+    rounds = [
+        {"per_s": 900.0, "p50_ms": 12.0, "server_cpu_ms_per_request": 0.8},
+        {"per_s": 700.0, "p50_ms": 7.0, "server_cpu_ms_per_request": 0.6},
+        {"per_s": 1100.0, "p50_ms": 11.0, "server_cpu_ms_per_request": 1.0},
+    ]
+    # p50 12.0 from the median round; the median of the three p50s would be 11.0.
+    assert median_round(rounds) == {
+        "per_s": 900.0, "p50_ms": 12.0, "server_cpu_ms_per_request": 0.8,
+        "rounds_per_s": [900.0, 700.0, 1100.0], "rounds_cpu_ms": [0.8, 0.6, 1.0],
+    }
+    assert median_round(rounds[:2])["per_s"] == 700.0  # even: the lower of the middle two
+    assert median_round(rounds[:1])["rounds_per_s"] == [900.0]
 
 
 async def test_the_least_work_floor_checks_the_signature_and_commits_one_audit_row(db_url: str) -> None:
