@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table, insert
+from sqlalchemy import ARRAY, Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.types import TypeEngine
 
 from casewatch.store.sqlite_driver import OneTripConnection
 
@@ -81,9 +82,27 @@ def positional_binds(
     compiled: SQLCompiler, dialect: Dialect
 ) -> tuple[tuple[str, ...], tuple[Processor, ...]]:
     """A compiled statement's positional parameters' names, in order, and each one's bind
-    processor (None for none)."""
+    processor (None for none); an array's as array_binder's."""
     names = tuple(compiled.positiontup or ())
-    processors = tuple(
-        compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-    )
+    processors = tuple(_binder(compiled.binds[name].type, dialect) for name in names)
     return names, processors
+
+
+def _binder(kind: TypeEngine[Any], dialect: Dialect) -> Processor:
+    impl = kind.dialect_impl(dialect)
+    if isinstance(impl, ARRAY) and impl.dimensions in (None, 1):
+        return array_binder(impl.item_type.dialect_impl(dialect).bind_processor(dialect))
+    return impl.bind_processor(dialect)
+
+
+def array_binder(item: Processor) -> Callable[[Any], list[Any] | None]:
+    """A one-dimensional array's bind processing: each item through `item` (its type's own), the
+    array a list. SQLAlchemy's ARRAY without `dimensions` takes an array whose first item is a list
+    for one of more dimensions and processes that list's items one by one (a JSON item that is a
+    list then goes as its items, each serialised), and looks that up again at every execution: the
+    arrays bound here (ingest.arrays, store.lists, audit) are one-dimensional, each item a value of
+    its column, whatever that value is."""
+    if item is None:
+        return lambda value: None if value is None else list(value)
+    process = item
+    return lambda value: None if value is None else [process(x) for x in value]
