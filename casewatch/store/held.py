@@ -98,10 +98,10 @@ def _binder(kind: TypeEngine[Any], dialect: Dialect) -> Processor:
 def array_binder(item: Processor) -> Callable[[Any], list[Any] | None]:
     """A one-dimensional array's bind processing: each item through `item` (its type's own), the
     array a list. SQLAlchemy's ARRAY without `dimensions` takes an array whose first item is a list
-    for one of more dimensions and processes that list's items one by one (a JSON item that is a
-    list then goes as its items, each serialised), and looks that up again at every execution: the
-    arrays bound here (ingest.arrays, store.lists, audit) are one-dimensional, each item a value of
-    its column, whatever that value is."""
+    for an array of more than one dimension and processes that list's items one by one (a JSON
+    item that is a list then goes as its items, each serialised), and looks that up again at every
+    execution: the arrays bound here (ingest.arrays, store.lists, audit) are one-dimensional, each
+    item a value of its column, whatever that value is."""
     if item is None:
         return lambda value: None if value is None else list(value)
     process = item
