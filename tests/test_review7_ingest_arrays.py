@@ -8,7 +8,6 @@ columns' lengths, so this is defence in depth (severity low). Real PostgreSQL; f
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date
 
 import pytest
@@ -17,19 +16,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.ingest import apply
-from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import Visit
 
 pytestmark = pytest.mark.postgres
 
 VISITS = Visit.metadata.tables[Visit.__tablename__]
-
-
-@pytest.fixture
-async def pg_sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 def _rows(event_id: str) -> list[dict[str, object]]:

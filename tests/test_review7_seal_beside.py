@@ -9,7 +9,6 @@ it. Real PostgreSQL. Fictional data only."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select, text
@@ -20,7 +19,6 @@ from casewatch.audit.seal import seal_pending, sealing_beside
 from casewatch.audit.verify import verify
 from casewatch.clock import FixedClock
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import AuditEntry
 from tests.support import T0, make_settings
 
@@ -39,13 +37,6 @@ _CLEAN = [
     "DROP TRIGGER review7_fail_once ON audit_chain", "DROP FUNCTION review7_fail_once()",
     "DROP SEQUENCE review7_seal_tries",
 ]
-
-
-@pytest.fixture
-async def pg_sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 async def _run(sessions: async_sessionmaker[AsyncSession], statements: list[str]) -> None:

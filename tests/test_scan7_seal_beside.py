@@ -7,7 +7,6 @@ chain's stops it quietly (the command's last seal reports it); the body's error 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select
@@ -18,7 +17,6 @@ from casewatch.audit.seal import seal_pending, sealing_beside
 from casewatch.audit.verify import verify
 from casewatch.clock import FixedClock
 from casewatch.context import Context
-from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.models import AuditEntry
 from tests.support import T0, make_settings
 
@@ -68,13 +66,6 @@ async def test_entries_are_sealed_beside_on_postgresql_only_and_the_chain_verifi
     assert seqs == list(range(1, total + 1))  # each entry once, no gap
     result = await verify(sessions, hasher_for(ctx))
     assert result.intact
-
-
-@pytest.fixture
-async def pg_sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.mark.postgres

@@ -6,7 +6,6 @@ processing for every item type the arrays carry, and on PostgreSQL for a JSON it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -17,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import TypeEngine
 
 from casewatch.store.direct_read import fetch_in_transaction
-from casewatch.store.engine import make_engine, make_sessionmaker
 from casewatch.store.held import positional_binds
 from casewatch.store.types import UTCDateTime
 
@@ -68,13 +66,6 @@ def test_a_json_item_that_is_a_list_is_serialised_whole() -> None:
     # SQLAlchemy's ARRAY without dimensions takes the first list item for a second dimension:
     theirs = postgresql.ARRAY(JSON()).dialect_impl(DIALECT).bind_processor(DIALECT)
     assert theirs(lists) == [['"VS-0000001"', '"VS-0000002"'], ['"VS-0000003"']]
-
-
-@pytest.fixture
-async def pg_sessions(pg_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = make_engine(pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.mark.postgres
