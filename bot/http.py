@@ -72,7 +72,9 @@ class SlackRequest(AsyncBoltRequest):
     it for an interaction, and a form with no `payload` field then reads as empty: a slash command
     whose text holds the word (`/flags payloadperson`) found no listener and got a 404, no answer
     at all. A form without a `payload` field is read here as the form it is; every other body as
-    Bolt reads it (tests/test_slack_request.py compares the two)."""
+    Bolt reads it (tests/test_slack_request.py compares the two). A body Bolt could not read as
+    objects raises here (ValueError, or AttributeError from Bolt's own reading): a 400, not Bolt's
+    500 from inside its dispatch."""
 
     def __init__(
         self,
@@ -83,6 +85,8 @@ class SlackRequest(AsyncBoltRequest):
         context: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(body=body, query=query, headers=headers, context=context)
+        if not isinstance(self.body.get("event", {}), dict):
+            raise ValueError("an event callback's event is not an object")  # Bolt reads it as one
         as_json = self.content_type == "application/json" or body.startswith("{")  # as parse_body
         if self.body or as_json or "payload" not in body:
             return
@@ -117,7 +121,9 @@ def slack_events_handler(bolt: AsyncApp, verifier: SignatureVerifier) -> Handler
         headers: dict[str, str | Sequence[str]] = dict(plain)
         try:
             bolt_request = SlackRequest(body=body, query=request.query_string, headers=headers)
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
+            # Bolt's context builder reads a JSON body or payload as an object: a signed array or
+            # null raised AttributeError there (a 500).
             return web.json_response({"error": "the request body could not be read"}, status=400)
         bolt_response = await bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(bolt_response)

@@ -90,6 +90,16 @@ def moment(value: datetime, zone: ZoneInfo) -> str:
     return value.astimezone(zone).strftime("%d/%m/%Y %H:%M")
 
 
+def due(value: datetime, zone: ZoneInfo) -> str:
+    """A due instant: the rules make most things due at the end of a local day (local midnight),
+    which reads "end of 04/12/2026", as the mail's "end of 2026-12-04" (routing.outbox.due_text),
+    not "05/12/2026 00:00" beside a summary that says "by 2026-12-04"."""
+    local = value.astimezone(zone)
+    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+        return f"end of {day((local - timedelta(seconds=1)).date())}"
+    return moment(value, zone)
+
+
 def text_message(text: str) -> Message:
     return {"text": _clip(text, 3000), "blocks": [_section(text)]}
 
@@ -133,7 +143,7 @@ def _alert_line(alert: AlertLine, zone: ZoneInfo) -> str:
     line = f"{icon} *{esc(alert.severity)}* `{esc(alert.alert_id)}` {esc(alert.kind)}"
     line += f"{DOT}{esc(alert.visor_ref)}"
     if alert.due_at is not None:
-        line += f" \u00b7 due {moment(alert.due_at, zone)}"
+        line += f" \u00b7 due {due(alert.due_at, zone)}"
     if alert.owner:
         line += f" \u00b7 owner {esc(alert.owner)}"
     if alert.summary:
@@ -333,16 +343,22 @@ def reason_required_message(outcome: ReasonRequired) -> Message:
 
 def candidates_message(outcome: Several) -> Message:
     shown = len(outcome.candidates)
-    intro = f"{outcome.total} nominals match *{esc(outcome.query.text)}*. Pick one:"
+    intro = f"{outcome.total} nominals match *{esc(outcome.query.text)}*." + (" Pick one:" if shown else "")
     blocks: list[dict[str, Any]] = [_section(intro)]
     for c in outcome.candidates:
         blocks.append({
             **_section(_candidate_line(c)),
             "accessory": _button("Show", SHOW_ACTION_ID, show_value(c.visor_ref, outcome.query.reason)),
         })
-    if outcome.total > shown:
+    if outcome.withheld:
         blocks.append(_context(
-            f"{outcome.total - shown} more not listed: add a date of birth, or use the ViSOR reference."
+            f"{outcome.withheld} managed by another team not listed: ask again with "
+            "`reason: <why you need to know>` to see them."
+        ))
+    more = outcome.total - shown - outcome.withheld
+    if more > 0:
+        blocks.append(_context(
+            f"{more} more not listed: add a date of birth, or use the ViSOR reference."
         ))
     blocks.append(_context(recorded_note(outcome.query.reason)))
     return {"text": f"{outcome.total} nominals match; pick one", "blocks": blocks}
@@ -467,7 +483,7 @@ def _home_alert_line(alert: AlertLine, view: HomeView, zone: ZoneInfo) -> str:
     line = f"{icon} `{esc(alert.alert_id)}` {esc(alert.kind)}{DOT}{esc(alert.visor_ref)}"
     line += f"{DOT}opened {age(view.as_of - alert.opened_at)} ago"
     if alert.due_at is not None:
-        line += f"{DOT}due {moment(alert.due_at, zone)}"
+        line += f"{DOT}due {due(alert.due_at, zone)}"
     if view.scope == "team":
         line += f"{DOT}owner {esc(alert.owner)}" if alert.owner else f"{DOT}*no owner*"
     if alert.state == "acknowledged":

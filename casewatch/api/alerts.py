@@ -15,7 +15,7 @@ from sqlalchemy import and_, or_, select
 
 from casewatch.alerts.lifecycle import normalise_alert_id
 from casewatch.api.common import SESSIONS_KEY, json_error, signature_problem, unauthorised
-from casewatch.model.events import VISOR_REF_PATTERN
+from casewatch.model.events import VISOR_REF_PATTERN, canonical_ref
 from casewatch.model.text_rules import TextKind, text_problem
 from casewatch.store.models import Alert
 
@@ -85,7 +85,9 @@ def _decode_cursor(text: str) -> tuple[datetime, str]:
         padded = text + "=" * (-len(text) % 4)
         opened, alert_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         at = datetime.fromisoformat(str(opened))
-        if at.tzinfo is None or not isinstance(alert_id, str):
+        # Within the years every stored instant is (casewatch.model.events): year 1 at +14:00 or
+        # 9999 at -14:00 has no UTC form, and binding it raised (a 500).
+        if at.tzinfo is None or not isinstance(alert_id, str) or not 1900 <= at.year <= 9000:
             raise ValueError
         return at, alert_id
     except (ValueError, TypeError, binascii.Error, UnicodeError, RecursionError):
@@ -127,7 +129,7 @@ def _filters(query: Any) -> tuple[list[Any], int, tuple[datetime, str] | None]:
         if value is not None:
             if not pattern.fullmatch(value):
                 raise BadQuery(name, f"must be {hint}")
-            conditions.append(column == value)
+            conditions.append(column == (canonical_ref(value) if name == "visor_ref" else value))
     limit = DEFAULT_LIMIT
     limit_text = _one(query, "limit")
     if limit_text is not None:

@@ -62,7 +62,8 @@ def _value_components() -> dict[str, Any]:
             "type": "string",
             "pattern": f"^{events.VISOR_REF_PATTERN}$",
             "description": (
-                "a ViSOR reference: 1 to 32 letters, digits, '-' or '/', starting with a letter or digit"
+                "a ViSOR reference: 1 to 32 letters, digits, '-' or '/', starting with a letter or digit;"
+                " stored and matched in capitals (vs-0001234 is VS-0001234)"
             ),
         },
         "Date": {

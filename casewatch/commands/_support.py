@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
+from typing import IO
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -26,6 +28,29 @@ def quiet_libraries() -> None:
 def configure_logging(settings: Settings) -> None:
     quiet_libraries()
     logging.getLogger().setLevel(settings.service.log_level)
+
+
+def quietly(write: Callable[[], None], stream: IO[str]) -> bool:
+    """Write, unless the reader has gone (a pipe closed: `... | head -2`): then drop this and all
+    later output to that stream, so neither this write nor the flush at exit raises. False when
+    the reader had gone."""
+    try:
+        write()
+    except BrokenPipeError:
+        drop_output(stream)
+        return False
+    return True
+
+
+def drop_output(stream: IO[str]) -> None:
+    """Send what is still written to `stream`, whose reader has gone, nowhere (so that the flush
+    at exit raises no BrokenPipeError either)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a file descriptor (a test's capture): nothing to keep open
+        pass
 
 
 def directory_problem(settings: Settings, command: str) -> str | None:

@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from casewatch.audit import record
 from casewatch.audit.export import COLUMNS, ExportFilter, day_end, day_start, entries
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, on_database, seal_audit
+from casewatch.commands._support import configure_logging, drop_output, on_database, seal_audit
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
-from casewatch.model.events import VISOR_REF_PATTERN
+from casewatch.model.events import VISOR_REF_PATTERN, canonical_ref
 from casewatch.model.text_rules import TextKind, text_problem
 from casewatch.store.engine import make_sessionmaker, reader
 
@@ -55,7 +55,7 @@ def checked_ref(value: str, what: str) -> str:
             f"{what} must be a ViSOR reference: 1 to 32 letters, digits, '-' or '/', "
             "starting with a letter or digit"
         )
-    return value
+    return canonical_ref(value)
 
 
 def _checked_actor(value: str) -> str:
@@ -143,6 +143,12 @@ async def _export(settings: Settings, config_hint: str, f: ExportFilter, fmt: st
             async with make_sessionmaker(reader(engine))() as session:
                 count = await _stream(session, f, writer, _progress())
             writer.close()
+            out.flush()
+        except BrokenPipeError:
+            # The reader has gone (`... | head -5`): what it did not take is dropped, quietly; the
+            # export is in the audit log all the same.
+            drop_output(out)
+            return 0
         except SQLAlchemyError as exc:
             print(f"casewatch audit export: database failed ({type(exc).__name__}); output incomplete",
                   file=sys.stderr)

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+
+from sqlalchemy.exc import OperationalError
 
 from casewatch.config import load_config
 from casewatch.store.engine import make_engine
@@ -19,6 +22,14 @@ def run(args: argparse.Namespace) -> int:
         finally:
             await engine.dispose()
 
-    revision = asyncio.run(_run())
+    try:
+        revision = asyncio.run(_run())
+    except (OperationalError, OSError) as exc:
+        # As the other commands say it (commands._support.schema_problem): never the URL, which
+        # may hold a password. A migration's own failure is raised as it is.
+        print(f"casewatch db upgrade: database: cannot connect ({type(exc).__name__}); check database.url",
+              file=sys.stderr)
+        return 2
     print(f"database is at revision {revision}")
     return 0
+

@@ -7,9 +7,10 @@ each bad key and says why; secret values are never echoed.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from casewatch.config.delivery import DeliverySection
@@ -193,6 +195,20 @@ def _repeated(values: Iterable[str]) -> list[str]:
     return sorted(value for value, count in Counter(values).items() if count > 1)
 
 
+def _unknown_sections(environ: Mapping[str, str]) -> list[str]:
+    """The CASEWATCH_<SECTION>__<KEY> variables whose section Settings does not have (sorted).
+    pydantic-settings ignores them, so CASEWATCH_AUDT__KEY would leave the audit key unset without
+    a word. Names without "__" are not looked at: the tests' and bench's own switches
+    (CASEWATCH_REQUIRE_POSTGRES, ...) share the prefix."""
+    unknown = []
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and "__" in name[len(ENV_PREFIX):]:
+            section = name[len(ENV_PREFIX):].split("__", 1)[0].lower()
+            if section not in Settings.model_fields:
+                unknown.append(name)
+    return sorted(unknown)
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -226,7 +242,21 @@ def load_config(
             del os.environ[key]
         os.environ.update({k: v for k, v in environ.items() if k.startswith(ENV_PREFIX)})
     try:
+        if unknown := _unknown_sections(os.environ):
+            raise ConfigError(
+                f"configuration is not valid: {', '.join(unknown)}: no such section (sections: "
+                f"{', '.join(Settings.model_fields)}); a misspelt variable would be silently ignored"
+            )
         return Settings(**data)
+    except SettingsError as exc:
+        # A list or table variable that is not JSON ("critical" for ["critical"]): pydantic-settings
+        # names the section, never the value.
+        field = re.search(r'field "([a-z_]+)"', str(exc))
+        section = field.group(1).upper() if field else "..."
+        raise ConfigError(
+            f"configuration is not valid: a {ENV_PREFIX}{section}__* variable could not be read; "
+            'lists and tables are written as JSON (["critical", "high"])'
+        ) from None
     except ValidationError as exc:
         lines = [_describe(e) for e in exc.errors()]
         source = str(file_path) if file_path.exists() else "built-in defaults"

@@ -104,9 +104,14 @@ class ReasonRequired:
 
 @dataclass(frozen=True)
 class Several:
+    """More than one nominal matched: the candidates to pick from. `withheld`: how many of this
+    page's matches are not listed because they are another team's and no reason was given (need
+    to know, as for one match: ReasonRequired)."""
+
     query: Query
     candidates: tuple[Candidate, ...]
     total: int
+    withheld: int = 0
 
 
 @dataclass(frozen=True)
@@ -292,7 +297,7 @@ def _by_surname_statement(with_date_of_birth: bool) -> Select[Any]:
     )
     return (
         select(
-            _N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth,
+            _N.visor_ref, _N.surname, _N.forenames, _N.date_of_birth, _N.team, _N.offender_manager,
             case((by_surname, None), else_=alias).label("matched_alias"),
             func.count().over().label("total"),
         )
@@ -527,8 +532,10 @@ def _view(
 
 
 def _candidates(rows: Sequence[Row[Any]]) -> tuple[Candidate, ...]:
+    # A reference or PNC ID matching several nominals gives the view's rows, which have no alias.
     return tuple(
-        Candidate(n.visor_ref, n.surname, n.forenames, n.date_of_birth, n.matched_alias) for n in rows
+        Candidate(n.visor_ref, n.surname, n.forenames, n.date_of_birth, getattr(n, "matched_alias", None))
+        for n in rows
     )
 
 
@@ -593,11 +600,20 @@ async def look_up_flags(
         await audit.write(query.text, query.reason or "lookup that found no nominal", details)
         return NotFound(query)
     if total > 1:
-        shown = [n.visor_ref for n in nominals]
+        # Need to know holds for a list as for one match: another team's nominal is listed only
+        # with a reason (or a force-wide role); without one it is counted, never named.
+        listed = [
+            n for n in nominals
+            if query.reason is not None or not requester.needs_reason_for(n.team, n.offender_manager)
+        ]
+        shown = [n.visor_ref for n in listed]
+        withheld = len(nominals) - len(listed)
         details.update(outcome="several", visor_refs_shown=shown, total=total)
+        if withheld:
+            details["withheld_need_to_know"] = withheld
         purpose = query.reason or "name search: candidates listed for the requester to pick one"
-        await audit.write(query.text, purpose, details, nominals=shown)
-        return Several(query, _candidates(nominals), total)
+        await audit.write(query.text, purpose, details, nominals=[n.visor_ref for n in nominals])
+        return Several(query, _candidates(listed), total, withheld)
     row = nominals[0]
     if query.reason is None and requester.needs_reason_for(row.team, row.offender_manager):
         details.update(outcome="reason_required", visor_refs_shown=[])

@@ -78,9 +78,10 @@ def clean_reason(raw: str) -> str:
     if problem is not None:
         raise QueryError(f"the reason {problem[1]}; write it as plain text")
     reason = " ".join(raw.split())
-    if not REASON_MIN_LENGTH <= len(reason) <= REASON_MAX_LENGTH:
+    # Words, not only marks: a reason of dots or dashes reads as none to whoever reviews it.
+    if not REASON_MIN_LENGTH <= len(reason) <= REASON_MAX_LENGTH or not any(ch.isalpha() for ch in reason):
         raise QueryError(
-            f"give a reason of {REASON_MIN_LENGTH} to {REASON_MAX_LENGTH} characters after `reason:`"
+            f"give a reason in words, {REASON_MIN_LENGTH} to {REASON_MAX_LENGTH} characters, after `reason:`"
             f" ({REASON_HOW})"
         )
     return reason

@@ -238,12 +238,21 @@ def _noms_number(value: str) -> str:
 
 
 def _visor_ref(value: str) -> str:
+    """The reference in capitals: one nominal whatever case a sender writes it in, as /flags finds
+    it (a recall sent as "vs-0001001" for the nominal held as "VS-0001001" once made a second,
+    unmanaged nominal and no "unlawfully at large" flag on the first)."""
     if not _VISOR_REF.fullmatch(value):
         raise _fail(
             "visor_ref",
             "must be 1 to 32 letters, digits, '-' or '/', starting with a letter or digit",
         )
-    return value
+    return canonical_ref(value)
+
+
+def canonical_ref(value: str) -> str:
+    """How a ViSOR reference is stored and matched: in capitals. ASCII only, so that it can run
+    before the pattern's check and never makes a refused value pass ("\u00df".upper() is "SS")."""
+    return value.upper() if value.isascii() else value
 
 
 def _country(value: str) -> str:

@@ -19,7 +19,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from html.parser import HTMLParser
 
-from casewatch.model.events import VISOR_REF_PATTERN
+from casewatch.model.events import VISOR_REF_PATTERN, canonical_ref
 from integrations.mail_ingest.template import Template
 
 MAX_PARTS = 50
@@ -274,7 +274,8 @@ def extract(mail: Mail, template: Template) -> Report:
     if visor_ref is None and (not found.get("surname") or dob is None):
         raise Unreadable("neither a ViSOR reference nor a surname and date of birth")
     return Report(
-        visor_ref=visor_ref,
+        # In capitals: the same check re-sent in another case is the same event (process.event_id_for).
+        visor_ref=canonical_ref(visor_ref) if visor_ref is not None else None,
         port=str(found["port"]),
         direction=direction,
         checked_at=checked_at,

@@ -18,14 +18,19 @@ import asyncio
 import os
 import stat
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from tqdm import tqdm
 
 from casewatch.clock import SystemClock
-from casewatch.commands._support import configure_logging, directory_problem, schema_problem, seal_audit
+from casewatch.commands._support import (
+    configure_logging,
+    directory_problem,
+    quietly,
+    schema_problem,
+    seal_audit,
+)
 from casewatch.config import Settings, load_config
 from casewatch.context import Context
 from casewatch.store.engine import make_engine, make_sessionmaker
@@ -106,7 +111,7 @@ async def _run(
         ctx = Context(settings, SystemClock())
 
         def say(message: str) -> None:
-            _quietly(lambda: progress.write(message, file=sys.stderr), sys.stderr)
+            quietly(lambda: progress.write(message, file=sys.stderr), sys.stderr)
 
         try:
             summary = await import_snapshot(
@@ -144,18 +149,5 @@ async def _run(
 
 
 def _print(summary: Summary, options: Options) -> None:
-    _quietly(lambda: print("\n".join(summary.lines(options)), flush=True), sys.stdout)
+    quietly(lambda: print("\n".join(summary.lines(options)), flush=True), sys.stdout)
 
-
-def _quietly(write: Callable[[], None], stream: IO[str]) -> None:
-    """Write, unless the reader has gone (a pipe closed): then drop this and all later output to
-    that stream, so neither this write nor the flush at exit raises."""
-    try:
-        write()
-    except BrokenPipeError:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError):  # not a file descriptor (a test's capture): nothing to keep open
-            pass

@@ -9,6 +9,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from casewatch.model.events import canonical_ref
 from integrations.snapshot.fields import FIELDS, NULLABLE, RATIONALE, VISOR_REF, Kind
 from integrations.snapshot.mapping import Mapping
 from integrations.snapshot.reader import MAX_CELL, Row
@@ -40,7 +41,7 @@ def convert(row: Row, mapping: Mapping) -> Converted:
             problems.append(f'column "{column}": not valid {mapping.encoding} text')
     if problems:
         return Converted(row.line, "", {}, None, tuple(problems))
-    ref = cells[mapping.columns[VISOR_REF]]
+    ref = canonical_ref(cells[mapping.columns[VISOR_REF]])  # as the events store it
     values: dict[str, Any] = {}
     for name, column, known in mapping.readers:
         value, problem = _value(name, cells[column], mapping, known)
