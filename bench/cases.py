@@ -850,8 +850,8 @@ def run_command(db_url: str, sizes: Sizes, args: list[str], workdir: Path) -> di
 async def bench_scan(db_url: str, sizes: Sizes) -> dict[str, Any]:
     at = NOW.isoformat().replace("+00:00", "Z")
     with tempfile.TemporaryDirectory(prefix="casewatch-bench-") as tmp:
-        first = await asyncio.to_thread(run_command, db_url, sizes, ["scan", "--at", at], Path(tmp))
-        again = await asyncio.to_thread(run_command, db_url, sizes, ["scan", "--at", at], Path(tmp))
+        first = await asyncio.to_thread(run_command, db_url, sizes, ["scan", "--at", at, "--act"], Path(tmp))
+        again = await asyncio.to_thread(run_command, db_url, sizes, ["scan", "--at", at, "--act"], Path(tmp))
     engine = make_engine(db_url)
     try:
         async with engine.connect() as conn:

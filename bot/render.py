@@ -449,7 +449,8 @@ def ack_message(
         return text_message(f"Alert {what} was already acknowledged by {who} at {when}.{kept}{recorded}")
     return text_message(
         f":white_check_mark: Alert {what} acknowledged by you at {when}. Escalation has stopped; "
-        f"the team channel and the SPOC email thread will show it.{recorded}"
+        # Not "the SPOC email thread": a notification.missed, say, is never mailed to the SPOC.
+        f"each place the alert was sent gets an update saying so.{recorded}"
     )
 
 

@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan = command("scan", "evaluate every time-based trigger once, as of now or --at")
     scan.add_argument("--at", type=_iso, metavar="ISO8601", help="evaluate as of this instant")
+    scan.add_argument(
+        "--act", action="store_true",
+        help="with an --at more than 5 minutes from now: act on the database as of it all the same "
+        "(opens, raises and resolves alerts, and sends them); for a test or demo database",
+    )
 
     digest = command("digest", "build and send the daily digest(s) now")
     digest.add_argument("--team", metavar="ID", help="only this team (default: every team)")

@@ -355,6 +355,12 @@ def test_cli_exit_codes(
     assert "--subject must be a ViSOR reference" in capsys.readouterr().err
     assert main(["audit", "export", "--actor", "PC\u202e1", "--config", config]) == 2
     assert "--actor must be" in capsys.readouterr().err
+    # A window that ends before it starts (the nineteenth session's trial: it gave nothing, exit 0).
+    window = ["audit", "export", "--config", config, "--since"]
+    assert main([*window, "2026-12-05", "--until", "2026-12-01"]) == 2
+    assert "--since is after --until" in capsys.readouterr().err
+    assert main([*window, "2026-12-01", "--until", "2026-12-01"]) != 2
+    capsys.readouterr()
     empty = _config(tmp_path / "..", f"sqlite+aiosqlite:///{tmp_path}/empty.db")
     assert main(["audit", "export", "--config", empty]) == 2
     assert "casewatch db upgrade" in capsys.readouterr().err

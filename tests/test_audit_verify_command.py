@@ -39,7 +39,7 @@ def _seed_and_scan(url: str, config: str) -> None:
         await engine.dispose()
 
     asyncio.run(seed())
-    assert main(["scan", "--at", "2026-11-21T00:00:00Z", "--config", config]) == 0
+    assert main(["scan", "--at", "2026-11-21T00:00:00Z", "--act", "--config", config]) == 0
 
 
 def _entries(url: str) -> list[tuple[int, int | None, str]]:

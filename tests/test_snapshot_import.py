@@ -322,6 +322,11 @@ def test_bad_rows_are_reported_by_line_and_column_kept_and_the_good_rows_go_in(
     assert kept[0].startswith("ViSOR Ref,Surname") and len(kept) == 7
     assert kept[2].startswith("VS-T000003,") and kept[-1].startswith("VS-T000008,")
     assert "Testperson" not in item.reason and "line(s) 3, 4, 5, 6, 7, 9" in item.reason
+    # The first rows' problems too (the nineteenth session's trial: `inbound show` said which lines,
+    # not why), within the column; never a cell's content.
+    assert 'line 3: column "DOB": not a date in format %d/%m/%Y' in item.reason
+    assert 'line 4: column "Risk": not a known code' in item.reason and len(item.reason) <= 300
+    assert "31/02/1970" not in item.reason and "Extreme" not in item.reason
     unreadable = alerts(db_url, "feed.unreadable")
     assert len(unreadable) == 1
     assert f"inbound item {query(db_url, select(InboundItem.id))[0][0]}" in out

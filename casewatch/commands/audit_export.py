@@ -68,12 +68,16 @@ def _checked_actor(value: str) -> str:
 
 def export_filter(args: argparse.Namespace, settings: Settings) -> ExportFilter:
     tz = ZoneInfo(settings.service.timezone)
-    return ExportFilter(
+    found = ExportFilter(
         subject=checked_ref(args.subject, "--subject") if args.subject is not None else None,
         actor=_checked_actor(args.actor) if args.actor is not None else None,
         since=day_start(args.since, tz) if args.since is not None else None,
         until=day_end(args.until, tz) if args.until is not None else None,
     )
+    if found.since is not None and found.until is not None and found.since > found.until:
+        # An empty export with exit 0 reads as "nothing happened" in a disclosure log.
+        raise ArgumentProblem("--since is after --until: no entry could be in both")
+    return found
 
 
 def csv_cell(value: Any) -> str:

@@ -81,8 +81,10 @@ def clean_reason(raw: str) -> str:
     # Words, not only marks: a reason of dots or dashes reads as none to whoever reviews it.
     if not REASON_MIN_LENGTH <= len(reason) <= REASON_MAX_LENGTH or not any(ch.isalpha() for ch in reason):
         raise QueryError(
-            f"give a reason in words, {REASON_MIN_LENGTH} to {REASON_MAX_LENGTH} characters, after `reason:`"
-            f" ({REASON_HOW})"
+            # Quotes, not backticks: the answer escapes the message (it may hold what was typed),
+            # which shows a backtick as a look-alike, not as code.
+            f"give a reason in words, {REASON_MIN_LENGTH} to {REASON_MAX_LENGTH} characters, "
+            f'after "reason:" ({REASON_HOW})'
         )
     return reason
 

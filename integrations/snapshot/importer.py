@@ -44,6 +44,10 @@ MAX_ENVELOPES = 1000  # a transaction's events at most (the events API's batch l
 ANALYZE_AFTER_NEW = 10_000  # new nominals after which the import refreshes the planner's statistics
 MAX_KEPT_BYTES = 16 * 1024 * 1024
 _SHOWN = 20
+# The kept item's reason: the first KEPT_PROBLEMS bad rows' first problem after the lines, within the
+# column's 300 characters (InboundItem.reason).
+KEPT_PROBLEMS = 3
+REASON_LIMIT = 300
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +217,16 @@ class _Run:
     kept_size: int = 0  # of bad_rows: at most MAX_KEPT_BYTES are held
     chunk_bad: list[tuple[int, bytes]] = field(default_factory=list)  # this chunk's, not yet held
     pending_reports: list[tuple[int, str]] = field(default_factory=list)
+    first_problems: list[str] = field(default_factory=list)  # the first bad rows' first problem
 
     @property
     def occurred_at(self) -> str:
         return self.options.extracted_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
     def bad(self, row: Row, problems: Sequence[str]) -> None:
+        if len(self.first_problems) < KEPT_PROBLEMS:
+            # Named with the kept item (inbound show), as on stderr: the person handed it sees why.
+            self.first_problems.append(f"{row.where}: {printable(problems[0])}")
         self.summary.bad_lines.append(row.line)
         self.chunk_bad.append((row.line, row.raw))
         self.pending_reports.extend((row.line, f"{row.where}: {printable(problem)}") for problem in problems)
@@ -439,6 +447,10 @@ class _Run:
         shown = ", ".join(str(n) for n in lines[:10]) + (", ..." if len(lines) > 10 else "")
         name = printable(self.options.name)[:80]
         reason = f"{len(lines)} bad row(s) in snapshot extract {name} (line(s) {shown})"
+        if self.first_problems:  # each names a line and a column, never a cell's content
+            reason += ": " + "; ".join(self.first_problems)
+        if len(reason) > REASON_LIMIT:
+            reason = reason[: REASON_LIMIT - 1] + "\u2026"
         async with self.sessions() as session, session.begin():
             self.summary.kept = await keep(
                 session, self.ctx, source=SOURCE, external_id=f"sha256:{sha256}", reason=reason,
