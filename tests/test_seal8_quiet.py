@@ -249,7 +249,9 @@ async def test_no_round_while_a_request_is_being_answered(db_url: str) -> None:
             writer.close()
             await writer.wait_closed()
         took = await _sealed_within(look, 1.0)
-        assert took is not None and took < GAP + 0.15, took
+        # The quiet moment sealed it, not the 5 s bounds (long_bounds). Within a gap and a round
+        # alone; a clean-clone CI beside other test runs took 0.34 s once (nineteenth session).
+        assert took is not None and took < GAP + 0.6, took
 
 
 async def test_steady_work_never_starves_the_sealer(db_url: str) -> None:
