@@ -353,7 +353,7 @@ def candidates_message(outcome: Several) -> Message:
     if outcome.withheld:
         blocks.append(_context(
             f"{outcome.withheld} managed by another team not listed: ask again with "
-            "`reason: <why you need to know>` to see them."
+            "`reason: &lt;why you need it&gt;` to see them."
         ))
     more = outcome.total - shown - outcome.withheld
     if more > 0:
@@ -361,7 +361,7 @@ def candidates_message(outcome: Several) -> Message:
             f"{more} more not listed: add a date of birth, or use the ViSOR reference."
         ))
     blocks.append(_context(recorded_note(outcome.query.reason)))
-    return {"text": f"{outcome.total} nominals match; pick one", "blocks": blocks}
+    return {"text": f"{outcome.total} nominals match" + ("; pick one" if shown else ""), "blocks": blocks}
 
 
 def _candidate_line(c: Candidate) -> str:

@@ -32,4 +32,3 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"database is at revision {revision}")
     return 0
-

@@ -265,12 +265,16 @@ def _personal_columns(cleared: bool | ColumnElement[bool]) -> tuple[Any, ...]:
 
 @cache
 def _by_compact_ref(cleared: bool) -> Select[Any]:
-    return _view_select(cleared).where(_compact_ref(_N.visor_ref) == bindparam("compact"))
+    # In reference order: when several nominals share the compact form, the candidates and the
+    # audit's visor_refs_shown come in one order whichever path read them (the read-ahead too).
+    by_compact = _compact_ref(_N.visor_ref) == bindparam("compact")
+    return _view_select(cleared).where(by_compact).order_by(_N.visor_ref)
 
 
 @cache
 def _by_pnc_tail(cleared: bool) -> Select[Any]:
-    return _view_select(cleared).where(func.upper(_N.pnc_id).like(bindparam("pattern")))
+    by_tail = func.upper(_N.pnc_id).like(bindparam("pattern"))
+    return _view_select(cleared).where(by_tail).order_by(_N.visor_ref)
 
 
 @cache
@@ -336,6 +340,7 @@ def _requester_and_view(dialect: str, cleared_roles: frozenset[str]) -> Select[A
         .outerjoin(_NOMINALS, _compact_ref(_N.visor_ref) == bindparam("compact"))
         .outerjoin(_OFFICERS, _MANAGER)
         .where(_REQUESTER.c.slack_user_id == bindparam("slack_user_id"))
+        .order_by(_N.visor_ref)
     )
 
 
