@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import random
@@ -258,12 +259,17 @@ def slack_signed(body: bytes) -> dict[str, str]:
     }
 
 
+# Each request unique, as Slack's are (its trigger_id): the service refuses a request it took
+# before (bot.http.ReplayGuard).
+_TRIGGERS = itertools.count(1)
+
+
 def flags_body(query: str, user: str) -> bytes:
     return urlencode({
         "token": "legacy-not-real", "team_id": "T0BENCH", "team_domain": "casewatch-bench",
         "channel_id": "CB00001", "channel_name": "bench", "user_id": user, "user_name": user.lower(),
         "command": "/flags", "text": query, "api_app_id": "A0BENCH", "is_enterprise_install": "false",
-        "response_url": "http://127.0.0.1:9/unused", "trigger_id": "1.2.3",
+        "response_url": "http://127.0.0.1:9/unused", "trigger_id": f"1.2.{next(_TRIGGERS)}",
     }).encode()
 
 

@@ -66,6 +66,34 @@ def slack_signature_problem(body: str, headers: Mapping[str, str], verifier: Sig
     return None
 
 
+class ReplayGuard:
+    """The signed Slack requests this process took within the 5-minute window, so that the same
+    request sent again is refused: anyone who captured one (a proxy's log, say) could otherwise
+    have it answered again, `/flags` with its restricted markers included. Slack makes every
+    request unique (a slash command's trigger_id, a button's action_ts, the timestamp of each
+    delivery), so no request of Slack's is refused. Kept per process: behind one port with
+    several processes a copy may reach another one (bench/README, "Two serve processes"). At most
+    `limit` entries: past it the oldest go first."""
+
+    def __init__(self, window_seconds: float = 5 * 60 + 60, limit: int = 200_000) -> None:
+        self.window = window_seconds  # the timestamp window and a minute of clock difference
+        self.limit = limit
+        self._seen: dict[str, float] = {}  # signature -> when taken; in the order taken
+
+    def first_time(self, signature: str, now: float) -> bool:
+        """True the first time `signature` (HMAC over the timestamp and body) is seen."""
+        seen = self._seen
+        while seen:  # the oldest go: out of the window, or over the limit
+            oldest = next(iter(seen))
+            if now - seen[oldest] <= self.window and len(seen) < self.limit:
+                break
+            del seen[oldest]
+        if signature in seen:
+            return False
+        seen[signature] = now
+        return True
+
+
 class SlackRequest(AsyncBoltRequest):
     """Bolt's request, with one mistake of Bolt's reading mended. Bolt
     (slack_bolt.request.internals.parse_body) takes any form with the text "payload" anywhere in
@@ -101,8 +129,11 @@ class SlackRequest(AsyncBoltRequest):
         )
 
 
-def slack_events_handler(bolt: AsyncApp, verifier: SignatureVerifier) -> Handler:
-    """POST /slack/events: verified here, then Bolt's dispatch."""
+def slack_events_handler(
+    bolt: AsyncApp, verifier: SignatureVerifier, replays: ReplayGuard | None = None
+) -> Handler:
+    """POST /slack/events: verified here (signature, window, not seen before), then Bolt's dispatch."""
+    replays = replays if replays is not None else ReplayGuard()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -115,6 +146,8 @@ def slack_events_handler(bolt: AsyncApp, verifier: SignatureVerifier) -> Handler
         # Verified here, before Bolt sees the request: Bolt logs the whole body of a request that
         # fails its check. One fixed line per refusal; no body, header value or size is logged.
         problem = slack_signature_problem(body, plain, verifier)
+        if problem is None and not replays.first_time(plain["x-slack-signature"], verifier.clock.now()):
+            problem = "the same request was taken before (a replay)"
         if problem is not None:
             log.info("Slack request refused (401): %s", problem)
             return web.json_response({"error": "invalid request"}, status=401)

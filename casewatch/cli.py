@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
             )
         return p
 
+    def nested_config(*children: argparse.ArgumentParser) -> None:
+        """--config on a command of subcommands (db, inbound, outbox, audit): before the
+        subcommand (`casewatch inbound --config X list`) or after it, either. The subcommand's own
+        leaves the parent's value alone when not given (SUPPRESS: argparse would copy its None
+        over it)."""
+        for child in children:
+            child.add_argument(
+                "--config", metavar="PATH", default=argparse.SUPPRESS, help="TOML configuration file"
+            )
+
     command("serve", "run the service: HTTP server, Slack app, schedules, delivery workers")
     demo = command("demo", "run the service on embedded defaults with fictional demo data", config=False)
     demo.add_argument(
@@ -66,10 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-after", type=float, metavar="SECONDS", help="stop after this long (for scripts and tests)"
     )
 
-    db = command("db", "database commands", config=False)
+    db = command("db", "database commands")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     up = db_sub.add_parser("upgrade", help="apply database migrations (Alembic)")
-    up.add_argument("--config", metavar="PATH", help="TOML configuration file")
 
     imp = command(
         "import",
@@ -103,20 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     mail = command("mail-ingest", "read border-alert emails (IMAP or LMTP, per [inbound_mail]) into events")
     mail.add_argument("--once", action="store_true", help="IMAP: read what is waiting, then exit")
 
-    inbound = command("inbound", "items a feed kept because it could not read them", config=False)
+    inbound = command("inbound", "items a feed kept because it could not read them")
     inbound_sub = inbound.add_subparsers(dest="inbound_command", required=True, metavar="INBOUND_COMMAND")
     listing = inbound_sub.add_parser("list", help="the kept items not yet dealt with (--all: every one)")
     listing.add_argument("--all", action="store_true", help="also the items already dealt with")
-    listing.add_argument("--config", metavar="PATH", help="TOML configuration file")
     show = inbound_sub.add_parser("show", help="print one kept item as received (audited)")
     show.add_argument("id", type=int, metavar="ID")
     show.add_argument(
         "--raw", metavar="FILE", help="write the exact bytes to this new file instead (mode 0600)"
     )
-    show.add_argument("--config", metavar="PATH", help="TOML configuration file")
     done = inbound_sub.add_parser("done", help="record that a kept item was dealt with (audited)")
     done.add_argument("id", type=int, metavar="ID")
-    done.add_argument("--config", metavar="PATH", help="TOML configuration file")
 
     scan = command("scan", "evaluate every time-based trigger once, as of now or --at")
     scan.add_argument("--at", type=_iso, metavar="ISO8601", help="evaluate as of this instant")
@@ -130,24 +136,21 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--team", metavar="ID", help="only this team (default: every team)")
     digest.add_argument("--at", type=_iso, metavar="ISO8601", help="as of this instant")
 
-    outbox = command("outbox", "dead-lettered deliveries: list them, send them again", config=False)
+    outbox = command("outbox", "dead-lettered deliveries: list them, send them again")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, metavar="OUTBOX_COMMAND")
     dead = outbox_sub.add_parser("dead", help="list the dead-lettered deliveries (never their content)")
-    dead.add_argument("--config", metavar="PATH", help="TOML configuration file")
     requeue = outbox_sub.add_parser(
         "requeue", help="send dead deliveries again once the cause is fixed (needs --id, --target or --all)"
     )
     requeue.add_argument("--id", type=int, action="append", metavar="N", help="this delivery (repeatable)")
     requeue.add_argument("--target", metavar="ADDRESS", help="dead deliveries to this Slack id or email")
     requeue.add_argument("--all", action="store_true", help="every dead delivery")
-    requeue.add_argument("--config", metavar="PATH", help="TOML configuration file")
 
-    audit = command("audit", "the audit log: check its hash chain, export entries", config=False)
+    audit = command("audit", "the audit log: check its hash chain, export entries")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="AUDIT_COMMAND")
     verify = audit_sub.add_parser(
         "verify", help="check the audit log's hash chain: exit 0 intact, 1 broken, 2 could not run"
     )
-    verify.add_argument("--config", metavar="PATH", help="TOML configuration file")
     export = audit_sub.add_parser(
         "export", help="the audit entries asked for, as CSV or JSON, for a disclosure log or a review"
     )
@@ -158,7 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--until", type=_day_or_instant, metavar="DATE", help="up to the end of this day, or this instant"
     )
     export.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json")
-    export.add_argument("--config", metavar="PATH", help="TOML configuration file")
 
     chronology = command(
         "chronology", "one nominal's timeline for a review: events, alerts, who was told, lookups"
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     chronology.add_argument(
         "--format", choices=("text", "json"), default="text", help="text (default) or json"
     )
+    nested_config(up, listing, show, done, dead, requeue, verify, export)
     return parser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import time
@@ -190,6 +191,15 @@ def slack_headers(body: bytes, *, secret: str = SIGNING_SECRET, ts: int | None =
     }
 
 
+# Slack makes each request unique (a slash command's trigger_id, a button's): so do the requests
+# here, which the service would refuse as replays otherwise (bot.http.ReplayGuard).
+_TRIGGERS = itertools.count(1)
+
+
+def trigger_id() -> str:
+    return f"1.2.{next(_TRIGGERS)}"
+
+
 def command_body(command: str, text: str, user: str, response_url: str = "") -> bytes:
     return urlencode({
         "token": "legacy-verification-token", "team_id": TEAM_ID, "team_domain": "casewatch-test",
@@ -197,7 +207,7 @@ def command_body(command: str, text: str, user: str, response_url: str = "") -> 
         "user_name": user.lower(), "command": command, "text": text, "api_app_id": "A0CASEWATCH",
         "is_enterprise_install": "false",
         "response_url": response_url or "https://hooks.slack.example/commands/T0/1/x",
-        "trigger_id": "1.2.3",
+        "trigger_id": trigger_id(),
     }).encode()
 
 
@@ -210,7 +220,7 @@ def block_action_body(
         "api_app_id": "A0CASEWATCH", "token": "legacy-verification-token",
         "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": "C0NORTH",
                       "is_ephemeral": False},
-        "trigger_id": "1.2.3", "team": {"id": TEAM_ID, "domain": "casewatch-test"},
+        "trigger_id": trigger_id(), "team": {"id": TEAM_ID, "domain": "casewatch-test"},
         "channel": {"id": "C0NORTH", "name": "north-mosovo"},
         "message": {"type": "message", "ts": "1700000000.000001", "text": "alert"},
         "actions": [{"action_id": action_id, "block_id": "b1", "value": value, "type": "button",

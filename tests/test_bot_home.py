@@ -42,6 +42,7 @@ from tests.test_bot import (
     running_bot,
     shown,
     slack_headers,
+    trigger_id,
 )
 from tests.test_render_hostile import VALUES, assert_safe_slack, hostile
 
@@ -304,7 +305,7 @@ def home_ack_click(bot: Bot, home: dict[str, Any]) -> bytes:
         "user": {"id": PC, "username": "pc", "team_id": TEAM_ID},
         "api_app_id": "A0CASEWATCH",
         "token": "legacy-verification-token",
-        "trigger_id": "1.2.3",
+        "trigger_id": trigger_id(),
         "team": {"id": TEAM_ID, "domain": "casewatch-test"},
         "container": {"type": "view", "view_id": home["id"]},
         "view": {"id": home["id"], "type": "home", "hash": home["hash"], "blocks": home["blocks"]},

@@ -137,3 +137,19 @@ def test_digest_without_teams_says_there_is_nothing_to_send(capsys: pytest.Captu
     out, err = capsys.readouterr()
     assert out == ""
     assert "no teams are configured" in err
+
+
+@pytest.mark.parametrize("words", [
+    ["db", "upgrade"], ["inbound", "list"], ["inbound", "show", "3"], ["inbound", "done", "3"],
+    ["outbox", "dead"], ["outbox", "requeue", "--all"], ["audit", "verify"], ["audit", "export"],
+])
+def test_a_command_of_subcommands_takes_config_before_or_after_the_subcommand(words: list[str]) -> None:
+    """`casewatch inbound --config X list` was refused ("invalid choice: X"): the nineteenth
+    session's newcomer typed it so. Both places give the same path; none gives None."""
+    from casewatch.cli import build_parser
+
+    parser = build_parser()
+    before = parser.parse_args([words[0], "--config", "here.toml", *words[1:]])
+    after = parser.parse_args([*words, "--config", "here.toml"])
+    assert before.config == after.config == "here.toml"
+    assert parser.parse_args(words).config is None

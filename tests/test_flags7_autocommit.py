@@ -24,6 +24,7 @@ from casewatch.store.models import AuditEntry
 from casewatch.wiring import bot_deps
 from tests.test_bot import (
     ALPHA,
+    NOW_TS,
     PC,
     SGT,
     Bot,
@@ -169,7 +170,9 @@ async def test_the_same_answers_and_entries_as_one_transaction(
         fast_answer = (fast.status, fast.headers.get("Content-Type"), await fast.read())
         last, fast_entries = await _entries_after(bot, last)
         _plain(monkeypatch, bot)
-        plain = await bot.client.post("/slack/events", data=body, headers=slack_headers(body))
+        plain = await bot.client.post(
+            "/slack/events", data=body, headers=slack_headers(body, ts=NOW_TS + 1)
+        )  # signed a second later: the same request again would be a replay (bot.http.ReplayGuard)
         plain_answer = (plain.status, plain.headers.get("Content-Type"), await plain.read())
         last, plain_entries = await _entries_after(bot, last)
         assert fast_answer == plain_answer, body

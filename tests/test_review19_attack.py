@@ -12,7 +12,9 @@ data only):
 - U+2800 (drawn as blank) passed every text rule, so a "reason" of it opened another team's
   nominal and the audit log held a reason a reviewer reads as blank;
 - a signed alerts-API cursor at year 1 (+14:00) or 9999 (-14:00) answered 500;
-- a signed Slack body that is a JSON array or null answered 500.
+- a signed Slack body that is a JSON array or null answered 500;
+- a captured signed `/flags` request sent again within Slack's 5-minute window was answered again,
+  restricted markers included (bot.http.ReplayGuard now refuses a request it took before).
 
 And the same session's newcomer's trial:
 - `/flags` and `/tasks` showed a due instant at local midnight as the next day's 00:00 ("due
@@ -35,6 +37,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from bot.http import ReplayGuard
 from bot.render import due
 from casewatch.cli import main
 from casewatch.ingest.pipeline import IngestResult, ingest
@@ -48,7 +51,20 @@ from integrations.mail_ingest.process import event_id_for
 from integrations.mail_ingest.samples import border_alert_mail
 from integrations.mail_ingest.template import load_template
 from tests.support import envelope, nominal_data, service_client, signed_get
-from tests.test_bot import ALPHA, CR, PC, PC_SOUTH, SOUTH, Bot, buttons, shown, slack_headers, slash
+from tests.test_bot import (
+    ALPHA,
+    CR,
+    NOW_TS,
+    PC,
+    PC_SOUTH,
+    SOUTH,
+    Bot,
+    buttons,
+    command_body,
+    shown,
+    slack_headers,
+    slash,
+)
 from tests.test_bot import bot as bot  # noqa: F401  (fixture: SQLite and PostgreSQL)
 from tests.test_bot import sqlite_bot as sqlite_bot  # noqa: F401  (fixture)
 
@@ -286,3 +302,33 @@ def test_a_list_variable_not_written_as_json_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"CASEWATCH_DELIVERY__\* variable could not be read"):
         load_config(None, environ={"CASEWATCH_DELIVERY__FALLBACK_SEVERITIES": "critical"})
+
+
+
+# --- a signed Slack request sent again --------------------------------------------------------------
+
+
+async def test_a_captured_slack_request_sent_again_is_refused(sqlite_bot: Bot) -> None:
+    body = command_body("/flags", ALPHA, CR)
+    headers = slack_headers(body)
+    first = await sqlite_bot.client.post("/slack/events", data=body, headers=headers)
+    assert first.status == 200 and "FICTIONALSON" in shown(await first.json())
+    again = await sqlite_bot.client.post("/slack/events", data=body, headers=headers)
+    assert again.status == 401 and "FICTIONALSON" not in await again.text()
+    assert len(await sqlite_bot.audit("flags.lookup")) == 1  # nothing done for the copy
+    # The same question asked again is another request (Slack gives it its own trigger_id).
+    fresh = command_body("/flags", ALPHA, CR)
+    post = sqlite_bot.client.post
+    assert (await post("/slack/events", data=fresh, headers=slack_headers(fresh))).status == 200
+    # As is the same body signed at another second.
+    assert (await post("/slack/events", data=body, headers=slack_headers(body, ts=NOW_TS + 1))).status == 200
+
+
+def test_the_replay_guard_forgets_past_the_window_and_keeps_to_its_limit() -> None:
+    guard = ReplayGuard(window_seconds=360, limit=3)
+    assert guard.first_time("v0=a", 1000.0) and not guard.first_time("v0=a", 1001.0)
+    assert guard.first_time("v0=a", 1000.0 + 361)  # the window (and its timestamp) has passed
+    for n, sig in enumerate(("v0=b", "v0=c", "v0=d")):
+        assert guard.first_time(sig, 1400.0 + n)
+    assert len(guard._seen) == 3  # at the limit the oldest went first
+    assert not guard.first_time("v0=d", 1410.0)
