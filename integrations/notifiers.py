@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from casewatch.config import Settings
 from casewatch.delivery.notifier import Notifier
-from casewatch.routing.routing import allowed_emails
+from casewatch.routing.routing import allowed_emails, configured_slack_ids
 from integrations.chat_log import ChatLogNotifier
 from integrations.slack_notifier import SlackNotifier
 from integrations.smtp_notifier import MAX_IDLE, SmtpNotifier
@@ -31,6 +31,7 @@ def build_notifiers(settings: Settings, *, keep_alive: bool = True) -> dict[str,
             timeout_seconds=settings.delivery.send_timeout_seconds,
             thread_replies=settings.delivery.slack_thread_replies,
             keep_alive=keep_alive,
+            allowed=configured_slack_ids(settings),
         )
     elif settings.delivery.chat_log_path:
         notifiers["slack"] = ChatLogNotifier(settings.delivery.chat_log_path)

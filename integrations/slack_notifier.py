@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +71,12 @@ class SlackNotifier:
         timeout_seconds: float = 15.0,
         thread_replies: bool = True,
         keep_alive: bool = False,
+        allowed: Collection[str] | None = None,
     ) -> None:
         """With `keep_alive` (the service's notifiers: integrations.notifiers) one HTTP session
-        serves every call; the owner then calls close() before its event loop ends."""
+        serves every call; the owner then calls close() before its event loop ends. `allowed`:
+        the channel and user ids it may post to (None: any; tests of the notifier alone)."""
+        self._allowed = frozenset(allowed) if allowed is not None else None
         self._keep_alive_on = keep_alive
         self._timeout = max(1, int(timeout_seconds))
         self._client = AsyncWebClient(token=token, base_url=api_url, timeout=self._timeout, retry_handlers=[])
@@ -80,6 +84,10 @@ class SlackNotifier:
         self._dm_channels: dict[str, str] = {}
 
     async def send(self, message: Outbound) -> Outcome:
+        if self._allowed is not None and message.target not in self._allowed:
+            # A row queued before the configuration dropped its channel (as SmtpNotifier does for
+            # an address): dead-lettered and reported, the alert's fallback mail to the SPOC.
+            return Permanent(f"{message.target} is not a configured Slack id; casewatch posts to no other")
         try:
             built = build(message.payload)
         except Exception as exc:  # noqa: BLE001 - whatever the payload holds, it cannot be sent

@@ -20,7 +20,7 @@ from casewatch.audit import record
 from casewatch.config import Settings
 from casewatch.context import Context
 from casewatch.routing.purposes import nominals_of, receiver_words
-from casewatch.routing.routing import allowed_emails, chat_enabled
+from casewatch.routing.routing import allowed_emails, chat_enabled, configured_slack_ids
 from casewatch.store.models import Alert, Delivery, DeliveryAttempt
 
 DEAD = "dead"
@@ -90,17 +90,6 @@ async def list_dead(session: AsyncSession) -> list[DeadLetter]:
         )
         for r in rows
     ]
-
-
-def configured_slack_ids(settings: Settings) -> frozenset[str]:
-    """Every Slack channel or user id casewatch may post to: team channels, NPT channels, the
-    control room and officers' DMs."""
-    ids = {settings.routing.control_room_channel}
-    for team in settings.teams:
-        ids.add(team.channel)
-        ids.update(team.npt_channels.values())
-    ids.update(o.slack_user_id for o in settings.officers)
-    return frozenset(i for i in ids if i)
 
 
 def address_problem(settings: Settings, channel: str, target: str) -> str | None:

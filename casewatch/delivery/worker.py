@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -28,7 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from casewatch.alerts import SYSTEM_REF
-from casewatch.alerts.lifecycle import open_alert
+from casewatch.alerts.lifecycle import live_alert, open_alert, resolve
 from casewatch.audit import Entry, record, record_many
 from casewatch.audit.quiet import Quiet
 from casewatch.bell import Claimer, Handoff, OutboxBell, first_of
@@ -47,7 +48,7 @@ from casewatch.delivery.notifier import (
 from casewatch.delivery.pacing import Pacer, Turn
 from casewatch.delivery.transition import AlertBrief, DeliveryFacts, Policy, RowUpdate, next_step
 from casewatch.model.alerts import AlertSpec
-from casewatch.routing.outbox import enqueue_fallback
+from casewatch.routing.outbox import cleared_now, enqueue_fallback
 from casewatch.routing.purposes import delivery_purpose, nominals_of
 from casewatch.store.models import Alert, AlertThread, Delivery, DeliveryAttempt
 
@@ -486,13 +487,20 @@ class DeliveryWorker:
         notifier = self.notifiers.get(claimed.channel)
         if notifier is None:
             return Permanent(f"no notifier for channel {claimed.channel!r} (is it configured?)")
+        message = claimed.message
+        if "personal" in message.payload and not cleared_now(self.ctx.settings, message.target):
+            # Rendered for a target cleared when it was queued, whose clearance has since been
+            # withdrawn (the service restarted with another configuration): sent without the name
+            # and markers. (The audit's content hash stays the queued message's: more than went.)
+            payload = {key: value for key, value in message.payload.items() if key != "personal"}
+            message = dataclasses.replace(message, payload=payload)
         task = asyncio.current_task()
         cancelling = task.cancelling() if task is not None else 0
         try:
             # asyncio.timeout, not wait_for (a task of its own on 3.11): the send starts now, in
             # this task, at the moment the pacer counted it from.
             async with asyncio.timeout(self.config.send_timeout_seconds):
-                outcome = await notifier.send(claimed.message)
+                outcome = await notifier.send(message)
         except TimeoutError:
             outcome = Retryable(f"timed out after {self.config.send_timeout_seconds:g}s")
         except Exception as exc:  # a notifier bug or an unforeseen library error: retry, visibly
@@ -692,6 +700,12 @@ async def _report_dead(
             f"Messages to {d.channel} {d.target} ({d.receiver}) cannot be delivered; "
             f"first for alert {alert.id}. Check the address and the audit log (delivery.dead)"
         )
+    reported = await live_alert(session, DELIVERY_FAILED, SYSTEM_REF, subject[:200])
+    if reported is not None and reported.state == "acknowledged":
+        # Acknowledged ("after fixing the address", docs/alerts.md), yet failing again: the fix
+        # did not hold, or the address broke anew. Kept live, it would take every later failure
+        # silently; this one is a new report.
+        await resolve(session, reported, "acknowledged; the address failed again", ctx)
     await open_alert(
         session,
         AlertSpec(

@@ -33,6 +33,7 @@ from casewatch.routing.routing import (
     Directory,
     Target,
     allowed_emails,
+    configured_slack_ids,
     log_fallbacks,
     needs_nominal,
     targets_for,
@@ -432,8 +433,12 @@ def content_hash(target: Target, payload: dict[str, Any]) -> str:
 async def _previous_targets(
     session: AsyncSession, alert_ids: Sequence[str], settings: Settings
 ) -> dict[str, list[Target]]:
-    """Every address that already heard of each alert, in the order they were queued."""
+    """Every address that already heard of each alert and is still in the configuration, in the
+    order they were queued. One the configuration no longer has (a channel replaced, an officer
+    gone) hears no more of it: its updates carried the acknowledgement's outcome and the nominal's
+    name to whoever keeps that channel now."""
     cleared = _cleared(settings)
+    configured = {"slack": configured_slack_ids(settings), "email": allowed_emails(settings)}
     heard: dict[str, list[Target]] = {}
     for part in chunked(session, alert_ids):
         rows = await session.execute(
@@ -442,6 +447,9 @@ async def _previous_targets(
             .order_by(Delivery.id)
         )
         for alert_id, receiver, channel, address in rows:
+            known = configured["slack" if channel == "slack" else "email"]
+            if (address if channel == "slack" else address.lower()) not in known:
+                continue
             heard.setdefault(str(alert_id), []).append(Target(
                 receiver, "slack" if channel == "slack" else "email", address,
                 address.lower() in cleared, receiver.startswith("spoc:"),
@@ -466,6 +474,11 @@ def _unique(targets: Sequence[Target]) -> list[Target]:
 
 def _cleared(settings: Settings) -> set[str]:
     return {t.lower() for t in settings.routing.personal_data_targets}
+
+
+def cleared_now(settings: Settings, address: str) -> bool:
+    """Whether `address` may be sent the nominal's name and markers under this configuration."""
+    return address.lower() in _cleared(settings)
 
 
 class _NominalRow(NamedTuple):

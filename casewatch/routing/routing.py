@@ -55,6 +55,17 @@ def allowed_emails(settings: Settings) -> frozenset[str]:
     return frozenset(a.lower() for a in addresses)
 
 
+def configured_slack_ids(settings: Settings) -> frozenset[str]:
+    """Every Slack channel or user id casewatch may post to: team channels, NPT channels, the
+    control room and officers' DMs."""
+    ids = {settings.routing.control_room_channel}
+    for team in settings.teams:
+        ids.add(team.channel)
+        ids.update(team.npt_channels.values())
+    ids.update(o.slack_user_id for o in settings.officers)
+    return frozenset(i for i in ids if i)
+
+
 @dataclass(frozen=True)
 class Directory:
     """Teams and officers by id: built once per batch, so that routing thousands of alerts does

@@ -153,10 +153,15 @@ def periods(
     relevant, release = nominal.relevant_date, nominal.release_date
     if (
         relevant is not None and release is not None and release > relevant
-        and not any(relevant < day < release for day in notified)
+        and not any(relevant <= day < release for day in notified)
+        and not any(d.started and relevant < d.on < release for d in history.detentions)
     ):
-        # s.83(6): held from the relevant date to the release, unless a notification between
-        # the two shows the release is a later custody's (a recall, a new sentence).
+        # s.83(6): held from the relevant date to the release, unless the records say otherwise:
+        # a notification from the relevant date on shows the person at liberty that day (made in
+        # person at a police station, s.87(1)), so the release is a later custody's (a recall, a
+        # new sentence); a detention on record that starts after the relevant date is that later
+        # custody, and only "time when" the person is held is disregarded: the days before it
+        # count (nineteenth session's review against the statute's text).
         found.append(Away("detained", relevant, release))
     found.extend(_abroad_periods(history, settings, tz))
     return tuple(sorted(found, key=lambda p: (p.start, p.end or date.max)))
