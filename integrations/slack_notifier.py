@@ -101,7 +101,8 @@ class SlackNotifier:
         except SlackApiError as exc:
             return classify(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return Retryable(f"{type(exc).__name__}: {str(exc)[:200]}")
+            # The request may have reached Slack and taken effect: the next attempt looks first.
+            return Retryable(f"{type(exc).__name__}: {str(exc)[:200]}", maybe_sent=True)
 
     def _keep_alive(self) -> None:
         """One HTTP session for every call, so its connections are kept alive between messages

@@ -20,6 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from casewatch.store.models import Delivery
 
 LEASE_EXPIRED = "lease expired mid-send (worker stopped?); sending again"
+# The start of a row's last_error when an attempt may have sent the message (Retryable.maybe_sent),
+# kept by every later failed attempt until one sends it (worker.Worker._send).
+MAYBE_SENT = "maybe sent: "
+
+
+def was_maybe_sent(last_error: str | None) -> bool:
+    """Whether an earlier attempt of the row may have sent its message."""
+    return last_error == LEASE_EXPIRED or (last_error or "").startswith(MAYBE_SENT)
 
 
 UNFINISHED = ("pending", "sending")  # as written in claim_rows' statement

@@ -22,6 +22,10 @@ class Sent:
 class Retryable:
     error: str
     retry_after: float | None = None  # seconds, when the receiver said how long to wait
+    # The request went out and no answer came (a timeout, a dropped connection): the message may
+    # be there. The worker keeps saying so on the row until it is sent, so that each later attempt
+    # looks for it first where the notifier can (Slack: Outbound.maybe_sent).
+    maybe_sent: bool = False
 
 
 @dataclass(frozen=True)

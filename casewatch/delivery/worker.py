@@ -34,7 +34,15 @@ from casewatch.audit import Entry, record, record_many
 from casewatch.audit.quiet import Quiet
 from casewatch.bell import Claimer, Handoff, OutboxBell, first_of
 from casewatch.context import Context
-from casewatch.delivery.claim import LEASE_EXPIRED, UNFINISHED, ClaimedRow, claim_rows, holds_row, release
+from casewatch.delivery.claim import (
+    MAYBE_SENT,
+    UNFINISHED,
+    ClaimedRow,
+    claim_rows,
+    holds_row,
+    release,
+    was_maybe_sent,
+)
 from casewatch.delivery.metrics import DeliveryMetrics
 from casewatch.delivery.notifier import (
     Notifier,
@@ -97,7 +105,7 @@ def _claimed(row: ClaimedRow) -> Claimed:
         delivery_id=row.id, alert_id=row.alert_id or "", change=row.purpose, target=row.target,
         payload={} if broken else dict(row.payload), content_hash=row.content_hash,
         thread_ref=row.thread_ref if row.alert_id is not None else None,
-        maybe_sent=row.last_error == LEASE_EXPIRED,
+        maybe_sent=was_maybe_sent(row.last_error),
     )
     return Claimed(row.id, row.channel, row.target, row.claimed_until, message, broken)
 
@@ -502,7 +510,8 @@ class DeliveryWorker:
             async with asyncio.timeout(self.config.send_timeout_seconds):
                 outcome = await notifier.send(message)
         except TimeoutError:
-            outcome = Retryable(f"timed out after {self.config.send_timeout_seconds:g}s")
+            # The request may have gone out and taken effect, its answer late (Slack slow, a proxy).
+            outcome = Retryable(f"timed out after {self.config.send_timeout_seconds:g}s", maybe_sent=True)
         except Exception as exc:  # a notifier bug or an unforeseen library error: retry, visibly
             # The type only: an exception's text (and a traceback's) can quote the message.
             log.error(
@@ -515,6 +524,11 @@ class DeliveryWorker:
             # returned or raised: the stop goes on, as it did when wait_for ran the send in a task
             # of its own; the row's lease then hands it on, maybe sent.
             raise asyncio.CancelledError
+        if isinstance(outcome, Retryable) and (outcome.maybe_sent or message.maybe_sent):
+            # Said on the row until an attempt sends it: a later failure (a rate-limited look for
+            # the earlier post, say) must not make the next attempt post without looking.
+            if not outcome.error.startswith(MAYBE_SENT):
+                outcome = dataclasses.replace(outcome, error=MAYBE_SENT + outcome.error, maybe_sent=True)
         return outcome
 
     async def _paced(self, seconds: float) -> None:
@@ -549,7 +563,7 @@ class DeliveryWorker:
             message = Outbound(
                 delivery_id=d.id, alert_id=d.alert_id or "", change=d.purpose, target=d.target,
                 payload={} if broken else dict(d.payload), content_hash=d.content_hash,
-                thread_ref=thread_ref, maybe_sent=d.last_error == LEASE_EXPIRED,
+                thread_ref=thread_ref, maybe_sent=was_maybe_sent(d.last_error),
             )
             return Claimed(d.id, d.channel, d.target, d.claimed_until, message, broken)
 
