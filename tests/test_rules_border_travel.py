@@ -142,8 +142,11 @@ def test_the_window_is_a_setting() -> None:
 @pytest.mark.parametrize(
     ("notified_at", "flagged"),
     [
-        ("2026-07-02T22:59:59", False),  # 2 July local: 8 days' notice
-        ("2026-07-03T09:00:00", False),  # 7 days: in time
+        ("2026-07-02T22:59:59", False),  # 2 July local: 7 clear days before 10 July
+        ("2026-07-02T23:00:00", False),  # 3 July 00:00 BST: exactly 7 days before the date
+        # "not less than 7 days before that date" (SI 2004/1220 as amended): notice during 3 July
+        # leaves 6 clear days (until the nineteenth session counted as in time)
+        ("2026-07-03T09:00:00", "medium"),
         ("2026-07-03T23:00:00", "medium"),  # 4 July local (BST): 6 days
         ("2026-07-09T20:00:00", "high"),  # 3 hours before the departure date begins
     ],
@@ -323,19 +326,24 @@ def test_the_open_trip_length_is_a_setting() -> None:
 @pytest.mark.parametrize(
     ("departure_at", "notified", "severity"),
     [
-        # SI 2004/1220 (as amended by SI 2012/1876): at least 7 days before departure
-        ("2026-07-10T09:00:00", "2026-07-03T09:00:00", None),  # exactly 7 days: in time
-        ("2026-07-10T09:00:00", "2026-07-03T09:00:01", "medium"),  # 1 s under 7 days
-        # ... else (details not known earlier) at least 12 hours: flagged to check the reason
-        ("2026-07-10T09:00:00", "2026-07-09T21:00:00", "medium"),  # exactly 12 hours
-        ("2026-07-10T09:00:00", "2026-07-09T21:00:01", "high"),  # under 12 hours: possible breach
+        # SI 2004/1220 (as amended by SI 2012/1876): "not less than 7 days before" the date of
+        # departure, counted back from its start (10 July 00:00 BST = 9 July 23:00 UTC), whatever
+        # the hour of the flight (09:00 UTC here)
+        ("2026-07-10T09:00:00", "2026-07-02T23:00:00", None),  # exactly 7 days before the date
+        ("2026-07-10T09:00:00", "2026-07-02T23:00:01", "medium"),
+        ("2026-07-10T09:00:00", "2026-07-03T09:00:00", "medium"),  # 7 days before the flight: late
+        # ... else (details not known earlier) "not less than 12 hours before" it: by 12:00 BST on
+        # 9 July; flagged to check the reason
+        ("2026-07-10T09:00:00", "2026-07-09T11:00:00", "medium"),  # exactly 12 hours before the date
+        ("2026-07-10T09:00:00", "2026-07-09T11:00:01", "high"),  # under 12 hours: possible breach
+        ("2026-07-10T09:00:00", "2026-07-09T21:00:00", "high"),  # 12 h before the flight, not the date
         ("2026-07-10T09:00:00", "2026-07-10T10:00:00", "high"),  # after departure
-        # BST begins 29 March 2026: 7 calendar days before 1 April 10:00 BST is 25 March 10:00 GMT
-        ("2026-04-01T09:00:00", "2026-03-25T10:00:00", None),
-        ("2026-04-01T09:00:00", "2026-03-25T10:00:01", "medium"),
-        # BST ends 25 October 2026: 12 hours are elapsed hours across the change
-        ("2026-10-25T10:00:00", "2026-10-24T22:00:00", "medium"),  # 12 h (23:00 BST -> 10:00 GMT)
-        ("2026-10-25T10:00:00", "2026-10-24T22:00:01", "high"),
+        # BST begins 29 March 2026: 7 calendar days before 1 April 00:00 BST is 25 March 00:00 GMT
+        ("2026-04-01T09:00:00", "2026-03-25T00:00:00", None),
+        ("2026-04-01T09:00:00", "2026-03-25T00:00:01", "medium"),
+        # BST ends 25 October 2026: 12 elapsed hours before 25 October 00:00 BST (24 Oct 23:00 UTC)
+        ("2026-10-25T10:00:00", "2026-10-24T11:00:00", "medium"),
+        ("2026-10-25T10:00:00", "2026-10-24T11:00:01", "high"),
     ],
 )
 def test_notice_with_departure_times(departure_at: str, notified: str, severity: str | None) -> None:

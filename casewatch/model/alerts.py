@@ -119,8 +119,9 @@ ALERT_KINDS: dict[str, AlertKind] = {k.kind: k for k in (
         "amends it) fewer than `travel_notice_days` [7] days before departure: medium, for the "
         "offender manager to check the reason (12 hours' notice is lawful only where the details "
         "were not known earlier); under 12 hours before departure, or after it: high, a possible "
-        "breach (SOA 2003 s.86; SI 2004/1220 as amended by SI 2012/1876). Measured from "
-        "`departure_at` when given, else the start of the departure date. Only for a nominal "
+        "breach (SOA 2003 s.86; SI 2004/1220 as amended by SI 2012/1876). Measured back from "
+        "the start of the departure date (7 clear days; 12 hours before it), whatever the hour of "
+        "the flight. Only for a nominal "
         "subject to the notification requirements on the departure day (registered, not after "
         "`notification_ends_on`: s.80(2), s.82(1)); a cancelled trip is flagged no further",
         "the travel event id", "acknowledged",

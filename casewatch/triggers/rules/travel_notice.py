@@ -10,10 +10,15 @@ where the details were not known more than 7 days ahead, at least 12 hours befor
 
 The notice is the first notification of the trip (a later one with the same trip_id amends the
 trip, and is measured from that first notice); the departure is the trip's as this notification
-gives it. With departure_at, the 7 days are calendar days back from the departure's local wall
-time and the 12 hours are elapsed hours; without it, the days are counted in local dates (as
-before) and the 12 hours back from the start of the departure date (the regulations speak of
-"the date of departure"). travel_notice_days = 0 turns the medium flag off, not the 12 hours.
+gives it. Both limits are measured back from the start (local midnight) of "the date of
+departure", the regulations' words (SI 2004/1220 as amended; the Northern Ireland twin, SR
+2014/185 reg 7: "before the date of his intended departure"), not from a departure time: 7
+calendar days before it (so notice on 3 July for 10 July is late: 7 clear days are needed, as
+"not less than 7 days before" is read) and 12 elapsed hours before it (by 12:00 the day before).
+Until the nineteenth session a departure_at moved both limits later in the day, so the same
+notice could be in time or late by the hour of the flight. departure_at still decides whether
+the notice came "after departure". travel_notice_days = 0 turns the medium flag off, not the
+12 hours.
 A cancelled trip (travel.cancelled) is flagged no further.
 Nobody is flagged who is not subject to the notification requirements on the departure day (not
 registered, or a departure after notification_ends_on: SOA 2003 s.80(1), s.82(1), s.86)."""
@@ -35,11 +40,16 @@ LATE_NOTICE = "travel.late_notice"
 MIN_NOTICE = timedelta(hours=12)
 
 
+def date_of_departure(travel: TravelFacts, tz: ZoneInfo) -> datetime:
+    """The start (local midnight) of the departure date: what the notice limits count back from."""
+    return datetime.combine(travel.departure_on, time(0), tzinfo=tz)
+
+
 def departure_instant(travel: TravelFacts, tz: ZoneInfo) -> datetime:
     """departure_at, else the start of the departure date (local time)."""
     if travel.departure_at is not None:
         return travel.departure_at
-    return datetime.combine(travel.departure_on, time(0), tzinfo=tz)
+    return date_of_departure(travel, tz)
 
 
 def notice_given(travel: TravelFacts, trip: Sequence[TravelFacts]) -> datetime:
@@ -50,17 +60,13 @@ def notice_given(travel: TravelFacts, trip: Sequence[TravelFacts]) -> datetime:
 def late(travel: TravelFacts, given: datetime, notice_days: int, tz: ZoneInfo) -> Severity | None:
     """None (in time), "medium" (under notice_days days, at least 12 hours) or "high" (under
     12 hours, or after departure)."""
-    departure = departure_instant(travel, tz)
-    if departure - given < MIN_NOTICE:
+    start = date_of_departure(travel, tz)
+    if start - given < MIN_NOTICE:
         return "high"
     if notice_days == 0:
         return None
-    if travel.departure_at is not None:
-        # calendar days back from the local wall time (a BST change moves the instant an hour)
-        in_time = given <= (travel.departure_at.astimezone(tz) - timedelta(days=notice_days))
-    else:
-        in_time = (travel.departure_on - local_date(given, tz)).days >= notice_days
-    return None if in_time else "medium"
+    # Calendar days back from local midnight (aware arithmetic keeps the wall time across BST).
+    return None if given <= start - timedelta(days=notice_days) else "medium"
 
 
 def evaluate(
@@ -79,11 +85,10 @@ def evaluate(
     severity = late(travel, given, settings.travel_notice_days, tz)
     if severity is None:
         return RuleResult()
-    hours = (departure_instant(travel, tz) - given) / timedelta(hours=1)
+    hours = (date_of_departure(travel, tz) - given) / timedelta(hours=1)  # before the date's start
     days = (travel.departure_on - local_date(given, tz)).days
-    when = (
-        f"{max(days, 0)} day(s) before departure" if hours >= 0 else "after departure"
-    )
+    before = given <= departure_instant(travel, tz)
+    when = f"{max(days, 0)} day(s) before departure" if before else "after departure"
     what = "possible breach of s.86" if severity == "high" else "check the reason"
     return RuleResult((AlertSpec(
         kind=LATE_NOTICE, severity=severity, visor_ref=travel.visor_ref, team=nominal.team,
