@@ -147,9 +147,7 @@ class SlackNotifier:
                 return Sent(found)
         reply = await self._client.chat_postMessage(
             channel=channel, text=built.text, blocks=built.blocks,
-            unfurl_links=False, unfurl_media=False, link_names=False,
-            metadata={"event_type": METADATA_EVENT,
-                      "event_payload": {"delivery_id": message.delivery_id, "alert_id": message.alert_id}},
+            unfurl_links=False, unfurl_media=False, link_names=False, metadata=_metadata(message),
         )
         return Sent(f"{reply['channel']}:{reply['ts']}")
 
@@ -164,10 +162,8 @@ class SlackNotifier:
             if isinstance(classify(exc), Retryable):
                 raise
             return None
-        wanted = {"delivery_id": message.delivery_id, "alert_id": message.alert_id}
         for posted in reply.get("messages") or []:
-            metadata = posted.get("metadata") or {}
-            if metadata.get("event_type") == METADATA_EVENT and metadata.get("event_payload") == wanted:
+            if _is_of(posted, message):
                 return f"{channel}:{posted['ts']}"
         return None
 
@@ -185,11 +181,27 @@ class SlackNotifier:
         # reply is posted whatever slack_thread_replies says, and shown in the channel too.
         told_again = message.change in ("raised", "reminder")
         if (self._thread_replies or told_again) and built.reply is not None:
-            await self._client.chat_postMessage(
-                channel=channel, thread_ts=ts, text=built.reply, link_names=False,
-                unfurl_links=False, unfurl_media=False, reply_broadcast=told_again or None,
-            )
+            if not (message.maybe_sent and await self._replied(channel, ts, message)):
+                await self._client.chat_postMessage(
+                    channel=channel, thread_ts=ts, text=built.reply, link_names=False,
+                    unfurl_links=False, unfurl_media=False, reply_broadcast=told_again or None,
+                    metadata=_metadata(message),
+                )
         return Sent(thread_ref)
+
+    async def _replied(self, channel: str, ts: str, message: Outbound) -> bool:
+        """Whether an earlier attempt of this delivery already posted its thread reply (a broadcast
+        to the channel too, for a raise or a reminder): the edit is harmless to repeat, the reply
+        is not. If the thread cannot be read (no history scope), reply again: at least once."""
+        try:
+            reply = await self._client.conversations_replies(
+                channel=channel, ts=ts, limit=HISTORY_LOOKBACK, include_all_metadata=True
+            )
+        except SlackApiError as exc:
+            if isinstance(classify(exc), Retryable):
+                raise
+            return False
+        return any(_is_of(posted, message) for posted in reply.get("messages") or [])
 
     async def _channel_for(self, target: str) -> str:
         if not target.startswith(("U", "W")):
@@ -198,6 +210,20 @@ class SlackNotifier:
             reply = await self._client.conversations_open(users=target)
             self._dm_channels[target] = str(reply["channel"]["id"])
         return self._dm_channels[target]
+
+
+def _metadata(message: Outbound) -> dict[str, Any]:
+    """What every message casewatch posts carries, so that a retry can find one an interrupted
+    attempt posted (the channel's history, a thread's replies)."""
+    return {
+        "event_type": METADATA_EVENT,
+        "event_payload": {"delivery_id": message.delivery_id, "alert_id": message.alert_id},
+    }
+
+
+def _is_of(posted: dict[str, Any], message: Outbound) -> bool:
+    """Whether a message read back from Slack is the one `message` posts (its metadata)."""
+    return bool(posted.get("metadata") == _metadata(message))
 
 
 def classify(exc: SlackApiError) -> Outcome:

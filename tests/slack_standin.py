@@ -11,9 +11,9 @@
         slack.calls_to("chat.postMessage")  # what was asked, in order
 
 Implements chat.postMessage (keeping message metadata), chat.update, chat.postEphemeral,
-conversations.open (DMs), conversations.history, views.publish (App Home views per user, kept in
-`home_views`, with Slack's `hash` check: hash_conflict when the hash given is not the current
-one) and auth.test, keeping posted messages so that chat.update behaves like Slack
+conversations.open (DMs), conversations.history, conversations.replies, views.publish (App Home
+views per user, kept in `home_views`, with Slack's `hash` check: hash_conflict when the hash given
+is not the current one) and auth.test, keeping posted messages so that chat.update behaves like Slack
 (message_not_found for an unknown ts). Any other method is
 recorded and answered {"ok": true} plus whatever `responses[method]` holds, so a Bolt app can be
 pointed at it too. `delay_next(..., handle_first=True)` posts at once but answers late.
@@ -178,6 +178,7 @@ class SlackStandIn:
             "chat.postEphemeral": self._post_ephemeral,
             "conversations.open": self._open,
             "conversations.history": self._history,
+            "conversations.replies": self._replies,
             "auth.test": self._auth_test,
             "views.publish": self._publish_view,
         }.get(method)
@@ -218,6 +219,22 @@ class SlackStandIn:
         found = [dict(m) for (c, _), m in self.messages.items() if c == channel and not m.get("thread_ts")]
         found.sort(key=lambda m: str(m["ts"]), reverse=True)
         limit = int(args.get("limit") or 100)
+        if str(args.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            for m in found:
+                m.pop("metadata", None)
+        return {"ok": True, "messages": found[:limit], "has_more": len(found) > limit}
+
+    def _replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """conversations.replies as Slack documents it: the thread's parent (`ts`) first, then its
+        replies oldest first; thread_not_found for a `ts` that is no message of the channel."""
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        if (channel, ts) not in self.messages:
+            return {"ok": False, "error": "thread_not_found"}
+        found = [dict(self.messages[(channel, ts)])] + sorted(
+            (dict(m) for (c, _), m in self.messages.items() if c == channel and m.get("thread_ts") == ts),
+            key=lambda m: str(m["ts"]),
+        )
+        limit = int(args.get("limit") or 1000)
         if str(args.get("include_all_metadata", "")).lower() not in ("1", "true"):
             for m in found:
                 m.pop("metadata", None)

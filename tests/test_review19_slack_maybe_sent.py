@@ -15,7 +15,9 @@ message behind without that flag:
 Either way the team channel showed the alert twice (two messages with Acknowledge buttons; later
 updates edit only one of them). Now an attempt that may have sent (Retryable.maybe_sent: a
 timeout, a dropped connection) says so on the row, and every later failed attempt keeps saying so
-until one sends (delivery.claim.MAYBE_SENT), so each retry looks before posting.
+until one sends (delivery.claim.MAYBE_SENT), so each retry looks before posting; a thread reply
+(a raise or a reminder, broadcast to the channel) is looked for among the thread's replies
+(conversations.replies) by the metadata every message now carries.
 """
 
 from __future__ import annotations
@@ -112,3 +114,34 @@ async def test_a_rate_limited_history_look_after_a_restart_does_not_lose_maybe_s
         f"the alert is in the channel {len(_top_level(slack, 'C0NORTH'))} times; "
         f"history looked at {len(slack.calls_to('conversations.history'))} times"
     )
+
+
+async def test_a_raise_broadcast_that_answered_late_is_not_broadcast_twice(
+    sessions: Sessions, slack: SlackStandIn
+) -> None:
+    """The same for an update: chat.update, then the thread reply broadcast to the channel (a
+    raised severity, a reminder). The reply takes effect but answers after the send timeout; the
+    retry edits again (harmless) and broadcasts the reply again (never looked for)."""
+    from casewatch.alerts.lifecycle import raise_severity
+
+    ctx = make_ctx(make_settings(
+        slack_url=slack.url, routing=TEAM_ONLY, delivery={"send_timeout_seconds": 0.3, "lease_seconds": 10},
+    ))
+    await setup_directory(sessions, ctx.settings)
+    alert = await open_test_alert(sessions, ctx)
+    worker, _ = make_worker(sessions, ctx)
+    await worker.run_until_idle()
+    async with sessions.begin() as session:
+        assert await raise_severity(session, alert.kind, alert.visor_ref, alert.subject, "critical", ctx)
+    slack.delay_next("chat.postMessage", 1.5, handle_first=True)  # the broadcast reply
+    await worker.run_until_idle()
+    [row] = await deliveries(sessions, purpose="raised")
+    assert row.state == "pending" and "timed out" in (row.last_error or "")
+
+    slack.cut_delays_short()
+    clock_of(ctx).set(row.next_attempt_at)
+    await worker.run_until_idle()
+    [row] = await deliveries(sessions, purpose="raised")
+    assert row.state == "sent"
+    broadcasts = [c for c in slack.calls_to("chat.postMessage") if c.args.get("reply_broadcast")]
+    assert len(broadcasts) == 1, f"'severity raised' broadcast to the channel {len(broadcasts)} times"
