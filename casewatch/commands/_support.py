@@ -30,16 +30,13 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger().setLevel(settings.service.log_level)
 
 
-def quietly(write: Callable[[], None], stream: IO[str]) -> bool:
+def quietly(write: Callable[[], None], stream: IO[str]) -> None:
     """Write, unless the reader has gone (a pipe closed: `... | head -2`): then drop this and all
-    later output to that stream, so neither this write nor the flush at exit raises. False when
-    the reader had gone."""
+    later output to that stream, so neither this write nor the flush at exit raises."""
     try:
         write()
     except BrokenPipeError:
         drop_output(stream)
-        return False
-    return True
 
 
 def drop_output(stream: IO[str]) -> None:
@@ -64,6 +61,11 @@ def directory_problem(settings: Settings, command: str) -> str | None:
     )
 
 
+def connect_problem(exc: BaseException) -> str:
+    """The database could not be reached: said without the URL (a password may be in it)."""
+    return f"database: cannot connect ({type(exc).__name__}); check database.url"
+
+
 async def schema_problem(engine: AsyncEngine, config_hint: str = "") -> str | None:
     """Why the database cannot be used yet (unreachable, or not migrated to the head revision),
     or None when it can. The message says what to run; it never shows the URL (a password may
@@ -71,7 +73,7 @@ async def schema_problem(engine: AsyncEngine, config_hint: str = "") -> str | No
     try:
         current = await stored_revision(engine)
     except (SQLAlchemyError, OSError) as exc:
-        return f"database: cannot connect ({type(exc).__name__}); check database.url"
+        return connect_problem(exc)
     except ValueError as exc:
         return f"database: {exc}"
     head = HEAD

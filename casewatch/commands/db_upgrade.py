@@ -6,6 +6,7 @@ import sys
 
 from sqlalchemy.exc import OperationalError
 
+from casewatch.commands._support import connect_problem
 from casewatch.config import load_config
 from casewatch.store.engine import make_engine
 from casewatch.store.migrate import current_revision, upgrade
@@ -25,10 +26,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         revision = asyncio.run(_run())
     except (OperationalError, OSError) as exc:
-        # As the other commands say it (commands._support.schema_problem): never the URL, which
-        # may hold a password. A migration's own failure is raised as it is.
-        print(f"casewatch db upgrade: database: cannot connect ({type(exc).__name__}); check database.url",
-              file=sys.stderr)
+        # As the other commands say it; a migration's own failure is raised as it is.
+        print(f"casewatch db upgrade: {connect_problem(exc)}", file=sys.stderr)
         return 2
     print(f"database is at revision {revision}")
     return 0
